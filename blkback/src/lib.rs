@@ -1,0 +1,1 @@
+//! A userspace block backend (blkif) that Linux's xen-blkfront accepts.

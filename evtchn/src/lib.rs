@@ -1,0 +1,1 @@
+//! Event channels: real (libxenevtchn) and simulated-host backends behind one trait.

@@ -1,0 +1,1 @@
+//! Grant tables: map, copy and share pages, real (libxengnttab) and simulated-host backends.

@@ -1,0 +1,1 @@
+//! XenBus device framework: state machine, directory conventions, backend and frontend drivers.

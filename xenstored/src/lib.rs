@@ -1,0 +1,1 @@
+//! A native XenStore daemon: drop-in for C xenstored.
