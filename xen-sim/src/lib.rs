@@ -1,1 +1,25 @@
-//! A simulated Xen host: domains, memory accounting, event channels and grant tables with Xen's rules, in one process.
+//! A simulated Xen host, in one process.
+//!
+//! The simulated host is the default backend of every hypervisor-facing crate of this project
+//! (`xenctrl`, `evtchn`, `gnttab`, and through them xenstored and the backends). It is not a
+//! mock: it keeps the per-domain state that Xen keeps and enforces Xen's rules, failing with the
+//! errno Xen returns:
+//!
+//! - [`domain`]: domain ids allocated as Xen allocates them, lifecycle (paused at creation,
+//!   running, shutdown with a reason, dying, destroyed), vCPUs, CPU time that advances only for
+//!   running domains, and memory accounting against the host's free pages;
+//! - [`memory`]: each domain's pages are real shared memory (a memfd), so a page granted by
+//!   one simulated domain and mapped by another aliases the same bytes;
+//! - [`evtchn`]: per-domain port tables with Xen's states, delivered through eventfds;
+//! - [`grant`]: per-domain grant tables with page-granular permissions.
+//!
+//! All state lives behind one [`Host`] handle (cheap to clone, `Send + Sync`), so separate
+//! crates can hang their view of a domain off the same host.
+
+pub mod domain;
+pub mod evtchn;
+pub mod grant;
+pub mod host;
+pub mod memory;
+
+pub use host::{Host, HostConfig};
