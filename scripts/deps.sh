@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs what building and testing the project needs on Debian 12 (bookworm), idempotently.
+#   scripts/deps.sh          build + test dependencies (Xen headers and user-space peers, libclang)
+#   scripts/deps.sh --e2e    also what `cargo xtask e2e` needs on the host (QEMU, cpio, kmod)
+# Nothing Xen-specific is started: the packages provide headers, C libraries and C peers
+# (xenstored, test-xenstore, xenstore-* clients) that the tests drive.
+set -euo pipefail
+e2e=0
+[ "${1:-}" = "--e2e" ] && e2e=1
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+
+pkgs=(build-essential pkg-config libxen-dev libclang-dev xen-utils-4.17 xenstore-utils python3 python3-pip)
+if [ "$e2e" = 1 ]; then
+    pkgs+=(cpio kmod busybox-static)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# QEMU for the real-Xen end-to-end run: take bookworm-backports' when it is configured
+# (its qemu-utils on this kind of machine conflicts with bookworm's qemu-system-x86).
+if [ "$e2e" = 1 ] && ! command -v qemu-system-x86_64 >/dev/null; then
+    missing+=(qemu-system-x86)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+    $sudo apt-get update -qq
+    if printf '%s\n' "${missing[@]}" | grep -qx qemu-system-x86 \
+        && apt-cache policy qemu-utils 2>/dev/null | grep -q 'Installed:.*bpo'; then
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            -t bookworm-backports qemu-system-x86
+        missing=("${missing[@]/qemu-system-x86/}")
+    fi
+    # shellcheck disable=SC2068
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ${missing[@]}
+fi
+
+# The official XenAPI Python SDK drives the toolstack's tests.
+if ! python3 -c 'import XenAPI' 2>/dev/null; then
+    python3 -m pip install --quiet --break-system-packages xenapi 2>/dev/null \
+        || python3 -m pip install --quiet xenapi
+fi
+
+# Rust: a fresh Debian 12 has no recent toolchain; rustup brings the stable one.
+if ! command -v cargo >/dev/null; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    else
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
+    fi
+fi
