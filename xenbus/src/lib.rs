@@ -1,1 +1,69 @@
 //! XenBus device framework: state machine, directory conventions, backend and frontend drivers.
+//!
+//! In Xen's split-driver model a frontend in a guest and a backend (usually in dom0) meet in
+//! xenstore: each end has a directory ([`paths`]) holding a `state` node ([`XenbusState`])
+//! and the details of its rings and features. This crate provides
+//!
+//! - [`XenbusState`] with the transitions Linux's xenbus drivers and QEMU's xen-bus allow;
+//! - [`Store`], the small xenstore interface the framework needs, with [`MemStore`], an
+//!   in-memory implementation with xenstore's watch semantics;
+//! - [`Backend`], which watches `/local/domain/<self>/backend/<type>`, notices devices,
+//!   runs each device's handshake on its own thread through a [`BackendDriver`], and tears
+//!   it down when either end closes, the device is removed, or the frontend's domain dies
+//!   (`@releaseDomain`);
+//! - [`FrontendDevice`], the frontend end of the same handshake, for Rust frontends;
+//! - [`create_device`]/[`destroy_device`], the toolstack's part (writing both directories).
+
+mod backend;
+mod frontend;
+pub mod paths;
+mod state;
+pub mod store;
+
+pub use backend::{Backend, BackendDriver, DeviceInfo};
+pub use frontend::{create_device, destroy_device, FrontendDevice};
+pub use state::XenbusState;
+pub use store::{MemStore, Store, WatchEvent, WatchId};
+use xen_types::Errno;
+
+/// Errors of the XenBus framework.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A state change the protocol does not allow.
+    #[error("illegal xenbus state transition {from:?} -> {to:?}")]
+    IllegalTransition {
+        /// Current state.
+        from: XenbusState,
+        /// Requested state.
+        to: XenbusState,
+    },
+    /// A node holds a value that does not parse.
+    #[error("bad value {value:?} at {path}")]
+    BadValue {
+        /// The node.
+        path: String,
+        /// Its value.
+        value: String,
+    },
+    /// A required node is missing.
+    #[error("missing xenstore node {0}")]
+    Missing(String),
+    /// A malformed xenstore path.
+    #[error("bad xenstore path {0:?}")]
+    BadPath(String),
+    /// `unwatch` of a watch that is not set.
+    #[error("no such watch")]
+    NoSuchWatch,
+    /// A wait did not complete in time.
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+    /// The peer or the device went away while waiting.
+    #[error("device closed: {0}")]
+    Closed(String),
+    /// The xenstore connection failed with an errno.
+    #[error("xenstore error: {0:?}")]
+    Store(Errno),
+    /// A driver callback failed.
+    #[error("driver error: {0}")]
+    Driver(String),
+}
