@@ -1,0 +1,235 @@
+//! The back end of a ring: consumes requests, produces responses.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{fence, Ordering};
+
+use xen_types::mem::{Pod, SharedMemory, SharedMemoryExt};
+use xen_types::Pages;
+
+use crate::idx;
+use crate::layout::{hdr, RingLayout, SringField};
+use crate::{RingError, RING_IDX};
+
+/// The back end of a shared ring (`struct X_back_ring`): the end that serves requests
+/// (blkback, netback) and produces responses.
+///
+/// The front end is untrusted: [`take_request`](Self::take_request) copies each request out
+/// of the shared page (`RING_COPY_REQUEST`, so a request cannot change while it is checked),
+/// and an impossible `req_prod` (more than a ring ahead of our responses, or behind our
+/// consumer) breaks the ring with [`RingError::Overflow`].
+pub struct BackRing<M, Req, Rsp> {
+    mem: M,
+    layout: RingLayout,
+    rsp_prod_pvt: RING_IDX,
+    req_cons: RING_IDX,
+    /// The `rsp_prod` we last published.
+    rsp_pushed: RING_IDX,
+    /// The `req_prod` we last read and checked.
+    req_prod_seen: RING_IDX,
+    broken: Option<RingError>,
+    _types: PhantomData<fn(Req) -> Rsp>,
+}
+
+impl<M, Req, Rsp> fmt::Debug for BackRing<M, Req, Rsp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackRing")
+            .field("layout", &self.layout)
+            .field("rsp_prod_pvt", &self.rsp_prod_pvt)
+            .field("req_cons", &self.req_cons)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
+    /// `BACK_RING_INIT`: a back end on the shared ring the front end initialised in `mem`
+    /// (`nr_pages` contiguous pages, as mapped from the front end's grant references).
+    /// The shared page is not written.
+    pub fn new(mem: M, nr_pages: Pages) -> Result<Self, RingError> {
+        Self::attach(mem, nr_pages, 0)
+    }
+
+    /// `BACK_RING_ATTACH`: a back end continuing at index `idx` (both `rsp_prod_pvt` and
+    /// `req_cons`).
+    pub fn attach(mem: M, nr_pages: Pages, idx: RING_IDX) -> Result<Self, RingError> {
+        let layout = RingLayout::for_memory::<M, Req, Rsp>(&mem, nr_pages)?;
+        Ok(BackRing {
+            mem,
+            layout,
+            rsp_prod_pvt: idx,
+            req_cons: idx,
+            rsp_pushed: idx,
+            req_prod_seen: idx,
+            broken: None,
+            _types: PhantomData,
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_indexes(&mut self, req_cons: RING_IDX, rsp_prod_pvt: RING_IDX) {
+        self.req_cons = req_cons;
+        self.req_prod_seen = req_cons;
+        self.rsp_prod_pvt = rsp_prod_pvt;
+        self.rsp_pushed = rsp_prod_pvt;
+    }
+
+    /// The ring's layout.
+    pub fn layout(&self) -> &RingLayout {
+        &self.layout
+    }
+
+    /// Entries in the ring (`RING_SIZE`).
+    pub fn ring_size(&self) -> u32 {
+        self.layout.nr_ents()
+    }
+
+    /// The shared memory.
+    pub fn memory(&self) -> &M {
+        &self.mem
+    }
+
+    /// Gives the shared memory back.
+    pub fn into_memory(self) -> M {
+        self.mem
+    }
+
+    /// Next request index to consume (`req_cons`).
+    pub fn req_cons(&self) -> RING_IDX {
+        self.req_cons
+    }
+
+    /// Next response index to fill (`rsp_prod_pvt`).
+    pub fn rsp_prod_pvt(&self) -> RING_IDX {
+        self.rsp_prod_pvt
+    }
+
+    /// The error that broke the ring, if the front end misbehaved.
+    pub fn broken(&self) -> Option<RingError> {
+        self.broken
+    }
+
+    /// Requests taken and not yet answered.
+    pub fn pending(&self) -> u32 {
+        self.req_cons.wrapping_sub(self.rsp_prod_pvt)
+    }
+
+    fn check(&self) -> Result<(), RingError> {
+        match self.broken {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads and checks `req_prod`; returns the requests we may take now
+    /// (`XEN_RING_NR_UNCONSUMED_REQUESTS`).
+    #[inline]
+    fn refresh(&mut self) -> Result<u32, RingError> {
+        let prod = hdr(&self.mem, SringField::ReqProd).load(Ordering::Relaxed);
+        fence(Ordering::Acquire); // xen_rmb: the index before the requests
+        let size = self.ring_size();
+        if idx::bad_request_prod(size, prod, self.req_cons, self.rsp_prod_pvt) {
+            let e = RingError::Overflow {
+                prod,
+                cons: self.req_cons,
+                size,
+            };
+            self.broken = Some(e);
+            return Err(e);
+        }
+        self.req_prod_seen = prod;
+        Ok(idx::nr_unconsumed_requests(
+            size,
+            prod,
+            self.req_cons,
+            self.rsp_prod_pvt,
+        ))
+    }
+
+    /// `RING_HAS_UNCONSUMED_REQUESTS`: requests published and takeable now (capped by the
+    /// response slots left).
+    pub fn unconsumed_requests(&mut self) -> Result<u32, RingError> {
+        self.check()?;
+        self.refresh()
+    }
+
+    /// Copies out the next request (`RING_COPY_REQUEST`), or `None` when none is published,
+    /// or when a ring's worth of requests is taken and unanswered
+    /// (`RING_REQUEST_CONS_OVERFLOW`: push responses first).
+    #[inline]
+    pub fn take_request(&mut self) -> Result<Option<Req>, RingError> {
+        self.check()?;
+        if self.req_cons == self.req_prod_seen && self.refresh()? == 0 {
+            return Ok(None);
+        }
+        if idx::request_cons_overflow(self.ring_size(), self.rsp_prod_pvt, self.req_cons) {
+            return Ok(None);
+        }
+        let req = self.mem.read_obj(self.layout.slot_offset(self.req_cons))?;
+        self.req_cons = self.req_cons.wrapping_add(1);
+        Ok(Some(req))
+    }
+
+    /// Copies out up to `out.len()` requests; returns how many.
+    pub fn take_requests_into(&mut self, out: &mut [Req]) -> Result<usize, RingError> {
+        let mut n = 0;
+        while n < out.len() {
+            match self.take_request()? {
+                Some(r) => out[n] = r,
+                None => break,
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Writes `rsp` into the next response slot (`RING_GET_RESPONSE(r, rsp_prod_pvt++)`);
+    /// the front end sees it after a push. Responses answer taken requests, one each.
+    #[inline]
+    pub fn push_response(&mut self, rsp: Rsp) -> Result<(), RingError> {
+        self.check()?;
+        if self.rsp_prod_pvt == self.req_cons {
+            return Err(RingError::NoOutstandingRequest);
+        }
+        self.mem
+            .write_obj(self.layout.slot_offset(self.rsp_prod_pvt), rsp)?;
+        self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
+        Ok(())
+    }
+
+    /// `RING_PUSH_RESPONSES`: publishes queued responses without checking for a
+    /// notification.
+    pub fn push_responses(&mut self) {
+        fence(Ordering::Release); // xen_wmb
+        hdr(&self.mem, SringField::RspProd).store(self.rsp_prod_pvt, Ordering::Relaxed);
+        self.rsp_pushed = self.rsp_prod_pvt;
+    }
+
+    /// `RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`: publishes queued responses and returns whether
+    /// the front end asked for an event.
+    #[inline]
+    pub fn push_responses_and_check_notify(&mut self) -> bool {
+        let old = self.rsp_pushed;
+        let new = self.rsp_prod_pvt;
+        fence(Ordering::Release); // xen_wmb: front sees responses before the index
+        hdr(&self.mem, SringField::RspProd).store(new, Ordering::Relaxed);
+        self.rsp_pushed = new;
+        fence(Ordering::SeqCst); // xen_mb: front sees the index before we read rsp_event
+        let event = hdr(&self.mem, SringField::RspEvent).load(Ordering::Relaxed);
+        idx::need_notify(new, old, event)
+    }
+
+    /// `RING_FINAL_CHECK_FOR_REQUESTS`: true when requests can be taken; otherwise asks for
+    /// an event at the next request (`req_event = req_cons + 1`) and checks again. Sleep on
+    /// the event channel only when this returns false.
+    pub fn final_check_for_requests(&mut self) -> Result<bool, RingError> {
+        self.check()?;
+        if self.refresh()? > 0 {
+            return Ok(true);
+        }
+        hdr(&self.mem, SringField::ReqEvent)
+            .store(self.req_cons.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::SeqCst); // xen_mb
+        Ok(self.refresh()? > 0)
+    }
+}
