@@ -1,0 +1,149 @@
+//! `/dev/xen/evtchn`, driven with its ioctls.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use xen_types::{DomId, Errno, EvtchnPort, Virq};
+
+use crate::{Error, Result};
+
+pub(crate) struct Device {
+    fd: OwnedFd,
+}
+
+/// Runs one ioctl whose argument is `arg`, returning the non-negative result.
+fn ioctl<T>(fd: &OwnedFd, request: u32, arg: &mut T) -> std::result::Result<u32, Errno> {
+    // SAFETY: `request` is one of the evtchn ioctls whose argument type is `T` (the bindgen
+    // struct of `xen/sys/evtchn.h` that the request number was computed from); `arg` is a
+    // live, exclusive pointer for the duration of the call.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), request as _, arg as *mut T) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r as u32)
+    }
+}
+
+/// Maps an `open` failure of a Xen device to [`Error::NotXen`] when the device is absent.
+pub(crate) fn open_device(path: &'static str) -> Result<OwnedFd> {
+    let c = CString::new(path).map_err(|_| Error::Op {
+        op: "open",
+        errno: Errno::EINVAL,
+    })?;
+    // SAFETY: NUL-terminated path; plain open(2).
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    };
+    if fd < 0 {
+        let errno = Errno::last();
+        return Err(
+            if [Errno::ENOENT, Errno::ENODEV, Errno::ENXIO].contains(&errno) {
+                Error::NotXen { path, errno }
+            } else {
+                Error::Op { op: "open", errno }
+            },
+        );
+    }
+    // SAFETY: open returned a fresh descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+impl Device {
+    pub(crate) fn open(path: &'static str) -> Result<Device> {
+        Ok(Device {
+            fd: open_device(path)?,
+        })
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub(crate) fn bind_unbound_port(
+        &self,
+        remote: DomId,
+    ) -> std::result::Result<EvtchnPort, Errno> {
+        let mut a = xen_sys::ioctl_evtchn_bind_unbound_port {
+            remote_domain: remote.into(),
+        };
+        ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_BIND_UNBOUND_PORT, &mut a).map(EvtchnPort)
+    }
+
+    pub(crate) fn bind_interdomain(
+        &self,
+        remote: DomId,
+        remote_port: EvtchnPort,
+    ) -> std::result::Result<EvtchnPort, Errno> {
+        let mut a = xen_sys::ioctl_evtchn_bind_interdomain {
+            remote_domain: remote.into(),
+            remote_port: remote_port.get(),
+        };
+        ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_BIND_INTERDOMAIN, &mut a).map(EvtchnPort)
+    }
+
+    pub(crate) fn bind_virq(&self, virq: Virq) -> std::result::Result<EvtchnPort, Errno> {
+        let mut a = xen_sys::ioctl_evtchn_bind_virq { virq: virq.get() };
+        ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_BIND_VIRQ, &mut a).map(EvtchnPort)
+    }
+
+    pub(crate) fn unbind(&self, port: EvtchnPort) -> std::result::Result<(), Errno> {
+        let mut a = xen_sys::ioctl_evtchn_unbind { port: port.get() };
+        ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_UNBIND, &mut a).map(drop)
+    }
+
+    pub(crate) fn notify(&self, port: EvtchnPort) -> std::result::Result<(), Errno> {
+        let mut a = xen_sys::ioctl_evtchn_notify { port: port.get() };
+        ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_NOTIFY, &mut a).map(drop)
+    }
+
+    pub(crate) fn unmask(&self, port: EvtchnPort) -> std::result::Result<(), Errno> {
+        let p = port.get();
+        // SAFETY: writes the 4 bytes of a live u32 (the driver reads an array of ports).
+        let r = unsafe { libc::write(self.fd.as_raw_fd(), (&p as *const u32).cast(), 4) };
+        if r < 0 {
+            Err(Errno::last())
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn read_pending(&self, buf: &mut [EvtchnPort]) -> Result<usize> {
+        let mut raw = [0u32; 64];
+        let want = buf.len().min(raw.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        // SAFETY: reads at most `want * 4` bytes into our live array of `raw.len() >= want`
+        // u32s; the descriptor is non-blocking.
+        let r = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                raw.as_mut_ptr().cast(),
+                want * size_of::<u32>(),
+            )
+        };
+        if r < 0 {
+            let e = Errno::last();
+            return match e {
+                Errno::EAGAIN | Errno::EINTR => Ok(0),
+                e if e.get() == libc::EFBIG => Err(Error::Overflow),
+                e => Err(Error::Op {
+                    op: "read_pending",
+                    errno: e,
+                }),
+            };
+        }
+        let n = r as usize / size_of::<u32>();
+        for (dst, &p) in buf.iter_mut().zip(&raw[..n]) {
+            *dst = EvtchnPort(p);
+        }
+        Ok(n)
+    }
+}
