@@ -1,10 +1,186 @@
-//! Domains of the simulated host: ids, lifecycle, vCPUs, memory accounting.
+//! Domains of the simulated host: ids, lifecycle, vCPUs, CPU time, memory accounting, and the
+//! PV domain builder.
 //!
-//! (Lifecycle operations are being filled in; see the crate docs for the rules.)
+//! Every operation follows what Xen 4.17 does for the matching hypercall and fails with the
+//! errno Xen (or libxenctrl's `_exact` wrapper) returns:
+//!
+//! | operation | Xen | rules kept here |
+//! |---|---|---|
+//! | [`Host::create_domain`] | `XEN_DOMCTL_createdomain` | domid rover in `1..DOMID_FIRST_RESERVED` skipping ids in use and wrapping (`ENOMEM` when none is free); a requested id in use is `EEXIST`; id 0 or a reserved id means "pick one"; unknown flags, 0 vCPUs, HAP without HVM, HVM without hardware support, too many vCPUs, bad grant-table sizes or version: `EINVAL`; created paused (controller pause count 1) |
+//! | [`Host::set_max_vcpus`] | `XEN_DOMCTL_max_vcpus` | must equal the creation-time maximum, not on the caller (dom0): `EINVAL`; creates the vCPUs, offline |
+//! | [`Host::set_max_mem_kb`] | `XEN_DOMCTL_max_mem` | never fails; may go below `tot_pages` (then every allocation fails) |
+//! | [`Host::populate_physmap`], [`Host::increase_reservation`] | `XENMEM_*` | over `max_pages`, past the host's free pages, or on a dying domain: `ENOMEM`; nothing is allocated then |
+//! | [`Host::decrease_reservation`] | `XENMEM_decrease_reservation` | a frame not populated: `EINVAL`, nothing freed |
+//! | [`Host::pause`] / [`Host::unpause`] | `XEN_DOMCTL_{pause,unpause}domain` | counted (at most 255: `EOVERFLOW`); unpause at count 0: `EINVAL`; pausing the caller (dom0): `EINVAL`; a dying domain never runs again whatever its count |
+//! | [`Host::shutdown`] | `SCHEDOP_remote_shutdown` | the first reason sticks; raises `VIRQ_DOM_EXC` |
+//! | [`Host::destroy`] | `XEN_DOMCTL_destroydomain` | the caller (dom0): `EINVAL`; the domain becomes dying and stays (a zombie, memory held) while another domain maps its pages or holds a [`DomainRef`]; destroying a dying domain again succeeds |
+//! | [`Host::domain_info`], [`Host::domain_info_list`] | `XEN_DOMCTL_getdomaininfo`, `XEN_SYSCTL_getdomaininfolist` | filled exactly as Xen's `getdomaininfo()` fills `xen_domctl_getdomaininfo` |
+//! | [`Host::vcpu_info`] | `XEN_DOMCTL_getvcpuinfo` | vCPU index past the maximum: `EINVAL`; not yet created: `ESRCH` |
+//!
+//! An unknown domain is `ESRCH` everywhere. CPU time is charged per vCPU, and only while the
+//! vCPU is online and not blocked and its domain is unpaused, not shut down and not dying; it
+//! is measured against the host's [`Clock`](crate::Clock), which tests can drive by hand.
+//!
+//! Domain exceptions (a shutdown, a domain becoming dying, a domain going away) are what
+//! `VIRQ_DOM_EXC` signals to xenstored. They are recorded in [`HostState::exceptions`],
+//! wake [`Host::wait_dom_exc`], and raise `VIRQ_DOM_EXC` in dom0 through
+//! [`evtchn::send_global_virq`](crate::evtchn::send_global_virq).
+//!
+//! The simulated host does not power off: shutting down dom0, which on Xen halts or reboots
+//! the machine, is refused with `EPERM`.
 
-use xen_types::{DomId, Pages};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 
-use crate::host::Host;
+use xen_types::{DomId, Errno, EvtchnPort, Mfn, Pages, Pfn, VcpuId};
+
+use crate::host::{Host, HostState};
+
+/// Most controller pause references Xen allows on one domain.
+const MAX_CONTROLLER_PAUSE: u32 = 255;
+/// How many recent domain exceptions [`DomainExceptions`] keeps.
+const EXCEPTIONS_KEPT: usize = 1024;
+/// Longest command line the PV start-info page holds (`MAX_GUEST_CMDLINE`).
+const MAX_GUEST_CMDLINE: usize = 1024;
+
+/// One virtual CPU.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Vcpu {
+    /// Brought up (by the domain builder for vCPU 0, by the guest for the others).
+    pub online: bool,
+    /// Blocked by the guest (waiting for an event): not charged CPU time.
+    pub blocked: bool,
+    /// CPU time charged so far, in nanoseconds, up to the domain's last accounting point.
+    pub cpu_time_ns: u64,
+    /// The physical CPU it runs on.
+    pub cpu: u32,
+}
+
+/// Frames populated in a domain's physical address space: extents of consecutive pfns,
+/// each backed by consecutive (simulated) machine frames.
+#[derive(Debug, Default, Clone)]
+pub struct P2m {
+    /// start pfn -> (length, first mfn)
+    ext: BTreeMap<u64, (u64, u64)>,
+    count: u64,
+}
+
+impl P2m {
+    /// The machine frame behind `pfn`, if it is populated.
+    pub fn lookup(&self, pfn: Pfn) -> Option<Mfn> {
+        let (s, (l, m)) = self.ext.range(..=pfn.0).next_back()?;
+        (pfn.0 < s + l).then(|| Mfn(m + (pfn.0 - s)))
+    }
+
+    /// Number of populated frames.
+    pub fn populated(&self) -> u64 {
+        self.count
+    }
+
+    /// The unpopulated sub-ranges of `[start, start + len)`.
+    fn holes(&self, start: u64, len: u64) -> Vec<(u64, u64)> {
+        let end = start + len;
+        let mut out = Vec::new();
+        let mut cur = start;
+        if let Some((s, (l, _))) = self.ext.range(..=start).next_back() {
+            cur = cur.max(s + l);
+        }
+        for (s, (l, _)) in self.ext.range(start..end) {
+            if *s > cur {
+                out.push((cur, s - cur));
+            }
+            cur = cur.max(s + l);
+        }
+        if cur < end {
+            out.push((cur, end - cur));
+        }
+        out
+    }
+
+    fn insert(&mut self, start: u64, len: u64, mfn: u64) {
+        self.ext.insert(start, (len, mfn));
+        self.count += len;
+    }
+
+    fn remove(&mut self, pfn: u64) -> bool {
+        let Some((&s, &(l, m))) = self.ext.range(..=pfn).next_back() else {
+            return false;
+        };
+        if pfn >= s + l {
+            return false;
+        }
+        self.ext.remove(&s);
+        if pfn > s {
+            self.ext.insert(s, (pfn - s, m));
+        }
+        if pfn + 1 < s + l {
+            self.ext
+                .insert(pfn + 1, (s + l - pfn - 1, m + (pfn + 1 - s)));
+        }
+        self.count -= 1;
+        true
+    }
+}
+
+/// What the domain builder left in a domain: the pages and event channels the toolstack
+/// hands to xenconsoled and xenstored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// The kind of image that was loaded.
+    pub image: ImageKind,
+    /// The start-info page.
+    pub start_info_pfn: Pfn,
+    /// The console ring page (guest frame).
+    pub console_pfn: Pfn,
+    /// The console ring page (machine frame; equal to the pfn for translated guests).
+    pub console_mfn: Mfn,
+    /// The xenstore ring page (guest frame).
+    pub store_pfn: Pfn,
+    /// The xenstore ring page (machine frame; equal to the pfn for translated guests).
+    pub store_mfn: Mfn,
+    /// The console event channel (in the guest), as given to the builder.
+    pub console_port: EvtchnPort,
+    /// The xenstore event channel (in the guest), as given to the builder.
+    pub store_port: EvtchnPort,
+    /// Frames the kernel occupies.
+    pub kernel_pages: Pages,
+    /// Frames the initrd occupies.
+    pub ramdisk_pages: Pages,
+    /// The kernel command line.
+    pub cmdline: String,
+}
+
+/// The kinds of kernel image the builder accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageKind {
+    /// A Xen ELF image (64-bit).
+    Elf64,
+    /// A Xen ELF image (32-bit).
+    Elf32,
+    /// A Linux bzImage (x86 boot protocol 2.08 or later, compressed ELF payload).
+    BzImage,
+}
+
+/// What [`Host::build_pv`] loads into a domain (the arguments of libxenguest's `xc_dom_*`).
+#[derive(Debug, Clone)]
+pub struct BuildSpec<'a> {
+    /// The kernel image (Xen ELF or bzImage).
+    pub kernel: &'a [u8],
+    /// An initrd, if any.
+    pub ramdisk: Option<&'a [u8]>,
+    /// The kernel command line.
+    pub cmdline: &'a str,
+    /// Memory to populate (`xc_dom_mem_init`).
+    pub memory: Pages,
+    /// The guest's end of the console event channel.
+    pub console_port: EvtchnPort,
+    /// The domain running the console backend.
+    pub console_domid: DomId,
+    /// The guest's end of the xenstore event channel.
+    pub store_port: EvtchnPort,
+    /// The domain running xenstored.
+    pub store_domid: DomId,
+}
 
 /// One domain and all per-domain state of every subsystem.
 #[derive(Debug)]
@@ -17,16 +193,40 @@ pub struct Domain {
     pub tot_pages: Pages,
     /// The most pages it may have (`setmaxmem`).
     pub max_pages: Pages,
-    /// Its vCPUs.
+    /// The most vCPUs it may have (fixed at creation).
     pub max_vcpus: u32,
-    /// Paused by the controller (domains are created paused).
-    pub paused: bool,
+    /// Its vCPUs (created by [`Host::set_max_vcpus`]; dom0's at boot).
+    pub vcpus: Vec<Vcpu>,
+    /// Controller pause references: domains are created with one; running needs zero.
+    pub pause_count: u32,
     /// Shut down, with the reason (`SHUTDOWN_*`).
     pub shutdown: Option<u32>,
     /// Being destroyed: kept while other domains still hold references to its pages.
     pub dying: bool,
     /// Created as an HVM/PVH container.
     pub hvm: bool,
+    /// Created with hardware-assisted paging.
+    pub hap: bool,
+    /// Created as the xenstore domain (`XEN_DOMCTL_CDF_xs_domain`).
+    pub xs_domain: bool,
+    /// Highest event-channel port it may use (`max_evtchn_port`).
+    pub max_evtchn_port: u32,
+    /// Most grant-table frames.
+    pub max_grant_frames: u32,
+    /// Most maptrack frames.
+    pub max_maptrack_frames: u32,
+    /// Highest grant-table version it may use.
+    pub max_grant_version: u32,
+    /// Set once the controller pause count first drops to zero.
+    pub creation_finished: bool,
+    /// What the domain builder loaded, once built.
+    pub built: Option<BuildInfo>,
+    /// Its populated physical frames.
+    pub p2m: P2m,
+    /// Outstanding [`DomainRef`]s (references that keep a dying domain a zombie).
+    pub(crate) refs: u32,
+    /// Clock reading (ns) up to which CPU time has been charged.
+    pub(crate) accounted_at: u64,
     /// Its pages, as shared memory.
     pub memory: crate::memory::DomainMemory,
     /// Its event-channel port table.
@@ -35,27 +235,1062 @@ pub struct Domain {
     pub grants: crate::grant::DomainGrants,
 }
 
+impl Domain {
+    fn new(id: DomId, now: u64) -> Domain {
+        Domain {
+            id,
+            handle: uuid::Uuid::nil(),
+            tot_pages: Pages::ZERO,
+            max_pages: Pages::ZERO,
+            max_vcpus: 0,
+            vcpus: Vec::new(),
+            pause_count: 1,
+            shutdown: None,
+            dying: false,
+            hvm: false,
+            hap: false,
+            xs_domain: false,
+            max_evtchn_port: 0,
+            max_grant_frames: 0,
+            max_maptrack_frames: 0,
+            max_grant_version: 1,
+            creation_finished: false,
+            built: None,
+            p2m: P2m::default(),
+            refs: 0,
+            accounted_at: now,
+            memory: crate::memory::DomainMemory::default(),
+            evtchn: crate::evtchn::DomainPorts::default(),
+            grants: crate::grant::DomainGrants::default(),
+        }
+    }
+
+    /// True while the domain is paused by the controller.
+    pub fn paused(&self) -> bool {
+        self.pause_count > 0
+    }
+
+    /// True when its vCPUs may run: unpaused, not shut down, not dying.
+    pub fn runnable(&self) -> bool {
+        self.pause_count == 0 && self.shutdown.is_none() && !self.dying
+    }
+
+    fn vcpu_running(&self, v: &Vcpu) -> bool {
+        self.runnable() && v.online && !v.blocked
+    }
+
+    /// Charges CPU time up to `now` to every running vCPU. Call before any change to what
+    /// is running.
+    pub(crate) fn account(&mut self, now: u64) {
+        let elapsed = now.saturating_sub(self.accounted_at);
+        if self.runnable() {
+            for v in self.vcpus.iter_mut().filter(|v| v.online && !v.blocked) {
+                v.cpu_time_ns = v.cpu_time_ns.saturating_add(elapsed);
+            }
+        }
+        self.accounted_at = now;
+    }
+
+    /// CPU time of vCPU `i` at clock reading `now` (ns).
+    fn vcpu_time(&self, v: &Vcpu, now: u64) -> u64 {
+        if self.vcpu_running(v) {
+            v.cpu_time_ns + now.saturating_sub(self.accounted_at)
+        } else {
+            v.cpu_time_ns
+        }
+    }
+
+    /// Fills `xen_domctl_getdomaininfo` as Xen's `getdomaininfo()` does.
+    fn info(&self, now: u64) -> xen_sys::xen_domctl_getdomaininfo {
+        let mut info = xen_sys::xen_domctl_getdomaininfo {
+            domain: self.id.0,
+            max_vcpu_id: xen_sys::XEN_INVALID_MAX_VCPU_ID as u32,
+            ..Default::default()
+        };
+        let mut flags = xen_sys::XEN_DOMINF_blocked;
+        let mut cpu_time = 0u64;
+        for (i, v) in self.vcpus.iter().enumerate() {
+            cpu_time = cpu_time.saturating_add(self.vcpu_time(v, now));
+            info.max_vcpu_id = i as u32;
+            if v.online {
+                if !v.blocked {
+                    flags &= !xen_sys::XEN_DOMINF_blocked;
+                }
+                if self.vcpu_running(v) {
+                    flags |= xen_sys::XEN_DOMINF_running;
+                }
+                info.nr_online_vcpus += 1;
+            }
+        }
+        info.cpu_time = cpu_time;
+        let mut f = if info.nr_online_vcpus > 0 { flags } else { 0 };
+        if self.dying {
+            f |= xen_sys::XEN_DOMINF_dying;
+        }
+        if self.shutdown.is_some() {
+            f |= xen_sys::XEN_DOMINF_shutdown;
+        }
+        if self.paused() {
+            f |= xen_sys::XEN_DOMINF_paused;
+        }
+        if self.xs_domain {
+            f |= xen_sys::XEN_DOMINF_xs_domain;
+        }
+        if self.hvm {
+            f |= xen_sys::XEN_DOMINF_hvm_guest;
+        }
+        if self.hap {
+            f |= xen_sys::XEN_DOMINF_hap;
+        }
+        // Xen's `shutdown_code` starts at SHUTDOWN_CODE_INVALID (~0, truncated to 8 bits).
+        let code = self.shutdown.unwrap_or(xen_sys::XEN_DOMINF_shutdownmask);
+        f |= (code & xen_sys::XEN_DOMINF_shutdownmask) << xen_sys::XEN_DOMINF_shutdownshift;
+        info.flags = f;
+        info.tot_pages = self.tot_pages.0;
+        info.max_pages = self.max_pages.0;
+        info.shared_info_frame = 0;
+        info.handle = *self.handle.as_bytes();
+        info
+    }
+}
+
+/// Why a domain exception was raised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExceptionKind {
+    /// The domain shut down, with this `SHUTDOWN_*` reason.
+    Shutdown(u32),
+    /// The domain is being destroyed (dying).
+    Dying,
+    /// The domain is gone: its id is free and its memory returned to the host.
+    Destroyed,
+}
+
+/// One domain exception: what makes Xen raise `VIRQ_DOM_EXC`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DomainException {
+    /// Sequence number, from 1, in the order raised.
+    pub seq: u64,
+    /// The domain concerned.
+    pub dom: DomId,
+    /// What happened.
+    pub kind: ExceptionKind,
+}
+
+/// The host's record of domain exceptions: a counter and the most recent events.
+#[derive(Debug, Default)]
+pub struct DomainExceptions {
+    seq: u64,
+    recent: VecDeque<DomainException>,
+}
+
+impl DomainExceptions {
+    /// Number of exceptions raised so far (the sequence number of the last one).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The exceptions raised after sequence number `seq` that are still kept (the last 1024).
+    pub fn since(&self, seq: u64) -> Vec<DomainException> {
+        self.recent
+            .iter()
+            .filter(|e| e.seq > seq)
+            .copied()
+            .collect()
+    }
+}
+
+/// Records a domain exception, wakes [`Host::wait_dom_exc`] and raises `VIRQ_DOM_EXC`.
+pub(crate) fn raise_dom_exc(state: &mut HostState, dom: DomId, kind: ExceptionKind) {
+    let ex = &mut state.exceptions;
+    ex.seq += 1;
+    if ex.recent.len() == EXCEPTIONS_KEPT {
+        ex.recent.pop_front();
+    }
+    let seq = ex.seq;
+    ex.recent.push_back(DomainException { seq, dom, kind });
+    state.dom_exc_cond.notify_all();
+    crate::evtchn::send_global_virq(state, xen_types::Virq::DOM_EXC);
+}
+
+/// Finishes destroying dying domains that nothing references any more: removes them, frees
+/// their memory and raises a [`ExceptionKind::Destroyed`] exception for each.
+///
+/// The grant subsystem calls this after removing a mapping of another domain's pages;
+/// [`DomainRef`] calls it when dropped.
+pub(crate) fn reap_dying(state: &mut HostState) {
+    let done: Vec<DomId> = state
+        .domains
+        .values()
+        .filter(|d| d.dying && d.refs == 0)
+        .map(|d| d.id)
+        .filter(|id| !crate::grant::has_foreign_mappings(state, *id))
+        .collect();
+    for id in done {
+        if let Some(d) = state.domains.remove(&id) {
+            state.free = state.free.saturating_add(d.tot_pages);
+            raise_dom_exc(state, id, ExceptionKind::Destroyed);
+        }
+    }
+}
+
+/// A reference on a domain (Xen's `get_domain()`): while one is held, destroying the domain
+/// leaves it dying, with its memory, instead of removing it. Dropping the last reference of a
+/// dying domain finishes its destruction.
+#[derive(Debug)]
+pub struct DomainRef {
+    host: Host,
+    dom: DomId,
+}
+
+impl DomainRef {
+    /// The domain referenced.
+    pub fn domid(&self) -> DomId {
+        self.dom
+    }
+}
+
+impl Drop for DomainRef {
+    fn drop(&mut self) {
+        let mut st = self.host.lock();
+        if let Some(d) = st.domains.get_mut(&self.dom) {
+            d.refs -= 1;
+        }
+        reap_dying(&mut st);
+    }
+}
+
+fn dom_mut(state: &mut HostState, dom: DomId) -> Result<&mut Domain, Errno> {
+    state.domains.get_mut(&dom).ok_or(Errno::ESRCH)
+}
+
+/// The controller (the caller of every control operation) is dom0: Xen refuses some
+/// operations on `current->domain`.
+fn not_self(dom: DomId) -> Result<(), Errno> {
+    if dom.is_dom0() {
+        Err(Errno::EINVAL)
+    } else {
+        Ok(())
+    }
+}
+
 impl Host {
     pub(crate) fn boot_dom0(&self) {
         let cfg = self.config().clone();
         let mut st = self.lock();
-        st.free = st.free.checked_sub(cfg.dom0_memory).unwrap_or(Pages::ZERO);
-        st.domains.insert(
-            DomId::DOM0,
-            Domain {
-                id: DomId::DOM0,
-                handle: uuid::Uuid::nil(),
-                tot_pages: cfg.dom0_memory,
-                max_pages: cfg.dom0_memory,
-                max_vcpus: cfg.dom0_vcpus,
-                paused: false,
-                shutdown: None,
-                dying: false,
-                hvm: false,
-                memory: crate::memory::DomainMemory::default(),
-                evtchn: crate::evtchn::DomainPorts::default(),
-                grants: crate::grant::DomainGrants::default(),
-            },
-        );
+        let now = st.clock.now_ns();
+        let nr_cpus = cfg.nr_cpus().max(1);
+        let mut d = Domain::new(DomId::DOM0, now);
+        let pages = cfg.dom0_memory.min(st.free);
+        st.free = st.free.checked_sub(pages).unwrap_or(Pages::ZERO);
+        let mfn = alloc_mfns(&mut st, pages.0);
+        d.p2m.insert(0, pages.0, mfn);
+        d.tot_pages = pages;
+        d.max_pages = pages;
+        d.max_vcpus = cfg.dom0_vcpus;
+        d.vcpus = (0..cfg.dom0_vcpus)
+            .map(|i| Vcpu {
+                online: true,
+                cpu: i % nr_cpus,
+                ..Vcpu::default()
+            })
+            .collect();
+        d.pause_count = 0;
+        d.creation_finished = true;
+        d.max_evtchn_port = crate::evtchn::DEFAULT_MAX_PORT.get();
+        d.max_grant_frames = cfg.max_grant_frames;
+        d.max_maptrack_frames = cfg.max_maptrack_frames;
+        d.max_grant_version = cfg.max_grant_version;
+        d.grants = crate::grant::DomainGrants::new(cfg.max_grant_frames);
+        st.domains.insert(DomId::DOM0, d);
+    }
+
+    /// Creates a domain (`XEN_DOMCTL_createdomain`), paused, with no memory and no vCPUs yet.
+    ///
+    /// `domid` 0 or a reserved id (e.g. `DomId::INVALID`) lets the host pick one with Xen's
+    /// rover; an ordinary id in use is `EEXIST`. See the module docs for the `EINVAL` cases.
+    pub fn create_domain(
+        &self,
+        domid: DomId,
+        config: &xen_sys::xen_domctl_createdomain,
+    ) -> Result<DomId, Errno> {
+        let cfg = self.config();
+        let mut st = self.lock();
+        // Xen picks (or checks) the id first, then sanitises the configuration.
+        let id = if domid.0 > 0 && domid.is_ordinary() {
+            if st.domains.contains_key(&domid) {
+                return Err(Errno::EEXIST);
+            }
+            domid
+        } else {
+            // Xen's rover: the last id handed out; search after it, wrapping to 1.
+            let first_reserved = DomId::FIRST_RESERVED.0;
+            let rover = st.next_domid.wrapping_sub(1) % first_reserved;
+            let mut dom = rover;
+            let mut found = None;
+            for _ in 1..first_reserved {
+                dom += 1;
+                if dom >= first_reserved {
+                    dom = 1;
+                }
+                if !st.domains.contains_key(&DomId(dom)) {
+                    found = Some(dom);
+                    break;
+                }
+            }
+            let Some(dom) = found else {
+                return Err(Errno::ENOMEM);
+            };
+            // As in Xen, the rover moves before the configuration is checked.
+            st.next_domid = dom + 1;
+            DomId(dom)
+        };
+
+        let known = xen_sys::XEN_DOMCTL_CDF_hvm
+            | xen_sys::XEN_DOMCTL_CDF_hap
+            | xen_sys::XEN_DOMCTL_CDF_s3_integrity
+            | xen_sys::XEN_DOMCTL_CDF_oos_off
+            | xen_sys::XEN_DOMCTL_CDF_xs_domain
+            | xen_sys::XEN_DOMCTL_CDF_iommu
+            | xen_sys::XEN_DOMCTL_CDF_nested_virt
+            | xen_sys::XEN_DOMCTL_CDF_vpmu;
+        let flags = config.flags;
+        let hvm = flags & xen_sys::XEN_DOMCTL_CDF_hvm != 0;
+        let hap = flags & xen_sys::XEN_DOMCTL_CDF_hap != 0;
+        let invalid = flags & !known != 0
+            || config.grant_opts & !xen_sys::XEN_DOMCTL_GRANT_version_mask != 0
+            || config.max_vcpus < 1
+            || (hap && !hvm)
+            // No IOMMU, vmtrace or vPMU on the simulated host.
+            || flags & (xen_sys::XEN_DOMCTL_CDF_iommu | xen_sys::XEN_DOMCTL_CDF_vpmu) != 0
+            || config.iommu_opts != 0
+            || config.vmtrace_size != 0
+            || (hvm && !cfg.hvm)
+            || config.max_vcpus > if hvm { cfg.hvm_max_vcpus } else { cfg.pv_max_vcpus }
+            || (hap && !cfg.hap)
+            || (flags & xen_sys::XEN_DOMCTL_CDF_nested_virt != 0 && !hap)
+            || (flags & xen_sys::XEN_DOMCTL_CDF_s3_integrity != 0);
+        if invalid {
+            return Err(Errno::EINVAL);
+        }
+        // grant_table_init()
+        let version = config.grant_opts & xen_sys::XEN_DOMCTL_GRANT_version_mask;
+        let gframes = if config.max_grant_frames < 0 {
+            cfg.max_grant_frames
+        } else {
+            config.max_grant_frames as u32
+        };
+        let mframes = if config.max_maptrack_frames < 0 {
+            cfg.max_maptrack_frames
+        } else {
+            config.max_maptrack_frames as u32
+        };
+        if version == 0
+            || version > cfg.max_grant_version
+            || gframes < 1
+            || gframes > cfg.max_grant_frames
+            || mframes > cfg.max_maptrack_frames
+        {
+            return Err(Errno::EINVAL);
+        }
+
+        let now = st.clock.now_ns();
+        let mut d = Domain::new(id, now);
+        d.handle = uuid::Uuid::from_bytes(config.handle);
+        d.max_vcpus = config.max_vcpus;
+        d.hvm = hvm;
+        d.hap = hap;
+        d.xs_domain = flags & xen_sys::XEN_DOMCTL_CDF_xs_domain != 0;
+        d.max_evtchn_port = config.max_evtchn_port;
+        d.max_grant_frames = gframes;
+        d.max_maptrack_frames = mframes;
+        d.max_grant_version = version;
+        d.evtchn = crate::evtchn::DomainPorts::new(EvtchnPort(config.max_evtchn_port));
+        d.grants = crate::grant::DomainGrants::new(gframes);
+        st.domains.insert(id, d);
+        Ok(id)
+    }
+
+    /// Creates the vCPUs of `dom` (`XEN_DOMCTL_max_vcpus`): `max` must be the maximum given at
+    /// creation. They start offline; calling again is harmless.
+    pub fn set_max_vcpus(&self, dom: DomId, max: u32) -> Result<(), Errno> {
+        let nr_cpus = self.config().nr_cpus().max(1);
+        let mut st = self.lock();
+        let d = dom_mut(&mut st, dom)?;
+        not_self(dom)?;
+        if max != d.max_vcpus {
+            return Err(Errno::EINVAL);
+        }
+        let now = d.accounted_at;
+        d.account(now);
+        while (d.vcpus.len() as u32) < max {
+            let i = d.vcpus.len() as u32;
+            d.vcpus.push(Vcpu {
+                cpu: (u32::from(dom.0) + i) % nr_cpus,
+                ..Vcpu::default()
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets the most memory `dom` may have, in KiB (`XEN_DOMCTL_max_mem`), rounded down to
+    /// pages. Lowering it below the current allocation is allowed: the domain must then
+    /// give memory back before it can allocate again.
+    pub fn set_max_mem_kb(&self, dom: DomId, max_kb: u64) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let d = dom_mut(&mut st, dom)?;
+        d.max_pages = Pages::from_kib(max_kb);
+        Ok(())
+    }
+
+    /// Populates the given guest frames of `dom` (`XENMEM_populate_physmap`). Frames already
+    /// populated stay as they are. All or nothing: `ENOMEM` past `max_pages`, past the host's
+    /// free memory or on a dying domain.
+    pub fn populate_physmap(&self, dom: DomId, pfns: &[Pfn]) -> Result<(), Errno> {
+        let mut st = self.lock();
+        // Coalesce into runs of consecutive frames, then find which parts are new.
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for p in pfns {
+            match runs.last_mut() {
+                Some((s, l)) if *s + *l == p.0 => *l += 1,
+                _ => runs.push((p.0, 1)),
+            }
+        }
+        let d = dom_mut(&mut st, dom)?;
+        let mut holes: Vec<(u64, u64)> = Vec::new();
+        for (s, l) in runs {
+            for h in d.p2m.holes(s, l) {
+                // A frame listed twice must not be allocated twice.
+                if !holes
+                    .iter()
+                    .any(|(hs, hl)| h.0 < hs + hl && *hs < h.0 + h.1)
+                {
+                    holes.push(h);
+                }
+            }
+        }
+        populate_holes(&mut st, dom, &holes)
+    }
+
+    /// Gives `dom` `pages` more pages (`XENMEM_increase_reservation`), placed at the lowest
+    /// unpopulated frames. All or nothing, `ENOMEM` as [`Host::populate_physmap`].
+    pub fn increase_reservation(&self, dom: DomId, pages: Pages) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let d = dom_mut(&mut st, dom)?;
+        let mut want = pages.0;
+        let mut holes = Vec::new();
+        let mut start = 0u64;
+        while want > 0 {
+            // Search windows of the address space for holes until enough are found.
+            let window = want.max(1024);
+            for (s, l) in d.p2m.holes(start, window) {
+                let take = l.min(want);
+                holes.push((s, take));
+                want -= take;
+                if want == 0 {
+                    break;
+                }
+            }
+            start += window;
+        }
+        populate_holes(&mut st, dom, &holes)
+    }
+
+    /// Takes the given frames away from `dom` (`XENMEM_decrease_reservation`) and returns
+    /// them to the host. All or nothing: a frame that is not populated (or listed twice) is
+    /// `EINVAL`.
+    pub fn decrease_reservation(&self, dom: DomId, pfns: &[Pfn]) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let d = dom_mut(&mut st, dom)?;
+        let mut sorted: Vec<u64> = pfns.iter().map(|p| p.0).collect();
+        sorted.sort_unstable();
+        if sorted.windows(2).any(|w| w[0] == w[1])
+            || sorted.iter().any(|p| d.p2m.lookup(Pfn(*p)).is_none())
+        {
+            return Err(Errno::EINVAL);
+        }
+        for p in &sorted {
+            d.p2m.remove(*p);
+        }
+        let n = Pages(sorted.len() as u64);
+        d.tot_pages = d.tot_pages - n;
+        st.free = st.free + n;
+        Ok(())
+    }
+
+    /// Takes a controller pause reference on `dom` (`XEN_DOMCTL_pausedomain`).
+    pub fn pause(&self, dom: DomId) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let now = st.clock.now_ns();
+        let d = dom_mut(&mut st, dom)?;
+        not_self(dom)?;
+        if d.pause_count >= MAX_CONTROLLER_PAUSE {
+            return Err(Errno::EOVERFLOW);
+        }
+        d.account(now);
+        d.pause_count += 1;
+        Ok(())
+    }
+
+    /// Drops a controller pause reference (`XEN_DOMCTL_unpausedomain`); at zero the domain
+    /// runs (unless shut down or dying). At zero already: `EINVAL`.
+    pub fn unpause(&self, dom: DomId) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let now = st.clock.now_ns();
+        let d = dom_mut(&mut st, dom)?;
+        if d.pause_count == 0 {
+            return Err(Errno::EINVAL);
+        }
+        d.account(now);
+        d.pause_count -= 1;
+        if d.pause_count == 0 {
+            d.creation_finished = true;
+        }
+        Ok(())
+    }
+
+    /// Shuts `dom` down with `reason` (`SHUTDOWN_*`; `SCHEDOP_remote_shutdown`). The first
+    /// reason recorded sticks. A reason past `SHUTDOWN_MAX`: `EINVAL`; dom0: `EPERM`.
+    pub fn shutdown(&self, dom: DomId, reason: u32) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let now = st.clock.now_ns();
+        let d = dom_mut(&mut st, dom)?;
+        if reason > xen_sys::SHUTDOWN_MAX {
+            return Err(Errno::EINVAL);
+        }
+        if dom.is_dom0() {
+            return Err(Errno::EPERM);
+        }
+        if d.shutdown.is_some() {
+            return Ok(());
+        }
+        d.account(now);
+        d.shutdown = Some(reason);
+        raise_dom_exc(&mut st, dom, ExceptionKind::Shutdown(reason));
+        Ok(())
+    }
+
+    /// Destroys `dom` (`XEN_DOMCTL_destroydomain`): it becomes dying, its event channels and
+    /// grants are torn down, and it is removed (its memory returned to the host) as soon as
+    /// no other domain maps its pages and no [`DomainRef`] is held.
+    pub fn destroy(&self, dom: DomId) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let now = st.clock.now_ns();
+        let d = dom_mut(&mut st, dom)?;
+        not_self(dom)?;
+        if d.dying {
+            return Ok(());
+        }
+        d.account(now);
+        d.dying = true;
+        crate::evtchn::on_domain_destroy(&mut st, dom);
+        crate::grant::on_domain_destroy(&mut st, dom);
+        raise_dom_exc(&mut st, dom, ExceptionKind::Dying);
+        reap_dying(&mut st);
+        Ok(())
+    }
+
+    /// Takes a reference on `dom` that keeps it (dying, with its memory) after destruction
+    /// until dropped, as a foreign mapping of its pages does on Xen.
+    pub fn domain_ref(&self, dom: DomId) -> Result<DomainRef, Errno> {
+        let mut st = self.lock();
+        let d = dom_mut(&mut st, dom)?;
+        d.refs += 1;
+        Ok(DomainRef {
+            host: self.clone(),
+            dom,
+        })
+    }
+
+    /// Information on one domain (`XEN_DOMCTL_getdomaininfo`), dying ones included.
+    pub fn domain_info(&self, dom: DomId) -> Result<xen_sys::xen_domctl_getdomaininfo, Errno> {
+        let st = self.lock();
+        let now = st.clock.now_ns();
+        st.domains
+            .get(&dom)
+            .map(|d| d.info(now))
+            .ok_or(Errno::ESRCH)
+    }
+
+    /// Up to `max` domains with ids from `first` up, in id order
+    /// (`XEN_SYSCTL_getdomaininfolist`).
+    pub fn domain_info_list(
+        &self,
+        first: DomId,
+        max: usize,
+    ) -> Vec<xen_sys::xen_domctl_getdomaininfo> {
+        let st = self.lock();
+        let now = st.clock.now_ns();
+        st.domains
+            .range(first..)
+            .take(max)
+            .map(|(_, d)| d.info(now))
+            .collect()
+    }
+
+    /// Information on one vCPU (`XEN_DOMCTL_getvcpuinfo`).
+    pub fn vcpu_info(
+        &self,
+        dom: DomId,
+        vcpu: VcpuId,
+    ) -> Result<xen_sys::xen_domctl_getvcpuinfo, Errno> {
+        let st = self.lock();
+        let now = st.clock.now_ns();
+        let d = st.domains.get(&dom).ok_or(Errno::ESRCH)?;
+        if vcpu.0 >= d.max_vcpus {
+            return Err(Errno::EINVAL);
+        }
+        let v = d.vcpus.get(vcpu.0 as usize).ok_or(Errno::ESRCH)?;
+        Ok(xen_sys::xen_domctl_getvcpuinfo {
+            vcpu: vcpu.0,
+            online: u8::from(v.online),
+            blocked: u8::from(v.blocked),
+            running: u8::from(d.vcpu_running(v)),
+            cpu_time: d.vcpu_time(v, now),
+            cpu: v.cpu,
+        })
+    }
+
+    /// Physical information (`XEN_SYSCTL_physinfo`).
+    pub fn physinfo(&self) -> xen_sys::xen_sysctl_physinfo {
+        let cfg = self.config();
+        let st = self.lock();
+        let mut caps = xen_sys::XEN_SYSCTL_PHYSCAP_pv
+            | xen_sys::XEN_SYSCTL_PHYSCAP_shadow
+            | xen_sys::XEN_SYSCTL_PHYSCAP_gnttab_v1;
+        if cfg.hvm {
+            caps |= xen_sys::XEN_SYSCTL_PHYSCAP_hvm;
+        }
+        if cfg.hap {
+            caps |= xen_sys::XEN_SYSCTL_PHYSCAP_hap;
+        }
+        if cfg.max_grant_version >= 2 {
+            caps |= xen_sys::XEN_SYSCTL_PHYSCAP_gnttab_v2;
+        }
+        xen_sys::xen_sysctl_physinfo {
+            threads_per_core: cfg.threads_per_core,
+            cores_per_socket: cfg.cores_per_socket,
+            nr_cpus: cfg.nr_cpus(),
+            max_cpu_id: cfg.nr_cpus().saturating_sub(1),
+            nr_nodes: 1,
+            max_node_id: 0,
+            cpu_khz: cfg.cpu_khz,
+            capabilities: caps,
+            total_pages: cfg.memory.0,
+            free_pages: st.free.0,
+            max_mfn: st.next_mfn,
+            ..Default::default()
+        }
+    }
+
+    /// Builds a PV (or, on an HVM container, PVH) guest into `dom` as libxenguest's
+    /// `xc_dom_*` sequence does: checks the kernel image, populates `spec.memory`, lays out
+    /// kernel, initrd, start-info, xenstore and console pages, and brings vCPU 0 online.
+    ///
+    /// Errors: a kernel that is neither a Xen ELF image nor a bzImage, an empty initrd, an
+    /// already built domain or a domain without vCPUs (`set_max_vcpus` not called):
+    /// `EINVAL`; memory too small for the image, or past `max_pages` or the host's free
+    /// memory: `ENOMEM`; unknown domain: `ESRCH`.
+    pub fn build_pv(&self, dom: DomId, spec: &BuildSpec<'_>) -> Result<BuildInfo, Errno> {
+        let image = parse_kernel(spec.kernel)?;
+        let mut st = self.lock();
+        let now = st.clock.now_ns();
+        let d = dom_mut(&mut st, dom)?;
+        not_self(dom)?;
+        if d.dying || d.built.is_some() || d.p2m.populated() > 0 || d.vcpus.is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        if spec.ramdisk.is_some_and(<[u8]>::is_empty) {
+            return Err(Errno::EINVAL);
+        }
+        let kernel_pages = pages_for(image.mem_size);
+        let ramdisk_pages = pages_for(spec.ramdisk.map_or(0, |r| r.len() as u64));
+        let used = kernel_pages + ramdisk_pages;
+        // start info, xenstore, console, boot stack, and page tables for the mapped area.
+        let page_tables = used / 512 + 4;
+        let needed = used + 4 + page_tables;
+        if spec.memory.0 < needed {
+            return Err(Errno::ENOMEM);
+        }
+        let hvm = d.hvm;
+        // PVH boots ELF images only (libxenguest has no bzImage loader for HVM containers).
+        if hvm && image.kind == ImageKind::BzImage {
+            return Err(Errno::EINVAL);
+        }
+        populate_holes(&mut st, dom, &[(0, spec.memory.0)])?;
+        let d = dom_mut(&mut st, dom)?;
+        // Take the image's pages from the guest's page allocator, so that a simulated guest
+        // never hands out its own rings or kernel.
+        let taken = d
+            .memory
+            .alloc(needed as usize, spec.memory.0)
+            .map_err(|_| Errno::ENOMEM)?;
+        let start_info_pfn = Pfn(taken[used as usize]);
+        let store_pfn = Pfn(taken[used as usize + 1]);
+        let console_pfn = Pfn(taken[used as usize + 2]);
+        let mfn = |p: Pfn| {
+            if hvm {
+                Mfn(p.0)
+            } else {
+                d.p2m.lookup(p).unwrap_or(Mfn(u64::MAX))
+            }
+        };
+        let cmdline: String = spec.cmdline.chars().take(MAX_GUEST_CMDLINE - 1).collect();
+        let info = BuildInfo {
+            image: image.kind,
+            start_info_pfn,
+            console_pfn,
+            console_mfn: mfn(console_pfn),
+            store_pfn,
+            store_mfn: mfn(store_pfn),
+            console_port: spec.console_port,
+            store_port: spec.store_port,
+            kernel_pages: Pages(kernel_pages),
+            ramdisk_pages: Pages(ramdisk_pages),
+            cmdline,
+        };
+        d.account(now);
+        d.vcpus[0].online = true;
+        d.built = Some(info.clone());
+        Ok(info)
+    }
+
+    /// Guest action (`VCPUOP_up`/`VCPUOP_down`): brings vCPU `vcpu` of `dom` online or
+    /// offline. `EINVAL` past the maximum, `ESRCH` when not created.
+    pub fn guest_vcpu_set_online(
+        &self,
+        dom: DomId,
+        vcpu: VcpuId,
+        online: bool,
+    ) -> Result<(), Errno> {
+        self.with_vcpu(dom, vcpu, |v| v.online = online)
+    }
+
+    /// Guest action (`SCHEDOP_block` / an event arriving): marks vCPU `vcpu` of `dom`
+    /// blocked or runnable. A blocked vCPU is not charged CPU time.
+    pub fn guest_vcpu_set_blocked(
+        &self,
+        dom: DomId,
+        vcpu: VcpuId,
+        blocked: bool,
+    ) -> Result<(), Errno> {
+        self.with_vcpu(dom, vcpu, |v| v.blocked = blocked)
+    }
+
+    fn with_vcpu(&self, dom: DomId, vcpu: VcpuId, f: impl FnOnce(&mut Vcpu)) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let now = st.clock.now_ns();
+        let d = dom_mut(&mut st, dom)?;
+        if vcpu.0 >= d.max_vcpus {
+            return Err(Errno::EINVAL);
+        }
+        if vcpu.0 as usize >= d.vcpus.len() {
+            return Err(Errno::ESRCH);
+        }
+        d.account(now);
+        f(&mut d.vcpus[vcpu.0 as usize]);
+        Ok(())
+    }
+
+    /// Number of domain exceptions raised so far.
+    pub fn dom_exc_seq(&self) -> u64 {
+        self.lock().exceptions.seq()
+    }
+
+    /// The domain exceptions raised after sequence number `seq` (the last 1024 are kept).
+    pub fn dom_exc_since(&self, seq: u64) -> Vec<DomainException> {
+        self.lock().exceptions.since(seq)
+    }
+
+    /// Waits until a domain exception past sequence number `seq` is raised, or `timeout`
+    /// passes. Returns the current sequence number, or `None` on timeout.
+    pub fn wait_dom_exc(&self, seq: u64, timeout: Duration) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        loop {
+            if st.exceptions.seq() > seq {
+                return Some(st.exceptions.seq());
+            }
+            let cond = st.dom_exc_cond.clone();
+            if cond.wait_until(&mut st, deadline).timed_out() {
+                return (st.exceptions.seq() > seq).then(|| st.exceptions.seq());
+            }
+        }
+    }
+}
+
+fn pages_for(bytes: u64) -> u64 {
+    bytes.div_ceil(xen_types::PAGE_SIZE as u64)
+}
+
+/// Hands out `n` consecutive simulated machine frames.
+fn alloc_mfns(state: &mut HostState, n: u64) -> u64 {
+    let m = state.next_mfn;
+    state.next_mfn += n;
+    m
+}
+
+/// Allocates the (disjoint, unpopulated) `holes` to `dom`, all or nothing.
+fn populate_holes(state: &mut HostState, dom: DomId, holes: &[(u64, u64)]) -> Result<(), Errno> {
+    let need: u64 = holes.iter().map(|(_, l)| l).sum();
+    let free = state.free;
+    let d = dom_mut(state, dom)?;
+    if d.dying || d.tot_pages.0 + need > d.max_pages.0 || need > free.0 {
+        return Err(Errno::ENOMEM);
+    }
+    for &(s, l) in holes {
+        let m = alloc_mfns(state, l);
+        let d = dom_mut(state, dom)?;
+        d.p2m.insert(s, l, m);
+    }
+    let d = dom_mut(state, dom)?;
+    d.tot_pages = d.tot_pages + Pages(need);
+    state.free = state.free - Pages(need);
+    Ok(())
+}
+
+/// What the builder learnt from a kernel image.
+struct KernelImage {
+    kind: ImageKind,
+    /// Bytes of guest memory the loaded kernel occupies.
+    mem_size: u64,
+}
+
+fn rd<const N: usize>(b: &[u8], off: usize) -> Option<[u8; N]> {
+    b.get(off..off.checked_add(N)?)?.try_into().ok()
+}
+fn u16_at(b: &[u8], off: usize) -> Option<u16> {
+    rd::<2>(b, off).map(u16::from_le_bytes)
+}
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    rd::<4>(b, off).map(u32::from_le_bytes)
+}
+fn u64_at(b: &[u8], off: usize) -> Option<u64> {
+    rd::<8>(b, off).map(u64::from_le_bytes)
+}
+
+/// Checks a kernel image as libxenguest's loaders do: a Xen ELF image (x86, executable,
+/// program headers inside the file, and Xen ELF notes or a `__xen_guest` section), or a
+/// bzImage. Anything else is `EINVAL`.
+fn parse_kernel(k: &[u8]) -> Result<KernelImage, Errno> {
+    if k.get(..4) == Some(&[libc::ELFMAG0, libc::ELFMAG1, libc::ELFMAG2, libc::ELFMAG3]) {
+        return parse_elf(k).ok_or(Errno::EINVAL);
+    }
+    // x86 boot protocol: "HdrS" at 0x202, version at 0x206, setup_sects at 0x1f1,
+    // payload_offset/length at 0x248/0x24c (2.08+), init_size at 0x260 (2.10+).
+    if k.get(0x202..0x206) == Some(b"HdrS") {
+        return parse_bzimage(k).ok_or(Errno::EINVAL);
+    }
+    Err(Errno::EINVAL)
+}
+
+fn parse_bzimage(k: &[u8]) -> Option<KernelImage> {
+    let version = u16_at(k, 0x206)?;
+    if version < 0x208 {
+        return None;
+    }
+    let setup_sects = match *k.get(0x1f1)? {
+        0 => 4,
+        n => usize::from(n),
+    };
+    let payload_off = usize::try_from(u32_at(k, 0x248)?).ok()?;
+    let payload_len = usize::try_from(u32_at(k, 0x24c)?).ok()?;
+    let start = (setup_sects + 1) * 512 + payload_off;
+    let payload = k.get(start..start.checked_add(payload_len)?)?;
+    // The payload is a compressed ELF: accept the formats Linux uses.
+    let compressed = payload.starts_with(&[0x1f, 0x8b])
+        || payload.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+        || payload.starts_with(b"BZh")
+        || payload.starts_with(&[0x89, b'L', b'Z', b'O'])
+        || payload.starts_with(&[0x02, 0x21, 0x4c, 0x18])
+        || payload.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || payload.starts_with(&[0x5d, 0x00])
+        || payload.starts_with(&[libc::ELFMAG0, libc::ELFMAG1, libc::ELFMAG2, libc::ELFMAG3]);
+    if !compressed {
+        return None;
+    }
+    let init_size = if version >= 0x20a {
+        u64::from(u32_at(k, 0x260)?)
+    } else {
+        payload_len as u64 * 4
+    };
+    Some(KernelImage {
+        kind: ImageKind::BzImage,
+        mem_size: init_size.max(payload_len as u64),
+    })
+}
+
+fn parse_elf(k: &[u8]) -> Option<KernelImage> {
+    let class = *k.get(4)?;
+    let is64 = match class {
+        libc::ELFCLASS64 => true,
+        libc::ELFCLASS32 => false,
+        _ => return None,
+    };
+    if *k.get(5)? != libc::ELFDATA2LSB {
+        return None;
+    }
+    let e_type = u16_at(k, 16)?;
+    let machine = u16_at(k, 18)?;
+    if e_type != libc::ET_EXEC || !(machine == libc::EM_X86_64 || machine == libc::EM_386) {
+        return None;
+    }
+    let (phoff, phentsize, phnum, shoff, shentsize, shnum, shstrndx) = if is64 {
+        (
+            u64_at(k, 32)?,
+            u16_at(k, 54)?,
+            u16_at(k, 56)?,
+            u64_at(k, 40)?,
+            u16_at(k, 58)?,
+            u16_at(k, 60)?,
+            u16_at(k, 62)?,
+        )
+    } else {
+        (
+            u64::from(u32_at(k, 28)?),
+            u16_at(k, 42)?,
+            u16_at(k, 44)?,
+            u64::from(u32_at(k, 32)?),
+            u16_at(k, 46)?,
+            u16_at(k, 48)?,
+            u16_at(k, 50)?,
+        )
+    };
+    let min_phent = if is64 { 56 } else { 32 };
+    if phnum == 0 || usize::from(phentsize) < min_phent {
+        return None;
+    }
+    let mut lo = u64::MAX;
+    let mut hi = 0u64;
+    let mut xen_notes = false;
+    for i in 0..usize::from(phnum) {
+        let off = usize::try_from(phoff)
+            .ok()?
+            .checked_add(i * usize::from(phentsize))?;
+        let ph = k.get(off..off.checked_add(min_phent)?)?;
+        let (p_type, p_offset, p_vaddr, p_filesz, p_memsz) = if is64 {
+            (
+                u32_at(ph, 0)?,
+                u64_at(ph, 8)?,
+                u64_at(ph, 16)?,
+                u64_at(ph, 32)?,
+                u64_at(ph, 40)?,
+            )
+        } else {
+            let w = |o| u32_at(ph, o).map(u64::from);
+            (u32_at(ph, 0)?, w(4)?, w(8)?, w(16)?, w(20)?)
+        };
+        // Every segment's bytes must lie inside the file.
+        let end = p_offset.checked_add(p_filesz)?;
+        if end > k.len() as u64 || p_filesz > p_memsz && p_type == libc::PT_LOAD {
+            return None;
+        }
+        if p_type == libc::PT_LOAD && p_memsz > 0 {
+            lo = lo.min(p_vaddr);
+            hi = hi.max(p_vaddr.checked_add(p_memsz)?);
+        }
+        if p_type == libc::PT_NOTE && has_xen_note(&k[p_offset as usize..end as usize]) {
+            xen_notes = true;
+        }
+    }
+    if lo >= hi {
+        return None;
+    }
+    if !xen_notes && !has_xen_guest_section(k, is64, shoff, shentsize, shnum, shstrndx) {
+        return None;
+    }
+    Some(KernelImage {
+        kind: if is64 {
+            ImageKind::Elf64
+        } else {
+            ImageKind::Elf32
+        },
+        mem_size: hi - lo,
+    })
+}
+
+/// True when an ELF note segment holds a note named "Xen".
+fn has_xen_note(mut notes: &[u8]) -> bool {
+    while notes.len() >= 12 {
+        let (Some(namesz), Some(descsz)) = (u32_at(notes, 0), u32_at(notes, 4)) else {
+            return false;
+        };
+        let namesz = namesz as usize;
+        let name_end = 12 + namesz;
+        let desc_start = 12 + namesz.div_ceil(4) * 4;
+        let Some(next) = desc_start.checked_add((descsz as usize).div_ceil(4) * 4) else {
+            return false;
+        };
+        if let Some(name) = notes.get(12..name_end) {
+            if name == b"Xen\0" || name == b"Xen" {
+                return true;
+            }
+        }
+        match notes.get(next..) {
+            Some(rest) => notes = rest,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// True when the image has a section named `__xen_guest` (the pre-notes Xen guest marker).
+fn has_xen_guest_section(
+    k: &[u8],
+    is64: bool,
+    shoff: u64,
+    shentsize: u16,
+    shnum: u16,
+    shstrndx: u16,
+) -> bool {
+    let sh = |i: u16| -> Option<(u32, u64, u64)> {
+        let off = usize::try_from(shoff)
+            .ok()?
+            .checked_add(usize::from(i) * usize::from(shentsize))?;
+        if is64 {
+            Some((u32_at(k, off)?, u64_at(k, off + 24)?, u64_at(k, off + 32)?))
+        } else {
+            let w = |o| u32_at(k, off + o).map(u64::from);
+            Some((u32_at(k, off)?, w(16)?, w(20)?))
+        }
+    };
+    let Some((_, str_off, str_size)) = sh(shstrndx) else {
+        return false;
+    };
+    let Some(strtab) = k.get(str_off as usize..(str_off.saturating_add(str_size)) as usize) else {
+        return false;
+    };
+    (0..shnum).any(|i| {
+        sh(i).is_some_and(|(name, _, _)| {
+            strtab
+                .get(name as usize..)
+                .is_some_and(|s| s.starts_with(b"__xen_guest\0"))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p2m_extents_split_and_fill() {
+        let mut p = P2m::default();
+        p.insert(0, 10, 100);
+        assert_eq!(p.lookup(Pfn(9)), Some(Mfn(109)));
+        assert_eq!(p.lookup(Pfn(10)), None);
+        assert!(p.remove(5));
+        assert!(!p.remove(5));
+        assert_eq!(p.lookup(Pfn(4)), Some(Mfn(104)));
+        assert_eq!(p.lookup(Pfn(6)), Some(Mfn(106)));
+        assert_eq!(p.populated(), 9);
+        assert_eq!(p.holes(0, 12), vec![(5, 1), (10, 2)]);
+        assert_eq!(p.holes(20, 4), vec![(20, 4)]);
+    }
+
+    #[test]
+    fn garbage_kernels_are_einval() {
+        assert_eq!(parse_kernel(b"").err(), Some(Errno::EINVAL));
+        assert_eq!(parse_kernel(&[0u8; 4096]).err(), Some(Errno::EINVAL));
+        assert_eq!(parse_kernel(b"\x7fELF\x02\x01").err(), Some(Errno::EINVAL));
     }
 }

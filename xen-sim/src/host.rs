@@ -1,13 +1,79 @@
 //! The simulated host: its configuration and the lock that guards all per-domain state.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use xen_types::{DomId, Pages};
 
-use crate::domain::Domain;
+use crate::domain::{Domain, DomainExceptions};
+
+/// The host's time source: what CPU time and uptime are measured against.
+///
+/// [`Clock::system`] follows the monotonic clock; [`Clock::manual`] only moves when told to
+/// ([`Clock::advance`]), so tests of CPU accounting need no sleeps.
+///
+/// ```
+/// use std::time::Duration;
+/// use xen_sim::Clock;
+/// let c = Clock::manual();
+/// assert_eq!(c.now(), Duration::ZERO);
+/// c.advance(Duration::from_millis(5));
+/// assert_eq!(c.now(), Duration::from_millis(5));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Clock(ClockKind);
+
+#[derive(Debug, Clone)]
+enum ClockKind {
+    System(Instant),
+    Manual(Arc<AtomicU64>),
+}
+
+impl Clock {
+    /// A clock that follows the system's monotonic clock, starting now.
+    pub fn system() -> Clock {
+        Clock(ClockKind::System(Instant::now()))
+    }
+
+    /// A clock that starts at zero and moves only through [`Clock::advance`]. Clones share it.
+    pub fn manual() -> Clock {
+        Clock(ClockKind::Manual(Arc::new(AtomicU64::new(0))))
+    }
+
+    /// Time since the clock started.
+    pub fn now(&self) -> Duration {
+        match &self.0 {
+            ClockKind::System(t0) => t0.elapsed(),
+            ClockKind::Manual(ns) => Duration::from_nanos(ns.load(Ordering::SeqCst)),
+        }
+    }
+
+    /// Nanoseconds since the clock started (saturating).
+    pub fn now_ns(&self) -> u64 {
+        u64::try_from(self.now().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Moves a manual clock forward by `by`. Returns false (and does nothing) on a system clock.
+    pub fn advance(&self, by: Duration) -> bool {
+        match &self.0 {
+            ClockKind::System(_) => false,
+            ClockKind::Manual(ns) => {
+                let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+                ns.fetch_add(by, Ordering::SeqCst);
+                true
+            }
+        }
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
 
 /// What the simulated machine looks like.
 #[derive(Debug, Clone)]
@@ -28,6 +94,23 @@ pub struct HostConfig {
     pub dom0_vcpus: u32,
     /// Xen version reported (major, minor, extra).
     pub version: (u32, u32, String),
+    /// Hardware virtualisation available (HVM and PVH guests can be created).
+    pub hvm: bool,
+    /// Hardware-assisted paging available.
+    pub hap: bool,
+    /// Most vCPUs of an HVM/PVH guest (`HVM_MAX_VCPUS` of `hvm_info_table.h`: 128).
+    pub hvm_max_vcpus: u32,
+    /// Most vCPUs of a PV guest (x86 `MAX_VIRT_CPUS`: 8192).
+    pub pv_max_vcpus: u32,
+    /// Xen's `gnttab_max_frames` command-line option: the default and the most grant-table
+    /// frames a domain may have.
+    pub max_grant_frames: u32,
+    /// Xen's `gnttab_max_maptrack_frames` option.
+    pub max_maptrack_frames: u32,
+    /// Highest grant-table version the host supports (`gnttab=max-ver:`).
+    pub max_grant_version: u32,
+    /// The time source for CPU accounting and uptime.
+    pub clock: Clock,
 }
 
 impl Default for HostConfig {
@@ -42,6 +125,14 @@ impl Default for HostConfig {
             dom0_memory: Pages::from_mib(1024),
             dom0_vcpus: 2,
             version: (4, 17, ".0-sim".to_string()),
+            hvm: true,
+            hap: true,
+            hvm_max_vcpus: 128,
+            pv_max_vcpus: 8192,
+            max_grant_frames: 64,
+            max_maptrack_frames: 1024,
+            max_grant_version: 2,
+            clock: Clock::system(),
         }
     }
 }
@@ -64,12 +155,20 @@ pub struct HostState {
     pub free: Pages,
     /// Where Xen's domid rover will look next.
     pub next_domid: u16,
+    /// Domain exceptions (shutdowns, deaths) raised so far: what `VIRQ_DOM_EXC` signals.
+    pub exceptions: DomainExceptions,
+    /// The host's clock (a copy of the configuration's), for code that holds only the state.
+    pub(crate) clock: Clock,
+    /// Next machine frame number handed out by the simulated page allocator.
+    pub(crate) next_mfn: u64,
+    /// Signalled whenever a domain exception is raised (see [`Host::wait_dom_exc`]).
+    pub(crate) dom_exc_cond: Arc<Condvar>,
 }
 
 #[derive(Debug)]
 pub(crate) struct HostInner {
     pub(crate) config: HostConfig,
-    pub(crate) booted: Instant,
+    pub(crate) booted: Duration,
     pub(crate) state: Mutex<HostState>,
 }
 
@@ -84,11 +183,15 @@ impl Host {
     pub fn new(config: HostConfig) -> Host {
         let host = Host {
             inner: Arc::new(HostInner {
-                booted: Instant::now(),
+                booted: config.clock.now(),
                 state: Mutex::new(HostState {
                     domains: BTreeMap::new(),
                     free: config.memory,
                     next_domid: 1,
+                    exceptions: DomainExceptions::default(),
+                    clock: config.clock.clone(),
+                    next_mfn: 0x1000,
+                    dom_exc_cond: Arc::new(Condvar::new()),
                 }),
                 config,
             }),
@@ -103,8 +206,17 @@ impl Host {
     }
 
     /// Time since the host booted.
-    pub fn uptime(&self) -> std::time::Duration {
-        self.inner.booted.elapsed()
+    pub fn uptime(&self) -> Duration {
+        self.inner
+            .config
+            .clock
+            .now()
+            .saturating_sub(self.inner.booted)
+    }
+
+    /// The host's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.config.clock
     }
 
     /// Locks the host state. Subsystems use this; keep critical sections short and never

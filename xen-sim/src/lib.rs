@@ -22,4 +22,4 @@ pub mod grant;
 pub mod host;
 pub mod memory;
 
-pub use host::{Host, HostConfig};
+pub use host::{Clock, Host, HostConfig};

@@ -1,1 +1,211 @@
 //! Safe domain and host control over libxenctrl/libxenguest, with a simulated-host backend.
+//!
+//! One trait, [`XenControl`], has two backends:
+//!
+//! - [`Real`]: libxenctrl and libxenguest (loaded at run time through `xen-sys`) over
+//!   `/dev/xen/privcmd`, in a Xen dom0;
+//! - [`Sim`]: a [`xen_sim::Host`], which keeps Xen's rules and errnos, for tests, examples and
+//!   development on any Linux machine.
+//!
+//! [`Xen`] is a handle that holds either. Errors are [`Error`]: typed variants for what callers
+//! act on ([`Error::NoSuchDomain`], [`Error::OutOfMemory`], [`Error::NotOnXen`], ...), the
+//! errno always kept.
+//!
+//! ```
+//! use xenctrl::{DomainConfig, ShutdownReason, Xen};
+//! use xen_types::Pages;
+//!
+//! let xen = Xen::sim(xen_sim::Host::default());
+//! let before = xen.physinfo()?.free_pages;
+//! let dom = xen.create_domain(&DomainConfig::pvh(2))?;
+//! xen.set_max_vcpus(dom, 2)?;
+//! xen.set_max_mem(dom, Pages::from_mib(64))?;
+//! xen.increase_reservation(dom, Pages::from_mib(64))?;
+//! assert!(xen.domain_info(dom)?.paused());
+//! xen.unpause(dom)?;
+//! xen.shutdown(dom, ShutdownReason::Poweroff)?;
+//! assert_eq!(xen.domain_info(dom)?.shutdown_reason, Some(ShutdownReason::Poweroff));
+//! xen.destroy(dom)?;
+//! assert!(matches!(xen.pause(dom), Err(xenctrl::Error::NoSuchDomain { .. })));
+//! assert_eq!(xen.physinfo()?.free_pages, before);
+//! # Ok::<(), xenctrl::Error>(())
+//! ```
+
+mod error;
+mod real;
+mod sim;
+mod types;
+
+use std::fmt;
+
+pub use error::{Error, Result};
+pub use real::Real;
+pub use sim::Sim;
+pub use types::*;
+pub use xen_types::{DomId, EvtchnPort, Mfn, Pages, Pfn, VcpuId};
+
+/// How many domains [`XenControl::list_domains`] asks for per `getinfolist` call.
+pub const GETINFOLIST_CHUNK: u32 = 256;
+
+/// Memory libxl adds to a guest's target for its maximum (`LIBXL_MAXMEM_CONSTANT`, 1 MiB).
+pub const MAXMEM_SLACK: Pages = Pages::from_mib(1);
+
+/// Host and domain control: what a toolstack asks of the hypervisor.
+///
+/// Every method says which libxenctrl call it wraps; the simulated backend applies the same
+/// rules. Implementations are thread-safe.
+pub trait XenControl: Send + Sync + fmt::Debug {
+    /// The backend's name (`"real"`, `"sim"`).
+    fn backend(&self) -> &'static str;
+
+    /// The hypervisor version (`xc_version(XENVER_version)` and `XENVER_extraversion`).
+    fn version(&self) -> Result<XenVersion>;
+
+    /// The host's CPUs, memory and capabilities (`xc_physinfo`).
+    fn physinfo(&self) -> Result<PhysInfo>;
+
+    /// Up to `max` domains with ids from `first` up (`xc_domain_getinfolist`).
+    fn domain_info_chunk(&self, first: DomId, max: u32) -> Result<Vec<DomainInfo>>;
+
+    /// Creates a domain, paused and empty (`xc_domain_create`).
+    fn create_domain(&self, config: &DomainConfig) -> Result<DomId>;
+
+    /// Creates the domain's vCPUs; `max` must be the creation maximum
+    /// (`xc_domain_max_vcpus`).
+    fn set_max_vcpus(&self, dom: DomId, max: u32) -> Result<()>;
+
+    /// Sets the most memory the domain may have (`xc_domain_setmaxmem`).
+    fn set_max_mem(&self, dom: DomId, max: Pages) -> Result<()>;
+
+    /// Populates guest frames (`xc_domain_populate_physmap`); anything short of all of them
+    /// is [`Error::OutOfMemory`].
+    fn populate_physmap(&self, dom: DomId, pfns: &[Pfn]) -> Result<()>;
+
+    /// Gives the domain more pages (`xc_domain_increase_reservation_exact`).
+    fn increase_reservation(&self, dom: DomId, pages: Pages) -> Result<()>;
+
+    /// Takes frames away from the domain (`xc_domain_decrease_reservation_exact`).
+    fn decrease_reservation(&self, dom: DomId, pfns: &[Pfn]) -> Result<()>;
+
+    /// Pauses the domain (`xc_domain_pause`); pauses nest.
+    fn pause(&self, dom: DomId) -> Result<()>;
+
+    /// Undoes one pause (`xc_domain_unpause`); a domain not paused is
+    /// [`Error::InvalidArgument`].
+    fn unpause(&self, dom: DomId) -> Result<()>;
+
+    /// Shuts the domain down with `reason` (`xc_domain_shutdown`).
+    fn shutdown(&self, dom: DomId, reason: ShutdownReason) -> Result<()>;
+
+    /// Destroys the domain (`xc_domain_destroy`).
+    fn destroy(&self, dom: DomId) -> Result<()>;
+
+    /// One vCPU's state (`xc_vcpu_getinfo`).
+    fn vcpu_info(&self, dom: DomId, vcpu: VcpuId) -> Result<VcpuInfo>;
+
+    /// Allocates an unbound event channel in `dom` for `remote` to bind
+    /// (`xc_evtchn_alloc_unbound`).
+    fn evtchn_alloc_unbound(&self, dom: DomId, remote: DomId) -> Result<EvtchnPort>;
+
+    /// Loads a guest into a created domain with the given console and xenstore event
+    /// channels (libxenguest's `xc_dom_*` sequence, as libxl's `libxl__build_pv`). Most
+    /// callers want [`XenControl::build`].
+    fn build_image(
+        &self,
+        dom: DomId,
+        image: &GuestImage,
+        console_port: EvtchnPort,
+        store_port: EvtchnPort,
+    ) -> Result<BuiltGuest>;
+
+    /// One domain's information.
+    fn domain_info(&self, dom: DomId) -> Result<DomainInfo> {
+        self.domain_info_chunk(dom, 1)?
+            .into_iter()
+            .find(|i| i.domid == dom)
+            .ok_or(Error::NoSuchDomain {
+                op: "xc_domain_getinfolist",
+                dom,
+            })
+    }
+
+    /// All domains, dying ones included, in id order (`xc_domain_getinfolist` in chunks of
+    /// [`GETINFOLIST_CHUNK`]).
+    fn list_domains(&self) -> Result<Vec<DomainInfo>> {
+        let mut all = Vec::new();
+        let mut first = DomId(0);
+        loop {
+            let chunk = self.domain_info_chunk(first, GETINFOLIST_CHUNK)?;
+            let full = chunk.len() == GETINFOLIST_CHUNK as usize;
+            let next = chunk.last().map(|i| DomId(i.domid.0.saturating_add(1)));
+            all.extend(chunk);
+            match next {
+                Some(n) if full && n.is_ordinary() => first = n,
+                _ => break,
+            }
+        }
+        Ok(all)
+    }
+
+    /// Builds a guest as libxl does: raises the domain's maximum memory to the guest's memory
+    /// plus [`MAXMEM_SLACK`], allocates the console and xenstore event channels (unbound,
+    /// for their backend domains), and loads the image ([`XenControl::build_image`]).
+    fn build(&self, dom: DomId, image: &GuestImage) -> Result<BuiltGuest> {
+        self.set_max_mem(dom, image.memory + MAXMEM_SLACK)?;
+        let store_port = self.evtchn_alloc_unbound(dom, image.store_domid)?;
+        let console_port = self.evtchn_alloc_unbound(dom, image.console_domid)?;
+        self.build_image(dom, image, console_port, store_port)
+    }
+}
+
+/// Which backend [`Xen::open`] uses.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The real hypervisor (libxenctrl).
+    Real,
+    /// A simulated host.
+    Sim(xen_sim::Host),
+}
+
+/// A handle on either backend, used through [`XenControl`] (it dereferences to it).
+#[derive(Debug)]
+pub struct Xen {
+    inner: Box<dyn XenControl>,
+}
+
+impl Xen {
+    /// Opens `backend`.
+    pub fn open(backend: Backend) -> Result<Xen> {
+        match backend {
+            Backend::Real => Xen::real(),
+            Backend::Sim(h) => Ok(Xen::sim(h)),
+        }
+    }
+
+    /// The real hypervisor; [`Error::NotOnXen`] when this is not a Xen dom0,
+    /// [`Error::LibraryMissing`] when libxenctrl is not installed.
+    pub fn real() -> Result<Xen> {
+        Ok(Xen {
+            inner: Box::new(Real::open()?),
+        })
+    }
+
+    /// The simulated host `host`.
+    pub fn sim(host: xen_sim::Host) -> Xen {
+        Xen {
+            inner: Box::new(Sim::new(host)),
+        }
+    }
+
+    /// Wraps any backend.
+    pub fn from_backend(backend: Box<dyn XenControl>) -> Xen {
+        Xen { inner: backend }
+    }
+}
+
+impl std::ops::Deref for Xen {
+    type Target = dyn XenControl;
+    fn deref(&self) -> &Self::Target {
+        &*self.inner
+    }
+}
