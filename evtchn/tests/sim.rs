@@ -1,0 +1,159 @@
+//! The `Evtchn` type over the simulated host: blocking waits, readiness of the descriptor,
+//! cross-thread wake-ups, async serving of many channels, and error mapping.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use evtchn::{Error, Evtchn};
+use xen_types::{DomId, Errno, EvtchnPort};
+
+const LONG: Option<Duration> = Some(Duration::from_secs(10));
+
+/// A loopback channel inside dom0 between two handles; the bind-time event is consumed.
+fn pair(host: &xen_sim::Host) -> (Evtchn, EvtchnPort, Evtchn, EvtchnPort) {
+    let a = Evtchn::open_sim(host, DomId::DOM0).unwrap();
+    let b = Evtchn::open_sim(host, DomId::DOM0).unwrap();
+    let pa = a.bind_unbound_port(DomId::DOM0).unwrap();
+    let pb = b.bind_interdomain(DomId::DOM0, pa).unwrap();
+    assert_eq!(b.pending().unwrap(), Some(pb));
+    b.unmask(pb).unwrap();
+    (a, pa, b, pb)
+}
+
+fn readable(e: &Evtchn) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: e.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; zero timeout.
+    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+    assert!(r >= 0);
+    pfd.revents & libc::POLLIN != 0
+}
+
+#[test]
+fn wait_times_out_with_nothing_pending() {
+    let host = xen_sim::Host::default();
+    let (_a, _pa, b, _pb) = pair(&host);
+    let mut buf = [EvtchnPort(0); 4];
+    assert_eq!(
+        b.wait(&mut buf, Some(Duration::from_millis(20))).unwrap(),
+        0
+    );
+    assert_eq!(b.pending().unwrap(), None);
+}
+
+#[test]
+fn the_descriptor_polls_readable_exactly_while_ports_are_pending() {
+    let host = xen_sim::Host::default();
+    let (a, pa, b, pb) = pair(&host);
+    assert!(!readable(&b));
+    a.notify(pa).unwrap();
+    assert!(readable(&b));
+    assert_eq!(b.pending().unwrap(), Some(pb));
+    assert!(!readable(&b));
+    // A batch larger than the read buffer keeps the descriptor readable.
+    let mut extra = Vec::new();
+    for _ in 0..3 {
+        let p = a.bind_unbound_port(DomId::DOM0).unwrap();
+        let q = b.bind_interdomain(DomId::DOM0, p).unwrap();
+        extra.push(q);
+    }
+    let mut one = [EvtchnPort(0); 1];
+    assert_eq!(b.read_pending(&mut one).unwrap(), 1);
+    assert!(readable(&b));
+}
+
+#[test]
+fn a_notification_from_another_thread_wakes_the_waiter() {
+    let host = xen_sim::Host::default();
+    let (a, pa, b, pb) = pair(&host);
+    let a = Arc::new(a);
+    for _ in 0..50 {
+        let a2 = a.clone();
+        let t = std::thread::spawn(move || a2.notify(pa).unwrap());
+        let mut buf = [EvtchnPort(0); 4];
+        let n = b.wait(&mut buf, LONG).unwrap();
+        assert_eq!(&buf[..n], &[pb], "woken within the timeout");
+        b.unmask(pb).unwrap();
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn errors_keep_the_errno_and_the_operation() {
+    let host = xen_sim::Host::default();
+    let e = Evtchn::open_sim(&host, DomId::DOM0).unwrap();
+    match e.bind_interdomain(DomId(321), EvtchnPort(1)) {
+        Err(Error::Op { op, errno }) => {
+            assert_eq!(op, "bind_interdomain");
+            assert_eq!(errno, Errno::ESRCH);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        e.notify(EvtchnPort(3)).unwrap_err().errno(),
+        Errno::ENOTCONN
+    );
+    assert_eq!(
+        Evtchn::open_sim(&host, DomId(40)).unwrap_err().errno(),
+        Errno::ESRCH
+    );
+    assert!(e.is_sim());
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn one_task_serves_many_channels() {
+    use evtchn::AsyncEvtchn;
+    let host = xen_sim::Host::default();
+    let front = Evtchn::open_sim(&host, DomId::DOM0).unwrap();
+    let back = Evtchn::open_sim(&host, DomId::DOM0).unwrap();
+    let mut ports = Vec::new();
+    for _ in 0..32 {
+        let f = front.bind_unbound_port(DomId::DOM0).unwrap();
+        let b = back.bind_interdomain(DomId::DOM0, f).unwrap();
+        ports.push((f, b));
+    }
+    let mut buf = [EvtchnPort(0); 64];
+    let n = back.read_pending(&mut buf).unwrap();
+    assert_eq!(n, 32);
+    for p in &buf[..n] {
+        back.unmask(*p).unwrap();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let back = AsyncEvtchn::new(back).unwrap();
+        let fronts: Vec<EvtchnPort> = ports.iter().map(|p| p.0).collect();
+        let sender = std::thread::spawn(move || {
+            for round in 0..3 {
+                for f in &fronts {
+                    if (f.get() + round) % 2 == 0 {
+                        front.notify(*f).unwrap();
+                    }
+                }
+            }
+            front
+        });
+        let mut seen = std::collections::BTreeSet::new();
+        let want: std::collections::BTreeSet<_> = ports.iter().map(|p| p.1).collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while seen != want {
+            let mut buf = [EvtchnPort(0); 8];
+            let n = tokio::time::timeout_at(deadline, back.read_pending(&mut buf))
+                .await
+                .expect("all channels served before the deadline")
+                .unwrap();
+            for p in &buf[..n] {
+                seen.insert(*p);
+                back.get_ref().unmask(*p).unwrap();
+            }
+        }
+        drop(sender.join().unwrap());
+    });
+}
