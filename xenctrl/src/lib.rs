@@ -39,7 +39,7 @@ mod types;
 use std::fmt;
 
 pub use error::{Error, Result};
-pub use real::Real;
+pub use real::{Real, PRIVCMD};
 pub use sim::Sim;
 pub use types::*;
 pub use xen_types::{DomId, EvtchnPort, Mfn, Pages, Pfn, VcpuId};

@@ -1,0 +1,163 @@
+//! Tests against a real Xen, run inside a dom0 by `cargo xtask e2e`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use xenctrl::{
+    DomId, DomainConfig, Error, GuestImage, ImageSource, Pages, ShutdownReason, VcpuId, Xen,
+};
+
+fn xen() -> Xen {
+    Xen::real().expect("open libxenctrl in dom0")
+}
+
+/// Waits until `cond` holds, failing the test after `timeout`.
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Destroys the domain and waits until it is gone.
+fn destroy_and_wait(x: &Xen, dom: DomId) {
+    x.destroy(dom).unwrap();
+    wait_for("the domain to go", Duration::from_secs(30), || {
+        matches!(x.domain_info(dom), Err(Error::NoSuchDomain { .. }))
+    });
+}
+
+#[test]
+#[ignore = "needs a Xen dom0: run by cargo xtask e2e"]
+fn version_and_physinfo_are_sane() {
+    let x = xen();
+    let v = x.version().unwrap();
+    assert_eq!((v.major, v.minor), (4, 17), "{v}");
+    let p = x.physinfo().unwrap();
+    assert!(p.nr_cpus >= 1);
+    assert!(p.cpu_khz > 0);
+    assert!(p.total_pages.0 > 0 && p.free_pages <= p.total_pages);
+    assert!(p.capabilities.contains(xenctrl::Capabilities::PV));
+}
+
+#[test]
+#[ignore = "needs a Xen dom0: run by cargo xtask e2e"]
+fn getinfolist_includes_a_running_dom0() {
+    let x = xen();
+    let all = x.list_domains().unwrap();
+    let d0 = all
+        .iter()
+        .find(|d| d.domid == DomId::DOM0)
+        .expect("dom0 listed");
+    assert!(d0.online_vcpus >= 1);
+    assert!(d0.tot_pages.0 > 0);
+    assert!(!d0.paused() && !d0.dying());
+    let v = x.vcpu_info(DomId::DOM0, VcpuId(0)).unwrap();
+    assert!(v.online && v.cpu_time > Duration::ZERO);
+    // Xen refuses to pause the caller.
+    assert!(matches!(
+        x.pause(DomId::DOM0),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        x.pause(DomId(0x7fe0)),
+        Err(Error::NoSuchDomain { .. })
+    ));
+}
+
+fn lifecycle(config: DomainConfig) {
+    let x = xen();
+    let free0 = x.physinfo().unwrap().free_pages;
+    let dom = x.create_domain(&config).unwrap();
+    let info = x.domain_info(dom).unwrap();
+    assert!(info.paused(), "created paused");
+    assert_eq!(info.handle, config.handle);
+    x.set_max_vcpus(dom, config.max_vcpus).unwrap();
+    x.set_max_mem(dom, Pages::from_mib(16)).unwrap();
+    x.increase_reservation(dom, Pages::from_mib(8)).unwrap();
+    assert_eq!(x.domain_info(dom).unwrap().tot_pages, Pages::from_mib(8));
+    assert!(x.physinfo().unwrap().free_pages < free0);
+    x.pause(dom).unwrap();
+    x.unpause(dom).unwrap();
+    x.unpause(dom).unwrap();
+    assert!(!x.domain_info(dom).unwrap().paused());
+    assert!(matches!(x.unpause(dom), Err(Error::InvalidArgument { .. })));
+    x.shutdown(dom, ShutdownReason::Poweroff).unwrap();
+    wait_for("shutdown", Duration::from_secs(10), || {
+        x.domain_info(dom).unwrap().shutdown_reason == Some(ShutdownReason::Poweroff)
+    });
+    destroy_and_wait(&x, dom);
+    // Memory comes back (other activity in dom0 may move it a little).
+    wait_for("free memory to return", Duration::from_secs(30), || {
+        x.physinfo().unwrap().free_pages.0 + 256 >= free0.0
+    });
+}
+
+#[test]
+#[ignore = "needs a Xen dom0: run by cargo xtask e2e"]
+fn create_pause_unpause_destroy_an_empty_pv_domain() {
+    lifecycle(DomainConfig::pv(1));
+}
+
+#[test]
+#[ignore = "needs a Xen dom0: run by cargo xtask e2e"]
+fn create_pause_unpause_destroy_an_empty_pvh_domain() {
+    let x = xen();
+    if !x
+        .physinfo()
+        .unwrap()
+        .capabilities
+        .contains(xenctrl::Capabilities::HVM)
+    {
+        eprintln!("no HVM support on this host (nested under emulation): PVH skipped");
+        return;
+    }
+    lifecycle(DomainConfig::pvh(1));
+}
+
+fn first_existing(paths: &[&str]) -> Option<PathBuf> {
+    paths
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .map(Path::to_path_buf)
+}
+
+#[test]
+#[ignore = "needs a Xen dom0: run by cargo xtask e2e"]
+fn build_a_pv_guest_and_see_it_run() {
+    let Some(kernel) = first_existing(&["/boot/domu-kernel", "/boot/vmlinuz"]) else {
+        panic!("no guest kernel in dom0 (/boot/domu-kernel or /boot/vmlinuz)");
+    };
+    let ramdisk = first_existing(&["/boot/domu-initrd", "/boot/initrd-domu.cpio.gz"]);
+    let x = xen();
+    let free0 = x.physinfo().unwrap().free_pages;
+    let dom = x.create_domain(&DomainConfig::pv(1)).unwrap();
+    x.set_max_vcpus(dom, 1).unwrap();
+    let mut image = GuestImage::new(ImageSource::File(kernel), Pages::from_mib(128));
+    image.ramdisk = ramdisk.map(ImageSource::File);
+    image.cmdline = "console=hvc0".into();
+    let built = x.build(dom, &image).unwrap();
+    assert_ne!(built.console.port, built.store.port);
+    assert_ne!(built.console.pfn, built.store.pfn);
+    assert_ne!(built.console.mfn.0, u64::MAX);
+    let info = x.domain_info(dom).unwrap();
+    assert_eq!(info.online_vcpus, 1);
+    assert!(info.tot_pages.0 >= Pages::from_mib(120).0);
+    x.unpause(dom).unwrap();
+    // The guest runs: its vCPU is charged time.
+    wait_for("the guest to run", Duration::from_secs(30), || {
+        x.vcpu_info(dom, VcpuId(0)).unwrap().cpu_time > Duration::from_millis(10)
+    });
+    let info = x.domain_info(dom).unwrap();
+    assert_ne!(
+        info.shutdown_reason,
+        Some(ShutdownReason::Crash),
+        "the guest crashed"
+    );
+    destroy_and_wait(&x, dom);
+    wait_for("free memory to return", Duration::from_secs(30), || {
+        x.physinfo().unwrap().free_pages.0 + 256 >= free0.0
+    });
+}

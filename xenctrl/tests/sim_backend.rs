@@ -1,0 +1,215 @@
+//! The control API over the simulated host: what a toolstack sees, through the trait only.
+
+use std::time::Duration;
+
+use xen_sim::evtchn::PortStatus;
+use xen_sim::{Clock, Host, HostConfig};
+use xenctrl::{
+    Capabilities, DomId, DomainConfig, Error, GuestImage, ImageSource, Pages, ShutdownReason,
+    VcpuId, Xen, GETINFOLIST_CHUNK,
+};
+
+fn sim() -> (Xen, Host) {
+    let host = Host::new(HostConfig {
+        clock: Clock::manual(),
+        ..HostConfig::default()
+    });
+    (Xen::sim(host.clone()), host)
+}
+
+/// A minimal x86-64 Xen ELF kernel (one PT_LOAD of 1 MiB and a "Xen" PT_NOTE).
+fn xen_elf() -> Vec<u8> {
+    let mut k = vec![0u8; 64 + 2 * 56];
+    k[..4].copy_from_slice(b"\x7fELF");
+    k[4] = 2;
+    k[5] = 1;
+    k[6] = 1;
+    k[16..18].copy_from_slice(&2u16.to_le_bytes());
+    k[18..20].copy_from_slice(&62u16.to_le_bytes());
+    k[32..40].copy_from_slice(&64u64.to_le_bytes());
+    k[54..56].copy_from_slice(&56u16.to_le_bytes());
+    k[56..58].copy_from_slice(&2u16.to_le_bytes());
+    let note_off = k.len() as u64;
+    for w in [4u32, 6, 6] {
+        k.extend_from_slice(&w.to_le_bytes());
+    }
+    k.extend_from_slice(b"Xen\0linux\0\0\0");
+    let len = k.len() as u64;
+    let mut ph = |i: usize, ty: u32, off: u64, filesz: u64, memsz: u64| {
+        let b = 64 + i * 56;
+        k[b..b + 4].copy_from_slice(&ty.to_le_bytes());
+        k[b + 8..b + 16].copy_from_slice(&off.to_le_bytes());
+        k[b + 32..b + 40].copy_from_slice(&filesz.to_le_bytes());
+        k[b + 40..b + 48].copy_from_slice(&memsz.to_le_bytes());
+    };
+    ph(0, 1, 0, len, 1 << 20);
+    ph(1, 4, note_off, 24, 24);
+    k
+}
+
+#[test]
+fn host_information() {
+    let (x, _) = sim();
+    let v = x.version().unwrap();
+    assert_eq!(v.to_string(), "4.17.0-sim");
+    let p = x.physinfo().unwrap();
+    assert_eq!((p.nr_cpus, p.sockets, p.cores_per_socket), (8, 1, 4));
+    assert!(p
+        .capabilities
+        .contains(Capabilities::PV | Capabilities::HVM | Capabilities::HAP));
+    assert_eq!(p.total_pages, Pages::from_mib(8192));
+    assert_eq!(p.free_pages, Pages::from_mib(7168));
+    assert_eq!(x.backend(), "sim");
+}
+
+#[test]
+fn listing_goes_through_getinfolist_in_chunks() {
+    let (x, _) = sim();
+    let n = GETINFOLIST_CHUNK as usize * 2 + 3;
+    let mut ids = vec![DomId::DOM0];
+    for _ in 0..n {
+        ids.push(x.create_domain(&DomainConfig::pv(1)).unwrap());
+    }
+    let all = x.list_domains().unwrap();
+    assert_eq!(all.iter().map(|d| d.domid).collect::<Vec<_>>(), ids);
+    let d0 = &all[0];
+    assert!(d0.running() && !d0.paused());
+    assert_eq!(d0.state_string(), "r-----");
+    assert!(all[1..].iter().all(|d| d.paused() && d.online_vcpus == 0));
+}
+
+#[test]
+fn errors_are_typed_with_the_errno_kept() {
+    let (x, _) = sim();
+    let nobody = DomId(999);
+    let e = x.pause(nobody).unwrap_err();
+    assert!(matches!(e, Error::NoSuchDomain { dom, .. } if dom == nobody));
+    assert_eq!(e.errno(), Some(xen_types::Errno::ESRCH));
+    assert!(matches!(
+        x.domain_info(nobody),
+        Err(Error::NoSuchDomain { .. })
+    ));
+    assert!(matches!(
+        x.pause(DomId::DOM0),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let d = x.create_domain(&DomainConfig::pv(1)).unwrap();
+    let mut again = DomainConfig::pv(1);
+    again.domid = Some(d);
+    assert!(matches!(x.create_domain(&again), Err(Error::DomainExists { dom, .. }) if dom == d));
+    assert!(matches!(
+        x.create_domain(&DomainConfig::pv(0)),
+        Err(Error::InvalidArgument { .. })
+    ));
+    x.set_max_mem(d, Pages::from_mib(1)).unwrap();
+    assert!(matches!(
+        x.increase_reservation(d, Pages::from_mib(2)),
+        Err(Error::OutOfMemory { .. })
+    ));
+    assert!(matches!(
+        x.shutdown(DomId::DOM0, ShutdownReason::Reboot),
+        Err(Error::PermissionDenied { .. })
+    ));
+}
+
+#[test]
+fn build_allocates_rings_and_ports_and_destroy_returns_memory() {
+    let (x, host) = sim();
+    let free0 = x.physinfo().unwrap().free_pages;
+    let dom = x.create_domain(&DomainConfig::pv(2)).unwrap();
+    x.set_max_vcpus(dom, 2).unwrap();
+    let mut image = GuestImage::new(ImageSource::Bytes(xen_elf()), Pages::from_mib(64));
+    image.cmdline = "console=hvc0 root=/dev/xvda".into();
+    image.ramdisk = Some(ImageSource::Bytes(vec![1; 100_000]));
+    let g = x.build(dom, &image).unwrap();
+    assert_ne!(g.console.port, g.store.port);
+    assert_ne!(g.console.pfn, g.store.pfn);
+    assert_eq!(
+        (g.console.backend, g.store.backend),
+        (DomId::DOM0, DomId::DOM0)
+    );
+    // The ports are unbound ends in the guest waiting for dom0.
+    for port in [g.console.port, g.store.port] {
+        assert_eq!(
+            host.evtchn_status(dom, port),
+            Ok(PortStatus::Unbound {
+                remote: DomId::DOM0
+            })
+        );
+    }
+    let info = x.domain_info(dom).unwrap();
+    assert_eq!(info.tot_pages, Pages::from_mib(64));
+    assert_eq!(info.max_pages, Pages::from_mib(65));
+    assert_eq!(info.online_vcpus, 1);
+    assert_eq!(
+        x.physinfo().unwrap().free_pages,
+        free0 - Pages::from_mib(64)
+    );
+    // Run it for a while on the host's clock.
+    x.unpause(dom).unwrap();
+    host.clock().advance(Duration::from_millis(1500));
+    assert_eq!(
+        x.domain_info(dom).unwrap().cpu_time,
+        Duration::from_millis(1500)
+    );
+    let v1 = x.vcpu_info(dom, VcpuId(1)).unwrap();
+    assert!(!v1.online && v1.cpu_time.is_zero());
+    x.destroy(dom).unwrap();
+    assert_eq!(x.physinfo().unwrap().free_pages, free0);
+    assert!(x.list_domains().unwrap().iter().all(|d| d.domid != dom));
+}
+
+#[test]
+fn garbage_kernels_and_missing_files_are_refused() {
+    let (x, _) = sim();
+    let dom = x.create_domain(&DomainConfig::pv(1)).unwrap();
+    x.set_max_vcpus(dom, 1).unwrap();
+    let free0 = x.physinfo().unwrap().free_pages;
+    let garbage = GuestImage::new(
+        ImageSource::Bytes(b"MZ not a kernel".to_vec()),
+        Pages::from_mib(32),
+    );
+    assert!(matches!(
+        x.build(dom, &garbage),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let missing = GuestImage::new(
+        ImageSource::File("/nonexistent/vmlinuz".into()),
+        Pages::from_mib(32),
+    );
+    let e = x.build(dom, &missing).unwrap_err();
+    assert!(matches!(e, Error::Image { .. }), "{e}");
+    assert!(e.to_string().contains("/nonexistent/vmlinuz"));
+    assert_eq!(x.physinfo().unwrap().free_pages, free0);
+    assert_eq!(x.domain_info(dom).unwrap().tot_pages, Pages::ZERO);
+}
+
+#[test]
+fn shutdown_reasons_and_pvh_flags_decode() {
+    let (x, _) = sim();
+    let dom = x.create_domain(&DomainConfig::pvh(4)).unwrap();
+    let info = x.domain_info(dom).unwrap();
+    assert!(info.hvm() && info.max_vcpu_id.is_none());
+    x.set_max_vcpus(dom, 4).unwrap();
+    assert_eq!(x.domain_info(dom).unwrap().max_vcpu_id, Some(3));
+    for (r, s) in [
+        (ShutdownReason::Crash, "--p-c-"),
+        (ShutdownReason::Reboot, "--ps--"),
+    ] {
+        let d = x.create_domain(&DomainConfig::pv(1)).unwrap();
+        x.shutdown(d, r).unwrap();
+        let i = x.domain_info(d).unwrap();
+        assert_eq!((i.shutdown_reason, i.shutdown_code), (Some(r), r.code()));
+        assert_eq!(i.state_string(), s);
+    }
+}
+
+#[test]
+fn the_real_backend_says_plainly_that_this_is_not_xen() {
+    if std::path::Path::new(xenctrl::PRIVCMD).exists() {
+        return; // inside a dom0: real_xen.rs covers it
+    }
+    let e = Xen::real().unwrap_err();
+    assert!(matches!(e, Error::NotOnXen));
+    assert_eq!(e.to_string(), "not a Xen dom0: /dev/xen/privcmd is missing");
+}
