@@ -1,0 +1,552 @@
+//! The event loop: one thread, a tokio current-thread runtime, one task per connection.
+//!
+//! Every connection (the dom0 socket, per-domain sockets, in-process streams, and domain
+//! rings bridged to in-process streams) is a task that reads a batch of requests, runs them
+//! through the [`Engine`], appends the changes to the journal, flushes it once for the
+//! batch (group commit), then writes the replies. Watch events for other connections are
+//! queued to their tasks; a connection that lets more than
+//! [`Quotas::outstanding_bytes`](crate::Quotas) pile up unread is closed, so a client that
+//! never reads cannot make the daemon hold unbounded memory. An oversized or unframeable
+//! message closes only that connection.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot, Notify};
+use xen_types::mem::SharedMemory;
+use xen_types::{DomId, EvtchnPort};
+use xenstore::ring::{Doorbell, Ring, Side};
+use xenstore::wire::{Decoder, Message};
+
+use crate::engine::{ConnId, Effect, Engine, Outbox};
+use crate::journal::Journal;
+use crate::{Config, Error, Result};
+
+/// Maps an introduced domain's ring: given the domain, its ring gfn and event channel port,
+/// returns the ring page and a doorbell bound to that port. With the simulated host this
+/// is a grant/foreign mapping plus an interdomain event channel; tests use local pages and
+/// [`EventfdDoorbell`](xenstore::ring::EventfdDoorbell)s.
+pub type RingConnector = Arc<
+    dyn Fn(DomId, i64, EvtchnPort) -> io::Result<(Arc<dyn SharedMemory>, Arc<dyn Doorbell>)>
+        + Send
+        + Sync,
+>;
+
+struct ConnHandle {
+    domid: DomId,
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    queued: Rc<Cell<usize>>,
+    close: Rc<Notify>,
+}
+
+struct Shared {
+    engine: RefCell<Engine>,
+    journal: RefCell<Option<Journal>>,
+    conns: RefCell<HashMap<ConnId, ConnHandle>>,
+    bridges: RefCell<HashMap<DomId, Arc<AtomicBool>>>,
+    connector: Option<RingConnector>,
+    max_queued: usize,
+}
+
+/// A daemon, set up (store recovered, sockets bound) and ready to run.
+pub struct Daemon {
+    config: Config,
+    listener: std::os::unix::net::UnixListener,
+    domain_listeners: Vec<(DomId, std::os::unix::net::UnixListener)>,
+    engine: Engine,
+    journal: Option<Journal>,
+    connector: Option<RingConnector>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("socket", &self.config.socket_path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+    }
+    if path.exists() {
+        if StdUnixStream::connect(path).is_ok() {
+            return Err(Error::Io {
+                what: format!("{}: another xenstored is listening", path.display()),
+                source: io::ErrorKind::AddrInUse.into(),
+            });
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let l = std::os::unix::net::UnixListener::bind(path)
+        .map_err(Error::io(format!("binding {}", path.display())))?;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    l.set_nonblocking(true)
+        .map_err(Error::io("setting the socket non-blocking"))?;
+    Ok(l)
+}
+
+impl Daemon {
+    /// Recovers the persisted store (if `config.data_dir` is set) and binds the sockets.
+    pub fn new(config: Config) -> Result<Daemon> {
+        let mut engine = Engine::new(config.quotas, config.keep_orphans);
+        let journal = match &config.data_dir {
+            Some(dir) => {
+                let (j, rec) = Journal::open(dir, config.sync, config.snapshot_after).map_err(
+                    Error::io(format!("recovering the store in {}", dir.display())),
+                )?;
+                if !rec.tree.is_empty() {
+                    engine.restore(rec.tree, rec.gen);
+                }
+                tracing::info!(
+                    nodes = engine.tree().len(),
+                    replayed = rec.replayed,
+                    discarded = rec.discarded,
+                    "store recovered"
+                );
+                Some(j)
+            }
+            None => None,
+        };
+        let listener = bind(&config.socket_path)?;
+        let mut domain_listeners = Vec::new();
+        for (d, p) in &config.domain_sockets {
+            domain_listeners.push((*d, bind(p)?));
+        }
+        let mut d = Daemon {
+            config,
+            listener,
+            domain_listeners,
+            engine,
+            journal,
+            connector: None,
+        };
+        d.persist_dirty();
+        Ok(d)
+    }
+
+    fn persist_dirty(&mut self) {
+        let dirty = self.engine.take_dirty();
+        if let Some(j) = &mut self.journal {
+            for p in dirty {
+                j.record(self.engine.tree(), &p);
+            }
+            if let Err(e) = j.flush() {
+                tracing::error!("journal write failed: {e}");
+            }
+        }
+    }
+
+    /// Sets how introduced domains' rings are mapped. Without one, `INTRODUCE` only records
+    /// the domain (enough for toolstacks that talk to the daemon over the socket).
+    pub fn set_ring_connector(&mut self, c: RingConnector) {
+        self.connector = Some(c);
+    }
+
+    /// The dom0 socket path.
+    pub fn socket_path(&self) -> &Path {
+        &self.config.socket_path
+    }
+
+    /// Runs in a new thread; the handle stops it.
+    pub fn spawn(self) -> Result<DaemonHandle> {
+        let (inject_tx, inject_rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let socket = self.config.socket_path.clone();
+        let thread = std::thread::Builder::new()
+            .name("xenstored".into())
+            .spawn(move || {
+                self.run_with(inject_rx, async {
+                    let _ = stop_rx.await;
+                })
+            })
+            .map_err(Error::io("spawning the daemon thread"))?;
+        Ok(DaemonHandle {
+            socket,
+            inject: inject_tx,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs on this thread until `shutdown` completes.
+    pub fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        let (_tx, rx) = mpsc::unbounded_channel();
+        self.run_with(rx, shutdown)
+    }
+
+    fn run_with(
+        self,
+        mut inject: mpsc::UnboundedReceiver<(DomId, StdUnixStream)>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(Error::io("starting the runtime"))?;
+        let local = tokio::task::LocalSet::new();
+        let shared = Rc::new(Shared {
+            engine: RefCell::new(self.engine),
+            journal: RefCell::new(self.journal),
+            conns: RefCell::new(HashMap::new()),
+            bridges: RefCell::new(HashMap::new()),
+            connector: self.connector,
+            max_queued: self.config.quotas.outstanding_bytes,
+        });
+        let main = self.listener;
+        let extra = self.domain_listeners;
+        let sh = shared.clone();
+        local.block_on(&rt, async move {
+            let l = UnixListener::from_std(main).map_err(Error::io("registering the socket"))?;
+            tokio::task::spawn_local(accept_loop(sh.clone(), l, DomId::DOM0));
+            for (d, l) in extra {
+                let l = UnixListener::from_std(l).map_err(Error::io("registering a socket"))?;
+                tokio::task::spawn_local(accept_loop(sh.clone(), l, d));
+            }
+            let sh2 = sh.clone();
+            tokio::task::spawn_local(async move {
+                while let Some((domid, s)) = inject.recv().await {
+                    if s.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    if let Ok(s) = UnixStream::from_std(s) {
+                        tokio::task::spawn_local(conn_task(sh2.clone(), s, domid));
+                    }
+                }
+            });
+            shutdown.await;
+            Ok::<(), Error>(())
+        })?;
+        // Stop bridges and flush what is pending.
+        for stop in shared.bridges.borrow().values() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        if let Some(j) = shared.journal.borrow_mut().as_mut() {
+            j.flush().map_err(Error::io("flushing the journal"))?;
+        }
+        Ok(())
+    }
+}
+
+async fn accept_loop(shared: Rc<Shared>, l: UnixListener, domid: DomId) {
+    loop {
+        match l.accept().await {
+            Ok((s, _)) => {
+                tokio::task::spawn_local(conn_task(shared.clone(), s, domid));
+            }
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                // Out of descriptors: back off briefly rather than spin.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn process(self: &Rc<Self>, id: ConnId, m: &Message, outbox: &mut Outbox, own: &mut Vec<u8>) {
+        outbox.clear();
+        {
+            let mut eng = self.engine.borrow_mut();
+            eng.handle(id, m, outbox);
+            let dirty = eng.take_dirty();
+            if !dirty.is_empty() {
+                if let Some(j) = self.journal.borrow_mut().as_mut() {
+                    for p in dirty {
+                        j.record(eng.tree(), &p);
+                    }
+                }
+            }
+        }
+        for (cid, msg) in outbox.msgs.drain(..) {
+            if cid == id {
+                msg.encode_into(own);
+            } else {
+                self.deliver(cid, msg.to_bytes());
+            }
+        }
+        for e in outbox.effects.drain(..) {
+            self.effect(e);
+        }
+    }
+
+    fn deliver(&self, cid: ConnId, bytes: Vec<u8>) {
+        let conns = self.conns.borrow();
+        let Some(c) = conns.get(&cid) else {
+            return;
+        };
+        let q = c.queued.get() + bytes.len();
+        if self.max_queued != 0 && q > self.max_queued {
+            tracing::warn!(conn = cid, "client does not read its events: closing it");
+            c.close.notify_one();
+            return;
+        }
+        c.queued.set(q);
+        let _ = c.tx.send(bytes);
+    }
+
+    fn flush_journal(&self) {
+        let mut j = self.journal.borrow_mut();
+        if let Some(j) = j.as_mut() {
+            if !j.has_pending() {
+                return;
+            }
+            if let Err(e) = j.flush() {
+                tracing::error!("journal write failed: {e}");
+            }
+            let eng = self.engine.borrow();
+            if let Err(e) = j.maybe_snapshot(eng.tree(), eng.generation()) {
+                tracing::error!("snapshot failed: {e}");
+            }
+        }
+    }
+
+    fn effect(self: &Rc<Self>, e: Effect) {
+        match e {
+            Effect::Introduce { domid, gfn, port } => {
+                let Some(conn) = &self.connector else {
+                    return;
+                };
+                if self.bridges.borrow().contains_key(&domid) {
+                    return;
+                }
+                match conn(domid, gfn, port).and_then(|(mem, bell)| start_bridge(mem, bell)) {
+                    Ok((stream, stop)) => {
+                        self.bridges.borrow_mut().insert(domid, stop);
+                        match UnixStream::from_std(stream) {
+                            Ok(s) => {
+                                tokio::task::spawn_local(conn_task(self.clone(), s, domid));
+                            }
+                            Err(e) => tracing::error!(%domid, "ring bridge: {e}"),
+                        }
+                    }
+                    Err(e) => tracing::error!(%domid, "cannot connect the domain's ring: {e}"),
+                }
+            }
+            Effect::Release { domid } => {
+                if let Some(stop) = self.bridges.borrow_mut().remove(&domid) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                for c in self.conns.borrow().values() {
+                    if c.domid == domid {
+                        c.close.notify_one();
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn conn_task(shared: Rc<Shared>, stream: UnixStream, domid: DomId) {
+    let id = shared.engine.borrow_mut().connect(domid);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let queued = Rc::new(Cell::new(0usize));
+    let close = Rc::new(Notify::new());
+    shared.conns.borrow_mut().insert(
+        id,
+        ConnHandle {
+            domid,
+            tx,
+            queued: queued.clone(),
+            close: close.clone(),
+        },
+    );
+    let (mut rd, mut wr) = stream.into_split();
+    let mut dec = Decoder::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    let mut outbox = Outbox::default();
+    loop {
+        let mut fatal = false;
+        tokio::select! {
+            biased;
+            _ = close.notified() => break,
+            Some(b) = rx.recv() => {
+                queued.set(queued.get().saturating_sub(b.len()));
+                out.extend_from_slice(&b);
+                while let Ok(b) = rx.try_recv() {
+                    queued.set(queued.get().saturating_sub(b.len()));
+                    out.extend_from_slice(&b);
+                }
+            }
+            r = rd.read(&mut buf) => {
+                let n = match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                dec.feed(&buf[..n]);
+                loop {
+                    match dec.next_message() {
+                        Ok(Some(m)) => shared.process(id, &m, &mut outbox, &mut out),
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!(conn = id, %domid, "closing connection: {e}");
+                            fatal = true;
+                            break;
+                        }
+                    }
+                }
+                shared.flush_journal();
+            }
+        }
+        if !out.is_empty() {
+            if wr.write_all(&out).await.is_err() {
+                break;
+            }
+            out.clear();
+            if out.capacity() > 1 << 20 {
+                out.shrink_to(4096);
+            }
+        }
+        if fatal {
+            break;
+        }
+    }
+    shared.conns.borrow_mut().remove(&id);
+    shared.engine.borrow_mut().disconnect(id);
+}
+
+/// Bridges a ring to an in-process socket: the daemon serves the other end like any
+/// connection. Two threads; the shared doorbell is re-checked every 10 ms so a wake-up
+/// taken by the other thread is never lost.
+fn start_bridge(
+    mem: Arc<dyn SharedMemory>,
+    bell: Arc<dyn Doorbell>,
+) -> io::Result<(StdUnixStream, Arc<AtomicBool>)> {
+    let (ours, theirs) = StdUnixStream::pair()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ring = Arc::new(Ring::new(mem, Side::Server));
+    ring.advertise_features(xen_sys::XENSTORE_SERVER_FEATURE_ERROR)
+        .map_err(io::Error::from)?;
+    let slice = Some(Duration::from_millis(10));
+    {
+        let (ring, bell, stop) = (ring.clone(), bell.clone(), stop.clone());
+        let mut sock = ours.try_clone()?;
+        std::thread::Builder::new()
+            .name("xs-ring-in".into())
+            .spawn(move || {
+                let mut buf = [0u8; 1024];
+                while !stop.load(Ordering::Relaxed) {
+                    match ring.read(&mut buf) {
+                        Ok(0) => {
+                            if bell.wait(slice).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(n) => {
+                            if sock.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            let _ = bell.notify();
+                        }
+                        Err(e) => {
+                            tracing::warn!("domain ring: {e}");
+                            let _ = ring.set_error(xen_sys::XENSTORE_ERROR_RINGIDX);
+                            break;
+                        }
+                    }
+                }
+                let _ = sock.shutdown(std::net::Shutdown::Both);
+            })?;
+    }
+    {
+        let mut sock = ours;
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("xs-ring-out".into())
+            .spawn(move || {
+                let mut buf = [0u8; 4096];
+                'outer: loop {
+                    let n = match sock.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let mut data = &buf[..n];
+                    while !data.is_empty() {
+                        if stop.load(Ordering::Relaxed) {
+                            break 'outer;
+                        }
+                        match ring.write(data) {
+                            Ok(0) => {
+                                if bell.wait(slice).is_err() {
+                                    break 'outer;
+                                }
+                            }
+                            Ok(w) => {
+                                data = &data[w..];
+                                let _ = bell.notify();
+                            }
+                            Err(_) => {
+                                let _ = ring.set_error(xen_sys::XENSTORE_ERROR_RINGIDX);
+                                break 'outer;
+                            }
+                        }
+                    }
+                }
+            })?;
+    }
+    theirs.set_nonblocking(true)?;
+    Ok((theirs, stop))
+}
+
+/// A daemon running in a background thread.
+#[derive(Debug)]
+pub struct DaemonHandle {
+    socket: PathBuf,
+    inject: mpsc::UnboundedSender<(DomId, StdUnixStream)>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl DaemonHandle {
+    /// The dom0 socket.
+    pub fn socket_path(&self) -> &Path {
+        &self.socket
+    }
+
+    /// A connection that acts as domain `domid` (as if over its ring), in process.
+    pub fn connect_as(&self, domid: DomId) -> io::Result<StdUnixStream> {
+        let (a, b) = StdUnixStream::pair()?;
+        self.inject
+            .send((domid, b))
+            .map_err(|_| io::Error::new(io::ErrorKind::NotConnected, "daemon stopped"))?;
+        Ok(a)
+    }
+
+    /// Stops the daemon and waits for it (pending journal records are flushed).
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or_else(|_| {
+                Err(Error::Io {
+                    what: "daemon thread panicked".into(),
+                    source: io::Error::other("panic"),
+                })
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for DaemonHandle {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
