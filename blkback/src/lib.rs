@@ -1,1 +1,64 @@
 //! A userspace block backend (blkif) that Linux's xen-blkfront accepts.
+//!
+//! The backend half of Xen's split block driver, as QEMU's `xen-block` and Linux's
+//! `xen-blkback` implement it, in safe Rust above the mapping edge:
+//!
+//! - [`abi`]: the blkif request/response layouts of the three x86 ABIs (`protocol` key);
+//! - [`ring`]: shared rings with a run-time entry size, single- or multi-page;
+//! - [`request`]: validation and execution of requests over abstract segment memory;
+//! - [`disk`]: raw images and block devices (`preadv`/`pwritev` into grant mappings,
+//!   `fdatasync`, hole punching / `BLKDISCARD`);
+//! - [`BlkBack`]: the [`xenbus::BackendDriver`] for `vbd` devices: features
+//!   (`feature-persistent`, `feature-max-indirect-segments`, `feature-flush-cache`,
+//!   `feature-discard`, `max-ring-page-order`, `multi-queue-max-queues`), the handshake,
+//!   one thread per ring and a pool of I/O threads per device;
+//! - [`host`]: the grant-mapping and event-channel interface it runs on, with [`sim`], a
+//!   simulated host;
+//! - `blkfront` (feature `test-utils`): a Rust frontend for tests, benches and fuzzing.
+
+pub mod abi;
+#[cfg(feature = "test-utils")]
+pub mod blkfront;
+pub mod disk;
+mod driver;
+pub mod host;
+mod queue;
+pub mod request;
+pub mod ring;
+pub mod sim;
+
+#[cfg(feature = "test-utils")]
+pub mod fuzzing;
+
+pub use driver::{BlkBack, Config, Connection, DiskSpec};
+use xen_types::mem::MemError;
+use xen_types::Errno;
+
+/// Errors of the block backend.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An access outside shared memory.
+    #[error("shared memory: {0}")]
+    Mem(#[from] MemError),
+    /// The frontend broke the ring protocol.
+    #[error("bad ring: {0}")]
+    BadRing(String),
+    /// An unknown `protocol` value.
+    #[error("unsupported protocol {0:?}")]
+    Protocol(String),
+    /// A host operation (grant map, event channel) failed.
+    #[error("host operation failed: {0:?}")]
+    Host(Errno),
+    /// The peer's event channel closed (its domain died or it disconnected).
+    #[error("event channel closed")]
+    Closed,
+    /// Bad or missing configuration in xenstore.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Disk I/O.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// XenStore / XenBus.
+    #[error(transparent)]
+    Xenbus(#[from] xenbus::Error),
+}

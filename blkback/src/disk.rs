@@ -1,0 +1,248 @@
+//! The disk image behind a device: a raw file or a block device, positioned vectored I/O.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+
+use xen_types::mem::SharedMemory;
+
+use crate::abi::SECTOR_SIZE;
+
+/// A piece of shared memory that I/O reads into or writes from.
+#[derive(Clone, Copy)]
+pub struct IoSeg<'a> {
+    /// The mapping.
+    pub mem: &'a dyn SharedMemory,
+    /// Byte offset in it.
+    pub offset: usize,
+    /// Bytes.
+    pub len: usize,
+}
+
+impl std::fmt::Debug for IoSeg<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoSeg")
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// An open disk.
+#[derive(Debug)]
+pub struct Disk {
+    file: File,
+    sectors: u64,
+    readonly: bool,
+    block_device: bool,
+    sector_size: u32,
+    physical_sector_size: u32,
+}
+
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+const BLKSSZGET: libc::c_ulong = 0x1268;
+const BLKPBSZGET: libc::c_ulong = 0x127b;
+const BLKDISCARD: libc::c_ulong = 0x1277;
+const BLKSECDISCARD: libc::c_ulong = 0x127d;
+
+fn check(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+impl Disk {
+    /// Opens `path` (a raw image or a block device), read-only when `readonly`.
+    pub fn open(path: impl AsRef<Path>, readonly: bool) -> io::Result<Disk> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!readonly)
+            .open(path.as_ref())?;
+        Disk::from_file(file, readonly)
+    }
+
+    /// Serves an open file or block device (opened writable unless `readonly`).
+    pub fn from_file(file: File, readonly: bool) -> io::Result<Disk> {
+        let md = file.metadata()?;
+        let block_device = md.file_type().is_block_device();
+        let (bytes, ss, pss) = if block_device {
+            let fd = file.as_raw_fd();
+            let mut bytes: u64 = 0;
+            let mut ss: libc::c_int = 512;
+            let mut pss: libc::c_uint = 512;
+            // SAFETY: the ioctls write one integer of the given type through the pointer.
+            unsafe {
+                check(libc::ioctl(fd, BLKGETSIZE64 as _, &mut bytes))?;
+                check(libc::ioctl(fd, BLKSSZGET as _, &mut ss))?;
+                check(libc::ioctl(fd, BLKPBSZGET as _, &mut pss))?;
+            }
+            (bytes, ss as u32, pss)
+        } else if md.file_type().is_file() {
+            (md.len(), 512, 512)
+        } else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file or block device",
+            ));
+        };
+        Ok(Disk {
+            file,
+            sectors: bytes / SECTOR_SIZE,
+            readonly,
+            block_device,
+            sector_size: ss,
+            physical_sector_size: pss,
+        })
+    }
+
+    /// Size in 512-byte sectors (the `sectors` key counts these whatever `sector-size` is).
+    pub fn sectors(&self) -> u64 {
+        self.sectors
+    }
+    /// Opened read-only.
+    pub fn readonly(&self) -> bool {
+        self.readonly
+    }
+    /// Logical sector size.
+    pub fn sector_size(&self) -> u32 {
+        self.sector_size
+    }
+    /// Physical sector size.
+    pub fn physical_sector_size(&self) -> u32 {
+        self.physical_sector_size
+    }
+    /// A block device (not an image file).
+    pub fn is_block_device(&self) -> bool {
+        self.block_device
+    }
+
+    fn iovecs(segs: &[IoSeg<'_>], write_into: bool, out: &mut Vec<libc::iovec>) -> io::Result<()> {
+        out.clear();
+        for s in segs {
+            let end = s.offset.checked_add(s.len);
+            if end.is_none_or(|e| e > s.mem.len()) || (write_into && !s.mem.writable()) {
+                return Err(io::Error::from_raw_os_error(libc::EFAULT));
+            }
+            out.push(libc::iovec {
+                // SAFETY: in bounds of the mapping (checked above).
+                iov_base: unsafe { s.mem.as_ptr().add(s.offset) }.cast(),
+                iov_len: s.len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads `segs` in order from byte `offset` (`preadv`, retried on short reads).
+    /// The kernel writes straight into the shared pages: no bounce buffer.
+    pub fn read_at(
+        &self,
+        offset: u64,
+        segs: &[IoSeg<'_>],
+        iov: &mut Vec<libc::iovec>,
+    ) -> io::Result<()> {
+        Self::iovecs(segs, true, iov)?;
+        self.rw(offset, iov, false)
+    }
+
+    /// Writes `segs` in order at byte `offset` (`pwritev`).
+    pub fn write_at(
+        &self,
+        offset: u64,
+        segs: &[IoSeg<'_>],
+        iov: &mut Vec<libc::iovec>,
+    ) -> io::Result<()> {
+        if self.readonly {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        Self::iovecs(segs, false, iov)?;
+        self.rw(offset, iov, true)
+    }
+
+    fn rw(&self, mut offset: u64, iov: &mut [libc::iovec], write: bool) -> io::Result<()> {
+        let mut first = 0;
+        while first < iov.len() {
+            let cnt = (iov.len() - first).min(libc::UIO_MAXIOV as usize) as libc::c_int;
+            let off = libc::off_t::try_from(offset)
+                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+            // SAFETY: every iovec points into a live mapping, in bounds (built by `iovecs`
+            // from segments borrowed for this call); the kernel reads or writes only
+            // those bytes. Shared memory is never a Rust reference, so no aliasing rule is
+            // broken by the peer or the kernel writing it.
+            let n = unsafe {
+                if write {
+                    libc::pwritev(self.file.as_raw_fd(), iov[first..].as_ptr(), cnt, off)
+                } else {
+                    libc::preadv(self.file.as_raw_fd(), iov[first..].as_ptr(), cnt, off)
+                }
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            let mut n = n as usize;
+            offset += n as u64;
+            while n > 0 && first < iov.len() {
+                if n >= iov[first].iov_len {
+                    n -= iov[first].iov_len;
+                    first += 1;
+                } else {
+                    // SAFETY: advancing within the same iovec's buffer.
+                    iov[first].iov_base = unsafe { iov[first].iov_base.cast::<u8>().add(n) }.cast();
+                    iov[first].iov_len -= n;
+                    n = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes written data durable (`fdatasync`).
+    pub fn flush(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Discards `len` bytes at `offset`: punches a hole in an image file, `BLKDISCARD`
+    /// (`BLKSECDISCARD` when `secure`) on a block device.
+    pub fn discard(&self, offset: u64, len: u64, secure: bool) -> io::Result<()> {
+        if self.readonly {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        let fd = self.file.as_raw_fd();
+        if self.block_device {
+            let range = [offset, len];
+            let req = if secure { BLKSECDISCARD } else { BLKDISCARD };
+            // SAFETY: the ioctl reads two u64s from the pointer.
+            check(unsafe { libc::ioctl(fd, req as _, range.as_ptr()) })?;
+        } else {
+            if secure {
+                return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+            }
+            let (o, l) = (
+                libc::off_t::try_from(offset)
+                    .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+                libc::off_t::try_from(len)
+                    .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+            );
+            // SAFETY: fallocate on our own descriptor, no pointers.
+            check(unsafe {
+                libc::fallocate(
+                    fd,
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    o,
+                    l,
+                )
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,607 @@
+//! blkback against the Rust test frontend on the simulated host.
+
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blkback::abi::{Body, Protocol, Request, Segment, Status, MAX_DIRECT_SEGMENTS};
+use blkback::blkfront::{read_stamp, stamp, Blkfront, FrontConfig, IoReq, Op};
+use blkback::sim::SimHost;
+use blkback::{BlkBack, Config};
+use xen_types::mem::SharedMemoryExt;
+use xen_types::{DomId, GrantRef};
+use xenbus::{create_device, Backend, MemStore, Store, XenbusState};
+
+const MIB: u64 = 1 << 20;
+const T: Duration = Duration::from_secs(20);
+
+struct Env {
+    store: Arc<MemStore>,
+    host: SimHost,
+    be: Option<Backend>,
+    dir: tempfile::TempDir,
+}
+
+fn env(cfg: Config) -> Env {
+    let store = Arc::new(MemStore::new());
+    let host = SimHost::new(DomId::DOM0);
+    let drv = Arc::new(BlkBack::new(Arc::new(host.clone()), cfg));
+    let be = Backend::start(store.clone(), DomId::DOM0, drv).unwrap();
+    Env {
+        store,
+        host,
+        be: Some(be),
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl Env {
+    fn disk(&self, fe: DomId, devid: u32, bytes: u64, mode: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("d{}-{devid}.img", fe.0));
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(bytes)
+            .unwrap();
+        let p = path.to_str().unwrap().to_string();
+        create_device(
+            &*self.store,
+            DomId::DOM0,
+            fe,
+            "vbd",
+            devid,
+            &[("params", &p), ("mode", mode), ("type", "file")],
+            &[("virtual-device", &devid.to_string())],
+        )
+        .unwrap();
+        path
+    }
+
+    fn front(&self, fe: DomId, devid: u32, cfg: FrontConfig) -> Blkfront<MemStore> {
+        Blkfront::connect(&self.host, self.store.clone(), fe, devid, cfg).unwrap()
+    }
+
+    fn backend(&self) -> &Backend {
+        self.be.as_ref().unwrap()
+    }
+}
+
+/// Small deterministic PRNG (xorshift) so failures reproduce.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Random reads and writes over `blocks` 4 KiB blocks starting at block `first`, every
+/// written sector stamped with its address and a generation, every read checked against
+/// the model. Requests in one batch never overlap.
+fn workload(f: &Blkfront<MemStore>, q: usize, first: u64, blocks: u64, seed: u64, rounds: usize) {
+    let mut rng = Rng(seed | 1);
+    let mut model = vec![0u64; blocks as usize];
+    let maxseg = f.max_segments as u64;
+    let chunk = maxseg.min(blocks);
+    let mut generation = 0;
+    for _ in 0..rounds {
+        let mut reqs = Vec::new();
+        let mut spans = Vec::new();
+        let nchunks = blocks / chunk;
+        let mut used = vec![false; nchunks as usize];
+        for _ in 0..rng.below(16) + 1 {
+            let c = rng.below(nchunks);
+            if used[c as usize] {
+                continue;
+            }
+            used[c as usize] = true;
+            let len = rng.below(chunk) + 1;
+            let start = c * chunk + rng.below(chunk - len + 1);
+            let sector = (first + start) * 8;
+            if rng.below(2) == 0 {
+                generation += 1;
+                let mut buf = vec![0u8; (len * 4096) as usize];
+                for b in 0..len {
+                    let s = sector + b * 8;
+                    stamp(
+                        &mut buf[(b * 4096) as usize..((b + 1) * 4096) as usize],
+                        s,
+                        generation,
+                    );
+                }
+                reqs.push(IoReq::new(Op::Write, sector, buf));
+                spans.push((start, len, Some(generation)));
+            } else {
+                reqs.push(IoReq::new(
+                    Op::Read,
+                    sector,
+                    vec![0xaa; (len * 4096) as usize],
+                ));
+                spans.push((start, len, None));
+            }
+        }
+        f.run(q, &mut reqs).unwrap();
+        for (r, (start, len, g)) in reqs.iter().zip(spans) {
+            assert_eq!(r.status, Some(Status::Okay), "{:?} at {}", r.op, r.sector);
+            match g {
+                Some(g) => {
+                    for b in start..start + len {
+                        model[b as usize] = g;
+                    }
+                }
+                None => {
+                    for b in 0..len {
+                        let want_gen = model[(start + b) as usize];
+                        for s in 0..8 {
+                            let got = read_stamp(&r.buf, (b * 8 + s) as usize);
+                            let want = if want_gen == 0 {
+                                (0, 0)
+                            } else {
+                                ((first + start + b) * 8 + s, want_gen)
+                            };
+                            assert_eq!(got, want, "block {} sector {s}", first + start + b);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn run_matrix(persistent: bool, indirect: bool, queues: u32, order: u32, proto: Protocol) {
+    let e = env(Config::default());
+    let fe = DomId(5);
+    e.disk(fe, 51712, 8 * MIB, "w");
+    let f = e.front(
+        fe,
+        51712,
+        FrontConfig {
+            queues,
+            ring_page_order: order,
+            persistent,
+            indirect,
+            protocol: proto,
+            ..Default::default()
+        },
+    );
+    assert_eq!(f.sectors, 8 * MIB / 512);
+    assert_eq!(f.queues(), queues as usize);
+    assert_eq!(f.persistent, persistent);
+    assert_eq!(
+        f.max_segments,
+        if indirect { 32 } else { MAX_DIRECT_SEGMENTS }
+    );
+    assert_eq!(f.ring_entries, 32 << order);
+    // Each queue works on its own part of the disk, all at once.
+    let per = 2048 / u64::from(queues);
+    std::thread::scope(|s| {
+        for q in 0..queues as usize {
+            let f = &f;
+            s.spawn(move || workload(f, q, q as u64 * per, per, 0x9e37 + q as u64, 40));
+        }
+    });
+    f.close().unwrap();
+    if !persistent {
+        assert_eq!(
+            e.host.mapped_count(fe),
+            0,
+            "per-request mappings all released"
+        );
+    }
+}
+
+#[test]
+fn verify_persistent_indirect_multiqueue() {
+    run_matrix(true, true, 3, 0, Protocol::Native);
+}
+
+#[test]
+fn verify_no_persistent_no_indirect_single_queue() {
+    run_matrix(false, false, 1, 0, Protocol::Native);
+}
+
+#[test]
+fn verify_no_persistent_indirect_multipage_ring_x86_32() {
+    run_matrix(false, true, 2, 2, Protocol::X86_32);
+}
+
+#[test]
+fn verify_persistent_direct_multipage_x86_64() {
+    run_matrix(true, false, 1, 3, Protocol::X86_64);
+}
+
+fn seg(g: GrantRef, first: u8, last: u8) -> [Segment; MAX_DIRECT_SEGMENTS] {
+    let mut s = [Segment::default(); MAX_DIRECT_SEGMENTS];
+    s[0] = Segment {
+        gref: g,
+        first_sect: first,
+        last_sect: last,
+    };
+    s
+}
+
+fn rw(op: u32, sector: u64, n: u8, seg: [Segment; MAX_DIRECT_SEGMENTS]) -> Request {
+    Request {
+        operation: op as u8,
+        id: 1,
+        sector,
+        handle: 0,
+        body: Body::Direct {
+            nr_segments: n,
+            seg,
+        },
+    }
+}
+
+#[test]
+fn bad_requests_get_errors_and_the_backend_keeps_serving() {
+    let e = env(Config::default());
+    let fe = DomId(6);
+    e.disk(fe, 1, MIB, "w");
+    let f = e.front(
+        fe,
+        1,
+        FrontConfig {
+            persistent: false,
+            ..Default::default()
+        },
+    );
+    let rw_page = f.grant(f.scratch_pfn(0), false).unwrap();
+    let ro_page = f.grant(f.scratch_pfn(1), true).unwrap();
+    let last = f.sectors;
+    let st = |r: Request| f.raw(0, r).unwrap().status;
+    use xen_sys::*;
+    // Unsupported operations.
+    assert_eq!(st(rw(99, 0, 1, seg(rw_page, 0, 7))), Status::NotSupported);
+    assert_eq!(
+        st(rw(BLKIF_OP_WRITE_BARRIER, 0, 1, seg(rw_page, 0, 7))),
+        Status::NotSupported
+    );
+    assert_eq!(
+        st(rw(BLKIF_OP_RESERVED_1, 0, 1, seg(rw_page, 0, 7))),
+        Status::NotSupported
+    );
+    // Segment counts.
+    assert_eq!(
+        st(rw(BLKIF_OP_READ, 0, 0, seg(rw_page, 0, 7))),
+        Status::Error
+    );
+    assert_eq!(
+        st(rw(BLKIF_OP_READ, 0, 12, seg(rw_page, 0, 7))),
+        Status::Error
+    );
+    // Sectors inside the page.
+    assert_eq!(
+        st(rw(BLKIF_OP_READ, 0, 1, seg(rw_page, 5, 4))),
+        Status::Error
+    );
+    assert_eq!(
+        st(rw(BLKIF_OP_READ, 0, 1, seg(rw_page, 0, 8))),
+        Status::Error
+    );
+    // Past the end of the disk (exactly at the end is fine).
+    assert_eq!(
+        st(rw(BLKIF_OP_READ, last - 8, 1, seg(rw_page, 0, 7))),
+        Status::Okay
+    );
+    assert_eq!(
+        st(rw(BLKIF_OP_READ, last - 7, 1, seg(rw_page, 0, 7))),
+        Status::Error
+    );
+    assert_eq!(
+        st(rw(BLKIF_OP_READ, u64::MAX - 2, 1, seg(rw_page, 0, 7))),
+        Status::Error
+    );
+    // Grants: not granted, and read-only for a read (the backend must write the page).
+    assert_eq!(
+        st(rw(BLKIF_OP_READ, 0, 1, seg(GrantRef(100_000), 0, 7))),
+        Status::Error
+    );
+    assert_eq!(
+        st(rw(BLKIF_OP_READ, 0, 1, seg(ro_page, 0, 7))),
+        Status::Error
+    );
+    // A read-only grant is fine for a write (the backend only reads it).
+    assert_eq!(
+        st(rw(BLKIF_OP_WRITE, 0, 1, seg(ro_page, 0, 7))),
+        Status::Okay
+    );
+    // Indirect: bad inner op, too many segments, ungranted indirect page.
+    let ind = |op: u8, n: u16, g: GrantRef| Request {
+        operation: BLKIF_OP_INDIRECT as u8,
+        id: 2,
+        sector: 0,
+        handle: 0,
+        body: Body::Indirect {
+            indirect_op: op,
+            nr_segments: n,
+            grefs: [g; 8],
+        },
+    };
+    assert_eq!(
+        st(ind(BLKIF_OP_FLUSH_DISKCACHE as u8, 1, rw_page)),
+        Status::Error
+    );
+    assert_eq!(st(ind(BLKIF_OP_READ as u8, 257, rw_page)), Status::Error);
+    assert_eq!(st(ind(BLKIF_OP_READ as u8, 0, rw_page)), Status::Error);
+    assert_eq!(
+        st(ind(BLKIF_OP_READ as u8, 1, GrantRef(100_001))),
+        Status::Error
+    );
+    // An indirect page whose descriptor points at an ungranted page.
+    let ind_page = f.scratch_pfn(2);
+    f.memory()
+        .write_obj(
+            ind_page * 4096,
+            blkif_request_segment {
+                gref: 100_002,
+                first_sect: 0,
+                last_sect: 7,
+            },
+        )
+        .unwrap();
+    let ig = f.grant(ind_page, true).unwrap();
+    assert_eq!(st(ind(BLKIF_OP_READ as u8, 1, ig)), Status::Error);
+    // Secure discard on an image file is not supported; out-of-range discard is an error.
+    let disc = |flag: u8, sector: u64, n: u64| Request {
+        operation: BLKIF_OP_DISCARD as u8,
+        id: 3,
+        sector,
+        handle: 0,
+        body: Body::Discard {
+            flag,
+            nr_sectors: n,
+        },
+    };
+    assert_eq!(
+        st(disc(BLKIF_DISCARD_SECURE as u8, 0, 8)),
+        Status::NotSupported
+    );
+    assert_eq!(st(disc(0, last - 4, 8)), Status::Error);
+    // Id and operation are echoed; the device still serves ordinary I/O.
+    let r = f
+        .raw(0, rw(BLKIF_OP_READ, 8, 1, seg(rw_page, 0, 7)))
+        .unwrap();
+    assert_eq!(
+        (r.id, r.operation, r.status),
+        (1 | blkback::blkfront::RAW_ID, 0, Status::Okay)
+    );
+    let mut reqs = [IoReq::new(Op::Write, 16, vec![7u8; 4096])];
+    f.run(0, &mut reqs).unwrap();
+    assert_eq!(reqs[0].status, Some(Status::Okay));
+}
+
+#[test]
+fn read_only_disk_refuses_writes() {
+    let e = env(Config::default());
+    let fe = DomId(7);
+    let path = e.disk(fe, 2, MIB, "r");
+    std::fs::write(&path, vec![0x5au8; MIB as usize]).unwrap();
+    let f = e.front(fe, 2, FrontConfig::default());
+    assert_ne!(f.info & xen_sys::VDISK_READONLY, 0);
+    let be = xenbus::paths::backend_path(DomId::DOM0, "vbd", fe, 2);
+    assert_eq!(
+        e.store
+            .read(&format!("{be}/feature-discard"))
+            .unwrap()
+            .as_deref(),
+        Some("0")
+    );
+    let mut reqs = vec![
+        IoReq::new(Op::Write, 0, vec![1u8; 4096]),
+        IoReq::new(Op::Read, 0, vec![0u8; 8192]),
+        IoReq::new(Op::Discard { nr_sectors: 8 }, 0, vec![]),
+        IoReq::new(Op::WriteFlush, 8, vec![1u8; 512]),
+    ];
+    f.run(0, &mut reqs).unwrap();
+    assert_eq!(reqs[0].status, Some(Status::Error));
+    assert_eq!(reqs[1].status, Some(Status::Okay));
+    assert!(reqs[1].buf.iter().all(|&b| b == 0x5a));
+    assert_eq!(reqs[2].status, Some(Status::NotSupported));
+    assert_eq!(reqs[3].status, Some(Status::Error));
+    // A 32-segment indirect write is refused too, before any mapping.
+    let mut big = [IoReq::new(Op::Write, 0, vec![1u8; 32 * 4096])];
+    f.run(0, &mut big).unwrap();
+    assert_eq!(big[0].status, Some(Status::Error));
+    assert!(std::fs::read(&path).unwrap().iter().all(|&b| b == 0x5a));
+}
+
+#[test]
+fn flush_and_discard() {
+    let e = env(Config::default());
+    let fe = DomId(8);
+    let path = e.disk(fe, 3, MIB, "w");
+    let f = e.front(fe, 3, FrontConfig::default());
+    let mut reqs = vec![
+        IoReq::new(Op::Write, 0, vec![0xcc; 16384]),
+        IoReq::new(Op::WriteFlush, 64, vec![0xdd; 4096]),
+    ];
+    f.run(0, &mut reqs).unwrap();
+    let mut fl = [IoReq::new(Op::Flush, 0, vec![])];
+    f.run(0, &mut fl).unwrap();
+    assert_eq!(fl[0].status, Some(Status::Okay));
+    let file = std::fs::File::open(&path).unwrap();
+    let mut b = [0u8; 4096];
+    file.read_exact_at(&mut b, 64 * 512).unwrap();
+    assert!(b.iter().all(|&x| x == 0xdd));
+    // Discard the middle 8 KiB: it reads back as zeros, the rest is intact.
+    let mut d = [IoReq::new(Op::Discard { nr_sectors: 16 }, 8, vec![])];
+    f.run(0, &mut d).unwrap();
+    assert_eq!(d[0].status, Some(Status::Okay));
+    let mut r = [IoReq::new(Op::Read, 0, vec![1; 16384])];
+    f.run(0, &mut r).unwrap();
+    assert!(r[0].buf[..4096].iter().all(|&x| x == 0xcc));
+    assert!(r[0].buf[4096..12288].iter().all(|&x| x == 0));
+    assert!(r[0].buf[12288..].iter().all(|&x| x == 0xcc));
+    let be = xenbus::paths::backend_path(DomId::DOM0, "vbd", fe, 3);
+    for (k, v) in [
+        ("feature-discard", "1"),
+        ("discard-secure", "0"),
+        ("feature-flush-cache", "1"),
+        ("feature-persistent", "1"),
+        ("sector-size", "512"),
+        ("info", "0"),
+        ("hotplug-status", "connected"),
+    ] {
+        assert_eq!(
+            e.store.read(&format!("{be}/{k}")).unwrap().as_deref(),
+            Some(v),
+            "{k}"
+        );
+    }
+}
+
+#[test]
+fn frontend_vanishing_mid_request_loses_no_acknowledged_write() {
+    let e = env(Config {
+        io_threads: 2,
+        ..Default::default()
+    });
+    let fe = DomId(9);
+    let path = e.disk(fe, 4, 4 * MIB, "w");
+    let f = e.front(
+        fe,
+        4,
+        FrontConfig {
+            persistent: false,
+            ..Default::default()
+        },
+    );
+    // 32 writes of 128 KiB in flight at once.
+    let reqs: Vec<IoReq> = (0..32u64)
+        .map(|i| {
+            let mut buf = vec![0u8; 32 * 4096];
+            for b in 0..32 {
+                let s = i * 256 + b * 8;
+                stamp(
+                    &mut buf[(b * 4096) as usize..((b + 1) * 4096) as usize],
+                    s,
+                    7,
+                );
+            }
+            IoReq::new(Op::Write, i * 256, buf)
+        })
+        .collect();
+    f.submit(0, &reqs).unwrap();
+    let acked = f.poll(0).unwrap();
+    assert!(!acked.is_empty());
+    // The guest dies with requests still in flight.
+    e.host.destroy_domain(fe);
+    e.store.release_domain(fe);
+    let deadline = Instant::now() + T;
+    while !e.backend().devices().is_empty() {
+        assert!(Instant::now() < deadline, "device not torn down");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let be = xenbus::paths::backend_path(DomId::DOM0, "vbd", fe, 4);
+    assert_eq!(
+        e.store.read(&format!("{be}/state")).unwrap().as_deref(),
+        Some("6")
+    );
+    // Every acknowledged write is on disk.
+    let data = std::fs::read(&path).unwrap();
+    for (tag, st) in acked {
+        assert_eq!(st, Status::Okay);
+        for s in 0..256u64 {
+            let sector = tag as u64 * 256 + s;
+            assert_eq!(
+                read_stamp(&data, sector as usize),
+                (sector, 7),
+                "acked write {tag} lost"
+            );
+        }
+    }
+    drop(f);
+}
+
+#[test]
+fn corrupt_ring_stops_that_ring_only() {
+    let e = env(Config::default());
+    let (a, b) = (DomId(10), DomId(11));
+    e.disk(a, 5, MIB, "w");
+    e.disk(b, 5, MIB, "w");
+    let fa = e.front(a, 5, FrontConfig::default());
+    let fb = e.front(b, 5, FrontConfig::default());
+    fa.corrupt_req_prod(0, 1000).unwrap();
+    let mut reqs = [
+        IoReq::new(Op::Write, 0, vec![3u8; 4096]),
+        IoReq::new(Op::Read, 0, vec![0u8; 4096]),
+    ];
+    fb.run(0, &mut reqs).unwrap();
+    assert_eq!(reqs[1].buf, vec![3u8; 4096]);
+}
+
+#[test]
+fn refused_handshakes_report_errors() {
+    let e = env(Config {
+        max_queues: 2,
+        ..Default::default()
+    });
+    let fe = DomId(12);
+    e.disk(fe, 6, MIB, "w");
+    let err = Blkfront::connect(
+        &e.host,
+        e.store.clone(),
+        fe,
+        6,
+        FrontConfig {
+            queues: 2,
+            ..Default::default()
+        },
+    );
+    assert!(err.is_ok(), "2 queues are allowed");
+    // A device whose image does not exist fails at probe with an error node.
+    create_device(
+        &*e.store,
+        DomId::DOM0,
+        DomId(13),
+        "vbd",
+        7,
+        &[("params", "/nonexistent/disk.img"), ("mode", "w")],
+        &[],
+    )
+    .unwrap();
+    let be = xenbus::paths::backend_path(DomId::DOM0, "vbd", DomId(13), 7);
+    let deadline = Instant::now() + T;
+    loop {
+        let st = e.store.read(&format!("{be}/state")).unwrap();
+        let st = XenbusState::from_node(st.as_deref());
+        if st == XenbusState::Closing || st == XenbusState::Closed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "probe failure not reported: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(e.store.read(&format!("{be}/error")).unwrap().is_some());
+    // Too many queues, or an unknown protocol, are refused at connect with an error.
+    for (i, (k, v)) in [("multi-queue-num-queues", "3"), ("protocol", "sparc-abi")]
+        .into_iter()
+        .enumerate()
+    {
+        let dom = DomId(20 + i as u16);
+        e.disk(dom, 8, MIB, "w");
+        let mut fd = xenbus::FrontendDevice::open(e.store.clone(), dom, "vbd", 8).unwrap();
+        fd.wait_backend(|s| s == XenbusState::InitWait, T).unwrap();
+        fd.write_all(&[
+            (k.to_string(), v.to_string()),
+            ("ring-ref".into(), "8".into()),
+            ("event-channel".into(), "1".into()),
+        ])
+        .unwrap();
+        fd.switch_state(XenbusState::Initialised).unwrap();
+        fd.wait_backend(|s| s == XenbusState::Closing, T).unwrap();
+        let err = fd.read_backend("error").unwrap().unwrap();
+        assert!(
+            err.contains(if i == 0 { "queues" } else { "protocol" }),
+            "{err}"
+        );
+    }
+}
