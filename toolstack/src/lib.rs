@@ -1,1 +1,57 @@
-//! A thin toolstack: the XAPI object model, a XenAPI server (xapi) and an xe CLI.
+//! A thin toolstack: the XAPI object model, a XenAPI server (`xapi`) and an `xe` CLI.
+//!
+//! Layers, bottom up:
+//! - [`datamodel`]: XAPI's classes and fields; [`db`]: the object database, written through
+//!   to SQLite (crash-safe) with generations for `event.from`;
+//! - [`backend`]: the [`HostBackend`](backend::HostBackend) trait VM lifecycle drives, and a
+//!   simulated host;
+//! - [`api`]: the XenAPI messages; [`server`]: XML-RPC/JSON-RPC over HTTP(S) and a unix
+//!   socket; [`client`] and [`cli`]: a client and `xe`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use toolstack::{api::{Credentials, Xapi}, backend::SimBackend, db::Db, host, value::Value};
+//!
+//! let db = Db::in_memory();
+//! host::bootstrap(&db, &host::HostConfig::simulated()).unwrap();
+//! let backend = Arc::new(SimBackend::new(16 << 30, 1 << 30));
+//! let xapi = Xapi::new(db, backend, Credentials::new("root", "pw").unwrap()).unwrap();
+//! let session = xapi
+//!     .call("session.login_with_password", &[Value::str("root"), Value::str("pw")])
+//!     .unwrap();
+//! let vms = xapi.call("VM.get_all", &[session]).unwrap();
+//! assert_eq!(vms.as_array().unwrap().len(), 1); // dom0
+//! ```
+
+pub mod api;
+pub mod backend;
+pub mod cli;
+pub mod client;
+pub mod datamodel;
+pub mod db;
+pub mod error;
+pub mod host;
+pub mod server;
+pub mod value;
+pub mod xmlrpc;
+
+pub use error::{ApiError, Error};
+
+/// Writes a file readable only by its owner, durably (temporary file, fsync, rename).
+pub fn write_private_file(path: &std::path::Path, data: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |e| Error::Io(path.display().to_string(), e);
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(data).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
+}

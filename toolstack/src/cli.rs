@@ -1,0 +1,674 @@
+//! `xe`: XenServer's command line over the XenAPI (never the database).
+//!
+//! Command shapes and output follow xe: `vm-list params=all name-label=web --minimal`, and
+//! records printed as `uuid ( RO)           : ...` with the keys right-aligned.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::client::{Client, Endpoint};
+use crate::datamodel::{self, Qual, Ty, NULL_REF};
+use crate::value::Value;
+use crate::Error;
+
+/// Default unix socket of a local xapi.
+pub const DEFAULT_SOCKET: &str = "/var/lib/xcp/xapi";
+
+/// xe object names and their XAPI classes.
+const CLASSES: &[(&str, &str)] = &[
+    ("vm", "VM"),
+    ("host", "host"),
+    ("pool", "pool"),
+    ("sr", "SR"),
+    ("pbd", "PBD"),
+    ("vdi", "VDI"),
+    ("vbd", "VBD"),
+    ("network", "network"),
+    ("pif", "PIF"),
+    ("vif", "VIF"),
+    ("bond", "Bond"),
+    ("vlan", "VLAN"),
+    ("pgpu", "PGPU"),
+    ("gpu-group", "GPU_group"),
+    ("vgpu", "VGPU"),
+    ("vgpu-type", "VGPU_type"),
+    ("task", "task"),
+];
+
+/// Parameters `<object>-list` prints by default.
+fn default_params(obj: &str) -> &'static [&'static str] {
+    match obj {
+        "vm" => &["uuid", "name-label", "power-state"],
+        "host" | "gpu-group" => &["uuid", "name-label", "name-description"],
+        "pool" => &[
+            "uuid",
+            "name-label",
+            "name-description",
+            "master",
+            "default-SR",
+        ],
+        "sr" => &[
+            "uuid",
+            "name-label",
+            "name-description",
+            "host",
+            "type",
+            "content-type",
+        ],
+        "pbd" => &[
+            "uuid",
+            "host-uuid",
+            "sr-uuid",
+            "device-config",
+            "currently-attached",
+        ],
+        "vdi" => &[
+            "uuid",
+            "name-label",
+            "name-description",
+            "sr-uuid",
+            "virtual-size",
+            "sharable",
+            "read-only",
+        ],
+        "vbd" => &[
+            "uuid",
+            "vm-uuid",
+            "vm-name-label",
+            "vdi-uuid",
+            "empty",
+            "device",
+        ],
+        "network" => &["uuid", "name-label", "name-description", "bridge"],
+        "pif" => &[
+            "uuid",
+            "device",
+            "currently-attached",
+            "VLAN",
+            "network-uuid",
+        ],
+        "vif" => &["uuid", "vm-uuid", "device", "network-uuid"],
+        "bond" => &["uuid", "master", "slaves"],
+        "vlan" => &["uuid", "tagged-PIF", "untagged-PIF", "tag"],
+        "pgpu" => &["uuid", "vendor-name", "device-name", "gpu-group-uuid"],
+        "vgpu" => &["uuid", "vm-uuid", "device", "gpu-group-uuid"],
+        "vgpu-type" => &["uuid", "vendor-name", "model-name", "framebuffer-size"],
+        "task" => &[
+            "uuid",
+            "name-label",
+            "name-description",
+            "status",
+            "progress",
+        ],
+        _ => &["uuid"],
+    }
+}
+
+/// One xe parameter of a record: name, qualifier shown (`RO`, `RW`, `MRW`, ...), value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param {
+    /// xe name (`name-label`).
+    pub name: String,
+    /// Qualifier.
+    pub qual: &'static str,
+    /// Value as xe prints it.
+    pub value: String,
+}
+
+/// A reference and its record.
+type Rows = Vec<(String, BTreeMap<String, Value>)>;
+
+/// Selected records: reference and xe parameters.
+type Selected = Vec<(String, Vec<Param>)>;
+
+/// Records of other classes needed to show references as UUIDs and names.
+pub type Lookup = BTreeMap<String, BTreeMap<String, Value>>;
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) | Value::DateTime(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Double(d) => d.to_string(),
+        Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join("; "),
+        Value::Struct(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", text(v)))
+            .collect::<Vec<_>>()
+            .join("; "),
+        Value::Nil => String::new(),
+    }
+}
+
+fn lookup_field(look: &Lookup, r: &str, field: &str) -> String {
+    if r == NULL_REF {
+        return "<not in database>".into();
+    }
+    look.get(r)
+        .and_then(|rec| rec.get(field))
+        .map(text)
+        .unwrap_or_else(|| "<not in database>".into())
+}
+
+/// The xe parameters of one record of `class`.
+pub fn params_of(class: &str, rec: &BTreeMap<String, Value>, look: &Lookup) -> Vec<Param> {
+    let Some(cls) = datamodel::class(class) else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for f in &cls.fields {
+        let Some(v) = rec.get(f.name) else { continue };
+        let rw = f.qual == Qual::RW;
+        let xname = f.name.replace('_', "-");
+        match f.ty {
+            Ty::Ref(target) => {
+                let r = v.as_str().unwrap_or(NULL_REF);
+                if f.name.eq_ignore_ascii_case(target) {
+                    let base = target.to_ascii_lowercase().replace('_', "-");
+                    out.push(Param {
+                        name: format!("{base}-uuid"),
+                        qual: "RO",
+                        value: lookup_field(look, r, "uuid"),
+                    });
+                    if datamodel::class(target).is_some_and(|c| c.has_name_label()) {
+                        out.push(Param {
+                            name: format!("{base}-name-label"),
+                            qual: "RO",
+                            value: lookup_field(look, r, "name_label"),
+                        });
+                    }
+                } else {
+                    out.push(Param {
+                        name: xname,
+                        qual: if rw { "RW" } else { "RO" },
+                        value: lookup_field(look, r, "uuid"),
+                    });
+                }
+            }
+            Ty::RefSet(_) => {
+                let uuids: Vec<String> = v
+                    .as_array()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|x| lookup_field(look, x.as_str().unwrap_or(NULL_REF), "uuid"))
+                    .collect();
+                out.push(Param {
+                    name: xname,
+                    qual: "SRO",
+                    value: uuids.join("; "),
+                });
+            }
+            Ty::Map => out.push(Param {
+                name: xname,
+                qual: if rw { "MRW" } else { "MRO" },
+                value: text(v),
+            }),
+            Ty::StrSet => out.push(Param {
+                name: xname,
+                qual: if rw { "SRW" } else { "SRO" },
+                value: text(v),
+            }),
+            _ => {
+                let mut value = text(v);
+                if f.name == "power_state" {
+                    value = value.to_ascii_lowercase();
+                }
+                out.push(Param {
+                    name: xname,
+                    qual: if rw { "RW" } else { "RO" },
+                    value,
+                });
+            }
+        }
+    }
+    // Parameters xe derives from related objects.
+    let r = |k: &str| {
+        rec.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or(NULL_REF)
+            .to_owned()
+    };
+    match class {
+        "PGPU" => {
+            let pci = r("PCI");
+            for (n, f) in [
+                ("vendor-name", "vendor_name"),
+                ("device-name", "device_name"),
+                ("pci-id", "pci_id"),
+            ] {
+                out.push(Param {
+                    name: n.into(),
+                    qual: "RO",
+                    value: lookup_field(look, &pci, f),
+                });
+            }
+        }
+        "SR" => {
+            let pbds = rec
+                .get("PBDs")
+                .and_then(Value::as_array)
+                .unwrap_or_default();
+            let host = pbds
+                .first()
+                .and_then(Value::as_str)
+                .and_then(|p| look.get(p))
+                .and_then(|p| p.get("host"))
+                .and_then(Value::as_str)
+                .map(|h| lookup_field(look, h, "name_label"))
+                .unwrap_or_else(|| "<shared>".into());
+            out.push(Param {
+                name: "host".into(),
+                qual: "RO",
+                value: host,
+            });
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Formats records as xe does: per record, keys padded to the longest plus four (the first
+/// left-aligned, the rest right-aligned), then `: value`; two blank lines after each record.
+pub fn format_records(records: &[Vec<Param>]) -> String {
+    let mut out = String::new();
+    for rec in records {
+        let keys: Vec<String> = rec
+            .iter()
+            .map(|p| format!("{} ({:>3})", p.name, p.qual))
+            .collect();
+        let width = keys.iter().map(String::len).max().unwrap_or(0) + 4;
+        for (i, (k, p)) in keys.iter().zip(rec).enumerate() {
+            if i == 0 {
+                out.push_str(&format!("{k:<width$}: {}\n", p.value));
+            } else {
+                out.push_str(&format!("{k:>width$}: {}\n", p.value));
+            }
+        }
+        out.push_str("\n\n");
+    }
+    out
+}
+
+/// Parsed command line.
+#[derive(Debug, Default)]
+struct Args {
+    server: Option<String>,
+    port: Option<u16>,
+    user: String,
+    password: String,
+    nossl: bool,
+    socket: Option<PathBuf>,
+    minimal: bool,
+    force: bool,
+    multiple: bool,
+    command: Option<String>,
+    kv: Vec<(String, String)>,
+}
+
+fn parse_args(argv: &[String]) -> Result<Args, String> {
+    let mut a = Args {
+        user: "root".into(),
+        ..Args::default()
+    };
+    let mut it = argv.iter();
+    while let Some(x) = it.next() {
+        let mut val = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
+        match x.as_str() {
+            "-s" => a.server = Some(val("-s")?),
+            "-p" => a.port = Some(val("-p")?.parse().map_err(|_| "-p needs a port number")?),
+            "-u" => a.user = val("-u")?,
+            "-pw" => a.password = val("-pw")?,
+            "-pwf" => {
+                let p = val("-pwf")?;
+                a.password = std::fs::read_to_string(&p)
+                    .map_err(|e| format!("{p}: {e}"))?
+                    .trim_end()
+                    .to_owned();
+            }
+            "--socket" => a.socket = Some(PathBuf::from(val("--socket")?)),
+            "--nossl" => a.nossl = true,
+            "--minimal" => a.minimal = true,
+            "--force" => a.force = true,
+            "--multiple" => a.multiple = true,
+            s if a.command.is_none() && !s.contains('=') && !s.starts_with('-') => {
+                a.command = Some(s.to_owned())
+            }
+            s => match s.split_once('=') {
+                Some((k, v)) => a.kv.push((k.to_owned(), v.to_owned())),
+                None => return Err(format!("unknown argument {s}")),
+            },
+        }
+    }
+    Ok(a)
+}
+
+/// An xe failure: message and exit code.
+#[derive(Debug)]
+pub struct XeError(pub String, pub i32);
+
+impl From<Error> for XeError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Api(a) => XeError(
+                format!(
+                    "Error code: {}\nError parameters: {}",
+                    a.code,
+                    a.params.join(", ")
+                ),
+                1,
+            ),
+            e => XeError(format!("Error: {e}"), 1),
+        }
+    }
+}
+
+fn endpoint(a: &Args) -> Endpoint {
+    match &a.server {
+        Some(s) if a.nossl => Endpoint::Tcp(s.clone(), a.port.unwrap_or(80)),
+        Some(s) => Endpoint::Tls(s.clone(), a.port.unwrap_or(443)),
+        None => Endpoint::Unix(
+            a.socket
+                .clone()
+                .or_else(|| std::env::var_os("XAPI_SOCKET").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+        ),
+    }
+}
+
+/// Runs one xe command line (without the program name); output goes to `out`.
+pub fn run(argv: &[String], out: &mut dyn Write) -> Result<(), XeError> {
+    let a = parse_args(argv).map_err(|e| XeError(e, 1))?;
+    let Some(cmd) = a.command.clone() else {
+        return Err(XeError(
+            "Usage: xe [-s server] [-p port] [-u user] [-pw password] <command> [args]".into(),
+            1,
+        ));
+    };
+    let mut c = Client::new(endpoint(&a));
+    c.login(&a.user, &a.password)?;
+    let r = dispatch(&mut c, &cmd, &a, out);
+    let _ = c.call("session.logout", &[]);
+    r
+}
+
+fn all_records(c: &mut Client, class: &str) -> Result<Rows, XeError> {
+    let v = c.call(&format!("{class}.get_all_records"), &[])?;
+    Ok(v.as_struct()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, r)| r.as_struct().map(|r| (k.clone(), r.clone())))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Fetches records of the classes `class`'s references point at.
+fn lookup_for(c: &mut Client, class: &str) -> Result<Lookup, XeError> {
+    let mut look = Lookup::new();
+    let Some(cls) = datamodel::class(class) else {
+        return Ok(look);
+    };
+    let mut targets: Vec<&str> = cls
+        .fields
+        .iter()
+        .filter_map(|f| match f.ty {
+            Ty::Ref(t) | Ty::RefSet(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    if class == "SR" {
+        targets.push("host");
+    }
+    targets.sort_unstable();
+    targets.dedup();
+    for t in targets {
+        for (k, r) in all_records(c, t)? {
+            look.insert(k, r);
+        }
+    }
+    Ok(look)
+}
+
+fn out_err(e: std::io::Error) -> XeError {
+    XeError(format!("output: {e}"), 1)
+}
+
+/// Records of `class` whose xe parameters match every filter.
+fn select(
+    c: &mut Client,
+    class: &str,
+    filters: &[(String, String)],
+) -> Result<(Selected, Lookup), XeError> {
+    let look = lookup_for(c, class)?;
+    let mut recs = all_records(c, class)?;
+    if class == "VM" {
+        // xe hides templates unless asked for them.
+        if !filters.iter().any(|(k, _)| k == "is-a-template") {
+            recs.retain(|(_, r)| r.get("is_a_template") != Some(&Value::Bool(true)));
+        }
+    }
+    let mut out: Vec<(String, Vec<Param>)> = recs
+        .into_iter()
+        .map(|(k, r)| (k, params_of(class, &r, &look)))
+        .filter(|(_, ps)| {
+            filters
+                .iter()
+                .all(|(k, v)| ps.iter().any(|p| &p.name == k && &p.value == v))
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        a.1.iter()
+            .find(|p| p.name == "uuid")
+            .map(|p| &p.value)
+            .cmp(&b.1.iter().find(|p| p.name == "uuid").map(|p| &p.value))
+    });
+    Ok((out, look))
+}
+
+fn dispatch(c: &mut Client, cmd: &str, a: &Args, out: &mut dyn Write) -> Result<(), XeError> {
+    if let Some(obj) = cmd.strip_suffix("-list") {
+        let class = CLASSES
+            .iter()
+            .find(|(o, _)| *o == obj)
+            .map(|(_, c)| *c)
+            .ok_or_else(|| XeError(format!("Unknown command: {cmd}"), 1))?;
+        let params_arg =
+            a.kv.iter()
+                .find(|(k, _)| k == "params")
+                .map(|(_, v)| v.clone());
+        let filters: Vec<(String, String)> =
+            a.kv.iter()
+                .filter(|(k, _)| k != "params")
+                .cloned()
+                .collect();
+        let (recs, _) = select(c, class, &filters)?;
+        let wanted: Option<Vec<String>> = match params_arg.as_deref() {
+            Some("all") => None,
+            Some(list) => Some(list.split(',').map(str::to_owned).collect()),
+            None => Some(
+                default_params(obj)
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect(),
+            ),
+        };
+        let shown: Vec<Vec<Param>> = recs
+            .into_iter()
+            .map(|(_, ps)| match &wanted {
+                None => ps,
+                Some(w) => w
+                    .iter()
+                    .filter_map(|n| ps.iter().find(|p| &p.name == n).cloned())
+                    .collect(),
+            })
+            .collect();
+        if a.minimal {
+            let vals: Vec<String> = shown
+                .iter()
+                .filter_map(|ps| ps.first().map(|p| p.value.clone()))
+                .collect();
+            writeln!(out, "{}", vals.join(",")).map_err(out_err)?;
+        } else {
+            out.write_all(format_records(&shown).as_bytes())
+                .map_err(out_err)?;
+        }
+        return Ok(());
+    }
+    match cmd {
+        "vm-start" | "vm-shutdown" | "vm-reboot" | "vm-pause" | "vm-unpause" => {
+            let filters: Vec<(String, String)> =
+                a.kv.iter()
+                    .filter(|(k, _)| k != "paused")
+                    .map(|(k, v)| {
+                        if k == "vm" {
+                            ("name-label".to_owned(), v.clone())
+                        } else {
+                            (k.clone(), v.clone())
+                        }
+                    })
+                    .collect();
+            // `vm=` takes a name or a UUID.
+            let by_uuid: Option<String> =
+                a.kv.iter().find(|(k, _)| k == "vm").map(|(_, v)| v.clone());
+            let (mut recs, _) = select(c, "VM", &filters)?;
+            if recs.is_empty() {
+                if let Some(u) = by_uuid {
+                    let f: Vec<(String, String)> = vec![("uuid".into(), u)];
+                    recs = select(c, "VM", &f)?.0;
+                }
+            }
+            recs.retain(|(_, ps)| {
+                !ps.iter()
+                    .any(|p| p.name == "is-control-domain" && p.value == "true")
+            });
+            if recs.is_empty() {
+                return Err(XeError("No matching VMs found".into(), 1));
+            }
+            if recs.len() > 1 && !a.multiple {
+                return Err(XeError(
+                    format!("{} VMs match; use --multiple", recs.len()),
+                    1,
+                ));
+            }
+            let paused = a.kv.iter().any(|(k, v)| k == "paused" && v == "true");
+            for (r, _) in recs {
+                let vm = Value::String(r);
+                match cmd {
+                    "vm-start" => {
+                        c.call("VM.start", &[vm, Value::Bool(paused), Value::Bool(a.force)])
+                    }
+                    "vm-shutdown" if a.force => c.call("VM.hard_shutdown", &[vm]),
+                    "vm-shutdown" => c.call("VM.clean_shutdown", &[vm]),
+                    "vm-reboot" if a.force => c.call("VM.hard_reboot", &[vm]),
+                    "vm-reboot" => c.call("VM.clean_reboot", &[vm]),
+                    "vm-pause" => c.call("VM.pause", &[vm]),
+                    _ => c.call("VM.unpause", &[vm]),
+                }?;
+            }
+            Ok(())
+        }
+        "bond-create" => {
+            let get = |k: &str| a.kv.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone());
+            let net_uuid =
+                get("network-uuid").ok_or_else(|| XeError("network-uuid is required".into(), 1))?;
+            let pifs =
+                get("pif-uuids").ok_or_else(|| XeError("pif-uuids is required".into(), 1))?;
+            let net = c.call("network.get_by_uuid", &[Value::String(net_uuid)])?;
+            let members: Vec<Value> = pifs
+                .split(',')
+                .map(|u| c.call("PIF.get_by_uuid", &[Value::str(u)]))
+                .collect::<Result<_, _>>()?;
+            let bond = c.call(
+                "Bond.create",
+                &[
+                    net,
+                    Value::Array(members),
+                    Value::String(get("mac").unwrap_or_default()),
+                    Value::String(get("mode").unwrap_or_else(|| "balance-slb".into())),
+                    Value::Struct(BTreeMap::new()),
+                ],
+            )?;
+            let uuid = c.call("Bond.get_uuid", &[bond])?;
+            writeln!(out, "{}", uuid.as_str().unwrap_or_default()).map_err(out_err)?;
+            Ok(())
+        }
+        "network-create" => {
+            let get = |k: &str| {
+                a.kv.iter()
+                    .find(|(x, _)| x == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            let mut rec = BTreeMap::new();
+            rec.insert("name_label".to_owned(), Value::String(get("name-label")));
+            rec.insert(
+                "name_description".to_owned(),
+                Value::String(get("name-description")),
+            );
+            let n = c.call("network.create", &[Value::Struct(rec)])?;
+            let uuid = c.call("network.get_uuid", &[n])?;
+            writeln!(out, "{}", uuid.as_str().unwrap_or_default()).map_err(out_err)?;
+            Ok(())
+        }
+        _ => Err(XeError(format!("Unknown command: {cmd}"), 1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_xe() {
+        let rec = vec![
+            Param {
+                name: "uuid".into(),
+                qual: "RO",
+                value: "u1".into(),
+            },
+            Param {
+                name: "name-label".into(),
+                qual: "RW",
+                value: "web".into(),
+            },
+            Param {
+                name: "power-state".into(),
+                qual: "RO",
+                value: "running".into(),
+            },
+        ];
+        let s = format_records(&[rec]);
+        assert_eq!(
+            s,
+            "uuid ( RO)           : u1\n     name-label ( RW): web\n    power-state ( RO): running\n\n\n"
+        );
+    }
+
+    #[test]
+    fn args_parse() {
+        let v: Vec<String> = [
+            "-s",
+            "h",
+            "-p",
+            "80",
+            "-u",
+            "root",
+            "-pw",
+            "x",
+            "--nossl",
+            "vm-list",
+            "params=all",
+            "name-label=a b",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let a = parse_args(&v).unwrap();
+        assert_eq!(a.command.as_deref(), Some("vm-list"));
+        assert_eq!(endpoint(&a), Endpoint::Tcp("h".into(), 80));
+        assert_eq!(a.kv[1], ("name-label".into(), "a b".into()));
+        assert!(parse_args(&["-p".to_owned()]).is_err());
+        assert!(parse_args(&["-p".to_owned(), "x".to_owned()]).is_err());
+    }
+}

@@ -1,0 +1,121 @@
+//! Errors: XAPI's wire errors and the crate's own.
+
+/// A XenAPI failure: a code such as `HANDLE_INVALID` and its parameters, sent as
+/// `ErrorDescription`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code} {params:?}")]
+pub struct ApiError {
+    /// XAPI's error code.
+    pub code: String,
+    /// The code's parameters.
+    pub params: Vec<String>,
+}
+
+impl ApiError {
+    /// Builds an error from a code and parameters.
+    pub fn new<I, S>(code: &str, params: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ApiError {
+            code: code.to_owned(),
+            params: params.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// `HANDLE_INVALID [class, ref]`.
+    pub fn handle_invalid(class: &str, r: &str) -> Self {
+        Self::new(codes::HANDLE_INVALID, [class, r])
+    }
+
+    /// `INTERNAL_ERROR [msg]`.
+    pub fn internal(msg: impl std::fmt::Display) -> Self {
+        Self::new(codes::INTERNAL_ERROR, [msg.to_string()])
+    }
+
+    /// `FIELD_TYPE_ERROR [field]`.
+    pub fn field_type(field: &str) -> Self {
+        Self::new(codes::FIELD_TYPE_ERROR, [field])
+    }
+
+    /// The `ErrorDescription` list.
+    pub fn description(&self) -> Vec<String> {
+        let mut v = vec![self.code.clone()];
+        v.extend(self.params.iter().cloned());
+        v
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Api(a) => a,
+            e => ApiError::internal(e),
+        }
+    }
+}
+
+/// XAPI error codes used by this crate (names as in xen-api's `api_errors.ml`).
+pub mod codes {
+    #![allow(missing_docs)]
+    pub const HANDLE_INVALID: &str = "HANDLE_INVALID";
+    pub const UUID_INVALID: &str = "UUID_INVALID";
+    pub const SESSION_AUTHENTICATION_FAILED: &str = "SESSION_AUTHENTICATION_FAILED";
+    pub const SESSION_INVALID: &str = "SESSION_INVALID";
+    pub const VM_BAD_POWER_STATE: &str = "VM_BAD_POWER_STATE";
+    pub const MESSAGE_PARAMETER_COUNT_MISMATCH: &str = "MESSAGE_PARAMETER_COUNT_MISMATCH";
+    pub const MESSAGE_METHOD_UNKNOWN: &str = "MESSAGE_METHOD_UNKNOWN";
+    pub const FIELD_TYPE_ERROR: &str = "FIELD_TYPE_ERROR";
+    pub const HOST_NOT_ENOUGH_FREE_MEMORY: &str = "HOST_NOT_ENOUGH_FREE_MEMORY";
+    pub const INTERNAL_ERROR: &str = "INTERNAL_ERROR";
+    pub const OPERATION_NOT_ALLOWED: &str = "OPERATION_NOT_ALLOWED";
+    pub const NETWORK_CONTAINS_VIF: &str = "NETWORK_CONTAINS_VIF";
+    pub const NETWORK_CONTAINS_PIF: &str = "NETWORK_CONTAINS_PIF";
+    pub const VDI_IN_USE: &str = "VDI_IN_USE";
+    pub const SR_HAS_PBD: &str = "SR_HAS_PBD";
+    pub const SR_NOT_EMPTY: &str = "SR_NOT_EMPTY";
+    pub const MAC_INVALID: &str = "MAC_INVALID";
+    pub const DEVICE_ALREADY_EXISTS: &str = "DEVICE_ALREADY_EXISTS";
+    pub const VALUE_NOT_SUPPORTED: &str = "VALUE_NOT_SUPPORTED";
+    pub const PIF_ALREADY_BONDED: &str = "PIF_ALREADY_BONDED";
+    pub const PIF_BOND_NEEDS_MORE_MEMBERS: &str = "PIF_BOND_NEEDS_MORE_MEMBERS";
+    pub const PIF_IS_VLAN: &str = "PIF_IS_VLAN";
+    pub const VLAN_TAG_INVALID: &str = "VLAN_TAG_INVALID";
+    pub const MAP_DUPLICATE_KEY: &str = "MAP_DUPLICATE_KEY";
+    pub const VM_IS_TEMPLATE: &str = "VM_IS_TEMPLATE";
+    pub const VM_SHUTDOWN_TIMEOUT: &str = "VM_SHUTDOWN_TIMEOUT";
+    pub const EVENTS_LOST: &str = "EVENTS_LOST";
+    pub const SESSION_NOT_REGISTERED: &str = "SESSION_NOT_REGISTERED";
+    pub const OBJECT_STILL_IN_USE: &str = "OBJECT_STILL_IN_USE";
+    pub const VM_HAS_VGPU: &str = "VM_HAS_VGPU";
+}
+
+/// The crate's error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A XenAPI failure.
+    #[error("XenAPI failure: {0}")]
+    Api(#[from] ApiError),
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// The database holds something this crate cannot read.
+    #[error("database corrupt: {0}")]
+    Corrupt(String),
+    /// An I/O error on a path or address.
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    /// TLS setup failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The host backend failed.
+    #[error("host backend: {0}")]
+    Backend(String),
+    /// A protocol error talking to a server.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// Password hashing failed.
+    #[error("password hashing failed")]
+    Password,
+}

@@ -1,0 +1,126 @@
+//! The XenAPI value type shared by the XML-RPC and JSON-RPC codecs.
+
+use std::collections::BTreeMap;
+
+/// A XenAPI wire value (the XML-RPC data model, which JSON-RPC maps onto).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `<string>` (also references, enums, UUIDs and 64-bit integers, as XAPI sends them).
+    String(String),
+    /// `<int>` / `<i4>` (32-bit on the XML-RPC wire).
+    Int(i64),
+    /// `<boolean>`.
+    Bool(bool),
+    /// `<double>`.
+    Double(f64),
+    /// `<dateTime.iso8601>`.
+    DateTime(String),
+    /// `<array>`.
+    Array(Vec<Value>),
+    /// `<struct>`.
+    Struct(BTreeMap<String, Value>),
+    /// `<nil/>`.
+    Nil,
+}
+
+impl Value {
+    /// Builds a string value.
+    pub fn str(s: impl Into<String>) -> Self {
+        Value::String(s.into())
+    }
+
+    /// The string inside, if this is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The struct inside, if this is a struct.
+    pub fn as_struct(&self) -> Option<&BTreeMap<String, Value>> {
+        match self {
+            Value::Struct(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The array inside, if this is an array.
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// A 64-bit integer: XAPI sends `int` fields as decimal strings, so both forms are accepted.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The boolean inside, if this is a boolean.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// Converts to JSON (JSON-RPC and the on-disk form).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::String(s) | Value::DateTime(s) => J::String(s.clone()),
+            Value::Int(i) => J::from(*i),
+            Value::Bool(b) => J::Bool(*b),
+            Value::Double(d) => serde_json::Number::from_f64(*d).map_or(J::Null, J::Number),
+            Value::Array(a) => J::Array(a.iter().map(Value::to_json).collect()),
+            Value::Struct(m) => {
+                J::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
+            Value::Nil => J::Null,
+        }
+    }
+
+    /// Converts from JSON.
+    pub fn from_json(j: &serde_json::Value) -> Self {
+        use serde_json::Value as J;
+        match j {
+            J::Null => Value::Nil,
+            J::Bool(b) => Value::Bool(*b),
+            J::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Double(n.as_f64().unwrap_or(0.0)),
+            },
+            J::String(s) => Value::String(s.clone()),
+            J::Array(a) => Value::Array(a.iter().map(Value::from_json).collect()),
+            J::Object(m) => Value::Struct(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), Value::from_json(v)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::String(s.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::String(s)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Bool(b)
+    }
+}
