@@ -647,27 +647,23 @@ impl Host {
     /// free memory or on a dying domain.
     pub fn populate_physmap(&self, dom: DomId, pfns: &[Pfn]) -> Result<(), Errno> {
         let mut st = self.lock();
-        // Coalesce into runs of consecutive frames, then find which parts are new.
+        // Sort and deduplicate, coalesce into runs of consecutive frames, then find which
+        // parts are not populated yet.
+        let mut sorted: Vec<u64> = pfns.iter().map(|p| p.0).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
         let mut runs: Vec<(u64, u64)> = Vec::new();
-        for p in pfns {
+        for p in sorted {
             match runs.last_mut() {
-                Some((s, l)) if *s + *l == p.0 => *l += 1,
-                _ => runs.push((p.0, 1)),
+                Some((s, l)) if *s + *l == p => *l += 1,
+                _ => runs.push((p, 1)),
             }
         }
         let d = dom_mut(&mut st, dom)?;
-        let mut holes: Vec<(u64, u64)> = Vec::new();
-        for (s, l) in runs {
-            for h in d.p2m.holes(s, l) {
-                // A frame listed twice must not be allocated twice.
-                if !holes
-                    .iter()
-                    .any(|(hs, hl)| h.0 < hs + hl && *hs < h.0 + h.1)
-                {
-                    holes.push(h);
-                }
-            }
-        }
+        let holes: Vec<(u64, u64)> = runs
+            .into_iter()
+            .flat_map(|(s, l)| d.p2m.holes(s, l))
+            .collect();
         populate_holes(&mut st, dom, &holes)
     }
 
