@@ -23,12 +23,66 @@ use crate::host::EventChannel;
 use crate::ring::{ring_size, FrontRing};
 use crate::sim::{GuestMemory, Region, SimChannel, SimHost};
 use crate::Error;
+use xen_types::EvtchnPort;
 
 const OP_READ: u8 = xen_sys::BLKIF_OP_READ as u8;
 const OP_WRITE: u8 = xen_sys::BLKIF_OP_WRITE as u8;
 const OP_FLUSH: u8 = xen_sys::BLKIF_OP_FLUSH_DISKCACHE as u8;
 const OP_DISCARD: u8 = xen_sys::BLKIF_OP_DISCARD as u8;
 const OP_INDIRECT: u8 = xen_sys::BLKIF_OP_INDIRECT as u8;
+
+/// What a test frontend needs from the host it runs on, as a guest.
+pub trait FrontHost: Clone + Send + Sync + 'static {
+    /// The guest's view of its whole memory.
+    type Memory: SharedMemory + 'static;
+    /// An event channel end.
+    type Channel: EventChannel;
+    /// Creates guest `domid` with `pages` pages of memory and returns its view of them.
+    fn create_guest(&self, domid: DomId, pages: usize) -> Result<Self::Memory, Error>;
+    /// The guest grants its page `pfn` to `to`.
+    fn grant(&self, domid: DomId, pfn: usize, to: DomId, readonly: bool)
+        -> Result<GrantRef, Error>;
+    /// The guest ends a grant (fails while the grantee has it mapped).
+    fn end_grant(&self, domid: DomId, gref: GrantRef) -> Result<(), Error>;
+    /// The guest allocates an unbound port for `remote`.
+    fn alloc_unbound(
+        &self,
+        domid: DomId,
+        remote: DomId,
+    ) -> Result<(EvtchnPort, Self::Channel), Error>;
+    /// Destroys the guest (it vanishes without closing anything).
+    fn destroy_guest(&self, domid: DomId);
+}
+
+impl FrontHost for SimHost {
+    type Memory = Arc<GuestMemory>;
+    type Channel = SimChannel;
+    fn create_guest(&self, domid: DomId, pages: usize) -> Result<Arc<GuestMemory>, Error> {
+        self.create_domain(domid, pages)
+    }
+    fn grant(
+        &self,
+        domid: DomId,
+        pfn: usize,
+        to: DomId,
+        readonly: bool,
+    ) -> Result<GrantRef, Error> {
+        SimHost::grant(self, domid, pfn, to, readonly)
+    }
+    fn end_grant(&self, domid: DomId, gref: GrantRef) -> Result<(), Error> {
+        SimHost::end_grant(self, domid, gref)
+    }
+    fn alloc_unbound(
+        &self,
+        domid: DomId,
+        remote: DomId,
+    ) -> Result<(EvtchnPort, SimChannel), Error> {
+        SimHost::alloc_unbound(self, domid, remote)
+    }
+    fn destroy_guest(&self, domid: DomId) {
+        self.destroy_domain(domid);
+    }
+}
 
 /// Ids of raw requests have this bit set (slot ids never do).
 pub const RAW_ID: u64 = 1 << 63;
@@ -125,22 +179,22 @@ struct Slot {
     read: bool,
 }
 
-struct FrontQueue {
-    ring: FrontRing<Region>,
-    chan: SimChannel,
+struct FrontQueue<F: FrontHost> {
+    ring: FrontRing<Region<F::Memory>>,
+    chan: F::Channel,
     slots: Vec<Slot>,
     free: Vec<usize>,
     raw_inflight: usize,
 }
 
 /// A connected test frontend.
-pub struct Blkfront<S: Store> {
-    host: SimHost,
+pub struct Blkfront<S: Store, F: FrontHost = SimHost> {
+    host: F,
     domid: DomId,
     backend: DomId,
-    mem: Arc<GuestMemory>,
+    mem: Arc<F::Memory>,
     dev: Mutex<FrontendDevice<S>>,
-    queues: Vec<Mutex<FrontQueue>>,
+    queues: Vec<Mutex<FrontQueue<F>>>,
     cfg: FrontConfig,
     scratch_pfn: usize,
     /// Disk size in 512-byte sectors.
@@ -157,7 +211,7 @@ pub struct Blkfront<S: Store> {
     pub ring_entries: u32,
 }
 
-impl<S: Store> std::fmt::Debug for Blkfront<S> {
+impl<S: Store, F: FrontHost> std::fmt::Debug for Blkfront<S, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Blkfront")
             .field("domid", &self.domid)
@@ -173,11 +227,11 @@ fn cfg_err(s: impl Into<String>) -> Error {
     Error::Config(s.into())
 }
 
-impl<S: Store> Blkfront<S> {
+impl<S: Store, F: FrontHost> Blkfront<S, F> {
     /// Creates domain `domid` on `host`, opens its device `devid` (the toolstack must have
     /// written both directories) and connects.
     pub fn connect(
-        host: &SimHost,
+        host: &F,
         store: Arc<S>,
         domid: DomId,
         devid: u32,
@@ -210,7 +264,7 @@ impl<S: Store> Blkfront<S> {
         let nslots = cfg.max_inflight.clamp(1, entries as usize);
         let per_queue = ring_pages + nslots * (max_segments + ind_pages);
         let total = per_queue * nq as usize + SCRATCH_PAGES;
-        let mem = host.create_domain(domid, total)?;
+        let mem = Arc::new(host.create_guest(domid, total)?);
         let mut keys: Vec<(String, String)> = vec![
             ("protocol".into(), cfg.protocol.as_str().into()),
             (
@@ -317,7 +371,7 @@ impl<S: Store> Blkfront<S> {
     }
 
     /// Our domain's memory.
-    pub fn memory(&self) -> &Arc<GuestMemory> {
+    pub fn memory(&self) -> &Arc<F::Memory> {
         &self.mem
     }
 
@@ -331,7 +385,7 @@ impl<S: Store> Blkfront<S> {
         self.host.grant(self.domid, pfn, self.backend, readonly)
     }
 
-    fn build(&self, q: &mut FrontQueue, r: &IoReq, tag: usize) -> Result<(), Error> {
+    fn build(&self, q: &mut FrontQueue<F>, r: &IoReq, tag: usize) -> Result<(), Error> {
         let len = r.buf.len();
         let (op, read) = match r.op {
             Op::Read => (OP_READ, true),
@@ -447,7 +501,7 @@ impl<S: Store> Blkfront<S> {
         Ok(())
     }
 
-    fn push(&self, q: &mut FrontQueue) -> Result<(), Error> {
+    fn push(&self, q: &mut FrontQueue<F>) -> Result<(), Error> {
         if q.ring.push_requests()? {
             q.chan.notify()?;
         }
@@ -458,7 +512,7 @@ impl<S: Store> Blkfront<S> {
     /// collects raw ones into `raw`.
     fn reap(
         &self,
-        q: &mut FrontQueue,
+        q: &mut FrontQueue<F>,
         raw: &mut Vec<Response>,
         done: &mut dyn FnMut(usize, Status, usize, usize, bool),
     ) -> Result<usize, Error> {
@@ -490,7 +544,7 @@ impl<S: Store> Blkfront<S> {
         }
     }
 
-    fn wait(&self, q: &FrontQueue, deadline: Instant) -> Result<(), Error> {
+    fn wait(&self, q: &FrontQueue<F>, deadline: Instant) -> Result<(), Error> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(cfg_err("timed out waiting for responses"));
@@ -608,6 +662,11 @@ impl<S: Store> Blkfront<S> {
         g.chan.notify()
     }
 
+    /// The guest vanishes: its domain is destroyed without closing anything.
+    pub fn vanish(&self) {
+        self.host.destroy_guest(self.domid);
+    }
+
     /// Closes the device (Closing, then Closed once the backend is Closed).
     pub fn close(&self) -> Result<(), Error> {
         let mut dev = self.dev.lock();
@@ -640,6 +699,3 @@ pub fn read_stamp(buf: &[u8], i: usize) -> (u64, u64) {
         u64::from_le_bytes(buf[o + 8..o + 16].try_into().unwrap_or_default()),
     )
 }
-
-#[allow(dead_code)]
-fn _assert_shared_memory<M: SharedMemory>() {}

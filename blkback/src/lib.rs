@@ -26,11 +26,13 @@ mod queue;
 pub mod request;
 pub mod ring;
 pub mod sim;
+pub mod xen;
 
 #[cfg(feature = "test-utils")]
 pub mod fuzzing;
 
 pub use driver::{BlkBack, Config, Connection, DiskSpec};
+pub use xen::XenHost;
 use xen_types::mem::MemError;
 use xen_types::Errno;
 

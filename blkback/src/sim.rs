@@ -112,36 +112,50 @@ unsafe impl SharedMemory for GuestMemory {
     }
 }
 
-/// `pages` pages of a [`GuestMemory`] starting at page `first`: a domain's own view of,
+/// `pages` pages of a domain's memory starting at page `first`: a domain's own view of,
 /// say, its ring pages.
-#[derive(Debug, Clone)]
-pub struct Region {
-    mem: Arc<GuestMemory>,
+#[derive(Debug)]
+pub struct Region<M: SharedMemory> {
+    mem: Arc<M>,
     first: usize,
     pages: usize,
 }
 
-impl Region {
+impl<M: SharedMemory> Clone for Region<M> {
+    fn clone(&self) -> Self {
+        Region {
+            mem: self.mem.clone(),
+            first: self.first,
+            pages: self.pages,
+        }
+    }
+}
+
+impl<M: SharedMemory> Region<M> {
     /// Pages `first..first+pages` of `mem`.
-    pub fn new(mem: Arc<GuestMemory>, first: usize, pages: usize) -> Result<Region, Error> {
-        if first.checked_add(pages).is_none_or(|e| e > mem.pages()) || pages == 0 {
+    pub fn new(mem: Arc<M>, first: usize, pages: usize) -> Result<Region<M>, Error> {
+        let total = mem.len() / PAGE_SIZE;
+        if first.checked_add(pages).is_none_or(|e| e > total) || pages == 0 {
             return Err(Error::Config(format!(
-                "pages {first}+{pages} outside guest memory of {} pages",
-                mem.pages()
+                "pages {first}+{pages} outside guest memory of {total} pages"
             )));
         }
         Ok(Region { mem, first, pages })
     }
 }
 
-// SAFETY: a page-aligned sub-range of a GuestMemory mapping, kept alive by the Arc.
-unsafe impl SharedMemory for Region {
+// SAFETY: a page-aligned sub-range of a SharedMemory region (which is page-aligned), in
+// bounds (checked in `new`), kept alive by the Arc.
+unsafe impl<M: SharedMemory> SharedMemory for Region<M> {
     fn as_ptr(&self) -> *mut u8 {
         // SAFETY: in bounds (checked in `new`).
         unsafe { self.mem.as_ptr().add(self.first * PAGE_SIZE) }
     }
     fn len(&self) -> usize {
         self.pages * PAGE_SIZE
+    }
+    fn writable(&self) -> bool {
+        self.mem.writable()
     }
 }
 

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blkback::abi::{Body, Protocol, Request, Segment, Status, MAX_DIRECT_SEGMENTS};
-use blkback::blkfront::{read_stamp, stamp, Blkfront, FrontConfig, IoReq, Op};
+use blkback::blkfront::{read_stamp, stamp, Blkfront, FrontConfig, FrontHost, IoReq, Op};
 use blkback::sim::SimHost;
-use blkback::{BlkBack, Config};
+use blkback::xen::XenSimGuest;
+use blkback::{BlkBack, Config, XenHost};
 use xen_types::mem::SharedMemoryExt;
 use xen_types::{DomId, GrantRef};
 use xenbus::{create_device, Backend, MemStore, Store, XenbusState};
@@ -16,9 +17,11 @@ use xenbus::{create_device, Backend, MemStore, Store, XenbusState};
 const MIB: u64 = 1 << 20;
 const T: Duration = Duration::from_secs(20);
 
-struct Env {
+struct Env<F: FrontHost = SimHost> {
     store: Arc<MemStore>,
-    host: SimHost,
+    host: F,
+    /// The in-crate simulated host, when that is the one in use (for mapping counts).
+    sim: Option<SimHost>,
     be: Option<Backend>,
     dir: tempfile::TempDir,
 }
@@ -30,13 +33,30 @@ fn env(cfg: Config) -> Env {
     let be = Backend::start(store.clone(), DomId::DOM0, drv).unwrap();
     Env {
         store,
+        sim: Some(host.clone()),
         host,
         be: Some(be),
         dir: tempfile::tempdir().unwrap(),
     }
 }
 
-impl Env {
+/// The same, on the project's simulated Xen host (`xen-sim`) through `gnttab`/`evtchn`.
+fn env_xen(cfg: Config) -> Env<XenSimGuest> {
+    let store = Arc::new(MemStore::new());
+    let xs = xen_sim::Host::default();
+    let backend = XenHost::sim(&xs, DomId::DOM0).unwrap();
+    let drv = Arc::new(BlkBack::new(Arc::new(backend), cfg));
+    let be = Backend::start(store.clone(), DomId::DOM0, drv).unwrap();
+    Env {
+        store,
+        host: XenSimGuest::new(&xs),
+        sim: None,
+        be: Some(be),
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl<F: FrontHost> Env<F> {
     fn disk(&self, fe: DomId, devid: u32, bytes: u64, mode: &str) -> PathBuf {
         let path = self.dir.path().join(format!("d{}-{devid}.img", fe.0));
         std::fs::File::create(&path)
@@ -57,7 +77,7 @@ impl Env {
         path
     }
 
-    fn front(&self, fe: DomId, devid: u32, cfg: FrontConfig) -> Blkfront<MemStore> {
+    fn front(&self, fe: DomId, devid: u32, cfg: FrontConfig) -> Blkfront<MemStore, F> {
         Blkfront::connect(&self.host, self.store.clone(), fe, devid, cfg).unwrap()
     }
 
@@ -83,7 +103,14 @@ impl Rng {
 /// Random reads and writes over `blocks` 4 KiB blocks starting at block `first`, every
 /// written sector stamped with its address and a generation, every read checked against
 /// the model. Requests in one batch never overlap.
-fn workload(f: &Blkfront<MemStore>, q: usize, first: u64, blocks: u64, seed: u64, rounds: usize) {
+fn workload<F: FrontHost>(
+    f: &Blkfront<MemStore, F>,
+    q: usize,
+    first: u64,
+    blocks: u64,
+    seed: u64,
+    rounds: usize,
+) {
     let mut rng = Rng(seed | 1);
     let mut model = vec![0u64; blocks as usize];
     let maxseg = f.max_segments as u64;
@@ -153,8 +180,14 @@ fn workload(f: &Blkfront<MemStore>, q: usize, first: u64, blocks: u64, seed: u64
     }
 }
 
-fn run_matrix(persistent: bool, indirect: bool, queues: u32, order: u32, proto: Protocol) {
-    let e = env(Config::default());
+fn run_matrix<F: FrontHost>(
+    e: Env<F>,
+    persistent: bool,
+    indirect: bool,
+    queues: u32,
+    order: u32,
+    proto: Protocol,
+) {
     let fe = DomId(5);
     e.disk(fe, 51712, 8 * MIB, "w");
     let f = e.front(
@@ -186,33 +219,53 @@ fn run_matrix(persistent: bool, indirect: bool, queues: u32, order: u32, proto: 
         }
     });
     f.close().unwrap();
-    if !persistent {
-        assert_eq!(
-            e.host.mapped_count(fe),
-            0,
-            "per-request mappings all released"
-        );
+    if let (Some(sim), false) = (&e.sim, persistent) {
+        assert_eq!(sim.mapped_count(fe), 0, "per-request mappings all released");
     }
 }
 
 #[test]
 fn verify_persistent_indirect_multiqueue() {
-    run_matrix(true, true, 3, 0, Protocol::Native);
+    run_matrix(env(Config::default()), true, true, 3, 0, Protocol::Native);
 }
 
 #[test]
 fn verify_no_persistent_no_indirect_single_queue() {
-    run_matrix(false, false, 1, 0, Protocol::Native);
+    run_matrix(env(Config::default()), false, false, 1, 0, Protocol::Native);
 }
 
 #[test]
 fn verify_no_persistent_indirect_multipage_ring_x86_32() {
-    run_matrix(false, true, 2, 2, Protocol::X86_32);
+    run_matrix(env(Config::default()), false, true, 2, 2, Protocol::X86_32);
 }
 
 #[test]
 fn verify_persistent_direct_multipage_x86_64() {
-    run_matrix(true, false, 1, 3, Protocol::X86_64);
+    run_matrix(env(Config::default()), true, false, 1, 3, Protocol::X86_64);
+}
+
+#[test]
+fn xen_sim_verify_persistent_indirect_multiqueue() {
+    run_matrix(
+        env_xen(Config::default()),
+        true,
+        true,
+        2,
+        1,
+        Protocol::Native,
+    );
+}
+
+#[test]
+fn xen_sim_verify_per_request_grants_x86_32() {
+    run_matrix(
+        env_xen(Config::default()),
+        false,
+        true,
+        1,
+        0,
+        Protocol::X86_32,
+    );
 }
 
 fn seg(g: GrantRef, first: u8, last: u8) -> [Segment; MAX_DIRECT_SEGMENTS] {
@@ -456,12 +509,7 @@ fn flush_and_discard() {
     }
 }
 
-#[test]
-fn frontend_vanishing_mid_request_loses_no_acknowledged_write() {
-    let e = env(Config {
-        io_threads: 2,
-        ..Default::default()
-    });
+fn vanish<F: FrontHost>(e: Env<F>) {
     let fe = DomId(9);
     let path = e.disk(fe, 4, 4 * MIB, "w");
     let f = e.front(
@@ -491,7 +539,7 @@ fn frontend_vanishing_mid_request_loses_no_acknowledged_write() {
     let acked = f.poll(0).unwrap();
     assert!(!acked.is_empty());
     // The guest dies with requests still in flight.
-    e.host.destroy_domain(fe);
+    f.vanish();
     e.store.release_domain(fe);
     let deadline = Instant::now() + T;
     while !e.backend().devices().is_empty() {
@@ -517,6 +565,22 @@ fn frontend_vanishing_mid_request_loses_no_acknowledged_write() {
         }
     }
     drop(f);
+}
+
+#[test]
+fn frontend_vanishing_mid_request_loses_no_acknowledged_write() {
+    vanish(env(Config {
+        io_threads: 2,
+        ..Default::default()
+    }));
+}
+
+#[test]
+fn xen_sim_frontend_vanishing_mid_request_loses_no_acknowledged_write() {
+    vanish(env_xen(Config {
+        io_threads: 2,
+        ..Default::default()
+    }));
 }
 
 #[test]
