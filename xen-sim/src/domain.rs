@@ -620,8 +620,7 @@ impl Host {
         if max != d.max_vcpus {
             return Err(Errno::EINVAL);
         }
-        let now = d.accounted_at;
-        d.account(now);
+        // New vCPUs start offline, so nothing that runs changes: no accounting needed.
         while (d.vcpus.len() as u32) < max {
             let i = d.vcpus.len() as u32;
             d.vcpus.push(Vcpu {

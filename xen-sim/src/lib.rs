@@ -7,7 +7,9 @@
 //!
 //! - [`domain`]: domain ids allocated as Xen allocates them, lifecycle (paused at creation,
 //!   running, shutdown with a reason, dying, destroyed), vCPUs, CPU time that advances only for
-//!   running domains, and memory accounting against the host's free pages;
+//!   running domains (measured on the host's [`Clock`], which tests drive by hand), memory
+//!   accounting against the host's free pages, a PV/PVH domain builder, and a record of
+//!   domain exceptions (what `VIRQ_DOM_EXC` signals);
 //! - [`memory`]: each domain's pages are real shared memory (a memfd), so a page granted by
 //!   one simulated domain and mapped by another aliases the same bytes;
 //! - [`evtchn`]: per-domain port tables with Xen's states, delivered through eventfds;

@@ -190,6 +190,16 @@ impl Xen {
         })
     }
 
+    /// The real hypervisor when this is a Xen dom0 (`/dev/xen/privcmd` exists), else a new
+    /// simulated host with the default configuration.
+    pub fn auto() -> Result<Xen> {
+        if std::path::Path::new(PRIVCMD).exists() {
+            Xen::real()
+        } else {
+            Ok(Xen::sim(xen_sim::Host::default()))
+        }
+    }
+
     /// The simulated host `host`.
     pub fn sim(host: xen_sim::Host) -> Xen {
         Xen {

@@ -213,3 +213,15 @@ fn the_real_backend_says_plainly_that_this_is_not_xen() {
     assert!(matches!(e, Error::NotOnXen));
     assert_eq!(e.to_string(), "not a Xen dom0: /dev/xen/privcmd is missing");
 }
+
+#[test]
+fn auto_picks_the_simulated_host_off_xen() {
+    let x = Xen::auto().unwrap();
+    let expect = if std::path::Path::new(xenctrl::PRIVCMD).exists() {
+        "real"
+    } else {
+        "sim"
+    };
+    assert_eq!(x.backend(), expect);
+    assert!(x.domain_info(DomId::DOM0).is_ok());
+}
