@@ -1,0 +1,162 @@
+#!/bin/busybox sh
+# dom0 /init for `cargo xtask e2e` (embedded into the dom0 initramfs by xtask).
+#
+# Protocol with the host (one line each, on the serial console):
+#   E2E-CHECK <name> PASS|FAIL <detail>      a check
+#   E2E-TEST <binary>::<test> PASS|FAIL      one #[ignore]d real-Xen test
+#   E2E-METRIC <name> <value> <unit>         a peer measurement
+#   E2E-XSBENCH <xenstored> <line>           a line of test-xenstore's output
+#   E2E-DONE                                 everything ran; dom0 powers off next
+/bin/busybox --install -s /bin
+export PATH=/usr/lib/xen-4.17/bin:/bin:/sbin:/usr/bin:/usr/sbin
+XENSTORED=c; XS_ITERS=0; DOMU=1; TEST_TIMEOUT=120; HOTPLUG=e2e
+. /e2e/env
+
+up() { cut -d' ' -f1 /proc/uptime; }
+# Hundredths of a second since boot, for differences.
+cs() { sed 's/^\([0-9]*\)\.\([0-9]*\).*/\1\2/' /proc/uptime; }
+check() { n=$1; r=$2; shift 2; echo "E2E-CHECK $n $r $*"; }
+ok() { if [ "$2" = 0 ]; then check "$1" PASS "$3"; else check "$1" FAIL "rc=$2 $3"; fi; }
+
+mkdir -p /proc /sys /dev /run /tmp /var/log/xen/console /var/lib/xen /var/lib/xenstored /var/lock
+ln -sfn /run /var/run
+mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
+ln -sf /proc/self/fd /dev/fd; ln -sf /proc/self/fd/0 /dev/stdin
+ln -sf /proc/self/fd/1 /dev/stdout; ln -sf /proc/self/fd/2 /dev/stderr
+mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /tmp
+mkdir -p /run/xen /run/xenstored /run/lock
+echo "E2E-MARK dom0-userspace uptime=$(up)"
+
+K=/lib/modules/$(uname -r)/kernel
+for m in drivers/xen/xen-privcmd drivers/xen/xenfs/xenfs drivers/xen/xen-evtchn drivers/xen/xen-gntdev \
+         drivers/xen/xen-gntalloc drivers/block/xen-blkback/xen-blkback drivers/net/xen-netback/xen-netback \
+         drivers/block/loop net/llc/llc net/802/stp net/bridge/bridge; do
+  insmod $K/$m.ko || check "insmod:${m##*/}" FAIL "insmod failed"
+done
+mkdir -p /proc/xen; mount -t xenfs xenfs /proc/xen
+grep -q control_d /proc/xen/capabilities; ok dom0-privileged $? "caps=$(cat /proc/xen/capabilities)"
+
+start_xenstored() {
+  case "$1" in
+    ours) /e2e/bin/xenstored $XENSTORED_OURS_ARGS & echo $! > /run/xenstored.pid ;;
+    *) xenstored --pid-file /run/xenstored.pid ;;
+  esac
+  i=0; while [ ! -S /run/xenstored/socket ] && [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done
+  [ -S /run/xenstored/socket ]
+}
+start_xenstored "$XENSTORED"; ok "xenstored-start:$XENSTORED" $? "socket=/run/xenstored/socket"
+xen-init-dom0 > /tmp/init-dom0.log 2>&1; ok xen-init-dom0 $? "$(tail -1 /tmp/init-dom0.log)"
+xenconsoled --pid-file=/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console
+ok xenconsoled $? ""
+echo "E2E-MARK daemons-up uptime=$(up)"
+
+xl info > /tmp/xl-info 2>&1; rc=$?
+ok xl-info $rc "$(grep -E '^xen_version' /tmp/xl-info | tr -s ' ')"
+[ $rc = 0 ] || cat /tmp/xl-info
+xenstore-read /local/domain/0/name > /tmp/d0name 2>&1; rc=$?
+[ "$(cat /tmp/d0name)" = Domain-0 ] || rc=1
+ok xenstore-dom0-name $rc "read=$(cat /tmp/d0name)"
+
+# ---- the project's real-Xen tests: every #[ignore]d test of every tests/real_xen.rs ----
+export RUST_BACKTRACE=1
+for t in /e2e/tests/*; do
+  [ -x "$t" ] || continue
+  b=${t##*/}
+  if ! "$t" --list --ignored > /tmp/list 2>&1; then
+    cat /tmp/list; check "list:$b" FAIL "the test binary would not list its tests"; continue
+  fi
+  sed -n 's/: test$//p' /tmp/list > /tmp/names
+  [ -s /tmp/names ] || check "list:$b" FAIL "no #[ignore]d tests in tests/real_xen.rs"
+  while read -r n; do
+    echo "E2E-RUN $b::$n"
+    timeout $TEST_TIMEOUT "$t" --ignored --exact "$n" --test-threads=1 --nocapture < /dev/null; rc=$?
+    if [ $rc = 0 ]; then echo "E2E-TEST $b::$n PASS"; else echo "E2E-TEST $b::$n FAIL rc=$rc"; fi
+  done < /tmp/names
+done
+echo "E2E-MARK tests-done uptime=$(up)"
+
+# ---- a PV guest with a blkback disk and a netback vif ----
+if [ "$DOMU" = 1 ]; then
+  dd if=/dev/zero of=/tmp/disk.img bs=1M count=8 2>/dev/null
+  losetup /dev/loop0 /tmp/disk.img; ok loop-device $? ""
+  brctl addbr xenbr0 && ip link set xenbr0 up; ok bridge $? "xenbr0"
+  if [ "$HOTPLUG" = debian ]; then DISK_SCRIPT=""; VIF_SCRIPT=""; else
+    DISK_SCRIPT="script=/e2e/block-e2e,"; VIF_SCRIPT=",script=/e2e/vif-e2e"; fi
+  cat > /tmp/domu.cfg <<CFG
+name = "domu1"
+type = "pv"
+kernel = "/boot/domu-kernel"
+ramdisk = "/boot/domu-initrd"
+extra = "console=hvc0 rdinit=/init"
+memory = 128
+vcpus = 1
+disk = [ 'format=raw, vdev=xvda, access=w, $DISK_SCRIPT target=/dev/loop0' ]
+vif = [ 'bridge=xenbr0$VIF_SCRIPT' ]
+on_poweroff = "destroy"
+on_crash = "destroy"
+CFG
+  LOG=/var/log/xen/console/guest-domu1.log
+  echo "E2E-MARK xl-create-start uptime=$(up)"
+  t0=$(cs)
+  # xl's log goes to the console with time stamps: it shows where creation spends its time.
+  ( timeout 120 xl -vv create /tmp/domu.cfg 2>&1; echo $? > /tmp/xl-create.rc ) | tee /tmp/xl-create.log | sed 's/^/xl: /' &
+  XLPID=$!
+  # First console line of the guest (xenconsoled logs it), then its user space marker.
+  first=""; upm=""; i=0
+  while [ $i -lt 1800 ]; do
+    [ -z "$first" ] && [ -s $LOG ] && first=$(cs)
+    if grep -q E2E-DOMU-UP $LOG 2>/dev/null; then upm=$(cs); break; fi
+    usleep 50000; i=$((i+1))
+  done
+  wait $XLPID; xlrc=$(cat /tmp/xl-create.rc 2>/dev/null || echo 255)
+  t1=$(cs)
+  ok xl-create $xlrc "$(grep -c . /tmp/xl-create.log) lines of xl -vv output"
+  if [ -n "$first" ]; then
+    echo "E2E-METRIC xl-create-to-first-console-line $(( (first - t0) * 10 )) ms"
+    check domu-console PASS "first line after $(( (first - t0) * 10 )) ms"
+  else
+    check domu-console FAIL "no console output from the guest"
+  fi
+  [ -n "$upm" ] && echo "E2E-METRIC xl-create-to-guest-userspace $(( (upm - t0) * 10 )) ms"
+  DID=$(xl domid domu1 2>/dev/null)
+  if [ -n "$upm" ] && [ -n "$DID" ]; then
+    for dev in vbd/51712 vif/0; do
+      fe=$(xenstore-read /local/domain/$DID/device/$dev/state 2>/dev/null)
+      be=$(xenstore-read /local/domain/0/backend/${dev%/*}/$DID/${dev#*/}/state 2>/dev/null)
+      [ "$fe" = 4 ] && [ "$be" = 4 ]; ok "frontend-connected:${dev%/*}" $? "frontend state=$fe backend state=$be (4 = Connected)"
+    done
+  else
+    check frontend-connected:vbd FAIL "guest user space never came up"
+    check frontend-connected:vif FAIL "guest user space never came up"
+  fi
+  grep '^E2E-DOMU-CHECK' $LOG 2>/dev/null | sed 's/^E2E-DOMU-CHECK /E2E-CHECK domu:/'
+  xl destroy domu1 > /dev/null 2>&1
+  i=0; while xl domid domu1 > /dev/null 2>&1 && [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done
+  echo 3 > /proc/sys/vm/drop_caches
+  got=$(dd if=/dev/loop0 bs=64 count=1 2>/dev/null | tr -d '\000\n')
+  [ "$got" = HELLO-FROM-DOMU-VIA-BLKBACK ]; ok domu-disk-write $? "read back from the backing loop device: '$got'"
+  echo "----- guest console -----"; tail -40 $LOG; echo "----- end of guest console -----"
+  if [ -s /var/log/xen/xen-hotplug.log ]; then grep -iE 'error|fail' /var/log/xen/xen-hotplug.log | tail -20; fi
+  echo "E2E-MARK domu-done uptime=$(up)"
+fi
+
+# ---- xenstored peer measurement: test-xenstore against the running daemon(s) ----
+xsbench() {
+  echo "E2E-MARK test-xenstore $1 uptime=$(up)"
+  ( timeout 300 test-xenstore -i $XS_ITERS 2>&1; echo $? > /tmp/xsb.rc ) | sed "s/^/E2E-XSBENCH $1 /"
+  ok "test-xenstore:$1" "$(cat /tmp/xsb.rc)" "-i $XS_ITERS"
+}
+if [ "$XS_ITERS" -gt 0 ]; then
+  xsbench "$XENSTORED"
+  if [ -n "$XENSTORED_OTHER" ]; then
+    kill "$(cat /run/xenstored.pid)" 2>/dev/null; i=0
+    while [ -S /run/xenstored/socket ] && kill -0 "$(cat /run/xenstored.pid)" 2>/dev/null && [ $i -lt 50 ]; do usleep 100000; i=$((i+1)); done
+    rm -f /run/xenstored/socket
+    start_xenstored "$XENSTORED_OTHER"; ok "xenstored-start:$XENSTORED_OTHER" $? "second daemon for the measurement"
+    xsbench "$XENSTORED_OTHER"
+  fi
+fi
+echo "E2E-DONE uptime=$(up)"
+sync
+poweroff -f

@@ -1,0 +1,233 @@
+//! Reading the results that dom0 prints on the console, and the summary.
+//!
+//! dom0's `/init` prints one line per result (the marker may follow other console output on
+//! the same line, so it is searched for anywhere in the line):
+//! `E2E-CHECK <name> PASS|FAIL <detail>`, `E2E-TEST <binary>::<test> PASS|FAIL <detail>`,
+//! `E2E-METRIC <name> <value> <unit>`, `E2E-XSBENCH <xenstored> <test-xenstore line>`, `E2E-DONE`.
+
+use std::fmt::Write;
+
+/// One pass/fail result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What was checked (`test:` prefix for a Rust test).
+    pub name: String,
+    /// Whether it passed.
+    pub pass: bool,
+    /// Evidence.
+    pub detail: String,
+}
+
+/// A measurement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metric {
+    /// What was measured.
+    pub name: String,
+    /// The value.
+    pub value: String,
+    /// Its unit.
+    pub unit: String,
+}
+
+/// Everything read from a run.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Checks and tests, in order.
+    pub checks: Vec<Check>,
+    /// Peer measurements.
+    pub metrics: Vec<Metric>,
+    /// `(xenstored, line)` from test-xenstore.
+    pub xsbench: Vec<(String, String)>,
+    /// Whether dom0 reported that it got to the end.
+    pub done: bool,
+}
+
+fn rest_after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    line.find(marker).map(|i| line[i + marker.len()..].trim())
+}
+
+fn parse_result(rest: &str) -> Option<(String, bool, String)> {
+    let mut it = rest.splitn(3, ' ');
+    let name = it.next()?.to_string();
+    let pass = match it.next()? {
+        "PASS" => true,
+        "FAIL" => false,
+        _ => return None,
+    };
+    Some((name, pass, it.next().unwrap_or("").trim().to_string()))
+}
+
+impl Report {
+    /// Takes in one console line.
+    pub fn feed(&mut self, line: &str) {
+        if let Some(rest) = rest_after(line, "E2E-CHECK ") {
+            if let Some((name, pass, detail)) = parse_result(rest) {
+                self.checks.push(Check { name, pass, detail });
+            }
+        } else if let Some(rest) = rest_after(line, "E2E-TEST ") {
+            if let Some((name, pass, detail)) = parse_result(rest) {
+                self.checks.push(Check {
+                    name: format!("test:{name}"),
+                    pass,
+                    detail,
+                });
+            }
+        } else if let Some(rest) = rest_after(line, "E2E-METRIC ") {
+            let mut it = rest.split_whitespace();
+            if let (Some(name), Some(value)) = (it.next(), it.next()) {
+                let unit = it.collect::<Vec<_>>().join(" ");
+                self.metrics.push(Metric {
+                    name: name.into(),
+                    value: value.into(),
+                    unit,
+                });
+            }
+        } else if let Some(rest) = rest_after(line, "E2E-XSBENCH ") {
+            let (who, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            self.xsbench.push((who.to_string(), text.to_string()));
+        } else if line.contains("E2E-DONE") {
+            self.done = true;
+        }
+    }
+
+    /// Adds a result found on the host side.
+    pub fn add(&mut self, name: &str, pass: bool, detail: impl Into<String>) {
+        self.checks.push(Check {
+            name: name.into(),
+            pass,
+            detail: detail.into(),
+        });
+    }
+
+    /// Number of passed results.
+    pub fn passed(&self) -> usize {
+        self.checks.iter().filter(|c| c.pass).count()
+    }
+
+    /// Number of failed results.
+    pub fn failed(&self) -> usize {
+        self.checks.len() - self.passed()
+    }
+
+    /// Whether the run succeeded: something ran, nothing failed, dom0 got to the end.
+    pub fn success(&self) -> bool {
+        self.failed() == 0 && self.passed() > 0 && self.done
+    }
+
+    /// The closing summary: results, measurements, and the `e2e: N passed, M failed` line.
+    pub fn summary(&self) -> String {
+        let mut s = String::from("\n==== e2e results ====\n");
+        let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        for c in &self.checks {
+            let _ = writeln!(
+                s,
+                "{} {:width$}  {}",
+                if c.pass { "PASS" } else { "FAIL" },
+                c.name,
+                c.detail
+            );
+        }
+        if !self.metrics.is_empty() {
+            s.push_str("\n==== peer measurements (same boot) ====\n");
+            let width = self
+                .metrics
+                .iter()
+                .map(|m| m.name.len())
+                .max()
+                .unwrap_or(0)
+                .max(6);
+            let _ = writeln!(s, "| {:width$} | {:>10} | unit |", "metric", "value");
+            for m in &self.metrics {
+                let _ = writeln!(s, "| {:width$} | {:>10} | {} |", m.name, m.value, m.unit);
+            }
+        }
+        if !self.xsbench.is_empty() {
+            s.push_str("\n==== test-xenstore ====\n");
+            s.push_str(&xsbench_table(&self.xsbench));
+        }
+        let _ = writeln!(
+            s,
+            "\ne2e: {} passed, {} failed",
+            self.passed(),
+            self.failed()
+        );
+        s
+    }
+}
+
+/// Lays test-xenstore's lines side by side, one column per xenstored.
+fn xsbench_table(lines: &[(String, String)]) -> String {
+    let mut daemons: Vec<&str> = Vec::new();
+    for (d, _) in lines {
+        if !daemons.contains(&d.as_str()) {
+            daemons.push(d);
+        }
+    }
+    let mut s = String::new();
+    for d in daemons {
+        let _ = writeln!(s, "-- xenstored: {d}");
+        for (_, l) in lines.iter().filter(|(w, _)| w == d) {
+            let _ = writeln!(s, "   {l}");
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_are_read_anywhere_in_a_line() {
+        let mut r = Report::default();
+        r.feed("E2E-CHECK xl-info PASS xen_version : 4.17.7");
+        r.feed(
+            "[   12.3] random kernel text E2E-TEST xtask-real_xen::xc_version_is_4_17 FAIL rc=101",
+        );
+        r.feed("E2E-METRIC xl-create-to-first-console-line 5120 ms");
+        r.feed("E2E-XSBENCH c read 1 byte: 120 us");
+        r.feed("E2E-CHECK malformed MAYBE x");
+        r.feed("E2E-RUN x::y");
+        assert!(!r.done);
+        r.feed("E2E-DONE uptime=50.2");
+        assert!(r.done);
+        assert_eq!(r.checks.len(), 2);
+        assert_eq!(
+            r.checks[0],
+            Check {
+                name: "xl-info".into(),
+                pass: true,
+                detail: "xen_version : 4.17.7".into()
+            }
+        );
+        assert_eq!(r.checks[1].name, "test:xtask-real_xen::xc_version_is_4_17");
+        assert!(!r.checks[1].pass);
+        assert_eq!(
+            r.metrics[0],
+            Metric {
+                name: "xl-create-to-first-console-line".into(),
+                value: "5120".into(),
+                unit: "ms".into()
+            }
+        );
+        assert_eq!(
+            r.xsbench[0],
+            ("c".to_string(), "read 1 byte: 120 us".to_string())
+        );
+        assert_eq!((r.passed(), r.failed()), (1, 1));
+        assert!(!r.success());
+    }
+
+    #[test]
+    fn summary_ends_with_the_line_ci_reads() {
+        let mut r = Report::default();
+        r.add("build:x", true, "");
+        r.feed("E2E-DONE");
+        assert!(r.success());
+        let s = r.summary();
+        assert_eq!(s.lines().last(), Some("e2e: 1 passed, 0 failed"));
+        let mut none = Report::default();
+        none.feed("E2E-DONE");
+        assert!(!none.success(), "a run with no result is not a success");
+    }
+}
