@@ -1,0 +1,731 @@
+//! The XenAPI logic in process: lifecycle over the simulated host, relations, XAPI's checks,
+//! events, persistence.
+
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use toolstack::api::{Credentials, Xapi};
+use toolstack::backend::{HostBackend, ShutdownReason, SimBackend};
+use toolstack::db::Db;
+use toolstack::host::{self, HostConfig};
+use toolstack::value::Value;
+use toolstack::ApiError;
+use xen_types::DomId;
+
+const GIB: u64 = 1 << 30;
+
+struct T {
+    x: Arc<Xapi>,
+    sim: Arc<SimBackend>,
+    s: Value,
+}
+
+impl T {
+    fn new() -> T {
+        let db = Db::in_memory();
+        Self::with_db(db)
+    }
+
+    fn with_db(db: Db) -> T {
+        let cfg = HostConfig::simulated();
+        host::bootstrap(&db, &cfg).unwrap();
+        let sim = Arc::new(SimBackend::new(4 * GIB, GIB));
+        let x = Xapi::new(db, sim.clone(), Credentials::new("root", "pw").unwrap()).unwrap();
+        let s = x
+            .call(
+                "session.login_with_password",
+                &[Value::str("root"), Value::str("pw")],
+            )
+            .unwrap();
+        T { x, sim, s }
+    }
+
+    fn call(&self, m: &str, args: &[Value]) -> Result<Value, ApiError> {
+        let mut p = vec![self.s.clone()];
+        p.extend_from_slice(args);
+        self.x.call(m, &p)
+    }
+
+    fn ok(&self, m: &str, args: &[Value]) -> Value {
+        self.call(m, args).unwrap_or_else(|e| panic!("{m}: {e}"))
+    }
+
+    fn err(&self, m: &str, args: &[Value]) -> ApiError {
+        match self.call(m, args) {
+            Ok(v) => panic!("{m} succeeded: {v:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn vm(&self, name: &str, mem: u64) -> Value {
+        let m = Value::String(mem.to_string());
+        self.ok(
+            "VM.create",
+            &[rec(&[
+                ("name_label", Value::str(name)),
+                ("memory_static_max", m.clone()),
+                ("memory_dynamic_max", m.clone()),
+                ("memory_dynamic_min", m),
+                ("VCPUs_max", Value::str("2")),
+                ("VCPUs_at_startup", Value::str("1")),
+            ])],
+        )
+    }
+
+    fn get(&self, class: &str, field: &str, r: &Value) -> Value {
+        self.ok(&format!("{class}.get_{field}"), std::slice::from_ref(r))
+    }
+}
+
+fn rec(pairs: &[(&str, Value)]) -> Value {
+    Value::Struct(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+    )
+}
+
+fn refs(v: &Value) -> Vec<Value> {
+    v.as_array().unwrap().to_vec()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn start_writes_xenstore_and_shutdown_cleans_up() {
+    let t = T::new();
+    let vm = t.vm("a", GIB / 2);
+    let net = t.ok("network.create", &[rec(&[("name_label", Value::str("n"))])]);
+    let sr = refs(&t.ok("SR.get_all", &[]))[0].clone();
+    let vdi = t.ok(
+        "VDI.create",
+        &[rec(&[("SR", sr), ("virtual_size", Value::str("1024"))])],
+    );
+    t.ok(
+        "VBD.create",
+        &[rec(&[
+            ("VM", vm.clone()),
+            ("VDI", vdi),
+            ("userdevice", Value::str("0")),
+        ])],
+    );
+    let vif = t.ok(
+        "VIF.create",
+        &[rec(&[
+            ("VM", vm.clone()),
+            ("network", net.clone()),
+            ("device", Value::str("0")),
+            ("MAC", Value::str("02:00:00:00:00:aa")),
+        ])],
+    );
+    t.ok(
+        "VM.start",
+        &[vm.clone(), Value::Bool(false), Value::Bool(false)],
+    );
+    let domid: u16 = t
+        .get("VM", "domid", &vm)
+        .as_i64()
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let uuid = t.get("VM", "uuid", &vm);
+    let xs = |p: &str| t.sim.xs_read(p);
+    let dom = format!("/local/domain/{domid}");
+    assert_eq!(xs(&format!("{dom}/name")).as_deref(), Some("a"));
+    assert_eq!(
+        xs(&format!("{dom}/vm")),
+        Some(format!("/vm/{}", uuid.as_str().unwrap()))
+    );
+    assert_eq!(
+        xs(&format!("{dom}/memory/target")),
+        Some((GIB / 2 / 1024).to_string())
+    );
+    assert_eq!(
+        xs(&format!("{dom}/device/vbd/51712/backend")),
+        Some(format!("/local/domain/0/backend/vbd/{domid}/51712"))
+    );
+    assert_eq!(
+        xs(&format!(
+            "/local/domain/0/backend/vbd/{domid}/51712/frontend-id"
+        )),
+        Some(domid.to_string())
+    );
+    assert_eq!(
+        xs(&format!("/local/domain/0/backend/vbd/{domid}/51712/state")).as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        xs(&format!("/local/domain/0/backend/vif/{domid}/0/mac")).as_deref(),
+        Some("02:00:00:00:00:aa")
+    );
+    let bridge = t.get("network", "bridge", &net);
+    assert_eq!(
+        xs(&format!("/local/domain/0/backend/vif/{domid}/0/bridge")).as_deref(),
+        bridge.as_str()
+    );
+    assert_eq!(
+        xs(&format!("/vm/{}/uuid", uuid.as_str().unwrap())).as_deref(),
+        uuid.as_str()
+    );
+    assert_eq!(t.sim.backends().len(), 2);
+    assert!(t.sim.is_alive(DomId(domid)));
+    assert_eq!(t.get("VIF", "currently_attached", &vif), Value::Bool(true));
+    // An attached device cannot be destroyed.
+    assert_eq!(
+        t.err("VIF.destroy", &[vif.clone()]).code,
+        "OPERATION_NOT_ALLOWED"
+    );
+
+    t.ok("VM.clean_shutdown", &[vm.clone()]);
+    assert!(t.sim.xenstore_dump(&format!("{dom}/")).is_empty());
+    assert!(t
+        .sim
+        .xenstore_dump(&format!("/local/domain/0/backend/vbd/{domid}/"))
+        .is_empty());
+    assert!(t
+        .sim
+        .xenstore_dump(&format!("/vm/{}", uuid.as_str().unwrap()))
+        .is_empty());
+    assert!(t.sim.backends().is_empty());
+    assert_eq!(t.sim.domain_count(), 0);
+    t.ok("VIF.destroy", &[vif]);
+}
+
+#[test]
+fn memory_accounting() {
+    let t = T::new();
+    // 4 GiB host, 1 GiB dom0: two 1.25 GiB VMs fit, a third does not.
+    let size = GIB + GIB / 4;
+    let vms: Vec<Value> = (0..3).map(|i| t.vm(&format!("m{i}"), size)).collect();
+    let host = refs(&t.ok("host.get_all", &[]))[0].clone();
+    let metrics = t.get("host", "metrics", &host);
+    t.ok(
+        "VM.start",
+        &[vms[0].clone(), Value::Bool(false), Value::Bool(false)],
+    );
+    t.ok(
+        "VM.start",
+        &[vms[1].clone(), Value::Bool(true), Value::Bool(false)],
+    );
+    assert_eq!(t.get("VM", "power_state", &vms[1]), Value::str("Paused"));
+    let e = t.err(
+        "VM.start",
+        &[vms[2].clone(), Value::Bool(false), Value::Bool(false)],
+    );
+    assert_eq!(e.code, "HOST_NOT_ENOUGH_FREE_MEMORY");
+    assert_eq!(e.params, vec![size.to_string(), (GIB / 2).to_string()]);
+    assert_eq!(
+        t.get("host_metrics", "memory_free", &metrics),
+        Value::String((GIB / 2).to_string())
+    );
+    assert_eq!(t.get("VM", "power_state", &vms[2]), Value::str("Halted"));
+    // Paused VMs need a hard shutdown; freeing memory lets the third start.
+    assert_eq!(
+        t.err("VM.clean_shutdown", &[vms[1].clone()]).code,
+        "VM_BAD_POWER_STATE"
+    );
+    t.ok("VM.hard_shutdown", &[vms[1].clone()]);
+    t.ok(
+        "VM.start",
+        &[vms[2].clone(), Value::Bool(false), Value::Bool(false)],
+    );
+    assert_eq!(
+        t.get("host_metrics", "memory_free", &metrics),
+        Value::String((GIB / 2).to_string())
+    );
+    // Memory of a running VM cannot change.
+    let e = t.err(
+        "VM.set_memory_static_max",
+        &[vms[2].clone(), Value::str("1")],
+    );
+    assert_eq!(
+        e.params,
+        vec![
+            vms[2].as_str().unwrap().to_owned(),
+            "halted".into(),
+            "running".into()
+        ]
+    );
+}
+
+#[test]
+fn domain_dying_on_its_own_is_noticed() {
+    let t = T::new();
+    t.x.spawn_monitor();
+    let vm = t.vm("crashy", GIB / 4);
+    t.ok(
+        "VM.set_actions_after_crash",
+        &[vm.clone(), Value::str("destroy")],
+    );
+    t.ok(
+        "VM.start",
+        &[vm.clone(), Value::Bool(false), Value::Bool(false)],
+    );
+    let domid = t.get("VM", "domid", &vm).as_i64().unwrap() as u16;
+    t.sim
+        .guest_shutdown(DomId(domid), ShutdownReason::Crash)
+        .unwrap();
+    wait_for("VM halted", || {
+        t.get("VM", "power_state", &vm) == Value::str("Halted")
+    });
+    assert_eq!(t.get("VM", "domid", &vm), Value::str("-1"));
+    assert_eq!(t.sim.domain_count(), 0);
+
+    // A guest-initiated reboot restarts it in a new domain.
+    t.ok(
+        "VM.start",
+        &[vm.clone(), Value::Bool(false), Value::Bool(false)],
+    );
+    let first = t.get("VM", "domid", &vm).as_i64().unwrap() as u16;
+    t.sim
+        .guest_shutdown(DomId(first), ShutdownReason::Reboot)
+        .unwrap();
+    wait_for("VM restarted", || {
+        let d = t.get("VM", "domid", &vm).as_i64().unwrap();
+        d > 0 && d != i64::from(first) && t.get("VM", "power_state", &vm) == Value::str("Running")
+    });
+    // A guest that ignores the shutdown request makes clean_shutdown time out.
+    t.sim.set_ignore_shutdown(true);
+    assert_eq!(
+        t.err("VM.clean_shutdown", &[vm.clone()]).code,
+        "VM_SHUTDOWN_TIMEOUT"
+    );
+    t.ok("VM.hard_shutdown", &[vm.clone()]);
+    assert_eq!(t.get("VM", "power_state", &vm), Value::str("Halted"));
+}
+
+#[test]
+fn relations_and_destroy_checks() {
+    let t = T::new();
+    let vm = t.vm("r", GIB / 4);
+    let net = t.ok("network.create", &[rec(&[("name_label", Value::str("n"))])]);
+    let net2 = t.ok(
+        "network.create",
+        &[rec(&[("name_label", Value::str("n2"))])],
+    );
+    let vif = t.ok(
+        "VIF.create",
+        &[rec(&[
+            ("VM", vm.clone()),
+            ("network", net.clone()),
+            ("device", Value::str("0")),
+        ])],
+    );
+    assert_eq!(refs(&t.get("network", "VIFs", &net)), vec![vif.clone()]);
+    assert_eq!(refs(&t.get("VM", "VIFs", &vm)), vec![vif.clone()]);
+    let e = t.err("network.destroy", &[net.clone()]);
+    assert_eq!(
+        (e.code.as_str(), e.params.clone()),
+        (
+            "NETWORK_CONTAINS_VIF",
+            vec![vif.as_str().unwrap().to_owned()]
+        )
+    );
+    // Wrong class, unknown ref, wrong types, bad MAC, duplicate device.
+    assert_eq!(
+        t.err("network.get_record", &[vm.clone()]).params[0],
+        "network"
+    );
+    assert_eq!(
+        t.err(
+            "VIF.create",
+            &[rec(&[
+                ("VM", net2.clone()),
+                ("network", net.clone()),
+                ("device", Value::str("1"))
+            ])]
+        )
+        .code,
+        "HANDLE_INVALID"
+    );
+    assert_eq!(
+        t.err("VM.set_VCPUs_max", &[vm.clone(), Value::Bool(true)])
+            .code,
+        "FIELD_TYPE_ERROR"
+    );
+    assert_eq!(
+        t.err("VM.set_power_state", &[vm.clone(), Value::str("Running")])
+            .code,
+        "MESSAGE_METHOD_UNKNOWN"
+    );
+    assert_eq!(
+        t.err("VM.get_record", &[]).code,
+        "MESSAGE_PARAMETER_COUNT_MISMATCH"
+    );
+    let e = t.err(
+        "VM.create",
+        &[rec(&[
+            ("memory_static_max", Value::str("1")),
+            ("memory_dynamic_max", Value::str("2")),
+        ])],
+    );
+    assert_eq!(e.code, "MEMORY_CONSTRAINT_VIOLATION");
+    assert_eq!(
+        t.x.call("VM.get_all", &[Value::str("OpaqueRef:x")])
+            .unwrap_err()
+            .code,
+        "SESSION_INVALID"
+    );
+    assert_eq!(
+        t.x.call("VM.get_all", &[Value::Int(3)]).unwrap_err().code,
+        "SESSION_INVALID"
+    );
+    // Map and set fields.
+    t.ok(
+        "VM.add_to_other_config",
+        &[vm.clone(), Value::str("a"), Value::str("1")],
+    );
+    assert_eq!(
+        t.err(
+            "VM.add_to_other_config",
+            &[vm.clone(), Value::str("a"), Value::str("2")]
+        )
+        .code,
+        "MAP_DUPLICATE_KEY"
+    );
+    t.ok(
+        "VM.remove_from_other_config",
+        &[vm.clone(), Value::str("a")],
+    );
+    t.ok("VM.add_tags", &[vm.clone(), Value::str("t1")]);
+    assert_eq!(refs(&t.get("VM", "tags", &vm)), vec![Value::str("t1")]);
+    // VM.destroy takes its devices along and unlinks them from the network.
+    t.ok("VM.destroy", &[vm.clone()]);
+    assert!(refs(&t.get("network", "VIFs", &net)).is_empty());
+    assert_eq!(t.err("VIF.get_record", &[vif]).code, "HANDLE_INVALID");
+    t.ok("network.destroy", &[net]);
+    // The control domain stays.
+    let dom0 = refs(&t.ok("VM.get_all", &[]))
+        .into_iter()
+        .find(|v| t.get("VM", "is_control_domain", v) == Value::Bool(true))
+        .unwrap();
+    assert_eq!(
+        t.err("VM.destroy", &[dom0.clone()]).code,
+        "OPERATION_NOT_ALLOWED"
+    );
+    assert_eq!(
+        t.err("VM.hard_shutdown", &[dom0]).code,
+        "OPERATION_NOT_ALLOWED"
+    );
+}
+
+#[test]
+fn vlans_bonds_gpus() {
+    let t = T::new();
+    let pifs = refs(&t.ok("PIF.get_all", &[]));
+    let vnet = t.ok("network.create", &[rec(&[("name_label", Value::str("v"))])]);
+    assert_eq!(
+        t.err(
+            "VLAN.create",
+            &[pifs[0].clone(), Value::str("5000"), vnet.clone()]
+        )
+        .code,
+        "VLAN_TAG_INVALID"
+    );
+    let vlan = t.ok(
+        "VLAN.create",
+        &[pifs[0].clone(), Value::str("42"), vnet.clone()],
+    );
+    let untagged = t.get("VLAN", "untagged_PIF", &vlan);
+    assert_eq!(t.get("PIF", "VLAN", &untagged), Value::str("42"));
+    assert_eq!(t.get("PIF", "VLAN_master_of", &untagged), vlan);
+    assert_eq!(
+        refs(&t.get("PIF", "VLAN_slave_of", &pifs[0])),
+        vec![vlan.clone()]
+    );
+    assert_eq!(
+        refs(&t.get("network", "PIFs", &vnet)),
+        vec![untagged.clone()]
+    );
+    assert_eq!(
+        t.err("network.destroy", &[vnet.clone()]).code,
+        "NETWORK_CONTAINS_PIF"
+    );
+    assert_eq!(
+        t.err(
+            "Bond.create",
+            &[
+                vnet.clone(),
+                Value::Array(vec![untagged.clone(), pifs[1].clone()]),
+                Value::str(""),
+                Value::str("lacp"),
+                rec(&[])
+            ]
+        )
+        .code,
+        "PIF_IS_VLAN"
+    );
+    t.ok("VLAN.destroy", &[vlan]);
+    t.ok("network.destroy", &[vnet]);
+
+    let bnet = t.ok("network.create", &[rec(&[("name_label", Value::str("b"))])]);
+    let one = Value::Array(vec![pifs[1].clone()]);
+    assert_eq!(
+        t.err(
+            "Bond.create",
+            &[
+                bnet.clone(),
+                one,
+                Value::str(""),
+                Value::str("lacp"),
+                rec(&[])
+            ]
+        )
+        .code,
+        "PIF_BOND_NEEDS_MORE_MEMBERS"
+    );
+    let members = Value::Array(vec![pifs[1].clone(), pifs[2].clone()]);
+    assert_eq!(
+        t.err(
+            "Bond.create",
+            &[
+                bnet.clone(),
+                members.clone(),
+                Value::str(""),
+                Value::str("round-robin"),
+                rec(&[])
+            ]
+        )
+        .code,
+        "VALUE_NOT_SUPPORTED"
+    );
+    let bond = t.ok(
+        "Bond.create",
+        &[
+            bnet.clone(),
+            members,
+            Value::str(""),
+            Value::str("balance-slb"),
+            rec(&[]),
+        ],
+    );
+    let master = t.get("Bond", "master", &bond);
+    assert_eq!(t.get("PIF", "MAC", &master), t.get("PIF", "MAC", &pifs[1]));
+    assert_eq!(t.get("PIF", "bond_slave_of", &pifs[2]), bond);
+    assert_eq!(
+        refs(&t.get("PIF", "bond_master_of", &master)),
+        vec![bond.clone()]
+    );
+    t.ok("Bond.destroy", &[bond]);
+    assert_eq!(
+        t.get("PIF", "bond_slave_of", &pifs[2]),
+        Value::str("OpaqueRef:NULL")
+    );
+    assert_eq!(t.err("PIF.get_record", &[master]).code, "HANDLE_INVALID");
+
+    let pgpu = refs(&t.ok("PGPU.get_all", &[]))[0].clone();
+    let group = t.get("PGPU", "GPU_group", &pgpu);
+    assert_eq!(
+        refs(&t.get("GPU_group", "PGPUs", &group)),
+        vec![pgpu.clone()]
+    );
+    assert_eq!(
+        t.err("GPU_group.destroy", &[group.clone()]).code,
+        "GPU_GROUP_CONTAINS_PGPU"
+    );
+    let ty = refs(&t.get("PGPU", "supported_VGPU_types", &pgpu))[0].clone();
+    let vm = t.vm("g", GIB / 4);
+    let vgpu = t.ok(
+        "VGPU.create",
+        &[
+            vm.clone(),
+            group.clone(),
+            Value::str("0"),
+            rec(&[]),
+            ty.clone(),
+        ],
+    );
+    assert_eq!(refs(&t.get("VM", "VGPUs", &vm)), vec![vgpu.clone()]);
+    assert_eq!(refs(&t.get("VGPU_type", "VGPUs", &ty)), vec![vgpu.clone()]);
+    assert_eq!(refs(&t.get("GPU_group", "VGPUs", &group)), vec![vgpu]);
+}
+
+#[test]
+fn event_from_tokens_and_timeouts() {
+    let t = T::new();
+    let all = t.ok(
+        "event.from",
+        &[
+            Value::Array(vec![Value::str("*")]),
+            Value::str(""),
+            Value::Double(0.0),
+        ],
+    );
+    let token = all.as_struct().unwrap()["token"].clone();
+    assert!(all.as_struct().unwrap()["events"].as_array().unwrap().len() > 10);
+    // Nothing new: returns empty after the timeout, same token.
+    let r = t.ok(
+        "event.from",
+        &[
+            Value::Array(vec![Value::str("vm")]),
+            token.clone(),
+            Value::Double(0.05),
+        ],
+    );
+    assert!(r.as_struct().unwrap()["events"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // A change on another thread wakes a waiting caller.
+    let x = Arc::clone(&t.x);
+    let s = t.s.clone();
+    let waiter = std::thread::spawn(move || {
+        x.call(
+            "event.from",
+            &[
+                s,
+                Value::Array(vec![Value::str("network")]),
+                token,
+                Value::Double(30.0),
+            ],
+        )
+        .unwrap()
+    });
+    let net = t.ok(
+        "network.create",
+        &[rec(&[("name_label", Value::str("ev"))])],
+    );
+    let r = waiter.join().unwrap();
+    let evs = r.as_struct().unwrap()["events"]
+        .as_array()
+        .unwrap()
+        .to_vec();
+    assert_eq!(evs.len(), 1);
+    let e = evs[0].as_struct().unwrap();
+    assert_eq!(
+        (e["class"].clone(), e["operation"].clone(), e["ref"].clone()),
+        (Value::str("network"), Value::str("add"), net.clone())
+    );
+    let token = r.as_struct().unwrap()["token"].clone();
+    t.ok("network.destroy", &[net.clone()]);
+    let r = t.ok(
+        "event.from",
+        &[
+            Value::Array(vec![Value::str("network")]),
+            token,
+            Value::Double(1.0),
+        ],
+    );
+    let e = r.as_struct().unwrap()["events"].as_array().unwrap()[0]
+        .as_struct()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (e["operation"].clone(), e["ref"].clone()),
+        (Value::str("del"), net)
+    );
+    assert_eq!(
+        t.err(
+            "event.from",
+            &[
+                Value::Array(vec![]),
+                Value::str("garbage"),
+                Value::Double(0.0)
+            ]
+        )
+        .code,
+        "EVENT_FROM_TOKEN_PARSE_FAILURE"
+    );
+    // event.register/next.
+    assert_eq!(t.err("event.next", &[]).code, "SESSION_NOT_REGISTERED");
+    t.ok("event.register", &[Value::Array(vec![Value::str("VM")])]);
+    let vm = t.vm("n", GIB / 4);
+    let evs = t.ok("event.next", &[]);
+    assert_eq!(evs.as_array().unwrap()[0].as_struct().unwrap()["ref"], vm);
+}
+
+#[test]
+fn database_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vm, net) = {
+        let t = T::with_db(Db::open(dir.path()).unwrap());
+        let vm = t.vm("keep", GIB / 4);
+        let net = t.ok(
+            "network.create",
+            &[rec(&[("name_label", Value::str("keep"))])],
+        );
+        t.ok(
+            "VIF.create",
+            &[rec(&[
+                ("VM", vm.clone()),
+                ("network", net.clone()),
+                ("device", Value::str("0")),
+            ])],
+        );
+        t.ok(
+            "VM.start",
+            &[vm.clone(), Value::Bool(false), Value::Bool(false)],
+        );
+        (vm, net)
+    };
+    let t = T::with_db(Db::open(dir.path()).unwrap());
+    assert_eq!(t.get("VM", "name_label", &vm), Value::str("keep"));
+    // A fresh simulated host has no domains: the VM is reconciled to Halted.
+    assert_eq!(t.get("VM", "power_state", &vm), Value::str("Halted"));
+    assert_eq!(refs(&t.get("network", "VIFs", &net)).len(), 1);
+    // Exactly one host, pool and dom0 after a second bootstrap.
+    assert_eq!(refs(&t.ok("host.get_all", &[])).len(), 1);
+    assert_eq!(refs(&t.ok("pool.get_all", &[])).len(), 1);
+    assert_eq!(refs(&t.ok("VM.get_all", &[])).len(), 2);
+    // Sessions are not persistent.
+    assert_eq!(refs(&t.ok("session.get_all", &[])).len(), 1);
+}
+
+#[test]
+fn sysfs_discovery() {
+    let root = tempfile::tempdir().unwrap();
+    let sys = root.path().join("sys");
+    let proc_ = root.path().join("proc");
+    let w = |p: &std::path::Path, s: &str| {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, s).unwrap();
+    };
+    w(&sys.join("class/net/eth0/address"), "52:54:00:12:34:56\n");
+    w(&sys.join("class/net/eth0/mtu"), "9000\n");
+    std::fs::create_dir_all(sys.join("class/net/eth0/device")).unwrap();
+    w(&sys.join("class/net/lo/address"), "00:00:00:00:00:00\n");
+    w(&sys.join("class/net/virbr0/address"), "52:54:00:00:00:01\n");
+    w(
+        &sys.join("bus/pci/devices/0000:00:02.0/class"),
+        "0x030000\n",
+    );
+    w(&sys.join("bus/pci/devices/0000:00:02.0/vendor"), "0x10de\n");
+    w(&sys.join("bus/pci/devices/0000:00:02.0/device"), "0x1db4\n");
+    w(
+        &sys.join("bus/pci/devices/0000:00:03.0/class"),
+        "0x020000\n",
+    );
+    w(
+        &proc_.join("meminfo"),
+        "MemTotal:       16384000 kB\nMemFree: 1 kB\n",
+    );
+    w(
+        &proc_.join("cpuinfo"),
+        "processor\t: 0\nmodel name\t: Test CPU\nprocessor\t: 1\n",
+    );
+    let cfg = HostConfig::from_sysfs(&sys, &proc_);
+    assert_eq!(cfg.nics.len(), 1);
+    assert_eq!(
+        (
+            cfg.nics[0].device.as_str(),
+            cfg.nics[0].mac.as_str(),
+            cfg.nics[0].mtu
+        ),
+        ("eth0", "52:54:00:12:34:56", 9000)
+    );
+    assert_eq!(cfg.gpus.len(), 1);
+    assert_eq!(cfg.gpus[0].vendor_name, "NVIDIA Corporation");
+    assert_eq!(cfg.memory_total, 16_384_000 * 1024);
+    assert_eq!((cfg.cpu_count, cfg.cpu_model.as_str()), (2, "Test CPU"));
+    let db = Db::in_memory();
+    host::bootstrap(&db, &cfg).unwrap();
+}
