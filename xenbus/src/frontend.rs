@@ -51,6 +51,14 @@ pub fn create_device<S: Store>(
             .iter()
             .map(|(k, v)| (join(&fpath, k), v.to_string())),
     );
+    // As libxl does: each end owns its directory and the other end may read it. The
+    // directories get their permissions first, so the keys written below inherit them.
+    store.write_all(&[
+        (fpath.clone(), String::new()),
+        (bpath.clone(), String::new()),
+    ])?;
+    store.set_perms(&fpath, frontend, &[backend])?;
+    store.set_perms(&bpath, backend, &[frontend])?;
     store.write_all(&e)
 }
 
@@ -109,10 +117,12 @@ impl<S: Store> FrontendDevice<S> {
         );
         let state = XenbusState::from_node(store.read(&join(&path, paths::KEY_STATE))?.as_deref());
         let (tx, rx) = unbounded();
-        let ids = vec![
-            store.watch(&join(&backend_path, paths::KEY_STATE), "be", tx.clone())?,
-            store.watch(RELEASE_DOMAIN, "rel", tx)?,
-        ];
+        let mut ids =
+            vec![store.watch(&join(&backend_path, paths::KEY_STATE), "be", tx.clone())?];
+        // Guests may not watch special paths on xenstored (XSA-115): best effort.
+        if let Ok(id) = store.watch(RELEASE_DOMAIN, "rel", tx) {
+            ids.push(id);
+        }
         Ok(FrontendDevice {
             store,
             domid,
@@ -167,7 +177,8 @@ impl<S: Store> FrontendDevice<S> {
             if pred(s) {
                 return Ok(s);
             }
-            if !self.store.domain_alive(self.backend_id)? {
+            // A guest usually may not ask; then only the timeout ends the wait.
+            if !self.store.domain_alive(self.backend_id).unwrap_or(true) {
                 return Err(Error::Closed(format!(
                     "backend domain {:?} died",
                     self.backend_id

@@ -12,19 +12,22 @@
 //!   it down when either end closes, the device is removed, or the frontend's domain dies
 //!   (`@releaseDomain`);
 //! - [`FrontendDevice`], the frontend end of the same handshake, for Rust frontends;
-//! - [`create_device`]/[`destroy_device`], the toolstack's part (writing both directories).
+//! - [`create_device`]/[`destroy_device`], the toolstack's part (writing both directories);
+//! - [`XsStore`], the [`Store`] over a real xenstored connection (`xenstore` crate).
 
 mod backend;
 mod frontend;
 pub mod paths;
 mod state;
 pub mod store;
+mod xs;
 
 pub use backend::{Backend, BackendDriver, DeviceInfo};
 pub use frontend::{create_device, destroy_device, FrontendDevice};
 pub use state::XenbusState;
 pub use store::{MemStore, Store, WatchEvent, WatchId};
 use xen_types::Errno;
+pub use xs::XsStore;
 
 /// Errors of the XenBus framework.
 #[derive(Debug, thiserror::Error)]

@@ -52,6 +52,9 @@ pub trait Store: Send + Sync + 'static {
     fn unwatch(&self, id: WatchId) -> Result<(), Error>;
     /// True while domain `domid` exists (for `@releaseDomain` handling).
     fn domain_alive(&self, domid: DomId) -> Result<bool, Error>;
+    /// Sets `path`'s permissions as a toolstack does for device directories: `owner` owns
+    /// it (others get no access by default) and each of `readers` may read it.
+    fn set_perms(&self, path: &str, owner: DomId, readers: &[DomId]) -> Result<(), Error>;
 
     /// Reads and parses `path`; `None` when missing, [`Error::BadValue`] when unparsable.
     fn read_parse<T: std::str::FromStr>(&self, path: &str) -> Result<Option<T>, Error>
@@ -267,6 +270,16 @@ impl Store for MemStore {
 
     fn domain_alive(&self, domid: DomId) -> Result<bool, Error> {
         Ok(!self.inner.lock().dead.contains(&domid))
+    }
+
+    /// The in-memory store has no permissions: checks the path exists.
+    fn set_perms(&self, path: &str, _owner: DomId, _readers: &[DomId]) -> Result<(), Error> {
+        check_path(path)?;
+        if self.inner.lock().nodes.contains_key(path) {
+            Ok(())
+        } else {
+            Err(Error::Missing(path.into()))
+        }
     }
 }
 
