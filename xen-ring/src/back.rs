@@ -8,7 +8,7 @@ use xen_types::mem::{Pod, SharedMemory, SharedMemoryExt};
 use xen_types::Pages;
 
 use crate::idx;
-use crate::layout::{hdr, RingLayout, SringField};
+use crate::layout::{copy_entry, hdr, RingLayout, SringField};
 use crate::{RingError, RING_IDX};
 
 /// The back end of a shared ring (`struct X_back_ring`): the end that serves requests
@@ -165,7 +165,7 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
         if idx::request_cons_overflow(self.ring_size(), self.rsp_prod_pvt, self.req_cons) {
             return Ok(None);
         }
-        let req = self.mem.read_obj(self.layout.slot_offset(self.req_cons))?;
+        let req = copy_entry(&self.mem, self.layout.slot_offset(self.req_cons))?;
         self.req_cons = self.req_cons.wrapping_add(1);
         Ok(Some(req))
     }

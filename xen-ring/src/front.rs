@@ -8,7 +8,7 @@ use xen_types::mem::{Pod, SharedMemory, SharedMemoryExt};
 use xen_types::Pages;
 
 use crate::idx;
-use crate::layout::{hdr, init_shared_ring, RingLayout, SringField};
+use crate::layout::{copy_entry, hdr, init_shared_ring, RingLayout, SringField};
 use crate::{RingError, RING_IDX};
 
 /// The front end of a shared ring (`struct X_front_ring`): the end that issues requests
@@ -213,7 +213,7 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         if self.rsp_cons == self.rsp_prod_seen && self.refresh()? == 0 {
             return Ok(None);
         }
-        let rsp = self.mem.read_obj(self.layout.slot_offset(self.rsp_cons))?;
+        let rsp = copy_entry(&self.mem, self.layout.slot_offset(self.rsp_cons))?;
         self.rsp_cons = self.rsp_cons.wrapping_add(1);
         Ok(Some(rsp))
     }

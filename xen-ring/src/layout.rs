@@ -1,10 +1,11 @@
 //! The layout of a shared ring (`struct X_sring` of `DEFINE_RING_TYPES`).
 
+use std::mem::MaybeUninit;
 use std::mem::{align_of, offset_of, size_of};
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{compiler_fence, AtomicU32, Ordering};
 
 use xen_sys::blkif_sring;
-use xen_types::mem::{SharedMemory, SharedMemoryExt};
+use xen_types::mem::{MemError, Pod, SharedMemory, SharedMemoryExt};
 use xen_types::{Pages, PAGE_SIZE};
 
 use crate::RingError;
@@ -181,6 +182,25 @@ pub(crate) fn hdr<M: SharedMemory>(mem: &M, f: SringField) -> &AtomicU32 {
         // keeps its address and length while it lives.
         Err(e) => unreachable!("ring header validated at construction: {e}"),
     }
+}
+
+/// `RING_COPY_REQUEST`/`RING_COPY_RESPONSE`: copies the entry at `offset` out of shared
+/// memory into a local value, once. The copy is a `memcpy` (an aggregate `read_volatile`
+/// of a struct with byte arrays compiles to byte-by-byte loads, several times slower) followed
+/// by a compiler fence, so the compiler cannot go back to the shared page for a field later
+/// (the double fetch the C macro's `volatile` prevents).
+#[inline]
+pub(crate) fn copy_entry<T: Pod, M: SharedMemory>(mem: &M, offset: usize) -> Result<T, MemError> {
+    let mut out = MaybeUninit::<T>::zeroed();
+    // SAFETY: `out` is size_of::<T>() bytes, all initialised (zeroed), so viewing it as a
+    // byte slice is sound; the slice is dropped before `out` is used again.
+    let bytes =
+        unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), size_of::<T>()) };
+    mem.read_bytes(offset, bytes)?;
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: every byte was written (zeroed, then copied), and T is Pod: any bit pattern is
+    // a valid value.
+    Ok(unsafe { out.assume_init() })
 }
 
 /// `SHARED_RING_INIT`: empty ring, `req_event = rsp_event = 1`, `pvt` and padding zeroed.

@@ -143,6 +143,42 @@ impl Workload for TestWorkload {
     }
 }
 
+/// The test ring type with next to no work per request (`echo_*` in C): the ring
+/// operations dominate. Benches use it.
+#[derive(Debug)]
+pub struct EchoWorkload;
+
+impl Workload for EchoWorkload {
+    type Req = TestReq;
+    type Rsp = TestRsp;
+
+    #[inline]
+    fn request(i: u64) -> TestReq {
+        TestReq {
+            id: i,
+            len: 1,
+            csum: (i as u32).wrapping_mul(2_654_435_761),
+            payload: [i as u8; TEST_PAYLOAD],
+        }
+    }
+
+    #[inline]
+    fn serve(q: &TestReq) -> Option<TestRsp> {
+        Some(TestRsp {
+            id: q.id,
+            csum: q.csum ^ u32::from(q.payload[TEST_PAYLOAD - 1]),
+            status: 0,
+        })
+    }
+
+    #[inline]
+    fn check(s: &TestRsp, i: u64) -> bool {
+        s.id == i
+            && s.status == 0
+            && s.csum == (i as u32).wrapping_mul(2_654_435_761) ^ u32::from(i as u8)
+    }
+}
+
 /// blkif requests as blkfront sends them (`blkif_fill`, `blkif_serve`, `blkif_check` in C).
 #[derive(Debug)]
 pub struct BlkifWorkload;
@@ -296,13 +332,18 @@ impl Bells<'_> {
         }
     }
 
-    fn wait(&self, timeout: Duration, deadline: Instant) -> io::Result<()> {
+    /// Waits for the peer; `spins` counts idle rounds (spinning yields the CPU every 64th
+    /// round, as the C peer does, and checks the deadline every 4096th).
+    fn wait(&self, timeout: Duration, deadline: Instant, spins: u64) -> io::Result<()> {
         match self {
             Bells::EventFd { wait, .. } => wait.wait(timeout),
             Bells::Spin => {
                 std::hint::spin_loop();
-                if Instant::now() > deadline {
-                    return Err(io::Error::from(io::ErrorKind::TimedOut));
+                if spins % 64 == 0 {
+                    std::thread::yield_now();
+                    if spins % 4096 == 0 && Instant::now() > deadline {
+                        return Err(io::Error::from(io::ErrorKind::TimedOut));
+                    }
                 }
                 Ok(())
             }
@@ -357,7 +398,7 @@ pub fn run_front<W: Workload, M: SharedMemory>(
             continue;
         }
         st.waits += 1;
-        bells.wait(timeout, deadline)?;
+        bells.wait(timeout, deadline, st.waits)?;
     }
     Ok(st)
 }
@@ -391,34 +432,37 @@ pub fn run_back<W: Workload, M: SharedMemory>(
             continue;
         }
         st.waits += 1;
-        bells.wait(timeout, deadline)?;
+        bells.wait(timeout, deadline, st.waits)?;
     }
     Ok(st)
 }
 
-/// One thread, both ends (as `xrt_loopback` in C): queue up to `batch` requests, push, serve
-/// them, push the responses, consume them. Returns the number of good responses.
-pub fn loopback<M: SharedMemory + Clone>(mem: &M, n: u64, batch: u32) -> Result<u64, RingError> {
-    let mut front: FrontRing<M, TestReq, TestRsp> =
-        FrontRing::new(mem.clone(), xen_types::Pages(1))?;
-    let mut back: BackRing<M, TestReq, TestRsp> = BackRing::new(mem.clone(), xen_types::Pages(1))?;
+/// One thread, both ends (as `xrt_loopback`/`xrt_echo_loopback` in C): queue up to `batch`
+/// requests, push, serve them, push the responses, consume them. Returns the number of good
+/// responses.
+pub fn loopback<W: Workload, M: SharedMemory + Clone>(
+    mem: &M,
+    n: u64,
+    batch: u32,
+) -> Result<u64, DriveError> {
+    let mut front: FrontRing<M, W::Req, W::Rsp> = FrontRing::new(mem.clone(), xen_types::Pages(1))?;
+    let mut back: BackRing<M, W::Req, W::Rsp> = BackRing::new(mem.clone(), xen_types::Pages(1))?;
     let (mut sent, mut good) = (0u64, 0u64);
     while good < n {
         let mut b = 0;
         while b < batch && sent < n && !front.is_full() {
-            front.push_request(TestReq::nth(sent))?;
+            front.push_request(W::request(sent))?;
             sent += 1;
             b += 1;
         }
         front.push_requests_and_check_notify();
         while let Some(q) = back.take_request()? {
-            let s = TestWorkload::serve(&q).unwrap_or_default();
-            back.push_response(s)?;
+            back.push_response(W::serve(&q).ok_or(DriveError::Bad(good))?)?;
         }
         back.push_responses_and_check_notify();
         back.final_check_for_requests()?;
         while let Some(s) = front.take_response()? {
-            if !TestWorkload::check(&s, good) {
+            if !W::check(&s, good) {
                 return Ok(good);
             }
             good += 1;
@@ -440,6 +484,8 @@ pub enum CKind {
     NetifTx = 2,
     /// netif rx.
     NetifRx = 3,
+    /// [`TestReq`]/[`TestRsp`] with the [`EchoWorkload`] (runners only).
+    Echo = 4,
 }
 
 /// The C reference peer: `csrc/ring_ref.c`, built against Debian's `<xen/io/ring.h>`.
@@ -513,6 +559,25 @@ pub mod cref {
             t: i32,
             s: *mut CStats,
         ) -> i32;
+        fn xrt_xecho_front_run(
+            m: *mut u8,
+            b: usize,
+            n: u64,
+            k: i32,
+            w: i32,
+            t: i32,
+            s: *mut CStats,
+        ) -> i32;
+        fn xrt_xecho_back_run(
+            m: *mut u8,
+            b: usize,
+            n: u64,
+            k: i32,
+            w: i32,
+            t: i32,
+            s: *mut CStats,
+        ) -> i32;
+        fn xrt_echo_loopback(mem: *mut u8, bytes: usize, n: u64, batch: u32) -> u64;
         fn xrt_shared_ring_init(mem: *mut u8);
         fn xrt_loopback(mem: *mut u8, bytes: usize, n: u64, batch: u32) -> u64;
         fn xrt_layout(which: i32, out: *mut CLayout) -> i32;
@@ -589,8 +654,9 @@ pub mod cref {
         }
     }
 
-    /// Runs the C front end (`xrt_{test,blkif}_front_run`) of `kind` (Test or Blkif) on a
-    /// shared ring already initialised: `n` requests, every response checked.
+    /// Runs the C front end (`xrt_{xrt,blkif,xecho}_front_run`) of `kind` (Test, Blkif or
+    /// Echo; others run Test) on a shared ring already initialised: `n` requests, every
+    /// response checked.
     pub fn front_run<M: SharedMemory>(
         kind: CKind,
         mem: &M,
@@ -601,12 +667,13 @@ pub mod cref {
     ) -> Result<Stats, CError> {
         let f: Runner = match kind {
             CKind::Blkif => xrt_blkif_front_run,
+            CKind::Echo => xrt_xecho_front_run,
             _ => xrt_xrt_front_run,
         };
         run(f, mem, nr_pages, n, bells, timeout)
     }
 
-    /// Runs the C back end of `kind` (Test or Blkif): serves `n` requests.
+    /// Runs the C back end of `kind` (Test, Blkif or Echo): serves `n` requests.
     pub fn back_run<M: SharedMemory>(
         kind: CKind,
         mem: &M,
@@ -617,6 +684,7 @@ pub mod cref {
     ) -> Result<Stats, CError> {
         let f: Runner = match kind {
             CKind::Blkif => xrt_blkif_back_run,
+            CKind::Echo => xrt_xecho_back_run,
             _ => xrt_xrt_back_run,
         };
         run(f, mem, nr_pages, n, bells, timeout)
@@ -630,11 +698,16 @@ pub mod cref {
         unsafe { xrt_shared_ring_init(mem.as_ptr()) }
     }
 
-    /// `xrt_loopback`: both ends in C in this thread; returns the good responses.
-    pub fn loopback<M: SharedMemory>(mem: &M, n: u64, batch: u32) -> u64 {
+    /// `xrt_loopback` (or `xrt_echo_loopback` for [`CKind::Echo`]): both ends in C in this
+    /// thread; returns the good responses.
+    pub fn loopback<M: SharedMemory>(kind: CKind, mem: &M, n: u64, batch: u32) -> u64 {
         let bytes = bytes_of(mem, 1);
+        let f = match kind {
+            CKind::Echo => xrt_echo_loopback,
+            _ => xrt_loopback,
+        };
         // SAFETY: one page of `mem`, valid for reads and writes, used only by this call.
-        unsafe { xrt_loopback(mem.as_ptr(), bytes, n, batch) }
+        unsafe { f(mem.as_ptr(), bytes, n, batch) }
     }
 
     /// The C layout of `kind`.

@@ -1,6 +1,5 @@
 //! The Rust rings against the C macros of Debian's `<xen/io/ring.h>` (`csrc/ring_ref.c`).
 
-use std::mem::size_of;
 use std::sync::Arc;
 
 use proptest::prelude::*;
@@ -12,8 +11,8 @@ use xen_types::{Pages, PAGE_SIZE};
 use super::{get, set, TBack, TFront, TIMEOUT};
 use crate::testing::cref::{self, CError};
 use crate::testing::{
-    self, run_back, run_front, Bells, BlkifWorkload, CKind, Doorbell, Stats, TestReq, TestRsp,
-    TestWorkload, Workload,
+    self, run_back, run_front, Bells, BlkifWorkload, CKind, Doorbell, EchoWorkload, Stats, TestReq,
+    TestRsp, TestWorkload, Workload,
 };
 use crate::{idx, BackRing, FrontRing, RingLayout, SringField};
 
@@ -23,11 +22,18 @@ fn rust_layout(kind: CKind, pages: u64) -> RingLayout {
         CKind::Blkif => RingLayout::of::<blkif_request, blkif_response>(Pages(pages)),
         CKind::NetifTx => RingLayout::of::<netif_tx_request, netif_tx_response>(Pages(pages)),
         CKind::NetifRx => RingLayout::of::<netif_rx_request, netif_rx_response>(Pages(pages)),
+        CKind::Echo => RingLayout::of::<TestReq, TestRsp>(Pages(pages)),
     }
     .unwrap()
 }
 
-const KINDS: [CKind; 4] = [CKind::Test, CKind::Blkif, CKind::NetifTx, CKind::NetifRx];
+const KINDS: [CKind; 5] = [
+    CKind::Test,
+    CKind::Blkif,
+    CKind::NetifTx,
+    CKind::NetifRx,
+    CKind::Echo,
+];
 
 #[test]
 fn layout_and_ring_sizes_match_the_c_macros() {
@@ -221,6 +227,8 @@ fn multi_page_rings_both_ways() {
         );
         exchange::<BlkifWorkload>(CKind::Blkif, Side::CFrontRustBack, pages, 20_000, true);
         exchange::<BlkifWorkload>(CKind::Blkif, Side::RustFrontCBack, pages, 20_000, false);
+        exchange::<EchoWorkload>(CKind::Echo, Side::CFrontRustBack, pages, 20_000, true);
+        exchange::<EchoWorkload>(CKind::Echo, Side::RustFrontCBack, pages, 20_000, true);
     }
 }
 
@@ -369,12 +377,19 @@ proptest! {
 #[test]
 fn loopback_rust_and_c_agree() {
     let a = PageBuf::new(1).unwrap();
-    assert_eq!(cref::loopback(&a, 10_000, 7), 10_000);
     let b = Arc::new(PageBuf::new(1).unwrap());
-    assert_eq!(testing::loopback(&b, 10_000, 7).unwrap(), 10_000);
-    let (mut x, mut y) = ([0u8; 64], [0u8; 64]);
-    a.read_bytes(0, &mut x).unwrap();
-    b.read_bytes(0, &mut y).unwrap();
-    assert_eq!(x, y, "same header after the same exchange");
-    let _ = size_of::<TestReq>();
+    for (kind, batch) in [(CKind::Test, 7), (CKind::Echo, 16)] {
+        assert_eq!(cref::loopback(kind, &a, 10_000, batch), 10_000);
+        let good = match kind {
+            CKind::Echo => testing::loopback::<EchoWorkload, _>(&b, 10_000, batch),
+            _ => testing::loopback::<TestWorkload, _>(&b, 10_000, batch),
+        };
+        assert_eq!(good.unwrap(), 10_000);
+        let (mut x, mut y) = ([0u8; 4096], [0u8; 4096]);
+        a.read_bytes(0, &mut x).unwrap();
+        b.read_bytes(0, &mut y).unwrap();
+        // Same header after the same exchange, and the same entries (the C peer wrote the
+        // entries the Rust side would have).
+        assert_eq!(x, y, "{kind:?}");
+    }
 }
