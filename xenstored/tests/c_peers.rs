@@ -1,0 +1,334 @@
+//! Our `xenstored` binary as a drop-in for C xenstored, proven with Xen's own
+//! tools: Xen's `test-xenstore` passes against it, and the `xenstore-*`
+//! command-line tools print exactly what they print against Debian's C
+//! xenstored (run in the same test under the project's `LD_PRELOAD` shim,
+//! see `benches/src/cpeer.rs`).
+//!
+//! Needs the Debian packages `xen-utils-4.17` (C xenstored, test-xenstore)
+//! and `xenstore-utils` (the tools); the tests fail, naming the package, when
+//! they are missing. `XS_LONG_TESTS=1` makes the random `test-xenstore` run
+//! last 60 s instead of 10 s.
+
+#[allow(dead_code)]
+#[path = "../../benches/src/cpeer.rs"]
+mod cpeer;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use cpeer::{CXenstored, DaemonProcess, TempDir};
+
+/// How long a client tool may run before the test fails.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Starts our daemon the way C xenstored is started on a dom0: `-N` with
+/// the socket folder named by `XENSTORED_RUNDIR`.
+fn start_ours() -> DaemonProcess {
+    let dir = TempDir::new("xenstored-cpeer").expect("temp dir");
+    let socket = dir.path().join("socket");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xenstored"));
+    cmd.arg("-N")
+        .env("XENSTORED_RUNDIR", dir.path())
+        .env_remove("XENSTORED_PATH")
+        .current_dir(dir.path());
+    DaemonProcess::spawn(cmd, socket, dir).unwrap_or_else(|e| panic!("our xenstored: {e}"))
+}
+
+fn start_c() -> CXenstored {
+    CXenstored::start(&[]).unwrap_or_else(|e| panic!("C xenstored peer: {e}"))
+}
+
+fn tool(name: &str) -> String {
+    let p = format!("/usr/bin/{name}");
+    cpeer::require_binary(&p, "xenstore-utils").unwrap_or_else(|e| panic!("{e}"));
+    p
+}
+
+fn test_xenstore() -> String {
+    cpeer::require_binary(cpeer::DEBIAN_TEST_XENSTORE, "xen-utils-4.17")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .display()
+        .to_string()
+}
+
+/// Runs `cmd` to completion, failing the test if it outlives [`TOOL_TIMEOUT`].
+fn output(mut cmd: Command) -> std::process::Output {
+    cmd.stdin(Stdio::null());
+    let what = format!("{cmd:?}");
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(TOOL_TIMEOUT) {
+        Ok(r) => r.unwrap_or_else(|e| panic!("{what}: {e}")),
+        Err(_) => {
+            // SAFETY: kill(2) on the pid of our own still-running child.
+            unsafe { libc_kill(pid) };
+            panic!("{what} did not finish within {TOOL_TIMEOUT:?}");
+        }
+    }
+}
+
+/// Sends SIGKILL to `pid`.
+///
+/// # Safety
+/// `pid` must be a child of this process that has not been reaped.
+unsafe fn libc_kill(pid: u32) {
+    extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    // SAFETY: the caller guarantees `pid` is our unreaped child; 9 is SIGKILL.
+    unsafe {
+        kill(pid as i32, 9);
+    }
+}
+
+fn describe(out: &std::process::Output) -> String {
+    format!(
+        "{}\n--- stdout:\n{}--- stderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn test_xenstore_lists_its_tests() {
+    let out = output(Command::new(test_xenstore()).arg("-l"));
+    assert!(out.status.success(), "{}", describe(&out));
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.contains("ta err"), "unexpected list:\n{list}");
+}
+
+/// Every test of Xen's test-xenstore, one run each, then 5 iterations of all.
+#[test]
+fn test_xenstore_every_test_passes() {
+    let d = start_ours();
+    let list = output(Command::new(test_xenstore()).arg("-l"));
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    let names: Vec<&str> = list
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim_end()))
+        .collect();
+    assert!(names.len() >= 12, "test list too short:\n{list}");
+    let mut failures = Vec::new();
+    for name in &names {
+        let mut c = d.client(test_xenstore());
+        c.args(["-t", name]);
+        let out = output(c);
+        if !out.status.success() {
+            failures.push(format!("test-xenstore -t {name:?}: {}", describe(&out)));
+        }
+    }
+    let mut c = d.client(test_xenstore());
+    c.args(["-i", "5"]);
+    let out = output(c);
+    if !out.status.success() {
+        failures.push(format!("test-xenstore -i 5: {}", describe(&out)));
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\ndaemon log:\n{}",
+        failures.join("\n"),
+        d.log_contents()
+    );
+}
+
+/// test-xenstore's random mode: 10 s, or 60 s with `XS_LONG_TESTS=1`.
+#[test]
+fn test_xenstore_random_run_passes() {
+    let secs = if std::env::var_os("XS_LONG_TESTS").is_some_and(|v| v == "1") {
+        "60"
+    } else {
+        "10"
+    };
+    let d = start_ours();
+    let mut c = d.client(test_xenstore());
+    c.args(["-r", secs]);
+    let out = output(c);
+    assert!(
+        out.status.success(),
+        "test-xenstore -r {secs}: {}\ndaemon log:\n{}",
+        describe(&out),
+        d.log_contents()
+    );
+}
+
+/// One step of a tool session: a tool and its arguments.
+type Step = (&'static str, &'static [&'static str]);
+
+/// The session run against both daemons. Each step's exit status, stdout
+/// and stderr must match byte for byte.
+const STEPS: &[Step] = &[
+    (
+        "xenstore-write",
+        &["/t/a", "1", "/t/b/c", "hello world", "/t/e", ""],
+    ),
+    ("xenstore-read", &["/t/a", "/t/b/c", "/t/e"]),
+    ("xenstore-read", &["-p", "/t/a", "/t/b/c"]),
+    ("xenstore-read", &["/t/nope"]),
+    ("xenstore-read", &["/t/a", "/t/nope", "/t/b/c"]),
+    ("xenstore-write", &["-R", "/t/raw", "a\\x01b\\\\c"]),
+    ("xenstore-read", &["-R", "/t/raw"]),
+    ("xenstore-read", &["/t/raw"]),
+    ("xenstore-write", &["/t/bad//path", "x"]),
+    ("xenstore-write", &["relative/path", "x"]),
+    ("xenstore-write", &["/t/odd"]),
+    ("xenstore-ls", &["/t"]),
+    ("xenstore-ls", &["-f", "/t"]),
+    ("xenstore-ls", &["-p", "/t"]),
+    ("xenstore-ls", &["/t/nope"]),
+    ("xenstore-ls", &[]),
+    ("xenstore-list", &["/t"]),
+    ("xenstore-list", &["-p", "/t", "/t/b"]),
+    ("xenstore-list", &["/t/a"]),
+    ("xenstore-list", &["/t/nope"]),
+    ("xenstore-exists", &["/t/a"]),
+    ("xenstore-exists", &["/t/b"]),
+    ("xenstore-exists", &["/t/nope"]),
+    ("xenstore-exists", &["-p", "/t/a"]),
+    ("xenstore-chmod", &["/t/a", "n0", "r1", "w2", "b3"]),
+    ("xenstore-ls", &["-p", "/t"]),
+    ("xenstore-chmod", &["-r", "/t/b", "b0", "r5"]),
+    ("xenstore-ls", &["-p", "/t"]),
+    ("xenstore-chmod", &["/t/a", "x7"]),
+    ("xenstore-chmod", &["/t/nope", "n0"]),
+    ("xenstore-ls", &["-p", "/t"]),
+    ("xenstore-rm", &["/t/a"]),
+    ("xenstore-rm", &["/t/nope"]),
+    ("xenstore-rm", &["/t/nope/deeper"]),
+    ("xenstore-write", &["/t/x/y/z", "deep"]),
+    ("xenstore-rm", &["-t", "/t/x/y/z"]),
+    ("xenstore-ls", &["/t"]),
+    ("xenstore-rm", &["/t/b"]),
+    ("xenstore-ls", &["-f", "/t"]),
+    ("xenstore-rm", &["/t"]),
+    ("xenstore-exists", &["/t"]),
+    ("xenstore-ls", &[]),
+];
+
+fn run_step(addr: &std::path::Path, (name, args): Step) -> String {
+    let mut c = Command::new(tool(name));
+    c.args(*args).env("XENSTORED_PATH", addr);
+    let out = output(c);
+    format!("$ {name} {}\n{}", args.join(" "), describe(&out))
+}
+
+#[test]
+fn tools_print_what_they_print_against_c_xenstored() {
+    let c = start_c();
+    let ours = start_ours();
+    let mut mismatches = Vec::new();
+    for step in STEPS {
+        let want = run_step(c.socket_path(), *step);
+        let got = run_step(ours.socket_path(), *step);
+        if want != got {
+            mismatches.push(format!("=== C xenstored:\n{want}\n=== ours:\n{got}"));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} steps differ:\n{}",
+        mismatches.len(),
+        STEPS.len(),
+        mismatches.join("\n")
+    );
+}
+
+/// Runs `xenstore-watch -n COUNT PATH`, waits for the event the watch fires
+/// when it is set, runs `actions` and returns everything the watcher printed.
+fn watch_session(addr: &std::path::Path, args: &[&str], actions: &[Step]) -> String {
+    let mut cmd = Command::new(tool("xenstore-watch"));
+    cmd.args(args)
+        .env("XENSTORED_PATH", addr)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn xenstore-watch");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    match rx.recv_timeout(TOOL_TIMEOUT) {
+        Ok(l) => lines.push(l),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("xenstore-watch {args:?} printed no initial event");
+        }
+    }
+    let mut acts = String::new();
+    for step in actions {
+        acts.push_str(&run_step(addr, *step));
+    }
+    let (stx, srx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let r = child.wait_with_output();
+        let _ = stx.send(());
+        r
+    });
+    if srx.recv_timeout(TOOL_TIMEOUT).is_err() {
+        panic!("xenstore-watch {args:?} did not exit after its events; got {lines:?}");
+    }
+    let out = waiter.join().expect("waiter").expect("wait xenstore-watch");
+    reader.join().expect("reader");
+    lines.extend(rx.try_iter());
+    format!(
+        "$ xenstore-watch {}\n{}\n--- events:\n{}\n--- actions:\n{acts}",
+        args.join(" "),
+        describe(&out),
+        lines.join("\n")
+    )
+}
+
+#[test]
+fn xenstore_watch_prints_what_it_prints_against_c_xenstored() {
+    let c = start_c();
+    let ours = start_ours();
+    let sessions: &[(&[&str], &[Step])] = &[
+        (
+            &["-n", "4", "/w"],
+            &[
+                ("xenstore-write", &["/w/a", "1"]),
+                ("xenstore-write", &["/elsewhere", "1"]),
+                ("xenstore-write", &["/w/a/b", "2"]),
+                ("xenstore-rm", &["/w"]),
+            ],
+        ),
+        (
+            &["-n", "2", "@introduceDomain"],
+            &[("xenstore-write", &["/not/an/intro", "1"])],
+        ),
+    ];
+    let mut mismatches = Vec::new();
+    for (args, actions) in sessions {
+        // @introduceDomain never fires here: only the initial event, so
+        // ask for one event when the session expects no more.
+        let args: Vec<&str> = if args.contains(&"@introduceDomain") {
+            vec!["-n", "1", "@introduceDomain"]
+        } else {
+            args.to_vec()
+        };
+        let want = watch_session(c.socket_path(), &args, actions);
+        let got = watch_session(ours.socket_path(), &args, actions);
+        if want != got {
+            mismatches.push(format!("=== C xenstored:\n{want}\n=== ours:\n{got}"));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
