@@ -82,6 +82,9 @@ struct Cli {
     /// "always" (fdatasync per batch of requests before replying), "never" (write only).
     #[arg(long = "sync", default_value = "periodic")]
     sync: String,
+    /// Journal bytes after which a snapshot is written and older journals are dropped.
+    #[arg(long = "snapshot-bytes")]
+    snapshot_bytes: Option<u64>,
 }
 
 fn fail(msg: String) -> ! {
@@ -139,6 +142,9 @@ fn main() {
         apply_quota(q, s);
     }
     cfg.keep_orphans = cli.keep_orphans;
+    if let Some(b) = cli.snapshot_bytes {
+        cfg.snapshot_after = b;
+    }
     cfg.sync = match cli.sync.as_str() {
         "always" => SyncMode::Always,
         "periodic" => SyncMode::Periodic,
