@@ -118,6 +118,49 @@ impl Doorbell for EventfdDoorbell {
     }
 }
 
+/// A [`Doorbell`] on an event channel: `notify` signals `port`, `wait` waits for any port
+/// of the handle (use one handle per ring) and unmasks what it received.
+#[cfg(feature = "evtchn")]
+#[derive(Debug)]
+pub struct EvtchnDoorbell {
+    ev: evtchn::Evtchn,
+    port: xen_types::EvtchnPort,
+}
+
+#[cfg(feature = "evtchn")]
+impl EvtchnDoorbell {
+    /// A doorbell on the local `port` of handle `ev`.
+    pub fn new(ev: evtchn::Evtchn, port: xen_types::EvtchnPort) -> EvtchnDoorbell {
+        EvtchnDoorbell { ev, port }
+    }
+
+    /// The local port.
+    pub fn port(&self) -> xen_types::EvtchnPort {
+        self.port
+    }
+}
+
+#[cfg(feature = "evtchn")]
+fn evtchn_io(e: evtchn::Error) -> io::Error {
+    io::Error::from_raw_os_error(e.errno().0)
+}
+
+#[cfg(feature = "evtchn")]
+impl Doorbell for EvtchnDoorbell {
+    fn notify(&self) -> io::Result<()> {
+        self.ev.notify(self.port).map_err(evtchn_io)
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        let mut ports = [xen_types::EvtchnPort(0); 8];
+        let n = self.ev.wait(&mut ports, timeout).map_err(evtchn_io)?;
+        for p in &ports[..n] {
+            self.ev.unmask(*p).map_err(evtchn_io)?;
+        }
+        Ok(n > 0)
+    }
+}
+
 /// Errors peculiar to rings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RingError {

@@ -48,7 +48,7 @@ use std::path::PathBuf;
 
 pub use engine::{ConnId, Effect, Engine, Outbox};
 pub use journal::SyncMode;
-pub use server::{Daemon, DaemonHandle, RingConnector};
+pub use server::{grant_ring_connector, Daemon, DaemonHandle, RingConnector};
 use xen_types::DomId;
 
 /// Default socket path.

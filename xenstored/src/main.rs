@@ -191,7 +191,18 @@ fn main() {
     }
 
     // Bind before forking so the socket exists when the parent returns.
-    let daemon = Daemon::new(cfg).unwrap_or_else(|e| fail(e.to_string()));
+    let mut daemon = Daemon::new(cfg).unwrap_or_else(|e| fail(e.to_string()));
+    // In a Xen dom0, serve introduced domains' rings through grant 1 and event channels.
+    if std::path::Path::new(gnttab::GNTDEV_DEVICE).exists()
+        && std::path::Path::new(evtchn::EVTCHN_DEVICE).exists()
+    {
+        match gnttab::Gnttab::open() {
+            Ok(gt) => {
+                daemon.set_ring_connector(xenstored::grant_ring_connector(gt, evtchn::Evtchn::open))
+            }
+            Err(e) => tracing::warn!("grant device unavailable, domain rings not served: {e}"),
+        }
+    }
     if !cli.no_fork {
         // SAFETY: no other threads exist yet (the runtime is built after this), so forking
         // is sound; the child continues with the bound sockets.

@@ -42,6 +42,36 @@ pub type RingConnector = Arc<
         + Sync,
 >;
 
+/// The connector C xenstored uses: map the ring through grant reference
+/// `GNTTAB_RESERVED_XENSTORE` (filled by the domain builder) with `gnttab`, and bind an
+/// interdomain event channel to the domain's port on a fresh handle from `open_evtchn`
+/// (one handle per domain, so each ring's doorbell waits only for its own port). Works on
+/// real Xen (`Gnttab::open`, `Evtchn::open`) and on the simulated host (`open_sim`).
+pub fn grant_ring_connector(
+    gnttab: gnttab::Gnttab,
+    open_evtchn: impl Fn() -> evtchn::Result<evtchn::Evtchn> + Send + Sync + 'static,
+) -> RingConnector {
+    let gnttab = std::sync::Mutex::new(gnttab);
+    Arc::new(move |domid, _gfn, port| {
+        let map = gnttab
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map_one(
+                domid,
+                xen_types::GrantRef(xen_sys::GNTTAB_RESERVED_XENSTORE),
+                gnttab::Access::ReadWrite,
+            )
+            .map_err(|e| io::Error::from_raw_os_error(e.errno().0))?;
+        let ev = open_evtchn().map_err(|e| io::Error::from_raw_os_error(e.errno().0))?;
+        let local = ev
+            .bind_interdomain(domid, port)
+            .map_err(|e| io::Error::from_raw_os_error(e.errno().0))?;
+        let mem: Arc<dyn SharedMemory> = Arc::new(map);
+        let bell: Arc<dyn Doorbell> = Arc::new(xenstore::ring::EvtchnDoorbell::new(ev, local));
+        Ok((mem, bell))
+    })
+}
+
 struct ConnHandle {
     domid: DomId,
     tx: mpsc::UnboundedSender<Vec<u8>>,

@@ -569,3 +569,60 @@ fn control_and_domain_path() {
     assert_eq!(raw.error_errno(), Some(Ok(Errno::EINVAL)));
     assert_eq!(Access::Both.letter(), 'b');
 }
+
+#[test]
+fn simulated_guest_over_grant_and_event_channel() {
+    use evtchn::Evtchn;
+    use xen_types::{GrantRef, Pages};
+    use xenstore::ring::{EvtchnDoorbell, Ring, RingTransport, Side};
+
+    let host = xen_sim::Host::default();
+    let cfg = xen_sys::xen_domctl_createdomain {
+        max_vcpus: 1,
+        max_evtchn_port: 1023,
+        max_grant_frames: 4,
+        max_maptrack_frames: 16,
+        grant_opts: 1,
+        ..Default::default()
+    };
+    let g = host.create_domain(DomId::INVALID, &cfg).unwrap();
+    host.set_max_mem_kb(g, 8192).unwrap();
+    host.increase_reservation(g, Pages(16)).unwrap();
+    // What the domain builder and toolstack do: a ring page, grant 1 to dom0, an unbound
+    // event channel for dom0.
+    let pfn = host.alloc_pages(g, 1).unwrap()[0];
+    host.grant_access_at(
+        g,
+        GrantRef(xen_sys::GNTTAB_RESERVED_XENSTORE),
+        DomId::DOM0,
+        pfn,
+        false,
+    )
+    .unwrap();
+    let guest_ev = Evtchn::open_sim(&host, g).unwrap();
+    let port = guest_ev.bind_unbound_port(DomId::DOM0).unwrap();
+    let page = host.guest_pages(g, &[pfn]).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = xenstored::Daemon::new(config(&dir)).unwrap();
+    let h2 = host.clone();
+    daemon.set_ring_connector(xenstored::grant_ring_connector(
+        gnttab::Gnttab::open_sim(&host, DomId::DOM0).unwrap(),
+        move || Evtchn::open_sim(&h2, DomId::DOM0),
+    ));
+    let handle = daemon.spawn().unwrap();
+    let xs = xenstore::Client::connect_socket(handle.socket_path()).unwrap();
+    let home = xs.get_domain_path(g).unwrap();
+    xs.mkdir(&home).unwrap();
+    xs.set_perms(&home, &[Perm::new(g, Access::None)]).unwrap();
+    xs.introduce(g, Pfn(pfn.0), port).unwrap();
+    let guest = xenstore::Client::with_transport(RingTransport::new(
+        Ring::new(page, Side::Guest),
+        EvtchnDoorbell::new(guest_ev, port),
+    ))
+    .unwrap();
+    guest.write("name", "simulated").unwrap();
+    assert_eq!(xs.read(&format!("{home}/name")).unwrap(), b"simulated");
+    assert_eq!(guest.read(&format!("{home}/name")).unwrap(), b"simulated");
+    assert_eq!(errno(guest.read("/tool/xenstored")), Errno::EACCES);
+}
