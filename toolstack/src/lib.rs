@@ -33,6 +33,7 @@ pub mod error;
 pub mod host;
 pub mod server;
 pub mod value;
+pub mod xenbackend;
 pub mod xmlrpc;
 
 pub use error::{ApiError, Error};

@@ -11,6 +11,7 @@ use toolstack::backend::{HostBackend, ShutdownReason, SimBackend};
 use toolstack::db::Db;
 use toolstack::host::{self, HostConfig};
 use toolstack::value::Value;
+use toolstack::xenbackend::XenBackend;
 use toolstack::ApiError;
 use xen_types::DomId;
 
@@ -29,10 +30,14 @@ impl T {
     }
 
     fn with_db(db: Db) -> T {
+        let sim = Arc::new(SimBackend::new(4 * GIB, GIB));
+        Self::with_backend(db, sim.clone(), sim)
+    }
+
+    fn with_backend(db: Db, backend: Arc<dyn HostBackend>, sim: Arc<SimBackend>) -> T {
         let cfg = HostConfig::simulated();
         host::bootstrap(&db, &cfg).unwrap();
-        let sim = Arc::new(SimBackend::new(4 * GIB, GIB));
-        let x = Xapi::new(db, sim.clone(), Credentials::new("root", "pw").unwrap()).unwrap();
+        let x = Xapi::new(db, backend, Credentials::new("root", "pw").unwrap()).unwrap();
         let s = x
             .call(
                 "session.login_with_password",
@@ -728,4 +733,85 @@ fn sysfs_discovery() {
     assert_eq!((cfg.cpu_count, cfg.cpu_model.as_str()), (2, "Test CPU"));
     let db = Db::in_memory();
     host::bootstrap(&db, &cfg).unwrap();
+}
+
+#[test]
+fn lifecycle_over_xenctrl_and_xen_sim() {
+    let xb = Arc::new(XenBackend::simulated(4 * GIB, GIB, 4));
+    let unused = Arc::new(SimBackend::new(0, 0));
+    let t = T::with_backend(Db::in_memory(), xb.clone(), unused);
+    t.x.spawn_monitor();
+    let free0 = xb.free_memory();
+    assert_eq!(free0, 3 * GIB);
+    let vm = t.vm("xs", GIB);
+    let net = t.ok("network.create", &[rec(&[("name_label", Value::str("n"))])]);
+    t.ok(
+        "VIF.create",
+        &[rec(&[
+            ("VM", vm.clone()),
+            ("network", net),
+            ("device", Value::str("0")),
+        ])],
+    );
+    t.ok(
+        "VM.start",
+        &[vm.clone(), Value::Bool(false), Value::Bool(false)],
+    );
+    let domid = DomId(t.get("VM", "domid", &vm).as_i64().unwrap() as u16);
+    // xen-sim holds the domain, unpaused, with its memory.
+    let info = xb.xen().domain_info(domid).unwrap();
+    assert!(!info.paused());
+    assert_eq!(info.tot_pages.bytes(), GIB);
+    assert_eq!(xb.free_memory(), 2 * GIB);
+    assert_eq!(
+        xb.xs_read(&format!("/local/domain/{}/device/vif/0/state", domid.0))
+            .as_deref(),
+        Some("1")
+    );
+    // Pause and unpause reach the hypervisor.
+    t.ok("VM.pause", &[vm.clone()]);
+    assert!(xb.xen().domain_info(domid).unwrap().paused());
+    t.ok("VM.unpause", &[vm.clone()]);
+    // Too big for what is left.
+    let big = t.vm("big", 3 * GIB);
+    let e = t.err(
+        "VM.start",
+        &[big.clone(), Value::Bool(false), Value::Bool(false)],
+    );
+    assert_eq!(e.code, "HOST_NOT_ENOUGH_FREE_MEMORY");
+    // A kernel that does not exist: the start fails and leaves nothing behind.
+    let bad = t.vm("bad", GIB / 4);
+    t.ok(
+        "VM.set_PV_kernel",
+        &[bad.clone(), Value::str("/nonexistent/vmlinuz")],
+    );
+    let e = t.err(
+        "VM.start",
+        &[bad.clone(), Value::Bool(false), Value::Bool(false)],
+    );
+    assert_eq!(e.code, "INTERNAL_ERROR");
+    assert!(e.params[0].contains("/nonexistent/vmlinuz"), "{e}");
+    assert_eq!(t.get("VM", "power_state", &bad), Value::str("Halted"));
+    assert_eq!(xb.free_memory(), 2 * GIB);
+    // The guest crashes: noticed, memory back.
+    t.ok(
+        "VM.set_actions_after_crash",
+        &[vm.clone(), Value::str("destroy")],
+    );
+    xb.xen()
+        .shutdown(domid, xenctrl::ShutdownReason::Crash)
+        .unwrap();
+    wait_for("crashed VM halted", || {
+        t.get("VM", "power_state", &vm) == Value::str("Halted")
+    });
+    assert_eq!(xb.free_memory(), free0);
+    assert!(xb.xen().domain_info(domid).is_err());
+    // Clean shutdown path.
+    t.ok(
+        "VM.start",
+        &[vm.clone(), Value::Bool(false), Value::Bool(false)],
+    );
+    t.ok("VM.clean_shutdown", &[vm.clone()]);
+    assert_eq!(xb.free_memory(), free0);
+    assert_eq!(t.get("VM", "power_state", &vm), Value::str("Halted"));
 }

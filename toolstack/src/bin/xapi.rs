@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use toolstack::api::{Credentials, Xapi};
-use toolstack::backend::SimBackend;
+use toolstack::backend::{HostBackend, SimBackend};
 use toolstack::host::{self, HostConfig};
+use toolstack::xenbackend::{Store, XenBackend};
 use toolstack::{db::Db, server, Error};
 
 /// The XenAPI daemon: XML-RPC and JSON-RPC over HTTP, HTTPS and a unix socket.
@@ -32,9 +33,18 @@ struct Opts {
     /// Simulated host described by this JSON file (default: a built-in simulated host).
     #[arg(long)]
     host_config: Option<PathBuf>,
-    /// Discover NICs and GPUs from /sys and /proc (domains stay simulated).
+    /// Discover NICs and GPUs from /sys and /proc.
     #[arg(long)]
     discover: bool,
+    /// Hypervisor: `xen-sim` (xenctrl over the simulated host), `real` (libxenctrl, in a
+    /// dom0), `auto` (real when /dev/xen/privcmd exists), `builtin` (the crate's minimal
+    /// simulated host).
+    #[arg(long, default_value = "xen-sim")]
+    hypervisor: String,
+    /// xenstored's socket; without it xenstore entries go to an in-process tree (simulated
+    /// hosts only).
+    #[arg(long)]
+    xenstored_socket: Option<PathBuf>,
 }
 
 fn credentials(o: &Opts) -> Result<Credentials, Error> {
@@ -85,7 +95,33 @@ async fn run(o: Opts) -> Result<(), Error> {
     };
     let db = Db::open(&o.state_dir)?;
     host::bootstrap(&db, &cfg)?;
-    let backend = Arc::new(SimBackend::new(cfg.memory_total, cfg.dom0_memory));
+    let backend: Arc<dyn HostBackend> = match o.hypervisor.as_str() {
+        "builtin" => Arc::new(SimBackend::new(cfg.memory_total, cfg.dom0_memory)),
+        "xen-sim" => {
+            let xen = XenBackend::sim_host(cfg.memory_total, cfg.dom0_memory, cfg.cpu_count);
+            let store = match &o.xenstored_socket {
+                Some(p) => XenBackend::xenstored(p)?,
+                None => Store::Memory(Default::default()),
+            };
+            Arc::new(XenBackend::new(xen, store, true))
+        }
+        "real" | "auto" => {
+            let xen = if o.hypervisor == "real" {
+                xenctrl::Xen::real()
+            } else {
+                xenctrl::Xen::auto()
+            }
+            .map_err(|e| Error::Backend(e.to_string()))?;
+            let sim = xen.backend() == "sim";
+            let store = match &o.xenstored_socket {
+                Some(p) => XenBackend::xenstored(p)?,
+                None if sim => Store::Memory(Default::default()),
+                None => XenBackend::xenstored(&PathBuf::from("/var/run/xenstored/socket"))?,
+            };
+            Arc::new(XenBackend::new(xen, store, sim))
+        }
+        other => return Err(Error::Backend(format!("unknown hypervisor {other:?}"))),
+    };
     let xapi = Xapi::new(db, backend, creds)?;
     xapi.spawn_monitor();
     let mut tasks = Vec::new();

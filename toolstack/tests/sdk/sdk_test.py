@@ -73,7 +73,7 @@ vm = x.VM.create({
     "memory_static_min": str(256 << 20), "memory_dynamic_min": str(512 << 20),
     "memory_dynamic_max": str(512 << 20), "memory_static_max": str(512 << 20),
     "VCPUs_max": "2", "VCPUs_at_startup": "2",
-    "PV_kernel": "/boot/vmlinuz", "PV_ramdisk": "", "PV_args": "console=hvc0",
+    "PV_kernel": "", "PV_ramdisk": "", "PV_args": "console=hvc0",
     "other_config": {"purpose": "test"},
 })
 check(x.VM.get_power_state(vm) == "Halted", "new VM halted")
