@@ -299,3 +299,295 @@ pub fn execute<P: SegmentPages + ?Sized>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use xen_types::mem::{PageBuf, SharedMemoryExt};
+    use xen_types::PAGE_SIZE;
+
+    use super::*;
+
+    const LIM: Limits = Limits {
+        sectors: 64,
+        readonly: false,
+        max_indirect_segments: 16,
+        flush: true,
+        discard: true,
+        discard_secure: false,
+    };
+
+    fn direct(op: u32, sector: u64, segs: &[(u8, u8)]) -> Request {
+        let mut seg = [Segment::default(); MAX_DIRECT_SEGMENTS];
+        for (i, (f, l)) in segs.iter().enumerate() {
+            seg[i] = Segment {
+                gref: GrantRef(i as u32),
+                first_sect: *f,
+                last_sect: *l,
+            };
+        }
+        Request {
+            operation: op as u8,
+            id: 77,
+            sector,
+            handle: 0,
+            body: Body::Direct {
+                nr_segments: segs.len() as u8,
+                seg,
+            },
+        }
+    }
+
+    fn status(r: &Request, lim: &Limits) -> Result<Check, Status> {
+        check_request(r, lim, &mut Vec::new()).map_err(|r| r.status)
+    }
+
+    #[test]
+    fn header_and_segment_checks() {
+        use xen_sys::*;
+        assert!(matches!(
+            status(&direct(BLKIF_OP_READ, 0, &[(0, 7), (0, 7)]), &LIM),
+            Ok(Check::Ready(_))
+        ));
+        assert_eq!(
+            status(&direct(BLKIF_OP_READ, 0, &[]), &LIM),
+            Err(Status::Error)
+        );
+        assert_eq!(
+            status(&direct(BLKIF_OP_READ, 0, &[(3, 2)]), &LIM),
+            Err(Status::Error)
+        );
+        assert_eq!(
+            status(&direct(BLKIF_OP_READ, 0, &[(0, 8)]), &LIM),
+            Err(Status::Error)
+        );
+        // 64 sectors: 56 + 8 fits, 57 + 8 does not.
+        assert!(status(&direct(BLKIF_OP_WRITE, 56, &[(0, 7)]), &LIM).is_ok());
+        assert_eq!(
+            status(&direct(BLKIF_OP_WRITE, 57, &[(0, 7)]), &LIM),
+            Err(Status::Error)
+        );
+        assert_eq!(
+            status(&direct(BLKIF_OP_WRITE, u64::MAX, &[(0, 0)]), &LIM),
+            Err(Status::Error)
+        );
+        let ro = Limits {
+            readonly: true,
+            ..LIM
+        };
+        assert_eq!(
+            status(&direct(BLKIF_OP_WRITE, 0, &[(0, 7)]), &ro),
+            Err(Status::Error)
+        );
+        assert!(status(&direct(BLKIF_OP_READ, 0, &[(0, 7)]), &ro).is_ok());
+        assert_eq!(
+            status(&direct(BLKIF_OP_WRITE_BARRIER, 0, &[(0, 7)]), &LIM),
+            Err(Status::NotSupported)
+        );
+        assert_eq!(
+            status(&direct(200, 0, &[(0, 7)]), &LIM),
+            Err(Status::NotSupported)
+        );
+        let noflush = Limits {
+            flush: false,
+            ..LIM
+        };
+        assert_eq!(
+            status(&direct(BLKIF_OP_FLUSH_DISKCACHE, 0, &[]), &noflush),
+            Err(Status::NotSupported)
+        );
+        match status(&direct(BLKIF_OP_FLUSH_DISKCACHE, 0, &[]), &LIM) {
+            Ok(Check::Ready(v)) => assert_eq!(v.kind, Kind::Flush),
+            other => panic!("{other:?}"),
+        }
+        match status(&direct(BLKIF_OP_FLUSH_DISKCACHE, 0, &[(0, 7)]), &LIM) {
+            Ok(Check::Ready(v)) => assert_eq!(v.kind, Kind::Write { flush: true }),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn indirect_checks_and_echoed_operation() {
+        let ind = |op: u8, n: u16| Request {
+            operation: OP_INDIRECT,
+            id: 5,
+            sector: 0,
+            handle: 0,
+            body: Body::Indirect {
+                indirect_op: op,
+                nr_segments: n,
+                grefs: [GrantRef(1); MAX_INDIRECT_PAGES],
+            },
+        };
+        match status(&ind(OP_WRITE, 16), &LIM) {
+            Ok(Check::Indirect {
+                v,
+                nr_segments,
+                pages,
+                ..
+            }) => {
+                assert_eq!((v.operation, nr_segments, pages), (OP_WRITE, 16, 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(status(&ind(OP_WRITE, 17), &LIM), Err(Status::Error));
+        assert_eq!(status(&ind(OP_DISCARD, 1), &LIM), Err(Status::Error));
+        let none = Limits {
+            max_indirect_segments: 0,
+            ..LIM
+        };
+        assert_eq!(status(&ind(OP_READ, 1), &none), Err(Status::NotSupported));
+        let rej = check_request(&ind(OP_READ, 0), &LIM, &mut Vec::new()).unwrap_err();
+        assert_eq!(rej.operation, OP_READ, "Linux echoes the inner operation");
+        // Segment descriptors are read from the indirect page and then checked.
+        let page = PageBuf::new(1).unwrap();
+        for i in 0..3u32 {
+            page.write_obj(
+                i as usize * 8,
+                xen_sys::blkif_request_segment {
+                    gref: 40 + i,
+                    first_sect: 0,
+                    last_sect: 7,
+                },
+            )
+            .unwrap();
+        }
+        let mut segs = Vec::new();
+        read_indirect_segments(&page, 3, &mut segs).unwrap();
+        assert_eq!(segs[2].gref, GrantRef(42));
+        let v = Validated {
+            id: 1,
+            operation: OP_READ,
+            kind: Kind::Read,
+            sector: 40,
+        };
+        assert_eq!(check_segments(&v, &segs, &LIM), Ok(24));
+        let v = Validated { sector: 41, ..v };
+        assert!(check_segments(&v, &segs, &LIM).is_err());
+    }
+
+    #[test]
+    fn discard_checks() {
+        let d = |flag: u8, sector: u64, n: u64| Request {
+            operation: OP_DISCARD,
+            id: 1,
+            sector,
+            handle: 0,
+            body: Body::Discard {
+                flag,
+                nr_sectors: n,
+            },
+        };
+        assert!(status(&d(0, 0, 64), &LIM).is_ok());
+        assert_eq!(status(&d(0, 1, 64), &LIM), Err(Status::Error));
+        assert_eq!(
+            status(&d(DISCARD_SECURE, 0, 8), &LIM),
+            Err(Status::NotSupported)
+        );
+        let off = Limits {
+            discard: false,
+            ..LIM
+        };
+        assert_eq!(status(&d(0, 0, 8), &off), Err(Status::NotSupported));
+    }
+
+    struct Pages(Vec<PageBuf>);
+    impl SegmentPages for Pages {
+        fn page(&self, i: usize) -> (&dyn SharedMemory, usize) {
+            (&self.0[i], 0)
+        }
+    }
+
+    #[test]
+    fn execute_moves_exactly_the_described_sectors() {
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(64 * 512).unwrap();
+        let disk = Disk::from_file(f, false).unwrap();
+        let pages = Pages(vec![PageBuf::new(1).unwrap(), PageBuf::new(1).unwrap()]);
+        pages.0[0].fill(0, PAGE_SIZE, 0x11).unwrap();
+        pages.0[1].fill(0, PAGE_SIZE, 0x22).unwrap();
+        // Sectors 2..=3 of page 0, then 0..=0 of page 1: 3 sectors written at sector 10.
+        let segs = [
+            Segment {
+                gref: GrantRef(0),
+                first_sect: 2,
+                last_sect: 3,
+            },
+            Segment {
+                gref: GrantRef(1),
+                first_sect: 0,
+                last_sect: 0,
+            },
+        ];
+        let w = Validated {
+            id: 1,
+            operation: OP_WRITE,
+            kind: Kind::Write { flush: true },
+            sector: 10,
+        };
+        let mut iov = Vec::new();
+        assert_eq!(execute(&w, &segs, &pages, &disk, &mut iov), Status::Okay);
+        let out = Pages(vec![PageBuf::new(1).unwrap()]);
+        let r = Validated {
+            id: 2,
+            operation: OP_READ,
+            kind: Kind::Read,
+            sector: 9,
+        };
+        let one = [Segment {
+            gref: GrantRef(0),
+            first_sect: 0,
+            last_sect: 4,
+        }];
+        assert_eq!(execute(&r, &one, &out, &disk, &mut iov), Status::Okay);
+        let mut b = vec![0u8; 5 * 512];
+        out.0[0].read_bytes(0, &mut b).unwrap();
+        assert!(b[..512].iter().all(|&x| x == 0));
+        assert!(b[512..1536].iter().all(|&x| x == 0x11));
+        assert!(b[1536..2048].iter().all(|&x| x == 0x22));
+        assert!(b[2048..].iter().all(|&x| x == 0));
+        // A read into a read-only mapping fails cleanly.
+        struct Ro(PageBuf);
+        // SAFETY: forwards to a PageBuf, reporting it read-only.
+        unsafe impl SharedMemory for Ro {
+            fn as_ptr(&self) -> *mut u8 {
+                self.0.as_ptr()
+            }
+            fn len(&self) -> usize {
+                self.0.len()
+            }
+            fn writable(&self) -> bool {
+                false
+            }
+        }
+        struct RoPages(Ro);
+        impl SegmentPages for RoPages {
+            fn page(&self, _i: usize) -> (&dyn SharedMemory, usize) {
+                (&self.0, 0)
+            }
+        }
+        let ro = RoPages(Ro(PageBuf::new(1).unwrap()));
+        assert_eq!(execute(&r, &one, &ro, &disk, &mut iov), Status::Error);
+        // Discard punches a hole.
+        let d = Validated {
+            id: 3,
+            operation: OP_DISCARD,
+            kind: Kind::Discard {
+                nr_sectors: 8,
+                secure: false,
+            },
+            sector: 8,
+        };
+        assert_eq!(execute(&d, &[], &out, &disk, &mut iov), Status::Okay);
+        let s = Validated {
+            kind: Kind::Discard {
+                nr_sectors: 8,
+                secure: true,
+            },
+            ..d
+        };
+        assert_eq!(
+            execute(&s, &[], &out, &disk, &mut iov),
+            Status::NotSupported
+        );
+    }
+}
