@@ -39,7 +39,7 @@ grep -q control_d /proc/xen/capabilities; ok dom0-privileged $? "caps=$(cat /pro
 
 start_xenstored() {
   case "$1" in
-    ours) /e2e/bin/xenstored $XENSTORED_OURS_ARGS & echo $! > /run/xenstored.pid ;;
+    ours) /e2e/bin/xenstored --pid-file /run/xenstored.pid $XENSTORED_OURS_ARGS ;;
     *) xenstored --pid-file /run/xenstored.pid ;;
   esac
   i=0; while [ ! -S /run/xenstored/socket ] && [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done

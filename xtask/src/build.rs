@@ -15,6 +15,9 @@ use crate::proc::{self, Deadline};
 /// Packages whose programs are host tools, not copied into dom0.
 pub const NOT_FOR_DOM0: &[&str] = &["xtask", "xen-sys-gen", "benches"];
 
+/// Programs built with `--release` because dom0 measures them against their C peers.
+pub const MEASURED: &[&str] = &["xenstored"];
+
 /// A workspace member, as far as the harness cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Package {
@@ -49,7 +52,7 @@ pub struct Artifact {
 pub struct Built {
     /// `real_xen` test executables.
     pub tests: Vec<Artifact>,
-    /// Program executables (release profile).
+    /// Program executables.
     pub bins: Vec<Artifact>,
     /// `(package, what failed)` for each package whose build failed.
     pub failures: Vec<(String, String)>,
@@ -182,7 +185,7 @@ fn build_each(
     Ok(())
 }
 
-/// Builds every `real_xen` test target (dev profile) and every program (release profile).
+/// Builds every `real_xen` test target and every program (dev profile; [`MEASURED`] ones release).
 pub fn build(
     repo: &Path,
     target_dir: &Path,
@@ -204,8 +207,31 @@ pub fn build(
         .iter()
         .filter(|p| !p.bins.is_empty() && !NOT_FOR_DOM0.contains(&p.name.as_str()))
         .collect();
-    let bin_args = ["build", "--release", "--bins"];
-    build_each(&ctx, &bin_args, &with_bins, &mut b.bins, &mut b.failures)?;
+    // Programs in the dev profile share the test builds' artifacts; the measured ones are rebuilt
+    // optimised so that peers are compared fairly.
+    build_each(
+        &ctx,
+        &["build", "--bins"],
+        &with_bins,
+        &mut b.bins,
+        &mut b.failures,
+    )?;
+    let measured: Vec<&Package> = with_bins
+        .iter()
+        .copied()
+        .filter(|p| p.bins.iter().any(|n| MEASURED.contains(&n.as_str())))
+        .collect();
+    let mut optimised = Vec::new();
+    build_each(
+        &ctx,
+        &["build", "--release", "--bins"],
+        &measured,
+        &mut optimised,
+        &mut b.failures,
+    )?;
+    b.bins
+        .retain(|a| !optimised.iter().any(|o| o.target == a.target));
+    b.bins.extend(optimised);
     b.bins.retain(|a| {
         packages
             .iter()

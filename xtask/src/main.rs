@@ -200,7 +200,10 @@ fn e2e(args: E2eArgs) -> Result<bool> {
         build::build(&repo, &target_dir, &packages, deadline),
     )?;
     for (pkg, why) in &built.failures {
-        report.add(&format!("build:{pkg}"), false, why.clone());
+        let name = format!("build:{pkg}");
+        if !report.checks.iter().any(|c| c.name == name) {
+            report.add(&name, false, why.clone());
+        }
     }
     let stage = cache.join("stage");
     if stage.exists() {

@@ -155,22 +155,64 @@ impl Report {
     }
 }
 
-/// Lays test-xenstore's lines side by side, one column per xenstored.
+/// The average in a test-xenstore result line (`read 1    : avg: 1652476 ns (... .. ...)`).
+pub fn parse_xsbench(line: &str) -> Option<(String, u64)> {
+    let (name, rest) = line.split_once(": avg:")?;
+    let ns = rest.split_whitespace().next()?.parse().ok()?;
+    Some((name.trim().to_string(), ns))
+}
+
+/// Lays test-xenstore's averages side by side, one column per xenstored, with the ratio of the
+/// second to the first when there are two. Lines that are not results are listed as they are.
 fn xsbench_table(lines: &[(String, String)]) -> String {
     let mut daemons: Vec<&str> = Vec::new();
-    for (d, _) in lines {
+    let mut tests: Vec<String> = Vec::new();
+    let mut other = String::new();
+    for (d, l) in lines {
         if !daemons.contains(&d.as_str()) {
             daemons.push(d);
         }
-    }
-    let mut s = String::new();
-    for d in daemons {
-        let _ = writeln!(s, "-- xenstored: {d}");
-        for (_, l) in lines.iter().filter(|(w, _)| w == d) {
-            let _ = writeln!(s, "   {l}");
+        match parse_xsbench(l) {
+            Some((t, _)) if !tests.contains(&t) => tests.push(t),
+            Some(_) => {}
+            None => {
+                let _ = writeln!(other, "   [{d}] {l}");
+            }
         }
     }
-    s
+    let avg = |d: &str, t: &str| {
+        lines
+            .iter()
+            .filter(|(w, _)| w == d)
+            .filter_map(|(_, l)| parse_xsbench(l))
+            .find(|(n, _)| n == t)
+            .map(|(_, ns)| ns)
+    };
+    let mut s = String::from("| test-xenstore (avg per op) |");
+    for d in &daemons {
+        let _ = write!(s, " {d} (us) |");
+    }
+    if daemons.len() == 2 {
+        let _ = write!(s, " {}/{} |", daemons[1], daemons[0]);
+    }
+    s.push('\n');
+    for t in &tests {
+        let _ = write!(s, "| {t:26} |");
+        let vals: Vec<Option<u64>> = daemons.iter().map(|d| avg(d, t)).collect();
+        for v in &vals {
+            match v {
+                Some(ns) => {
+                    let _ = write!(s, " {:>9.1} |", *ns as f64 / 1000.0);
+                }
+                None => s.push_str("         - |"),
+            }
+        }
+        if let [Some(a), Some(b)] = vals[..] {
+            let _ = write!(s, " {:>6.2} |", b as f64 / a.max(1) as f64);
+        }
+        s.push('\n');
+    }
+    s + &other
 }
 
 #[cfg(test)]
@@ -216,6 +258,35 @@ mod tests {
         );
         assert_eq!((r.passed(), r.failed()), (1, 1));
         assert!(!r.success());
+    }
+
+    #[test]
+    fn test_xenstore_averages_are_compared_side_by_side() {
+        assert_eq!(
+            parse_xsbench("read 1    : avg: 1652476 ns (546174 ns .. 14163942 ns)"),
+            Some(("read 1".to_string(), 1652476))
+        );
+        assert_eq!(parse_xsbench("usage: test-xenstore"), None);
+        let lines: Vec<(String, String)> = [
+            ("c", "read 1    : avg: 2000 ns (1 ns .. 3 ns)"),
+            ("c", "ta err    : avg: 8000 ns (1 ns .. 3 ns)"),
+            ("ours", "read 1    : avg: 1000 ns (1 ns .. 3 ns)"),
+            ("ours", "connection refused"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        let t = xsbench_table(&lines);
+        assert!(t.contains("| c (us) | ours (us) | ours/c |"), "{t}");
+        assert!(
+            t.contains("| read 1                     |       2.0 |       1.0 |   0.50 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| ta err                     |       8.0 |         - |"),
+            "{t}"
+        );
+        assert!(t.contains("[ours] connection refused"), "{t}");
     }
 
     #[test]
