@@ -116,6 +116,47 @@ fn create_pause_unpause_destroy_an_empty_pvh_domain() {
     lifecycle(DomainConfig::pvh(1));
 }
 
+/// The guest's console output so far, read from its console ring through a foreign mapping
+/// (libxenforeignmemory), or `None` when the page cannot be mapped.
+fn console_output(dom: DomId, frame: u64) -> Option<String> {
+    let lib = xen_sys::libs::xenforeignmemory().ok()?;
+    let open = *lib.xenforeignmemory_open.as_ref().ok()?;
+    let map = *lib.xenforeignmemory_map.as_ref().ok()?;
+    let unmap = *lib.xenforeignmemory_unmap.as_ref().ok()?;
+    let close = *lib.xenforeignmemory_close.as_ref().ok()?;
+    let out_off = std::mem::offset_of!(xen_sys::xencons_interface, out);
+    let prod_off = std::mem::offset_of!(xen_sys::xencons_interface, out_prod);
+    let size = std::mem::size_of::<[std::ffi::c_char; 2048]>();
+    // SAFETY: default logger, no flags.
+    let h = unsafe { open(std::ptr::null_mut(), 0) };
+    if h.is_null() {
+        return None;
+    }
+    let frames = [frame as xen_sys::xen_pfn_t];
+    let mut err = 0;
+    // SAFETY: one frame, read-only; `err` receives its status.
+    let p = unsafe { map(h, dom.into(), libc::PROT_READ, 1, frames.as_ptr(), &mut err) };
+    let text = if p.is_null() || err != 0 {
+        None
+    } else {
+        let base = p.cast::<u8>();
+        // SAFETY: the mapping is one page; a xencons_interface fits in it, so both reads are
+        // in bounds. The guest writes concurrently, hence volatile.
+        let prod = unsafe { std::ptr::read_volatile(base.add(prod_off).cast::<u32>()) };
+        let n = (prod as usize).min(size);
+        let bytes: Vec<u8> = (0..n)
+            // SAFETY: out_off + i < out_off + 2048, inside the page.
+            .map(|i| unsafe { std::ptr::read_volatile(base.add(out_off + i)) })
+            .collect();
+        // SAFETY: `p` is the one-page mapping made above.
+        unsafe { unmap(h, p, 1) };
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    // SAFETY: `h` came from xenforeignmemory_open and is closed once.
+    unsafe { close(h) };
+    text
+}
+
 fn first_existing(paths: &[&str]) -> Option<PathBuf> {
     paths
         .iter()
@@ -146,10 +187,26 @@ fn build_a_pv_guest_and_see_it_run() {
     assert_eq!(info.online_vcpus, 1);
     assert!(info.tot_pages.0 >= Pages::from_mib(120).0);
     x.unpause(dom).unwrap();
-    // The guest runs: its vCPU is charged time.
+    // The guest runs: its vCPU is charged time, and the kernel writes its banner to the
+    // console ring the builder set up.
     wait_for("the guest to run", Duration::from_secs(30), || {
         x.vcpu_info(dom, VcpuId(0)).unwrap().cpu_time > Duration::from_millis(10)
     });
+    let mut console = String::new();
+    let t0 = Instant::now();
+    while !console.contains("Linux version") && t0.elapsed() < Duration::from_secs(80) {
+        std::thread::sleep(Duration::from_millis(200));
+        console = console_output(dom, built.console.mfn.0).unwrap_or_default();
+    }
+    eprintln!(
+        "guest console ({} bytes): {:?}",
+        console.len(),
+        console.lines().next()
+    );
+    assert!(
+        console.contains("Linux version"),
+        "no kernel banner on the console ring: {console:?}"
+    );
     let info = x.domain_info(dom).unwrap();
     assert_ne!(
         info.shutdown_reason,
