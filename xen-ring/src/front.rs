@@ -150,11 +150,12 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
     pub fn push_request_slice(&mut self, reqs: &[Req]) -> Result<usize, RingError> {
         self.check()?;
         let n = reqs.len().min(self.free_requests() as usize);
+        let mut prod = self.req_prod_pvt;
         for req in &reqs[..n] {
-            self.mem
-                .write_obj(self.layout.slot_offset(self.req_prod_pvt), *req)?;
-            self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
+            self.mem.write_obj(self.layout.slot_offset(prod), *req)?;
+            prod = prod.wrapping_add(1);
         }
+        self.req_prod_pvt = prod;
         Ok(n)
     }
 
@@ -218,16 +219,17 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         Ok(Some(rsp))
     }
 
-    /// Copies out up to `out.len()` responses; returns how many.
+    /// Copies out up to `out.len()` responses (reading `rsp_prod` once); returns how many.
+    /// The batch form of the hot path: one index check per batch, no allocation.
     pub fn take_responses_into(&mut self, out: &mut [Rsp]) -> Result<usize, RingError> {
-        let mut n = 0;
-        while n < out.len() {
-            match self.take_response()? {
-                Some(r) => out[n] = r,
-                None => break,
-            }
-            n += 1;
+        self.check()?;
+        let n = (self.refresh()? as usize).min(out.len());
+        let mut cons = self.rsp_cons;
+        for slot in &mut out[..n] {
+            *slot = copy_entry(&self.mem, self.layout.slot_offset(cons))?;
+            cons = cons.wrapping_add(1);
         }
+        self.rsp_cons = cons;
         Ok(n)
     }
 

@@ -102,9 +102,9 @@ impl TestReq {
 /// What a driver loop puts on the ring and how it checks what comes back.
 pub trait Workload {
     /// Request type.
-    type Req: Pod;
+    type Req: Pod + Default;
     /// Response type.
-    type Rsp: Pod;
+    type Rsp: Pod + Default;
     /// Request number `i`.
     fn request(i: u64) -> Self::Req;
     /// The back end's answer, or `None` when the request is malformed.
@@ -287,6 +287,9 @@ impl Doorbell {
     }
 }
 
+/// Entries the driver loops move per batch call (stack buffers, no allocation).
+const BATCH: usize = 32;
+
 /// Counters of one driver run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -368,6 +371,7 @@ pub fn run_front<W: Workload, M: SharedMemory>(
 ) -> Result<Stats, DriveError> {
     let mut st = Stats::default();
     let (mut sent, mut recv) = (0u64, 0u64);
+    let mut rsps = [W::Rsp::default(); BATCH];
     let deadline = Instant::now() + timeout;
     while recv < n {
         let mut progressed = false;
@@ -384,11 +388,17 @@ pub fn run_front<W: Workload, M: SharedMemory>(
             }
             progressed = true;
         }
-        while let Some(rsp) = ring.take_response()? {
-            if !W::check(&rsp, recv) {
-                return Err(DriveError::Bad(recv));
+        loop {
+            let m = ring.take_responses_into(&mut rsps)?;
+            if m == 0 {
+                break;
             }
-            recv += 1;
+            for rsp in &rsps[..m] {
+                if !W::check(rsp, recv) {
+                    return Err(DriveError::Bad(recv));
+                }
+                recv += 1;
+            }
             progressed = true;
         }
         if progressed || recv == n {
@@ -412,13 +422,21 @@ pub fn run_back<W: Workload, M: SharedMemory>(
 ) -> Result<Stats, DriveError> {
     let mut st = Stats::default();
     let mut done = 0u64;
+    let mut reqs = [W::Req::default(); BATCH];
+    let mut rsps = [W::Rsp::default(); BATCH];
     let deadline = Instant::now() + timeout;
     while done < n {
         let mut progressed = false;
-        while let Some(req) = ring.take_request()? {
-            let rsp = W::serve(&req).ok_or(DriveError::Bad(done))?;
-            ring.push_response(rsp)?;
-            done += 1;
+        loop {
+            let m = ring.take_requests_into(&mut reqs)?;
+            if m == 0 {
+                break;
+            }
+            for (req, rsp) in reqs[..m].iter().zip(rsps.iter_mut()) {
+                *rsp = W::serve(req).ok_or(DriveError::Bad(done))?;
+                done += 1;
+            }
+            ring.push_response_slice(&rsps[..m])?;
             progressed = true;
         }
         if progressed {
@@ -448,6 +466,8 @@ pub fn loopback<W: Workload, M: SharedMemory + Clone>(
     let mut front: FrontRing<M, W::Req, W::Rsp> = FrontRing::new(mem.clone(), xen_types::Pages(1))?;
     let mut back: BackRing<M, W::Req, W::Rsp> = BackRing::new(mem.clone(), xen_types::Pages(1))?;
     let (mut sent, mut good) = (0u64, 0u64);
+    let mut reqs = [W::Req::default(); BATCH];
+    let mut rsps = [W::Rsp::default(); BATCH];
     while good < n {
         let mut b = 0;
         while b < batch && sent < n && !front.is_full() {
@@ -456,16 +476,29 @@ pub fn loopback<W: Workload, M: SharedMemory + Clone>(
             b += 1;
         }
         front.push_requests_and_check_notify();
-        while let Some(q) = back.take_request()? {
-            back.push_response(W::serve(&q).ok_or(DriveError::Bad(good))?)?;
+        loop {
+            let m = back.take_requests_into(&mut reqs)?;
+            if m == 0 {
+                break;
+            }
+            for (q, r) in reqs[..m].iter().zip(rsps.iter_mut()) {
+                *r = W::serve(q).ok_or(DriveError::Bad(good))?;
+            }
+            back.push_response_slice(&rsps[..m])?;
         }
         back.push_responses_and_check_notify();
         back.final_check_for_requests()?;
-        while let Some(s) = front.take_response()? {
-            if !W::check(&s, good) {
-                return Ok(good);
+        loop {
+            let m = front.take_responses_into(&mut rsps)?;
+            if m == 0 {
+                break;
             }
-            good += 1;
+            for s in &rsps[..m] {
+                if !W::check(s, good) {
+                    return Ok(good);
+                }
+                good += 1;
+            }
         }
         front.final_check_for_responses()?;
     }
