@@ -1,5 +1,7 @@
 //! Tests against a real Xen, run inside a dom0 by `cargo xtask e2e`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -217,4 +219,10 @@ fn build_a_pv_guest_and_see_it_run() {
     wait_for("free memory to return", Duration::from_secs(30), || {
         x.physinfo().unwrap().free_pages.0 + 256 >= free0.0
     });
+}
+
+#[test]
+#[ignore = "needs a Xen dom0: run by cargo xtask e2e"]
+fn the_rules_the_simulated_host_copies_hold_on_real_xen() {
+    common::xen_rules(&xen());
 }

@@ -1,5 +1,7 @@
 //! The control API over the simulated host: what a toolstack sees, through the trait only.
 
+mod common;
+
 use std::time::Duration;
 
 use xen_sim::evtchn::PortStatus;
@@ -224,4 +226,10 @@ fn auto_picks_the_simulated_host_off_xen() {
     };
     assert_eq!(x.backend(), expect);
     assert!(x.domain_info(DomId::DOM0).is_ok());
+}
+
+#[test]
+fn the_rules_shared_with_real_xen_hold() {
+    let (x, _) = sim();
+    common::xen_rules(&x);
 }
