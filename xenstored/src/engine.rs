@@ -618,6 +618,7 @@ impl Engine {
 
     /// Handles one request from `conn`, appending replies, events and effects to `out`.
     pub fn handle(&mut self, conn: ConnId, req: &Message, out: &mut Outbox) {
+        self.after_reply.clear();
         let Some(who) = self.who(conn) else {
             return;
         };

@@ -626,3 +626,44 @@ fn simulated_guest_over_grant_and_event_channel() {
     assert_eq!(guest.read(&format!("{home}/name")).unwrap(), b"simulated");
     assert_eq!(errno(guest.read("/tool/xenstored")), Errno::EACCES);
 }
+
+#[test]
+fn async_client_against_the_daemon() {
+    use xenstore::aio::AsyncClient;
+
+    let env = start();
+    let sock = env.handle.socket_path().to_path_buf();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let (xs, mut events) = AsyncClient::connect_socket(&sock).await.unwrap();
+        xs.write("/async/a", "1").await.unwrap();
+        assert_eq!(xs.read("/async/a").await.unwrap(), b"1");
+        assert_eq!(xs.directory("/async").await.unwrap(), vec!["a"]);
+        xs.watch("/async", "t").await.unwrap();
+        let first = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.path, "/async");
+        let tx = xs.transaction_start().await.unwrap();
+        xs.write_in(tx, "/async/b", "2").await.unwrap();
+        assert!(matches!(
+            xs.read("/async/b").await,
+            Err(Error::Xs(Errno::ENOENT))
+        ));
+        xs.transaction_end(tx, true).await.unwrap();
+        let ev = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((ev.path.as_str(), ev.token.as_str()), ("/async/b", "t"));
+        assert_eq!(xs.get_perms("/async/b").await.unwrap(), vec![perm("n0")]);
+        assert!(xs.is_domain_introduced(DomId(0)).await.unwrap());
+        let e = xs.rm("/nope/x").await.unwrap_err();
+        assert!(AsyncClient::is_conflict(&Error::Xs(Errno::EAGAIN)));
+        assert_eq!(e.errno(), Some(Errno::ENOENT));
+    });
+}
