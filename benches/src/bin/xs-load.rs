@@ -4,14 +4,14 @@
 //!
 //! ```text
 //! xs-load --socket /run/xenstored/socket                  # a running daemon
-//! xs-load --c-xenstored --echo --socket /tmp/ours.sock    # plus same-run peers
+//! xs-load --ours target/release/xenstored --c-xenstored --echo   # three-way
 //! xs-load --workload read,write --conns 1,64,1000 --depth 1,16 --duration 3
 //! ```
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use benches::cpeer::{CXenstored, TempDir};
+use benches::cpeer::{CXenstored, DaemonProcess, TempDir};
 use benches::echo::EchoServer;
 use benches::load::{Config, Session, Stop, Workload};
 use clap::Parser;
@@ -24,6 +24,13 @@ struct Args {
     /// when no other target is given.
     #[arg(long)]
     socket: Vec<PathBuf>,
+    /// Also start this xenstored binary (`BIN -N`, socket folder from
+    /// `XENSTORED_RUNDIR`, as C xenstored is started) and drive it.
+    #[arg(long, value_name = "BIN")]
+    ours: Option<PathBuf>,
+    /// Extra arguments for `--ours` (e.g. `-I` for an in-memory store).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    ours_arg: Vec<String>,
     /// Also start Debian's C xenstored under the shim and drive it.
     #[arg(long)]
     c_xenstored: bool,
@@ -80,6 +87,21 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|s| (s.display().to_string(), s.clone()))
         .collect();
+    let ours = match &args.ours {
+        Some(bin) => {
+            let dir = TempDir::new("xs-load-ours")?;
+            let socket = dir.path().join("socket");
+            let mut cmd = std::process::Command::new(bin);
+            cmd.arg("-N")
+                .args(&args.ours_arg)
+                .env("XENSTORED_RUNDIR", dir.path())
+                .env_remove("XENSTORED_PATH");
+            let d = DaemonProcess::spawn(cmd, socket, dir)?;
+            targets.push(("ours".into(), d.socket_path().to_owned()));
+            Some(d)
+        }
+        None => None,
+    };
     let c = if args.c_xenstored {
         let c = CXenstored::start(&[])?;
         targets.push(("c-xenstored".into(), c.socket_path().to_owned()));
@@ -163,5 +185,6 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     drop(echo);
     drop(c);
+    drop(ours);
     Ok(())
 }
