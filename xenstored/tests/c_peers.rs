@@ -215,10 +215,64 @@ const STEPS: &[Step] = &[
 ];
 
 fn run_step(addr: &std::path::Path, (name, args): Step) -> String {
+    run_owned(addr, name, args)
+}
+
+fn run_owned<S: AsRef<str>>(addr: &std::path::Path, name: &str, args: &[S]) -> String {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
     let mut c = Command::new(tool(name));
-    c.args(args).env("XENSTORED_PATH", addr);
+    c.args(&args).env("XENSTORED_PATH", addr);
     let out = output(&mut c);
     format!("$ {name} {}\n{}", args.join(" "), describe(&out))
+}
+
+/// Values and paths at and beyond the protocol's limits
+/// (`XENSTORE_PAYLOAD_MAX`, `XENSTORE_ABS_PATH_MAX`).
+#[test]
+fn limits_behave_as_against_c_xenstored() {
+    let c = start_c();
+    let ours = start_ours();
+    let payload_max = xen_sys::XENSTORE_PAYLOAD_MAX as usize;
+    let abs_max = xen_sys::XENSTORE_ABS_PATH_MAX as usize;
+    let path_of = |len: usize| {
+        let mut p = String::from("/l/");
+        while p.len() < len {
+            p.push_str("abcdefghi/");
+        }
+        p.truncate(len);
+        p.trim_end_matches('/').to_owned()
+    };
+    let rel_max = xen_sys::XENSTORE_REL_PATH_MAX as usize;
+    let near = path_of(abs_max - 8);
+    let over = path_of(abs_max + 40);
+    // C counts the length below /local/domain/<domid>/ (or the whole path)
+    // against -M/--path-max, default XENSTORE_REL_PATH_MAX, for dom0 too.
+    let rel_ok = format!("/{}", "r".repeat(rel_max - 1));
+    let rel_over = format!("/{}", "r".repeat(rel_max));
+    let home_ok = format!("/local/domain/7/{}", "h".repeat(rel_max));
+    let home_over = format!("/local/domain/7/{}", "h".repeat(rel_max + 1));
+    let big = "v".repeat(2048);
+    let too_big = "w".repeat(payload_max);
+    let mut steps: Vec<(&str, Vec<String>)> = vec![
+        ("xenstore-write", vec!["/l/big".into(), big.clone()]),
+        ("xenstore-read", vec!["/l/big".into()]),
+        ("xenstore-write", vec!["/l/too-big".into(), too_big]),
+        ("xenstore-exists", vec!["/l/too-big".into()]),
+    ];
+    for p in [rel_ok, rel_over, home_ok, home_over, near, over] {
+        steps.push(("xenstore-write", vec![p.clone(), "x".into()]));
+        steps.push(("xenstore-exists", vec![p]));
+    }
+    steps.push(("xenstore-rm", vec!["/l".into()]));
+    let mut mismatches = Vec::new();
+    for (name, args) in &steps {
+        let want = run_owned(c.socket_path(), name, args);
+        let got = run_owned(ours.socket_path(), name, args);
+        if want != got {
+            mismatches.push(format!("=== C xenstored:\n{want}\n=== ours:\n{got}"));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
 
 #[test]
