@@ -195,6 +195,15 @@ const STEPS: &[Step] = &[
     ("xenstore-chmod", &["-r", "/t/b", "b0", "r5"]),
     ("xenstore-ls", &["-p", "/t"]),
     ("xenstore-chmod", &["/t/a", "x7"]),
+    // More entries than the per-node quota (-A, 5): dom0 is exempt.
+    (
+        "xenstore-chmod",
+        &[
+            "/t/a", "n0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9",
+        ],
+    ),
+    // An owner that cannot be a domain.
+    ("xenstore-chmod", &["/t/a", "n70000"]),
     ("xenstore-chmod", &["/t/nope", "n0"]),
     ("xenstore-ls", &["-p", "/t"]),
     ("xenstore-rm", &["/t/a"]),
