@@ -393,3 +393,165 @@ fn xenstore_watch_prints_what_it_prints_against_c_xenstored() {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
+
+/// A transcript of a domain's life as dom0's toolstack sees it: introduce,
+/// release, the special watches and what happens to the domain's nodes.
+/// Events are collected up to a sentinel write, so no timing is involved.
+fn domain_lifecycle_transcript(addr: &std::path::Path) -> String {
+    use std::fmt::Write as _;
+    use xen_types::{DomId, EvtchnPort, Pfn};
+    use xenstore::{Client, Perm};
+
+    let x = Client::connect_socket(addr).expect("connect");
+    let mut t = String::new();
+    let mut sentinel = 0u32;
+    let mut events = |x: &Client, t: &mut String| {
+        sentinel += 1;
+        x.write("/sentinel", sentinel.to_string())
+            .expect("sentinel write");
+        loop {
+            let ev = x
+                .next_event_timeout(TOOL_TIMEOUT)
+                .expect("event")
+                .unwrap_or_else(|| panic!("no sentinel event within {TOOL_TIMEOUT:?}"));
+            if ev.token == "s" {
+                break;
+            }
+            let _ = writeln!(t, "  event {} {}", ev.path, ev.token);
+        }
+    };
+    let step = |t: &mut String, what: &str, r: String| {
+        let _ = writeln!(t, "{what}: {r}");
+    };
+    let errno = |e: xenstore::Error| format!("{:?}", e.errno());
+
+    x.watch("/sentinel", "s").expect("watch sentinel");
+    // The event every watch fires when it is set.
+    let first = x.next_event_timeout(TOOL_TIMEOUT).expect("event");
+    assert_eq!(first.map(|e| e.token).as_deref(), Some("s"));
+    x.watch("@introduceDomain", "intro").expect("watch intro");
+    x.watch("@releaseDomain", "release").expect("watch release");
+    x.watch("/local/domain/7", "home").expect("watch home");
+    events(&x, &mut t);
+
+    let d7 = DomId(7);
+    let perms: Vec<Perm> = ["n7", "r0"]
+        .iter()
+        .map(|p| p.parse().expect("perm"))
+        .collect();
+    step(
+        &mut t,
+        "write home",
+        format!("{:?}", x.write("/local/domain/7/data", "x").map_err(errno)),
+    );
+    step(
+        &mut t,
+        "set perms",
+        format!(
+            "{:?}",
+            x.set_perms("/local/domain/7", &perms).map_err(errno)
+        ),
+    );
+    step(
+        &mut t,
+        "set perms data",
+        format!(
+            "{:?}",
+            x.set_perms("/local/domain/7/data", &perms).map_err(errno)
+        ),
+    );
+    events(&x, &mut t);
+    step(
+        &mut t,
+        "introduced before",
+        format!("{:?}", x.is_domain_introduced(d7).map_err(errno)),
+    );
+    step(
+        &mut t,
+        "introduce",
+        format!(
+            "{:?}",
+            x.introduce(d7, Pfn(0x1234), EvtchnPort(5)).map_err(errno)
+        ),
+    );
+    events(&x, &mut t);
+    step(
+        &mut t,
+        "introduced after",
+        format!("{:?}", x.is_domain_introduced(d7).map_err(errno)),
+    );
+    step(
+        &mut t,
+        "introduce again",
+        format!(
+            "{:?}",
+            x.introduce(d7, Pfn(0x1234), EvtchnPort(5)).map_err(errno)
+        ),
+    );
+    events(&x, &mut t);
+    step(
+        &mut t,
+        "domain path",
+        format!("{:?}", x.get_domain_path(d7).map_err(errno)),
+    );
+    step(
+        &mut t,
+        "introduce port 0",
+        format!(
+            "{:?}",
+            x.introduce(DomId(8), Pfn(1), EvtchnPort(0)).map_err(errno)
+        ),
+    );
+    step(
+        &mut t,
+        "resume",
+        format!("{:?}", x.resume(d7).map_err(errno)),
+    );
+    step(
+        &mut t,
+        "resume unknown",
+        format!("{:?}", x.resume(DomId(9)).map_err(errno)),
+    );
+    step(
+        &mut t,
+        "release",
+        format!("{:?}", x.release(d7).map_err(errno)),
+    );
+    events(&x, &mut t);
+    step(
+        &mut t,
+        "introduced released",
+        format!("{:?}", x.is_domain_introduced(d7).map_err(errno)),
+    );
+    step(
+        &mut t,
+        "home after release",
+        format!("{:?}", x.directory("/local/domain/7").map_err(errno)),
+    );
+    step(
+        &mut t,
+        "perms after release",
+        format!("{:?}", x.get_perms("/local/domain/7").map_err(errno)),
+    );
+    step(
+        &mut t,
+        "release again",
+        format!("{:?}", x.release(d7).map_err(errno)),
+    );
+    step(
+        &mut t,
+        "release dom0",
+        format!("{:?}", x.release(DomId(0)).map_err(errno)),
+    );
+    events(&x, &mut t);
+    t
+}
+
+#[test]
+fn domain_lifecycle_matches_c_xenstored() {
+    let c = start_c();
+    let ours = start_ours();
+    let want = domain_lifecycle_transcript(c.socket_path());
+    let got = domain_lifecycle_transcript(ours.socket_path());
+    assert_eq!(got, want, "ours (left) differs from C xenstored (right)");
+}
