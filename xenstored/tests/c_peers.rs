@@ -555,3 +555,110 @@ fn domain_lifecycle_matches_c_xenstored() {
     let got = domain_lifecycle_transcript(ours.socket_path());
     assert_eq!(got, want, "ours (left) differs from C xenstored (right)");
 }
+
+/// A transcript of transaction semantics: which concurrent changes make a
+/// commit fail with `EAGAIN`, what a transaction sees, when watches fire,
+/// and stale transaction ids.
+fn transaction_transcript(addr: &std::path::Path) -> String {
+    use std::fmt::Write as _;
+    use xenstore::{Client, Op, TxId};
+
+    let x = Client::connect_socket(addr).expect("connect");
+    let o = Client::connect_socket(addr).expect("connect other");
+    let mut t = String::new();
+    let r = |res: Result<(), xenstore::Error>| format!("{:?}", res.map_err(|e| e.errno()));
+    let rv = |res: Result<Vec<u8>, xenstore::Error>| {
+        format!(
+            "{:?}",
+            res.map(|v| String::from_utf8_lossy(&v).into_owned())
+                .map_err(|e| e.errno())
+        )
+    };
+    for p in ["/tx/x", "/tx/z", "/tx/w", "/tx/d/a", "/tx/r/a"] {
+        x.write(p, "0").expect("setup write");
+    }
+    // Each case: what the transaction does, what another client does
+    // meanwhile, then the commit result.
+    let cases = [
+        "read x, other writes x",
+        "read x, other writes z",
+        "write w blind, other writes w",
+        "directory d, other adds d/b",
+        "read missing n, other creates n",
+        "rm r, other writes r/a",
+        "write q, other reads q",
+        "isolation: other writes v then tx reads v",
+    ];
+    for (i, name) in cases.iter().enumerate() {
+        let tx = x.transaction_start().expect("transaction start");
+        let seen = match i {
+            0 => rv(tx.read("/tx/x")) + &r(tx.write("/tx/y", "1")),
+            1 => rv(tx.read("/tx/x")) + &r(tx.write("/tx/y", "2")),
+            2 => r(tx.write("/tx/w", "tx")),
+            3 => format!("{:?}", tx.directory("/tx/d").map_err(|e| e.errno())),
+            4 => rv(tx.read("/tx/n")),
+            5 => r(tx.rm("/tx/r")),
+            6 => r(tx.write("/tx/q", "1")),
+            _ => {
+                o.write("/tx/v", "new").unwrap();
+                rv(tx.read("/tx/v"))
+            }
+        };
+        match i {
+            0 => o.write("/tx/x", "1").unwrap(),
+            1 => o.write("/tx/z", "1").unwrap(),
+            2 => o.write("/tx/w", "other").unwrap(),
+            3 => o.write("/tx/d/b", "1").unwrap(),
+            4 => o.write("/tx/n", "1").unwrap(),
+            5 => o.write("/tx/r/a", "2").unwrap(),
+            6 => drop(o.read("/tx/q")),
+            _ => {}
+        }
+        let _ = writeln!(t, "{name}: {seen} commit {}", r(tx.commit()));
+    }
+    // Own writes are visible inside, invisible outside until commit; watches
+    // fire at commit only.
+    x.watch("/tx/seen", "w").unwrap();
+    let first = x.next_event_timeout(TOOL_TIMEOUT).unwrap();
+    let _ = writeln!(t, "watch set: {:?}", first.map(|e| e.path));
+    let tx = x.transaction_start().unwrap();
+    let _ = writeln!(t, "tx write: {}", r(tx.write("/tx/seen", "in")));
+    let _ = writeln!(t, "tx read own: {}", rv(tx.read("/tx/seen")));
+    let _ = writeln!(t, "outside read: {}", rv(o.read("/tx/seen")));
+    let id = tx.id();
+    let _ = writeln!(t, "commit: {}", r(tx.commit()));
+    let ev = x.next_event_timeout(TOOL_TIMEOUT).unwrap();
+    let _ = writeln!(t, "event after commit: {:?}", ev.map(|e| e.path));
+    let _ = writeln!(t, "outside read after: {}", rv(o.read("/tx/seen")));
+    // The committed transaction's id is gone.
+    let stale = x.request_raw(Op::Read, id, b"/tx/seen\0".to_vec()).unwrap();
+    let _ = writeln!(
+        t,
+        "stale id read: type {} {:?}",
+        stale.header.ty,
+        String::from_utf8_lossy(&stale.payload)
+    );
+    let bogus = x
+        .request_raw(Op::TransactionEnd, TxId(0xdead), b"T\0".to_vec())
+        .unwrap();
+    let _ = writeln!(
+        t,
+        "end unknown id: type {} {:?}",
+        bogus.header.ty,
+        String::from_utf8_lossy(&bogus.payload)
+    );
+    let tx = x.transaction_start().unwrap();
+    let _ = writeln!(t, "abort write: {}", r(tx.write("/tx/aborted", "1")));
+    let _ = writeln!(t, "abort: {}", r(tx.abort()));
+    let _ = writeln!(t, "after abort: {}", rv(x.read("/tx/aborted")));
+    t
+}
+
+#[test]
+fn transactions_match_c_xenstored() {
+    let c = start_c();
+    let ours = start_ours();
+    let want = transaction_transcript(c.socket_path());
+    let got = transaction_transcript(ours.socket_path());
+    assert_eq!(got, want, "ours (left) differs from C xenstored (right)");
+}
