@@ -226,6 +226,9 @@ impl Evtchn {
     /// Waits up to `timeout` (forever for `None`) for pending ports and reads them into
     /// `buf`; returns how many, 0 on timeout.
     pub fn wait(&self, buf: &mut [EvtchnPort], timeout: Option<Duration>) -> Result<usize> {
+        if let Backend::Sim(h) = &self.backend {
+            return Ok(h.wait(buf, timeout));
+        }
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         loop {
             let n = self.read_pending(buf)?;

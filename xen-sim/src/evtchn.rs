@@ -29,8 +29,9 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use xen_types::{DomId, Errno, EvtchnPort, Virq};
 
 use crate::host::{Host, HostState};
@@ -155,18 +156,53 @@ impl DomainPorts {
 
 /// A handle's queue of delivered ports, with an eventfd that is readable while it may be
 /// non-empty (the Linux driver's per-file ring).
+///
+/// The eventfd is written only when the queue goes from "not signalled" to "signalled" and
+/// read (reset) only when the queue is drained empty, both under the queue lock, so a wake-up
+/// costs one `write` on the notifying side and one `read` on the receiving side.
+///
+/// A thread blocked in [`Handle::wait`] sleeps on a condition variable instead; while one is,
+/// a delivery wakes it directly and leaves the eventfd alone (one futex wake, no `write`).
 struct Queue {
     efd: OwnedFd,
-    ports: Mutex<VecDeque<EvtchnPort>>,
+    inner: Mutex<QueueInner>,
+    cond: Condvar,
+}
+
+#[derive(Default)]
+struct QueueInner {
+    ports: VecDeque<EvtchnPort>,
+    /// The eventfd counter is non-zero.
+    signalled: bool,
+    /// Threads blocked in `Handle::wait`.
+    waiters: u32,
 }
 
 impl Queue {
     fn push(&self, port: EvtchnPort) {
-        self.ports.lock().push_back(port);
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our eventfd. It cannot block (the counter
-        // would need 2^64-2 unread writes); a failure would only cost a wake-up, never data.
-        unsafe { libc::write(self.efd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        let mut q = self.inner.lock();
+        q.ports.push_back(port);
+        if q.waiters > 0 {
+            drop(q);
+            self.cond.notify_one();
+        } else if !q.signalled {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a live u64 to our eventfd. It cannot block (the
+            // counter would need 2^64-2 unread writes); a failure would only cost a wake-up.
+            unsafe { libc::write(self.efd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            q.signalled = true;
+        }
+    }
+
+    /// Resets the eventfd once the queue is empty (called with the lock held).
+    fn settle(&self, q: &mut QueueInner) {
+        if q.ports.is_empty() && q.signalled {
+            let mut counter = 0u64;
+            // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd, whose
+            // counter is non-zero (`signalled`), so it does not fail or block.
+            unsafe { libc::read(self.efd.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
+            q.signalled = false;
+        }
     }
 }
 
@@ -180,44 +216,59 @@ fn domain_ports(state: &mut HostState, dom: DomId) -> Result<&mut DomainPorts, E
 
 /// Marks `port` of `dom` pending and delivers it if it is unmasked and owned by a handle
 /// (`evtchn_port_set_pending` plus the Linux driver's upcall).
-fn set_pending(state: &mut HostState, dom: DomId, port: EvtchnPort) {
+fn set_pending(state: &mut HostState, dom: DomId, port: EvtchnPort) -> Delivery {
     let Some(p) = state
         .domains
         .get_mut(&dom)
         .and_then(|d| d.evtchn.get_mut(port))
     else {
-        return;
+        return Delivery(None);
     };
     if p.pending {
-        return;
+        return Delivery(None);
     }
     p.pending = true;
-    deliver(p, port);
+    deliver(p, port)
 }
 
-fn deliver(p: &mut Port, port: EvtchnPort) {
-    if p.pending && !p.masked {
-        if let Some(q) = &p.owner {
-            // The driver's handler masks the port and queues it for user space.
-            p.pending = false;
-            p.masked = true;
+/// A port to put on a handle's queue, done once the host lock is released so the woken
+/// thread does not run into the lock the notifier still holds.
+#[must_use]
+struct Delivery(Option<(Arc<Queue>, EvtchnPort)>);
+
+impl Delivery {
+    fn push(self) {
+        if let Some((q, port)) = self.0 {
             q.push(port);
         }
     }
 }
 
+fn deliver(p: &mut Port, port: EvtchnPort) -> Delivery {
+    if p.pending && !p.masked {
+        if let Some(q) = &p.owner {
+            // The driver's handler masks the port and queues it for user space.
+            p.pending = false;
+            p.masked = true;
+            return Delivery(Some((q.clone(), port)));
+        }
+    }
+    Delivery(None)
+}
+
 /// `EVTCHNOP_send` from `dom` on `port`: the hypercall itself, with no handle-ownership check
 /// (used for `UNMAP_NOTIFY_SEND_EVENT` and by privileged callers).
 pub(crate) fn send(state: &mut HostState, dom: DomId, port: EvtchnPort) -> Result<(), Errno> {
+    send_deferred(state, dom, port).map(Delivery::push)
+}
+
+fn send_deferred(state: &mut HostState, dom: DomId, port: EvtchnPort) -> Result<Delivery, Errno> {
     let table = domain_ports(state, dom)?;
     let p = table.get(port).ok_or(Errno::EINVAL)?;
     match p.state {
-        State::Interdomain(rd, rp) => {
-            set_pending(state, rd, rp);
-            Ok(())
-        }
+        State::Interdomain(rd, rp) => Ok(set_pending(state, rd, rp)),
         // Xen drops a notification on an unbound port silently.
-        State::Unbound(_) => Ok(()),
+        State::Unbound(_) => Ok(Delivery(None)),
         State::Free | State::Reserved | State::Virq(_) => Err(Errno::EINVAL),
     }
 }
@@ -265,7 +316,7 @@ pub fn send_global_virq(state: &mut HostState, virq: Virq) {
     };
     let port = d0.evtchn.virq[slot];
     if port != 0 {
-        set_pending(state, DomId::DOM0, EvtchnPort(port));
+        set_pending(state, DomId::DOM0, EvtchnPort(port)).push();
     }
 }
 
@@ -317,7 +368,8 @@ impl Host {
             dom,
             queue: Arc::new(Queue {
                 efd,
-                ports: Mutex::new(VecDeque::new()),
+                inner: Mutex::new(QueueInner::default()),
+                cond: Condvar::new(),
             }),
         })
     }
@@ -441,7 +493,9 @@ impl Handle {
         lp.state = State::Interdomain(rd, remote_port);
         lp.owner = Some(self.queue.clone());
         // Xen marks the new local port pending so an event sent before the bind is not lost.
-        set_pending(&mut st, ld, lport);
+        let d = set_pending(&mut st, ld, lport);
+        drop(st);
+        d.push();
         Ok(lport)
     }
 
@@ -483,7 +537,9 @@ impl Handle {
             return Err(Errno::EBUSY);
         }
         p.owner = Some(self.queue.clone());
-        deliver(p, port);
+        let d = deliver(p, port);
+        drop(st);
+        d.push();
         Ok(())
     }
 
@@ -494,20 +550,22 @@ impl Handle {
         close(&mut st, self.dom, port)?;
         drop(st);
         // Drop already-queued deliveries of the closed port.
-        self.queue.ports.lock().retain(|&p| p != port);
+        let mut q = self.queue.inner.lock();
+        q.ports.retain(|&p| p != port);
+        self.queue.settle(&mut q);
         Ok(())
     }
 
     /// `IOCTL_EVTCHN_NOTIFY`: notifies the remote end of `port` (`ENOTCONN` if this handle
     /// does not own it; dropped silently if the port is unbound).
     pub fn notify(&self, port: EvtchnPort) -> Result<(), Errno> {
-        let mut st = self.host.lock();
-        self.owned(&mut st, port)?;
-        match send(&mut st, self.dom, port) {
-            // The driver notifies any port it owns; a VIRQ port is not sendable in Xen.
-            Err(e) => Err(e),
-            Ok(()) => Ok(()),
-        }
+        let d = {
+            let mut st = self.host.lock();
+            self.owned(&mut st, port)?;
+            send_deferred(&mut st, self.dom, port)?
+        };
+        d.push();
+        Ok(())
     }
 
     /// Unmasks `port` (a `write` of the port to the device): a notification that arrived
@@ -519,37 +577,61 @@ impl Handle {
             return Ok(());
         }
         let t = domain_ports(&mut st, self.dom)?;
-        if let Some(p) = t.get_mut(port) {
-            p.masked = false;
-            deliver(p, port);
-        }
+        let d = match t.get_mut(port) {
+            Some(p) => {
+                p.masked = false;
+                deliver(p, port)
+            }
+            None => Delivery(None),
+        };
+        drop(st);
+        d.push();
         Ok(())
     }
 
     /// Reads delivered ports into `buf` without blocking (a `read` of the device); returns how
     /// many were read, 0 if none is pending.
     pub fn read_pending(&self, buf: &mut [EvtchnPort]) -> usize {
-        let mut counter = 0u64;
-        // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd; EAGAIN is fine.
-        unsafe {
-            libc::read(
-                self.queue.efd.as_raw_fd(),
-                (&mut counter as *mut u64).cast(),
-                8,
-            )
-        };
-        let mut q = self.queue.ports.lock();
-        let n = buf.len().min(q.len());
-        for (slot, port) in buf.iter_mut().zip(q.drain(..n)) {
+        let mut q = self.queue.inner.lock();
+        let n = buf.len().min(q.ports.len());
+        for (slot, port) in buf.iter_mut().zip(q.ports.drain(..n)) {
             *slot = port;
         }
-        if !q.is_empty() {
-            // More than fits in `buf`: keep the fd readable.
-            let one: u64 = 1;
-            // SAFETY: as in `Queue::push`.
-            unsafe { libc::write(self.queue.efd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-        }
+        // More than fits in `buf` keeps the descriptor readable.
+        self.queue.settle(&mut q);
         n
+    }
+
+    /// Waits up to `timeout` (forever for `None`) for delivered ports and reads them into
+    /// `buf`; returns how many, 0 on timeout (a blocking `read` of the device).
+    pub fn wait(&self, buf: &mut [EvtchnPort], timeout: Option<Duration>) -> usize {
+        if buf.is_empty() {
+            return 0;
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut q = self.queue.inner.lock();
+        loop {
+            if !q.ports.is_empty() {
+                let n = buf.len().min(q.ports.len());
+                for (slot, port) in buf.iter_mut().zip(q.ports.drain(..n)) {
+                    *slot = port;
+                }
+                self.queue.settle(&mut q);
+                return n;
+            }
+            q.waiters += 1;
+            let timed_out = match deadline {
+                None => {
+                    self.queue.cond.wait(&mut q);
+                    false
+                }
+                Some(d) => self.queue.cond.wait_until(&mut q, d).timed_out(),
+            };
+            q.waiters -= 1;
+            if timed_out && q.ports.is_empty() {
+                return 0;
+            }
+        }
     }
 
     /// The eventfd that is readable when ports may be pending (for poll/epoll/`AsyncFd`).

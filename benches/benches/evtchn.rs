@@ -1,0 +1,118 @@
+//! Event-channel notify-and-wake round trip between two threads, against a raw eventfd
+//! ping-pong between two threads, in the same run.
+//!
+//! - `evtchn/eventfd_pingpong`: thread A writes eventfd 1 and blocks reading eventfd 2;
+//!   thread B blocks reading eventfd 1 and writes eventfd 2 (the floor: two wake-ups).
+//! - `evtchn/sim_pingpong`: the same over a simulated interdomain channel (a guest frontend
+//!   handle and a dom0 backend handle): notify, wait, read pending, unmask, notify back.
+//!
+//! The ratio of the two times is the overhead of the event-channel layer (target <= 1.2x).
+
+#![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use evtchn::Evtchn;
+use xen_types::{DomId, EvtchnPort};
+
+const TIMEOUT: Option<Duration> = Some(Duration::from_secs(30));
+
+fn eventfd() -> OwnedFd {
+    // SAFETY: plain syscall (blocking, close-on-exec eventfd).
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    assert!(fd >= 0, "eventfd");
+    // SAFETY: a fresh descriptor we own.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+fn ring(fd: &OwnedFd) {
+    let one = 1u64;
+    // SAFETY: writes a live u64 to an eventfd.
+    let r = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    assert_eq!(r, 8);
+}
+
+fn wait(fd: &OwnedFd) -> u64 {
+    let mut v = 0u64;
+    // SAFETY: reads into a live u64 from a blocking eventfd.
+    let r = unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    assert_eq!(r, 8);
+    v
+}
+
+fn eventfd_pingpong(iters: u64) -> Duration {
+    let ping = Arc::new(eventfd());
+    let pong = Arc::new(eventfd());
+    let (p2, q2) = (ping.clone(), pong.clone());
+    let echo = std::thread::spawn(move || {
+        for _ in 0..iters {
+            wait(&p2);
+            ring(&q2);
+        }
+    });
+    let start = Instant::now();
+    for _ in 0..iters {
+        ring(&ping);
+        wait(&pong);
+    }
+    let t = start.elapsed();
+    echo.join().expect("echo");
+    t
+}
+
+fn recv(e: &Evtchn, want: EvtchnPort) {
+    let mut buf = [EvtchnPort(0); 4];
+    let n = e.wait(&mut buf, TIMEOUT).expect("wait");
+    assert!(n == 1 && buf[0] == want, "woken by {:?}", &buf[..n]);
+    e.unmask(want).expect("unmask");
+}
+
+fn evtchn_pingpong(host: &xen_sim::Host, guest: DomId, iters: u64) -> Duration {
+    let front = Evtchn::open_sim(host, guest).expect("front");
+    let back = Evtchn::open_sim(host, DomId::DOM0).expect("back");
+    let fp = front.bind_unbound_port(DomId::DOM0).expect("alloc");
+    let bp = back.bind_interdomain(guest, fp).expect("bind");
+    recv(&back, bp); // the bind-time event
+    let echo = std::thread::spawn(move || {
+        for _ in 0..iters {
+            recv(&back, bp);
+            back.notify(bp).expect("notify");
+        }
+    });
+    let start = Instant::now();
+    for _ in 0..iters {
+        front.notify(fp).expect("notify");
+        recv(&front, fp);
+    }
+    let t = start.elapsed();
+    echo.join().expect("echo");
+    t
+}
+
+fn bench(c: &mut Criterion) {
+    let host = xen_sim::Host::default();
+    let cfg = xen_sys::xen_domctl_createdomain {
+        max_vcpus: 1,
+        max_evtchn_port: 1023,
+        max_grant_frames: 4,
+        max_maptrack_frames: 16,
+        grant_opts: 1,
+        ..Default::default()
+    };
+    let guest = host.create_domain(DomId::INVALID, &cfg).expect("guest");
+    let mut g = c.benchmark_group("evtchn");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    g.bench_function("eventfd_pingpong", |b| b.iter_custom(eventfd_pingpong));
+    g.bench_function("sim_pingpong", |b| {
+        b.iter_custom(|n| evtchn_pingpong(&host, guest, n))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
