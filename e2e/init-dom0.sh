@@ -107,6 +107,8 @@ CFG
   while [ $i -lt 1800 ]; do
     [ -z "$first" ] && [ -s $LOG ] && first=$(cs)
     if grep -q E2E-DOMU-UP $LOG 2>/dev/null; then upm=$(cs); break; fi
+    # xl gave up: no guest is coming.
+    if [ -s /tmp/xl-create.rc ] && [ "$(cat /tmp/xl-create.rc)" != 0 ]; then break; fi
     usleep 50000; i=$((i+1))
   done
   wait $XLPID; xlrc=$(cat /tmp/xl-create.rc 2>/dev/null || echo 255)

@@ -91,7 +91,7 @@ struct E2eArgs {
     #[arg(long, value_enum, default_value_t = Xenstored::C)]
     xenstored: Xenstored,
     /// Iterations of test-xenstore for the xenstored measurement (0: skip it).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 20)]
     xs_iters: u32,
     /// Hotplug scripts for the guest's disk and vif: `e2e` (minimal, fast) or `debian` (Debian's
     /// `block` and `vif-bridge`, tens of seconds slower under emulation).
