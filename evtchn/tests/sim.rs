@@ -157,3 +157,51 @@ fn one_task_serves_many_channels() {
         drop(sender.join().unwrap());
     });
 }
+
+#[test]
+fn no_lost_wakeups_between_a_blocking_waiter_and_a_poller() {
+    let host = xen_sim::Host::default();
+    let (a, pa, b, pb) = pair(&host);
+    const ROUNDS: usize = 2000;
+    // `a` answers with blocking waits (condition variable); `b` polls its descriptor.
+    let echo = std::thread::spawn(move || {
+        let mut buf = [EvtchnPort(0); 4];
+        for _ in 0..ROUNDS {
+            let n = a.wait(&mut buf, LONG).unwrap();
+            assert_eq!(&buf[..n], &[pa], "echo woken in time");
+            a.unmask(pa).unwrap();
+            a.notify(pa).unwrap();
+        }
+    });
+    for _ in 0..ROUNDS {
+        b.notify(pb).unwrap();
+        let mut pfd = libc::pollfd {
+            fd: b.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+        assert_eq!(r, 1, "descriptor readable in time");
+        assert_eq!(b.pending().unwrap(), Some(pb));
+        b.unmask(pb).unwrap();
+    }
+    echo.join().unwrap();
+}
+
+#[test]
+fn a_partial_read_by_a_waiter_leaves_the_descriptor_readable() {
+    let host = xen_sim::Host::default();
+    let front = Evtchn::open_sim(&host, DomId::DOM0).unwrap();
+    let back = Evtchn::open_sim(&host, DomId::DOM0).unwrap();
+    let f1 = front.bind_unbound_port(DomId::DOM0).unwrap();
+    let f2 = front.bind_unbound_port(DomId::DOM0).unwrap();
+    back.bind_interdomain(DomId::DOM0, f1).unwrap();
+    back.bind_interdomain(DomId::DOM0, f2).unwrap();
+    // Two bind-time events queued; a waiter takes one.
+    let mut one = [EvtchnPort(0); 1];
+    assert_eq!(back.wait(&mut one, LONG).unwrap(), 1);
+    assert!(readable(&back));
+    assert_eq!(back.read_pending(&mut one).unwrap(), 1);
+    assert!(!readable(&back));
+}

@@ -194,7 +194,9 @@ impl Queue {
         }
     }
 
-    /// Resets the eventfd once the queue is empty (called with the lock held).
+    /// Keeps the eventfd in step with the queue (called with the lock held): reset once the
+    /// queue is empty, set while ports remain (e.g. more than a reader's buffer held, or a
+    /// condvar waiter took only part of a batch).
     fn settle(&self, q: &mut QueueInner) {
         if q.ports.is_empty() && q.signalled {
             let mut counter = 0u64;
@@ -202,6 +204,11 @@ impl Queue {
             // counter is non-zero (`signalled`), so it does not fail or block.
             unsafe { libc::read(self.efd.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
             q.signalled = false;
+        } else if !q.ports.is_empty() && !q.signalled {
+            let one: u64 = 1;
+            // SAFETY: as in `push`.
+            unsafe { libc::write(self.efd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            q.signalled = true;
         }
     }
 }
