@@ -139,6 +139,18 @@ impl Evtchn {
         matches!(self.backend, Backend::Sim(_))
     }
 
+    /// Restricts this handle to binding interdomain channels with `dom` only
+    /// (`IOCTL_EVTCHN_RESTRICT_DOMID`, for a deprivileged device model): unbound-port and
+    /// VIRQ binds then fail with `EACCES`. `EINVAL` for dom0 or a reserved id; `EACCES` if
+    /// already restricted.
+    pub fn restrict(&self, dom: DomId) -> Result<()> {
+        match &self.backend {
+            Backend::Real(d) => d.restrict(dom),
+            Backend::Sim(h) => h.restrict(dom),
+        }
+        .map_err(op("restrict"))
+    }
+
     /// Allocates a port that domain `remote` may bind to (`EVTCHNOP_alloc_unbound`).
     pub fn bind_unbound_port(&self, remote: DomId) -> Result<EvtchnPort> {
         match &self.backend {

@@ -98,6 +98,11 @@ impl Device {
         ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_UNBIND, &mut a).map(drop)
     }
 
+    pub(crate) fn restrict(&self, dom: DomId) -> std::result::Result<(), Errno> {
+        let mut a = xen_sys::ioctl_evtchn_restrict_domid { domid: dom.get() };
+        ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_RESTRICT_DOMID, &mut a).map(drop)
+    }
+
     pub(crate) fn notify(&self, port: EvtchnPort) -> std::result::Result<(), Errno> {
         let mut a = xen_sys::ioctl_evtchn_notify { port: port.get() };
         ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_NOTIFY, &mut a).map(drop)

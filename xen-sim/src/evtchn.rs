@@ -12,7 +12,7 @@
 //! | allocate a port, domain dying | `get_free_port` | `EINVAL` |
 //! | bind interdomain to a port that is not unbound for us | | `EINVAL` |
 //! | bind a VIRQ out of range / twice | | `EINVAL` / `EEXIST` |
-//! | notify a free or VIRQ port (hypercall level) | `evtchn_send` | `EINVAL` |
+//! | notify a free or VIRQ port (hypercall level, [`Host::evtchn_send`]) | `evtchn_send` | `EINVAL` |
 //! | notify an unbound port | dropped, as Xen does | ok |
 //!
 //! On top of the hypervisor sits the Linux `/dev/xen/evtchn` driver's behaviour, modelled by
@@ -345,6 +345,8 @@ pub struct Handle {
     host: Host,
     dom: DomId,
     queue: Arc<Queue>,
+    /// `IOCTL_EVTCHN_RESTRICT_DOMID`: the only domain this handle may bind to.
+    restrict: std::sync::OnceLock<DomId>,
 }
 
 impl fmt::Debug for Handle {
@@ -373,6 +375,7 @@ impl Host {
         Ok(Handle {
             host: self.clone(),
             dom,
+            restrict: std::sync::OnceLock::new(),
             queue: Arc::new(Queue {
                 efd,
                 inner: Mutex::new(QueueInner::default()),
@@ -453,8 +456,25 @@ impl Handle {
         }
     }
 
-    /// `IOCTL_EVTCHN_BIND_UNBOUND_PORT`: a new port that `remote` may bind to.
+    /// `IOCTL_EVTCHN_RESTRICT_DOMID`: from now on this handle may only bind interdomain
+    /// channels to `dom` (a deprivileged device model). `EINVAL` for dom0 or a reserved id,
+    /// `EACCES` if already restricted.
+    pub fn restrict(&self, dom: DomId) -> Result<(), Errno> {
+        if self.restrict.get().is_some() {
+            return Err(Errno::EACCES);
+        }
+        if dom.is_dom0() || !dom.is_ordinary() {
+            return Err(Errno::EINVAL);
+        }
+        self.restrict.set(dom).map_err(|_| Errno::EACCES)
+    }
+
+    /// `IOCTL_EVTCHN_BIND_UNBOUND_PORT`: a new port that `remote` may bind to (`EACCES` on
+    /// a restricted handle).
     pub fn bind_unbound_port(&self, remote: DomId) -> Result<EvtchnPort, Errno> {
+        if self.restrict.get().is_some() {
+            return Err(Errno::EACCES);
+        }
         let mut st = self.host.lock();
         alloc_unbound(&mut st, self.dom, remote, Some(&self.queue))
     }
@@ -467,6 +487,9 @@ impl Handle {
         remote: DomId,
         remote_port: EvtchnPort,
     ) -> Result<EvtchnPort, Errno> {
+        if self.restrict.get().is_some_and(|&r| r != remote) {
+            return Err(Errno::EACCES);
+        }
         let ld = self.dom;
         let rd = if remote == DomId::SELF { ld } else { remote };
         let mut st = self.host.lock();
@@ -509,6 +532,9 @@ impl Handle {
     /// `IOCTL_EVTCHN_BIND_VIRQ`: a port for virtual interrupt `virq` on vCPU 0 (`EINVAL` out
     /// of range, `EEXIST` if this domain has already bound it).
     pub fn bind_virq(&self, virq: Virq) -> Result<EvtchnPort, Errno> {
+        if self.restrict.get().is_some() {
+            return Err(Errno::EACCES);
+        }
         let slot = usize::try_from(virq.get())
             .ok()
             .filter(|&v| v < NR_VIRQS)
@@ -564,12 +590,15 @@ impl Handle {
     }
 
     /// `IOCTL_EVTCHN_NOTIFY`: notifies the remote end of `port` (`ENOTCONN` if this handle
-    /// does not own it; dropped silently if the port is unbound).
+    /// does not own it; dropped silently if the port is unbound or a VIRQ, as the driver
+    /// ignores the result of `EVTCHNOP_send`).
     pub fn notify(&self, port: EvtchnPort) -> Result<(), Errno> {
         let d = {
             let mut st = self.host.lock();
             self.owned(&mut st, port)?;
-            send_deferred(&mut st, self.dom, port)?
+            // The driver ignores the hypercall's result (`notify_remote_via_evtchn` is void):
+            // notifying an owned VIRQ port is a silent no-op, as on Linux.
+            send_deferred(&mut st, self.dom, port).unwrap_or(Delivery(None))
         };
         d.push();
         Ok(())
