@@ -9,7 +9,7 @@
 #   E2E-DONE                                 everything ran; dom0 powers off next
 /bin/busybox --install -s /bin
 export PATH=/usr/lib/xen-4.17/bin:/bin:/sbin:/usr/bin:/usr/sbin
-XENSTORED=c; XS_ITERS=0; DOMU=1; TEST_TIMEOUT=120; HOTPLUG=e2e
+XENSTORED=c; XS_ITERS=0; DOMU=1; TEST_TIMEOUT=120; HOTPLUG=e2e; DOMU_TIMEOUT=180
 . /e2e/env
 
 up() { cut -d' ' -f1 /proc/uptime; }
@@ -100,16 +100,16 @@ CFG
   echo "E2E-MARK xl-create-start uptime=$(up)"
   t0=$(cs)
   # xl's log goes to the console with time stamps: it shows where creation spends its time.
-  ( timeout 120 xl -vv create /tmp/domu.cfg 2>&1; echo $? > /tmp/xl-create.rc ) | tee /tmp/xl-create.log | sed 's/^/xl: /' &
+  ( timeout $DOMU_TIMEOUT xl -vv create /tmp/domu.cfg 2>&1; echo $? > /tmp/xl-create.rc ) | tee /tmp/xl-create.log | sed 's/^/xl: /' &
   XLPID=$!
   # First console line of the guest (xenconsoled logs it), then its user space marker.
-  first=""; upm=""; i=0
-  while [ $i -lt 1800 ]; do
+  first=""; upm=""
+  while [ $(( $(cs) - t0 )) -lt $((DOMU_TIMEOUT * 100)) ]; do
     [ -z "$first" ] && [ -s $LOG ] && first=$(cs)
     if grep -q E2E-DOMU-UP $LOG 2>/dev/null; then upm=$(cs); break; fi
     # xl gave up: no guest is coming.
     if [ -s /tmp/xl-create.rc ] && [ "$(cat /tmp/xl-create.rc)" != 0 ]; then break; fi
-    usleep 50000; i=$((i+1))
+    usleep 50000
   done
   wait $XLPID; xlrc=$(cat /tmp/xl-create.rc 2>/dev/null || echo 255)
   t1=$(cs)
@@ -133,7 +133,7 @@ CFG
     check frontend-connected:vif FAIL "guest user space never came up"
   fi
   grep '^E2E-DOMU-CHECK' $LOG 2>/dev/null | sed 's/^E2E-DOMU-CHECK /E2E-CHECK domu:/'
-  xl destroy domu1 > /dev/null 2>&1
+  timeout 60 xl destroy domu1 > /dev/null 2>&1
   i=0; while xl domid domu1 > /dev/null 2>&1 && [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done
   echo 3 > /proc/sys/vm/drop_caches
   got=$(dd if=/dev/loop0 bs=64 count=1 2>/dev/null | tr -d '\000\n')
