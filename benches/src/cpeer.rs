@@ -297,6 +297,13 @@ impl CXenstored {
     ///
     /// `extra_args` are appended to `xenstored -N` (e.g. quota options).
     pub fn start(extra_args: &[&str]) -> Result<Self, PeerError> {
+        Self::start_with_env(extra_args, &[])
+    }
+
+    /// Like [`CXenstored::start`], with extra environment variables for the
+    /// daemon and the shim (e.g. `XENSTORED_SHIM_MAX_DOMID`: domains above
+    /// it do not exist; default: every ordinary domid exists).
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Result<Self, PeerError> {
         let bin = c_xenstored_binary()?;
         let shim = shim_library()?;
         let dir = TempDir::new("c-xenstored")?;
@@ -308,6 +315,7 @@ impl CXenstored {
             .env("XENSTORED_RUNDIR", dir.path())
             // Never let the daemon talk to a real store by accident.
             .env_remove("XENSTORED_PATH")
+            .envs(env.iter().copied())
             .current_dir(dir.path());
         let proc_ = DaemonProcess::spawn(cmd, socket, dir)?;
         Ok(Self { proc_ })

@@ -94,6 +94,23 @@ fn shim_lets_c_xenstored_introduce_and_release_domains() {
 }
 
 #[test]
+fn shim_domain_list_decides_which_owners_exist() {
+    let perms: Vec<xenstore::Perm> = vec!["n5".parse().unwrap()];
+    // Default: every ordinary domid exists, so domain 5 may own a node.
+    let c = start_c();
+    let x = xenstore::Client::connect_socket(c.socket_path()).unwrap();
+    x.write("/owned", "1").unwrap();
+    x.set_perms("/owned", &perms).unwrap();
+    assert_eq!(x.get_perms("/owned").unwrap(), perms);
+    // Only dom0 exists: C xenstored refuses an owner that is not a domain.
+    let c = CXenstored::start_with_env(&[], &[("XENSTORED_SHIM_MAX_DOMID", "0")]).unwrap();
+    let x = xenstore::Client::connect_socket(c.socket_path()).unwrap();
+    x.write("/owned", "1").unwrap();
+    let err = x.set_perms("/owned", &perms).unwrap_err();
+    assert_eq!(err.errno(), Some(xen_types::Errno::ENOENT));
+}
+
+#[test]
 fn echo_server_answers_pipelined_requests_in_order() {
     let dir = TempDir::new("echo-test").unwrap();
     let e = EchoServer::start(&dir.path().join("s")).unwrap();
