@@ -1,8 +1,10 @@
 //! Our `xenstored` binary as a drop-in for C xenstored, proven with Xen's own
 //! tools: Xen's `test-xenstore` passes against it, and the `xenstore-*`
-//! command-line tools print exactly what they print against Debian's C
+//! command-line tools (read, write, ls, list, exists, rm, chmod, watch,
+//! control) print exactly what they print against Debian's C
 //! xenstored (run in the same test under the project's `LD_PRELOAD` shim,
-//! see `benches/src/cpeer.rs`).
+//! see `benches/src/cpeer.rs`). Domain lifecycle, transaction semantics and
+//! protocol limits are compared as transcripts through the `xenstore` client.
 //!
 //! Needs the Debian packages `xen-utils-4.17` (C xenstored, test-xenstore)
 //! and `xenstore-utils` (the tools); the tests fail, naming the package, when
@@ -217,6 +219,11 @@ const STEPS: &[Step] = &[
     ("xenstore-rm", &["/t"]),
     ("xenstore-exists", &["/t"]),
     ("xenstore-rm", &["/"]),
+    ("xenstore-control", &["help"]),
+    ("xenstore-control", &["quota"]),
+    ("xenstore-control", &["quota", "0"]),
+    ("xenstore-control", &["check"]),
+    ("xenstore-control", &["no-such-command"]),
     ("xenstore-chmod", &["/", "r0"]),
     ("xenstore-ls", &["-p"]),
     ("xenstore-chmod", &["/", "n0"]),
