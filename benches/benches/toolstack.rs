@@ -1,0 +1,250 @@
+//! Toolstack benchmarks: `VM.get_all_records` and `xe vm-list` at 100 / 1,000 / 10,000 VMs,
+//! `VM.start` on the simulated host, and API calls/s with 64 concurrent clients.
+//!
+//! Peers measured in the same run: the in-process dispatch (no transport) for the wire
+//! calls, `get_all_records` alone for `xe vm-list`, the crate's minimal simulated host for
+//! `VM.start` over xenctrl/xen-sim, and one client for the 64-client throughput.
+
+#![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use toolstack::api::{Credentials, Xapi};
+use toolstack::backend::{HostBackend, SimBackend};
+use toolstack::client::{Client, Endpoint};
+use toolstack::db::Db;
+use toolstack::host::{self, HostConfig};
+use toolstack::value::Value;
+use toolstack::xenbackend::XenBackend;
+
+const GIB: u64 = 1 << 30;
+
+struct Server {
+    xapi: Arc<Xapi>,
+    port: u16,
+    session: Value,
+}
+
+fn server(backend: Arc<dyn HostBackend>, db: Db) -> Server {
+    host::bootstrap(&db, &HostConfig::simulated()).unwrap();
+    let xapi = Xapi::new(db, backend, Credentials::new("root", "pw").unwrap()).unwrap();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let x = Arc::clone(&xapi);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            toolstack::server::serve_tcp(l, x, None).await;
+        });
+    });
+    let session = xapi
+        .call(
+            "session.login_with_password",
+            &[Value::str("root"), Value::str("pw")],
+        )
+        .unwrap();
+    Server {
+        xapi,
+        port,
+        session,
+    }
+}
+
+fn client(port: u16) -> Client {
+    let mut c = Client::new(Endpoint::Tcp("127.0.0.1".into(), port));
+    c.login("root", "pw").unwrap();
+    c
+}
+
+fn add_vms(s: &Server, n: usize) {
+    for i in 0..n {
+        let m = Value::str("268435456");
+        let rec = Value::Struct(
+            [
+                ("name_label", Value::String(format!("vm-{i}"))),
+                ("memory_static_max", m.clone()),
+                ("memory_dynamic_max", m.clone()),
+                ("memory_dynamic_min", m),
+                ("VCPUs_max", Value::str("1")),
+                ("VCPUs_at_startup", Value::str("1")),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        );
+        s.xapi.call("VM.create", &[s.session.clone(), rec]).unwrap();
+    }
+}
+
+fn get_all_records(c: &mut Criterion) {
+    let mut g = c.benchmark_group("toolstack/VM.get_all_records");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    let s = server(Arc::new(SimBackend::new(1 << 50, GIB)), Db::in_memory());
+    let mut have = 1; // dom0
+    for n in [100usize, 1_000, 10_000] {
+        add_vms(&s, n + 1 - have);
+        have = n + 1;
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(BenchmarkId::new("in-process", n), |b| {
+            b.iter(|| {
+                s.xapi
+                    .call("VM.get_all_records", std::slice::from_ref(&s.session))
+                    .unwrap()
+            })
+        });
+        let mut cl = client(s.port);
+        g.bench_function(BenchmarkId::new("xml-rpc", n), |b| {
+            b.iter(|| cl.call("VM.get_all_records", &[]).unwrap())
+        });
+        let argv: Vec<String> = [
+            "-s",
+            "127.0.0.1",
+            "-p",
+            &s.port.to_string(),
+            "--nossl",
+            "-pw",
+            "pw",
+            "vm-list",
+        ]
+        .iter()
+        .map(|x| (*x).to_owned())
+        .collect();
+        g.bench_function(BenchmarkId::new("xe vm-list", n), |b| {
+            b.iter(|| {
+                let mut out = Vec::with_capacity(1 << 20);
+                toolstack::cli::run(&argv, &mut out).unwrap();
+                out
+            })
+        });
+    }
+    g.finish();
+}
+
+fn vm_start(c: &mut Criterion) {
+    let mut g = c.benchmark_group("toolstack/VM.start+hard_shutdown");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    let backends: [(&str, Arc<dyn HostBackend>); 2] = [
+        ("builtin-sim", Arc::new(SimBackend::new(16 * GIB, GIB))),
+        (
+            "xenctrl+xen-sim",
+            Arc::new(XenBackend::simulated(16 * GIB, GIB, 4)),
+        ),
+    ];
+    for (name, backend) in backends {
+        let s = server(backend, Db::in_memory());
+        add_vms(&s, 1);
+        let vm = s
+            .xapi
+            .call(
+                "VM.get_by_name_label",
+                &[s.session.clone(), Value::str("vm-0")],
+            )
+            .unwrap()
+            .as_array()
+            .unwrap()[0]
+            .clone();
+        let mut cl = client(s.port);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                cl.call(
+                    "VM.start",
+                    &[vm.clone(), Value::Bool(false), Value::Bool(false)],
+                )
+                .unwrap();
+                cl.call("VM.hard_shutdown", std::slice::from_ref(&vm))
+                    .unwrap();
+            })
+        });
+    }
+    // The same on the persistent (SQLite, synchronous=FULL) database.
+    let dir = std::env::temp_dir().join(format!("toolstack-bench-{}", std::process::id()));
+    let s = server(
+        Arc::new(XenBackend::simulated(16 * GIB, GIB, 4)),
+        Db::open(&dir).unwrap(),
+    );
+    add_vms(&s, 1);
+    let vm = s
+        .xapi
+        .call(
+            "VM.get_by_name_label",
+            &[s.session.clone(), Value::str("vm-0")],
+        )
+        .unwrap()
+        .as_array()
+        .unwrap()[0]
+        .clone();
+    let mut cl = client(s.port);
+    g.bench_function("xenctrl+xen-sim, sqlite", |b| {
+        b.iter(|| {
+            cl.call(
+                "VM.start",
+                &[vm.clone(), Value::Bool(false), Value::Bool(false)],
+            )
+            .unwrap();
+            cl.call("VM.hard_shutdown", std::slice::from_ref(&vm))
+                .unwrap();
+        })
+    });
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn concurrent(c: &mut Criterion) {
+    let mut g = c.benchmark_group("toolstack/calls");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(3));
+    let s = server(Arc::new(SimBackend::new(16 * GIB, GIB)), Db::in_memory());
+    add_vms(&s, 100);
+    let vm = s
+        .xapi
+        .call("VM.get_all", std::slice::from_ref(&s.session))
+        .unwrap()
+        .as_array()
+        .unwrap()[1]
+        .clone();
+    const CALLS: u64 = 200;
+    for clients in [1u64, 64] {
+        let mut pool: Vec<Client> = (0..clients).map(|_| client(s.port)).collect();
+        g.throughput(Throughput::Elements(clients * CALLS));
+        g.bench_function(
+            BenchmarkId::new("VM.get_power_state", format!("{clients} clients")),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let start = Instant::now();
+                        std::thread::scope(|sc| {
+                            for cl in pool.iter_mut() {
+                                let vm = vm.clone();
+                                sc.spawn(move || {
+                                    for _ in 0..CALLS {
+                                        cl.call("VM.get_power_state", std::slice::from_ref(&vm))
+                                            .unwrap();
+                                    }
+                                });
+                            }
+                        });
+                        total += start.elapsed();
+                    }
+                    total
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, get_all_records, vm_start, concurrent);
+criterion_main!(benches);
