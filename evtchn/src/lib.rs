@@ -37,7 +37,9 @@
 //! ```
 //!
 //! Many channels, one thread: bind them all on one handle, wait on its descriptor, and
-//! dispatch on the ports read. With the `tokio` feature, [`AsyncEvtchn`] does the same in an
+//! dispatch on the ports read. On the simulated host, [`Evtchn::wait`] sleeps on a condition
+//! variable (a wake-up costs one futex wake, like a blocking `read` of an eventfd), while
+//! poll/epoll/async users wait on the handle's eventfd; use one style per handle at a time. With the `tokio` feature, [`AsyncEvtchn`] does the same in an
 //! async task; with `mio`, register `mio::unix::SourceFd(&evtchn.as_raw_fd())`.
 
 mod real;
