@@ -321,7 +321,29 @@ impl XenControl for Real {
         let cmdline = cstring("xc_dom_allocate", image.cmdline.as_bytes())?;
         let xch = self.xch.lock();
         let x = xch.0.as_ptr();
-        let fail = |op: &'static str| Error::from_errno(op, Some(dom), Errno::last());
+        let get_last_error = self.lib.xc_get_last_error.as_ref().ok().copied();
+        if let Ok(clear) = self.lib.xc_clear_last_error.as_ref() {
+            // SAFETY: `x` is our open handle.
+            unsafe { clear(x) };
+        }
+        // libxenguest reports through libxenctrl's last error (often leaving errno at 0):
+        // prefer its code, then errno.
+        let fail = |op: &'static str| {
+            let errno = Errno::last();
+            let code = get_last_error
+                // SAFETY: `x` is our open handle; the result points at its last error.
+                .map(|f| unsafe { f(x) })
+                .filter(|e| !e.is_null())
+                // SAFETY: non-null, pointing at libxenctrl's xc_error for this handle/thread.
+                .map_or(xen_sys::XC_ERROR_NONE, |e| unsafe { (*e).code });
+            let errno = match code {
+                xen_sys::XC_OUT_OF_MEMORY => Errno::ENOMEM,
+                xen_sys::XC_INVALID_KERNEL | xen_sys::XC_INVALID_PARAM => Errno::EINVAL,
+                _ if errno.0 != 0 => errno,
+                _ => Errno::EIO,
+            };
+            Error::from_errno(op, Some(dom), errno)
+        };
 
         let allocate = sym!(g, "libxenguest", xc_dom_allocate);
         // SAFETY: `x` is our open handle; the command line is copied by libxenguest.
