@@ -365,3 +365,68 @@ fn a_restricted_handle_binds_only_to_its_domain() {
     let p = gh.bind_unbound_port(DomId::DOM0).unwrap();
     assert!(dm.bind_interdomain(g, p).is_ok());
 }
+
+/// Random operations by several handles of three domains; after each step every interdomain
+/// port's peer points back at it, and no operation fails with an errno outside Xen's set.
+#[test]
+fn random_operations_keep_channels_consistent() {
+    let h = Host::default();
+    let doms = [DomId::DOM0, guest(&h, 63), guest(&h, 63)];
+    let handles: Vec<Handle> = doms
+        .iter()
+        .flat_map(|&d| [h.evtchn_open(d).unwrap(), h.evtchn_open(d).unwrap()])
+        .collect();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let allowed = [
+        Errno::EINVAL,
+        Errno::ENOSPC,
+        Errno::ENOTCONN,
+        Errno::EEXIST,
+        Errno::ESRCH,
+    ];
+    let mut connected = 0;
+    for _ in 0..5000 {
+        let hd = &handles[rnd(handles.len() as u64) as usize];
+        let other = doms[rnd(3) as usize];
+        let port = EvtchnPort(rnd(70) as u32);
+        let r = match rnd(6) {
+            0 => hd.bind_unbound_port(other).map(drop),
+            1 => hd.bind_interdomain(other, port).map(|_| connected += 1),
+            2 => hd.unbind(port),
+            3 => hd.notify(port),
+            4 => hd.unmask(port),
+            _ => {
+                drain(hd);
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            assert!(allowed.contains(&e), "unexpected {e:?}");
+        }
+        for &d in &doms {
+            for p in 0..70 {
+                if let Ok(PortStatus::Interdomain {
+                    remote,
+                    remote_port,
+                }) = h.evtchn_status(d, EvtchnPort(p))
+                {
+                    assert_eq!(
+                        h.evtchn_status(remote, remote_port),
+                        Ok(PortStatus::Interdomain {
+                            remote: d,
+                            remote_port: EvtchnPort(p)
+                        }),
+                        "peer of {d}:{p}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(connected > 50, "the walk exercised binding ({connected})");
+}
