@@ -443,3 +443,84 @@ fn grant_table_full_is_enospc_and_reserved_entries_can_be_set() {
     );
     assert!(h.grant_map(DomId::DOM0, g, &[xs], true).is_ok());
 }
+
+/// Random grants, maps, unmaps and ends of access; after each step every entry's
+/// `GTF_reading`/`GTF_writing` flags match the live mappings, and ending access succeeds
+/// exactly when nothing maps the entry.
+#[test]
+fn random_grant_operations_keep_flags_and_mappings_consistent() {
+    let h = Host::default();
+    let g = guest(&h);
+    let pfns = h.alloc_pages(g, 8).unwrap();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    // (gref, readonly) granted so far; live mappings with their ref and writability.
+    let mut granted: Vec<(GrantRef, bool)> = Vec::new();
+    let mut maps: Vec<(GrantRef, bool, xen_sim::grant::GrantMapping)> = Vec::new();
+    for _ in 0..3000 {
+        match rnd(5) {
+            0 if granted.len() < 16 => {
+                let ro = rnd(2) == 0;
+                let r = h
+                    .grant_access(g, DomId::DOM0, pfns[rnd(8) as usize], ro)
+                    .unwrap();
+                granted.push((r, ro));
+            }
+            1 if !granted.is_empty() => {
+                let (r, ro) = granted[rnd(granted.len() as u64) as usize];
+                let want_rw = rnd(2) == 0;
+                match h.grant_map(DomId::DOM0, g, &[r], want_rw) {
+                    Ok(m) => {
+                        assert!(!(ro && want_rw), "read-only grant mapped writable");
+                        maps.push((r, want_rw, m));
+                    }
+                    Err(st) => {
+                        assert!(ro && want_rw);
+                        assert_eq!(st, vec![GrantStatus::GENERAL_ERROR]);
+                    }
+                }
+            }
+            2 if !maps.is_empty() => {
+                let i = rnd(maps.len() as u64) as usize;
+                maps.swap_remove(i);
+            }
+            3 if !granted.is_empty() => {
+                let i = rnd(granted.len() as u64) as usize;
+                let r = granted[i].0;
+                let mapped = maps.iter().any(|(mr, _, _)| *mr == r);
+                match h.end_access(g, r) {
+                    Ok(()) => {
+                        assert!(!mapped);
+                        granted.swap_remove(i);
+                    }
+                    Err(e) => {
+                        assert!(mapped);
+                        assert_eq!(e, Errno::EBUSY);
+                    }
+                }
+            }
+            _ => {}
+        }
+        for &(r, ro) in &granted {
+            let flags = h.grant_entry(g, r).unwrap().flags;
+            let reading = maps.iter().any(|(mr, _, _)| *mr == r);
+            let writing = maps.iter().any(|(mr, rw, _)| *mr == r && *rw);
+            let mut want = GTF_PERMIT;
+            if ro {
+                want |= GTF_READONLY;
+            }
+            if reading {
+                want |= GTF_READING;
+            }
+            if writing {
+                want |= GTF_WRITING;
+            }
+            assert_eq!(flags, want, "entry {r:?}");
+        }
+    }
+}
