@@ -276,6 +276,34 @@ impl Xapi {
         }
     }
 
+    /// `<class>.get_all_records` encoded straight from the database as a complete XML-RPC
+    /// response (no intermediate copy of the records); `None` when the call is not a valid
+    /// one of those (the generic path then answers, errors included).
+    pub fn get_all_records_xml(&self, method: &str, params: &[Value]) -> Option<String> {
+        let cname = method.strip_suffix(".get_all_records")?;
+        let class = datamodel::class(cname).filter(|c| c.name == cname)?;
+        if params.len() != 1 {
+            return None;
+        }
+        self.session(&params[0]).ok()?;
+        Some(self.db.read(|v| {
+            let mut out = String::with_capacity(256 + v.count(class.name) * 2048);
+            out.push_str("<?xml version=\"1.0\"?>\n<methodResponse><params><param><value><struct>");
+            out.push_str("<member><name>Status</name><value>Success</value></member>");
+            out.push_str("<member><name>Value</name><value><struct>");
+            for (r, rec) in v.iter_class(class.name) {
+                crate::xmlrpc::open_member(&mut out, r);
+                out.push_str("<value>");
+                crate::xmlrpc::encode_struct(&mut out, rec);
+                out.push_str("</value></member>");
+            }
+            out.push_str(
+                "</struct></value></member></struct></value></param></params></methodResponse>\n",
+            );
+            out
+        }))
+    }
+
     /// Handles one call: `method` with its wire parameters (session first, but for login).
     pub fn call(self: &Arc<Self>, method: &str, params: &[Value]) -> R {
         if let Some(inner) = method.strip_prefix("Async.") {

@@ -434,20 +434,30 @@ pub fn encode_value(out: &mut String, v: &Value) {
             }
             out.push_str("</data></array>");
         }
-        Value::Struct(m) => {
-            out.push_str("<struct>");
-            for (k, x) in m {
-                out.push_str("<member><name>");
-                escape_into(out, k);
-                out.push_str("</name>");
-                encode_value(out, x);
-                out.push_str("</member>");
-            }
-            out.push_str("</struct>");
-        }
+        Value::Struct(m) => encode_struct(out, m),
         Value::Nil => out.push_str("<nil/>"),
     }
     out.push_str("</value>");
+}
+
+/// Appends a `<struct>` (without the enclosing `<value>`) for a borrowed map.
+pub fn encode_struct(out: &mut String, m: &BTreeMap<String, Value>) {
+    out.push_str("<struct>");
+    for (k, x) in m {
+        out.push_str("<member><name>");
+        escape_into(out, k);
+        out.push_str("</name>");
+        encode_value(out, x);
+        out.push_str("</member>");
+    }
+    out.push_str("</struct>");
+}
+
+/// Appends `<member><name>name</name>` (the caller adds the value and `</member>`).
+pub fn open_member(out: &mut String, name: &str) {
+    out.push_str("<member><name>");
+    escape_into(out, name);
+    out.push_str("</name>");
 }
 
 /// Encodes a successful `<methodResponse>` carrying `v`.

@@ -815,3 +815,37 @@ fn lifecycle_over_xenctrl_and_xen_sim() {
     assert_eq!(xb.free_memory(), free0);
     assert_eq!(t.get("VM", "power_state", &vm), Value::str("Halted"));
 }
+
+#[test]
+fn direct_get_all_records_encoding_matches_the_generic_one() {
+    let t = T::new();
+    t.vm("a<&>", GIB / 4);
+    t.ok("network.create", &[rec(&[("name_label", Value::str("n"))])]);
+    for class in ["VM", "network", "PIF", "host", "session"] {
+        let m = format!("{class}.get_all_records");
+        let fast =
+            t.x.get_all_records_xml(&m, std::slice::from_ref(&t.s))
+                .unwrap();
+        let slow = toolstack::xmlrpc::encode_response(&toolstack::server::wrap_result(
+            t.x.call(&m, std::slice::from_ref(&t.s)),
+        ));
+        assert_eq!(fast, slow, "{class}");
+    }
+    // Anything but a valid call goes the generic way (which produces the errors).
+    assert!(t
+        .x
+        .get_all_records_xml("VM.get_all_records", &[Value::str("OpaqueRef:bad")])
+        .is_none());
+    assert!(t
+        .x
+        .get_all_records_xml("vm.get_all_records", std::slice::from_ref(&t.s))
+        .is_none());
+    assert!(t
+        .x
+        .get_all_records_xml("VM.get_all", std::slice::from_ref(&t.s))
+        .is_none());
+    assert!(t
+        .x
+        .get_all_records_xml("VM.get_all_records", &[t.s.clone(), t.s.clone()])
+        .is_none());
+}
