@@ -106,6 +106,8 @@ pub struct FrontConfig {
     pub max_inflight: usize,
     /// Time limit of every wait.
     pub timeout: Duration,
+    /// Frontend directory type (`device/<type>/<devid>`).
+    pub device_type: String,
 }
 
 impl Default for FrontConfig {
@@ -119,6 +121,7 @@ impl Default for FrontConfig {
             protocol: Protocol::Native,
             max_inflight: 32,
             timeout: Duration::from_secs(20),
+            device_type: "vbd".into(),
         }
     }
 }
@@ -237,7 +240,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
         devid: u32,
         cfg: FrontConfig,
     ) -> Result<Self, Error> {
-        let mut dev = FrontendDevice::open(store, domid, "vbd", devid)?;
+        let mut dev = FrontendDevice::open(store, domid, &cfg.device_type, devid)?;
         let backend = dev.backend_id;
         dev.wait_backend(|s| s == XenbusState::InitWait, cfg.timeout)?;
         let max_order = dev

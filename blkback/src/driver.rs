@@ -32,6 +32,9 @@ pub struct Config {
     pub io_threads: usize,
     /// `feature-discard` (when the image supports it and is writable).
     pub discard: bool,
+    /// Backend directory type served: `vbd`, or `qdisk` to stand in for QEMU's block
+    /// backend (libxl's `backendtype=qdisk`).
+    pub device_type: String,
 }
 
 impl Default for Config {
@@ -44,6 +47,7 @@ impl Default for Config {
             max_persistent_grants: 1056,
             io_threads: 4,
             discard: true,
+            device_type: "vbd".into(),
         }
     }
 }
@@ -289,7 +293,7 @@ impl<S: Store, H: Host> BackendDriver<S> for BlkBack<H> {
     type Connection = Connection<H>;
 
     fn device_type(&self) -> &str {
-        "vbd"
+        &self.cfg.device_type
     }
 
     fn probe(&self, dev: &DeviceInfo<S>) -> Result<(), xenbus::Error> {

@@ -23,8 +23,28 @@ pub fn create_device<S: Store>(
     backend_keys: &[(&str, &str)],
     frontend_keys: &[(&str, &str)],
 ) -> Result<(), Error> {
-    let bpath = paths::backend_path(backend, dev_type, frontend, devid);
-    let fpath = paths::frontend_path(frontend, dev_type, devid);
+    create_device_split(
+        store,
+        (backend, dev_type),
+        (frontend, dev_type),
+        devid,
+        backend_keys,
+        frontend_keys,
+    )
+}
+
+/// [`create_device`] where the backend directory's type differs from the frontend's, as
+/// libxl does for `backendtype=qdisk` (`backend/qdisk/...` serving `device/vbd/...`).
+pub fn create_device_split<S: Store>(
+    store: &S,
+    (backend, backend_type): (DomId, &str),
+    (frontend, frontend_type): (DomId, &str),
+    devid: u32,
+    backend_keys: &[(&str, &str)],
+    frontend_keys: &[(&str, &str)],
+) -> Result<(), Error> {
+    let bpath = paths::backend_path(backend, backend_type, frontend, devid);
+    let fpath = paths::frontend_path(frontend, frontend_type, devid);
     let init = XenbusState::Initialising.to_string();
     let mut e: Vec<(String, String)> = vec![
         (join(&bpath, paths::KEY_FRONTEND), fpath.clone()),

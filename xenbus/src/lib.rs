@@ -23,7 +23,7 @@ pub mod store;
 mod xs;
 
 pub use backend::{Backend, BackendDriver, DeviceInfo};
-pub use frontend::{create_device, destroy_device, FrontendDevice};
+pub use frontend::{create_device, create_device_split, destroy_device, FrontendDevice};
 pub use state::XenbusState;
 pub use store::{MemStore, Store, WatchEvent, WatchId};
 use xen_types::Errno;
