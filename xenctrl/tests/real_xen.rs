@@ -118,45 +118,74 @@ fn create_pause_unpause_destroy_an_empty_pvh_domain() {
     lifecycle(DomainConfig::pvh(1));
 }
 
-/// The guest's console output so far, read from its console ring through a foreign mapping
-/// (libxenforeignmemory), or `None` when the page cannot be mapped.
-fn console_output(dom: DomId, frame: u64) -> Option<String> {
-    let lib = xen_sys::libs::xenforeignmemory().ok()?;
-    let open = *lib.xenforeignmemory_open.as_ref().ok()?;
-    let map = *lib.xenforeignmemory_map.as_ref().ok()?;
-    let unmap = *lib.xenforeignmemory_unmap.as_ref().ok()?;
-    let close = *lib.xenforeignmemory_close.as_ref().ok()?;
-    let out_off = std::mem::offset_of!(xen_sys::xencons_interface, out);
-    let prod_off = std::mem::offset_of!(xen_sys::xencons_interface, out_prod);
-    let size = std::mem::size_of::<[std::ffi::c_char; 2048]>();
-    // SAFETY: default logger, no flags.
-    let h = unsafe { open(std::ptr::null_mut(), 0) };
-    if h.is_null() {
-        return None;
+/// One page of another domain mapped read-only into this process (libxenforeignmemory); the
+/// mapping holds a reference on the page, as Xen's zombie domains show.
+struct ForeignPage {
+    lib: &'static xen_sys::generated::xenforeignmemory::XenForeignMemoryLib,
+    h: *mut xen_sys::xenforeignmemory_handle,
+    p: *mut std::ffi::c_void,
+}
+
+impl ForeignPage {
+    fn map(dom: DomId, frame: u64) -> Option<ForeignPage> {
+        let lib = xen_sys::libs::xenforeignmemory().ok()?;
+        let open = *lib.xenforeignmemory_open.as_ref().ok()?;
+        let map = *lib.xenforeignmemory_map.as_ref().ok()?;
+        let close = *lib.xenforeignmemory_close.as_ref().ok()?;
+        // SAFETY: default logger, no flags.
+        let h = unsafe { open(std::ptr::null_mut(), 0) };
+        if h.is_null() {
+            return None;
+        }
+        let frames = [frame as xen_sys::xen_pfn_t];
+        let mut err = 0;
+        // SAFETY: one frame, read-only; `err` receives its status.
+        let p = unsafe { map(h, dom.into(), libc::PROT_READ, 1, frames.as_ptr(), &mut err) };
+        if p.is_null() || err != 0 {
+            // SAFETY: `h` came from xenforeignmemory_open and is closed once.
+            unsafe { close(h) };
+            return None;
+        }
+        Some(ForeignPage { lib, h, p })
     }
-    let frames = [frame as xen_sys::xen_pfn_t];
-    let mut err = 0;
-    // SAFETY: one frame, read-only; `err` receives its status.
-    let p = unsafe { map(h, dom.into(), libc::PROT_READ, 1, frames.as_ptr(), &mut err) };
-    let text = if p.is_null() || err != 0 {
-        None
-    } else {
-        let base = p.cast::<u8>();
-        // SAFETY: the mapping is one page; a xencons_interface fits in it, so both reads are
-        // in bounds. The guest writes concurrently, hence volatile.
-        let prod = unsafe { std::ptr::read_volatile(base.add(prod_off).cast::<u32>()) };
+
+    /// Reads byte `off` (< 4096) of the page.
+    fn byte(&self, off: usize) -> u8 {
+        assert!(off < 4096);
+        // SAFETY: in bounds of the one-page mapping; the guest may write concurrently.
+        unsafe { std::ptr::read_volatile(self.p.cast::<u8>().add(off)) }
+    }
+
+    /// The console output a `xencons_interface` page holds.
+    fn console_output(&self) -> String {
+        let out = std::mem::offset_of!(xen_sys::xencons_interface, out);
+        let prod = std::mem::offset_of!(xen_sys::xencons_interface, out_prod);
+        let size = std::mem::size_of::<[std::ffi::c_char; 2048]>();
+        let prod = u32::from_le_bytes(std::array::from_fn(|i| self.byte(prod + i)));
         let n = (prod as usize).min(size);
-        let bytes: Vec<u8> = (0..n)
-            // SAFETY: out_off + i < out_off + 2048, inside the page.
-            .map(|i| unsafe { std::ptr::read_volatile(base.add(out_off + i)) })
-            .collect();
-        // SAFETY: `p` is the one-page mapping made above.
-        unsafe { unmap(h, p, 1) };
-        Some(String::from_utf8_lossy(&bytes).into_owned())
-    };
-    // SAFETY: `h` came from xenforeignmemory_open and is closed once.
-    unsafe { close(h) };
-    text
+        let bytes: Vec<u8> = (0..n).map(|i| self.byte(out + i)).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl Drop for ForeignPage {
+    fn drop(&mut self) {
+        if let (Ok(unmap), Ok(close)) = (
+            self.lib.xenforeignmemory_unmap.as_ref(),
+            self.lib.xenforeignmemory_close.as_ref(),
+        ) {
+            // SAFETY: the one-page mapping and the handle made in `map`, released once.
+            unsafe {
+                unmap(self.h, self.p, 1);
+                close(self.h);
+            }
+        }
+    }
+}
+
+/// The guest's console output so far, read from its console ring.
+fn console_output(dom: DomId, frame: u64) -> Option<String> {
+    ForeignPage::map(dom, frame).map(|p| p.console_output())
 }
 
 fn first_existing(paths: &[&str]) -> Option<PathBuf> {
@@ -225,4 +254,44 @@ fn build_a_pv_guest_and_see_it_run() {
 #[ignore = "needs a Xen dom0: run by cargo xtask e2e"]
 fn the_rules_the_simulated_host_copies_hold_on_real_xen() {
     common::xen_rules(&xen());
+}
+
+#[test]
+#[ignore = "needs a Xen dom0: run by cargo xtask e2e"]
+fn a_destroyed_domain_stays_dying_while_its_page_is_mapped() {
+    let Some(kernel) = first_existing(&["/boot/domu-kernel", "/boot/vmlinuz"]) else {
+        panic!("no guest kernel in dom0 (/boot/domu-kernel or /boot/vmlinuz)");
+    };
+    let x = xen();
+    let dom = x.create_domain(&DomainConfig::pv(1)).unwrap();
+    x.set_max_vcpus(dom, 1).unwrap();
+    // Too little memory for the kernel: ENOMEM, as on the simulated host.
+    let small = x.create_domain(&DomainConfig::pv(1)).unwrap();
+    x.set_max_vcpus(small, 1).unwrap();
+    let tiny = GuestImage::new(ImageSource::File(kernel.clone()), Pages::from_mib(16));
+    let e = x.build(small, &tiny).unwrap_err();
+    assert!(matches!(e, Error::OutOfMemory { .. }), "{e}");
+    destroy_and_wait(&x, small);
+    let image = GuestImage::new(ImageSource::File(kernel), Pages::from_mib(128));
+    let built = x.build(dom, &image).unwrap();
+    let page = ForeignPage::map(dom, built.console.mfn.0).expect("map the console page");
+    x.destroy(dom).unwrap();
+    let info = x.domain_info(dom).expect("a zombie is still listed");
+    assert!(info.dying(), "{:?}", info.flags);
+    assert!(
+        info.tot_pages.0 >= 1,
+        "the mapped page is still the domain's"
+    );
+    // A dying domain never runs: the controller's pause reference (from creation) can be
+    // dropped, the next unpause is EINVAL, and it is not running.
+    assert!(info.paused());
+    x.unpause(dom).unwrap();
+    assert!(matches!(x.unpause(dom), Err(Error::InvalidArgument { .. })));
+    assert!(!x.domain_info(dom).unwrap().running());
+    // Destroying it again is fine; dropping the mapping lets it go.
+    x.destroy(dom).unwrap();
+    drop(page);
+    wait_for("the zombie to go", Duration::from_secs(30), || {
+        matches!(x.domain_info(dom), Err(Error::NoSuchDomain { .. }))
+    });
 }
