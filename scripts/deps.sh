@@ -13,27 +13,42 @@ sudo=""
 
 pkgs=(build-essential pkg-config libxen-dev libclang-dev xen-utils-4.17 xenstore-utils python3 python3-pip)
 if [ "$e2e" = 1 ]; then
-    pkgs+=(cpio kmod busybox-static)
+    pkgs+=(xz-utils binutils util-linux)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# QEMU for the real-Xen end-to-end run: take bookworm-backports' when it is configured
-# (its qemu-utils on this kind of machine conflicts with bookworm's qemu-system-x86).
+# QEMU for the real-Xen end-to-end run. Where qemu-utils came from bookworm-backports (as on
+# this project's machines), bookworm's qemu-system-x86 conflicts with it: take backports' too,
+# adding that source when it is missing.
+need_qemu=0
 if [ "$e2e" = 1 ] && ! command -v qemu-system-x86_64 >/dev/null; then
-    missing+=(qemu-system-x86)
+    need_qemu=1
 fi
-if [ "${#missing[@]}" -gt 0 ]; then
-    $sudo apt-get update -qq
-    if printf '%s\n' "${missing[@]}" | grep -qx qemu-system-x86 \
-        && apt-cache policy qemu-utils 2>/dev/null | grep -q 'Installed:.*bpo'; then
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            -t bookworm-backports qemu-system-x86
-        missing=("${missing[@]/qemu-system-x86/}")
+if [ "${#missing[@]}" -gt 0 ] || [ "$need_qemu" = 1 ]; then
+    qemu_from_bpo=0
+    if [ "$need_qemu" = 1 ] && dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q bpo; then
+        qemu_from_bpo=1
+        if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+            printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' \
+                'Suites: bookworm-backports' 'Components: main' \
+                'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' |
+                $sudo tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null
+        fi
     fi
-    # shellcheck disable=SC2068
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ${missing[@]}
+    $sudo apt-get update -qq
+    if [ "${#missing[@]}" -gt 0 ]; then
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+    if [ "$need_qemu" = 1 ]; then
+        if [ "$qemu_from_bpo" = 1 ]; then
+            $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                -t bookworm-backports qemu-system-x86
+        else
+            $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86
+        fi
+    fi
 fi
 
 # The official XenAPI Python SDK drives the toolstack's tests.
