@@ -243,14 +243,22 @@ impl<H: Host> RingServer<H> {
                 grefs,
                 pages,
             }) => {
-                let ok = self
-                    .host
-                    .map_grants(self.cfg.frontend, &grefs[..pages], false)
-                    .map_err(|_| Status::Error)
-                    .and_then(|m| read_indirect_segments(&m, nr_segments, &mut segs))
-                    .and_then(|()| {
-                        check_segments(&v, &segs, &self.cfg.limits).map_err(|r| r.status)
-                    });
+                // With persistent grants the indirect page is persistent too (as in
+                // Linux): mapped once and kept; otherwise mapped for this request only.
+                let cached = (self.cfg.persistent && pages == 1)
+                    .then(|| self.persistent_map(grefs[0]).ok())
+                    .flatten();
+                let read = match cached {
+                    Some(m) => read_indirect_segments(&*m, nr_segments, &mut segs),
+                    None => self
+                        .host
+                        .map_grants(self.cfg.frontend, &grefs[..pages], false)
+                        .map_err(|_| Status::Error)
+                        .and_then(|m| read_indirect_segments(&m, nr_segments, &mut segs)),
+                };
+                let ok = read.and_then(|()| {
+                    check_segments(&v, &segs, &self.cfg.limits).map_err(|r| r.status)
+                });
                 if let Err(status) = ok {
                     self.q.respond(v.id, v.operation, status);
                     self.segs = segs;
@@ -282,6 +290,20 @@ impl<H: Host> RingServer<H> {
         }
     }
 
+    /// The persistent mapping of `gref`, mapping it (read-write, as Linux does: the
+    /// frontend reuses persistent grants for reads and writes) if the cache has room.
+    fn persistent_map(&mut self, gref: GrantRef) -> Result<Arc<H::Mapping>, crate::Error> {
+        if let Some(m) = self.persistent.get(&gref) {
+            return Ok(m.clone());
+        }
+        if self.persistent.len() >= self.cfg.max_persistent_grants {
+            return Err(crate::Error::Config("persistent grant cache full".into()));
+        }
+        let m = Arc::new(self.host.map_grants(self.cfg.frontend, &[gref], true)?);
+        self.persistent.insert(gref, m.clone());
+        Ok(m)
+    }
+
     fn map(&mut self, segs: &[Segment], writable: bool) -> Result<Pages<H::Mapping>, crate::Error> {
         if segs.is_empty() {
             return Ok(Pages::None);
@@ -295,17 +317,7 @@ impl<H: Host> RingServer<H> {
             if self.persistent.len() + missing <= self.cfg.max_persistent_grants {
                 let mut v = Vec::with_capacity(segs.len());
                 for s in segs {
-                    let m = match self.persistent.get(&s.gref) {
-                        Some(m) => m.clone(),
-                        None => {
-                            // Persistent grants are mapped read-write (as Linux does):
-                            // the frontend reuses them for reads and writes.
-                            let m = Arc::new(self.host.map_grants(fe, &[s.gref], true)?);
-                            self.persistent.insert(s.gref, m.clone());
-                            m
-                        }
-                    };
-                    v.push(m);
+                    v.push(self.persistent_map(s.gref)?);
                 }
                 return Ok(Pages::Persistent(v));
             }
