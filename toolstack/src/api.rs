@@ -1317,16 +1317,20 @@ impl Xapi {
             cmdline: gs("PV_args"),
         };
         let be = &self.backend;
-        let domid = be.create_domain(&cfg).map_err(|e| {
-            if free < needed.saturating_add(1) {
+        // A failure while the host lacks the memory (it can shrink between the check above
+        // and the allocation, e.g. by ballooning) is reported as XAPI does.
+        let oom_or = |e: crate::Error| {
+            let free = be.free_memory();
+            if free < needed {
                 ApiError::new(
                     codes::HOST_NOT_ENOUGH_FREE_MEMORY,
-                    [needed.to_string(), be.free_memory().to_string()],
+                    [needed.to_string(), free.to_string()],
                 )
             } else {
                 ApiError::internal(e)
             }
-        })?;
+        };
+        let domid = be.create_domain(&cfg).map_err(oom_or)?;
         let d = domid.0;
         let plumb = || -> Result<(), crate::Error> {
             be.build_domain(domid, &cfg)?;
@@ -1456,7 +1460,10 @@ impl Xapi {
         };
         if let Err(e) = plumb() {
             let _ = self.teardown(vm, domid);
-            return Err(ApiError::internal(e));
+            return Err(match &e {
+                crate::Error::Backend(m) if m.to_ascii_lowercase().contains("memory") => oom_or(e),
+                _ => ApiError::internal(e),
+            });
         }
         self.db.write(|tx| {
             tx.set(

@@ -98,8 +98,8 @@ impl Db {
         std::fs::create_dir_all(dir).map_err(|e| Error::Io(dir.display().to_string(), e))?;
         let conn = Connection::open(dir.join("xapi.db"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        // WAL + NORMAL: a committed transaction survives the process being killed; FULL also
-        // survives power loss.
+        // WAL: a committed transaction survives the process being killed (kill -9); FULL
+        // also fsyncs the log at each commit, so it survives power loss too.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS objects (ref TEXT PRIMARY KEY, class TEXT NOT NULL, data TEXT NOT NULL);",
