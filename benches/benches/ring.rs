@@ -1,0 +1,171 @@
+//! Shared-ring throughput: our `xen-ring` rings against the C macros of Debian's
+//! `<xen/io/ring.h>` (`xen-ring/csrc/ring_ref.c`) driving the same exchange in the same run.
+//!
+//! - `ring/loopback`: both ends in one thread, batches of 16: per-request cost of the ring
+//!   operations without cross-core traffic.
+//! - `ring/loopback_checksum`: the same with the checksummed test workload (work per
+//!   request: an FNV-1a over the payload on both ends).
+//! - `ring/two_threads_spin`: front end and back end in two threads on one page, polling
+//!   (notifications computed and counted, not sent; idle rounds yield every 64th time).
+//! - `ring/two_threads_eventfd`: the same with eventfd doorbells rung when the check-notify
+//!   macros say so, and sleeps after the final checks (event-channel style).
+//!
+//! The two-thread groups and `ring/loopback` use the echo workload (64-byte request filled,
+//! 16-byte response, next to no work), so the ring operations dominate.
+//!
+//! Each group reports elements (requests) per second; divide to get ns per request. Peers:
+//! `rust` (Rust front + Rust back), `c` (C front + C back), and the mixed pairs.
+
+#![allow(missing_docs)] // the group macro generates an undocumented pub fn
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use xen_ring::testing::{
+    cref, loopback, run_back, run_front, Bells, CKind, Doorbell, EchoWorkload, TestReq, TestRsp,
+    TestWorkload,
+};
+use xen_ring::{BackRing, FrontRing};
+use xen_types::mem::PageBuf;
+use xen_types::Pages;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy, Debug)]
+enum Pair {
+    Rust,
+    C,
+    CFrontRustBack,
+    RustFrontCBack,
+}
+
+impl Pair {
+    fn name(self) -> &'static str {
+        match self {
+            Pair::Rust => "rust",
+            Pair::C => "c",
+            Pair::CFrontRustBack => "c_front_rust_back",
+            Pair::RustFrontCBack => "rust_front_c_back",
+        }
+    }
+}
+
+/// One exchange of `n` echo requests; returns the notifications sent by both ends.
+fn exchange(pair: Pair, n: u64, bells: bool) -> u64 {
+    let mem = Arc::new(PageBuf::new(1).expect("page"));
+    let to_back = Doorbell::new().expect("eventfd");
+    let to_front = Doorbell::new().expect("eventfd");
+    let (fb, bb) = if bells {
+        (
+            Bells::EventFd {
+                kick: &to_back,
+                wait: &to_front,
+            },
+            Bells::EventFd {
+                kick: &to_front,
+                wait: &to_back,
+            },
+        )
+    } else {
+        (Bells::Spin, Bells::Spin)
+    };
+    let rust_front = matches!(pair, Pair::Rust | Pair::RustFrontCBack);
+    let rust_back = matches!(pair, Pair::Rust | Pair::CFrontRustBack);
+    let mut front: Option<FrontRing<_, TestReq, TestRsp>> = None;
+    if rust_front {
+        front = Some(FrontRing::new(mem.clone(), Pages(1)).expect("front"));
+    } else {
+        cref::shared_ring_init(&*mem);
+    }
+    let mut back: BackRing<_, TestReq, TestRsp> =
+        BackRing::new(mem.clone(), Pages(1)).expect("back");
+    std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            if rust_back {
+                run_back::<EchoWorkload, _>(&mut back, n, bb, TIMEOUT)
+                    .expect("rust back")
+                    .notifies
+            } else {
+                cref::back_run(CKind::Echo, &*mem, 1, n, bb, TIMEOUT)
+                    .expect("c back")
+                    .notifies
+            }
+        });
+        let f = match front.as_mut() {
+            Some(f) => {
+                run_front::<EchoWorkload, _>(f, n, fb, TIMEOUT)
+                    .expect("rust front")
+                    .notifies
+            }
+            None => {
+                cref::front_run(CKind::Echo, &*mem, 1, n, fb, TIMEOUT)
+                    .expect("c front")
+                    .notifies
+            }
+        };
+        f + h.join().expect("back thread")
+    })
+}
+
+fn two_threads(c: &mut Criterion, bells: bool, n: u64) {
+    let name = if bells {
+        "ring/two_threads_eventfd"
+    } else {
+        "ring/two_threads_spin"
+    };
+    let mut g = c.benchmark_group(name);
+    g.throughput(Throughput::Elements(n));
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(8));
+    for pair in [
+        Pair::Rust,
+        Pair::C,
+        Pair::CFrontRustBack,
+        Pair::RustFrontCBack,
+    ] {
+        g.bench_function(BenchmarkId::from_parameter(pair.name()), |b| {
+            b.iter(|| black_box(exchange(pair, n, bells)))
+        });
+    }
+    g.finish();
+}
+
+fn bench_spin(c: &mut Criterion) {
+    two_threads(c, false, 200_000);
+}
+
+fn bench_eventfd(c: &mut Criterion) {
+    two_threads(c, true, 100_000);
+}
+
+fn loopback_group(c: &mut Criterion, name: &str, kind: CKind) {
+    const N: u64 = 100_000;
+    let mut g = c.benchmark_group(name);
+    g.throughput(Throughput::Elements(N));
+    g.sample_size(30);
+    let rust_mem = Arc::new(PageBuf::new(1).expect("page"));
+    g.bench_function("rust", |b| {
+        b.iter(|| {
+            let good = match kind {
+                CKind::Echo => loopback::<EchoWorkload, _>(&rust_mem, N, 16),
+                _ => loopback::<TestWorkload, _>(&rust_mem, N, 16),
+            };
+            assert_eq!(good.expect("loopback"), N);
+        })
+    });
+    let c_mem = PageBuf::new(1).expect("page");
+    g.bench_function("c", |b| {
+        b.iter(|| assert_eq!(cref::loopback(kind, &c_mem, N, 16), N))
+    });
+    g.finish();
+}
+
+fn bench_loopback(c: &mut Criterion) {
+    loopback_group(c, "ring/loopback", CKind::Echo);
+    loopback_group(c, "ring/loopback_checksum", CKind::Test);
+}
+
+criterion_group!(benches, bench_loopback, bench_spin, bench_eventfd);
+criterion_main!(benches);
