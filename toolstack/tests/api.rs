@@ -849,3 +849,50 @@ fn direct_get_all_records_encoding_matches_the_generic_one() {
         .get_all_records_xml("VM.get_all_records", &[t.s.clone(), t.s.clone()])
         .is_none());
 }
+
+mod hostile {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn server() -> &'static Arc<Xapi> {
+        static X: std::sync::OnceLock<Arc<Xapi>> = std::sync::OnceLock::new();
+        X.get_or_init(|| T::new().x)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Whatever the body, the server answers with a well-formed response (the same
+        /// property the `xapi_request` fuzz target checks).
+        #[test]
+        fn any_body_gets_a_well_formed_answer(body in prop::collection::vec(any::<u8>(), 0..300)) {
+            let x = server();
+            let out = toolstack::server::handle_xmlrpc(x, &body);
+            prop_assert!(toolstack::xmlrpc::parse_response(&out).is_ok());
+            let out = toolstack::server::handle_jsonrpc(x, &body);
+            prop_assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok());
+        }
+
+        /// Well-formed calls with arbitrary methods and arguments: a XenAPI answer, never a
+        /// panic or a transport fault.
+        #[test]
+        fn any_call_gets_a_xenapi_answer(
+            class in prop::sample::select(vec!["VM", "network", "VIF", "Bond", "event", "session", "nope"]),
+            msg in "[a-z_]{1,16}",
+            args in prop::collection::vec(prop_oneof![
+                Just(Value::str("OpaqueRef:NULL")),
+                any::<i32>().prop_map(|i| Value::Int(i.into())),
+                any::<bool>().prop_map(Value::Bool),
+                "[ -~]{0,20}".prop_map(Value::String),
+            ], 0..5),
+        ) {
+            let x = server();
+            let body = toolstack::xmlrpc::encode_call(&format!("{class}.{msg}"), &args);
+            let out = toolstack::server::handle_xmlrpc(x, body.as_bytes());
+            let v = toolstack::xmlrpc::parse_response(&out).unwrap().unwrap();
+            let status = v.as_struct().unwrap()["Status"].clone();
+            prop_assert!(status == Value::str("Success") || status == Value::str("Failure"));
+        }
+    }
+}
