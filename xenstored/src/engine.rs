@@ -232,6 +232,7 @@ impl View<'_> {
 
     fn put(&mut self, path: Arc<str>, mut node: Node) -> Arc<Node> {
         node.gen = self.next_gen();
+        node.created = node.created.min(node.gen);
         let n = Arc::new(node);
         self.mark(&path);
         self.tree.set_raw(path, Some(n.clone()));
@@ -312,6 +313,7 @@ impl View<'_> {
                     first.domid = self.who.domid;
                 }
             }
+            let created = self.next_gen();
             let node = Node::new(
                 if last {
                     value.clone()
@@ -319,11 +321,11 @@ impl View<'_> {
                     Arc::from(&[][..])
                 },
                 perms.into(),
-                0,
+                created,
             );
             self.check_size(&node)?;
             let mut pn = (*parent).clone();
-            pn.add_child(basename(name).into());
+            pn.add_child(basename(name).into(), created);
             self.check_size(&pn)?;
             self.put(parent_path.clone(), pn);
             let path: Arc<str> = (*name).into();
@@ -457,8 +459,45 @@ fn parse_num<T: std::str::FromStr>(s: &[u8]) -> Result<T, Errno> {
         .ok_or(Errno::EINVAL)
 }
 
+/// Permission strings: malformed ones are `EINVAL`; a well-formed one naming a domain id
+/// past 16 bits cannot name an existing domain, which C xenstored reports as `ENOENT`.
+fn parse_perms(items: &[&[u8]]) -> Result<Vec<Perm>, Errno> {
+    let mut v = Vec::with_capacity(items.len());
+    for s in items {
+        match Perm::parse(s) {
+            Ok(p) => v.push(p),
+            Err(_) => {
+                let digits = s.get(1..).unwrap_or_default();
+                let well_formed = matches!(s.first(), Some(b'n' | b'r' | b'w' | b'b'))
+                    && !digits.is_empty()
+                    && digits.iter().all(u8::is_ascii_digit);
+                return Err(if well_formed {
+                    Errno::ENOENT
+                } else {
+                    Errno::EINVAL
+                });
+            }
+        }
+    }
+    if v.is_empty() {
+        return Err(Errno::EINVAL);
+    }
+    Ok(v)
+}
+
 fn parse_domid(s: &[u8]) -> Result<DomId, Errno> {
     parse_num::<u16>(s).map(DomId)
+}
+
+/// Length of `path` below a `/local/domain/<id>/` prefix (the whole length otherwise).
+fn below_domain_home(path: &str) -> usize {
+    if let Some(rest) = path.strip_prefix("/local/domain/") {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if (1..=5).contains(&digits) && rest.as_bytes().get(digits) == Some(&b'/') {
+            return rest.len() - digits - 1;
+        }
+    }
+    path.len()
 }
 
 /// Does `path` fall under `wpath` within `depth` levels?
@@ -518,11 +557,14 @@ impl Engine {
                 continue;
             }
             self.gen += 1;
-            let mut node = Node::new(Arc::from(&[][..]), n0.clone(), self.gen);
-            if p == "/" {
-                node.add_child("tool".into());
-            } else if p == "/tool" {
-                node.add_child("xenstored".into());
+            let node = Node::new(Arc::from(&[][..]), n0.clone(), self.gen);
+            if p != "/" && !p.starts_with('@') {
+                let parent = parent_of(p);
+                if let Some(pn) = self.tree.get(parent) {
+                    let mut pn = (**pn).clone();
+                    pn.add_child(basename(p).into(), node.created);
+                    self.tree.set_raw(parent.into(), Some(Arc::new(pn)));
+                }
             }
             self.tree.set_raw(p.into(), Some(Arc::new(node)));
             self.dirty.push(p.into());
@@ -606,12 +648,10 @@ impl Engine {
         if abs.len() > wire::ABS_PATH_MAX {
             return Err(Errno::EINVAL);
         }
-        if !who.privileged && self.quotas.path_max != 0 {
-            let home = format!("/local/domain/{}/", who.domid.0);
-            let len = abs.strip_prefix(&home).map_or(abs.len(), str::len);
-            if len > self.quotas.path_max {
-                return Err(Errno::EINVAL);
-            }
+        // As C xenstored: the length below any `/local/domain/<id>/` counts, for every
+        // caller, dom0 included.
+        if self.quotas.path_max != 0 && below_domain_home(&abs) > self.quotas.path_max {
+            return Err(Errno::EINVAL);
         }
         Ok(abs)
     }
@@ -732,8 +772,7 @@ impl Engine {
                     return Err(Errno::EINVAL);
                 }
                 let path = self.canonical(&who, args[0], PathKind::Any)?;
-                let perms =
-                    Perm::parse_list(args[1..].iter().copied()).map_err(|_| Errno::EINVAL)?;
+                let perms = parse_perms(&args[1..])?;
                 self.with_view(conn, who, tx, out, |v| v.set_perms(&path, perms))?;
                 Ok(Some(b"OK\0".to_vec()))
             }
@@ -826,7 +865,7 @@ impl Engine {
                 let domid = parse_domid(args[0])?;
                 let gfn: i64 = parse_num(args[1])?;
                 let port = EvtchnPort(parse_num(args[2])?);
-                if !domid.is_ordinary() || domid.is_dom0() {
+                if !domid.is_ordinary() || domid.is_dom0() || port.0 == 0 {
                     return Err(Errno::EINVAL);
                 }
                 let fresh = !self.domains.contains_key(&domid);
@@ -1164,12 +1203,14 @@ impl Engine {
         self.targets.remove(&domid);
         self.targets.retain(|_, t| *t != domid);
         // Nodes owned by the domain go away with it (or pass to dom0 with keep_orphans).
-        let owned: Vec<Arc<str>> = self
+        let mut owned: Vec<Arc<str>> = self
             .tree
             .iter()
             .filter(|(p, n)| !p.starts_with('@') && n.owner() == domid)
             .map(|(p, _)| p.clone())
             .collect();
+        // Ancestors first: a removed subtree fires once for its top, as in C xenstored.
+        owned.sort_by_key(|p| (p.len(), p.clone()));
         let dom0 = Who {
             domid: DomId::DOM0,
             target: None,

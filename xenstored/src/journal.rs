@@ -23,7 +23,7 @@ use xenstore::wire::{Access, Perm};
 
 use crate::tree::{Node, Tree};
 
-const SNAP_MAGIC: &[u8; 8] = b"XSDSNAP1";
+const SNAP_MAGIC: &[u8; 8] = b"XSDSNAP2";
 const SET: u8 = 1;
 const DEL: u8 = 2;
 const END: u8 = 3;
@@ -85,6 +85,7 @@ fn encode_set(out: &mut Vec<u8>, path: &str, n: &Node) {
     frame(out, |b| {
         b.push(SET);
         b.extend_from_slice(&n.gen.to_le_bytes());
+        b.extend_from_slice(&n.created.to_le_bytes());
         b.extend_from_slice(&(path.len() as u32).to_le_bytes());
         b.extend_from_slice(path.as_bytes());
         b.extend_from_slice(&(n.perms.len() as u32).to_le_bytes());
@@ -137,6 +138,7 @@ fn decode(body: &[u8]) -> Option<Record> {
     match kind {
         SET => {
             let gen = c.u64()?;
+            let created = c.u64()?;
             let plen = c.u32()? as usize;
             let path: Arc<str> = std::str::from_utf8(c.take(plen)?).ok()?.into();
             let np = c.u32()? as usize;
@@ -154,7 +156,9 @@ fn decode(body: &[u8]) -> Option<Record> {
             }
             let vlen = c.u32()? as usize;
             let value: Arc<[u8]> = c.take(vlen)?.into();
-            Some(Record::Set(path, Node::new(value, perms.into(), gen)))
+            let mut n = Node::new(value, perms.into(), gen);
+            n.created = created;
+            Some(Record::Set(path, n))
         }
         DEL => {
             let plen = c.u32()? as usize;

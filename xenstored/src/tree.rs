@@ -1,14 +1,15 @@
 //! The node tree: a persistent (structurally shared) map from absolute path to node.
 //!
 //! Cloning a [`Tree`] is O(1), so a transaction's snapshot costs nothing up front and a
-//! change copies only the touched map paths (O(log n)). Children are kept per node in a
-//! persistent ordered set; the `DIRECTORY` payload (names, NUL-terminated, sorted) is built
-//! once per node version and cached, so listing 10,000 children repeatedly, or paging
-//! through them with `DIRECTORY_PART`, is a copy.
+//! change copies only the touched map paths (O(log n)). Children are kept per node in
+//! persistent maps, in creation order as C xenstored lists them (ordered by the child's
+//! creation generation, which is persisted); the `DIRECTORY` payload (names, NUL-terminated)
+//! is built once per node version and cached, so listing 10,000 children repeatedly, or
+//! paging through them with `DIRECTORY_PART`, is a copy.
 
 use std::sync::{Arc, OnceLock};
 
-use imbl::{HashMap, OrdSet};
+use imbl::{HashMap, OrdMap};
 use xen_types::DomId;
 use xenstore::wire::Perm;
 
@@ -21,7 +22,10 @@ pub struct Node {
     pub perms: Arc<[Perm]>,
     /// Generation: a number that changes whenever the node (value, perms, child list) does.
     pub gen: u64,
-    children: OrdSet<Arc<str>>,
+    /// The generation at which the node was created: orders it among its siblings.
+    pub created: u64,
+    children: OrdMap<u64, Arc<str>>,
+    child_index: HashMap<Arc<str>, u64>,
     children_len: usize,
     blob: OnceLock<Arc<[u8]>>,
 }
@@ -33,7 +37,9 @@ impl Node {
             value,
             perms,
             gen,
-            children: OrdSet::new(),
+            created: gen,
+            children: OrdMap::new(),
+            child_index: HashMap::new(),
             children_len: 0,
             blob: OnceLock::new(),
         }
@@ -44,9 +50,9 @@ impl Node {
         self.perms.first().map_or(DomId::DOM0, |p| p.domid)
     }
 
-    /// Child names, sorted.
+    /// Child names, in creation order.
     pub fn children(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.children.iter()
+        self.children.values()
     }
 
     /// Number of children.
@@ -63,7 +69,7 @@ impl Node {
     pub fn children_blob(&self) -> &Arc<[u8]> {
         self.blob.get_or_init(|| {
             let mut v = Vec::with_capacity(self.children_len);
-            for c in &self.children {
+            for c in self.children.values() {
                 v.extend_from_slice(c.as_bytes());
                 v.push(0);
             }
@@ -71,18 +77,22 @@ impl Node {
         })
     }
 
-    /// Adds a child name.
-    pub fn add_child(&mut self, name: Arc<str>) {
-        let len = name.len() + 1;
-        if self.children.insert(name).is_none() {
-            self.children_len += len;
+    /// Adds a child name; `created` is the child's creation generation (its place in the
+    /// list).
+    pub fn add_child(&mut self, name: Arc<str>, created: u64) {
+        if self.child_index.contains_key(&name) {
+            return;
         }
+        self.children_len += name.len() + 1;
+        self.child_index.insert(name.clone(), created);
+        self.children.insert(created, name);
         self.blob = OnceLock::new();
     }
 
     /// Removes a child name.
     pub fn remove_child(&mut self, name: &str) {
-        if self.children.remove(name).is_some() {
+        if let Some(created) = self.child_index.remove(name) {
+            self.children.remove(&created);
             self.children_len -= name.len() + 1;
         }
         self.blob = OnceLock::new();
@@ -179,14 +189,18 @@ impl Tree {
 
     /// Rebuilds every node's child list from the set of paths (after loading from disk).
     pub fn rebuild_children(&mut self) {
-        let paths: Vec<Arc<str>> = self.nodes.keys().cloned().collect();
-        for p in paths {
+        let paths: Vec<(Arc<str>, u64)> = self
+            .nodes
+            .iter()
+            .map(|(p, n)| (p.clone(), n.created))
+            .collect();
+        for (p, created) in paths {
             if p.starts_with('@') || &*p == "/" {
                 continue;
             }
             let parent = parent_of(&p);
             if let Some(pn) = self.nodes.get_mut(parent) {
-                Arc::make_mut(pn).add_child(basename(&p).into());
+                Arc::make_mut(pn).add_child(basename(&p).into(), created);
             }
         }
     }
@@ -227,11 +241,13 @@ mod tests {
     #[test]
     fn children_blob_is_cached_and_invalidated() {
         let mut n = Node::new(Arc::from(&b""[..]), Arc::from(vec![]), 0);
-        n.add_child("b".into());
-        n.add_child("a".into());
-        assert_eq!(&**n.children_blob(), b"a\0b\0");
-        n.remove_child("a");
-        assert_eq!(&**n.children_blob(), b"b\0");
+        n.add_child("b".into(), 5);
+        n.add_child("a".into(), 9);
+        n.add_child("b".into(), 12);
+        // Creation order, not name order.
+        assert_eq!(&**n.children_blob(), b"b\0a\0");
+        n.remove_child("b");
+        assert_eq!(&**n.children_blob(), b"a\0");
         assert_eq!(n.children_len(), 2);
     }
 }

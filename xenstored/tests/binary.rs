@@ -105,22 +105,30 @@ fn snapshots_compact_the_journal_and_restore() {
         }
     }
     xs.rm("/s/7").unwrap();
+    // Snapshots are written in the background: wait (bounded) for one to be in place and
+    // the journals it replaces to be gone, then crash.
+    let journals = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("journal.")
+            })
+            .count()
+    };
+    let deadline = Instant::now() + WAIT;
+    while !(dir.path().join("snapshot").exists() && journals(dir.path()) <= 3) {
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot, or old journals kept ({})",
+            journals(dir.path())
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     kill9(d);
-    let journals = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("journal.")
-        })
-        .count();
-    assert!(
-        dir.path().join("snapshot").exists(),
-        "a snapshot was written"
-    );
-    assert!(journals <= 3, "old journals are removed ({journals})");
     let (_d, xs) = spawn(dir.path(), &args);
     assert_eq!(xs.read("/s/99").unwrap(), b"round4");
     assert!(!xs.exists("/s/7").unwrap());

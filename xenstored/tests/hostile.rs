@@ -100,8 +100,13 @@ fn malformed_requests_get_protocol_errors() {
         r.errno_of(Op::SetPerms.raw(), 0, b"/tool\0q0\0"),
         Some(Errno::EINVAL)
     );
+    // Well-formed but past 16 bits: no such domain (as C xenstored answers).
     assert_eq!(
         r.errno_of(Op::SetPerms.raw(), 0, b"/tool\0r99999\0"),
+        Some(Errno::ENOENT)
+    );
+    assert_eq!(
+        r.errno_of(Op::SetPerms.raw(), 0, b"/tool\0r9x\0"),
         Some(Errno::EINVAL)
     );
     assert_eq!(r.errno_of(Op::Watch.raw(), 0, b"/a\0"), Some(Errno::EINVAL));
