@@ -14,6 +14,19 @@
 //! - [`journal`]: persistence (journal and snapshots).
 //! - [`server`]: a single-threaded tokio event loop serving every connection.
 //!
+//! # Differences from C xenstored
+//!
+//! - Transactions read a snapshot taken at `TRANSACTION_START` (C reads the live store at
+//!   the first access of each node). Both detect conflicts per node at commit (`EAGAIN`);
+//!   ours can refuse a commit C would accept when another client changed a node between the
+//!   start and the transaction's first access to it.
+//! - Quotas count per connection (watches, transactions) or per owning domain (nodes), as
+//!   in 4.17; the memory and soft quotas are accepted and not enforced; a client that does
+//!   not read its replies and events is disconnected past
+//!   [`Quotas::outstanding_bytes`] instead of having requests delayed.
+//! - Domain death is learnt from `RELEASE` only (no `VIRQ_DOM_EXC` handling yet); ring
+//!   reconnection (`XENSTORE_SERVER_FEATURE_RECONNECTION`) is not offered.
+//!
 //! # Durability
 //!
 //! With a data folder (default: the folder of the socket), every change is written
