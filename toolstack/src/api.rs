@@ -14,6 +14,9 @@ use crate::db::{Db, Read, Record, Tx};
 use crate::error::{codes, ApiError};
 use crate::value::Value;
 
+/// Most live sessions per originator; logging in once more drops the oldest (as XAPI).
+pub const MAX_SESSIONS_PER_ORIGINATOR: usize = 500;
+
 /// API version reported by `host.get_API_version_*` (XenServer 8).
 pub const API_VERSION: (i64, i64) = (2, 21);
 
@@ -55,8 +58,13 @@ pub struct Xapi {
     lifecycle: Mutex<()>,
     /// `event.register` subscriptions: session -> (classes, last token).
     registrations: Mutex<HashMap<String, (HashSet<&'static str>, u64)>>,
+    /// Live sessions per originator, oldest first (XAPI keeps at most
+    /// [`MAX_SESSIONS_PER_ORIGINATOR`] and drops the oldest).
+    sessions: Mutex<HashMap<String, std::collections::VecDeque<String>>>,
     /// Upper bound on `event.from` timeouts.
     pub max_event_wait: Duration,
+    /// Most live sessions per originator (default [`MAX_SESSIONS_PER_ORIGINATOR`]).
+    pub session_limit: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Xapi {
@@ -176,7 +184,9 @@ impl Xapi {
             host,
             lifecycle: Mutex::new(()),
             registrations: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
             max_event_wait: Duration::from_secs(60),
+            session_limit: std::sync::atomic::AtomicUsize::new(MAX_SESSIONS_PER_ORIGINATOR),
         });
         x.reconcile()?;
         Ok(x)
@@ -318,6 +328,9 @@ impl Xapi {
                     tx.destroy(&sess);
                     Ok::<_, ApiError>(())
                 })?;
+                for q in self.sessions.lock().values_mut() {
+                    q.retain(|x| *x != sess);
+                }
                 self.registrations.lock().remove(&sess);
                 return Ok(s(""));
             }
@@ -427,8 +440,22 @@ impl Xapi {
             f.insert("validation_time".into(), now_datetime());
             f.insert("is_local_superuser".into(), Value::Bool(true));
             f.insert("auth_user_name".into(), s(user));
-            f.insert("originator".into(), s(originator));
-            Ok::<_, ApiError>(tx.create(class, f))
+            f.insert("originator".into(), s(originator.clone()));
+            let r = tx.create(class, f);
+            let mut live = self.sessions.lock();
+            let q = live.entry(originator.clone()).or_default();
+            q.push_back(r.clone());
+            let limit = self
+                .session_limit
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .max(1);
+            while q.len() > limit {
+                if let Some(old) = q.pop_front() {
+                    tx.destroy(&old);
+                    self.registrations.lock().remove(&old);
+                }
+            }
+            Ok::<_, ApiError>(r)
         })?;
         Ok(s(r))
     }

@@ -896,3 +896,41 @@ mod hostile {
         }
     }
 }
+
+#[test]
+fn sessions_are_capped_per_originator() {
+    let t = T::new();
+    const LIMIT: usize = 5;
+    t.x.session_limit
+        .store(LIMIT, std::sync::atomic::Ordering::Relaxed);
+    let login = |orig: &str| {
+        t.x.call(
+            "session.login_with_password",
+            &[
+                Value::str("root"),
+                Value::str("pw"),
+                Value::str("2.21"),
+                Value::str(orig),
+            ],
+        )
+        .unwrap()
+    };
+    let first = login("leaky");
+    let other = login("other");
+    for _ in 0..LIMIT {
+        login("leaky");
+    }
+    // The oldest session of the leaky client is gone; others are untouched.
+    assert_eq!(
+        t.x.call("VM.get_all", &[first]).unwrap_err().code,
+        "SESSION_INVALID"
+    );
+    t.x.call("VM.get_all", &[other.clone()]).unwrap();
+    t.x.call("session.logout", &[other.clone()]).unwrap();
+    assert_eq!(
+        t.x.call("VM.get_all", &[other]).unwrap_err().code,
+        "SESSION_INVALID"
+    );
+    let n = refs(&t.ok("session.get_all", &[])).len();
+    assert_eq!(n, LIMIT + 1); // + the test's own
+}
