@@ -2,7 +2,7 @@
 
 use std::mem::MaybeUninit;
 use std::mem::{align_of, offset_of, size_of};
-use std::sync::atomic::{compiler_fence, AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 
 use xen_sys::blkif_sring;
 use xen_types::mem::{MemError, Pod, SharedMemory, SharedMemoryExt};
@@ -185,19 +185,36 @@ pub(crate) fn hdr<M: SharedMemory>(mem: &M, f: SringField) -> &AtomicU32 {
 }
 
 /// `RING_COPY_REQUEST`/`RING_COPY_RESPONSE`: copies the entry at `offset` out of shared
-/// memory into a local value, once. The copy is a `memcpy` (an aggregate `read_volatile`
-/// of a struct with byte arrays compiles to byte-by-byte loads, several times slower) followed
-/// by a compiler fence, so the compiler cannot go back to the shared page for a field later
+/// memory into a local value, once, with volatile 8-byte reads (an aggregate
+/// `read_volatile` of a struct with byte arrays compiles to byte-by-byte loads, several times
+/// slower). Volatile, so the compiler cannot go back to the shared page for a field later
 /// (the double fetch the C macro's `volatile` prevents).
 #[inline]
 pub(crate) fn copy_entry<T: Pod, M: SharedMemory>(mem: &M, offset: usize) -> Result<T, MemError> {
+    let size = size_of::<T>();
+    // One bounds check for the whole entry; the word reads below are then in bounds.
+    if offset.checked_add(size).is_none_or(|end| end > mem.len()) {
+        return Err(MemError::OutOfBounds {
+            offset,
+            len: size,
+            size: mem.len(),
+        });
+    }
     let mut out = MaybeUninit::<T>::zeroed();
-    // SAFETY: `out` is size_of::<T>() bytes, all initialised (zeroed), so viewing it as a
-    // byte slice is sound; the slice is dropped before `out` is used again.
-    let bytes =
-        unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), size_of::<T>()) };
-    mem.read_bytes(offset, bytes)?;
-    compiler_fence(Ordering::SeqCst);
+    let dst = out.as_mut_ptr().cast::<u8>();
+    let mut i = 0;
+    while i + 8 <= size {
+        let w: u64 = mem.read_obj(offset + i)?;
+        // SAFETY: `i + 8 <= size_of::<T>()`: the write is inside `out`; unaligned is allowed.
+        unsafe { dst.add(i).cast::<u64>().write_unaligned(w) };
+        i += 8;
+    }
+    while i < size {
+        let b: u8 = mem.read_obj(offset + i)?;
+        // SAFETY: `i < size_of::<T>()`: inside `out`.
+        unsafe { dst.add(i).write(b) };
+        i += 1;
+    }
     // SAFETY: every byte was written (zeroed, then copied), and T is Pod: any bit pattern is
     // a valid value.
     Ok(unsafe { out.assume_init() })
