@@ -138,22 +138,47 @@ fn check(size: usize, offset: usize, len: usize) -> Result<(), MemError> {
 
 /// Safe, bounds-checked access to any [`SharedMemory`].
 pub trait SharedMemoryExt: SharedMemory {
-    /// Volatile read of a `T` at `offset` (any alignment).
+    /// Read of a `T` at `offset`: volatile when `offset` is aligned for `T`, one byte copy
+    /// otherwise (packed layouts such as x86_32 blkif entries).
     fn read_obj<T: Pod>(&self, offset: usize) -> Result<T, MemError> {
         check(self.len(), offset, size_of::<T>())?;
         // SAFETY: in bounds (checked above) of a region valid for reads (SharedMemory
-        // contract); T is Pod so any bytes form a valid value; unaligned read is allowed.
-        Ok(unsafe { std::ptr::read_volatile(self.as_ptr().add(offset).cast::<T>()) })
+        // contract).
+        let src = unsafe { self.as_ptr().add(offset) };
+        if src.align_offset(align_of::<T>()) == 0 {
+            // SAFETY: in bounds, aligned for T; T is Pod so any bytes form a valid value.
+            Ok(unsafe { std::ptr::read_volatile(src.cast::<T>()) })
+        } else {
+            // Misaligned (e.g. the packed x86_32 blkif layout): one copy of the bytes.
+            let mut v = std::mem::MaybeUninit::<T>::uninit();
+            // SAFETY: `src` is valid for size_of::<T>() bytes; `v` is a distinct local buffer
+            // of that size; T is Pod, so the copied bytes are a valid T.
+            unsafe {
+                std::ptr::copy_nonoverlapping(src, v.as_mut_ptr().cast::<u8>(), size_of::<T>());
+                Ok(v.assume_init())
+            }
+        }
     }
 
-    /// Volatile write of a `T` at `offset` (any alignment).
+    /// Write of a `T` at `offset`: volatile when `offset` is aligned for `T`, one byte copy
+    /// otherwise.
     fn write_obj<T: Pod>(&self, offset: usize, value: T) -> Result<(), MemError> {
         if !self.writable() {
             return Err(MemError::ReadOnly);
         }
         check(self.len(), offset, size_of::<T>())?;
         // SAFETY: in bounds of a writable region (checked above, SharedMemory contract).
-        unsafe { std::ptr::write_volatile(self.as_ptr().add(offset).cast::<T>(), value) };
+        let dst = unsafe { self.as_ptr().add(offset) };
+        if dst.align_offset(align_of::<T>()) == 0 {
+            // SAFETY: in bounds, writable, aligned for T.
+            unsafe { std::ptr::write_volatile(dst.cast::<T>(), value) };
+        } else {
+            // SAFETY: `dst` is valid for size_of::<T>() writable bytes; `value` is a distinct
+            // local of that size.
+            unsafe {
+                std::ptr::copy_nonoverlapping((&raw const value).cast::<u8>(), dst, size_of::<T>())
+            };
+        }
         Ok(())
     }
 
@@ -300,6 +325,22 @@ mod tests {
         p.write_bytes(10, b"abc").unwrap();
         p.read_bytes(10, &mut out).unwrap();
         assert_eq!(&out, b"abc");
+    }
+
+    #[test]
+    fn misaligned_values_round_trip() {
+        let p = PageBuf::new(1).unwrap();
+        for off in [1usize, 2, 4, 5, 4087] {
+            p.write_obj(off, 0x0102_0304_0506_0708_u64 + off as u64)
+                .unwrap();
+            assert_eq!(
+                p.read_obj::<u64>(off).unwrap(),
+                0x0102_0304_0506_0708 + off as u64
+            );
+        }
+        let mut raw = [0u8; 8];
+        p.read_bytes(5, &mut raw).unwrap();
+        assert_eq!(u64::from_ne_bytes(raw), 0x0102_0304_0506_0708 + 5);
     }
 
     #[test]
