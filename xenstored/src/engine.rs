@@ -5,6 +5,13 @@
 //! layer (connect or disconnect a domain's ring). Everything about the protocol lives here:
 //! path rules, permissions, transactions, watches, quotas, special nodes. The server and the
 //! fuzz target drive the same code.
+//!
+//! Transactions follow C xenstored 4.17 (`xenstored_transaction.c`): nothing is copied at
+//! `TRANSACTION_START`; a node (or its absence) is fetched from the live store into the
+//! transaction at the transaction's first access to it (read, write, directory, get-perms,
+//! rm, including ancestors walked for permission checks), its generation recorded, and
+//! later accesses see the transaction's own copy. At commit, only those accessed nodes are
+//! compared with the live store; any change to one of them fails the commit with `EAGAIN`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -176,6 +183,11 @@ struct Domain {
 /// One view of the store for one request: the main tree, or a transaction's.
 struct View<'a> {
     tree: &'a mut Tree,
+    /// In a transaction: the live store, from which a node is fetched into the
+    /// transaction's tree at the transaction's first access to it.
+    live: Option<&'a Tree>,
+    /// Nodes fetched from `live` during this request (re-applied if the request fails).
+    fetched: Vec<(Arc<str>, Option<Arc<Node>>)>,
     track: Option<&'a mut TxTrack>,
     dirty: &'a mut Vec<Arc<str>>,
     gen: &'a mut u64,
@@ -189,9 +201,12 @@ fn over(limit: u64, value: u64) -> bool {
 }
 
 impl View<'_> {
+    /// The node at `path` in this view. Inside a transaction, the first access to a path
+    /// fetches the node (or its absence) from the live store and records its generation
+    /// for the commit-time conflict check, as C xenstored does; later accesses see the
+    /// transaction's own copy.
     fn get(&mut self, path: &str) -> Result<Option<Arc<Node>>, Errno> {
-        let n = self.tree.get(path).cloned();
-        if let Some(t) = self.track.as_deref_mut() {
+        if let (Some(t), Some(live)) = (self.track.as_deref_mut(), self.live) {
             if !t.accessed.contains_key(path) {
                 if !self.who.privileged
                     && over(
@@ -201,10 +216,22 @@ impl View<'_> {
                 {
                     return Err(Errno::ENOSPC);
                 }
-                t.accessed.insert(path.into(), n.as_ref().map(|n| n.gen));
+                let n = live.get(path).cloned();
+                let path: Arc<str> = path.into();
+                t.accessed.insert(path.clone(), n.as_ref().map(|n| n.gen));
+                let same = match (self.tree.get(&path), &n) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same {
+                    self.tree.set_raw(path.clone(), n.clone());
+                }
+                self.fetched.push((path, n.clone()));
+                return Ok(n);
             }
         }
-        Ok(n)
+        Ok(self.tree.get(path).cloned())
     }
 
     fn next_gen(&mut self) -> u64 {
@@ -819,6 +846,8 @@ impl Engine {
                     id = id.wrapping_add(1);
                 }
                 self.next_tx = id.wrapping_add(1);
+                // O(1) structural copy; each node is re-fetched from the live store at
+                // the transaction's first access to it (`View::get`).
                 let t = Tx {
                     tree: self.tree.clone(),
                     track: TxTrack::default(),
@@ -974,6 +1003,8 @@ impl Engine {
             let mut junk = Vec::new();
             let mut v = View {
                 tree: &mut t.tree,
+                live: Some(&self.tree),
+                fetched: Vec::new(),
                 track: Some(&mut t.track),
                 dirty: &mut junk,
                 gen: &mut self.gen,
@@ -983,10 +1014,16 @@ impl Engine {
             };
             let r = f(&mut v);
             let events = std::mem::take(&mut v.events);
+            let fetched = std::mem::take(&mut v.fetched);
             if r.is_ok() {
                 t.track.events.extend(events);
             } else {
+                // Undo the request's changes but keep what it fetched: those paths stay
+                // accessed, so the transaction must keep seeing them as fetched.
                 t.tree = saved_tree;
+                for (p, n) in fetched {
+                    t.tree.set_raw(p, n);
+                }
                 for p in t.track.written.drain(saved_written..) {
                     t.track.written_set.remove(&p);
                 }
@@ -997,6 +1034,8 @@ impl Engine {
         let dirty_len = self.dirty.len();
         let mut v = View {
             tree: &mut self.tree,
+            live: None,
+            fetched: Vec::new(),
             track: None,
             dirty: &mut self.dirty,
             gen: &mut self.gen,
@@ -1223,6 +1262,8 @@ impl Engine {
             }
             let mut v = View {
                 tree: &mut self.tree,
+                live: None,
+                fetched: Vec::new(),
                 track: None,
                 dirty: &mut self.dirty,
                 gen: &mut self.gen,

@@ -8,18 +8,15 @@
 //!
 //! Layers:
 //! - [`engine`]: the protocol as a pure state machine (paths, permissions, transactions with
-//!   snapshot isolation and per-node conflict detection, watches, quotas, domains).
-//! - [`tree`]: the store, a persistent (structurally shared) map, so a transaction snapshot
-//!   is O(1) and a change O(log n).
+//!   C xenstored's semantics (a node enters a transaction at its first access there; commit
+//!   checks exactly the accessed nodes), watches, quotas, domains).
+//! - [`tree`]: the store, a persistent (structurally shared) map, so a transaction's private
+//!   copy is O(1) to take and a change O(log n).
 //! - [`journal`]: persistence (journal and snapshots).
 //! - [`server`]: a single-threaded tokio event loop serving every connection.
 //!
 //! # Differences from C xenstored
 //!
-//! - Transactions read a snapshot taken at `TRANSACTION_START` (C reads the live store at
-//!   the first access of each node). Both detect conflicts per node at commit (`EAGAIN`);
-//!   ours can refuse a commit C would accept when another client changed a node between the
-//!   start and the transaction's first access to it.
 //! - Quotas count per connection (watches, transactions) or per owning domain (nodes), as
 //!   in 4.17; the memory and soft quotas are accepted and not enforced; a client that does
 //!   not read its replies and events is disconnected past

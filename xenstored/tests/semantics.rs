@@ -294,7 +294,7 @@ fn transactions_isolate_and_detect_conflicts() {
     let other = env.dom0();
     xs.write("/t/a", "1").unwrap();
     xs.write("/t/b", "1").unwrap();
-    // Snapshot isolation: the transaction sees the state at its start.
+    // The transaction's writes are invisible outside it until commit.
     let tx = xs.transaction_start().unwrap();
     assert_eq!(tx.read("/t/a").unwrap(), b"1");
     tx.write("/t/a", "2").unwrap();
@@ -320,6 +320,26 @@ fn transactions_isolate_and_detect_conflicts() {
     other.write("/t/late", "x").unwrap();
     tx.write("/t/unrelated", "y").unwrap();
     assert_eq!(errno(tx.commit()), Errno::EAGAIN);
+    // As in C xenstored, a node enters the transaction at its first access (not at
+    // TRANSACTION_START): a node created by others before that is seen, and no conflict.
+    let tx = xs.transaction_start().unwrap();
+    other.write("/t/v", "new").unwrap();
+    assert_eq!(tx.read("/t/v").unwrap(), b"new");
+    tx.commit().unwrap();
+    // Later accesses see the transaction's copy (repeatable reads), and a change made
+    // outside after the first access conflicts at commit.
+    let tx = xs.transaction_start().unwrap();
+    assert_eq!(tx.read("/t/v").unwrap(), b"new");
+    other.write("/t/v", "newer").unwrap();
+    assert_eq!(tx.read("/t/v").unwrap(), b"new");
+    assert!(tx.directory("/t").unwrap().contains(&"v".to_string()));
+    assert_eq!(errno(tx.commit()), Errno::EAGAIN);
+    // A request that fails inside the transaction still fixes what it fetched.
+    let tx = xs.transaction_start().unwrap();
+    other.write("/t/w", "1").unwrap();
+    assert_eq!(errno(tx.rm("/t/w/missing/deeper")), Errno::ENOENT);
+    assert_eq!(tx.read("/t/w").unwrap(), b"1");
+    tx.commit().unwrap();
     // Abort discards.
     let tx = xs.transaction_start().unwrap();
     tx.rm("/t/a").unwrap();
