@@ -8,7 +8,7 @@
 //!   blkback (persistent grants; indirect descriptors for 64 KiB) → the file.
 //!
 //! Both report bytes per second; the ratio blkback/direct is the figure of merit (target:
-//! >= 70% at 64 KiB). At 4 KiB QD1 the difference of the two per-request times is
+//! at least 70% at 64 KiB). At 4 KiB QD1 the difference of the two per-request times is
 //! blkback's per-request overhead (two thread wake-ups dominate it on this machine).
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
