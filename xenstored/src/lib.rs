@@ -49,6 +49,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod dom0;
 pub mod engine;
 pub mod journal;
 pub mod server;
@@ -58,7 +59,7 @@ use std::path::PathBuf;
 
 pub use engine::{ConnId, Effect, Engine, Outbox};
 pub use journal::SyncMode;
-pub use server::{grant_ring_connector, Daemon, DaemonHandle, RingConnector};
+pub use server::{grant_ring_connector, Daemon, DaemonHandle, RingConnector, RingParts};
 use xen_types::DomId;
 
 /// Default socket path.

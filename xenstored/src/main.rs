@@ -25,7 +25,8 @@ struct Cli {
     /// Log every request and reply to this file.
     #[arg(short = 'T', long = "trace-file")]
     trace_file: Option<PathBuf>,
-    /// Accepted for compatibility: dom0 is always known to this daemon.
+    /// Do not serve dom0's own kernel ring (`/proc/xen/xsd_kva` and `/proc/xen/xsd_port`),
+    /// as C xenstored's flag: dom0's socket clients are served either way.
     #[arg(short = 'D', long = "no-domain-init")]
     no_domain_init: bool,
     /// Limit the number of nodes per domain.
@@ -201,6 +202,21 @@ fn main() {
                 daemon.set_ring_connector(xenstored::grant_ring_connector(gt, evtchn::Evtchn::open))
             }
             Err(e) => tracing::warn!("grant device unavailable, domain rings not served: {e}"),
+        }
+    }
+    // In a Xen dom0 whose kernel expects a local xenstored: serve its xenbus ring as
+    // domain 0, as C xenstored's dom0_init does. Skipped silently elsewhere.
+    if !cli.no_domain_init {
+        use std::path::Path;
+        use xenstored::dom0;
+        match dom0::open_dom0_ring(
+            Path::new(dom0::XSD_KVA),
+            Path::new(dom0::XSD_PORT),
+            evtchn::Evtchn::open,
+        ) {
+            Ok(Some((mem, bell))) => daemon.serve_ring(DomId::DOM0, mem, bell),
+            Ok(None) => {}
+            Err(e) => fail(format!("dom0's xenstore ring ({}): {e}", dom0::XSD_KVA)),
         }
     }
     if !cli.no_fork {

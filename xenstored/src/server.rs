@@ -36,11 +36,7 @@ use crate::{Config, Error, Result};
 /// returns the ring page and a doorbell bound to that port. With the simulated host this
 /// is a grant/foreign mapping plus an interdomain event channel; tests use local pages and
 /// [`EventfdDoorbell`](xenstore::ring::EventfdDoorbell)s.
-pub type RingConnector = Arc<
-    dyn Fn(DomId, i64, EvtchnPort) -> io::Result<(Arc<dyn SharedMemory>, Arc<dyn Doorbell>)>
-        + Send
-        + Sync,
->;
+pub type RingConnector = Arc<dyn Fn(DomId, i64, EvtchnPort) -> io::Result<RingParts> + Send + Sync>;
 
 /// The connector C xenstored uses: map the ring through grant reference
 /// `GNTTAB_RESERVED_XENSTORE` (filled by the domain builder) with `gnttab`, and bind an
@@ -72,6 +68,9 @@ pub fn grant_ring_connector(
     })
 }
 
+/// A mapped ring and its doorbell, as a [`RingConnector`] returns them.
+pub type RingParts = (Arc<dyn SharedMemory>, Arc<dyn Doorbell>);
+
 struct ConnHandle {
     domid: DomId,
     tx: mpsc::UnboundedSender<Vec<u8>>,
@@ -96,6 +95,7 @@ pub struct Daemon {
     engine: Engine,
     journal: Option<Journal>,
     connector: Option<RingConnector>,
+    rings: Vec<(DomId, RingParts)>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -161,6 +161,7 @@ impl Daemon {
             engine,
             journal,
             connector: None,
+            rings: Vec::new(),
         };
         d.persist_dirty();
         Ok(d)
@@ -182,6 +183,19 @@ impl Daemon {
     /// the domain (enough for toolstacks that talk to the daemon over the socket).
     pub fn set_ring_connector(&mut self, c: RingConnector) {
         self.connector = Some(c);
+    }
+
+    /// Serves domain `domid` over an already mapped ring from the start, as C xenstored
+    /// serves dom0's own kernel over the page of `/proc/xen/xsd_kva` (see
+    /// [`dom0`](crate::dom0)). The other end is kicked once at start, so requests it queued
+    /// before the daemon ran are answered.
+    pub fn serve_ring(
+        &mut self,
+        domid: DomId,
+        mem: Arc<dyn SharedMemory>,
+        bell: Arc<dyn Doorbell>,
+    ) {
+        self.rings.push((domid, (mem, bell)));
     }
 
     /// The dom0 socket path.
@@ -236,8 +250,20 @@ impl Daemon {
         });
         let main = self.listener;
         let extra = self.domain_listeners;
+        let rings = self.rings;
         let sh = shared.clone();
         local.block_on(&rt, async move {
+            for (domid, (mem, bell)) in rings {
+                let kick = bell.clone();
+                let (stream, stop) =
+                    start_bridge(mem, bell).map_err(Error::io("serving a ring"))?;
+                sh.bridges.borrow_mut().insert(domid, stop);
+                let s = UnixStream::from_std(stream).map_err(Error::io("registering a ring"))?;
+                tokio::task::spawn_local(conn_task(sh.clone(), s, domid));
+                if let Err(e) = kick.notify() {
+                    tracing::warn!(%domid, "ring kick: {e}");
+                }
+            }
             let l = UnixListener::from_std(main).map_err(Error::io("registering the socket"))?;
             tokio::task::spawn_local(accept_loop(sh.clone(), l, DomId::DOM0));
             for (d, l) in extra {

@@ -688,3 +688,54 @@ fn async_client_against_the_daemon() {
         assert_eq!(e.errno(), Some(Errno::ENOENT));
     });
 }
+
+#[test]
+fn ring_served_from_start_answers_requests_queued_before_it_ran() {
+    use std::sync::Arc;
+
+    use xen_types::mem::{PageBuf, SharedMemory};
+    use xenstore::ring::{Doorbell, EventfdDoorbell, Ring, RingTransport, Side};
+    use xenstore::wire::{Message, Op, TxId};
+
+    // Like dom0's kernel, which zeroes its page and may queue requests before xenstored
+    // starts.
+    let page = Arc::new(PageBuf::new(1).unwrap());
+    let (guest_bell, server_bell) = EventfdDoorbell::pair().unwrap();
+    let guest_ring = Ring::new(page.clone(), Side::Guest);
+    let req = Message::request(Op::Write, 9, TxId::NONE, &[b"/early", b"v"], true).unwrap();
+    let bytes = req.to_bytes();
+    assert_eq!(guest_ring.write(&bytes).unwrap(), bytes.len());
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = xenstored::Daemon::new(config(&dir)).unwrap();
+    let mem: Arc<dyn SharedMemory> = page.clone();
+    let bell: Arc<dyn Doorbell> = Arc::new(server_bell);
+    daemon.serve_ring(DomId::DOM0, mem, bell);
+    let handle = daemon.spawn().unwrap();
+    // Kicked at start, then answered.
+    assert!(guest_bell.wait(Some(WAIT)).unwrap(), "no kick at start");
+    let mut reply = Vec::new();
+    let mut dec = xenstore::wire::Decoder::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    let msg = loop {
+        let mut buf = [0u8; 256];
+        let n = guest_ring.read(&mut buf).unwrap();
+        dec.feed(&buf[..n]);
+        reply.extend_from_slice(&buf[..n]);
+        if let Some(m) = dec.next_message().unwrap() {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "no reply: {reply:?}");
+        let _ = guest_bell.wait(Some(std::time::Duration::from_millis(20)));
+    };
+    assert_eq!((msg.header.req_id, &msg.payload[..]), (9, &b"OK\0"[..]));
+    let xs = xenstore::Client::connect_socket(handle.socket_path()).unwrap();
+    assert_eq!(xs.read("/early").unwrap(), b"v");
+    // The ring's client is served as dom0: privileged.
+    let dom0 =
+        xenstore::Client::with_transport(RingTransport::new(guest_ring, guest_bell)).unwrap();
+    dom0.write("/local/domain/5/x", "1").unwrap();
+    dom0.set_perms("/local/domain/5/x", &[perm("n5")]).unwrap();
+    assert_eq!(dom0.read("/local/domain/5/x").unwrap(), b"1");
+    assert_eq!(xs.get_perms("/local/domain/5/x").unwrap(), vec![perm("n5")]);
+}
