@@ -21,8 +21,9 @@
 //!   in 4.17; the memory and soft quotas are accepted and not enforced; a client that does
 //!   not read its replies and events is disconnected past
 //!   [`Quotas::outstanding_bytes`] instead of having requests delayed.
-//! - Domain death is learnt from `RELEASE` only (no `VIRQ_DOM_EXC` handling yet); ring
-//!   reconnection (`XENSTORE_SERVER_FEATURE_RECONNECTION`) is not offered.
+//! - Domain death is learnt from `RELEASE` and, in a Xen dom0, from `VIRQ_DOM_EXC` (a
+//!   dying or vanished domain is released; unlike C, a domain merely shutting down does not
+//!   fire `@releaseDomain`); ring reconnection (`XENSTORE_SERVER_FEATURE_RECONNECTION`) is not offered.
 //!
 //! # Durability
 //!
@@ -59,7 +60,9 @@ use std::path::PathBuf;
 
 pub use engine::{ConnId, Effect, Engine, Outbox};
 pub use journal::SyncMode;
-pub use server::{grant_ring_connector, Daemon, DaemonHandle, RingConnector, RingParts};
+pub use server::{
+    grant_ring_connector, Daemon, DaemonHandle, DomainProbe, DomainWatch, RingConnector, RingParts,
+};
 use xen_types::DomId;
 
 /// Default socket path.

@@ -114,6 +114,37 @@ fn apply_quota(q: &mut Quotas, spec: &str) {
     }
 }
 
+/// `VIRQ_DOM_EXC` on its own event-channel handle, and `xc_domain_getinfolist` to tell
+/// which introduced domains are dying or gone.
+fn domain_watch() -> Result<xenstored::DomainWatch, String> {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    let xen = xenctrl::Xen::real().map_err(|e| format!("xenctrl: {e}"))?;
+    let ev = evtchn::Evtchn::open().map_err(|e| format!("evtchn: {e}"))?;
+    let port = ev
+        .bind_virq(xen_types::Virq::DOM_EXC)
+        .map_err(|e| format!("binding VIRQ_DOM_EXC: {e}"))?;
+    let virq = Arc::new(xenstore::ring::EvtchnDoorbell::new(ev, port));
+    let probe = move |doms: &[DomId]| -> Vec<DomId> {
+        let alive: HashSet<DomId> = match xen.list_domains() {
+            Ok(l) => l.iter().filter(|i| !i.dying()).map(|i| i.domid).collect(),
+            Err(e) => {
+                tracing::warn!("xc_domain_getinfolist: {e}");
+                return Vec::new();
+            }
+        };
+        doms.iter()
+            .copied()
+            .filter(|d| !alive.contains(d))
+            .collect()
+    };
+    Ok(xenstored::DomainWatch {
+        virq,
+        probe: Box::new(probe),
+    })
+}
+
 fn main() {
     let cli = Cli::parse();
     let mut cfg = Config::default();
@@ -217,6 +248,13 @@ fn main() {
             Ok(Some((mem, bell))) => daemon.serve_ring(DomId::DOM0, mem, bell),
             Ok(None) => {}
             Err(e) => fail(format!("dom0's xenstore ring ({}): {e}", dom0::XSD_KVA)),
+        }
+    }
+    // In a Xen dom0: release introduced domains when they die (VIRQ_DOM_EXC).
+    if std::path::Path::new(evtchn::EVTCHN_DEVICE).exists() {
+        match domain_watch() {
+            Ok(w) => daemon.watch_domains(w),
+            Err(e) => tracing::warn!("dead domains will only be released by RELEASE: {e}"),
         }
     }
     if !cli.no_fork {

@@ -71,6 +71,28 @@ pub fn grant_ring_connector(
 /// A mapped ring and its doorbell, as a [`RingConnector`] returns them.
 pub type RingParts = (Arc<dyn SharedMemory>, Arc<dyn Doorbell>);
 
+/// Given the introduced domains, returns those that are dying or gone.
+pub type DomainProbe = Box<dyn FnMut(&[DomId]) -> Vec<DomId> + Send>;
+
+/// How the daemon learns that introduced domains died, as C xenstored does with
+/// `VIRQ_DOM_EXC` and `xc_domain_getinfo`: `virq` is waited on (a doorbell on the bound
+/// virtual IRQ; only its `wait` is used) in a helper thread; after each event `probe` is
+/// called on the event loop with the introduced domains and returns those that are dying
+/// or gone, which are then released as by `RELEASE` (their nodes removed,
+/// `@releaseDomain` and `@releaseDomain/<domid>` fired, their rings closed).
+pub struct DomainWatch {
+    /// Signalled on every domain exception.
+    pub virq: Arc<dyn Doorbell>,
+    /// The dying or gone domains among those given.
+    pub probe: DomainProbe,
+}
+
+impl std::fmt::Debug for DomainWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DomainWatch").finish_non_exhaustive()
+    }
+}
+
 struct ConnHandle {
     domid: DomId,
     tx: mpsc::UnboundedSender<Vec<u8>>,
@@ -96,6 +118,7 @@ pub struct Daemon {
     journal: Option<Journal>,
     connector: Option<RingConnector>,
     rings: Vec<(DomId, RingParts)>,
+    domain_watch: Option<DomainWatch>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -162,6 +185,7 @@ impl Daemon {
             journal,
             connector: None,
             rings: Vec::new(),
+            domain_watch: None,
         };
         d.persist_dirty();
         Ok(d)
@@ -196,6 +220,11 @@ impl Daemon {
         bell: Arc<dyn Doorbell>,
     ) {
         self.rings.push((domid, (mem, bell)));
+    }
+
+    /// Releases introduced domains when they die (see [`DomainWatch`]).
+    pub fn watch_domains(&mut self, w: DomainWatch) {
+        self.domain_watch = Some(w);
     }
 
     /// The dom0 socket path.
@@ -251,8 +280,14 @@ impl Daemon {
         let main = self.listener;
         let extra = self.domain_listeners;
         let rings = self.rings;
+        let domain_watch = self.domain_watch;
         let sh = shared.clone();
         local.block_on(&rt, async move {
+            if let Some(w) = domain_watch {
+                let rx =
+                    spawn_virq_waiter(w.virq).map_err(Error::io("starting the VIRQ thread"))?;
+                tokio::task::spawn_local(domain_exc_loop(sh.clone(), rx, w.probe));
+            }
             for (domid, (mem, bell)) in rings {
                 let kick = bell.clone();
                 let (stream, stop) =
@@ -401,6 +436,72 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+/// Forwards each wake-up of `virq` to the event loop; ends when the loop is gone.
+fn spawn_virq_waiter(virq: Arc<dyn Doorbell>) -> io::Result<mpsc::UnboundedReceiver<()>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("xs-dom-exc".into())
+        .spawn(move || {
+            while !tx.is_closed() {
+                match virq.wait(Some(Duration::from_millis(500))) {
+                    Ok(true) => {
+                        if tx.send(()).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(
+                            "VIRQ_DOM_EXC wait: {e}; dead domains are no longer noticed"
+                        );
+                        break;
+                    }
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
+async fn domain_exc_loop(
+    shared: Rc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<()>,
+    mut probe: DomainProbe,
+) {
+    let mut outbox = Outbox::default();
+    while rx.recv().await.is_some() {
+        while rx.try_recv().is_ok() {}
+        let doms = shared.engine.borrow().introduced_domains();
+        if doms.is_empty() {
+            continue;
+        }
+        let gone = probe(&doms);
+        if gone.is_empty() {
+            continue;
+        }
+        outbox.clear();
+        {
+            let mut eng = shared.engine.borrow_mut();
+            for d in gone {
+                tracing::info!(domid = %d, "domain died: releasing it");
+                eng.domain_gone(d, &mut outbox);
+            }
+            let dirty = eng.take_dirty();
+            if let Some(j) = shared.journal.borrow_mut().as_mut() {
+                for p in dirty {
+                    j.record(eng.tree(), &p);
+                }
+            }
+        }
+        for (cid, msg) in outbox.msgs.drain(..) {
+            shared.deliver(cid, msg.to_bytes());
+        }
+        for e in outbox.effects.drain(..) {
+            shared.effect(e);
+        }
+        shared.flush_journal();
     }
 }
 

@@ -739,3 +739,72 @@ fn ring_served_from_start_answers_requests_queued_before_it_ran() {
     assert_eq!(dom0.read("/local/domain/5/x").unwrap(), b"1");
     assert_eq!(xs.get_perms("/local/domain/5/x").unwrap(), vec![perm("n5")]);
 }
+
+#[test]
+fn dead_domains_are_released_on_domain_exception() {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+
+    use xenstore::ring::{Doorbell, EventfdDoorbell};
+
+    let (hypervisor, virq) = EventfdDoorbell::pair().unwrap();
+    let dead: Arc<Mutex<HashSet<DomId>>> = Arc::default();
+    let asked: Arc<Mutex<Vec<Vec<DomId>>>> = Arc::default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = xenstored::Daemon::new(config(&dir)).unwrap();
+    let (d2, a2) = (dead.clone(), asked.clone());
+    let virq: Arc<dyn Doorbell> = Arc::new(virq);
+    daemon.watch_domains(xenstored::DomainWatch {
+        virq,
+        probe: Box::new(move |doms| {
+            a2.lock().unwrap().push(doms.to_vec());
+            let dead = d2.lock().unwrap();
+            doms.iter().copied().filter(|d| dead.contains(d)).collect()
+        }),
+    });
+    let handle = daemon.spawn().unwrap();
+    let xs = xenstore::Client::connect_socket(handle.socket_path()).unwrap();
+    for d in [5u16, 6] {
+        xs.write(&format!("/local/domain/{d}/name"), "g").unwrap();
+        xs.set_perms(&format!("/local/domain/{d}"), &[perm(&format!("n{d}"))])
+            .unwrap();
+        xs.set_perms(
+            &format!("/local/domain/{d}/name"),
+            &[perm(&format!("n{d}"))],
+        )
+        .unwrap();
+        xs.introduce(DomId(d), Pfn(1), EvtchnPort(3)).unwrap();
+    }
+    xs.watch("@releaseDomain", "r").unwrap();
+    assert_eq!(ev(&xs).path, "@releaseDomain");
+    // An exception for a domain that is still alive releases nothing.
+    hypervisor.notify().unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while asked.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "probe never called");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(asked.lock().unwrap()[0], vec![DomId(5), DomId(6)]);
+    assert!(xs.is_domain_introduced(DomId(5)).unwrap());
+    // Domain 5 dies: released, its nodes removed, @releaseDomain fired; 6 stays.
+    dead.lock().unwrap().insert(DomId(5));
+    hypervisor.notify().unwrap();
+    assert_eq!(ev(&xs).path, "@releaseDomain");
+    assert!(!xs.is_domain_introduced(DomId(5)).unwrap());
+    assert!(xs.is_domain_introduced(DomId(6)).unwrap());
+    assert_eq!(errno(xs.read("/local/domain/5/name")), Errno::ENOENT);
+    assert_eq!(xs.read("/local/domain/6/name").unwrap(), b"g");
+    // No second release on a later exception.
+    hypervisor.notify().unwrap();
+    xs.write("/marker", "").unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while asked.lock().unwrap().len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "probe not called again"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(asked.lock().unwrap()[2], vec![DomId(6)]);
+    xs.unwatch("@releaseDomain", "r").unwrap();
+}
