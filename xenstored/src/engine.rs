@@ -178,6 +178,8 @@ struct Conn {
 struct Domain {
     gfn: i64,
     port: EvtchnPort,
+    /// Seen shut down (`@releaseDomain` fired for it); cleared by `RESUME`.
+    shutdown: bool,
 }
 
 /// One view of the store for one request: the main tree, or a transaction's.
@@ -898,7 +900,15 @@ impl Engine {
                     return Err(Errno::EINVAL);
                 }
                 let fresh = !self.domains.contains_key(&domid);
-                self.domains.insert(domid, Domain { gfn, port });
+                let shutdown = self.domains.get(&domid).is_some_and(|d| d.shutdown);
+                self.domains.insert(
+                    domid,
+                    Domain {
+                        gfn,
+                        port,
+                        shutdown,
+                    },
+                );
                 out.effects.push(Effect::Introduce { domid, gfn, port });
                 if fresh {
                     self.fire_special(INTRODUCE_DOMAIN, domid, out);
@@ -918,9 +928,8 @@ impl Engine {
             }
             Op::Resume => {
                 let domid = parse_domid(onearg(p)?)?;
-                if !self.domains.contains_key(&domid) {
-                    return Err(Errno::ENOENT);
-                }
+                let d = self.domains.get_mut(&domid).ok_or(Errno::ENOENT)?;
+                d.shutdown = false;
                 Ok(Some(b"OK\0".to_vec()))
             }
             Op::SetTarget => {
@@ -1292,6 +1301,18 @@ impl Engine {
             }
         }
         self.fire_special(RELEASE_DOMAIN, domid, out);
+    }
+
+    /// An introduced domain shut down (or crashed) but is not dead yet: fires
+    /// `@releaseDomain` (and `@releaseDomain/<domid>`) once, as C xenstored does, so
+    /// toolstacks waiting for it learn of it; `RESUME` re-arms it.
+    pub fn domain_shutdown(&mut self, domid: DomId, out: &mut Outbox) {
+        if let Some(d) = self.domains.get_mut(&domid) {
+            if !d.shutdown {
+                d.shutdown = true;
+                self.fire_special(RELEASE_DOMAIN, domid, out);
+            }
+        }
     }
 
     /// A domain died or its ring failed: release it as `RELEASE` would.

@@ -22,8 +22,8 @@
 //!   not read its replies and events is disconnected past
 //!   [`Quotas::outstanding_bytes`] instead of having requests delayed.
 //! - Domain death is learnt from `RELEASE` and, in a Xen dom0, from `VIRQ_DOM_EXC` (a
-//!   dying or vanished domain is released; unlike C, a domain merely shutting down does not
-//!   fire `@releaseDomain`); ring reconnection (`XENSTORE_SERVER_FEATURE_RECONNECTION`) is not offered.
+//!   domain shutting down fires `@releaseDomain` once, a dying or vanished one is released,
+//!   as in C); ring reconnection (`XENSTORE_SERVER_FEATURE_RECONNECTION`) is not offered.
 //!
 //! # Durability
 //!
@@ -61,7 +61,8 @@ use std::path::PathBuf;
 pub use engine::{ConnId, Effect, Engine, Outbox};
 pub use journal::SyncMode;
 pub use server::{
-    grant_ring_connector, Daemon, DaemonHandle, DomainProbe, DomainWatch, RingConnector, RingParts,
+    grant_ring_connector, Daemon, DaemonHandle, DomainFate, DomainProbe, DomainWatch,
+    RingConnector, RingParts,
 };
 use xen_types::DomId;
 

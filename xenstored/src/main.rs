@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use xen_types::DomId;
-use xenstored::{Config, Daemon, Quotas, SyncMode};
+use xenstored::{Config, Daemon, DomainFate, Quotas, SyncMode};
 
 /// A native XenStore daemon.
 #[derive(Debug, Parser)]
@@ -126,17 +126,34 @@ fn domain_watch() -> Result<xenstored::DomainWatch, String> {
         .bind_virq(xen_types::Virq::DOM_EXC)
         .map_err(|e| format!("binding VIRQ_DOM_EXC: {e}"))?;
     let virq = Arc::new(xenstore::ring::EvtchnDoorbell::new(ev, port));
-    let probe = move |doms: &[DomId]| -> Vec<DomId> {
-        let alive: HashSet<DomId> = match xen.list_domains() {
-            Ok(l) => l.iter().filter(|i| !i.dying()).map(|i| i.domid).collect(),
+    let probe = move |doms: &[DomId]| -> Vec<(DomId, DomainFate)> {
+        let list = match xen.list_domains() {
+            Ok(l) => l,
             Err(e) => {
                 tracing::warn!("xc_domain_getinfolist: {e}");
                 return Vec::new();
             }
         };
+        let alive: HashSet<DomId> = list
+            .iter()
+            .filter(|i| !i.dying())
+            .map(|i| i.domid)
+            .collect();
+        let down: HashSet<DomId> = list
+            .iter()
+            .filter(|i| !i.dying() && i.is_shutdown())
+            .map(|i| i.domid)
+            .collect();
         doms.iter()
-            .copied()
-            .filter(|d| !alive.contains(d))
+            .filter_map(|d| {
+                if !alive.contains(d) {
+                    Some((*d, DomainFate::Gone))
+                } else if down.contains(d) {
+                    Some((*d, DomainFate::ShutDown))
+                } else {
+                    None
+                }
+            })
             .collect()
     };
     Ok(xenstored::DomainWatch {

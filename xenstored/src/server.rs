@@ -71,15 +71,26 @@ pub fn grant_ring_connector(
 /// A mapped ring and its doorbell, as a [`RingConnector`] returns them.
 pub type RingParts = (Arc<dyn SharedMemory>, Arc<dyn Doorbell>);
 
-/// Given the introduced domains, returns those that are dying or gone.
-pub type DomainProbe = Box<dyn FnMut(&[DomId]) -> Vec<DomId> + Send>;
+/// What a [`DomainProbe`] found out about an introduced domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainFate {
+    /// Shut down or crashed, not yet dying: `@releaseDomain` fires (once).
+    ShutDown,
+    /// Dying or gone: the domain is released.
+    Gone,
+}
+
+/// Given the introduced domains, returns those that shut down, are dying or are gone
+/// (domains not listed are running).
+pub type DomainProbe = Box<dyn FnMut(&[DomId]) -> Vec<(DomId, DomainFate)> + Send>;
 
 /// How the daemon learns that introduced domains died, as C xenstored does with
 /// `VIRQ_DOM_EXC` and `xc_domain_getinfo`: `virq` is waited on (a doorbell on the bound
 /// virtual IRQ; only its `wait` is used) in a helper thread; after each event `probe` is
-/// called on the event loop with the introduced domains and returns those that are dying
-/// or gone, which are then released as by `RELEASE` (their nodes removed,
-/// `@releaseDomain` and `@releaseDomain/<domid>` fired, their rings closed).
+/// called on the event loop with the introduced domains: those that are dying or gone are
+/// released as by `RELEASE` (their nodes removed, `@releaseDomain` and
+/// `@releaseDomain/<domid>` fired, their rings closed); those newly shut down fire
+/// `@releaseDomain` once, as C does, so toolstacks waiting for a shutdown see it.
 pub struct DomainWatch {
     /// Signalled on every domain exception.
     pub virq: Arc<dyn Doorbell>,
@@ -484,9 +495,14 @@ async fn domain_exc_loop(
         outbox.clear();
         {
             let mut eng = shared.engine.borrow_mut();
-            for d in gone {
-                tracing::info!(domid = %d, "domain died: releasing it");
-                eng.domain_gone(d, &mut outbox);
+            for (d, fate) in gone {
+                match fate {
+                    DomainFate::ShutDown => eng.domain_shutdown(d, &mut outbox),
+                    DomainFate::Gone => {
+                        tracing::info!(domid = %d, "domain died: releasing it");
+                        eng.domain_gone(d, &mut outbox);
+                    }
+                }
             }
             let dirty = eng.take_dirty();
             if let Some(j) = shared.journal.borrow_mut().as_mut() {

@@ -749,17 +749,28 @@ fn dead_domains_are_released_on_domain_exception() {
 
     let (hypervisor, virq) = EventfdDoorbell::pair().unwrap();
     let dead: Arc<Mutex<HashSet<DomId>>> = Arc::default();
+    let down: Arc<Mutex<HashSet<DomId>>> = Arc::default();
     let asked: Arc<Mutex<Vec<Vec<DomId>>>> = Arc::default();
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = xenstored::Daemon::new(config(&dir)).unwrap();
-    let (d2, a2) = (dead.clone(), asked.clone());
+    let (d2, a2, s2) = (dead.clone(), asked.clone(), down.clone());
     let virq: Arc<dyn Doorbell> = Arc::new(virq);
     daemon.watch_domains(xenstored::DomainWatch {
         virq,
         probe: Box::new(move |doms| {
             a2.lock().unwrap().push(doms.to_vec());
-            let dead = d2.lock().unwrap();
-            doms.iter().copied().filter(|d| dead.contains(d)).collect()
+            let (dead, down) = (d2.lock().unwrap(), s2.lock().unwrap());
+            doms.iter()
+                .filter_map(|d| {
+                    if dead.contains(d) {
+                        Some((*d, xenstored::DomainFate::Gone))
+                    } else if down.contains(d) {
+                        Some((*d, xenstored::DomainFate::ShutDown))
+                    } else {
+                        None
+                    }
+                })
+                .collect()
         }),
     });
     let handle = daemon.spawn().unwrap();
@@ -786,6 +797,17 @@ fn dead_domains_are_released_on_domain_exception() {
     }
     assert_eq!(asked.lock().unwrap()[0], vec![DomId(5), DomId(6)]);
     assert!(xs.is_domain_introduced(DomId(5)).unwrap());
+    // Domain 5 shuts down: @releaseDomain fires once, the domain stays introduced.
+    down.lock().unwrap().insert(DomId(5));
+    hypervisor.notify().unwrap();
+    assert_eq!(ev(&xs).path, "@releaseDomain");
+    assert!(xs.is_domain_introduced(DomId(5)).unwrap());
+    assert_eq!(xs.read("/local/domain/5/name").unwrap(), b"g");
+    // RESUME (the domain came back from suspend) re-arms it: a new shutdown fires again.
+    xs.resume(DomId(5)).unwrap();
+    hypervisor.notify().unwrap();
+    assert_eq!(ev(&xs).path, "@releaseDomain");
+    hypervisor.notify().unwrap();
     // Domain 5 dies: released, its nodes removed, @releaseDomain fired; 6 stays.
     dead.lock().unwrap().insert(DomId(5));
     hypervisor.notify().unwrap();
@@ -798,13 +820,15 @@ fn dead_domains_are_released_on_domain_exception() {
     hypervisor.notify().unwrap();
     xs.write("/marker", "").unwrap();
     let deadline = std::time::Instant::now() + WAIT;
-    while asked.lock().unwrap().len() < 3 {
+    while asked.lock().unwrap().last().unwrap() != &vec![DomId(6)] {
         assert!(
             std::time::Instant::now() < deadline,
             "probe not called again"
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    assert_eq!(asked.lock().unwrap()[2], vec![DomId(6)]);
+    // No event was sent since: the next one is the watch's own firing on re-watch.
     xs.unwatch("@releaseDomain", "r").unwrap();
+    xs.watch("@releaseDomain", "r2").unwrap();
+    assert_eq!(ev(&xs).token, "r2");
 }
