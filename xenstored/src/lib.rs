@@ -14,6 +14,12 @@
 //!   copy is O(1) to take and a change O(log n).
 //! - [`journal`]: persistence (journal and snapshots).
 //! - [`server`]: a single-threaded tokio event loop serving every connection.
+//! - [`dom0`]: dom0's own kernel ring (`/proc/xen/xsd_kva`, `/proc/xen/xsd_port`), served
+//!   as domain 0 from start-up as C xenstored's `dom0_init` does (`-D` turns it off).
+//!
+//! In a Xen dom0 the binary also serves introduced domains' rings (grant
+//! `GNTTAB_RESERVED_XENSTORE` plus an interdomain event channel) and binds `VIRQ_DOM_EXC`
+//! to notice dying domains ([`DomainWatch`]).
 //!
 //! # Differences from C xenstored
 //!
@@ -21,9 +27,8 @@
 //!   in 4.17; the memory and soft quotas are accepted and not enforced; a client that does
 //!   not read its replies and events is disconnected past
 //!   [`Quotas::outstanding_bytes`] instead of having requests delayed.
-//! - Domain death is learnt from `RELEASE` and, in a Xen dom0, from `VIRQ_DOM_EXC` (a
-//!   domain shutting down fires `@releaseDomain` once, a dying or vanished one is released,
-//!   as in C); ring reconnection (`XENSTORE_SERVER_FEATURE_RECONNECTION`) is not offered.
+//! - A domain's ring is served by two helper threads bridged to the event loop (C serves
+//!   rings in its poll loop); ring reconnection (`XENSTORE_SERVER_FEATURE_RECONNECTION`) is not offered.
 //!
 //! # Durability
 //!
