@@ -88,7 +88,7 @@ struct E2eArgs {
     #[arg(long, default_value_t = 600)]
     timeout: u64,
     /// The xenstored that dom0 runs.
-    #[arg(long, value_enum, default_value_t = Xenstored::C)]
+    #[arg(long, value_enum, default_value_t = Xenstored::Ours)]
     xenstored: Xenstored,
     /// Iterations of test-xenstore for the xenstored measurement (0: skip it).
     #[arg(long, default_value_t = 20)]
