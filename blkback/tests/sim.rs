@@ -592,12 +592,16 @@ fn corrupt_ring_stops_that_ring_only() {
     let fa = e.front(a, 5, FrontConfig::default());
     let fb = e.front(b, 5, FrontConfig::default());
     fa.corrupt_req_prod(0, 1000).unwrap();
-    let mut reqs = [
-        IoReq::new(Op::Write, 0, vec![3u8; 4096]),
-        IoReq::new(Op::Read, 0, vec![0u8; 4096]),
-    ];
-    fb.run(0, &mut reqs).unwrap();
-    assert_eq!(reqs[1].buf, vec![3u8; 4096]);
+    // Requests in flight together have no order in blkif (the backend completes them as the
+    // I/O pool finishes them), so the read goes in a batch of its own after the write.
+    let mut write = [IoReq::new(Op::Write, 0, vec![3u8; 4096])];
+    fb.run(0, &mut write).unwrap();
+    let mut read = [IoReq::new(Op::Read, 0, vec![0u8; 4096])];
+    fb.run(0, &mut read).unwrap();
+    assert!(
+        read[0].buf == vec![3u8; 4096],
+        "the healthy ring read back other data"
+    );
 }
 
 #[test]
