@@ -57,6 +57,12 @@ fn dom0_kernel_ring_is_served() {
 #[test]
 #[ignore = "needs a Xen dom0: run by cargo xtask e2e"]
 fn dying_domains_are_released_without_release() {
+    // C xenstored refuses to introduce a domain without a ring (it maps it first), and has
+    // no `stats` control command: this test is for ours (`--xenstored ours`, the default).
+    if dom0_socket().control(&["stats"]).is_err() {
+        eprintln!("dom0 runs C xenstored: skipped (needs ours)");
+        return;
+    }
     let x = Xen::real().expect("open libxenctrl in dom0");
     let dom = x.create_domain(&DomainConfig::pv(1)).unwrap();
     x.set_max_vcpus(dom, 1).unwrap();
@@ -67,8 +73,7 @@ fn dying_domains_are_released_without_release() {
     for p in [home.clone(), format!("{home}/name")] {
         xs.set_perms(&p, &[Perm::new(dom, Access::None)]).unwrap();
     }
-    // No ring exists for this empty domain: the daemon records it all the same (C would
-    // refuse to introduce it, so this test needs ours).
+    // No ring exists for this empty domain: ours records it all the same.
     xs.introduce(dom, Pfn(0), EvtchnPort(1)).unwrap();
     assert!(xs.is_domain_introduced(dom).unwrap());
     xs.watch("@releaseDomain", "rel").unwrap();
