@@ -108,7 +108,9 @@ CFG
     [ -z "$first" ] && [ -s $LOG ] && first=$(cs)
     if grep -q E2E-DOMU-UP $LOG 2>/dev/null; then upm=$(cs); break; fi
     # xl gave up: no guest is coming.
-    if [ -s /tmp/xl-create.rc ] && [ "$(cat /tmp/xl-create.rc)" != 0 ]; then break; fi
+    # (Read with the shell's builtin: a crashing helper process must not look like xl failing.)
+    rc=""; [ -s /tmp/xl-create.rc ] && read -r rc < /tmp/xl-create.rc
+    if [ -n "$rc" ] && [ "$rc" != 0 ]; then break; fi
     usleep 50000
   done
   wait $XLPID; xlrc=$(cat /tmp/xl-create.rc 2>/dev/null || echo 255)
