@@ -205,6 +205,10 @@ fn build_a_pv_guest_and_see_it_run() {
     let ramdisk = first_existing(&["/boot/domu-initrd", "/boot/initrd-domu.cpio.gz"]);
     let x = xen();
     let free0 = x.physinfo().unwrap().free_pages;
+    // Peer measurement for the e2e table: our create + build + unpause to the guest's first
+    // console output (the harness measures `xl create` to its first console line; xl also
+    // sets up the guest's disk and network, this guest has none).
+    let started = Instant::now();
     let dom = x.create_domain(&DomainConfig::pv(1)).unwrap();
     x.set_max_vcpus(dom, 1).unwrap();
     let mut image = GuestImage::new(ImageSource::File(kernel), Pages::from_mib(128));
@@ -218,6 +222,15 @@ fn build_a_pv_guest_and_see_it_run() {
     assert_eq!(info.online_vcpus, 1);
     assert!(info.tot_pages.0 >= Pages::from_mib(120).0);
     x.unpause(dom).unwrap();
+    wait_for(
+        "the guest's first console output",
+        Duration::from_secs(60),
+        || console_output(dom, built.console.mfn.0).is_some_and(|c| !c.is_empty()),
+    );
+    println!(
+        "E2E-METRIC our-create-build-to-first-console-output {} ms",
+        started.elapsed().as_millis()
+    );
     // The guest runs: its vCPU is charged time, and the kernel writes its banner to the
     // console ring the builder set up.
     wait_for("the guest to run", Duration::from_secs(30), || {
