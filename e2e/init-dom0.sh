@@ -14,7 +14,12 @@ XENSTORED=c; XS_ITERS=0; DOMU=1; TEST_TIMEOUT=120; HOTPLUG=e2e; DOMU_TIMEOUT=180
 
 up() { cut -d' ' -f1 /proc/uptime; }
 # Hundredths of a second since boot, for differences.
-cs() { sed 's/^\([0-9]*\)\.\([0-9]*\).*/\1\2/' /proc/uptime; }
+# (Shell builtins only: an external helper that crashes must not break the arithmetic.)
+cs() {
+  read -r u _ < /proc/uptime; u=${u%%.*}${u#*.}
+  while [ "${u#0}" != "$u" ]; do u=${u#0}; done
+  echo "${u:-0}"
+}
 check() { n=$1; r=$2; shift 2; echo "E2E-CHECK $n $r $*"; }
 ok() { if [ "$2" = 0 ]; then check "$1" PASS "$3"; else check "$1" FAIL "rc=$2 $3"; fi; }
 
@@ -150,6 +155,14 @@ xsbench() {
   echo "E2E-MARK test-xenstore $1 uptime=$(up)"
   ( timeout 300 test-xenstore -i $XS_ITERS 2>&1; echo $? > /tmp/xsb.rc ) | sed "s/^/E2E-XSBENCH $1 /"
   ok "test-xenstore:$1" "$(cat /tmp/xsb.rc)" "-i $XS_ITERS"
+  # The project's load generator, same daemon: ops/s and p99 per workload, connections and
+  # requests in flight (one line each; the table is in the console log).
+  if [ -x /e2e/bin/xs-load ]; then
+    ( timeout 300 /e2e/bin/xs-load --socket /run/xenstored/socket --workload read,write,directory,tx-rmw \
+        --conns 1,64 --depth 1,16 --duration 1 --children 1000 --tree-nodes 1000 --threads 1 2>&1
+      echo $? > /tmp/xsl.rc ) | sed "s/^/E2E-XSLOAD $1 /"
+    ok "xs-load:$1" "$(cat /tmp/xsl.rc)" "read/write/directory/tx-rmw at 1 and 64 connections"
+  fi
 }
 if [ "$XS_ITERS" -gt 0 ]; then
   xsbench "$XENSTORED"

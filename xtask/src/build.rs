@@ -13,10 +13,11 @@ use crate::error::{Error, Result};
 use crate::proc::{self, Deadline};
 
 /// Packages whose programs are host tools, not copied into dom0.
-pub const NOT_FOR_DOM0: &[&str] = &["xtask", "xen-sys-gen", "benches"];
+pub const NOT_FOR_DOM0: &[&str] = &["xtask", "xen-sys-gen"];
 
-/// Programs built with `--release` because dom0 measures them against their C peers.
-pub const MEASURED: &[&str] = &["xenstored"];
+/// Programs built with `--release` because dom0 measures them against their C peers (and
+/// `xs-load`, the load generator that measures the xenstoreds).
+pub const MEASURED: &[&str] = &["xenstored", "xs-load"];
 
 /// A workspace member, as far as the harness cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
