@@ -1,7 +1,6 @@
 //! `/dev/xen/evtchn`, driven with its ioctls.
 
-use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use xen_types::{DomId, Errno, EvtchnPort, Virq};
 
@@ -26,29 +25,13 @@ fn ioctl<T>(fd: &OwnedFd, request: u32, arg: &mut T) -> std::result::Result<u32,
 
 /// Maps an `open` failure of a Xen device to [`Error::NotXen`] when the device is absent.
 pub(crate) fn open_device(path: &'static str) -> Result<OwnedFd> {
-    let c = CString::new(path).map_err(|_| Error::Op {
-        op: "open",
-        errno: Errno::EINVAL,
-    })?;
-    // SAFETY: NUL-terminated path; plain open(2).
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
-        )
-    };
-    if fd < 0 {
-        let errno = Errno::last();
-        return Err(
-            if [Errno::ENOENT, Errno::ENODEV, Errno::ENXIO].contains(&errno) {
-                Error::NotXen { path, errno }
-            } else {
-                Error::Op { op: "open", errno }
-            },
-        );
-    }
-    // SAFETY: open returned a fresh descriptor that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    xen_types::open_device(path, libc::O_NONBLOCK).map_err(|errno| {
+        if errno.means_no_device() {
+            Error::NotXen { path, errno }
+        } else {
+            Error::Op { op: "open", errno }
+        }
+    })
 }
 
 impl Device {

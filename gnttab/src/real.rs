@@ -1,7 +1,6 @@
 //! `/dev/xen/gntdev` and `/dev/xen/gntalloc`, driven with their ioctls.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -10,24 +9,13 @@ use xen_types::{DomId, Errno, GrantRef, PAGE_SIZE};
 use crate::{CopyDest, CopySegment, CopySource, Error, GrantStatus, Result, UnmapNotify};
 
 pub(crate) fn open_device(path: &'static str) -> Result<OwnedFd> {
-    let c = CString::new(path).map_err(|_| Error::Op {
-        op: "open",
-        errno: Errno::EINVAL,
-    })?;
-    // SAFETY: NUL-terminated path; plain open(2).
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-    if fd < 0 {
-        let errno = Errno::last();
-        return Err(
-            if [Errno::ENOENT, Errno::ENODEV, Errno::ENXIO].contains(&errno) {
-                Error::NotXen { path, errno }
-            } else {
-                Error::Op { op: "open", errno }
-            },
-        );
-    }
-    // SAFETY: open returned a fresh descriptor that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    xen_types::open_device(path, 0).map_err(|errno| {
+        if errno.means_no_device() {
+            Error::NotXen { path, errno }
+        } else {
+            Error::Op { op: "open", errno }
+        }
+    })
 }
 
 /// A zeroed, 8-byte-aligned buffer big enough for a header struct `H` followed by `extra`

@@ -11,11 +11,13 @@
 //! assert_eq!(Pages::from_mib(1).bytes(), 1 << 20);
 //! ```
 
+mod dev;
 mod errno;
 pub mod mem;
 
 use std::fmt;
 
+pub use dev::open_device;
 pub use errno::Errno;
 
 /// Size of a Xen page in bytes (x86: 4 KiB).
