@@ -237,9 +237,13 @@ pub fn check_segments(v: &Validated, segs: &[Segment], lim: &Limits) -> Result<u
         }
         total += u64::from(s.last_sect - s.first_sect) + 1;
     }
-    if v.sector
-        .checked_add(total)
-        .is_none_or(|end| end > lim.sectors)
+    // An empty flush carries no range: Linux's blkfront sends whatever `blk_rq_pos` of
+    // the flush request is, often `(sector_t)-1`, and the kernel's blkback and QEMU check
+    // the range only when there are sectors.
+    if total > 0
+        && v.sector
+            .checked_add(total)
+            .is_none_or(|end| end > lim.sectors)
     {
         return Err(err);
     }
@@ -403,6 +407,16 @@ mod tests {
             Ok(Check::Ready(v)) => assert_eq!(v.kind, Kind::Write { flush: true }),
             other => panic!("{other:?}"),
         }
+        // Linux's blkfront sends empty flushes at sector (sector_t)-1: no range to check.
+        match status(&direct(BLKIF_OP_FLUSH_DISKCACHE, u64::MAX, &[]), &LIM) {
+            Ok(Check::Ready(v)) => assert_eq!(v.kind, Kind::Flush),
+            other => panic!("{other:?}"),
+        }
+        // A flush with data is still range-checked.
+        assert_eq!(
+            status(&direct(BLKIF_OP_FLUSH_DISKCACHE, u64::MAX, &[(0, 7)]), &LIM),
+            Err(Status::Error)
+        );
     }
 
     #[test]
