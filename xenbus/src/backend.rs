@@ -117,6 +117,27 @@ impl Backend {
         backend_id: DomId,
         driver: Arc<D>,
     ) -> Result<Backend, Error> {
+        Self::start_inner(store, backend_id, None, driver)
+    }
+
+    /// [`Backend::start`] serving only the devices of frontend domain `frontend`, as a
+    /// per-domain device model does (QEMU serves the `qdisk` disks of the one domain it was
+    /// started for); other domains' directories are left to others.
+    pub fn start_for<S: Store, D: BackendDriver<S>>(
+        store: Arc<S>,
+        backend_id: DomId,
+        frontend: DomId,
+        driver: Arc<D>,
+    ) -> Result<Backend, Error> {
+        Self::start_inner(store, backend_id, Some(frontend), driver)
+    }
+
+    fn start_inner<S: Store, D: BackendDriver<S>>(
+        store: Arc<S>,
+        backend_id: DomId,
+        only: Option<DomId>,
+        driver: Arc<D>,
+    ) -> Result<Backend, Error> {
         let root = paths::backend_root(backend_id, driver.device_type());
         let (tx, rx) = unbounded();
         let wid = store.watch(&root, "root", tx)?;
@@ -126,7 +147,12 @@ impl Backend {
         let thread = std::thread::Builder::new()
             .name(format!("xenbus-{}", driver.device_type()))
             .spawn(move || {
-                watch_root(&store, backend_id, &driver, &root, &rx, &stop_rx, &devs);
+                let scope = Scope {
+                    backend_id,
+                    only,
+                    root: &root,
+                };
+                watch_root(&store, &scope, &driver, &rx, &stop_rx, &devs);
                 let _ = store.unwatch(wid);
             })
             .map_err(|e| Error::Driver(e.to_string()))?;
@@ -179,11 +205,19 @@ impl Drop for Backend {
     }
 }
 
+/// Which directories a backend serves.
+struct Scope<'a> {
+    backend_id: DomId,
+    /// Only this frontend domain's devices.
+    only: Option<DomId>,
+    /// `/local/domain/<backend_id>/backend/<type>`.
+    root: &'a str,
+}
+
 fn watch_root<S: Store, D: BackendDriver<S>>(
     store: &Arc<S>,
-    backend_id: DomId,
+    scope: &Scope<'_>,
     driver: &Arc<D>,
-    root: &str,
     rx: &Receiver<WatchEvent>,
     stop_rx: &Receiver<()>,
     devices: &Arc<Mutex<HashMap<(DomId, u32), DeviceSlot>>>,
@@ -194,24 +228,27 @@ fn watch_root<S: Store, D: BackendDriver<S>>(
             recv(stop_rx) -> _ => return,
         }
         while rx.try_recv().is_ok() {}
-        if let Err(e) = scan(store, backend_id, driver, root, devices) {
-            warn!("scanning {root}: {e}");
+        if let Err(e) = scan(store, scope, driver, devices) {
+            warn!("scanning {}: {e}", scope.root);
         }
     }
 }
 
 fn scan<S: Store, D: BackendDriver<S>>(
     store: &Arc<S>,
-    backend_id: DomId,
+    scope: &Scope<'_>,
     driver: &Arc<D>,
-    root: &str,
     devices: &Arc<Mutex<HashMap<(DomId, u32), DeviceSlot>>>,
 ) -> Result<(), Error> {
+    let (backend_id, root) = (scope.backend_id, scope.root);
     let mut present = Vec::new();
     for dom in store.directory(root)? {
         let Ok(dom_n) = dom.parse::<u16>() else {
             continue;
         };
+        if scope.only.is_some_and(|d| d != DomId(dom_n)) {
+            continue;
+        }
         for dev in store.directory(&join(root, &dom))? {
             let Ok(devid) = dev.parse::<u32>() else {
                 continue;

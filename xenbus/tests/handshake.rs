@@ -161,3 +161,26 @@ fn frontend_open_needs_the_toolstack_directory() {
         Err(Error::Missing(_))
     ));
 }
+
+#[test]
+fn a_per_domain_backend_serves_only_its_frontend_domain() {
+    let store = Arc::new(MemStore::new());
+    let drv = Arc::new(Counting::default());
+    let be = Backend::start_for(store.clone(), DomId::DOM0, FE, drv.clone()).unwrap();
+    // Another domain's device first: the scoped backend must leave it alone.
+    let other = DomId(8);
+    create_device(&*store, DomId::DOM0, other, "test", 1, &[], &[]).unwrap();
+    let _fe = connect(&store, 2);
+    assert_eq!(be.devices(), vec![(FE, 2)]);
+    assert_eq!(drv.probes.load(Ordering::SeqCst), 1);
+    let other_state = paths::join(
+        &paths::backend_path(DomId::DOM0, "test", other, 1),
+        paths::KEY_STATE,
+    );
+    assert_eq!(
+        store.read(&other_state).unwrap().as_deref(),
+        Some("1"),
+        "the other domain's device is still Initialising"
+    );
+    drop(be);
+}
