@@ -72,7 +72,7 @@ impl DiskSpec {
             .read_backend("params")?
             .filter(|p| !p.is_empty())
             .ok_or_else(|| Error::Config("no params".into()))?;
-        let path = path.strip_prefix("aio:").unwrap_or(&path).to_string();
+        let path = image_path(&path)?.to_string();
         let mode = dev.read_backend("mode")?.unwrap_or_else(|| "w".into());
         let readonly = match mode.as_str() {
             "r" | "ro" => true,
@@ -102,6 +102,25 @@ impl DiskSpec {
             i |= xen_sys::VDISK_REMOVABLE;
         }
         i
+    }
+}
+
+/// The image path of a `params` value: a plain path (`vbd`, as the kernel's blkback
+/// takes it from the hotplug script), or `<format>:<path>` as libxl writes it for
+/// `backendtype=qdisk` (`raw:/images/a.img`; `aio:` is the older spelling of raw). Only raw
+/// images are served: another format is a configuration error, not silently read as raw.
+fn image_path(params: &str) -> Result<&str, Error> {
+    match params.split_once(':') {
+        Some((fmt, rest)) if !fmt.is_empty() && fmt.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            match fmt {
+                "raw" | "aio" if !rest.is_empty() => Ok(rest),
+                "raw" | "aio" => Err(Error::Config(format!("params {params:?} has no path"))),
+                _ => Err(Error::Config(format!(
+                    "image format {fmt:?} is not supported (raw images and block devices only)"
+                ))),
+            }
+        }
+        _ => Ok(params),
     }
 }
 
@@ -342,5 +361,23 @@ impl<S: Store, H: Host> BackendDriver<S> for BlkBack<H> {
 
     fn disconnect(&self, _dev: &DeviceInfo<S>, conn: Connection<H>) {
         drop(conn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_take_libxl_format_prefixes() {
+        assert_eq!(image_path("/dev/loop0").unwrap(), "/dev/loop0");
+        assert_eq!(image_path("raw:/img/a.img").unwrap(), "/img/a.img");
+        assert_eq!(image_path("aio:/img/a.img").unwrap(), "/img/a.img");
+        // A colon later in the path is part of the path.
+        assert_eq!(image_path("/img/a:b.img").unwrap(), "/img/a:b.img");
+        assert_eq!(image_path("./x:y").unwrap(), "./x:y");
+        let e = image_path("qcow2:/img/a.qcow2").unwrap_err().to_string();
+        assert!(e.contains("qcow2") && e.contains("not supported"), "{e}");
+        assert!(image_path("raw:").is_err());
     }
 }

@@ -48,6 +48,10 @@ pub enum Error {
     /// An unknown `protocol` value.
     #[error("unsupported protocol {0:?}")]
     Protocol(String),
+    /// The Xen devices are missing: not a Xen dom0 or driver domain (or the `xen-gntdev` /
+    /// `xen-evtchn` drivers are not loaded).
+    #[error("{0}")]
+    NotXen(String),
     /// A host operation (grant map, event channel) failed.
     #[error("host operation failed: {0:?}")]
     Host(Errno),

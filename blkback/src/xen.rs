@@ -26,9 +26,15 @@ impl XenHost {
     /// The real devices of a Xen dom0 (or driver domain). Fails with a clear "not Xen"
     /// error elsewhere.
     pub fn open() -> Result<XenHost, Error> {
-        let gnttab = gnttab::Gnttab::open().map_err(|e| Error::Host(e.errno()))?;
+        let gnttab = gnttab::Gnttab::open().map_err(|e| match e {
+            gnttab::Error::NotXen { .. } => Error::NotXen(e.to_string()),
+            e => Error::Host(e.errno()),
+        })?;
         // Fail now, not at the first connection, if event channels are missing.
-        drop(evtchn::Evtchn::open().map_err(|e| Error::Host(e.errno()))?);
+        drop(evtchn::Evtchn::open().map_err(|e| match e {
+            evtchn::Error::NotXen { .. } => Error::NotXen(e.to_string()),
+            e => Error::Host(e.errno()),
+        })?);
         Ok(XenHost {
             gnttab,
             open_evtchn: Box::new(evtchn::Evtchn::open),

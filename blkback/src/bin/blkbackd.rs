@@ -1,0 +1,201 @@
+//! `blkbackd`: serves Xen block devices with the project's userspace blkback.
+//!
+//! Watches `/local/domain/<backend-domid>/backend/<type>` in xenstore and runs the blkif
+//! handshake for every device that appears there, as QEMU's `xen-block` does for
+//! `backendtype=qdisk` disks. With the default `--type qdisk` it serves what
+//! `xl block-attach <dom> 'vdev=xvdb, backendtype=qdisk, target=/images/a.img'` (or a
+//! toolstack writing the same directories) creates, beside the kernel's `xen-blkback`, which
+//! serves `vbd`. It runs until SIGTERM or SIGINT, then closes every device: in-flight
+//! requests complete and are answered before their grants are unmapped.
+//!
+//! With `--domid N` it is domain N's device model instead, as the QEMU that libxl starts for
+//! a PV domain with qdisk disks: it serves only N's devices, records itself where libxl
+//! looks for a device model (`/local/domain/N/image/device-model-pid`, and
+//! `/local/domain/0/device-model/N/state` = `running`), so that `xl block-attach` and
+//! `xl destroy` treat it as one (libxl stops a device model with SIGHUP), and exits once
+//! domain N is gone.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use blkback::{BlkBack, Config, XenHost};
+use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
+use xen_types::DomId;
+use xenbus::{Backend, Store, XsStore};
+
+/// A userspace Xen block backend daemon.
+#[derive(Debug, Parser)]
+#[command(name = "blkbackd", version)]
+struct Cli {
+    /// Backend directory type to serve: `qdisk` (libxl's `backendtype=qdisk`), or `vbd`
+    /// where the kernel's xen-blkback is not loaded.
+    #[arg(long = "type", default_value = "qdisk")]
+    device_type: String,
+    /// The domain this backend runs in (its directories are under
+    /// `/local/domain/<id>/backend`).
+    #[arg(long, default_value_t = 0)]
+    backend_domid: u16,
+    /// Serve only domain DOMID's devices, as its device model (see above).
+    #[arg(long, value_name = "DOMID")]
+    domid: Option<u16>,
+    /// Write the daemon's pid here once it is watching.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// I/O threads per device.
+    #[arg(long, default_value_t = Config::default().io_threads)]
+    io_threads: usize,
+    /// `multi-queue-max-queues`: rings per device.
+    #[arg(long, default_value_t = Config::default().max_queues)]
+    max_queues: u32,
+    /// `max-ring-page-order`: ring pages per queue, as a power of two.
+    #[arg(long, default_value_t = Config::default().max_ring_page_order)]
+    max_ring_page_order: u32,
+    /// `feature-max-indirect-segments` (0: no indirect requests).
+    #[arg(long, default_value_t = Config::default().max_indirect_segments)]
+    max_indirect_segments: u32,
+    /// Do not offer `feature-persistent`.
+    #[arg(long)]
+    no_persistent: bool,
+    /// Do not offer `feature-discard`.
+    #[arg(long)]
+    no_discard: bool,
+}
+
+impl Cli {
+    fn config(&self) -> Config {
+        Config {
+            device_type: self.device_type.clone(),
+            io_threads: self.io_threads.max(1),
+            max_queues: self.max_queues.max(1),
+            max_ring_page_order: self.max_ring_page_order,
+            max_indirect_segments: self.max_indirect_segments,
+            persistent: !self.no_persistent,
+            discard: !self.no_discard,
+            ..Config::default()
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<Signal, String> {
+    // Every thread started below inherits this mask, so only `wait` sees the signals.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGHUP);
+    signals
+        .thread_block()
+        .map_err(|e| format!("blocking signals: {e}"))?;
+    let host = XenHost::open().map_err(|e| format!("opening grant and event devices: {e}"))?;
+    let store = Arc::new(XsStore::connect().map_err(|e| format!("connecting to xenstored: {e}"))?);
+    let driver = Arc::new(BlkBack::new(Arc::new(host), cli.config()));
+    let backend_id = DomId(cli.backend_domid);
+    let backend = match cli.domid {
+        None => Backend::start(store.clone(), backend_id, driver),
+        Some(d) => Backend::start_for(store.clone(), backend_id, DomId(d), driver),
+    }
+    .map_err(|e| format!("watching the backend directory: {e}"))?;
+    let model = match cli.domid {
+        Some(d) => Some(DeviceModel::register(store.clone(), DomId(d))?),
+        None => None,
+    };
+    if let Some(p) = &cli.pid_file {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("writing {}: {e}", p.display()))?;
+    }
+    tracing::info!(
+        "serving /local/domain/{}/backend/{}{}",
+        cli.backend_domid,
+        cli.device_type,
+        cli.domid.map(|d| format!("/{d}")).unwrap_or_default()
+    );
+    let sig = signals.wait().map_err(|e| format!("waiting: {e}"))?;
+    tracing::info!("{sig}: closing {} device(s)", backend.devices().len());
+    backend.stop();
+    if let Some(m) = model {
+        m.unregister();
+    }
+    if let Some(p) = &cli.pid_file {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(sig)
+}
+
+/// Registration as domain `domid`'s device model, and the watch that ends the daemon when
+/// the domain is gone.
+struct DeviceModel {
+    store: Arc<XsStore>,
+    domid: DomId,
+}
+
+impl DeviceModel {
+    fn state_path(&self) -> String {
+        format!("/local/domain/0/device-model/{}/state", self.domid.get())
+    }
+
+    fn register(store: Arc<XsStore>, domid: DomId) -> Result<DeviceModel, String> {
+        if !store.domain_alive(domid).map_err(|e| e.to_string())? {
+            return Err(format!("domain {} does not exist", domid.get()));
+        }
+        let m = DeviceModel { store, domid };
+        let pid_path = format!("/local/domain/{}/image/device-model-pid", domid.get());
+        if let Some(pid) = m.store.read(&pid_path).map_err(|e| e.to_string())? {
+            return Err(format!(
+                "domain {} already has a device model (pid {pid})",
+                domid.get()
+            ));
+        }
+        m.store
+            .write_all(&[
+                (pid_path, std::process::id().to_string()),
+                (m.state_path(), "running".into()),
+            ])
+            .map_err(|e| format!("registering as domain {}'s device model: {e}", domid.get()))?;
+        // The domain's death ends the daemon as a signal would.
+        let (tx, rx) = crossbeam::channel::unbounded();
+        m.store
+            .watch(xenbus::store::RELEASE_DOMAIN, "blkbackd", tx)
+            .map_err(|e| format!("watching @releaseDomain: {e}"))?;
+        let (store, dom) = (m.store.clone(), domid);
+        std::thread::Builder::new()
+            .name("blkbackd-release".into())
+            .spawn(move || {
+                for _ in rx {
+                    if !store.domain_alive(dom).unwrap_or(true) {
+                        tracing::info!("domain {} is gone", dom.get());
+                        let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGTERM);
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(m)
+    }
+
+    /// Removes what [`DeviceModel::register`] wrote that the toolstack would not remove.
+    fn unregister(self) {
+        let _ = self.store.rm(&format!(
+            "/local/domain/0/device-model/{}",
+            self.domid.get()
+        ));
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(&cli) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("blkbackd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
