@@ -83,8 +83,14 @@ echo "E2E-MARK tests-done uptime=$(up)"
 
 # ---- a PV guest with a blkback disk and a netback vif ----
 if [ "$DOMU" = 1 ]; then
-  dd if=/dev/zero of=/tmp/disk.img bs=1M count=8 2>/dev/null
+  # xvda: the kernel's blkback on loop0. xvdb: the project's blkbackd (backendtype=qdisk) on
+  # loop1, filled with random bytes the guest reads back. Same size and backing for both, so
+  # the guest's dd workloads compare the two backends.
+  dd if=/dev/zero of=/tmp/disk.img bs=1M count=16 2>/dev/null
   losetup /dev/loop0 /tmp/disk.img; ok loop-device $? ""
+  dd if=/dev/urandom of=/tmp/ours.img bs=1M count=16 2>/dev/null
+  OURS_MD5=$(md5sum < /tmp/ours.img | cut -d' ' -f1)
+  losetup /dev/loop1 /tmp/ours.img; ok loop-device:ours $? ""
   brctl addbr xenbr0 && ip link set xenbr0 up; ok bridge $? "xenbr0"
   if [ "$HOTPLUG" = debian ]; then DISK_SCRIPT=""; VIF_SCRIPT=""; else
     DISK_SCRIPT="script=/e2e/block-e2e,"; VIF_SCRIPT=",script=/e2e/vif-e2e"; fi
@@ -108,7 +114,7 @@ CFG
   ( timeout $DOMU_TIMEOUT xl -vv create /tmp/domu.cfg 2>&1; echo $? > /tmp/xl-create.rc ) | tee /tmp/xl-create.log | sed 's/^/xl: /' &
   XLPID=$!
   # First console line of the guest (xenconsoled logs it), then its user space marker.
-  first=""; upm=""
+  first=""; upm=""; attached=""
   while [ $(( $(cs) - t0 )) -lt $((DOMU_TIMEOUT * 100)) ]; do
     [ -z "$first" ] && [ -s $LOG ] && first=$(cs)
     if grep -q E2E-DOMU-UP $LOG 2>/dev/null; then upm=$(cs); break; fi
@@ -116,6 +122,17 @@ CFG
     # (Read with the shell's builtin: a crashing helper process must not look like xl failing.)
     rc=""; [ -s /tmp/xl-create.rc ] && read -r rc < /tmp/xl-create.rc
     if [ -n "$rc" ] && [ "$rc" != 0 ]; then break; fi
+    # Once xl create is done, start blkbackd as the guest's device model (the role of the
+    # QEMU libxl starts for qdisk disks) and hot-plug the second disk: libxl checks that a
+    # device model runs, writes backend/qdisk/<domid>/51728 and waits for InitWait.
+    if [ "$rc" = 0 ] && [ -z "$attached" ]; then
+      attached=1; a0=$(cs)
+      /e2e/bin/blkbackd --domid "$(xl domid domu1)" --pid-file /run/blkbackd.pid > /tmp/blkbackd.log 2>&1 &
+      i=0; while [ ! -s /run/blkbackd.pid ] && [ $i -lt 100 ]; do usleep 50000; i=$((i+1)); done
+      [ -s /run/blkbackd.pid ]; ok blkbackd-start $? "device model of domain $(xl domid domu1): backend/qdisk/$(xl domid domu1)"
+      timeout 60 xl block-attach domu1 'format=raw, vdev=xvdb, access=w, backendtype=qdisk, target=/dev/loop1' > /tmp/block-attach.log 2>&1
+      ok block-attach:qdisk $? "xl block-attach backendtype=qdisk in $(( ($(cs) - a0) * 10 )) ms $(tr '\n' ' ' < /tmp/block-attach.log)"
+    fi
     usleep 50000
   done
   wait $XLPID; xlrc=$(cat /tmp/xl-create.rc 2>/dev/null || echo 255)
@@ -135,16 +152,39 @@ CFG
       be=$(xenstore-read /local/domain/0/backend/${dev%/*}/$DID/${dev#*/}/state 2>/dev/null)
       [ "$fe" = 4 ] && [ "$be" = 4 ]; ok "frontend-connected:${dev%/*}" $? "frontend state=$fe backend state=$be (4 = Connected)"
     done
+    fe=$(xenstore-read /local/domain/$DID/device/vbd/51728/state 2>/dev/null)
+    be=$(xenstore-read /local/domain/0/backend/qdisk/$DID/51728/state 2>/dev/null)
+    [ "$fe" = 4 ] && [ "$be" = 4 ]; ok "frontend-connected:qdisk" $? "blkbackd: frontend state=$fe backend state=$be (4 = Connected)"
+    for k in feature-persistent feature-max-indirect-segments multi-queue-max-queues max-ring-page-order sectors; do
+      echo "blkbackd: backend/qdisk/$DID/51728/$k = $(xenstore-read /local/domain/0/backend/qdisk/$DID/51728/$k 2>&1)"
+    done
+    for k in protocol ring-page-order multi-queue-num-queues feature-persistent; do
+      echo "blkfront: device/vbd/51728/$k = $(xenstore-read /local/domain/$DID/device/vbd/51728/$k 2>&1)"
+    done
   else
     check frontend-connected:vbd FAIL "guest user space never came up"
     check frontend-connected:vif FAIL "guest user space never came up"
+    check frontend-connected:qdisk FAIL "guest user space never came up"
   fi
   grep '^E2E-DOMU-CHECK' $LOG 2>/dev/null | sed 's/^E2E-DOMU-CHECK /E2E-CHECK domu:/'
+  grep '^E2E-DOMU-METRIC' $LOG 2>/dev/null | sed 's/^E2E-DOMU-METRIC /E2E-METRIC /'
+  rsum=$(sed -n 's/^E2E-DOMU-MD5 xvdb-read \([0-9a-f]*\).*/\1/p' $LOG 2>/dev/null)
+  [ -n "$rsum" ] && [ "$rsum" = "$OURS_MD5" ]; ok blkbackd-guest-read $? "md5 of the 16 MiB disk read by the guest: ${rsum:-none}, written by dom0: $OURS_MD5"
+  wsum=$(sed -n 's/^E2E-DOMU-MD5 xvdb-write \([0-9a-f]*\).*/\1/p' $LOG 2>/dev/null)
   timeout 60 xl destroy domu1 > /dev/null 2>&1
   i=0; while xl domid domu1 > /dev/null 2>&1 && [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done
   echo 3 > /proc/sys/vm/drop_caches
   got=$(dd if=/dev/loop0 bs=64 count=1 2>/dev/null | tr -d '\000\n')
   [ "$got" = HELLO-FROM-DOMU-VIA-BLKBACK ]; ok domu-disk-write $? "read back from the backing loop device: '$got'"
+  # What the guest wrote through blkbackd is on the image (1 MiB at 4 MiB).
+  isum=$(dd if=/dev/loop1 bs=64k skip=64 count=16 2>/dev/null | md5sum | cut -d' ' -f1)
+  [ -n "$wsum" ] && [ "$isum" = "$wsum" ]; ok blkbackd-guest-write $? "md5 of 1 MiB the guest wrote: ${wsum:-none}, on the image: $isum"
+  # xl destroy stopped the device model (SIGHUP) and removed the qdisk directories.
+  i=0; while [ -e /run/blkbackd.pid ] && [ $i -lt 50 ]; do usleep 100000; i=$((i+1)); done
+  n=$(xenstore-ls /local/domain/0/backend/qdisk 2>/dev/null | grep -c .)
+  [ ! -e /run/blkbackd.pid ] && [ "$n" = 0 ]
+  ok blkbackd-stop $? "after xl destroy: daemon exited: $([ -e /run/blkbackd.pid ] && echo no || echo yes), $n nodes left under backend/qdisk"
+  echo "----- blkbackd log -----"; tail -20 /tmp/blkbackd.log; echo "----- end of blkbackd log -----"
   echo "----- guest console -----"; tail -40 $LOG; echo "----- end of guest console -----"
   if [ -s /var/log/xen/xen-hotplug.log ]; then grep -iE 'error|fail' /var/log/xen/xen-hotplug.log | tail -20; fi
   echo "E2E-MARK domu-done uptime=$(up)"

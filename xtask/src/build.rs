@@ -16,8 +16,9 @@ use crate::proc::{self, Deadline};
 pub const NOT_FOR_DOM0: &[&str] = &["xtask", "xen-sys-gen"];
 
 /// Programs built with `--release` because dom0 measures them against their C peers (and
-/// `xs-load`, the load generator that measures the xenstoreds).
-pub const MEASURED: &[&str] = &["xenstored", "xs-load"];
+/// `xs-load`, the load generator that measures the xenstoreds; `blkbackd`, measured against
+/// the kernel's blkback from the guest).
+pub const MEASURED: &[&str] = &["xenstored", "xs-load", "blkbackd"];
 
 /// A workspace member, as far as the harness cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
