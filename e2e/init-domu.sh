@@ -78,6 +78,13 @@ if waitfor /dev/xvdb 600; then
   done
   [ -z "$failed" ] && check rust-blkback-bench PASS "dd workloads ran on xvda and xvdb" \
     || check rust-blkback-bench FAIL "on xvdb:$failed"
+  # blkfront turns a feature off when the backend fails it (e.g. "empty flush op failed").
+  dmesg | grep 'blkfront: xvd' > /tmp/bf
+  if grep -q 'xvdb.*failed' /tmp/bf; then
+    check rust-blkback-features FAIL "$(grep xvdb /tmp/bf | tr '\n' ' ')"
+  else
+    check rust-blkback-features PASS "$(grep xvdb /tmp/bf | tail -1 | sed 's/.*xvdb: //')"
+  fi
 else
   check rust-blkback FAIL "no /dev/xvdb after 60 s"
 fi
