@@ -6,6 +6,14 @@
 //! data pages per in-flight request, and either grants those pages once and reuses them
 //! (persistent grants) or grants them per request and ends the grants when the response
 //! arrives (which fails if the backend still has them mapped).
+//!
+//! Data moves in one of two ways:
+//! - [`Blkfront::run`] copies [`IoReq`] buffers (ordinary memory) into and out of the
+//!   slot's pages, as Linux's blkfront does with persistent grants;
+//! - [`Blkfront::run_bufs`] does I/O on [`GuestBuf`]s, buffers allocated in the guest's
+//!   own memory ([`Blkfront::alloc_buf`], from [`FrontConfig::buffer_pages`]) whose pages are
+//!   granted to the backend themselves, as Linux's blkfront grants bio pages: the backend
+//!   reads and writes the caller's buffer directly, with no copy on either side.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,6 +116,9 @@ pub struct FrontConfig {
     pub timeout: Duration,
     /// Frontend directory type (`device/<type>/<devid>`).
     pub device_type: String,
+    /// Guest pages set aside for [`GuestBuf`]s ([`Blkfront::alloc_buf`]); with persistent
+    /// grants each is granted once at connection.
+    pub buffer_pages: usize,
 }
 
 impl Default for FrontConfig {
@@ -122,6 +133,7 @@ impl Default for FrontConfig {
             max_inflight: 32,
             timeout: Duration::from_secs(20),
             device_type: "vbd".into(),
+            buffer_pages: 0,
         }
     }
 }
@@ -169,6 +181,134 @@ impl IoReq {
     }
 }
 
+/// The guest pages that back [`GuestBuf`]s: which are free, and their persistent grants.
+struct BufPool {
+    first_pfn: usize,
+    used: Vec<bool>,
+    /// Persistent grant of each page (empty without persistent grants).
+    grants: Vec<GrantRef>,
+}
+
+/// A buffer in the guest's own memory whose pages are granted to the backend as they are
+/// (no bounce copy): what [`Blkfront::run_bufs`] reads into and writes from. Its pages go
+/// back to the frontend's pool when it is dropped.
+pub struct GuestBuf<M: SharedMemory> {
+    mem: Arc<M>,
+    pool: Arc<Mutex<BufPool>>,
+    /// Index of the first page in the pool.
+    first: usize,
+    pages: usize,
+    len: usize,
+    pfn: usize,
+    /// Persistent grants of its pages (empty without persistent grants).
+    grants: Vec<GrantRef>,
+}
+
+impl<M: SharedMemory> std::fmt::Debug for GuestBuf<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestBuf")
+            .field("pfn", &self.pfn())
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl<M: SharedMemory> GuestBuf<M> {
+    /// Bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty buffer (never: buffers hold at least one sector).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The guest page number of its first page (its pages are contiguous).
+    pub fn pfn(&self) -> usize {
+        self.pfn
+    }
+
+    fn base(&self) -> usize {
+        self.pfn() * PAGE_SIZE
+    }
+
+    fn check(&self, offset: usize, len: usize) -> Result<(), Error> {
+        if offset.checked_add(len).is_none_or(|e| e > self.len) {
+            return Err(cfg_err(format!(
+                "{len} bytes at {offset} outside a {}-byte buffer",
+                self.len
+            )));
+        }
+        Ok(())
+    }
+
+    /// Copies `data` into the buffer at `offset`.
+    pub fn write(&self, offset: usize, data: &[u8]) -> Result<(), Error> {
+        self.check(offset, data.len())?;
+        Ok(self.mem.write_bytes(self.base() + offset, data)?)
+    }
+
+    /// Copies bytes at `offset` out of the buffer.
+    pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<(), Error> {
+        self.check(offset, out.len())?;
+        Ok(self.mem.read_bytes(self.base() + offset, out)?)
+    }
+
+    /// Sets `len` bytes at `offset` to `byte`.
+    pub fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), Error> {
+        self.check(offset, len)?;
+        Ok(self.mem.fill(self.base() + offset, len, byte)?)
+    }
+}
+
+impl<M: SharedMemory> Drop for GuestBuf<M> {
+    fn drop(&mut self) {
+        let mut p = self.pool.lock();
+        for u in &mut p.used[self.first..self.first + self.pages] {
+            *u = false;
+        }
+    }
+}
+
+/// One request of a zero-copy batch ([`Blkfront::run_bufs`]).
+#[derive(Debug)]
+pub struct BufReq<'a, M: SharedMemory> {
+    /// Operation ([`Op::Read`], [`Op::Write`] or [`Op::WriteFlush`]: the others carry no
+    /// data; use [`IoReq`] for them).
+    pub op: Op,
+    /// First 512-byte sector.
+    pub sector: u64,
+    /// The data: written from or read into, whole.
+    pub buf: &'a GuestBuf<M>,
+    /// Result, once answered.
+    pub status: Option<Status>,
+}
+
+impl<'a, M: SharedMemory> BufReq<'a, M> {
+    /// A request on `buf`.
+    pub fn new(op: Op, sector: u64, buf: &'a GuestBuf<M>) -> Self {
+        BufReq {
+            op,
+            sector,
+            buf,
+            status: None,
+        }
+    }
+}
+
+/// Where a request's data is.
+enum Data<'a> {
+    /// In ordinary memory: copied through the slot's pages.
+    Copy(&'a [u8]),
+    /// In the guest's buffer pages (`grants`: their persistent grants, if any).
+    Guest {
+        pfn: usize,
+        len: usize,
+        grants: &'a [GrantRef],
+    },
+}
+
 struct Slot {
     data_pfn: usize,
     ind_pfn: usize,
@@ -200,6 +340,7 @@ pub struct Blkfront<S: Store, F: FrontHost = SimHost> {
     queues: Vec<Mutex<FrontQueue<F>>>,
     cfg: FrontConfig,
     scratch_pfn: usize,
+    bufs: Arc<Mutex<BufPool>>,
     /// Disk size in 512-byte sectors.
     pub sectors: u64,
     /// `info` (`VDISK_*`).
@@ -266,7 +407,8 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
         let entries = ring_size(ring_pages * PAGE_SIZE, cfg.protocol.entry_size());
         let nslots = cfg.max_inflight.clamp(1, entries as usize);
         let per_queue = ring_pages + nslots * (max_segments + ind_pages);
-        let total = per_queue * nq as usize + SCRATCH_PAGES;
+        let buf_pfn = per_queue * nq as usize;
+        let total = buf_pfn + cfg.buffer_pages + SCRATCH_PAGES;
         let mem = Arc::new(host.create_guest(domid, total)?);
         let mut keys: Vec<(String, String)> = vec![
             ("protocol".into(), cfg.protocol.as_str().into()),
@@ -334,6 +476,17 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
                 raw_inflight: 0,
             }));
         }
+        let mut buf_grants = Vec::new();
+        if persistent {
+            for p in 0..cfg.buffer_pages {
+                buf_grants.push(host.grant(domid, buf_pfn + p, backend, false)?);
+            }
+        }
+        let bufs = Arc::new(Mutex::new(BufPool {
+            first_pfn: buf_pfn,
+            used: vec![false; cfg.buffer_pages],
+            grants: buf_grants,
+        }));
         dev.write_all(&keys)?;
         dev.switch_state(XenbusState::Initialised)?;
         let st = dev.wait_backend(
@@ -359,6 +512,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
             queues,
             cfg,
             scratch_pfn: total - SCRATCH_PAGES,
+            bufs,
             sectors,
             info,
             sector_size,
@@ -388,16 +542,57 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
         self.host.grant(self.domid, pfn, self.backend, readonly)
     }
 
-    fn build(&self, q: &mut FrontQueue<F>, r: &IoReq, tag: usize) -> Result<(), Error> {
-        let len = r.buf.len();
-        let (op, read) = match r.op {
+    /// Allocates a [`GuestBuf`] of `len` bytes (a non-zero multiple of 512, at most
+    /// [`max_segments`](Self::max_segments) pages) from the buffer pages
+    /// ([`FrontConfig::buffer_pages`]).
+    pub fn alloc_buf(&self, len: usize) -> Result<GuestBuf<F::Memory>, Error> {
+        if len == 0 || len % SECTOR_SIZE as usize != 0 {
+            return Err(cfg_err("buffer must be a non-zero multiple of 512 bytes"));
+        }
+        let pages = len.div_ceil(PAGE_SIZE);
+        if pages > self.max_segments {
+            return Err(cfg_err(format!("{pages} pages > {}", self.max_segments)));
+        }
+        let mut p = self.bufs.lock();
+        let first = (0..(p.used.len() + 1).saturating_sub(pages))
+            .find(|&i| p.used[i..i + pages].iter().all(|u| !u))
+            .ok_or(cfg_err(format!("no {pages} free buffer pages")))?;
+        for u in &mut p.used[first..first + pages] {
+            *u = true;
+        }
+        let grants = p.grants.get(first..first + pages).unwrap_or(&[]).to_vec();
+        Ok(GuestBuf {
+            mem: self.mem.clone(),
+            pool: self.bufs.clone(),
+            first,
+            pages,
+            len,
+            pfn: p.first_pfn + first,
+            grants,
+        })
+    }
+
+    fn build(
+        &self,
+        q: &mut FrontQueue<F>,
+        op: Op,
+        sector: u64,
+        data: Data<'_>,
+        tag: usize,
+    ) -> Result<(), Error> {
+        let len = match data {
+            Data::Copy(b) => b.len(),
+            Data::Guest { len, .. } => len,
+        };
+        let r_op = op;
+        let (op, read) = match r_op {
             Op::Read => (OP_READ, true),
             Op::Write => (OP_WRITE, false),
             Op::WriteFlush => (OP_FLUSH, false),
             Op::Flush => (OP_FLUSH, false),
             Op::Discard { .. } => (OP_DISCARD, false),
         };
-        let has_data = matches!(r.op, Op::Read | Op::Write | Op::WriteFlush);
+        let has_data = matches!(r_op, Op::Read | Op::Write | Op::WriteFlush);
         if has_data && (len == 0 || len % SECTOR_SIZE as usize != 0) {
             return Err(cfg_err("buffer must be a non-zero multiple of 512 bytes"));
         }
@@ -408,21 +603,33 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
         let si = q.free.pop().ok_or(cfg_err("no free slot"))?;
         let slot = &mut q.slots[si];
         slot.tag = tag;
-        slot.len = if has_data { len } else { 0 };
+        // Only copied data is copied back out of the slot's pages.
+        slot.len = if has_data && matches!(data, Data::Copy(_)) {
+            len
+        } else {
+            0
+        };
         slot.read = read;
         let body_and_op = if has_data {
-            if !read {
-                self.mem.write_bytes(slot.data_pfn * PAGE_SIZE, &r.buf)?;
-            }
+            let pfn = match data {
+                Data::Copy(b) => {
+                    if !read {
+                        self.mem.write_bytes(slot.data_pfn * PAGE_SIZE, b)?;
+                    }
+                    slot.data_pfn
+                }
+                Data::Guest { pfn, .. } => pfn,
+            };
             let mut segs = Vec::with_capacity(nseg);
             for i in 0..nseg {
                 let bytes = (len - i * PAGE_SIZE).min(PAGE_SIZE);
                 let gref = if self.persistent {
-                    slot.pgrants[i]
+                    match data {
+                        Data::Copy(_) => slot.pgrants[i],
+                        Data::Guest { grants, .. } => grants[i],
+                    }
                 } else {
-                    let g = self
-                        .host
-                        .grant(self.domid, slot.data_pfn + i, self.backend, !read)?;
+                    let g = self.host.grant(self.domid, pfn + i, self.backend, !read)?;
                     slot.temp.push(g);
                     g
                 };
@@ -475,7 +682,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
                     },
                 )
             }
-        } else if let Op::Discard { nr_sectors } = r.op {
+        } else if let Op::Discard { nr_sectors } = r_op {
             (
                 op,
                 Body::Discard {
@@ -495,7 +702,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
         let req = Request {
             operation: body_and_op.0,
             id: si as u64,
-            sector: r.sector,
+            sector,
             handle: 0,
             body: body_and_op.1,
         };
@@ -559,38 +766,100 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
     /// Runs a batch on queue `q`: keeps up to the slot count in flight, refilling as
     /// responses arrive; read data lands in each request's `buf`, statuses in `status`.
     pub fn run(&self, q: usize, reqs: &mut [IoReq]) -> Result<(), Error> {
+        for r in reqs.iter_mut() {
+            r.status = None;
+        }
+        let n = reqs.len();
+        self.drive(
+            q,
+            reqs,
+            n,
+            |me, fq, reqs, i| {
+                let r = &reqs[i];
+                me.build(fq, r.op, r.sector, Data::Copy(&r.buf), i)
+            },
+            |me, reqs, tag, st, pfn, len, read| {
+                if read && st == Status::Okay {
+                    me.mem
+                        .read_bytes(pfn * PAGE_SIZE, &mut reqs[tag].buf[..len])?;
+                }
+                reqs[tag].status = Some(st);
+                Ok(())
+            },
+        )
+    }
+
+    /// Runs a batch of zero-copy requests on queue `q`, as [`run`](Self::run) does: the
+    /// backend reads into and writes from each request's [`GuestBuf`] directly.
+    pub fn run_bufs(&self, q: usize, reqs: &mut [BufReq<'_, F::Memory>]) -> Result<(), Error> {
+        for r in reqs.iter_mut() {
+            if !Arc::ptr_eq(&r.buf.pool, &self.bufs) {
+                return Err(cfg_err("buffer of another frontend"));
+            }
+            if !matches!(r.op, Op::Read | Op::Write | Op::WriteFlush) {
+                return Err(cfg_err(format!("{:?} carries no data", r.op)));
+            }
+            r.status = None;
+        }
+        let n = reqs.len();
+        self.drive(
+            q,
+            reqs,
+            n,
+            |me, fq, reqs, i| {
+                let r = &reqs[i];
+                let data = Data::Guest {
+                    pfn: r.buf.pfn,
+                    len: r.buf.len,
+                    grants: &r.buf.grants,
+                };
+                me.build(fq, r.op, r.sector, data, i)
+            },
+            |_, reqs, tag, st, _, _, _| {
+                reqs[tag].status = Some(st);
+                Ok(())
+            },
+        )
+    }
+
+    /// The loop of [`run`](Self::run) and [`run_bufs`](Self::run_bufs): `build` puts
+    /// request `i` on the ring, `done` takes its answer.
+    #[allow(clippy::type_complexity)]
+    fn drive<T: ?Sized>(
+        &self,
+        q: usize,
+        reqs: &mut T,
+        n: usize,
+        build: impl Fn(&Self, &mut FrontQueue<F>, &T, usize) -> Result<(), Error>,
+        done: impl Fn(&Self, &mut T, usize, Status, usize, usize, bool) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let mut guard = self.queues.get(q).ok_or(cfg_err("no such queue"))?.lock();
         let fq = &mut *guard;
         let deadline = Instant::now() + self.cfg.timeout;
         let mut next = 0;
-        let mut left = reqs.len();
+        let mut left = n;
         let mut raw = Vec::new();
         while left > 0 {
             let mut pushed = false;
-            while next < reqs.len() && !fq.free.is_empty() && fq.ring.free() > 0 {
-                reqs[next].status = None;
-                self.build(fq, &reqs[next], next)?;
+            while next < n && !fq.free.is_empty() && fq.ring.free() > 0 {
+                build(self, fq, reqs, next)?;
                 next += 1;
                 pushed = true;
             }
             if pushed {
                 self.push(fq)?;
             }
-            let mem = &self.mem;
             let mut err = None;
-            let n = self.reap(fq, &mut raw, &mut |tag, st, pfn, len, read| {
-                if read && st == Status::Okay {
-                    if let Err(e) = mem.read_bytes(pfn * PAGE_SIZE, &mut reqs[tag].buf[..len]) {
-                        err = Some(e);
-                    }
+            let got = self.reap(fq, &mut raw, &mut |tag, st, pfn, len, read| {
+                if let Err(e) = done(self, reqs, tag, st, pfn, len, read) {
+                    err.get_or_insert(e);
                 }
-                reqs[tag].status = Some(st);
             })?;
             if let Some(e) = err {
-                return Err(e.into());
+                return Err(e);
             }
-            left -= n;
-            if n == 0 && left > 0 {
+            left -= got;
+            if got == 0 && left > 0 {
                 self.wait(fq, deadline)?;
             }
         }
@@ -602,7 +871,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
     pub fn submit(&self, q: usize, reqs: &[IoReq]) -> Result<(), Error> {
         let mut g = self.queues.get(q).ok_or(cfg_err("no such queue"))?.lock();
         for (i, r) in reqs.iter().enumerate() {
-            self.build(&mut g, r, i)?;
+            self.build(&mut g, r.op, r.sector, Data::Copy(&r.buf), i)?;
         }
         self.push(&mut g)
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blkback::abi::{Body, Protocol, Request, Segment, Status, MAX_DIRECT_SEGMENTS};
-use blkback::blkfront::{read_stamp, stamp, Blkfront, FrontConfig, FrontHost, IoReq, Op};
+use blkback::blkfront::{read_stamp, stamp, Blkfront, BufReq, FrontConfig, FrontHost, IoReq, Op};
 use blkback::sim::SimHost;
 use blkback::xen::XenSimGuest;
 use blkback::{BlkBack, Config, XenHost};
@@ -102,7 +102,9 @@ impl Rng {
 
 /// Random reads and writes over `blocks` 4 KiB blocks starting at block `first`, every
 /// written sector stamped with its address and a generation, every read checked against
-/// the model. Requests in one batch never overlap.
+/// the model. Requests in one batch never overlap. With `zero_copy`, every other round runs
+/// on guest buffers (`run_bufs`: the backend reads and writes the caller's granted pages)
+/// instead of copied ones (`run`).
 fn workload<F: FrontHost>(
     f: &Blkfront<MemStore, F>,
     q: usize,
@@ -110,13 +112,14 @@ fn workload<F: FrontHost>(
     blocks: u64,
     seed: u64,
     rounds: usize,
+    zero_copy: bool,
 ) {
     let mut rng = Rng(seed | 1);
     let mut model = vec![0u64; blocks as usize];
     let maxseg = f.max_segments as u64;
     let chunk = maxseg.min(blocks);
     let mut generation = 0;
-    for _ in 0..rounds {
+    for round in 0..rounds {
         let mut reqs = Vec::new();
         let mut spans = Vec::new();
         let nchunks = blocks / chunk;
@@ -152,7 +155,11 @@ fn workload<F: FrontHost>(
                 spans.push((start, len, None));
             }
         }
-        f.run(q, &mut reqs).unwrap();
+        if zero_copy && round % 2 == 1 {
+            run_in_guest_buffers(f, q, &mut reqs);
+        } else {
+            f.run(q, &mut reqs).unwrap();
+        }
         for (r, (start, len, g)) in reqs.iter().zip(spans) {
             assert_eq!(r.status, Some(Status::Okay), "{:?} at {}", r.op, r.sector);
             match g {
@@ -180,6 +187,34 @@ fn workload<F: FrontHost>(
     }
 }
 
+/// Runs `reqs` through guest buffers: write data is put into them first, read data taken
+/// out of them after.
+fn run_in_guest_buffers<F: FrontHost>(f: &Blkfront<MemStore, F>, q: usize, reqs: &mut [IoReq]) {
+    let bufs: Vec<_> = reqs
+        .iter()
+        .map(|r| {
+            let b = f.alloc_buf(r.buf.len()).unwrap();
+            match r.op {
+                Op::Read => b.fill(0, b.len(), 0xaa).unwrap(),
+                _ => b.write(0, &r.buf).unwrap(),
+            }
+            b
+        })
+        .collect();
+    let mut zreqs: Vec<BufReq<'_, _>> = reqs
+        .iter()
+        .zip(&bufs)
+        .map(|(r, b)| BufReq::new(r.op, r.sector, b))
+        .collect();
+    f.run_bufs(q, &mut zreqs).unwrap();
+    for ((r, z), b) in reqs.iter_mut().zip(&zreqs).zip(&bufs) {
+        r.status = z.status;
+        if r.op == Op::Read {
+            b.read(0, &mut r.buf).unwrap();
+        }
+    }
+}
+
 fn run_matrix<F: FrontHost>(
     e: Env<F>,
     persistent: bool,
@@ -199,6 +234,8 @@ fn run_matrix<F: FrontHost>(
             persistent,
             indirect,
             protocol: proto,
+            // 16 requests of up to 32 pages per queue at once.
+            buffer_pages: 512 * queues as usize,
             ..Default::default()
         },
     );
@@ -215,7 +252,7 @@ fn run_matrix<F: FrontHost>(
     std::thread::scope(|s| {
         for q in 0..queues as usize {
             let f = &f;
-            s.spawn(move || workload(f, q, q as u64 * per, per, 0x9e37 + q as u64, 40));
+            s.spawn(move || workload(f, q, q as u64 * per, per, 0x9e37 + q as u64, 40, true));
         }
     });
     f.close().unwrap();
@@ -462,6 +499,106 @@ fn read_only_disk_refuses_writes() {
     f.run(0, &mut big).unwrap();
     assert_eq!(big[0].status, Some(Status::Error));
     assert!(std::fs::read(&path).unwrap().iter().all(|&b| b == 0x5a));
+}
+
+/// Guest buffers: the backend reads and writes the caller's own granted pages; their
+/// allocation is bounded and checked, and requests on them are validated like any other.
+fn guest_buffers<F: FrontHost>(e: Env<F>, persistent: bool) {
+    let fe = DomId(10);
+    let path = e.disk(fe, 6, MIB, "w");
+    let f = e.front(
+        fe,
+        6,
+        FrontConfig {
+            persistent,
+            max_segments: 16,
+            buffer_pages: 20,
+            ..Default::default()
+        },
+    );
+    assert_eq!(f.persistent, persistent);
+    // Bad sizes and exhaustion are refused; a dropped buffer's pages are reused.
+    assert!(f.alloc_buf(0).is_err());
+    assert!(f.alloc_buf(1000).is_err());
+    assert!(f.alloc_buf(17 * 4096).is_err(), "more pages than segments");
+    let big = f.alloc_buf(16 * 4096).unwrap();
+    let small = f.alloc_buf(2 * 4096).unwrap();
+    assert!(f.alloc_buf(3 * 4096).is_err(), "only 2 pages left");
+    let pfn = big.pfn();
+    drop(big);
+    let again = f.alloc_buf(12 * 4096).unwrap();
+    assert_eq!(again.pfn(), pfn, "first fit reuses the freed pages");
+    // Accessors stay inside the buffer.
+    assert!(small.write(8190, &[1, 2, 3]).is_err());
+    assert!(small.read(usize::MAX, &mut [0u8; 2]).is_err());
+    // A write lands in the file from the buffer's pages, a read lands in them.
+    for i in 0..12 {
+        again.fill(i * 4096, 4096, i as u8 + 1).unwrap();
+    }
+    small.fill(0, small.len(), 0x77).unwrap();
+    let mut reqs = [
+        BufReq::new(Op::Write, 8, &again),
+        BufReq::new(Op::WriteFlush, 200, &small),
+    ];
+    f.run_bufs(0, &mut reqs).unwrap();
+    assert!(reqs.iter().all(|r| r.status == Some(Status::Okay)));
+    let img = std::fs::read(&path).unwrap();
+    for i in 0..12 {
+        let at = 8 * 512 + i * 4096;
+        assert!(
+            img[at..at + 4096].iter().all(|&b| b == i as u8 + 1),
+            "page {i}"
+        );
+    }
+    assert!(img[200 * 512..200 * 512 + 8192].iter().all(|&b| b == 0x77));
+    small.fill(0, small.len(), 0).unwrap();
+    let mut rd = [BufReq::new(Op::Read, 8 + 8, &small)];
+    f.run_bufs(0, &mut rd).unwrap();
+    assert_eq!(rd[0].status, Some(Status::Okay));
+    let mut got = vec![0u8; 8192];
+    small.read(0, &mut got).unwrap();
+    assert!(got[..4096].iter().all(|&b| b == 2) && got[4096..].iter().all(|&b| b == 3));
+    // Past the end of the disk: refused by the backend, buffer untouched.
+    let mut past = [BufReq::new(Op::Read, MIB / 512 - 8, &small)];
+    f.run_bufs(0, &mut past).unwrap();
+    assert_eq!(past[0].status, Some(Status::Error));
+    small.read(0, &mut got).unwrap();
+    assert!(got[..4096].iter().all(|&b| b == 2));
+    // Requests without data, and buffers of another frontend, are refused by the frontend.
+    let mut fl = [BufReq::new(Op::Flush, 0, &small)];
+    assert!(f.run_bufs(0, &mut fl).is_err());
+    e.disk(DomId(11), 6, MIB, "w");
+    let other = e.front(
+        DomId(11),
+        6,
+        FrontConfig {
+            buffer_pages: 4,
+            ..Default::default()
+        },
+    );
+    let foreign = other.alloc_buf(4096).unwrap();
+    let mut wrong = [BufReq::new(Op::Read, 0, &foreign)];
+    assert!(f.run_bufs(0, &mut wrong).is_err());
+    f.close().unwrap();
+    other.close().unwrap();
+    if let (Some(sim), false) = (&e.sim, persistent) {
+        assert_eq!(sim.mapped_count(fe), 0, "per-request mappings all released");
+    }
+}
+
+#[test]
+fn guest_buffers_persistent() {
+    guest_buffers(env(Config::default()), true);
+}
+
+#[test]
+fn guest_buffers_per_request_grants() {
+    guest_buffers(env(Config::default()), false);
+}
+
+#[test]
+fn xen_sim_guest_buffers() {
+    guest_buffers(env_xen(Config::default()), true);
 }
 
 #[test]
