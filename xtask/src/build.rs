@@ -12,8 +12,16 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::proc::{self, Deadline};
 
-/// Packages whose programs are host tools, not copied into dom0.
-pub const NOT_FOR_DOM0: &[&str] = &["xtask", "xen-sys-gen"];
+/// Packages whose programs are host tools or guest tools, not copied into dom0.
+pub const NOT_FOR_DOM0: &[&str] = &["xtask", "xen-sys-gen", "blk-load"];
+
+/// Programs for the PV guest, whose initramfs has busybox and no C library: built static
+/// (glibc's `+crt-static`) for `GUEST_TRIPLE`.
+pub const GUEST_TOOLS: &[&str] = &["blk-load"];
+
+/// The guest's target triple (an explicit `--target` keeps the static build's artifacts apart
+/// from the host builds, so neither invalidates the other).
+pub const GUEST_TRIPLE: &str = "x86_64-unknown-linux-gnu";
 
 /// Programs built with `--release` because dom0 measures them against their C peers (and
 /// `xs-load`, the load generator that measures the xenstoreds; `blkbackd`, measured against
@@ -56,6 +64,8 @@ pub struct Built {
     pub tests: Vec<Artifact>,
     /// Program executables.
     pub bins: Vec<Artifact>,
+    /// Static executables for the guest ([`GUEST_TOOLS`]).
+    pub guest: Vec<Artifact>,
     /// `(package, what failed)` for each package whose build failed.
     pub failures: Vec<(String, String)>,
 }
@@ -201,6 +211,37 @@ pub fn build(
         all: packages,
         deadline,
     };
+    // Guest tools first: the guest's checks need them.
+    for name in GUEST_TOOLS {
+        let Some(p) = packages.iter().find(|p| p.name == *name) else {
+            continue;
+        };
+        let mut cmd = cargo();
+        cmd.args([
+            "build",
+            "--release",
+            "--target",
+            GUEST_TRIPLE,
+            "-p",
+            &p.name,
+        ])
+        .arg("--message-format=json-render-diagnostics")
+        .arg("--target-dir")
+        .arg(target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .current_dir(repo);
+        match proc::output(&mut cmd, deadline) {
+            Ok(out) => b.guest.extend(
+                parse_artifacts(&String::from_utf8_lossy(&out), packages)
+                    .into_iter()
+                    .filter(|a| p.bins.contains(&a.target)),
+            ),
+            Err(Error::Timeout(s)) => return Err(Error::Timeout(s)),
+            Err(e) => b
+                .failures
+                .push((p.name.clone(), format!("static guest build: {e}"))),
+        }
+    }
     let with_tests: Vec<&Package> = packages.iter().filter(|p| p.has_real_xen_tests()).collect();
     let test_args = ["test", "--no-run", "--test", "real_xen"];
     build_each(&ctx, &test_args, &with_tests, &mut b.tests, &mut b.failures)?;

@@ -228,14 +228,18 @@ pub fn dom0_base(
     Ok((out, a.paths().map(str::to_string).collect()))
 }
 
-/// Builds the guest's initramfs: busybox, /init, the two frontend modules.
-pub fn domu(root: &Path, kver: &str) -> Result<Vec<u8>> {
+/// Builds the guest's initramfs: busybox, /init, the two frontend modules, and `tools`
+/// (`(name, static executable)`) in `/bin`.
+pub fn domu(root: &Path, kver: &str, tools: &[(String, PathBuf)]) -> Result<Vec<u8>> {
     let mut a = Archive::new();
     for d in ["proc", "sys", "dev", "tmp"] {
         a.dir(d);
     }
     a.symlink("lib", "usr/lib");
     a.file("bin/busybox", &root.join("bin/busybox"))?;
+    for (name, exe) in tools {
+        a.file(&format!("bin/{name}"), exe)?;
+    }
     a.bytes("init", 0o755, INIT_DOMU);
     add_modules(&mut a, root, kver, DOMU_MODULES)?;
     let mut out = Vec::new();

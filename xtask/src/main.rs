@@ -223,14 +223,25 @@ fn e2e(args: E2eArgs) -> Result<bool> {
         build::strip_into(&a.exe, &out, deadline)?;
         bins.push((a.target.clone(), out));
     }
+    let mut guest_tools = Vec::new();
+    for a in &built.guest {
+        let out = stage.join(format!("guest-{}", a.target));
+        build::strip_into(&a.exe, &out, deadline)?;
+        guest_tools.push((a.target.clone(), out));
+    }
     eprintln!(
-        "e2e: real-Xen test binaries: [{}]; programs: [{}]",
+        "e2e: real-Xen test binaries: [{}]; programs: [{}]; guest tools: [{}]",
         tests
             .iter()
             .map(|t| t.0.as_str())
             .collect::<Vec<_>>()
             .join(", "),
         bins.iter()
+            .map(|t| t.0.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        guest_tools
+            .iter()
             .map(|t| t.0.as_str())
             .collect::<Vec<_>>()
             .join(", ")
@@ -284,7 +295,7 @@ fn e2e(args: E2eArgs) -> Result<bool> {
         env,
         tests: &tests,
         bins: &bins,
-        domu_initrd: initramfs::domu(&root, &kver)?,
+        domu_initrd: initramfs::domu(&root, &kver, &guest_tools)?,
         domu_kernel: pick(args.domu_kernel),
     };
     initramfs::dom0(&base, &base_paths, &root, extra, &initrd, deadline)?;
