@@ -168,6 +168,7 @@ CFG
   fi
   grep '^E2E-DOMU-CHECK' $LOG 2>/dev/null | sed 's/^E2E-DOMU-CHECK /E2E-CHECK domu:/'
   grep '^E2E-DOMU-METRIC' $LOG 2>/dev/null | sed 's/^E2E-DOMU-METRIC /E2E-METRIC /'
+  grep -E '^(kernel|ours): ' $LOG 2>/dev/null | sed 's/^/guest /'
   rsum=$(sed -n 's/^E2E-DOMU-MD5 xvdb-read \([0-9a-f]*\).*/\1/p' $LOG 2>/dev/null)
   [ -n "$rsum" ] && [ "$rsum" = "$OURS_MD5" ]; ok blkbackd-guest-read $? "md5 of the 16 MiB disk read by the guest: ${rsum:-none}, written by dom0: $OURS_MD5"
   wsum=$(sed -n 's/^E2E-DOMU-MD5 xvdb-write \([0-9a-f]*\).*/\1/p' $LOG 2>/dev/null)

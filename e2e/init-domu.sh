@@ -31,28 +31,8 @@ else
 fi
 
 # ---- xvdb: the project's userspace blkback ----
-# One dd run: prints KiB/s. $1 = dd arguments. Direct I/O, so the guest's page cache is out.
-rate() {
-  t0=$(cs); dd $1 2>/dev/null || return 1; t1=$(cs)
-  echo $(( BYTES / 1024 * 100 / ( t1 - t0 > 0 ? t1 - t0 : 1 ) ))
-}
-# $1 = device, $2 = case name: sets R to KiB/s (0 on failure).
-bench() {
-  d=/dev/$1
-  case $2 in
-    read-64k-qd1)  BYTES=$((128 * 65536)); R=$(rate "if=$d of=/dev/null bs=64k count=128 iflag=direct") ;;
-    write-64k-qd1) BYTES=$((128 * 65536)); R=$(rate "if=/dev/zero of=$d bs=64k count=128 seek=128 oflag=direct") ;;
-    read-4k-qd1)   BYTES=$((512 * 4096));  R=$(rate "if=$d of=/dev/null bs=4k count=512 iflag=direct") ;;
-    write-4k-qd1)  BYTES=$((512 * 4096));  R=$(rate "if=/dev/zero of=$d bs=4k count=512 seek=3072 oflag=direct") ;;
-    read-64k-qd4)
-      # Four readers at once, each 2 MiB of its own quarter.
-      BYTES=$((4 * 32 * 65536)); t0=$(cs)
-      for q in 0 1 2 3; do dd if=$d of=/dev/null bs=64k count=32 skip=$((q * 64)) iflag=direct 2>/dev/null & done
-      wait; t1=$(cs)
-      R=$(( BYTES / 1024 * 100 / ( t1 - t0 > 0 ? t1 - t0 : 1 ) )) ;;
-  esac
-  R=${R:-0}
-}
+# field NAME LINE: the value of NAME=... in a blk-load line.
+field() { v=${2##*$1=}; echo "${v%% *}"; }
 if waitfor /dev/xvdb 600; then
   # 1. Read the whole disk (dom0 filled it with random bytes and compares the sum).
   echo "E2E-DOMU-MD5 xvdb-read $(md5sum < /dev/xvdb | cut -d' ' -f1)"
@@ -67,16 +47,32 @@ if waitfor /dev/xvdb 600; then
     check rust-blkback-readback FAIL "O_DIRECT write to xvdb failed"
   fi
   echo "E2E-DOMU-MD5 xvdb-write $ws"
-  # 3. The same dd workloads on the kernel's blkback (xvda) and ours (xvdb), alternating.
+  # 3. The issue's workloads (4 KiB random, 64 KiB sequential; read, write; 1 and 32 in
+  # flight; direct I/O) on the kernel's blkback (xvda) and ours (xvdb), alternating, each
+  # for one second in the upper 8 MiB of the disks.
   failed=""
-  for c in read-64k-qd1 write-64k-qd1 read-64k-qd4 read-4k-qd1 write-4k-qd1; do
-    bench xvda $c; k=$R; bench xvdb $c; o=$R
-    echo "E2E-DOMU-METRIC guest-blk-$c:kernel-blkback $k KiB/s"
-    echo "E2E-DOMU-METRIC guest-blk-$c:blkbackd $o KiB/s"
-    [ "$k" -gt 0 ] && echo "E2E-DOMU-METRIC guest-blk-$c:blkbackd/kernel $(( o * 100 / k )) %"
-    [ "$o" -gt 0 ] || failed="$failed $c"
+  for op in read write; do
+    for w in "4096 random 4k-rand" "65536 seq 64k-seq"; do
+      set -- $w
+      for qd in 1 32; do
+        c=$op-$3-qd$qd
+        k=$(blk-load --dev /dev/xvda --op $op --bs $1 --pattern $2 --qd $qd --ms 1000 --offset 8388608 --span 8388608 2>&1)
+        o=$(blk-load --dev /dev/xvdb --op $op --bs $1 --pattern $2 --qd $qd --ms 1000 --offset 8388608 --span 8388608 2>&1)
+        echo "kernel: $k"; echo "ours:   $o"
+        kk=$(field kib_s "$k"); ok=$(field kib_s "$o")
+        case "$ok" in ''|*[!0-9]*) failed="$failed $c"; continue ;; esac
+        case "$kk" in ''|*[!0-9]*) kk=0 ;; esac
+        echo "E2E-DOMU-METRIC guest-blk-$c:kernel-blkback $kk KiB/s"
+        echo "E2E-DOMU-METRIC guest-blk-$c:blkbackd $ok KiB/s"
+        [ "$kk" -gt 0 ] && echo "E2E-DOMU-METRIC guest-blk-$c:blkbackd/kernel $(( ok * 100 / kk )) %"
+        if [ $qd = 1 ] && [ $1 = 4096 ]; then
+          echo "E2E-DOMU-METRIC guest-blk-$c:mean-latency-kernel $(field mean_us "$k") us"
+          echo "E2E-DOMU-METRIC guest-blk-$c:mean-latency-blkbackd $(field mean_us "$o") us"
+        fi
+      done
+    done
   done
-  [ -z "$failed" ] && check rust-blkback-bench PASS "dd workloads ran on xvda and xvdb" \
+  [ -z "$failed" ] && check rust-blkback-bench PASS "blk-load workloads ran on xvda and xvdb" \
     || check rust-blkback-bench FAIL "on xvdb:$failed"
   # blkfront turns a feature off when the backend fails it (e.g. "empty flush op failed").
   dmesg | grep 'blkfront: xvd' > /tmp/bf
