@@ -499,7 +499,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
         }
         let sectors = dev
             .read_backend_parse::<u64>("sectors")?
-            .ok_or(cfg_err("no sectors"))?;
+            .ok_or_else(|| cfg_err("no sectors"))?;
         let info = dev.read_backend_parse::<u32>("info")?.unwrap_or(0);
         let sector_size = dev.read_backend_parse::<u32>("sector-size")?.unwrap_or(512);
         dev.switch_state(XenbusState::Connected)?;
@@ -556,7 +556,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
         let mut p = self.bufs.lock();
         let first = (0..(p.used.len() + 1).saturating_sub(pages))
             .find(|&i| p.used[i..i + pages].iter().all(|u| !u))
-            .ok_or(cfg_err(format!("no {pages} free buffer pages")))?;
+            .ok_or_else(|| cfg_err(format!("no {pages} free buffer pages")))?;
         for u in &mut p.used[first..first + pages] {
             *u = true;
         }
@@ -600,7 +600,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
         if has_data && nseg > self.max_segments {
             return Err(cfg_err(format!("{nseg} segments > {}", self.max_segments)));
         }
-        let si = q.free.pop().ok_or(cfg_err("no free slot"))?;
+        let si = q.free.pop().ok_or_else(|| cfg_err("no free slot"))?;
         let slot = &mut q.slots[si];
         slot.tag = tag;
         // Only copied data is copied back out of the slot's pages.
@@ -739,7 +739,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
                 let si = usize::try_from(rsp.id)
                     .ok()
                     .filter(|&s| s < q.slots.len() && !q.free.contains(&s))
-                    .ok_or(cfg_err(format!("response with unknown id {}", rsp.id)))?;
+                    .ok_or_else(|| cfg_err(format!("response with unknown id {}", rsp.id)))?;
                 let slot = &mut q.slots[si];
                 for g in slot.temp.drain(..) {
                     // Fails (EBUSY) if the backend answered before unmapping.
@@ -833,7 +833,11 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
         build: impl Fn(&Self, &mut FrontQueue<F>, &T, usize) -> Result<(), Error>,
         done: impl Fn(&Self, &mut T, usize, Status, usize, usize, bool) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let mut guard = self.queues.get(q).ok_or(cfg_err("no such queue"))?.lock();
+        let mut guard = self
+            .queues
+            .get(q)
+            .ok_or_else(|| cfg_err("no such queue"))?
+            .lock();
         let fq = &mut *guard;
         let deadline = Instant::now() + self.cfg.timeout;
         let mut next = 0;
@@ -869,7 +873,11 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
     /// Submits `reqs` on queue `q` without waiting (they must fit in the free slots);
     /// tags are their indexes. Collect answers with [`poll`](Self::poll).
     pub fn submit(&self, q: usize, reqs: &[IoReq]) -> Result<(), Error> {
-        let mut g = self.queues.get(q).ok_or(cfg_err("no such queue"))?.lock();
+        let mut g = self
+            .queues
+            .get(q)
+            .ok_or_else(|| cfg_err("no such queue"))?
+            .lock();
         for (i, r) in reqs.iter().enumerate() {
             self.build(&mut g, r.op, r.sector, Data::Copy(&r.buf), i)?;
         }
@@ -879,7 +887,11 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
     /// Collects answers of [`submit`](Self::submit)ted requests, waiting until at least
     /// one arrives (at most the configured timeout). Returns `(tag, status)` pairs.
     pub fn poll(&self, q: usize) -> Result<Vec<(usize, Status)>, Error> {
-        let mut g = self.queues.get(q).ok_or(cfg_err("no such queue"))?.lock();
+        let mut g = self
+            .queues
+            .get(q)
+            .ok_or_else(|| cfg_err("no such queue"))?
+            .lock();
         let deadline = Instant::now() + self.cfg.timeout;
         let mut out = Vec::new();
         let mut raw = Vec::new();
@@ -904,7 +916,11 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
     /// Puts hand-made requests on queue `q` and waits for all their responses (in
     /// completion order).
     pub fn raw_batch(&self, q: usize, reqs: &mut [Request]) -> Result<Vec<Response>, Error> {
-        let mut g = self.queues.get(q).ok_or(cfg_err("no such queue"))?.lock();
+        let mut g = self
+            .queues
+            .get(q)
+            .ok_or_else(|| cfg_err("no such queue"))?
+            .lock();
         if reqs.len() > g.ring.free() as usize {
             return Err(cfg_err("batch larger than the free ring slots"));
         }
@@ -929,7 +945,11 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
     /// Writes raw bytes over the ring's producer index, as a buggy or hostile frontend
     /// might (then notifies).
     pub fn corrupt_req_prod(&self, q: usize, value: u32) -> Result<(), Error> {
-        let g = self.queues.get(q).ok_or(cfg_err("no such queue"))?.lock();
+        let g = self
+            .queues
+            .get(q)
+            .ok_or_else(|| cfg_err("no such queue"))?
+            .lock();
         g.ring.memory().write_obj(0, value)?;
         g.chan.notify()
     }
