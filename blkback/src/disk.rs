@@ -120,16 +120,29 @@ impl Disk {
         self.block_device
     }
 
-    fn iovecs(segs: &[IoSeg<'_>], write_into: bool, out: &mut Vec<libc::iovec>) -> io::Result<()> {
+    /// Checks each piece against its mapping and builds the `iovec`s, merging pieces that
+    /// follow each other in memory (the pages of one batch mapping) into one.
+    fn iovecs<'a>(
+        segs: impl IntoIterator<Item = IoSeg<'a>>,
+        write_into: bool,
+        out: &mut Vec<libc::iovec>,
+    ) -> io::Result<()> {
         out.clear();
         for s in segs {
             let end = s.offset.checked_add(s.len);
             if end.is_none_or(|e| e > s.mem.len()) || (write_into && !s.mem.writable()) {
                 return Err(io::Error::from_raw_os_error(libc::EFAULT));
             }
+            // SAFETY: in bounds of the mapping (checked above).
+            let base: *mut u8 = unsafe { s.mem.as_ptr().add(s.offset) };
+            if let Some(last) = out.last_mut() {
+                if last.iov_base.cast::<u8>().wrapping_add(last.iov_len) == base {
+                    last.iov_len += s.len;
+                    continue;
+                }
+            }
             out.push(libc::iovec {
-                // SAFETY: in bounds of the mapping (checked above).
-                iov_base: unsafe { s.mem.as_ptr().add(s.offset) }.cast(),
+                iov_base: base.cast(),
                 iov_len: s.len,
             });
         }
@@ -144,6 +157,16 @@ impl Disk {
         segs: &[IoSeg<'_>],
         iov: &mut Vec<libc::iovec>,
     ) -> io::Result<()> {
+        self.read_segs(offset, segs.iter().copied(), iov)
+    }
+
+    /// [`read_at`](Self::read_at) over pieces given one by one.
+    pub fn read_segs<'a>(
+        &self,
+        offset: u64,
+        segs: impl IntoIterator<Item = IoSeg<'a>>,
+        iov: &mut Vec<libc::iovec>,
+    ) -> io::Result<()> {
         Self::iovecs(segs, true, iov)?;
         self.rw(offset, iov, false)
     }
@@ -153,6 +176,19 @@ impl Disk {
         &self,
         offset: u64,
         segs: &[IoSeg<'_>],
+        iov: &mut Vec<libc::iovec>,
+    ) -> io::Result<()> {
+        if self.readonly {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        self.write_segs(offset, segs.iter().copied(), iov)
+    }
+
+    /// [`write_at`](Self::write_at) over pieces given one by one.
+    pub fn write_segs<'a>(
+        &self,
+        offset: u64,
+        segs: impl IntoIterator<Item = IoSeg<'a>>,
         iov: &mut Vec<libc::iovec>,
     ) -> io::Result<()> {
         if self.readonly {
@@ -244,5 +280,56 @@ impl Disk {
             })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use xen_types::mem::{PageBuf, SharedMemoryExt};
+    use xen_types::PAGE_SIZE;
+
+    use super::*;
+
+    fn seg(mem: &dyn SharedMemory, offset: usize, len: usize) -> IoSeg<'_> {
+        IoSeg { mem, offset, len }
+    }
+
+    #[test]
+    fn adjacent_pieces_share_one_iovec_and_data_lands_in_order() {
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(16 * 4096).unwrap();
+        let disk = Disk::from_file(f, false).unwrap();
+        let a = PageBuf::new(3).unwrap();
+        let b = PageBuf::new(1).unwrap();
+        for p in 0..3 {
+            a.fill(p * PAGE_SIZE, PAGE_SIZE, p as u8 + 1).unwrap();
+        }
+        b.fill(0, PAGE_SIZE, 9).unwrap();
+        // Pages 0 and 1 of `a` follow each other; `b`, then page 2 of `a`, do not.
+        let pieces = [
+            seg(&a, 0, PAGE_SIZE),
+            seg(&a, PAGE_SIZE, PAGE_SIZE),
+            seg(&b, 512, 1024),
+            seg(&a, 2 * PAGE_SIZE + 512, 512),
+        ];
+        let mut iov = Vec::new();
+        disk.write_at(4096, &pieces, &mut iov).unwrap();
+        assert_eq!(iov.len(), 3, "the two adjacent pages were merged");
+        assert_eq!(iov[0].iov_len, 2 * PAGE_SIZE);
+        let out = PageBuf::new(3).unwrap();
+        disk.read_segs(4096, [seg(&out, 0, 2 * PAGE_SIZE + 1536)], &mut iov)
+            .unwrap();
+        let mut got = vec![0u8; 2 * PAGE_SIZE + 1536];
+        out.read_bytes(0, &mut got).unwrap();
+        assert!(got[..PAGE_SIZE].iter().all(|&x| x == 1));
+        assert!(got[PAGE_SIZE..2 * PAGE_SIZE].iter().all(|&x| x == 2));
+        assert!(got[2 * PAGE_SIZE..2 * PAGE_SIZE + 1024]
+            .iter()
+            .all(|&x| x == 9));
+        assert!(got[2 * PAGE_SIZE + 1024..].iter().all(|&x| x == 3));
+        // A piece outside its mapping is refused even next to a valid one.
+        let bad = [seg(&b, 0, PAGE_SIZE), seg(&b, PAGE_SIZE, 512)];
+        let e = disk.read_at(0, &bad, &mut iov).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EFAULT));
     }
 }

@@ -591,15 +591,21 @@ impl<H: Host> RingServer<H> {
         }
         let fe = self.cfg.frontend;
         if self.cfg.persistent {
-            let missing = segs
-                .iter()
-                .filter(|s| !self.persistent.contains_key(&s.gref))
-                .count();
-            if self.persistent.len() + missing <= self.cfg.max_persistent_grants {
-                let mut v = Vec::with_capacity(segs.len());
-                for s in segs {
-                    v.push(self.persistent_map(s.gref)?);
+            // One lookup per segment; a grant not cached yet is mapped and kept while the
+            // cache has room. Once it is full, the request is mapped for itself alone.
+            let mut v = Vec::with_capacity(segs.len());
+            for s in segs {
+                match self.persistent.get(&s.gref) {
+                    Some(m) => v.push(m.clone()),
+                    None if self.persistent.len() < self.cfg.max_persistent_grants => {
+                        let m = Arc::new(self.host.map_grants(fe, &[s.gref], true)?);
+                        self.persistent.insert(s.gref, m.clone());
+                        v.push(m);
+                    }
+                    None => break,
                 }
+            }
+            if v.len() == segs.len() {
                 return Ok(Pages::Persistent(v));
             }
         }
@@ -635,6 +641,10 @@ mod tests {
     }
 
     fn world(workers: usize) -> World {
+        world_with(workers, 64)
+    }
+
+    fn world_with(workers: usize, max_persistent_grants: usize) -> World {
         let host = Arc::new(SimHost::new(DomId::DOM0));
         let mem = host.create_domain(FE, 16).unwrap();
         let ring_ref = host.grant(FE, 0, DomId::DOM0, false).unwrap();
@@ -668,7 +678,7 @@ mod tests {
                 discard_secure: false,
             },
             persistent: true,
-            max_persistent_grants: 64,
+            max_persistent_grants,
         };
         let pool = Pool::<SimHost>::new(workers, "test").unwrap();
         let server = RingServer::new(host.clone(), back, chan, cfg, disk, pool.sender());
@@ -838,6 +848,37 @@ mod tests {
         w.front.push_requests().unwrap();
         w.server.drain().unwrap();
         assert_eq!(w.take_responses(), vec![(0, Status::Error)]);
+    }
+
+    #[test]
+    fn a_full_persistent_cache_falls_back_to_per_request_mappings() {
+        let mut w = world_with(1, 3);
+        for i in 0..8 {
+            w.mem
+                .fill((i + 1) * PAGE_SIZE, PAGE_SIZE, 0x40 + i as u8)
+                .unwrap();
+            w.put(true, i, 8 + i as u64);
+        }
+        w.front.push_requests().unwrap();
+        w.server.drain().unwrap();
+        let got = sorted(w.wait_responses(8));
+        assert_eq!(got, (0..8).map(|i| (i, Status::Okay)).collect::<Vec<_>>());
+        // The ring and three cached grants stay mapped; the others were released.
+        assert_eq!(w.host.mapped_count(FE), 4);
+        w.mem.fill(PAGE_SIZE, 8 * PAGE_SIZE, 0).unwrap();
+        for i in 0..8 {
+            w.put(false, i, 8 + i as u64);
+        }
+        w.front.push_requests().unwrap();
+        w.server.drain().unwrap();
+        assert_eq!(w.wait_responses(8).len(), 8);
+        for i in 0..8 {
+            let mut b = vec![0u8; PAGE_SIZE];
+            w.mem.read_bytes((i + 1) * PAGE_SIZE, &mut b).unwrap();
+            assert!(b.iter().all(|&x| x == 0x40 + i as u8), "page {i}");
+        }
+        w.pool.shutdown();
+        assert_eq!(w.host.mapped_count(FE), 4);
     }
 
     #[test]

@@ -268,18 +268,17 @@ pub fn execute<P: SegmentPages + ?Sized>(
     let offset = v.sector * SECTOR_SIZE;
     let res = match v.kind {
         Kind::Read | Kind::Write { .. } => {
-            let mut io_local: Vec<IoSeg<'_>> = Vec::with_capacity(segs.len());
-            for (i, s) in segs.iter().enumerate() {
+            let io = segs.iter().enumerate().map(|(i, s)| {
                 let (mem, base) = pages.page(i);
-                io_local.push(IoSeg {
+                IoSeg {
                     mem,
                     offset: base + usize::from(s.first_sect) * SECTOR_SIZE as usize,
                     len: usize::from(s.last_sect - s.first_sect + 1) * SECTOR_SIZE as usize,
-                });
-            }
+                }
+            });
             match v.kind {
-                Kind::Read => disk.read_at(offset, &io_local, iov),
-                Kind::Write { flush } => disk.write_at(offset, &io_local, iov).and_then(|()| {
+                Kind::Read => disk.read_segs(offset, io, iov),
+                Kind::Write { flush } => disk.write_segs(offset, io, iov).and_then(|()| {
                     if flush {
                         disk.flush()
                     } else {
