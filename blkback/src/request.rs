@@ -265,7 +265,9 @@ pub fn execute<P: SegmentPages + ?Sized>(
     disk: &Disk,
     iov: &mut Vec<libc::iovec>,
 ) -> Status {
-    let offset = v.sector * SECTOR_SIZE;
+    // Only requests with a range use the offset; it fits (the range is inside the disk).
+    // An empty flush's sector is arbitrary (Linux sends `(sector_t)-1`).
+    let offset = v.sector.wrapping_mul(SECTOR_SIZE);
     let res = match v.kind {
         Kind::Read | Kind::Write { .. } => {
             let io = segs.iter().enumerate().map(|(i, s)| {
@@ -591,6 +593,14 @@ mod tests {
             sector: 8,
         };
         assert_eq!(execute(&d, &[], &out, &disk, &mut iov), Status::Okay);
+        // An empty flush at Linux's sector (sector_t)-1 just flushes.
+        let f = Validated {
+            id: 4,
+            operation: xen_sys::BLKIF_OP_FLUSH_DISKCACHE as u8,
+            kind: Kind::Flush,
+            sector: u64::MAX,
+        };
+        assert_eq!(execute(&f, &[], &out, &disk, &mut iov), Status::Okay);
         let s = Validated {
             kind: Kind::Discard {
                 nr_sectors: 8,
