@@ -1,13 +1,19 @@
 //! The event loop: one thread, a tokio current-thread runtime, one task per connection.
 //!
 //! Every connection (the dom0 socket, per-domain sockets, in-process streams, and domain
-//! rings bridged to in-process streams) is a task that reads a batch of requests, runs them
-//! through the [`Engine`], appends the changes to the journal, flushes it once for the
-//! batch (group commit), then writes the replies. Watch events for other connections are
-//! queued to their tasks; a connection that lets more than
-//! [`Quotas::outstanding_bytes`](crate::Quotas) pile up unread is closed, so a client that
-//! never reads cannot make the daemon hold unbounded memory. An oversized or unframeable
-//! message closes only that connection.
+//! rings bridged to in-process streams) is a task that reads a batch of requests (all the
+//! complete messages one read returns), runs them through the [`Engine`], appends the
+//! changes to the journal, flushes it once for the batch (group commit), then sends what
+//! the batch produced. Replies and watch events are encoded straight into each connection's
+//! output buffer (one buffer per connection, so a connection sees its events and replies in
+//! the order the engine made them); after the journal flush, every connection that got
+//! output is written at once with one non-blocking `write` each, from the task that made
+//! the output: a write that fans out to 1,000 watchers costs 1,000 `write`s in a row and no
+//! task switch. Only output the socket does not take at once is left to the connection's
+//! own task, which waits for the socket to drain before it reads more requests. A
+//! connection that lets more than [`Quotas::outstanding_bytes`](crate::Quotas) of events
+//! pile up unread is closed, so a client that never reads cannot make the daemon hold
+//! unbounded memory. An oversized or unframeable message closes only that connection.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -20,13 +26,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, Notify};
 use xen_types::mem::SharedMemory;
 use xen_types::{DomId, EvtchnPort};
 use xenstore::ring::{Doorbell, Ring, Side};
-use xenstore::wire::{Decoder, Message};
+use xenstore::wire::{self, Decoder, Message};
 
 use crate::engine::{ConnId, Effect, Engine, Outbox};
 use crate::journal::Journal;
@@ -104,17 +109,68 @@ impl std::fmt::Debug for DomainWatch {
     }
 }
 
-struct ConnHandle {
+/// One connection as the event loop sees it: its socket and its output not yet written.
+struct Peer {
     domid: DomId,
-    tx: mpsc::UnboundedSender<Vec<u8>>,
-    queued: Rc<Cell<usize>>,
-    close: Rc<Notify>,
+    stream: UnixStream,
+    /// Encoded replies and events; `out[sent..]` is not written yet.
+    out: RefCell<Vec<u8>>,
+    sent: Cell<usize>,
+    /// Queued in [`Shared::dirty`].
+    dirty: Cell<bool>,
+    /// Output is left that the socket did not take: the task must wait for it to drain.
+    kick: Notify,
+    close: Notify,
+}
+
+impl Peer {
+    fn pending(&self) -> usize {
+        self.out.borrow().len() - self.sent.get()
+    }
+
+    /// Writes what the socket takes without blocking; true when nothing is left.
+    fn flush(&self) -> io::Result<bool> {
+        let mut out = self.out.borrow_mut();
+        let mut off = self.sent.get();
+        while off < out.len() {
+            match self.stream.try_write(&out[off..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if off == out.len() {
+            out.clear();
+            off = 0;
+            if out.capacity() > 1 << 20 {
+                out.shrink_to(4096);
+            }
+        } else if off >= 64 * 1024 && off * 2 >= out.len() {
+            out.drain(..off);
+            off = 0;
+        }
+        self.sent.set(off);
+        Ok(off == 0)
+    }
+}
+
+/// Flags for [`Shared::append`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A reply (or event) for the connection that made the request: never dropped.
+    Own,
+    /// An event for another connection: subject to the outstanding-output quota.
+    Other,
 }
 
 struct Shared {
     engine: RefCell<Engine>,
     journal: RefCell<Option<Journal>>,
-    conns: RefCell<HashMap<ConnId, ConnHandle>>,
+    conns: RefCell<HashMap<ConnId, Rc<Peer>>>,
+    /// Connections with output appended since the last [`Shared::flush_dirty`].
+    dirty: RefCell<Vec<Rc<Peer>>>,
     bridges: RefCell<HashMap<DomId, Arc<AtomicBool>>>,
     connector: Option<RingConnector>,
     max_queued: usize,
@@ -284,6 +340,7 @@ impl Daemon {
             engine: RefCell::new(self.engine),
             journal: RefCell::new(self.journal),
             conns: RefCell::new(HashMap::new()),
+            dirty: RefCell::new(Vec::new()),
             bridges: RefCell::new(HashMap::new()),
             connector: self.connector,
             max_queued: self.config.quotas.outstanding_bytes,
@@ -357,7 +414,7 @@ async fn accept_loop(shared: Rc<Shared>, l: UnixListener, domid: DomId) {
 }
 
 impl Shared {
-    fn process(self: &Rc<Self>, id: ConnId, m: &Message, outbox: &mut Outbox, own: &mut Vec<u8>) {
+    fn process(self: &Rc<Self>, id: ConnId, m: &Message, outbox: &mut Outbox) {
         outbox.clear();
         {
             let mut eng = self.engine.borrow_mut();
@@ -371,11 +428,27 @@ impl Shared {
                 }
             }
         }
-        for (cid, msg) in outbox.msgs.drain(..) {
-            if cid == id {
-                msg.encode_into(own);
-            } else {
-                self.deliver(cid, msg.to_bytes());
+        self.deliver_all(id, outbox);
+    }
+
+    /// Appends the outbox's messages to their connections' output (`own` is the
+    /// requester, whose replies are never dropped) and runs its effects.
+    fn deliver_all(self: &Rc<Self>, own: ConnId, outbox: &mut Outbox) {
+        if !outbox.msgs.is_empty() {
+            let conns = self.conns.borrow();
+            let mut dirty = self.dirty.borrow_mut();
+            for (cid, msg) in outbox.msgs.drain(..) {
+                let Some(peer) = conns.get(&cid) else {
+                    continue;
+                };
+                let origin = if cid == own {
+                    Origin::Own
+                } else {
+                    Origin::Other
+                };
+                if self.append(cid, peer, &msg, origin) && !peer.dirty.replace(true) {
+                    dirty.push(peer.clone());
+                }
             }
         }
         for e in outbox.effects.drain(..) {
@@ -383,19 +456,41 @@ impl Shared {
         }
     }
 
-    fn deliver(&self, cid: ConnId, bytes: Vec<u8>) {
-        let conns = self.conns.borrow();
-        let Some(c) = conns.get(&cid) else {
-            return;
-        };
-        let q = c.queued.get() + bytes.len();
-        if self.max_queued != 0 && q > self.max_queued {
+    /// Encodes `msg` into `peer`'s output; false if the peer is being closed for not
+    /// reading its events.
+    fn append(&self, cid: ConnId, peer: &Peer, msg: &Message, origin: Origin) -> bool {
+        let size = wire::HEADER_SIZE + msg.payload.len();
+        if origin == Origin::Other
+            && self.max_queued != 0
+            && peer.pending() + size > self.max_queued
+        {
             tracing::warn!(conn = cid, "client does not read its events: closing it");
-            c.close.notify_one();
-            return;
+            peer.close.notify_one();
+            return false;
         }
-        c.queued.set(q);
-        let _ = c.tx.send(bytes);
+        msg.encode_into(&mut peer.out.borrow_mut());
+        true
+    }
+
+    /// Writes the output of every connection that got some since the last call (after the
+    /// journal is flushed, so nothing is seen before it is stored). What a socket does not
+    /// take at once is left to its connection's task.
+    fn flush_dirty(&self) {
+        let list = std::mem::take(&mut *self.dirty.borrow_mut());
+        for peer in &list {
+            peer.dirty.set(false);
+            match peer.flush() {
+                Ok(true) => {}
+                Ok(false) => peer.kick.notify_one(),
+                Err(_) => peer.close.notify_one(),
+            }
+        }
+        let mut d = self.dirty.borrow_mut();
+        if d.is_empty() {
+            // Keep the allocation for the next batch.
+            *d = list;
+            d.clear();
+        }
     }
 
     fn flush_journal(&self) {
@@ -511,78 +606,76 @@ async fn domain_exc_loop(
                 }
             }
         }
-        for (cid, msg) in outbox.msgs.drain(..) {
-            shared.deliver(cid, msg.to_bytes());
-        }
-        for e in outbox.effects.drain(..) {
-            shared.effect(e);
-        }
+        shared.deliver_all(0, &mut outbox);
         shared.flush_journal();
+        shared.flush_dirty();
     }
 }
 
 async fn conn_task(shared: Rc<Shared>, stream: UnixStream, domid: DomId) {
     let id = shared.engine.borrow_mut().connect(domid);
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let queued = Rc::new(Cell::new(0usize));
-    let close = Rc::new(Notify::new());
-    shared.conns.borrow_mut().insert(
-        id,
-        ConnHandle {
-            domid,
-            tx,
-            queued: queued.clone(),
-            close: close.clone(),
-        },
-    );
-    let (mut rd, mut wr) = stream.into_split();
+    let peer = Rc::new(Peer {
+        domid,
+        stream,
+        out: RefCell::new(Vec::with_capacity(4096)),
+        sent: Cell::new(0),
+        dirty: Cell::new(false),
+        kick: Notify::new(),
+        close: Notify::new(),
+    });
+    shared.conns.borrow_mut().insert(id, peer.clone());
     let mut dec = Decoder::new();
     let mut buf = vec![0u8; 16 * 1024];
-    let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut outbox = Outbox::default();
     loop {
-        let mut fatal = false;
-        tokio::select! {
-            biased;
-            _ = close.notified() => break,
-            Some(b) = rx.recv() => {
-                queued.set(queued.get().saturating_sub(b.len()));
-                out.extend_from_slice(&b);
-                while let Ok(b) = rx.try_recv() {
-                    queued.set(queued.get().saturating_sub(b.len()));
-                    out.extend_from_slice(&b);
-                }
+        if peer.pending() > 0 {
+            // Output the socket did not take: send it before reading more requests (the
+            // client's own backpressure), still closing on request.
+            tokio::select! {
+                biased;
+                _ = peer.close.notified() => break,
+                r = peer.stream.writable() => if r.is_err() { break },
             }
-            r = rd.read(&mut buf) => {
-                let n = match r {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                dec.feed(&buf[..n]);
-                loop {
-                    match dec.next_message() {
-                        Ok(Some(m)) => shared.process(id, &m, &mut outbox, &mut out),
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::warn!(conn = id, %domid, "closing connection: {e}");
-                            fatal = true;
-                            break;
-                        }
-                    }
-                }
-                shared.flush_journal();
-            }
-        }
-        if !out.is_empty() {
-            if wr.write_all(&out).await.is_err() {
+            if peer.flush().is_err() {
                 break;
             }
-            out.clear();
-            if out.capacity() > 1 << 20 {
-                out.shrink_to(4096);
+            continue;
+        }
+        tokio::select! {
+            biased;
+            _ = peer.close.notified() => break,
+            _ = peer.kick.notified() => continue,
+            r = peer.stream.readable() => if r.is_err() { break },
+        }
+        let n = match peer.stream.try_read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        dec.feed(&buf[..n]);
+        let mut fatal = false;
+        loop {
+            match dec.next_message() {
+                Ok(Some(m)) => shared.process(id, &m, &mut outbox),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(conn = id, %domid, "closing connection: {e}");
+                    fatal = true;
+                    break;
+                }
             }
         }
+        shared.flush_journal();
+        shared.flush_dirty();
         if fatal {
+            // Replies to the requests before the bad one still go out.
+            while peer.pending() > 0 {
+                if peer.stream.writable().await.is_err() || peer.flush().is_err() {
+                    break;
+                }
+            }
             break;
         }
     }
