@@ -37,10 +37,13 @@
 //! ```
 //!
 //! Many channels, one thread: bind them all on one handle, wait on its descriptor, and
-//! dispatch on the ports read. On the simulated host, [`Evtchn::wait`] sleeps on a condition
-//! variable (a wake-up costs one futex wake, like a blocking `read` of an eventfd), while
-//! poll/epoll/async users wait on the handle's eventfd; use one style per handle at a time. With the `tokio` feature, [`AsyncEvtchn`] does the same in an
-//! async task; with `mio`, register `mio::unix::SourceFd(&evtchn.as_raw_fd())`.
+//! dispatch on the ports read. On the simulated host, [`Evtchn::wait`] sleeps on a futex of
+//! the handle (a wake-up costs one `FUTEX_WAKE`, like the `write` that wakes a blocking `read`
+//! of an eventfd) and notify and unmask take no host-wide lock, while poll/epoll/async users
+//! wait on the handle's eventfd, which is kept in step once the descriptor has been asked for
+//! ([`AsRawFd`]/[`AsFd`]); use one style per handle at a time. With the `tokio` feature,
+//! [`AsyncEvtchn`] does the same in an async task; with `mio`, register
+//! `mio::unix::SourceFd(&evtchn.as_raw_fd())`.
 
 mod real;
 #[cfg(feature = "tokio")]

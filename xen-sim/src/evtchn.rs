@@ -25,13 +25,31 @@
 //! marks the new local port pending, so a notification sent before the bind is not lost: a
 //! handle sees its new port once right after `bind_interdomain`.
 
-use std::collections::VecDeque;
+//!
+//! # Locking: the notify path does not take the host lock
+//!
+//! Binding, closing and attaching run under the host lock, as they change two domains at
+//! once. Notifying and unmasking do not: as in Xen's `evtchn_send`, a notify takes only the
+//! lock of the *local* port (a per-port lock, which close takes too, so the remote end cannot
+//! be torn down under the notifier), and sets the remote port's pending bit with an atomic
+//! read-modify-write, as Xen sets a bit in the guest's shared pending bitmap. The pending and
+//! mask bits of a port live in one atomic word; whichever of notify and unmask sees
+//! "pending and not masked" first masks the port and queues it, exactly once.
+//!
+//! A handle's queue is a two-level bitmap of its domain's ports (like Xen's 2-level ABI:
+//! a selector word per 64 ports), so queueing is lock-free and a port read returns ports in
+//! ascending order. A thread blocked in [`Handle::wait`] sleeps on a futex of the queue and
+//! a delivery wakes it with one `FUTEX_WAKE`; the eventfd is kept in step only once its
+//! descriptor has been handed out ([`Handle::fd`], [`AsFd`], [`AsRawFd`]), so a handle used
+//! only through `wait`/`read_pending` costs no eventfd system calls.
+
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use xen_types::{DomId, Errno, EvtchnPort, Virq};
 
 use crate::host::{Host, HostState};
@@ -40,6 +58,17 @@ use crate::host::{Host, HostState};
 pub const DEFAULT_MAX_PORT: EvtchnPort = EvtchnPort(4095);
 
 const NR_VIRQS: usize = xen_sys::NR_VIRQS as usize;
+
+/// Ports per allocation bucket (Xen's `EVTCHNS_PER_BUCKET` on 64-bit).
+const BUCKET: u32 = 64;
+
+/// The most ports any domain can have: the FIFO ABI's limit (the larger of the two ABIs).
+const ABI_MAX_PORTS: u32 = xen_sys::EVTCHN_FIFO_NR_CHANNELS;
+
+/// The port's event is pending (Xen's bit in `evtchn_pending`).
+const PENDING: u32 = 1;
+/// The port is masked (Xen's bit in `evtchn_mask`; the Linux driver masks on delivery).
+const MASKED: u32 = 2;
 
 /// The state of a port, as `EVTCHNOP_status` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +91,9 @@ pub enum PortStatus {
     Virq(Virq),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum State {
+    #[default]
     Free,
     Reserved,
     Unbound(DomId),
@@ -71,27 +101,128 @@ enum State {
     Virq(Virq),
 }
 
-struct Port {
-    state: State,
-    pending: bool,
-    masked: bool,
+/// The remote end of an interdomain port: where a notify sets pending, and who receives it.
+struct Peer {
+    table: Arc<PortTable>,
+    port: EvtchnPort,
     owner: Option<Arc<Queue>>,
 }
 
-impl Port {
-    fn free() -> Port {
-        Port {
-            state: State::Free,
-            pending: false,
-            masked: false,
-            owner: None,
+impl Peer {
+    fn set_pending(&self) {
+        if let Some(cell) = self.table.cell(self.port) {
+            cell.set_pending(self.owner.as_deref(), self.port);
         }
+    }
+}
+
+/// What a port is bound to. Changed under the host lock and the port's lock; read under the
+/// port's lock.
+#[derive(Default)]
+struct Link {
+    state: State,
+    /// The handle queue that takes delivery.
+    owner: Option<Arc<Queue>>,
+    /// The remote end, for an interdomain port.
+    peer: Option<Peer>,
+}
+
+impl Link {
+    fn owned_by(&self, q: &Arc<Queue>) -> bool {
+        self.owner.as_ref().is_some_and(|o| Arc::ptr_eq(o, q))
+    }
+}
+
+/// One port: its pending/mask bits and its binding, in one cache line of its own.
+#[repr(align(64))]
+#[derive(Default)]
+struct Cell {
+    flags: AtomicU32,
+    link: Mutex<Link>,
+}
+
+impl Cell {
+    /// `evtchn_port_set_pending`: marks the port pending and delivers it to `owner` if it is
+    /// not masked. A port already pending stays as it is (one event until it is read).
+    fn set_pending(&self, owner: Option<&Queue>, port: EvtchnPort) {
+        let old = self.flags.fetch_or(PENDING, SeqCst);
+        if old & (PENDING | MASKED) == 0 {
+            if let Some(q) = owner {
+                self.deliver(q, port);
+            }
+        }
+    }
+
+    /// The Linux driver's upcall: a pending, unmasked port is masked, its pending bit cleared
+    /// and the port queued for user space. Of racing notifiers and unmaskers exactly one
+    /// queues it.
+    fn deliver(&self, q: &Queue, port: EvtchnPort) {
+        let mut cur = self.flags.load(SeqCst);
+        while cur & PENDING != 0 && cur & MASKED == 0 {
+            match self
+                .flags
+                .compare_exchange(cur, (cur & !PENDING) | MASKED, SeqCst, SeqCst)
+            {
+                Ok(_) => return q.push(port),
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+/// A domain's ports, in buckets of 64 allocated as the table grows (as Xen allocates them),
+/// so a handle finds a port without the host lock.
+struct PortTable {
+    /// Ports `0..len` exist; grows under the host lock only.
+    len: AtomicU32,
+    buckets: Box<[OnceLock<Box<[Cell]>>]>,
+}
+
+impl PortTable {
+    fn new(max_port: u32) -> PortTable {
+        let ports = max_port.saturating_add(1).min(ABI_MAX_PORTS);
+        let n = ports.div_ceil(BUCKET) as usize;
+        PortTable {
+            len: AtomicU32::new(0),
+            buckets: (0..n).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Room for this many ports (whole buckets).
+    fn capacity(&self) -> u32 {
+        self.buckets.len() as u32 * BUCKET
+    }
+
+    fn len(&self) -> u32 {
+        self.len.load(SeqCst)
+    }
+
+    fn cell(&self, port: EvtchnPort) -> Option<&Cell> {
+        let p = port.get();
+        if p >= self.len() {
+            return None;
+        }
+        let bucket = self.buckets.get((p / BUCKET) as usize)?.get()?;
+        bucket.get((p % BUCKET) as usize)
+    }
+
+    /// Adds port `len` (host lock held). The caller checks the domain's limit.
+    fn grow(&self) -> Option<EvtchnPort> {
+        let p = self.len();
+        let bucket = self.buckets.get((p / BUCKET) as usize)?;
+        bucket.get_or_init(|| (0..BUCKET).map(|_| Cell::default()).collect());
+        self.len.store(p + 1, SeqCst);
+        Some(EvtchnPort(p))
+    }
+
+    fn ports(&self) -> impl Iterator<Item = (EvtchnPort, &Cell)> {
+        (0..self.len()).filter_map(|p| Some((EvtchnPort(p), self.cell(EvtchnPort(p))?)))
     }
 }
 
 /// A domain's event-channel port table.
 pub struct DomainPorts {
-    ports: Vec<Port>,
+    table: Arc<PortTable>,
     max_port: u32,
     virq: [u32; NR_VIRQS],
 }
@@ -106,9 +237,9 @@ impl Default for DomainPorts {
 impl fmt::Debug for DomainPorts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let used = self
-            .ports
-            .iter()
-            .filter(|p| !matches!(p.state, State::Free | State::Reserved))
+            .table
+            .ports()
+            .filter(|(_, c)| !matches!(c.link.lock().state, State::Free | State::Reserved))
             .count();
         f.debug_struct("DomainPorts")
             .field("max_port", &self.max_port)
@@ -119,97 +250,241 @@ impl fmt::Debug for DomainPorts {
 
 impl DomainPorts {
     /// A table whose highest usable port is `max_port` (`max_evtchn_port` of
-    /// `XEN_DOMCTL_createdomain`; the domain lifecycle passes it at creation).
+    /// `XEN_DOMCTL_createdomain`; the domain lifecycle passes it at creation), at most the
+    /// FIFO ABI's limit.
     pub fn new(max_port: EvtchnPort) -> DomainPorts {
+        let table = Arc::new(PortTable::new(max_port.get()));
+        let zero = table.grow().expect("a table has room for port 0");
+        if let Some(c) = table.cell(zero) {
+            c.link.lock().state = State::Reserved;
+        }
         DomainPorts {
-            ports: vec![Port {
-                state: State::Reserved,
-                pending: false,
-                masked: false,
-                owner: None,
-            }],
+            table,
             max_port: max_port.get(),
             virq: [0; NR_VIRQS],
         }
     }
 
-    fn get(&self, port: EvtchnPort) -> Option<&Port> {
-        self.ports.get(port.get() as usize)
-    }
-
-    fn get_mut(&mut self, port: EvtchnPort) -> Option<&mut Port> {
-        self.ports.get_mut(port.get() as usize)
-    }
-
     fn get_free_port(&mut self) -> Result<EvtchnPort, Errno> {
-        if let Some(i) = self.ports.iter().position(|p| p.state == State::Free) {
-            return Ok(EvtchnPort(i as u32));
+        for (p, c) in self.table.ports() {
+            if c.link.lock().state == State::Free {
+                return Ok(p);
+            }
         }
-        let next = self.ports.len() as u32;
-        if next > self.max_port {
+        if self.table.len() > self.max_port || self.table.len() >= self.table.capacity() {
             return Err(Errno::ENOSPC);
         }
-        self.ports.push(Port::free());
-        Ok(EvtchnPort(next))
+        self.table.grow().ok_or(Errno::ENOSPC)
+    }
+}
+
+impl Drop for DomainPorts {
+    /// Breaks the links to other domains' tables (a host dropped with channels still open).
+    fn drop(&mut self) {
+        for (_, c) in self.table.ports() {
+            *c.link.lock() = Link::default();
+        }
     }
 }
 
 /// A handle's queue of delivered ports, with an eventfd that is readable while it may be
 /// non-empty (the Linux driver's per-file ring).
 ///
-/// The eventfd is written only when the queue goes from "not signalled" to "signalled" and
-/// read (reset) only when the queue is drained empty, both under the queue lock, so a wake-up
-/// costs one `write` on the notifying side and one `read` on the receiving side.
-///
-/// A thread blocked in [`Handle::wait`] sleeps on a condition variable instead; while one is,
-/// a delivery wakes it directly and leaves the eventfd alone (one futex wake, no `write`).
+/// The queue is a bitmap of the domain's ports with a selector word per 64 of them: a port
+/// is queued at most once (it stays masked until unmasked), so a bit is all it needs.
+/// Producers set bits lock-free; a thread in [`Handle::wait`] sleeps on the `seq` futex and
+/// is woken with one `FUTEX_WAKE`. The eventfd is written only once someone has asked for
+/// the descriptor (`polled`), when the queue goes from not signalled to signalled, and read
+/// (reset) when it is drained empty.
 struct Queue {
     efd: OwnedFd,
-    inner: Mutex<QueueInner>,
-    cond: Condvar,
+    /// The futex word waiters sleep on; bumped by every wake-up.
+    seq: AtomicU32,
+    /// Threads in `Handle::wait` that may be about to sleep or sleeping.
+    waiters: AtomicU32,
+    /// The eventfd counter is (or is about to be) non-zero.
+    signalled: AtomicBool,
+    /// The descriptor has been handed out: keep the eventfd in step.
+    polled: AtomicBool,
+    /// Bit `i` of word `i / 64`: `words[i]` may be non-zero.
+    selector: Box<[AtomicU64]>,
+    /// Bit `p % 64` of word `p / 64`: port `p` is queued.
+    words: Box<[AtomicU64]>,
 }
 
-#[derive(Default)]
-struct QueueInner {
-    ports: VecDeque<EvtchnPort>,
-    /// The eventfd counter is non-zero.
-    signalled: bool,
-    /// Threads blocked in `Handle::wait`.
-    waiters: u32,
+fn bit(i: u32) -> (usize, u64) {
+    ((i / 64) as usize, 1u64 << (i % 64))
 }
 
 impl Queue {
-    fn push(&self, port: EvtchnPort) {
-        let mut q = self.inner.lock();
-        q.ports.push_back(port);
-        if q.waiters > 0 {
-            drop(q);
-            self.cond.notify_one();
-        } else if !q.signalled {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a live u64 to our eventfd. It cannot block (the
-            // counter would need 2^64-2 unread writes); a failure would only cost a wake-up.
-            unsafe { libc::write(self.efd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-            q.signalled = true;
+    fn new(efd: OwnedFd, ports: u32) -> Queue {
+        let words = ports.div_ceil(64);
+        Queue {
+            efd,
+            seq: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+            signalled: AtomicBool::new(false),
+            polled: AtomicBool::new(false),
+            selector: (0..words.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            words: (0..words).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
-    /// Keeps the eventfd in step with the queue (called with the lock held): reset once the
-    /// queue is empty, set while ports remain (e.g. more than a reader's buffer held, or a
-    /// condvar waiter took only part of a batch).
-    fn settle(&self, q: &mut QueueInner) {
-        if q.ports.is_empty() && q.signalled {
-            let mut counter = 0u64;
-            // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd, whose
-            // counter is non-zero (`signalled`), so it does not fail or block.
-            unsafe { libc::read(self.efd.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
-            q.signalled = false;
-        } else if !q.ports.is_empty() && !q.signalled {
-            let one: u64 = 1;
-            // SAFETY: as in `push`.
-            unsafe { libc::write(self.efd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-            q.signalled = true;
+    fn push(&self, port: EvtchnPort) {
+        let (w, b) = bit(port.get());
+        let Some(word) = self.words.get(w) else {
+            return;
+        };
+        if word.fetch_or(b, SeqCst) == 0 {
+            let (s, sb) = bit(w as u32);
+            self.selector[s].fetch_or(sb, SeqCst);
         }
+        if self.waiters.load(SeqCst) > 0 {
+            self.wake_one();
+        } else if self.polled.load(SeqCst) && !self.signalled.swap(true, SeqCst) {
+            self.write_efd();
+        }
+    }
+
+    /// Clears the selector bit of word `w` if the word is empty, re-setting it if a producer
+    /// filled the word meanwhile.
+    fn tidy(&self, w: usize) {
+        let (s, sb) = bit(w as u32);
+        self.selector[s].fetch_and(!sb, SeqCst);
+        if self.words[w].load(SeqCst) != 0 {
+            self.selector[s].fetch_or(sb, SeqCst);
+        }
+    }
+
+    /// Drops a queued delivery of `port`.
+    fn remove(&self, port: EvtchnPort) {
+        let (w, b) = bit(port.get());
+        if let Some(word) = self.words.get(w) {
+            if word.fetch_and(!b, SeqCst) == b {
+                self.tidy(w);
+            }
+        }
+    }
+
+    fn nonempty(&self) -> bool {
+        self.selector.iter().any(|s| s.load(SeqCst) != 0)
+    }
+
+    /// Takes up to `buf.len()` queued ports, lowest first.
+    fn take(&self, buf: &mut [EvtchnPort]) -> usize {
+        let mut n = 0;
+        for (s, sel) in self.selector.iter().enumerate() {
+            let mut sbits = sel.load(SeqCst);
+            while sbits != 0 && n < buf.len() {
+                let w = s * 64 + sbits.trailing_zeros() as usize;
+                sbits &= sbits - 1;
+                // Take the lowest bits that fit in what is left of `buf`.
+                let mut want = self.words[w].load(SeqCst);
+                let room = buf.len() - n;
+                while want.count_ones() as usize > room {
+                    want &= !(1u64 << (63 - want.leading_zeros()));
+                }
+                let old = self.words[w].fetch_and(!want, SeqCst);
+                let mut got = old & want;
+                while got != 0 {
+                    buf[n] = EvtchnPort((w * 64) as u32 + got.trailing_zeros());
+                    n += 1;
+                    got &= got - 1;
+                }
+                if old & !want == 0 {
+                    self.tidy(w);
+                }
+            }
+            if n == buf.len() {
+                break;
+            }
+        }
+        n
+    }
+
+    /// After a read: passes a wake-up on to another waiter while ports remain, and keeps the
+    /// eventfd readable exactly while ports remain (once it has been handed out).
+    fn settle(&self) {
+        let nonempty = self.nonempty();
+        if nonempty && self.waiters.load(SeqCst) > 0 {
+            self.wake_one();
+        }
+        if !self.polled.load(SeqCst) {
+            return;
+        }
+        if nonempty {
+            if !self.signalled.swap(true, SeqCst) {
+                self.write_efd();
+            }
+        } else if self.signalled.load(SeqCst) {
+            // Reset the counter first, then the flag, then look again: a producer that saw
+            // the flag still set before we cleared it has its port seen here.
+            self.read_efd();
+            self.signalled.store(false, SeqCst);
+            if self.nonempty() && !self.signalled.swap(true, SeqCst) {
+                self.write_efd();
+            }
+        }
+    }
+
+    /// Starts keeping the eventfd in step (the descriptor is being handed out).
+    fn export_fd(&self) -> RawFd {
+        if !self.polled.load(SeqCst) {
+            self.polled.store(true, SeqCst);
+            self.settle();
+        }
+        self.efd.as_raw_fd()
+    }
+
+    fn wake_one(&self) {
+        self.seq.fetch_add(1, SeqCst);
+        // SAFETY: FUTEX_WAKE on an aligned u32 that lives as long as `self`; the kernel only
+        // uses the address as a key.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.seq.as_ptr(),
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                1,
+            )
+        };
+    }
+
+    /// Sleeps while `seq` is still `seen`, up to `timeout`. True if the timeout expired.
+    fn sleep(&self, seen: u32, timeout: Option<Duration>) -> bool {
+        let ts = timeout.map(|t| libc::timespec {
+            tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: t.subsec_nanos().into(),
+        });
+        let tsp = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: FUTEX_WAIT on an aligned u32 that lives as long as `self`, with a null or
+        // live relative timeout; the kernel reads the word and the timespec only.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.seq.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                seen,
+                tsp,
+            )
+        };
+        r < 0 && Errno::last() == Errno::ETIMEDOUT
+    }
+
+    fn write_efd(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd. It cannot block (the
+        // counter would need 2^64-2 unread writes); a failure would only cost a wake-up.
+        unsafe { libc::write(self.efd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn read_efd(&self) {
+        let mut counter = 0u64;
+        // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd; if the counter
+        // is already zero it fails with EAGAIN, which is what we want.
+        unsafe { libc::read(self.efd.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
     }
 }
 
@@ -221,94 +496,55 @@ fn domain_ports(state: &mut HostState, dom: DomId) -> Result<&mut DomainPorts, E
         .ok_or(Errno::ESRCH)
 }
 
-/// Marks `port` of `dom` pending and delivers it if it is unmasked and owned by a handle
-/// (`evtchn_port_set_pending` plus the Linux driver's upcall).
-fn set_pending(state: &mut HostState, dom: DomId, port: EvtchnPort) -> Delivery {
-    let Some(p) = state
-        .domains
-        .get_mut(&dom)
-        .and_then(|d| d.evtchn.get_mut(port))
-    else {
-        return Delivery(None);
-    };
-    if p.pending {
-        return Delivery(None);
-    }
-    p.pending = true;
-    deliver(p, port)
-}
-
-/// A port to put on a handle's queue, done once the host lock is released so the woken
-/// thread does not run into the lock the notifier still holds.
-#[must_use]
-struct Delivery(Option<(Arc<Queue>, EvtchnPort)>);
-
-impl Delivery {
-    fn push(self) {
-        if let Some((q, port)) = self.0 {
-            q.push(port);
-        }
-    }
-}
-
-fn deliver(p: &mut Port, port: EvtchnPort) -> Delivery {
-    if p.pending && !p.masked {
-        if let Some(q) = &p.owner {
-            // The driver's handler masks the port and queues it for user space.
-            p.pending = false;
-            p.masked = true;
-            return Delivery(Some((q.clone(), port)));
-        }
-    }
-    Delivery(None)
-}
-
 /// `EVTCHNOP_send` from `dom` on `port`: the hypercall itself, with no handle-ownership check
 /// (used for `UNMAP_NOTIFY_SEND_EVENT` and by privileged callers).
 pub(crate) fn send(state: &mut HostState, dom: DomId, port: EvtchnPort) -> Result<(), Errno> {
-    send_deferred(state, dom, port).map(Delivery::push)
+    let table = &domain_ports(state, dom)?.table;
+    let cell = table.cell(port).ok_or(Errno::EINVAL)?;
+    let link = cell.link.lock();
+    send_on(&link)
 }
 
-fn send_deferred(state: &mut HostState, dom: DomId, port: EvtchnPort) -> Result<Delivery, Errno> {
-    let table = domain_ports(state, dom)?;
-    let p = table.get(port).ok_or(Errno::EINVAL)?;
-    match p.state {
-        State::Interdomain(rd, rp) => Ok(set_pending(state, rd, rp)),
+/// Sends on a port whose link is locked: delivers to the remote end of an interdomain port.
+fn send_on(link: &Link) -> Result<(), Errno> {
+    match link.state {
+        State::Interdomain(..) => {
+            if let Some(peer) = &link.peer {
+                peer.set_pending();
+            }
+            Ok(())
+        }
         // Xen drops a notification on an unbound port silently.
-        State::Unbound(_) => Ok(Delivery(None)),
+        State::Unbound(_) => Ok(()),
         State::Free | State::Reserved | State::Virq(_) => Err(Errno::EINVAL),
     }
 }
 
 /// `evtchn_close`: frees `port` of `dom`; an interdomain peer becomes unbound, waiting for
 /// `dom` again.
-fn close(state: &mut HostState, dom: DomId, port: EvtchnPort) -> Result<(), Errno> {
-    let table = domain_ports(state, dom)?;
-    let p = table.get_mut(port).ok_or(Errno::EINVAL)?;
-    let old = p.state;
-    match old {
+fn close(ports: &mut DomainPorts, dom: DomId, port: EvtchnPort) -> Result<(), Errno> {
+    let cell = ports.table.cell(port).ok_or(Errno::EINVAL)?;
+    let mut link = cell.link.lock();
+    match link.state {
         State::Free | State::Reserved => return Err(Errno::EINVAL),
-        State::Virq(v) => table.virq[v.get() as usize] = 0,
+        State::Virq(v) => ports.virq[v.get() as usize] = 0,
         State::Unbound(_) => {}
-        State::Interdomain(rd, rp) => {
-            if let Some(rport) = state
-                .domains
-                .get_mut(&rd)
-                .and_then(|d| d.evtchn.get_mut(rp))
-            {
-                if rport.state == State::Interdomain(dom, port) {
-                    rport.state = State::Unbound(dom);
+        State::Interdomain(..) => {
+            if let Some(peer) = &link.peer {
+                if let Some(rcell) = peer.table.cell(peer.port) {
+                    // Lock order: only host-lock holders take two port locks, one at a time
+                    // by the host lock, and notifiers take one; so this cannot deadlock.
+                    let mut rlink = rcell.link.lock();
+                    if rlink.state == State::Interdomain(dom, port) {
+                        rlink.state = State::Unbound(dom);
+                        rlink.peer = None;
+                    }
                 }
             }
         }
     }
-    if let Some(p) = state
-        .domains
-        .get_mut(&dom)
-        .and_then(|d| d.evtchn.get_mut(port))
-    {
-        *p = Port::free();
-    }
+    *link = Link::default();
+    cell.flags.store(0, SeqCst);
     Ok(())
 }
 
@@ -321,21 +557,23 @@ pub fn send_global_virq(state: &mut HostState, virq: Virq) {
     let Some(d0) = state.domains.get(&DomId::DOM0) else {
         return;
     };
-    let port = d0.evtchn.virq[slot];
-    if port != 0 {
-        set_pending(state, DomId::DOM0, EvtchnPort(port)).push();
+    let port = EvtchnPort(d0.evtchn.virq[slot]);
+    if port.get() != 0 {
+        if let Some(cell) = d0.evtchn.table.cell(port) {
+            let link = cell.link.lock();
+            cell.set_pending(link.owner.as_deref(), port);
+        }
     }
 }
 
 /// Called by the domain lifecycle when `dom` is destroyed (before it is removed): close all of
 /// its ports; interdomain peers become unbound as Xen leaves them.
 pub(crate) fn on_domain_destroy(state: &mut HostState, dom: DomId) {
-    let n = match state.domains.get(&dom) {
-        Some(d) => d.evtchn.ports.len(),
-        None => return,
+    let Ok(ports) = domain_ports(state, dom) else {
+        return;
     };
-    for i in 1..n {
-        let _ = close(state, dom, EvtchnPort(i as u32));
+    for i in 1..ports.table.len() {
+        let _ = close(ports, dom, EvtchnPort(i));
     }
 }
 
@@ -344,9 +582,12 @@ pub(crate) fn on_domain_destroy(state: &mut HostState, dom: DomId) {
 pub struct Handle {
     host: Host,
     dom: DomId,
+    /// The port table of the domain as it was when the handle was opened; a handle does not
+    /// outlive its domain (operations on a destroyed domain fail with `ESRCH`).
+    table: Arc<PortTable>,
     queue: Arc<Queue>,
     /// `IOCTL_EVTCHN_RESTRICT_DOMID`: the only domain this handle may bind to.
-    restrict: std::sync::OnceLock<DomId>,
+    restrict: OnceLock<DomId>,
 }
 
 impl fmt::Debug for Handle {
@@ -362,9 +603,12 @@ impl Host {
     /// Opens an event-channel handle acting as domain `dom` (dom0 for backends and
     /// xenstored, a guest's id for a simulated frontend). `ESRCH` if `dom` does not exist.
     pub fn evtchn_open(&self, dom: DomId) -> Result<Handle, Errno> {
-        if !self.lock().domains.contains_key(&dom) {
-            return Err(Errno::ESRCH);
-        }
+        let table = self
+            .lock()
+            .domains
+            .get(&dom)
+            .map(|d| d.evtchn.table.clone())
+            .ok_or(Errno::ESRCH)?;
         // SAFETY: plain syscall; flags are valid.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
@@ -372,15 +616,13 @@ impl Host {
         }
         // SAFETY: eventfd returned a fresh descriptor that we now own.
         let efd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let queue = Arc::new(Queue::new(efd, table.capacity()));
         Ok(Handle {
             host: self.clone(),
             dom,
-            restrict: std::sync::OnceLock::new(),
-            queue: Arc::new(Queue {
-                efd,
-                inner: Mutex::new(QueueInner::default()),
-                cond: Condvar::new(),
-            }),
+            table,
+            queue,
+            restrict: OnceLock::new(),
         })
     }
 
@@ -395,8 +637,12 @@ impl Host {
     /// `EVTCHNOP_status`: the state of `port` of `dom`. `EINVAL` for a port beyond the table.
     pub fn evtchn_status(&self, dom: DomId, port: EvtchnPort) -> Result<PortStatus, Errno> {
         let mut st = self.lock();
-        let p = domain_ports(&mut st, dom)?.get(port).ok_or(Errno::EINVAL)?;
-        Ok(match p.state {
+        let cell = domain_ports(&mut st, dom)?
+            .table
+            .cell(port)
+            .ok_or(Errno::EINVAL)?;
+        let state = cell.link.lock().state;
+        Ok(match state {
             State::Free | State::Reserved => PortStatus::Closed,
             State::Unbound(r) => PortStatus::Unbound { remote: r },
             State::Interdomain(r, rp) => PortStatus::Interdomain {
@@ -426,14 +672,15 @@ fn alloc_unbound(
 ) -> Result<EvtchnPort, Errno> {
     let remote = if remote == DomId::SELF { dom } else { remote };
     let dying = is_dying(state, dom);
-    let table = domain_ports(state, dom)?;
+    let ports = domain_ports(state, dom)?;
     if dying {
         return Err(Errno::EINVAL);
     }
-    let port = table.get_free_port()?;
-    let p = table.get_mut(port).ok_or(Errno::EINVAL)?;
-    p.state = State::Unbound(remote);
-    p.owner = owner.cloned();
+    let port = ports.get_free_port()?;
+    let cell = ports.table.cell(port).ok_or(Errno::EINVAL)?;
+    let mut link = cell.link.lock();
+    link.state = State::Unbound(remote);
+    link.owner = owner.cloned();
     Ok(port)
 }
 
@@ -448,11 +695,30 @@ impl Handle {
         &self.host
     }
 
-    fn owned(&self, state: &mut HostState, port: EvtchnPort) -> Result<(), Errno> {
-        let table = domain_ports(state, self.dom)?;
-        match table.get(port).and_then(|p| p.owner.as_ref()) {
-            Some(q) if Arc::ptr_eq(q, &self.queue) => Ok(()),
-            _ => Err(Errno::ENOTCONN),
+    /// This handle's domain's ports, if the domain is still the one the handle was opened
+    /// for (`ESRCH` once it has been destroyed).
+    fn my_ports<'a>(&self, state: &'a mut HostState) -> Result<&'a mut DomainPorts, Errno> {
+        let ports = domain_ports(state, self.dom)?;
+        if Arc::ptr_eq(&ports.table, &self.table) {
+            Ok(ports)
+        } else {
+            Err(Errno::ESRCH)
+        }
+    }
+
+    /// Runs `f` on the link of `port` if this handle owns it, under the port's lock only.
+    fn with_owned<R>(&self, port: EvtchnPort, f: impl FnOnce(&Cell, &Link) -> R) -> Option<R> {
+        let cell = self.table.cell(port)?;
+        let link = cell.link.lock();
+        link.owned_by(&self.queue).then(|| f(cell, &link))
+    }
+
+    /// The errno for a port this handle does not own: `ESRCH` once its domain is gone,
+    /// `ENOTCONN` otherwise (as the driver returns).
+    fn not_owned(&self) -> Errno {
+        match self.my_ports(&mut self.host.lock()) {
+            Ok(_) => Errno::ENOTCONN,
+            Err(e) => e,
         }
     }
 
@@ -476,6 +742,7 @@ impl Handle {
             return Err(Errno::EACCES);
         }
         let mut st = self.host.lock();
+        self.my_ports(&mut st)?;
         alloc_unbound(&mut st, self.dom, remote, Some(&self.queue))
     }
 
@@ -497,35 +764,39 @@ impl Handle {
             return Err(Errno::ESRCH);
         }
         let dying = is_dying(&st, ld);
-        let lt = domain_ports(&mut st, ld)?;
+        let lt = self.my_ports(&mut st)?;
         if dying {
             return Err(Errno::EINVAL);
         }
         let lport = lt.get_free_port()?;
-        // Mark it reserved while we check the remote end (it may be in the same table).
-        lt.ports[lport.get() as usize].state = State::Reserved;
-        let ok = {
-            let rt = domain_ports(&mut st, rd)?;
-            match rt.get_mut(remote_port) {
-                Some(rp) if rp.state == State::Unbound(ld) => {
-                    rp.state = State::Interdomain(ld, lport);
-                    true
-                }
-                _ => false,
+        let lt = lt.table.clone();
+        let rt = domain_ports(&mut st, rd)?.table.clone();
+        // The new local port is free, so it is not `remote_port` even in a loopback.
+        let rcell = rt.cell(remote_port).ok_or(Errno::EINVAL)?;
+        let lcell = lt.cell(lport).ok_or(Errno::EINVAL)?;
+        let remote_owner = {
+            let mut rlink = rcell.link.lock();
+            if rlink.state != State::Unbound(ld) {
+                return Err(Errno::EINVAL);
             }
+            rlink.state = State::Interdomain(ld, lport);
+            rlink.peer = Some(Peer {
+                table: lt.clone(),
+                port: lport,
+                owner: Some(self.queue.clone()),
+            });
+            rlink.owner.clone()
         };
-        let lt = domain_ports(&mut st, ld)?;
-        let lp = &mut lt.ports[lport.get() as usize];
-        if !ok {
-            *lp = Port::free();
-            return Err(Errno::EINVAL);
-        }
-        lp.state = State::Interdomain(rd, remote_port);
-        lp.owner = Some(self.queue.clone());
+        let mut llink = lcell.link.lock();
+        llink.state = State::Interdomain(rd, remote_port);
+        llink.owner = Some(self.queue.clone());
+        llink.peer = Some(Peer {
+            table: rt,
+            port: remote_port,
+            owner: remote_owner,
+        });
         // Xen marks the new local port pending so an event sent before the bind is not lost.
-        let d = set_pending(&mut st, ld, lport);
-        drop(st);
-        d.push();
+        lcell.set_pending(Some(&self.queue), lport);
         Ok(lport)
     }
 
@@ -541,7 +812,7 @@ impl Handle {
             .ok_or(Errno::EINVAL)?;
         let mut st = self.host.lock();
         let dying = is_dying(&st, self.dom);
-        let t = domain_ports(&mut st, self.dom)?;
+        let t = self.my_ports(&mut st)?;
         if t.virq[slot] != 0 {
             return Err(Errno::EEXIST);
         }
@@ -549,9 +820,10 @@ impl Handle {
             return Err(Errno::EINVAL);
         }
         let port = t.get_free_port()?;
-        let p = &mut t.ports[port.get() as usize];
-        p.state = State::Virq(virq);
-        p.owner = Some(self.queue.clone());
+        let cell = t.table.cell(port).ok_or(Errno::EINVAL)?;
+        let mut link = cell.link.lock();
+        link.state = State::Virq(virq);
+        link.owner = Some(self.queue.clone());
         t.virq[slot] = port.get();
         Ok(port)
     }
@@ -561,80 +833,78 @@ impl Handle {
     /// toolstack made for it). `EINVAL` for a free port, `EBUSY` if a handle owns it.
     pub fn attach(&self, port: EvtchnPort) -> Result<(), Errno> {
         let mut st = self.host.lock();
-        let t = domain_ports(&mut st, self.dom)?;
-        let p = t.get_mut(port).ok_or(Errno::EINVAL)?;
-        if matches!(p.state, State::Free | State::Reserved) {
+        let t = self.my_ports(&mut st)?;
+        let cell = t.table.cell(port).ok_or(Errno::EINVAL)?;
+        let mut link = cell.link.lock();
+        if matches!(link.state, State::Free | State::Reserved) {
             return Err(Errno::EINVAL);
         }
-        if p.owner.is_some() {
+        if link.owner.is_some() {
             return Err(Errno::EBUSY);
         }
-        p.owner = Some(self.queue.clone());
-        let d = deliver(p, port);
-        drop(st);
-        d.push();
+        link.owner = Some(self.queue.clone());
+        // The remote end now delivers to us.
+        if let Some(peer) = &link.peer {
+            if let Some(rcell) = peer.table.cell(peer.port) {
+                if let Some(rpeer) = rcell.link.lock().peer.as_mut() {
+                    rpeer.owner = Some(self.queue.clone());
+                }
+            }
+        }
+        cell.deliver(&self.queue, port);
         Ok(())
     }
 
     /// `IOCTL_EVTCHN_UNBIND`: closes a port this handle owns (`ENOTCONN` otherwise).
     pub fn unbind(&self, port: EvtchnPort) -> Result<(), Errno> {
         let mut st = self.host.lock();
-        self.owned(&mut st, port)?;
-        close(&mut st, self.dom, port)?;
+        let t = self.my_ports(&mut st)?;
+        let owned = t
+            .table
+            .cell(port)
+            .is_some_and(|c| c.link.lock().owned_by(&self.queue));
+        if !owned {
+            return Err(Errno::ENOTCONN);
+        }
+        close(t, self.dom, port)?;
         drop(st);
-        // Drop already-queued deliveries of the closed port.
-        let mut q = self.queue.inner.lock();
-        q.ports.retain(|&p| p != port);
-        self.queue.settle(&mut q);
+        // Drop an already-queued delivery of the closed port.
+        self.queue.remove(port);
+        self.queue.settle();
         Ok(())
     }
 
     /// `IOCTL_EVTCHN_NOTIFY`: notifies the remote end of `port` (`ENOTCONN` if this handle
     /// does not own it; dropped silently if the port is unbound or a VIRQ, as the driver
-    /// ignores the result of `EVTCHNOP_send`).
+    /// ignores the result of `EVTCHNOP_send`). Takes only the port's own lock.
     pub fn notify(&self, port: EvtchnPort) -> Result<(), Errno> {
-        let d = {
-            let mut st = self.host.lock();
-            self.owned(&mut st, port)?;
-            // The driver ignores the hypercall's result (`notify_remote_via_evtchn` is void):
-            // notifying an owned VIRQ port is a silent no-op, as on Linux.
-            send_deferred(&mut st, self.dom, port).unwrap_or(Delivery(None))
-        };
-        d.push();
-        Ok(())
+        // The driver ignores the hypercall's result (`notify_remote_via_evtchn` is void):
+        // notifying an owned VIRQ port is a silent no-op, as on Linux.
+        match self.with_owned(port, |_, link| {
+            let _ = send_on(link);
+        }) {
+            Some(()) => Ok(()),
+            None => Err(self.not_owned()),
+        }
     }
 
     /// Unmasks `port` (a `write` of the port to the device): a notification that arrived
     /// while it was masked is delivered now. Ports the handle does not own are ignored, as
-    /// the driver ignores them.
+    /// the driver ignores them. Takes only the port's own lock.
     pub fn unmask(&self, port: EvtchnPort) -> Result<(), Errno> {
-        let mut st = self.host.lock();
-        if self.owned(&mut st, port).is_err() {
-            return Ok(());
-        }
-        let t = domain_ports(&mut st, self.dom)?;
-        let d = match t.get_mut(port) {
-            Some(p) => {
-                p.masked = false;
-                deliver(p, port)
-            }
-            None => Delivery(None),
-        };
-        drop(st);
-        d.push();
+        self.with_owned(port, |cell, _| {
+            cell.flags.fetch_and(!MASKED, SeqCst);
+            cell.deliver(&self.queue, port);
+        });
         Ok(())
     }
 
     /// Reads delivered ports into `buf` without blocking (a `read` of the device); returns how
-    /// many were read, 0 if none is pending.
+    /// many were read, 0 if none is pending. Ports come lowest first.
     pub fn read_pending(&self, buf: &mut [EvtchnPort]) -> usize {
-        let mut q = self.queue.inner.lock();
-        let n = buf.len().min(q.ports.len());
-        for (slot, port) in buf.iter_mut().zip(q.ports.drain(..n)) {
-            *slot = port;
-        }
+        let n = self.queue.take(buf);
         // More than fits in `buf` keeps the descriptor readable.
-        self.queue.settle(&mut q);
+        self.queue.settle();
         n
     }
 
@@ -644,70 +914,69 @@ impl Handle {
         if buf.is_empty() {
             return 0;
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut q = self.queue.inner.lock();
+        let q = &*self.queue;
+        let mut deadline = None;
         loop {
-            if !q.ports.is_empty() {
-                let n = buf.len().min(q.ports.len());
-                for (slot, port) in buf.iter_mut().zip(q.ports.drain(..n)) {
-                    *slot = port;
-                }
-                self.queue.settle(&mut q);
+            let n = q.take(buf);
+            if n > 0 {
+                q.settle();
                 return n;
             }
-            q.waiters += 1;
-            let timed_out = match deadline {
-                None => {
-                    self.queue.cond.wait(&mut q);
-                    false
-                }
-                Some(d) => self.queue.cond.wait_until(&mut q, d).timed_out(),
-            };
-            q.waiters -= 1;
-            if timed_out && q.ports.is_empty() {
-                return 0;
+            let seen = q.seq.load(SeqCst);
+            q.waiters.fetch_add(1, SeqCst);
+            // A producer that set its bit before our increment is seen here; one after it
+            // sees us waiting and bumps `seq`, so the sleep below returns at once.
+            if q.nonempty() {
+                q.waiters.fetch_sub(1, SeqCst);
+                continue;
+            }
+            let left = timeout.map(|t| {
+                let d = *deadline.get_or_insert_with(|| Instant::now() + t);
+                d.saturating_duration_since(Instant::now())
+            });
+            let timed_out = left.is_some_and(|l| l.is_zero()) || q.sleep(seen, left);
+            q.waiters.fetch_sub(1, SeqCst);
+            if timed_out {
+                let n = q.take(buf);
+                q.settle();
+                return n;
             }
         }
     }
 
     /// The eventfd that is readable when ports may be pending (for poll/epoll/`AsyncFd`).
     pub fn fd(&self) -> RawFd {
-        self.queue.efd.as_raw_fd()
+        self.queue.export_fd()
     }
 }
 
 impl AsFd for Handle {
     fn as_fd(&self) -> BorrowedFd<'_> {
+        self.queue.export_fd();
         self.queue.efd.as_fd()
     }
 }
 
 impl AsRawFd for Handle {
     fn as_raw_fd(&self) -> RawFd {
-        self.queue.efd.as_raw_fd()
+        self.queue.export_fd()
     }
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
         let mut st = self.host.lock();
-        let owned: Vec<EvtchnPort> = match st.domains.get(&self.dom) {
-            Some(d) => d
-                .evtchn
-                .ports
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| {
-                    p.owner
-                        .as_ref()
-                        .is_some_and(|q| Arc::ptr_eq(q, &self.queue))
-                })
-                .map(|(i, _)| EvtchnPort(i as u32))
-                .collect(),
-            None => return,
+        let Ok(t) = self.my_ports(&mut st) else {
+            return;
         };
+        let owned: Vec<EvtchnPort> = t
+            .table
+            .ports()
+            .filter(|(_, c)| c.link.lock().owned_by(&self.queue))
+            .map(|(p, _)| p)
+            .collect();
         for port in owned {
-            let _ = close(&mut st, self.dom, port);
+            let _ = close(t, self.dom, port);
         }
     }
 }
