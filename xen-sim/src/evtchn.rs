@@ -224,6 +224,8 @@ impl PortTable {
 pub struct DomainPorts {
     table: Arc<PortTable>,
     max_port: u32,
+    /// No port below this one is free (where the search for a free port starts).
+    first_free: u32,
     virq: [u32; NR_VIRQS],
 }
 
@@ -261,16 +263,25 @@ impl DomainPorts {
         DomainPorts {
             table,
             max_port: max_port.get(),
+            first_free: 1,
             virq: [0; NR_VIRQS],
         }
     }
 
+    /// The lowest free port (`get_free_port`), growing the table when none is free.
     fn get_free_port(&mut self) -> Result<EvtchnPort, Errno> {
-        for (p, c) in self.table.ports() {
-            if c.link.lock().state == State::Free {
-                return Ok(p);
+        for p in self.first_free..self.table.len() {
+            let port = EvtchnPort(p);
+            if self
+                .table
+                .cell(port)
+                .is_some_and(|c| c.link.lock().state == State::Free)
+            {
+                self.first_free = p;
+                return Ok(port);
             }
         }
+        self.first_free = self.table.len();
         if self.table.len() > self.max_port || self.table.len() >= self.table.capacity() {
             return Err(Errno::ENOSPC);
         }
@@ -306,10 +317,11 @@ struct Queue {
     signalled: AtomicBool,
     /// The descriptor has been handed out: keep the eventfd in step.
     polled: AtomicBool,
-    /// Bit `i` of word `i / 64`: `words[i]` may be non-zero.
-    selector: Box<[AtomicU64]>,
-    /// Bit `p % 64` of word `p / 64`: port `p` is queued.
-    words: Box<[AtomicU64]>,
+    /// The selector words, then the port words, in one allocation (for up to 4096 ports
+    /// the selector and the first 448 ports share a cache line).
+    bits: Box<[AtomicU64]>,
+    /// How many selector words lead `bits`.
+    nsel: usize,
 }
 
 fn bit(i: u32) -> (usize, u64) {
@@ -318,26 +330,38 @@ fn bit(i: u32) -> (usize, u64) {
 
 impl Queue {
     fn new(efd: OwnedFd, ports: u32) -> Queue {
-        let words = ports.div_ceil(64);
+        let words = ports.div_ceil(64) as usize;
+        let nsel = words.div_ceil(64);
         Queue {
             efd,
             seq: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
             signalled: AtomicBool::new(false),
             polled: AtomicBool::new(false),
-            selector: (0..words.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
-            words: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            bits: (0..nsel + words).map(|_| AtomicU64::new(0)).collect(),
+            nsel,
         }
+    }
+
+    /// Selector words: bit `i % 64` of selector `i / 64` is set while port word `i` may be
+    /// non-zero.
+    fn selector(&self) -> &[AtomicU64] {
+        &self.bits[..self.nsel]
+    }
+
+    /// Port words: bit `p % 64` of word `p / 64` is set while port `p` is queued.
+    fn words(&self) -> &[AtomicU64] {
+        &self.bits[self.nsel..]
     }
 
     fn push(&self, port: EvtchnPort) {
         let (w, b) = bit(port.get());
-        let Some(word) = self.words.get(w) else {
+        let Some(word) = self.words().get(w) else {
             return;
         };
         if word.fetch_or(b, SeqCst) == 0 {
             let (s, sb) = bit(w as u32);
-            self.selector[s].fetch_or(sb, SeqCst);
+            self.selector()[s].fetch_or(sb, SeqCst);
         }
         if self.waiters.load(SeqCst) > 0 {
             self.wake_one();
@@ -350,16 +374,16 @@ impl Queue {
     /// filled the word meanwhile.
     fn tidy(&self, w: usize) {
         let (s, sb) = bit(w as u32);
-        self.selector[s].fetch_and(!sb, SeqCst);
-        if self.words[w].load(SeqCst) != 0 {
-            self.selector[s].fetch_or(sb, SeqCst);
+        self.selector()[s].fetch_and(!sb, SeqCst);
+        if self.words()[w].load(SeqCst) != 0 {
+            self.selector()[s].fetch_or(sb, SeqCst);
         }
     }
 
     /// Drops a queued delivery of `port`.
     fn remove(&self, port: EvtchnPort) {
         let (w, b) = bit(port.get());
-        if let Some(word) = self.words.get(w) {
+        if let Some(word) = self.words().get(w) {
             if word.fetch_and(!b, SeqCst) == b {
                 self.tidy(w);
             }
@@ -367,24 +391,25 @@ impl Queue {
     }
 
     fn nonempty(&self) -> bool {
-        self.selector.iter().any(|s| s.load(SeqCst) != 0)
+        self.selector().iter().any(|s| s.load(SeqCst) != 0)
     }
 
     /// Takes up to `buf.len()` queued ports, lowest first.
     fn take(&self, buf: &mut [EvtchnPort]) -> usize {
         let mut n = 0;
-        for (s, sel) in self.selector.iter().enumerate() {
+        let words = self.words();
+        for (s, sel) in self.selector().iter().enumerate() {
             let mut sbits = sel.load(SeqCst);
             while sbits != 0 && n < buf.len() {
                 let w = s * 64 + sbits.trailing_zeros() as usize;
                 sbits &= sbits - 1;
                 // Take the lowest bits that fit in what is left of `buf`.
-                let mut want = self.words[w].load(SeqCst);
+                let mut want = words[w].load(SeqCst);
                 let room = buf.len() - n;
                 while want.count_ones() as usize > room {
                     want &= !(1u64 << (63 - want.leading_zeros()));
                 }
-                let old = self.words[w].fetch_and(!want, SeqCst);
+                let old = words[w].fetch_and(!want, SeqCst);
                 let mut got = old & want;
                 while got != 0 {
                     buf[n] = EvtchnPort((w * 64) as u32 + got.trailing_zeros());
@@ -545,6 +570,7 @@ fn close(ports: &mut DomainPorts, dom: DomId, port: EvtchnPort) -> Result<(), Er
     }
     *link = Link::default();
     cell.flags.store(0, SeqCst);
+    ports.first_free = ports.first_free.min(port.get());
     Ok(())
 }
 
