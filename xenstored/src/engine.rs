@@ -13,7 +13,9 @@
 //! later accesses see the transaction's own copy. At commit, only those accessed nodes are
 //! compared with the live store; any change to one of them fails the commit with `EAGAIN`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use xen_types::{DomId, Errno, EvtchnPort};
@@ -24,6 +26,34 @@ use crate::Quotas;
 
 /// A connection handle.
 pub type ConnId = u64;
+
+/// Hasher for the engine's own sequential ids (connections, watches): one multiply
+/// (Fx), as these keys are never chosen by a client.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// A map keyed by an engine-made id.
+pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// Special watch path: a domain was introduced.
 pub const INTRODUCE_DOMAIN: &str = "@introduceDomain";
@@ -171,7 +201,7 @@ struct Tx {
 struct Conn {
     domid: DomId,
     watches: Vec<u64>,
-    txs: HashMap<u32, Tx>,
+    txs: IdMap<u32, Tx>,
 }
 
 #[derive(Debug, Clone)]
@@ -458,9 +488,9 @@ pub struct Engine {
     keep_orphans: bool,
     tree: Tree,
     gen: u64,
-    conns: HashMap<ConnId, Conn>,
+    conns: IdMap<ConnId, Conn>,
     next_conn: ConnId,
-    watches: HashMap<u64, Watch>,
+    watches: IdMap<u64, Watch>,
     next_watch: u64,
     index: HashMap<Arc<str>, Vec<u64>>,
     domains: BTreeMap<DomId, Domain>,
@@ -558,9 +588,9 @@ impl Engine {
             keep_orphans,
             tree: Tree::empty(),
             gen: 0,
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             next_conn: 1,
-            watches: HashMap::new(),
+            watches: IdMap::default(),
             next_watch: 1,
             index: HashMap::new(),
             domains: BTreeMap::new(),
@@ -631,7 +661,7 @@ impl Engine {
             Conn {
                 domid,
                 watches: Vec::new(),
-                txs: HashMap::new(),
+                txs: IdMap::default(),
             },
         );
         id
@@ -658,21 +688,34 @@ impl Engine {
 
     fn who(&self, conn: ConnId) -> Option<Who> {
         let c = self.conns.get(&conn)?;
-        Some(Who {
-            domid: c.domid,
-            target: self.targets.get(&c.domid).copied(),
-            privileged: c.domid.is_dom0(),
-        })
+        Some(self.who_of(c.domid))
     }
 
-    fn canonical(&self, who: &Who, path: &[u8], kind: PathKind) -> Result<String, Errno> {
+    fn who_of(&self, domid: DomId) -> Who {
+        Who {
+            domid,
+            target: if self.targets.is_empty() {
+                None
+            } else {
+                self.targets.get(&domid).copied()
+            },
+            privileged: domid.is_dom0(),
+        }
+    }
+
+    fn canonical<'p>(
+        &self,
+        who: &Who,
+        path: &'p [u8],
+        kind: PathKind,
+    ) -> Result<Cow<'p, str>, Errno> {
         wire::validate_path(path, kind).map_err(|_| Errno::EINVAL)?;
         // validate_path allows only ASCII.
         let p = std::str::from_utf8(path).map_err(|_| Errno::EINVAL)?;
         let abs = if p.starts_with('/') || p.starts_with('@') {
-            p.to_string()
+            Cow::Borrowed(p)
         } else {
-            format!("/local/domain/{}/{p}", who.domid.0)
+            Cow::Owned(format!("/local/domain/{}/{p}", who.domid.0))
         };
         if abs.len() > wire::ABS_PATH_MAX {
             return Err(Errno::EINVAL);
@@ -683,6 +726,40 @@ impl Engine {
             return Err(Errno::EINVAL);
         }
         Ok(abs)
+    }
+
+    /// Answers a `READ` outside a transaction of a node the caller may read by appending
+    /// the reply (header and value) to `wire_out`, without building a [`Message`]: the
+    /// hot path of a busy store. Returns false, appending nothing, for anything else
+    /// (another request, a transaction, an error reply): [`Engine::handle`] then answers
+    /// it (a read changes nothing, so the second look is the same).
+    pub fn read_into(&self, conn: ConnId, req: &Message, wire_out: &mut Vec<u8>) -> bool {
+        let h = &req.header;
+        if h.ty != Op::Read.raw() || h.tx_id != TxId::NONE {
+            return false;
+        }
+        let Some(who) = self.who(conn) else {
+            return false;
+        };
+        let Ok(arg) = onearg(&req.payload) else {
+            return false;
+        };
+        let Ok(path) = self.canonical(&who, arg, PathKind::AbsoluteOrRelative) else {
+            return false;
+        };
+        let Some(n) = self.tree.get(&path) else {
+            return false;
+        };
+        if !rights(&who, &n.perms).read || n.value.len() > PAYLOAD_MAX {
+            return false;
+        }
+        let reply = wire::Header {
+            len: n.value.len() as u32,
+            ..*h
+        };
+        wire_out.extend_from_slice(&reply.to_bytes());
+        wire_out.extend_from_slice(&n.value);
+        true
     }
 
     /// Handles one request from `conn`, appending replies, events and effects to `out`.
@@ -735,7 +812,7 @@ impl Engine {
         match op {
             Op::Read => {
                 let path = self.canonical(&who, onearg(p)?, PathKind::AbsoluteOrRelative)?;
-                self.with_view(conn, who, tx, out, |v| {
+                self.read_view(conn, who, tx, out, |v| {
                     v.get_checked(&path, Need::Read)?
                         .map(|n| n.value.to_vec())
                         .ok_or(Errno::ENOENT)
@@ -744,7 +821,7 @@ impl Engine {
             }
             Op::Directory => {
                 let path = self.canonical(&who, onearg(p)?, PathKind::AbsoluteOrRelative)?;
-                self.with_view(conn, who, tx, out, |v| {
+                self.read_view(conn, who, tx, out, |v| {
                     let n = v.get_checked(&path, Need::Read)?.ok_or(Errno::ENOENT)?;
                     Ok(n.children_blob().to_vec())
                 })
@@ -757,7 +834,7 @@ impl Engine {
                 }
                 let path = self.canonical(&who, args[0], PathKind::AbsoluteOrRelative)?;
                 let off: usize = parse_num(args[1])?;
-                self.with_view(conn, who, tx, out, |v| {
+                self.read_view(conn, who, tx, out, |v| {
                     let n = v.get_checked(&path, Need::Read)?.ok_or(Errno::ENOENT)?;
                     Ok(directory_part(&n, off))
                 })
@@ -765,7 +842,7 @@ impl Engine {
             }
             Op::GetPerms => {
                 let path = self.canonical(&who, onearg(p)?, PathKind::Any)?;
-                self.with_view(conn, who, tx, out, |v| {
+                self.read_view(conn, who, tx, out, |v| {
                     let n = v.get_checked(&path, Need::Read)?.ok_or(Errno::ENOENT)?;
                     let mut r = Vec::new();
                     for perm in n.perms.iter() {
@@ -991,12 +1068,39 @@ impl Engine {
         Ok(v)
     }
 
+    /// Runs `f` on the view of `tx` (the live store for `TxId::NONE`): a failed request
+    /// leaves nothing changed; events of a successful one fire (or wait for the commit).
     fn with_view<T>(
         &mut self,
         conn: ConnId,
         who: Who,
         tx: TxId,
         out: &mut Outbox,
+        f: impl FnOnce(&mut View<'_>) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        self.view_impl(conn, who, tx, out, true, f)
+    }
+
+    /// [`Engine::with_view`] for a request that changes nothing outside a transaction
+    /// (reads): the live store needs no undo copy.
+    fn read_view<T>(
+        &mut self,
+        conn: ConnId,
+        who: Who,
+        tx: TxId,
+        out: &mut Outbox,
+        f: impl FnOnce(&mut View<'_>) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        self.view_impl(conn, who, tx, out, false, f)
+    }
+
+    fn view_impl<T>(
+        &mut self,
+        conn: ConnId,
+        who: Who,
+        tx: TxId,
+        out: &mut Outbox,
+        mutating: bool,
         f: impl FnOnce(&mut View<'_>) -> Result<T, Errno>,
     ) -> Result<T, Errno> {
         let quotas = self.quotas;
@@ -1039,7 +1143,7 @@ impl Engine {
             }
             return r;
         }
-        let saved = self.tree.clone();
+        let saved = mutating.then(|| self.tree.clone());
         let dirty_len = self.dirty.len();
         let mut v = View {
             tree: &mut self.tree,
@@ -1061,7 +1165,9 @@ impl Engine {
                 }
             }
             Err(_) => {
-                self.tree = saved;
+                if let Some(saved) = saved {
+                    self.tree = saved;
+                }
                 self.dirty.truncate(dirty_len);
             }
         }
@@ -1178,8 +1284,13 @@ impl Engine {
             .is_some_and(|p| rights(who, &p.perms).read)
     }
 
-    fn send_event(&self, wid: u64, path: &str, e: &Event, out: &mut Outbox) {
-        let w = &self.watches[&wid];
+    fn send_event(&self, wid: &u64, path: &str, e: &Event, out: &mut Outbox) {
+        if let Some(w) = self.watches.get(wid) {
+            self.send_event_to(w, path, e, out);
+        }
+    }
+
+    fn send_event_to(&self, w: &Watch, path: &str, e: &Event, out: &mut Outbox) {
         let Some(who) = self.who(w.conn) else {
             return;
         };
@@ -1196,7 +1307,7 @@ impl Engine {
         match &e.kind {
             Match::Exact => {
                 for wid in self.index.get(&e.path).into_iter().flatten() {
-                    self.send_event(*wid, &e.path, e, out);
+                    self.send_event(wid, &e.path, e, out);
                 }
             }
             Match::Subtree => {
@@ -1214,7 +1325,7 @@ impl Engine {
                     for wid in self.index.get(pre).into_iter().flatten() {
                         let w = &self.watches[wid];
                         if is_child(path, &w.path, w.depth) {
-                            self.send_event(*wid, path, e, out);
+                            self.send_event_to(w, path, e, out);
                         }
                     }
                 }
@@ -1224,13 +1335,13 @@ impl Engine {
                 for wid in self.index.get(*base).into_iter().flatten() {
                     let w = &self.watches[wid];
                     match w.depth {
-                        None => self.send_event(*wid, base, e, out),
-                        Some(d) if d >= 1 => self.send_event(*wid, &with_id, e, out),
+                        None => self.send_event_to(w, base, e, out),
+                        Some(d) if d >= 1 => self.send_event_to(w, &with_id, e, out),
                         Some(_) => {}
                     }
                 }
                 for wid in self.index.get(with_id.as_str()).into_iter().flatten() {
-                    self.send_event(*wid, &with_id, e, out);
+                    self.send_event(wid, &with_id, e, out);
                 }
             }
         }
@@ -1354,6 +1465,76 @@ fn directory_part(n: &Node, off: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn req(op: Op, tx: TxId, parts: &[&[u8]]) -> Message {
+        Message::request(op, 7, tx, parts, op == Op::Write).unwrap()
+    }
+
+    /// The reply `handle` gives to `conn`'s request (the last message to `conn`).
+    fn handled(e: &mut Engine, conn: ConnId, m: &Message) -> Message {
+        let mut out = Outbox::default();
+        e.handle(conn, m, &mut out);
+        out.msgs
+            .into_iter()
+            .rev()
+            .find(|(c, _)| *c == conn)
+            .unwrap()
+            .1
+    }
+
+    #[test]
+    fn read_fast_path_answers_as_handle_or_declines() {
+        let mut e = Engine::new(Quotas::default(), false);
+        let dom0 = e.connect(DomId::DOM0);
+        let guest = e.connect(DomId(5));
+        for (path, value) in [
+            (&b"/a"[..], &b"va"[..]),
+            (b"/local/domain/5/x", b"vx"),
+            (b"/secret", b"s"),
+            (b"/empty", b""),
+        ] {
+            let r = handled(&mut e, dom0, &req(Op::Write, TxId::NONE, &[path, value]));
+            assert_eq!(r.header.ty, Op::Write.raw());
+        }
+        let r = handled(
+            &mut e,
+            dom0,
+            &req(Op::SetPerms, TxId::NONE, &[b"/local/domain/5/x", b"b5"]),
+        );
+        assert_eq!(r.header.ty, Op::SetPerms.raw());
+        let r = handled(
+            &mut e,
+            guest,
+            &req(Op::TransactionStart, TxId::NONE, &[b""]),
+        );
+        let tx = TxId(parse_num(onearg(&r.payload).unwrap()).unwrap());
+        let cases: [(ConnId, Message, bool); 9] = [
+            (dom0, req(Op::Read, TxId::NONE, &[b"/a"]), true),
+            (dom0, req(Op::Read, TxId::NONE, &[b"/empty"]), true),
+            (guest, req(Op::Read, TxId::NONE, &[b"x"]), true),
+            (
+                guest,
+                req(Op::Read, TxId::NONE, &[b"/local/domain/5/x"]),
+                true,
+            ),
+            // Declined: permission denied, missing, bad path, transaction, other ops.
+            (guest, req(Op::Read, TxId::NONE, &[b"/secret"]), false),
+            (dom0, req(Op::Read, TxId::NONE, &[b"/missing"]), false),
+            (dom0, req(Op::Read, TxId::NONE, &[b"/bad//path"]), false),
+            (guest, req(Op::Read, tx, &[b"x"]), false),
+            (dom0, req(Op::Directory, TxId::NONE, &[b"/"]), false),
+        ];
+        for (conn, m, fast) in cases {
+            let mut wire_out = Vec::new();
+            assert_eq!(e.read_into(conn, &m, &mut wire_out), fast, "{m:?}");
+            let slow = handled(&mut e, conn, &m);
+            if fast {
+                assert_eq!(wire_out, slow.to_bytes(), "{m:?}");
+            } else {
+                assert!(wire_out.is_empty());
+            }
+        }
+    }
 
     #[test]
     fn child_matching_with_depth() {

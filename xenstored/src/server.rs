@@ -24,16 +24,19 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use xen_types::mem::SharedMemory;
 use xen_types::{DomId, EvtchnPort};
 use xenstore::ring::{Doorbell, Ring, Side};
 use xenstore::wire::{self, Decoder, Message};
 
-use crate::engine::{ConnId, Effect, Engine, Outbox};
+use crate::engine::{ConnId, Effect, Engine, IdMap, Outbox};
 use crate::journal::Journal;
 use crate::{Config, Error, Result};
 
@@ -112,18 +115,59 @@ impl std::fmt::Debug for DomainWatch {
 /// One connection as the event loop sees it: its socket and its output not yet written.
 struct Peer {
     domid: DomId,
-    stream: UnixStream,
+    /// The socket, registered for readability only, so a client taking its replies and
+    /// events does not wake the event loop: output is written directly (see
+    /// [`Peer::flush`]) and only a full socket is waited on ([`Peer::drain`]).
+    sock: AsyncFd<StdUnixStream>,
     /// Encoded replies and events; `out[sent..]` is not written yet.
     out: RefCell<Vec<u8>>,
     sent: Cell<usize>,
     /// Queued in [`Shared::dirty`].
     dirty: Cell<bool>,
-    /// Output is left that the socket did not take: the task must wait for it to drain.
-    kick: Notify,
-    close: Notify,
+    /// Set to have the task close the connection.
+    closed: Cell<bool>,
+    /// Wakes the task: to close, or to wait for output the socket did not take.
+    attention: Signal,
+}
+
+/// A wake-up for one task of this thread: a flag and the waiting task's waker (what
+/// `tokio::sync::Notify` does, without its lock, on the per-request path).
+#[derive(Default)]
+struct Signal {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Signal {
+    fn notify(&self) {
+        self.set.set(true);
+        let w = self.waker.borrow_mut().take();
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+
+    /// Completes once [`Signal::notify`] was called since the last completion.
+    fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.set.replace(false) {
+                return Poll::Ready(());
+            }
+            let mut w = self.waker.borrow_mut();
+            if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *w = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+    }
 }
 
 impl Peer {
+    fn close(&self) {
+        self.closed.set(true);
+        self.attention.notify();
+    }
+
     fn pending(&self) -> usize {
         self.out.borrow().len() - self.sent.get()
     }
@@ -132,8 +176,9 @@ impl Peer {
     fn flush(&self) -> io::Result<bool> {
         let mut out = self.out.borrow_mut();
         let mut off = self.sent.get();
+        let mut sock = self.sock.get_ref();
         while off < out.len() {
-            match self.stream.try_write(&out[off..]) {
+            match sock.write(&out[off..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => off += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -141,7 +186,8 @@ impl Peer {
                 Err(e) => return Err(e),
             }
         }
-        if off == out.len() {
+        let done = off == out.len();
+        if done {
             out.clear();
             off = 0;
             if out.capacity() > 1 << 20 {
@@ -152,7 +198,41 @@ impl Peer {
             off = 0;
         }
         self.sent.set(off);
-        Ok(off == 0)
+        Ok(done)
+    }
+
+    /// Waits until the socket has taken all pending output, through a second,
+    /// write-only registration of it (a duplicate descriptor) that lives only while the
+    /// socket is full. False if the connection is to close, or the socket failed.
+    async fn drain(&self) -> bool {
+        let Ok(w) = self
+            .sock
+            .get_ref()
+            .try_clone()
+            .and_then(|d| register(d, Interest::WRITABLE))
+        else {
+            return false;
+        };
+        while self.pending() > 0 {
+            if self.closed.get() {
+                return false;
+            }
+            tokio::select! {
+                biased;
+                _ = self.attention.wait() => {}
+                g = w.writable() => {
+                    let Ok(mut g) = g else {
+                        return false;
+                    };
+                    match self.flush() {
+                        Ok(true) => {}
+                        Ok(false) => g.clear_ready(),
+                        Err(_) => return false,
+                    }
+                }
+            }
+        }
+        true
     }
 }
 
@@ -168,7 +248,7 @@ enum Origin {
 struct Shared {
     engine: RefCell<Engine>,
     journal: RefCell<Option<Journal>>,
-    conns: RefCell<HashMap<ConnId, Rc<Peer>>>,
+    conns: RefCell<IdMap<ConnId, Rc<Peer>>>,
     /// Connections with output appended since the last [`Shared::flush_dirty`].
     dirty: RefCell<Vec<Rc<Peer>>>,
     bridges: RefCell<HashMap<DomId, Arc<AtomicBool>>>,
@@ -339,7 +419,7 @@ impl Daemon {
         let shared = Rc::new(Shared {
             engine: RefCell::new(self.engine),
             journal: RefCell::new(self.journal),
-            conns: RefCell::new(HashMap::new()),
+            conns: RefCell::new(IdMap::default()),
             dirty: RefCell::new(Vec::new()),
             bridges: RefCell::new(HashMap::new()),
             connector: self.connector,
@@ -414,10 +494,16 @@ async fn accept_loop(shared: Rc<Shared>, l: UnixListener, domid: DomId) {
 }
 
 impl Shared {
-    fn process(self: &Rc<Self>, id: ConnId, m: &Message, outbox: &mut Outbox) {
+    fn process(self: &Rc<Self>, id: ConnId, peer: &Rc<Peer>, m: &Message, outbox: &mut Outbox) {
         outbox.clear();
         {
             let mut eng = self.engine.borrow_mut();
+            if eng.read_into(id, m, &mut peer.out.borrow_mut()) {
+                if !peer.dirty.replace(true) {
+                    self.dirty.borrow_mut().push(peer.clone());
+                }
+                return;
+            }
             eng.handle(id, m, outbox);
             let dirty = eng.take_dirty();
             if !dirty.is_empty() {
@@ -428,23 +514,22 @@ impl Shared {
                 }
             }
         }
-        self.deliver_all(id, outbox);
+        self.deliver_all(Some((id, peer)), outbox);
     }
 
     /// Appends the outbox's messages to their connections' output (`own` is the
     /// requester, whose replies are never dropped) and runs its effects.
-    fn deliver_all(self: &Rc<Self>, own: ConnId, outbox: &mut Outbox) {
+    fn deliver_all(self: &Rc<Self>, own: Option<(ConnId, &Rc<Peer>)>, outbox: &mut Outbox) {
         if !outbox.msgs.is_empty() {
             let conns = self.conns.borrow();
             let mut dirty = self.dirty.borrow_mut();
             for (cid, msg) in outbox.msgs.drain(..) {
-                let Some(peer) = conns.get(&cid) else {
-                    continue;
-                };
-                let origin = if cid == own {
-                    Origin::Own
-                } else {
-                    Origin::Other
+                let (peer, origin) = match own {
+                    Some((o, p)) if o == cid => (p, Origin::Own),
+                    _ => match conns.get(&cid) {
+                        Some(p) => (p, Origin::Other),
+                        None => continue,
+                    },
                 };
                 if self.append(cid, peer, &msg, origin) && !peer.dirty.replace(true) {
                     dirty.push(peer.clone());
@@ -465,7 +550,7 @@ impl Shared {
             && peer.pending() + size > self.max_queued
         {
             tracing::warn!(conn = cid, "client does not read its events: closing it");
-            peer.close.notify_one();
+            peer.close();
             return false;
         }
         msg.encode_into(&mut peer.out.borrow_mut());
@@ -481,8 +566,8 @@ impl Shared {
             peer.dirty.set(false);
             match peer.flush() {
                 Ok(true) => {}
-                Ok(false) => peer.kick.notify_one(),
-                Err(_) => peer.close.notify_one(),
+                Ok(false) => peer.attention.notify(),
+                Err(_) => peer.close(),
             }
         }
         let mut d = self.dirty.borrow_mut();
@@ -537,7 +622,7 @@ impl Shared {
                 }
                 for c in self.conns.borrow().values() {
                     if c.domid == domid {
-                        c.close.notify_one();
+                        c.close();
                     }
                 }
             }
@@ -606,59 +691,88 @@ async fn domain_exc_loop(
                 }
             }
         }
-        shared.deliver_all(0, &mut outbox);
+        shared.deliver_all(None, &mut outbox);
         shared.flush_journal();
         shared.flush_dirty();
     }
 }
 
+/// Registers a socket with the event loop for `interest` only.
+fn register(s: StdUnixStream, interest: Interest) -> io::Result<AsyncFd<StdUnixStream>> {
+    // SAFETY: the `AsyncFd` owns the stream, which owns its descriptor: it stays open and
+    // names the same socket until the `AsyncFd` (and with it the stream) is dropped, and
+    // `as_raw_fd` always returns it.
+    unsafe { AsyncFd::register_with_interest(s, interest) }.map_err(|e| e.into_parts().1)
+}
+
 async fn conn_task(shared: Rc<Shared>, stream: UnixStream, domid: DomId) {
+    let sock = match stream
+        .into_std()
+        .and_then(|s| register(s, Interest::READABLE))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%domid, "registering a connection: {e}");
+            return;
+        }
+    };
     let id = shared.engine.borrow_mut().connect(domid);
     let peer = Rc::new(Peer {
         domid,
-        stream,
+        sock,
         out: RefCell::new(Vec::with_capacity(4096)),
         sent: Cell::new(0),
         dirty: Cell::new(false),
-        kick: Notify::new(),
-        close: Notify::new(),
+        closed: Cell::new(false),
+        attention: Signal::default(),
     });
     shared.conns.borrow_mut().insert(id, peer.clone());
     let mut dec = Decoder::new();
     let mut buf = vec![0u8; 16 * 1024];
     let mut outbox = Outbox::default();
     loop {
+        if peer.closed.get() {
+            break;
+        }
         if peer.pending() > 0 {
             // Output the socket did not take: send it before reading more requests (the
             // client's own backpressure), still closing on request.
-            tokio::select! {
-                biased;
-                _ = peer.close.notified() => break,
-                r = peer.stream.writable() => if r.is_err() { break },
-            }
-            if peer.flush().is_err() {
+            if !peer.drain().await {
                 break;
             }
             continue;
         }
-        tokio::select! {
+        let n = tokio::select! {
             biased;
-            _ = peer.close.notified() => break,
-            _ = peer.kick.notified() => continue,
-            r = peer.stream.readable() => if r.is_err() { break },
-        }
-        let n = match peer.stream.try_read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+            _ = peer.attention.wait() => continue,
+            g = peer.sock.readable() => {
+                let Ok(mut g) = g else {
+                    break;
+                };
+                match peer.sock.get_ref().read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        // A read that does not fill the buffer drained the socket: wait
+                        // for the next readiness event rather than read again for nothing.
+                        if n < buf.len() {
+                            g.clear_ready();
+                        }
+                        n
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        g.clear_ready();
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
         };
         dec.feed(&buf[..n]);
         let mut fatal = false;
         loop {
             match dec.next_message() {
-                Ok(Some(m)) => shared.process(id, &m, &mut outbox),
+                Ok(Some(m)) => shared.process(id, &peer, &m, &mut outbox),
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(conn = id, %domid, "closing connection: {e}");
@@ -671,11 +785,7 @@ async fn conn_task(shared: Rc<Shared>, stream: UnixStream, domid: DomId) {
         shared.flush_dirty();
         if fatal {
             // Replies to the requests before the bad one still go out.
-            while peer.pending() > 0 {
-                if peer.stream.writable().await.is_err() || peer.flush().is_err() {
-                    break;
-                }
-            }
+            peer.drain().await;
             break;
         }
     }

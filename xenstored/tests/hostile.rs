@@ -261,3 +261,50 @@ fn unprivileged_domain_cannot_starve_others_with_transactions_or_watches() {
     tx.abort().unwrap();
     xs.write("/still/fine", "yes").unwrap();
 }
+
+#[test]
+fn replies_larger_than_the_socket_buffer_arrive_whole_and_in_order() {
+    let env = start();
+    let xs = env.dom0();
+    let value = vec![b'z'; 4000];
+    xs.write("/big", value.clone()).unwrap();
+    let s = UnixStream::connect(env.handle.socket_path()).unwrap();
+    let mut rx = Raw::new(s.try_clone().unwrap());
+    // A watch on this connection, fired by another client while its replies pile up.
+    rx.send(Op::Watch.raw(), 0, b"/w\0tok\0");
+    let n = 600u32; // 600 x 4 KB of replies: far more than a socket buffer holds
+    let mut tx = s;
+    let writer = std::thread::spawn(move || {
+        for i in 0..n {
+            let m = Message::request(Op::Read, 1000 + i, TxId::NONE, &[b"/big"], false).unwrap();
+            tx.write_all(&m.to_bytes()).unwrap();
+        }
+    });
+    let mut next = 1000u32;
+    let mut events = 0;
+    while next < 1000 + n {
+        let m = rx.recv().expect("the daemon kept the connection");
+        match Op::try_from(m.header.ty).unwrap() {
+            Op::Watch => assert_eq!(m.payload, b"OK\0"),
+            Op::WatchEvent => events += 1,
+            Op::Read => {
+                assert_eq!(m.header.req_id, next, "replies in request order");
+                assert_eq!(m.payload, value);
+                next += 1;
+                if next == 1001 {
+                    // Most of the 2.4 MB of replies are still held by the daemon: the
+                    // event joins that queue.
+                    xs.write("/w", "1").unwrap();
+                }
+            }
+            op => panic!("unexpected {op}"),
+        }
+    }
+    writer.join().unwrap();
+    while events < 2 {
+        let m = rx.recv().expect("the watch event");
+        assert_eq!(m.header.ty, Op::WatchEvent.raw());
+        events += 1;
+    }
+    assert_eq!(events, 2, "the initial event and the one for the write");
+}
