@@ -728,20 +728,25 @@ impl Engine {
         Ok(abs)
     }
 
-    /// Answers a `READ` outside a transaction of a node the caller may read by appending
-    /// the reply (header and value) to `wire_out`, without building a [`Message`]: the
-    /// hot path of a busy store. Returns false, appending nothing, for anything else
-    /// (another request, a transaction, an error reply): [`Engine::handle`] then answers
-    /// it (a read changes nothing, so the second look is the same).
-    pub fn read_into(&self, conn: ConnId, req: &Message, wire_out: &mut Vec<u8>) -> bool {
-        let h = &req.header;
+    /// Answers a `READ` (header `h`, `payload`) outside a transaction of a node the caller
+    /// may read by appending the reply (header and value) to `wire_out`, without building a
+    /// [`Message`]: the hot path of a busy store. Returns false, appending nothing, for
+    /// anything else (another request, a transaction, an error reply): [`Engine::handle`]
+    /// then answers it (a read changes nothing, so the second look is the same).
+    pub fn read_into(
+        &self,
+        conn: ConnId,
+        h: &wire::Header,
+        payload: &[u8],
+        wire_out: &mut Vec<u8>,
+    ) -> bool {
         if h.ty != Op::Read.raw() || h.tx_id != TxId::NONE {
             return false;
         }
         let Some(who) = self.who(conn) else {
             return false;
         };
-        let Ok(arg) = onearg(&req.payload) else {
+        let Ok(arg) = onearg(payload) else {
             return false;
         };
         let Ok(path) = self.canonical(&who, arg, PathKind::AbsoluteOrRelative) else {
@@ -1526,7 +1531,11 @@ mod tests {
         ];
         for (conn, m, fast) in cases {
             let mut wire_out = Vec::new();
-            assert_eq!(e.read_into(conn, &m, &mut wire_out), fast, "{m:?}");
+            assert_eq!(
+                e.read_into(conn, &m.header, &m.payload, &mut wire_out),
+                fast,
+                "{m:?}"
+            );
             let slow = handled(&mut e, conn, &m);
             if fast {
                 assert_eq!(wire_out, slow.to_bytes(), "{m:?}");

@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use xen_types::mem::SharedMemory;
 use xen_types::{DomId, EvtchnPort};
 use xenstore::ring::{Doorbell, Ring, Side};
-use xenstore::wire::{self, Decoder, Message};
+use xenstore::wire::{self, Header, Message};
 
 use crate::engine::{ConnId, Effect, Engine, IdMap, Outbox};
 use crate::journal::Journal;
@@ -251,6 +251,8 @@ struct Shared {
     conns: RefCell<IdMap<ConnId, Rc<Peer>>>,
     /// Connections with output appended since the last [`Shared::flush_dirty`].
     dirty: RefCell<Vec<Rc<Peer>>>,
+    /// The buffer every connection reads into.
+    read_buf: RefCell<Box<[u8]>>,
     bridges: RefCell<HashMap<DomId, Arc<AtomicBool>>>,
     connector: Option<RingConnector>,
     max_queued: usize,
@@ -421,6 +423,7 @@ impl Daemon {
             journal: RefCell::new(self.journal),
             conns: RefCell::new(IdMap::default()),
             dirty: RefCell::new(Vec::new()),
+            read_buf: RefCell::new(vec![0u8; 16 * 1024].into_boxed_slice()),
             bridges: RefCell::new(HashMap::new()),
             connector: self.connector,
             max_queued: self.config.quotas.outstanding_bytes,
@@ -494,17 +497,28 @@ async fn accept_loop(shared: Rc<Shared>, l: UnixListener, domid: DomId) {
 }
 
 impl Shared {
-    fn process(self: &Rc<Self>, id: ConnId, peer: &Rc<Peer>, m: &Message, outbox: &mut Outbox) {
+    fn process(
+        self: &Rc<Self>,
+        id: ConnId,
+        peer: &Rc<Peer>,
+        h: &Header,
+        payload: &[u8],
+        outbox: &mut Outbox,
+    ) {
         outbox.clear();
         {
             let mut eng = self.engine.borrow_mut();
-            if eng.read_into(id, m, &mut peer.out.borrow_mut()) {
+            if eng.read_into(id, h, payload, &mut peer.out.borrow_mut()) {
                 if !peer.dirty.replace(true) {
                     self.dirty.borrow_mut().push(peer.clone());
                 }
                 return;
             }
-            eng.handle(id, m, outbox);
+            let m = Message {
+                header: *h,
+                payload: payload.to_vec(),
+            };
+            eng.handle(id, &m, outbox);
             let dirty = eng.take_dirty();
             if !dirty.is_empty() {
                 if let Some(j) = self.journal.borrow_mut().as_mut() {
@@ -697,6 +711,29 @@ async fn domain_exc_loop(
     }
 }
 
+/// Hands each complete message at the start of `buf` to `f`; returns the bytes they took
+/// (what follows is the start of a message), or the length field of a header past
+/// [`wire::PAYLOAD_MAX`]: the stream has lost framing (the messages before it were handled).
+fn frames(buf: &[u8], f: &mut impl FnMut(&Header, &[u8])) -> std::result::Result<usize, u32> {
+    let mut off = 0;
+    while let Some(Ok(raw)) = buf
+        .get(off..off + wire::HEADER_SIZE)
+        .map(<&[u8; wire::HEADER_SIZE]>::try_from)
+    {
+        let h = Header::from_bytes(raw);
+        if h.len as usize > wire::PAYLOAD_MAX {
+            return Err(h.len);
+        }
+        let start = off + wire::HEADER_SIZE;
+        let Some(payload) = buf.get(start..start + h.len as usize) else {
+            break;
+        };
+        f(&h, payload);
+        off = start + payload.len();
+    }
+    Ok(off)
+}
+
 /// Registers a socket with the event loop for `interest` only.
 fn register(s: StdUnixStream, interest: Interest) -> io::Result<AsyncFd<StdUnixStream>> {
     // SAFETY: the `AsyncFd` owns the stream, which owns its descriptor: it stays open and
@@ -720,15 +757,15 @@ async fn conn_task(shared: Rc<Shared>, stream: UnixStream, domid: DomId) {
     let peer = Rc::new(Peer {
         domid,
         sock,
-        out: RefCell::new(Vec::with_capacity(4096)),
+        out: RefCell::new(Vec::new()),
         sent: Cell::new(0),
         dirty: Cell::new(false),
         closed: Cell::new(false),
         attention: Signal::default(),
     });
     shared.conns.borrow_mut().insert(id, peer.clone());
-    let mut dec = Decoder::new();
-    let mut buf = vec![0u8; 16 * 1024];
+    // The start of a message the last read did not complete.
+    let mut partial: Vec<u8> = Vec::new();
     let mut outbox = Outbox::default();
     loop {
         if peer.closed.get() {
@@ -749,7 +786,10 @@ async fn conn_task(shared: Rc<Shared>, stream: UnixStream, domid: DomId) {
                 let Ok(mut g) = g else {
                     break;
                 };
-                match peer.sock.get_ref().read(&mut buf) {
+                // One read buffer for all connections: a read and the decoding of what
+                // it brought happen without a yield in between.
+                let mut buf = shared.read_buf.borrow_mut();
+                match peer.sock.get_ref().read(&mut buf[..]) {
                     Ok(0) => break,
                     Ok(n) => {
                         // A read that does not fill the buffer drained the socket: wait
@@ -768,19 +808,39 @@ async fn conn_task(shared: Rc<Shared>, stream: UnixStream, domid: DomId) {
                 }
             }
         };
-        dec.feed(&buf[..n]);
-        let mut fatal = false;
-        loop {
-            match dec.next_message() {
-                Ok(Some(m)) => shared.process(id, &peer, &m, &mut outbox),
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(conn = id, %domid, "closing connection: {e}");
-                    fatal = true;
-                    break;
+        // Every complete message is handled straight from the read buffer; only a
+        // partial one at the end is copied aside.
+        let framed = {
+            let rb = shared.read_buf.borrow();
+            let data = &rb[..n];
+            let mut handle = |h: &Header, p: &[u8]| shared.process(id, &peer, h, p, &mut outbox);
+            if partial.is_empty() {
+                let r = frames(data, &mut handle);
+                if let Ok(used) = r {
+                    partial.extend_from_slice(&data[used..]);
                 }
+                r
+            } else {
+                partial.extend_from_slice(data);
+                let r = frames(&partial, &mut handle);
+                if let Ok(used) = r {
+                    partial.drain(..used);
+                }
+                r
             }
-        }
+        };
+        let fatal = match framed {
+            Ok(_) => false,
+            Err(len) => {
+                tracing::warn!(
+                    conn = id,
+                    %domid,
+                    "closing connection: payload of {len} bytes (the limit is {})",
+                    wire::PAYLOAD_MAX
+                );
+                true
+            }
+        };
         shared.flush_journal();
         shared.flush_dirty();
         if fatal {
