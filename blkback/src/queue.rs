@@ -28,7 +28,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -56,14 +56,61 @@ const WAKE_WORTH_NS: u64 = 40_000;
 /// Responses left unpublished at most.
 pub(crate) const PUSH_BATCH: u32 = 16;
 
+/// Slots per chunk of a [`Slab`].
+const SLAB_CHUNK: usize = 64;
+
+/// The persistent mappings of a ring, append-only: the ring thread adds them, requests in
+/// flight hold the slab (one reference count per request, not one per segment) and read
+/// them by index. Chunks are allocated as the cache grows; mappings are unmapped when the
+/// ring and every request that used the slab are gone.
+pub(crate) struct Slab<M> {
+    chunks: Box<[OnceLock<Chunk<M>>]>,
+}
+
+/// [`SLAB_CHUNK`] slots of a [`Slab`], allocated together.
+type Chunk<M> = Box<[OnceLock<M>]>;
+
+impl<M> Slab<M> {
+    fn new(capacity: usize) -> Self {
+        Slab {
+            chunks: (0..capacity.div_ceil(SLAB_CHUNK))
+                .map(|_| OnceLock::new())
+                .collect(),
+        }
+    }
+
+    /// Stores mapping `i`; gives it back if `i` is beyond the capacity or already set.
+    fn set(&self, i: usize, m: M) -> Result<(), M> {
+        let Some(chunk) = self.chunks.get(i / SLAB_CHUNK) else {
+            return Err(m);
+        };
+        chunk.get_or_init(|| (0..SLAB_CHUNK).map(|_| OnceLock::new()).collect())[i % SLAB_CHUNK]
+            .set(m)
+    }
+
+    /// Mapping `i`, if set.
+    fn get(&self, i: usize) -> Option<&M> {
+        self.chunks
+            .get(i / SLAB_CHUNK)?
+            .get()?
+            .get(i % SLAB_CHUNK)?
+            .get()
+    }
+}
+
 /// The mapped data pages of one request.
 pub(crate) enum Pages<M> {
     /// No data (flush, discard).
     None,
     /// One batch mapping: segment `i` is page `i`.
     Batch(M),
-    /// Persistent grants: one cached mapping per segment.
-    Persistent(Vec<Arc<M>>),
+    /// Persistent grants: segment `i` is mapping `idx[i]` of the slab.
+    Persistent {
+        /// The ring's persistent mappings.
+        slab: Arc<Slab<M>>,
+        /// Slab index of each segment's mapping.
+        idx: Vec<u32>,
+    },
 }
 
 impl<M: SharedMemory> SegmentPages for Pages<M> {
@@ -71,7 +118,11 @@ impl<M: SharedMemory> SegmentPages for Pages<M> {
         match self {
             Pages::None => unreachable!("no segments"),
             Pages::Batch(m) => (m, i * PAGE_SIZE),
-            Pages::Persistent(v) => (&*v[i], 0),
+            Pages::Persistent { slab, idx } => (
+                slab.get(idx[i] as usize)
+                    .expect("persistent mapping set before use"),
+                0,
+            ),
         }
     }
 }
@@ -375,7 +426,9 @@ pub(crate) struct RingServer<H: Host> {
     cfg: QueueConfig,
     disk: Arc<Disk>,
     pool: PoolHandle<H>,
-    persistent: HashMap<GrantRef, Arc<H::Mapping>, BuildHasherDefault<GrefHasher>>,
+    /// Slab index of each persistent grant mapped.
+    persistent: HashMap<GrantRef, u32, BuildHasherDefault<GrefHasher>>,
+    slab: Arc<Slab<H::Mapping>>,
     segs: Vec<Segment>,
     /// Requests copied out of the ring, then validated and mapped.
     reqs: Vec<Request>,
@@ -401,6 +454,11 @@ impl<H: Host> RingServer<H> {
         disk: Arc<Disk>,
         pool: PoolHandle<H>,
     ) -> Self {
+        let slab = Arc::new(Slab::new(if cfg.persistent {
+            cfg.max_persistent_grants
+        } else {
+            0
+        }));
         RingServer {
             host,
             q: Arc::new(QueueShared {
@@ -413,6 +471,7 @@ impl<H: Host> RingServer<H> {
             disk,
             pool,
             persistent: HashMap::default(),
+            slab,
             segs: Vec::with_capacity(64),
             reqs: Vec::new(),
             batch: Vec::new(),
@@ -535,10 +594,11 @@ impl<H: Host> RingServer<H> {
                 // With persistent grants the indirect page is persistent too (as in
                 // Linux): mapped once and kept; otherwise mapped for this request only.
                 let cached = (self.cfg.persistent && pages == 1)
-                    .then(|| self.persistent_map(grefs[0]).ok())
-                    .flatten();
+                    .then(|| self.persistent_map(grefs[0]).ok().flatten())
+                    .flatten()
+                    .and_then(|i| self.slab.get(i as usize));
                 let read = match cached {
-                    Some(m) => read_indirect_segments(&*m, nr_segments, &mut segs),
+                    Some(m) => read_indirect_segments(m, nr_segments, &mut segs),
                     None => self
                         .host
                         .map_grants(self.cfg.frontend, &grefs[..pages], false)
@@ -571,18 +631,24 @@ impl<H: Host> RingServer<H> {
         });
     }
 
-    /// The persistent mapping of `gref`, mapping it (read-write, as Linux does: the
-    /// frontend reuses persistent grants for reads and writes) if the cache has room.
-    fn persistent_map(&mut self, gref: GrantRef) -> Result<Arc<H::Mapping>, crate::Error> {
-        if let Some(m) = self.persistent.get(&gref) {
-            return Ok(m.clone());
+    /// The slab index of the persistent mapping of `gref`, mapping it (read-write, as Linux
+    /// does: the frontend reuses persistent grants for reads and writes) if the cache has
+    /// room; `None` when it is full.
+    fn persistent_map(&mut self, gref: GrantRef) -> Result<Option<u32>, crate::Error> {
+        if let Some(&i) = self.persistent.get(&gref) {
+            return Ok(Some(i));
         }
-        if self.persistent.len() >= self.cfg.max_persistent_grants {
-            return Err(crate::Error::Config("persistent grant cache full".into()));
+        let i = self.persistent.len();
+        if i >= self.cfg.max_persistent_grants {
+            return Ok(None);
         }
-        let m = Arc::new(self.host.map_grants(self.cfg.frontend, &[gref], true)?);
-        self.persistent.insert(gref, m.clone());
-        Ok(m)
+        let m = self.host.map_grants(self.cfg.frontend, &[gref], true)?;
+        if self.slab.set(i, m).is_err() {
+            return Ok(None);
+        }
+        let i = i as u32;
+        self.persistent.insert(gref, i);
+        Ok(Some(i))
     }
 
     fn map(&mut self, segs: &[Segment], writable: bool) -> Result<Pages<H::Mapping>, crate::Error> {
@@ -593,20 +659,18 @@ impl<H: Host> RingServer<H> {
         if self.cfg.persistent {
             // One lookup per segment; a grant not cached yet is mapped and kept while the
             // cache has room. Once it is full, the request is mapped for itself alone.
-            let mut v = Vec::with_capacity(segs.len());
+            let mut idx = Vec::with_capacity(segs.len());
             for s in segs {
-                match self.persistent.get(&s.gref) {
-                    Some(m) => v.push(m.clone()),
-                    None if self.persistent.len() < self.cfg.max_persistent_grants => {
-                        let m = Arc::new(self.host.map_grants(fe, &[s.gref], true)?);
-                        self.persistent.insert(s.gref, m.clone());
-                        v.push(m);
-                    }
+                match self.persistent_map(s.gref)? {
+                    Some(i) => idx.push(i),
                     None => break,
                 }
             }
-            if v.len() == segs.len() {
-                return Ok(Pages::Persistent(v));
+            if idx.len() == segs.len() {
+                return Ok(Pages::Persistent {
+                    slab: self.slab.clone(),
+                    idx,
+                });
             }
         }
         let refs: Vec<GrantRef> = segs.iter().map(|s| s.gref).collect();
@@ -879,6 +943,19 @@ mod tests {
         }
         w.pool.shutdown();
         assert_eq!(w.host.mapped_count(FE), 4);
+    }
+
+    #[test]
+    fn slab_is_append_only_and_bounded() {
+        let slab = Slab::new(SLAB_CHUNK + 1);
+        assert!(slab.get(0).is_none());
+        assert_eq!(slab.set(0, 10u32), Ok(()));
+        assert_eq!(slab.set(0, 11), Err(11), "set once");
+        assert_eq!(slab.set(SLAB_CHUNK, 12), Ok(()));
+        assert_eq!(slab.set(2 * SLAB_CHUNK, 13), Err(13), "beyond the capacity");
+        assert_eq!((slab.get(0), slab.get(SLAB_CHUNK)), (Some(&10), Some(&12)));
+        assert!(slab.get(1).is_none() && slab.get(5 * SLAB_CHUNK).is_none());
+        assert!(Slab::<u32>::new(0).set(0, 1).is_err());
     }
 
     #[test]
