@@ -453,3 +453,80 @@ fn concurrent_random_operations_keep_channels_consistent() {
         }
     }
 }
+
+/// Timed waits on several handles, the shorter ones started after the longer ones (so a new
+/// waiter's deadline is earlier than the one the timer sleeps until): each returns 0, and
+/// none before its own timeout.
+#[test]
+fn timed_waits_expire_each_at_its_own_deadline() {
+    let host = xen_sim::Host::default();
+    let waiters: Vec<_> = [300u64, 120, 40, 200, 10]
+        .into_iter()
+        .map(|ms| {
+            let (front, _fp, back, _bp) = channel(&host);
+            let t = thread::spawn(move || {
+                let _front = front;
+                let mut buf = [EvtchnPort(0); 4];
+                let start = std::time::Instant::now();
+                let n = back
+                    .wait(&mut buf, Some(Duration::from_millis(ms)))
+                    .unwrap();
+                (n, start.elapsed(), Duration::from_millis(ms))
+            });
+            thread::sleep(Duration::from_millis(5));
+            t
+        })
+        .collect();
+    within(30, move || {
+        for w in waiters {
+            let (n, took, timeout) = w.join().unwrap();
+            assert_eq!(n, 0, "nothing was sent");
+            assert!(
+                took >= timeout,
+                "returned after {took:?}, before {timeout:?}"
+            );
+        }
+    });
+}
+
+/// Two waiters on one handle: the one with a short timeout leaves, which wakes the other
+/// early (their queue shares one deadline); it goes back to sleep and still gets the port
+/// notified afterwards.
+#[test]
+fn a_short_timed_waiter_leaving_does_not_lose_a_long_waiters_event() {
+    let host = xen_sim::Host::default();
+    let (front, fp, back, bp) = channel(&host);
+    let back = Arc::new(back);
+    let long = {
+        let back = back.clone();
+        thread::spawn(move || {
+            let mut buf = [EvtchnPort(0); 4];
+            let n = back.wait(&mut buf, LONG).unwrap();
+            buf[..n].to_vec()
+        })
+    };
+    let mut buf = [EvtchnPort(0); 4];
+    assert_eq!(
+        back.wait(&mut buf, Some(Duration::from_millis(30)))
+            .unwrap(),
+        0
+    );
+    thread::sleep(Duration::from_millis(30));
+    front.notify(fp).unwrap();
+    let got = within(30, move || long.join().unwrap());
+    assert_eq!(got, vec![bp]);
+}
+
+/// A zero timeout polls: it returns what is queued, or 0 at once.
+#[test]
+fn a_zero_timeout_wait_does_not_sleep() {
+    let host = xen_sim::Host::default();
+    let (front, fp, back, bp) = channel(&host);
+    within(30, move || {
+        let mut buf = [EvtchnPort(0); 4];
+        assert_eq!(back.wait(&mut buf, Some(Duration::ZERO)).unwrap(), 0);
+        front.notify(fp).unwrap();
+        assert_eq!(back.wait(&mut buf, Some(Duration::ZERO)).unwrap(), 1);
+        assert_eq!(buf[0], bp);
+    });
+}

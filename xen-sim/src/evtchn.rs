@@ -317,6 +317,11 @@ struct Queue {
     signalled: AtomicBool,
     /// The descriptor has been handed out: keep the eventfd in step.
     polled: AtomicBool,
+    /// The earliest deadline (ns on [`mono_ns`]) of a timed waiter, `u64::MAX` if none; may
+    /// be stale (early), which costs a spurious wake-up at most.
+    deadline: AtomicU64,
+    /// Registered with the timer thread.
+    timed: AtomicBool,
     /// The selector words, then the port words, in one allocation (for up to 4096 ports
     /// the selector and the first 448 ports share a cache line).
     bits: Box<[AtomicU64]>,
@@ -338,6 +343,8 @@ impl Queue {
             waiters: AtomicU32::new(0),
             signalled: AtomicBool::new(false),
             polled: AtomicBool::new(false),
+            deadline: AtomicU64::new(u64::MAX),
+            timed: AtomicBool::new(false),
             bits: (0..nsel + words).map(|_| AtomicU64::new(0)).collect(),
             nsel,
         }
@@ -463,39 +470,12 @@ impl Queue {
 
     fn wake_one(&self) {
         self.seq.fetch_add(1, SeqCst);
-        // SAFETY: FUTEX_WAKE on an aligned u32 that lives as long as `self`; the kernel only
-        // uses the address as a key.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                self.seq.as_ptr(),
-                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-                1,
-            )
-        };
+        futex_wake(&self.seq, 1);
     }
 
-    /// Sleeps while `seq` is still `seen`, up to `timeout`. True if the timeout expired.
-    fn sleep(&self, seen: u32, timeout: Option<Duration>) -> bool {
-        let ts = timeout.map(|t| libc::timespec {
-            tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
-            tv_nsec: t.subsec_nanos().into(),
-        });
-        let tsp = ts
-            .as_ref()
-            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: FUTEX_WAIT on an aligned u32 that lives as long as `self`, with a null or
-        // live relative timeout; the kernel reads the word and the timespec only.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                self.seq.as_ptr(),
-                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-                seen,
-                tsp,
-            )
-        };
-        r < 0 && Errno::last() == Errno::ETIMEDOUT
+    fn wake_all(&self) {
+        self.seq.fetch_add(1, SeqCst);
+        futex_wake(&self.seq, i32::MAX);
     }
 
     fn write_efd(&self) {
@@ -510,6 +490,143 @@ impl Queue {
         // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd; if the counter
         // is already zero it fails with EAGAIN, which is what we want.
         unsafe { libc::read(self.efd.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
+    }
+}
+
+/// Wakes up to `n` threads sleeping on `word`.
+fn futex_wake(word: &AtomicU32, n: i32) {
+    // SAFETY: FUTEX_WAKE on an aligned u32 that outlives the call; the kernel only uses the
+    // address as a key.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            n,
+        )
+    };
+}
+
+/// Sleeps while `word` holds `seen`, up to `timeout` (forever for `None`). True if the
+/// timeout expired; spurious returns are possible, so callers re-check their condition.
+fn futex_wait(word: &AtomicU32, seen: u32, timeout: Option<Duration>) -> bool {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: t.subsec_nanos().into(),
+    });
+    let tsp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: FUTEX_WAIT on an aligned u32 that outlives the call, with a null or live
+    // relative timeout; the kernel only reads the word and the timespec.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            seen,
+            tsp,
+        )
+    };
+    r < 0 && Errno::last() == Errno::ETIMEDOUT
+}
+
+/// Nanoseconds on the monotonic clock since the first call in this process.
+fn mono_ns() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let base = *BASE.get_or_init(Instant::now);
+    u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Timeouts of [`Handle::wait`] without a kernel timer per wait.
+///
+/// A timed `FUTEX_WAIT` arms and cancels a high-resolution timer on every sleep, which cost
+/// a quarter of the notify round trip. Instead a waiter records its deadline in its queue
+/// (`Queue::deadline`) and sleeps untimed; one thread per process sleeps until the earliest
+/// deadline and wakes the queues whose deadline has passed. A waiter only has to wake the
+/// timer thread when its deadline is earlier than the one the thread sleeps until, which a
+/// loop waiting with the same timeout never is.
+struct Timer {
+    /// Queues that have had a timed waiter.
+    queues: Mutex<Vec<std::sync::Weak<Queue>>>,
+    /// The deadline the timer thread sleeps until (`u64::MAX`: none).
+    target: AtomicU64,
+    /// The timer thread's futex word, bumped to wake it.
+    seq: AtomicU32,
+}
+
+static TIMER: Timer = Timer {
+    queues: Mutex::new(Vec::new()),
+    target: AtomicU64::new(u64::MAX),
+    seq: AtomicU32::new(0),
+};
+
+impl Timer {
+    /// The timer, its thread started on first use; `None` if the thread cannot be started
+    /// (waiters then fall back to timed futex waits).
+    fn get() -> Option<&'static Timer> {
+        static STARTED: OnceLock<bool> = OnceLock::new();
+        let ok = *STARTED.get_or_init(|| {
+            std::thread::Builder::new()
+                .name("xen-sim-evtchn-timer".into())
+                .spawn(|| TIMER.run())
+                .is_ok()
+        });
+        ok.then_some(&TIMER)
+    }
+
+    /// Makes sure `q`'s waiters are woken by `deadline`. Call with the waiter counted in
+    /// `q.waiters`.
+    fn arm(&self, q: &Arc<Queue>, deadline: u64) {
+        if !q.timed.swap(true, SeqCst) {
+            self.queues.lock().push(Arc::downgrade(q));
+        }
+        q.deadline.fetch_min(deadline, SeqCst);
+        // Pairs with the rescan in `run`: either the thread sees our deadline, or we see the
+        // target it settled on and wake it if ours is earlier.
+        if deadline < self.target.load(SeqCst) {
+            self.target.fetch_min(deadline, SeqCst);
+            self.seq.fetch_add(1, SeqCst);
+            futex_wake(&self.seq, 1);
+        }
+    }
+
+    fn run(&self) {
+        loop {
+            let seen = self.seq.load(SeqCst);
+            let now = mono_ns();
+            let next = self.expire(now);
+            self.target.store(next, SeqCst);
+            // A waiter that armed during the scan and read the old target is seen here.
+            if self.expire(now) < next {
+                continue;
+            }
+            let sleep = (next != u64::MAX).then(|| Duration::from_nanos(next - now));
+            futex_wait(&self.seq, seen, sleep);
+        }
+    }
+
+    /// Wakes the waiters of every queue whose deadline is at or before `now`; returns the
+    /// earliest deadline still to come. Forgets dropped queues.
+    fn expire(&self, now: u64) -> u64 {
+        let mut next = u64::MAX;
+        self.queues.lock().retain(|w| {
+            let Some(q) = w.upgrade() else {
+                return false;
+            };
+            let d = q.deadline.load(SeqCst);
+            if d <= now {
+                // Waiters with later deadlines wake too, see theirs still ahead and re-arm.
+                q.deadline.store(u64::MAX, SeqCst);
+                if q.waiters.load(SeqCst) > 0 {
+                    q.wake_all();
+                }
+            } else {
+                next = next.min(d);
+            }
+            true
+        });
+        next
     }
 }
 
@@ -940,7 +1057,7 @@ impl Handle {
         if buf.is_empty() {
             return 0;
         }
-        let q = &*self.queue;
+        let q = &self.queue;
         let mut deadline = None;
         loop {
             let n = q.take(buf);
@@ -956,13 +1073,28 @@ impl Handle {
                 q.waiters.fetch_sub(1, SeqCst);
                 continue;
             }
-            let left = timeout.map(|t| {
-                let d = *deadline.get_or_insert_with(|| Instant::now() + t);
-                d.saturating_duration_since(Instant::now())
-            });
-            let timed_out = left.is_some_and(|l| l.is_zero()) || q.sleep(seen, left);
+            let mut expired = false;
+            match timeout {
+                None => {
+                    futex_wait(&q.seq, seen, None);
+                }
+                Some(t) => {
+                    let now = mono_ns();
+                    let d = *deadline.get_or_insert_with(|| {
+                        now.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX))
+                    });
+                    if now >= d {
+                        expired = true;
+                    } else if let Some(timer) = Timer::get() {
+                        timer.arm(q, d);
+                        futex_wait(&q.seq, seen, None);
+                    } else {
+                        futex_wait(&q.seq, seen, Some(Duration::from_nanos(d - now)));
+                    }
+                }
+            }
             q.waiters.fetch_sub(1, SeqCst);
-            if timed_out {
+            if expired {
                 let n = q.take(buf);
                 q.settle();
                 return n;
