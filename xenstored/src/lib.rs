@@ -25,8 +25,9 @@
 //!
 //! - Quotas count per connection (watches, transactions) or per owning domain (nodes), as
 //!   in 4.17; the memory and soft quotas are accepted and not enforced; a client that does
-//!   not read its replies and events is disconnected past
-//!   [`Quotas::outstanding_bytes`] instead of having requests delayed.
+//!   not read its watch events is disconnected once its unread output passes
+//!   [`Quotas::outstanding_bytes`] instead of having requests delayed (one that does not
+//!   read its replies is not read from until its socket drains).
 //! - A domain's ring is served by two helper threads bridged to the event loop (C serves
 //!   rings in its poll loop); ring reconnection (`XENSTORE_SERVER_FEATURE_RECONNECTION`) is not offered.
 //!
