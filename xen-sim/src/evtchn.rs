@@ -41,7 +41,10 @@
 //! ascending order. A thread blocked in [`Handle::wait`] sleeps on a futex of the queue and
 //! a delivery wakes it with one `FUTEX_WAKE`; the eventfd is kept in step only once its
 //! descriptor has been handed out ([`Handle::fd`], [`AsFd`], [`AsRawFd`]), so a handle used
-//! only through `wait`/`read_pending` costs no eventfd system calls.
+//! only through `wait`/`read_pending` costs no eventfd system calls. A timed wait sleeps
+//! without a kernel timer of its own: it records its deadline in the queue, and one timer
+//! thread per process (started by the first timed wait) wakes the queues whose deadline
+//! has passed.
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
