@@ -9,7 +9,7 @@
 #   E2E-DONE                                 everything ran; dom0 powers off next
 /bin/busybox --install -s /bin
 export PATH=/usr/lib/xen-4.17/bin:/bin:/sbin:/usr/bin:/usr/sbin
-XENSTORED=c; XS_ITERS=0; DOMU=1; TEST_TIMEOUT=120; HOTPLUG=e2e; DOMU_TIMEOUT=180
+XENSTORED=c; XS_ITERS=0; DOMU=1; TEST_TIMEOUT=120; HOTPLUG=e2e; DOMU_TIMEOUT=180; DOMU_CPUS=""
 . /e2e/env
 
 up() { cut -d' ' -f1 /proc/uptime; }
@@ -102,6 +102,7 @@ ramdisk = "/boot/domu-initrd"
 extra = "console=hvc0 rdinit=/init"
 memory = 128
 vcpus = 1
+$([ -n "$DOMU_CPUS" ] && echo "cpus = \"$DOMU_CPUS\"")
 disk = [ 'format=raw, vdev=xvda, access=w, $DISK_SCRIPT target=/dev/loop0' ]
 vif = [ 'bridge=xenbr0$VIF_SCRIPT' ]
 on_poweroff = "destroy"

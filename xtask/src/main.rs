@@ -270,13 +270,14 @@ fn e2e(args: E2eArgs) -> Result<bool> {
         (Xenstored::C, false) => "",
     };
     let env = format!(
-        "XENSTORED={}\nXENSTORED_OTHER={}\nXENSTORED_OURS_ARGS=\"\"\nXS_ITERS={}\nDOMU={}\nTEST_TIMEOUT={}\nHOTPLUG={}\n",
+        "XENSTORED={}\nXENSTORED_OTHER={}\nXENSTORED_OURS_ARGS=\"\"\nXS_ITERS={}\nDOMU={}\nTEST_TIMEOUT={}\nHOTPLUG={}\nDOMU_CPUS=\"{}\"\n",
         args.xenstored.name(),
         if args.xs_iters > 0 { other } else { "" },
         args.xs_iters,
         u8::from(!args.no_domu),
         args.test_timeout,
         if args.hotplug == Hotplug::E2e { "e2e" } else { "debian" },
+        qemu::guest_cpus(args.smp),
     );
     let vmlinuz = root.join(format!("boot/vmlinuz-{kver}"));
     let vmlinux = cache.join(format!("vmlinux-{kver}"));
