@@ -530,3 +530,117 @@ fn a_zero_timeout_wait_does_not_sleep() {
         assert_eq!(buf[0], bp);
     });
 }
+
+/// Polls the handle's descriptor (bounded) until a port can be read, as epoll/async users do.
+fn recv_polled(e: &Evtchn) -> Vec<EvtchnPort> {
+    let mut buf = [EvtchnPort(0); 4];
+    loop {
+        let n = e.read_pending(&mut buf).unwrap();
+        if n > 0 {
+            return buf[..n].to_vec();
+        }
+        let mut pfd = libc::pollfd {
+            fd: e.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+        assert!(r > 0, "the descriptor became readable in time");
+    }
+}
+
+/// The same long ping-pong with both sides waiting on their descriptors: the eventfd is set
+/// and reset from both threads, and a lost signal would leave a side polling forever.
+#[test]
+fn a_long_polled_ping_pong_loses_no_readiness() {
+    let host = xen_sim::Host::default();
+    let (front, fp, back, bp) = channel(&host);
+    const ROUNDS: u32 = 10_000;
+    within(60, move || {
+        let echo = thread::spawn(move || {
+            for _ in 0..ROUNDS {
+                assert_eq!(recv_polled(&back), vec![bp]);
+                back.unmask(bp).unwrap();
+                back.notify(bp).unwrap();
+            }
+        });
+        for _ in 0..ROUNDS {
+            front.notify(fp).unwrap();
+            assert_eq!(recv_polled(&front), vec![fp]);
+            front.unmask(fp).unwrap();
+        }
+        echo.join().unwrap();
+    });
+}
+
+/// Two producers drive two ports of one polled handle, each waiting for its event to be
+/// handled before sending the next, so deliveries of one port keep racing the reset of the
+/// descriptor after a read of the other. A lost readiness leaves the consumer polling while
+/// a port is queued, and fails the poll's bound.
+#[test]
+fn a_polled_handle_serving_two_busy_ports_keeps_its_readiness() {
+    let host = xen_sim::Host::default();
+    let g = guest(&host, 1023);
+    let back = Evtchn::open_sim(&host, DomId::DOM0).unwrap();
+    let fronts: Vec<_> = (0..2)
+        .map(|_| {
+            let f = Evtchn::open_sim(&host, g).unwrap();
+            let fp = f.bind_unbound_port(DomId::DOM0).unwrap();
+            let bp = back.bind_interdomain(g, fp).unwrap();
+            (f, fp, bp)
+        })
+        .collect();
+    while back.pending().unwrap().is_some() {}
+    let bps: Vec<_> = fronts.iter().map(|&(_, _, bp)| bp).collect();
+    for &bp in &bps {
+        back.unmask(bp).unwrap();
+    }
+    const ROUNDS: u64 = 5_000;
+    let handled: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    within(120, move || {
+        let producers: Vec<_> = fronts
+            .into_iter()
+            .enumerate()
+            .map(|(i, (f, fp, _))| {
+                let handled = handled.clone();
+                thread::spawn(move || {
+                    for round in 1..=ROUNDS {
+                        f.notify(fp).unwrap();
+                        while handled[i].load(Ordering::SeqCst) < round {
+                            thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        // An event loop: wait for readiness first, then read until nothing is left.
+        let mut done = [false; 2];
+        let mut buf = [EvtchnPort(0); 4];
+        while done != [true, true] {
+            let mut pfd = libc::pollfd {
+                fd: back.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the duration of the call.
+            let r = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+            assert!(r > 0, "readable while a port is queued");
+            loop {
+                let n = back.read_pending(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                for &p in &buf[..n] {
+                    let i = bps.iter().position(|&bp| bp == p).expect("one of ours");
+                    back.unmask(p).unwrap();
+                    let n = handled[i].fetch_add(1, Ordering::SeqCst) + 1;
+                    done[i] = n >= ROUNDS;
+                }
+            }
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+    });
+}
