@@ -644,3 +644,57 @@ fn a_polled_handle_serving_two_busy_ports_keeps_its_readiness() {
         }
     });
 }
+
+/// The guest is destroyed while both ends notify: dom0's notify always succeeds (delivered,
+/// then dropped on the now unbound port), the guest's fails from some point on with
+/// `ESRCH` (domain gone) or `ENOTCONN` (port closed), never intermittently.
+#[test]
+fn destroying_the_guest_while_both_ends_notify() {
+    let host = xen_sim::Host::default();
+    let (front, fp, back, bp) = channel(&host);
+    let g = match host.evtchn_status(DomId::DOM0, bp).unwrap() {
+        PortStatus::Interdomain { remote, .. } => remote,
+        s => panic!("unexpected {s:?}"),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    // Notifies until the first failure, then checks that it keeps failing.
+    let guest_side = thread::spawn(move || {
+        let e = loop {
+            if let Err(e) = front.notify(fp) {
+                break e.errno();
+            }
+        };
+        assert!(e == Errno::ESRCH || e == Errno::ENOTCONN, "{e:?}");
+        for _ in 0..100 {
+            let again = front.notify(fp).map_err(|e| e.errno());
+            assert!(
+                matches!(again, Err(Errno::ESRCH | Errno::ENOTCONN)),
+                "{again:?}"
+            );
+        }
+    });
+    let dom0_side = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut buf = [EvtchnPort(0); 4];
+            while !stop.load(Ordering::SeqCst) {
+                back.notify(bp).unwrap();
+                if back.read_pending(&mut buf).unwrap() > 0 {
+                    back.unmask(bp).unwrap();
+                }
+            }
+            back
+        })
+    };
+    // Let both sides get going (the outcome does not depend on it).
+    thread::sleep(Duration::from_millis(20));
+    host.destroy(g).unwrap();
+    within(30, move || guest_side.join().unwrap());
+    stop.store(true, Ordering::SeqCst);
+    let back = within(30, move || dom0_side.join().unwrap());
+    assert_eq!(
+        host.evtchn_status(DomId::DOM0, bp),
+        Ok(PortStatus::Unbound { remote: g })
+    );
+    assert_eq!(back.notify(bp).map_err(|e| e.errno()), Ok(()));
+}
