@@ -23,8 +23,11 @@
 //! unmask. Closing one end of an interdomain channel leaves the other end unbound with the
 //! remote domain preserved (Xen's `ECS_UNBOUND`). As in Xen, binding an interdomain channel
 //! marks the new local port pending, so a notification sent before the bind is not lost: a
-//! handle sees its new port once right after `bind_interdomain`.
-
+//! handle sees its new port once right after `bind_interdomain`. A table holds at most
+//! `EVTCHN_FIFO_NR_CHANNELS` (2^17) ports whatever `max_evtchn_port` says, the FIFO ABI's
+//! limit. A handle belongs to the domain it was opened for: destroying the domain closes
+//! the handle's ports, and once the domain is gone its operations fail with `ESRCH`, even if
+//! the domain id has been reused.
 //!
 //! # Locking: the notify path does not take the host lock
 //!
