@@ -50,6 +50,8 @@ use crate::ring::BackRing;
 const POLL: Duration = Duration::from_millis(50);
 /// Requests run on the ring thread while the average request takes less than this (ns).
 pub(crate) const INLINE_MAX_NS: u64 = 50_000;
+/// The largest execution time one sample adds to the running average (ns).
+const SAMPLE_MAX_NS: u64 = 4 * INLINE_MAX_NS;
 /// A helper worker is woken only for a batch estimated to take longer than this (ns):
 /// about what waking a thread costs.
 const WAKE_WORTH_NS: u64 = 40_000;
@@ -255,9 +257,13 @@ pub(crate) struct PoolShared<H: Host> {
 }
 
 impl<H: Host> PoolShared<H> {
-    /// Adds the time `d` that `n` reads or writes took to the running average.
+    /// Adds the time `d` that `n` reads or writes took to the running average. A sample
+    /// counts at most [`SAMPLE_MAX_NS`]: one request delayed by preemption or a rare stall
+    /// does not turn a fast device slow, three in a row do.
     fn record(&self, d: Duration, n: usize) {
-        let ns = u64::try_from(d.as_nanos() / n.max(1) as u128).unwrap_or(u64::MAX);
+        let ns = u64::try_from(d.as_nanos() / n.max(1) as u128)
+            .unwrap_or(u64::MAX)
+            .min(SAMPLE_MAX_NS);
         let avg = self.avg_ns.load(Ordering::Relaxed);
         self.avg_ns.store(avg - avg / 8 + ns / 8, Ordering::Relaxed);
     }
@@ -943,6 +949,24 @@ mod tests {
         }
         w.pool.shutdown();
         assert_eq!(w.host.mapped_count(FE), 4);
+    }
+
+    #[test]
+    fn one_stalled_request_does_not_make_the_device_slow() {
+        let w = world(1);
+        let p = &w.pool.shared;
+        for _ in 0..16 {
+            p.record(Duration::from_micros(3), 1);
+        }
+        p.record(Duration::from_millis(20), 1);
+        assert!(p.fast(), "one 20 ms outlier");
+        p.record(Duration::from_millis(20), 1);
+        p.record(Duration::from_millis(20), 1);
+        assert!(!p.fast(), "a device that keeps taking long is slow");
+        // A batch's time is per request.
+        p.avg_ns.store(0, Ordering::Relaxed);
+        p.record(Duration::from_micros(320), 32);
+        assert_eq!(p.avg_ns.load(Ordering::Relaxed), 10_000 / 8);
     }
 
     #[test]
