@@ -205,13 +205,15 @@ impl Peer {
     /// write-only registration of it (a duplicate descriptor) that lives only while the
     /// socket is full. False if the connection is to close, or the socket failed.
     async fn drain(&self) -> bool {
-        let Ok(w) = self
+        let w = match self
             .sock
             .get_ref()
             .try_clone()
             .and_then(|d| register(d, Interest::WRITABLE))
-        else {
-            return false;
+        {
+            Ok(w) => w,
+            // No descriptor to spare (EMFILE): retry the write every few milliseconds.
+            Err(_) => return self.drain_polling().await,
         };
         while self.pending() > 0 {
             if self.closed.get() {
@@ -228,6 +230,25 @@ impl Peer {
                         Ok(true) => {}
                         Ok(false) => g.clear_ready(),
                         Err(_) => return false,
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// [`Peer::drain`] without a write registration.
+    async fn drain_polling(&self) -> bool {
+        while self.pending() > 0 {
+            if self.closed.get() {
+                return false;
+            }
+            tokio::select! {
+                biased;
+                _ = self.attention.wait() => {}
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {
+                    if self.flush().is_err() {
+                        return false;
                     }
                 }
             }
@@ -984,5 +1005,55 @@ impl DaemonHandle {
 impl Drop for DaemonHandle {
     fn drop(&mut self) {
         let _ = self.stop_and_join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    #[test]
+    fn output_beyond_the_socket_buffer_is_drained_whole_and_in_order() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // With the write registration, then the EMFILE fallback that polls.
+            for polling in [false, true] {
+                let (a, mut b) = StdUnixStream::pair().unwrap();
+                a.set_nonblocking(true).unwrap();
+                let peer = Peer {
+                    domid: DomId::DOM0,
+                    sock: register(a, Interest::READABLE).unwrap(),
+                    out: RefCell::new(Vec::new()),
+                    sent: Cell::new(0),
+                    dirty: Cell::new(false),
+                    closed: Cell::new(false),
+                    attention: Signal::default(),
+                };
+                let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+                peer.out.borrow_mut().extend_from_slice(&data);
+                assert!(!peer.flush().unwrap(), "2 MB fit a socket buffer");
+                assert!(peer.pending() > 0);
+                let len = data.len();
+                let reader = std::thread::spawn(move || {
+                    b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let mut got = vec![0u8; len];
+                    b.read_exact(&mut got).map(|_| got)
+                });
+                let drained = if polling {
+                    peer.drain_polling().await
+                } else {
+                    peer.drain().await
+                };
+                assert!(drained);
+                assert_eq!(peer.pending(), 0);
+                let got = reader.join().unwrap().expect("all the output within 10 s");
+                assert!(got == data, "bytes lost, doubled or reordered");
+            }
+        });
     }
 }
