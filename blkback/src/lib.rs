@@ -11,10 +11,15 @@
 //! - [`BlkBack`]: the [`xenbus::BackendDriver`] for `vbd` devices: features
 //!   (`feature-persistent`, `feature-max-indirect-segments`, `feature-flush-cache`,
 //!   `feature-discard`, `max-ring-page-order`, `multi-queue-max-queues`), the handshake,
-//!   one thread per ring and a pool of I/O threads per device;
+//!   one thread per ring, which runs fast reads and writes itself (no thread hop at queue
+//!   depth 1) and hands slow ones, flushes and discards to a pool of I/O threads per device;
+//!   responses in completion order, one notification per batch;
 //! - [`host`]: the grant-mapping and event-channel interface it runs on, with [`sim`], a
 //!   simulated host;
-//! - `blkfront` (feature `test-utils`): a Rust frontend for tests, benches and fuzzing.
+//! - `blkfront` (feature `test-utils`): a Rust frontend for tests, benches and fuzzing;
+//! - the `blkbackd` program: serves xenstore's `qdisk` (or `vbd`) backend directories, for
+//!   every domain or, with `--domid N`, as domain N's device model for libxl
+//!   (`xl block-attach <dom> 'vdev=xvdb, backendtype=qdisk, target=/images/a.img'`).
 
 pub mod abi;
 #[cfg(feature = "test-utils")]
