@@ -11,8 +11,10 @@
 //!
 //! Peers: `ours` (the daemon as the `xenstored` binary runs by default:
 //! journalled store), `ours-mem` (in memory, `-I on`), `c` (C xenstored,
-//! in memory by default) and `echo`. Set `XS_BENCH_PEERS=ours,c,echo`
-//! (default: all) to choose. Compare
+//! in memory by default), `echo`, and for `watch-fanout` only `floor` (a
+//! store-less server that sends the 1,000 events with one non-blocking write
+//! each: the fan-out's socket limit, as `echo` is the requests'). Set
+//! `XS_BENCH_PEERS=ours,c,echo,floor` (default: all) to choose. Compare
 //! the peers' times within one group: ratios are meaningful, absolute numbers
 //! depend on the machine.
 
@@ -23,6 +25,8 @@ use benches::echo::EchoServer;
 use benches::load::{Config, Session, Stop, Workload};
 use criterion::{BenchmarkId, Criterion, Throughput};
 
+#[path = "xenstore/fanout_floor.rs"]
+mod fanout_floor;
 #[path = "xenstore/ours.rs"]
 mod ours;
 
@@ -32,6 +36,7 @@ struct Peers {
     list: Vec<(&'static str, std::path::PathBuf)>,
     _c: Option<CXenstored>,
     _echo: Option<EchoServer>,
+    _floor: Option<fanout_floor::FanoutFloor>,
     _ours: Vec<ours::Ours>,
     _dir: TempDir,
 }
@@ -68,10 +73,19 @@ fn peers() -> Peers {
     } else {
         None
     };
+    let floor = if wanted("floor") {
+        let f = fanout_floor::FanoutFloor::start(&dir.path().join("floor.sock"))
+            .expect("fan-out floor server");
+        list.push(("fanout-floor", f.socket_path().to_owned()));
+        Some(f)
+    } else {
+        None
+    };
     Peers {
         list,
         _c: c,
         _echo: echo,
+        _floor: floor,
         _ours: ours,
         _dir: dir,
     }
@@ -143,6 +157,9 @@ fn xenstored(c: &mut Criterion) {
         for (name, sock) in &peers.list {
             if case.workload == Workload::WatchFanout && *name == "echo" {
                 continue; // the echo server sends no watch events
+            }
+            if case.workload != Workload::WatchFanout && *name == "fanout-floor" {
+                continue; // the fan-out floor is for the fan-out only
             }
             let mut cfg = Config::new(sock, case.workload);
             cfg.conns = case.conns;

@@ -1,0 +1,151 @@
+//! The fan-out floor: a minimal server that is to `watch-fanout` what the echo
+//! server is to the request workloads. It keeps no store: it answers every
+//! request at once (`OK`-style, as the echo server), remembers each `WATCH`
+//! (its connection and the encoded event), sends the initial event, and on
+//! every `WRITE` sends its reply and then the remembered event to every
+//! watcher, one non-blocking `write` each from one thread. What a watch
+//! fan-out costs beyond this is the daemon's own work.
+
+use std::cell::RefCell;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use benches::echo::reply_payload;
+use benches::frame::{self, Decoder};
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Notify;
+
+/// A running floor server, stopped on drop.
+pub struct FanoutFloor {
+    path: PathBuf,
+    stop: Arc<Notify>,
+    thread: Option<JoinHandle<()>>,
+}
+
+type Watchers = Rc<RefCell<Vec<(usize, Rc<OwnedWriteHalf>, Vec<u8>)>>>;
+
+impl FanoutFloor {
+    /// Binds `path` and serves it on a new thread.
+    pub fn start(path: &Path) -> io::Result<Self> {
+        let _ = std::fs::remove_file(path);
+        let std_listener = std::os::unix::net::UnixListener::bind(path)?;
+        std_listener.set_nonblocking(true)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()?;
+        let stop = Arc::new(Notify::new());
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("xs-fanout-floor".into())
+            .spawn(move || {
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, async move {
+                    let Ok(listener) = UnixListener::from_std(std_listener) else {
+                        return;
+                    };
+                    let watchers: Watchers = Rc::default();
+                    let mut next = 0usize;
+                    loop {
+                        tokio::select! {
+                            _ = stop2.notified() => break,
+                            r = listener.accept() => match r {
+                                Ok((s, _)) => {
+                                    next += 1;
+                                    tokio::task::spawn_local(serve(s, next, watchers.clone()));
+                                }
+                                Err(_) => break,
+                            },
+                        }
+                    }
+                });
+            })?;
+        Ok(Self {
+            path: path.to_owned(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The socket path.
+    pub fn socket_path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for FanoutFloor {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn write_all(w: &OwnedWriteHalf, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match w.try_write(buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn serve(s: UnixStream, id: usize, watchers: Watchers) {
+    let (mut rd, wr) = s.into_split();
+    let wr = Rc::new(wr);
+    let mut dec = Decoder::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = Vec::with_capacity(4096);
+    let mut fan = false;
+    loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        dec.extend(&buf[..n]);
+        out.clear();
+        while let Ok(Some((h, r))) = dec.next_frame() {
+            let p = dec.payload(r);
+            let reply: &[u8] = match h.ty {
+                xen_sys::XS_WATCH => b"OK\0",
+                _ => reply_payload(h.ty),
+            };
+            frame::encode(&mut out, h.ty, h.req_id, h.tx_id.0, &[reply]);
+            match h.ty {
+                xen_sys::XS_WATCH => {
+                    // payload: path NUL token NUL; the event carries the same.
+                    let mut ev = Vec::new();
+                    frame::encode(&mut ev, xen_sys::XS_WATCH_EVENT, 0, 0, &[p]);
+                    out.extend_from_slice(&ev);
+                    watchers.borrow_mut().push((id, wr.clone(), ev));
+                }
+                xen_sys::XS_WRITE => fan = true,
+                _ => {}
+            }
+        }
+        if write_all(&wr, &out).await.is_err() {
+            break;
+        }
+        if std::mem::take(&mut fan) {
+            for (_, w, ev) in watchers.borrow().iter() {
+                let done: usize = w.try_write(ev).unwrap_or_default();
+                if done < ev.len() {
+                    // The socket did not take the whole event: finish it in a task.
+                    let (w, rest) = (w.clone(), ev[done..].to_vec());
+                    tokio::task::spawn_local(async move {
+                        let _ = write_all(&w, &rest).await;
+                    });
+                }
+            }
+        }
+    }
+    watchers.borrow_mut().retain(|(c, _, _)| *c != id);
+}
