@@ -9,7 +9,7 @@ use xen_types::Pages;
 
 use crate::idx;
 use crate::layout::{copy_entry, hdr, RingLayout, SringField};
-use crate::{RingError, RING_IDX};
+use crate::{RingError, Untyped, RING_IDX};
 
 /// The back end of a shared ring (`struct X_back_ring`): the end that serves requests
 /// (blkback, netback) and produces responses.
@@ -54,7 +54,115 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
     /// `req_cons`).
     pub fn attach(mem: M, nr_pages: Pages, idx: RING_IDX) -> Result<Self, RingError> {
         let layout = RingLayout::for_memory::<M, Req, Rsp>(&mem, nr_pages)?;
-        Ok(BackRing {
+        Ok(Self::from_parts(mem, layout, idx))
+    }
+
+    /// Copies out the next request (`RING_COPY_REQUEST`), or `None` when none is published,
+    /// or when a ring's worth of requests is taken and unanswered
+    /// (`RING_REQUEST_CONS_OVERFLOW`: push responses first).
+    #[inline]
+    pub fn take_request(&mut self) -> Result<Option<Req>, RingError> {
+        self.check()?;
+        if self.req_cons == self.req_prod_seen && self.refresh()? == 0 {
+            return Ok(None);
+        }
+        if idx::request_cons_overflow(self.ring_size(), self.rsp_prod_pvt, self.req_cons) {
+            return Ok(None);
+        }
+        let req = copy_entry(&self.mem, self.layout.slot_offset(self.req_cons))?;
+        self.req_cons = self.req_cons.wrapping_add(1);
+        Ok(Some(req))
+    }
+
+    /// Copies out up to `out.len()` requests (as many as [`take_request`](Self::take_request)
+    /// would return one by one, reading `req_prod` once); returns how many. The batch form
+    /// of the hot path: one index check per batch, no allocation.
+    pub fn take_requests_into(&mut self, out: &mut [Req]) -> Result<usize, RingError> {
+        self.check()?;
+        let avail = self.refresh()? as usize;
+        let n = avail.min(out.len());
+        let mut cons = self.req_cons;
+        for slot in &mut out[..n] {
+            *slot = copy_entry(&self.mem, self.layout.slot_offset(cons))?;
+            cons = cons.wrapping_add(1);
+        }
+        self.req_cons = cons;
+        Ok(n)
+    }
+
+    /// Writes as many of `rsps` as there are taken, unanswered requests; returns how many.
+    pub fn push_response_slice(&mut self, rsps: &[Rsp]) -> Result<usize, RingError> {
+        self.check()?;
+        let n = rsps.len().min(self.pending() as usize);
+        let mut prod = self.rsp_prod_pvt;
+        for rsp in &rsps[..n] {
+            self.mem.write_obj(self.layout.slot_offset(prod), *rsp)?;
+            prod = prod.wrapping_add(1);
+        }
+        self.rsp_prod_pvt = prod;
+        Ok(n)
+    }
+
+    /// Writes `rsp` into the next response slot (`RING_GET_RESPONSE(r, rsp_prod_pvt++)`);
+    /// the front end sees it after a push. Responses answer taken requests, one each.
+    #[inline]
+    pub fn push_response(&mut self, rsp: Rsp) -> Result<(), RingError> {
+        self.check()?;
+        if self.rsp_prod_pvt == self.req_cons {
+            return Err(RingError::NoOutstandingRequest);
+        }
+        self.mem
+            .write_obj(self.layout.slot_offset(self.rsp_prod_pvt), rsp)?;
+        self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
+        Ok(())
+    }
+}
+
+impl<M: SharedMemory> BackRing<M, Untyped, Untyped> {
+    /// A back end at index `idx` on a ring whose entry layout is known only at run time
+    /// (blkif's entries are 108 or 112 bytes depending on the front end's ABI): the requests
+    /// and responses are read and written by the caller at the offsets that
+    /// [`take_request_slot`](Self::take_request_slot) and
+    /// [`next_response_slot`](Self::next_response_slot) return.
+    pub fn with_layout(mem: M, layout: RingLayout, idx: RING_IDX) -> Result<Self, RingError> {
+        layout.validate(&mem)?;
+        Ok(Self::from_parts(mem, layout, idx))
+    }
+
+    /// The offset of the next request, consuming it; `None` as for
+    /// [`take_request`](BackRing::take_request). Copy the request out of the shared page
+    /// once, then check the copy (`RING_COPY_REQUEST`).
+    #[inline]
+    pub fn take_request_slot(&mut self) -> Result<Option<usize>, RingError> {
+        self.check()?;
+        if self.req_cons == self.req_prod_seen && self.refresh()? == 0 {
+            return Ok(None);
+        }
+        if idx::request_cons_overflow(self.ring_size(), self.rsp_prod_pvt, self.req_cons) {
+            return Ok(None);
+        }
+        let off = self.layout.slot_offset(self.req_cons);
+        self.req_cons = self.req_cons.wrapping_add(1);
+        Ok(Some(off))
+    }
+
+    /// The offset where the next response goes, counting it as produced (privately, until
+    /// a push); one per taken request, as [`push_response`](BackRing::push_response).
+    #[inline]
+    pub fn next_response_slot(&mut self) -> Result<usize, RingError> {
+        self.check()?;
+        if self.rsp_prod_pvt == self.req_cons {
+            return Err(RingError::NoOutstandingRequest);
+        }
+        let off = self.layout.slot_offset(self.rsp_prod_pvt);
+        self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
+        Ok(off)
+    }
+}
+
+impl<M: SharedMemory, Req, Rsp> BackRing<M, Req, Rsp> {
+    fn from_parts(mem: M, layout: RingLayout, idx: RING_IDX) -> Self {
+        BackRing {
             mem,
             layout,
             rsp_prod_pvt: idx,
@@ -63,7 +171,7 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
             req_prod_seen: idx,
             broken: None,
             _types: PhantomData,
-        })
+        }
     }
 
     #[cfg(test)]
@@ -151,66 +259,6 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
     pub fn unconsumed_requests(&mut self) -> Result<u32, RingError> {
         self.check()?;
         self.refresh()
-    }
-
-    /// Copies out the next request (`RING_COPY_REQUEST`), or `None` when none is published,
-    /// or when a ring's worth of requests is taken and unanswered
-    /// (`RING_REQUEST_CONS_OVERFLOW`: push responses first).
-    #[inline]
-    pub fn take_request(&mut self) -> Result<Option<Req>, RingError> {
-        self.check()?;
-        if self.req_cons == self.req_prod_seen && self.refresh()? == 0 {
-            return Ok(None);
-        }
-        if idx::request_cons_overflow(self.ring_size(), self.rsp_prod_pvt, self.req_cons) {
-            return Ok(None);
-        }
-        let req = copy_entry(&self.mem, self.layout.slot_offset(self.req_cons))?;
-        self.req_cons = self.req_cons.wrapping_add(1);
-        Ok(Some(req))
-    }
-
-    /// Copies out up to `out.len()` requests (as many as [`take_request`](Self::take_request)
-    /// would return one by one, reading `req_prod` once); returns how many. The batch form
-    /// of the hot path: one index check per batch, no allocation.
-    pub fn take_requests_into(&mut self, out: &mut [Req]) -> Result<usize, RingError> {
-        self.check()?;
-        let avail = self.refresh()? as usize;
-        let n = avail.min(out.len());
-        let mut cons = self.req_cons;
-        for slot in &mut out[..n] {
-            *slot = copy_entry(&self.mem, self.layout.slot_offset(cons))?;
-            cons = cons.wrapping_add(1);
-        }
-        self.req_cons = cons;
-        Ok(n)
-    }
-
-    /// Writes as many of `rsps` as there are taken, unanswered requests; returns how many.
-    pub fn push_response_slice(&mut self, rsps: &[Rsp]) -> Result<usize, RingError> {
-        self.check()?;
-        let n = rsps.len().min(self.pending() as usize);
-        let mut prod = self.rsp_prod_pvt;
-        for rsp in &rsps[..n] {
-            self.mem.write_obj(self.layout.slot_offset(prod), *rsp)?;
-            prod = prod.wrapping_add(1);
-        }
-        self.rsp_prod_pvt = prod;
-        Ok(n)
-    }
-
-    /// Writes `rsp` into the next response slot (`RING_GET_RESPONSE(r, rsp_prod_pvt++)`);
-    /// the front end sees it after a push. Responses answer taken requests, one each.
-    #[inline]
-    pub fn push_response(&mut self, rsp: Rsp) -> Result<(), RingError> {
-        self.check()?;
-        if self.rsp_prod_pvt == self.req_cons {
-            return Err(RingError::NoOutstandingRequest);
-        }
-        self.mem
-            .write_obj(self.layout.slot_offset(self.rsp_prod_pvt), rsp)?;
-        self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
-        Ok(())
     }
 
     /// `RING_PUSH_RESPONSES`: publishes queued responses without checking for a

@@ -9,7 +9,7 @@ use xen_types::Pages;
 
 use crate::idx;
 use crate::layout::{copy_entry, hdr, init_shared_ring, RingLayout, SringField};
-use crate::{RingError, RING_IDX};
+use crate::{RingError, Untyped, RING_IDX};
 
 /// The front end of a shared ring (`struct X_front_ring`): the end that issues requests
 /// (blkfront, netfront) and consumes responses.
@@ -51,7 +51,7 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
     pub fn new(mem: M, nr_pages: Pages) -> Result<Self, RingError> {
         let layout = RingLayout::for_memory::<M, Req, Rsp>(&mem, nr_pages)?;
         init_shared_ring(&mem)?;
-        Ok(Self::with_layout(mem, layout, 0))
+        Ok(Self::from_parts(mem, layout, 0))
     }
 
     /// `FRONT_RING_ATTACH`: a front end on an already initialised shared ring, continuing at
@@ -59,10 +59,101 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
     /// request outstanding. The shared page is not written.
     pub fn attach(mem: M, nr_pages: Pages, idx: RING_IDX) -> Result<Self, RingError> {
         let layout = RingLayout::for_memory::<M, Req, Rsp>(&mem, nr_pages)?;
-        Ok(Self::with_layout(mem, layout, idx))
+        Ok(Self::from_parts(mem, layout, idx))
     }
 
-    fn with_layout(mem: M, layout: RingLayout, idx: RING_IDX) -> Self {
+    /// Writes `req` into the next free slot (`RING_GET_REQUEST(r, req_prod_pvt++)`). The back
+    /// end sees it only after a push.
+    #[inline]
+    pub fn push_request(&mut self, req: Req) -> Result<(), RingError> {
+        self.check()?;
+        if self.is_full() {
+            return Err(RingError::Full);
+        }
+        self.mem
+            .write_obj(self.layout.slot_offset(self.req_prod_pvt), req)?;
+        self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
+        Ok(())
+    }
+    /// Writes as many of `reqs` as fit; returns how many.
+    pub fn push_request_slice(&mut self, reqs: &[Req]) -> Result<usize, RingError> {
+        self.check()?;
+        let n = reqs.len().min(self.free_requests() as usize);
+        let mut prod = self.req_prod_pvt;
+        for req in &reqs[..n] {
+            self.mem.write_obj(self.layout.slot_offset(prod), *req)?;
+            prod = prod.wrapping_add(1);
+        }
+        self.req_prod_pvt = prod;
+        Ok(n)
+    }
+    /// Copies out the next response (`RING_COPY_RESPONSE`), or `None` when the back end has
+    /// published none. An impossible `rsp_prod` (more responses than requests published)
+    /// breaks the ring.
+    #[inline]
+    pub fn take_response(&mut self) -> Result<Option<Rsp>, RingError> {
+        self.check()?;
+        if self.rsp_cons == self.rsp_prod_seen && self.refresh()? == 0 {
+            return Ok(None);
+        }
+        let rsp = copy_entry(&self.mem, self.layout.slot_offset(self.rsp_cons))?;
+        self.rsp_cons = self.rsp_cons.wrapping_add(1);
+        Ok(Some(rsp))
+    }
+    /// Copies out up to `out.len()` responses (reading `rsp_prod` once); returns how many.
+    /// The batch form of the hot path: one index check per batch, no allocation.
+    pub fn take_responses_into(&mut self, out: &mut [Rsp]) -> Result<usize, RingError> {
+        self.check()?;
+        let n = (self.refresh()? as usize).min(out.len());
+        let mut cons = self.rsp_cons;
+        for slot in &mut out[..n] {
+            *slot = copy_entry(&self.mem, self.layout.slot_offset(cons))?;
+            cons = cons.wrapping_add(1);
+        }
+        self.rsp_cons = cons;
+        Ok(n)
+    }
+}
+
+impl<M: SharedMemory> FrontRing<M, Untyped, Untyped> {
+    /// `SHARED_RING_INIT` + `FRONT_RING_INIT` on a ring whose entry layout is known only at
+    /// run time: the caller writes requests and reads responses at the offsets that
+    /// [`next_request_slot`](Self::next_request_slot) and
+    /// [`take_response_slot`](Self::take_response_slot) return.
+    pub fn init_with_layout(mem: M, layout: RingLayout) -> Result<Self, RingError> {
+        layout.validate(&mem)?;
+        init_shared_ring(&mem)?;
+        Ok(Self::from_parts(mem, layout, 0))
+    }
+
+    /// The offset of the next request slot, counting it as produced (privately, until a
+    /// push); [`RingError::Full`] as for [`push_request`](FrontRing::push_request).
+    #[inline]
+    pub fn next_request_slot(&mut self) -> Result<usize, RingError> {
+        self.check()?;
+        if self.is_full() {
+            return Err(RingError::Full);
+        }
+        let off = self.layout.slot_offset(self.req_prod_pvt);
+        self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
+        Ok(off)
+    }
+
+    /// The offset of the next published response, consuming it; `None` when there is none.
+    #[inline]
+    pub fn take_response_slot(&mut self) -> Result<Option<usize>, RingError> {
+        self.check()?;
+        if self.rsp_cons == self.rsp_prod_seen && self.refresh()? == 0 {
+            return Ok(None);
+        }
+        let off = self.layout.slot_offset(self.rsp_cons);
+        self.rsp_cons = self.rsp_cons.wrapping_add(1);
+        Ok(Some(off))
+    }
+}
+
+impl<M: SharedMemory, Req, Rsp> FrontRing<M, Req, Rsp> {
+    fn from_parts(mem: M, layout: RingLayout, idx: RING_IDX) -> Self {
         FrontRing {
             mem,
             layout,
@@ -132,33 +223,6 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         }
     }
 
-    /// Writes `req` into the next free slot (`RING_GET_REQUEST(r, req_prod_pvt++)`). The back
-    /// end sees it only after a push.
-    #[inline]
-    pub fn push_request(&mut self, req: Req) -> Result<(), RingError> {
-        self.check()?;
-        if self.is_full() {
-            return Err(RingError::Full);
-        }
-        self.mem
-            .write_obj(self.layout.slot_offset(self.req_prod_pvt), req)?;
-        self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
-        Ok(())
-    }
-
-    /// Writes as many of `reqs` as fit; returns how many.
-    pub fn push_request_slice(&mut self, reqs: &[Req]) -> Result<usize, RingError> {
-        self.check()?;
-        let n = reqs.len().min(self.free_requests() as usize);
-        let mut prod = self.req_prod_pvt;
-        for req in &reqs[..n] {
-            self.mem.write_obj(self.layout.slot_offset(prod), *req)?;
-            prod = prod.wrapping_add(1);
-        }
-        self.req_prod_pvt = prod;
-        Ok(n)
-    }
-
     /// `RING_PUSH_REQUESTS`: publishes the queued requests without checking for a
     /// notification (write barrier, then `req_prod`).
     pub fn push_requests(&mut self) {
@@ -203,34 +267,6 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
     pub fn unconsumed_responses(&mut self) -> Result<u32, RingError> {
         self.check()?;
         self.refresh()
-    }
-
-    /// Copies out the next response (`RING_COPY_RESPONSE`), or `None` when the back end has
-    /// published none. An impossible `rsp_prod` (more responses than requests published)
-    /// breaks the ring.
-    #[inline]
-    pub fn take_response(&mut self) -> Result<Option<Rsp>, RingError> {
-        self.check()?;
-        if self.rsp_cons == self.rsp_prod_seen && self.refresh()? == 0 {
-            return Ok(None);
-        }
-        let rsp = copy_entry(&self.mem, self.layout.slot_offset(self.rsp_cons))?;
-        self.rsp_cons = self.rsp_cons.wrapping_add(1);
-        Ok(Some(rsp))
-    }
-
-    /// Copies out up to `out.len()` responses (reading `rsp_prod` once); returns how many.
-    /// The batch form of the hot path: one index check per batch, no allocation.
-    pub fn take_responses_into(&mut self, out: &mut [Rsp]) -> Result<usize, RingError> {
-        self.check()?;
-        let n = (self.refresh()? as usize).min(out.len());
-        let mut cons = self.rsp_cons;
-        for slot in &mut out[..n] {
-            *slot = copy_entry(&self.mem, self.layout.slot_offset(cons))?;
-            cons = cons.wrapping_add(1);
-        }
-        self.rsp_cons = cons;
-        Ok(n)
     }
 
     /// `RING_FINAL_CHECK_FOR_RESPONSES`: true when responses are waiting; otherwise asks for

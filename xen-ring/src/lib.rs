@@ -62,6 +62,15 @@ pub use xen_sys::RING_IDX;
 
 use xen_types::mem::MemError;
 
+/// The entry type of a ring whose entry layout is known only at run time (blkif's entries
+/// are 108 or 112 bytes depending on the front end's ABI, negotiated through xenstore):
+/// `BackRing<M, Untyped, Untyped>` and `FrontRing<M, Untyped, Untyped>` give the offsets of
+/// their slots, and the caller reads and writes the entries there (`RingLayout::new` with
+/// the negotiated size). The index protocol (barriers, events, hostile-index checks) is the
+/// same code as the typed rings'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Untyped {}
+
 /// Errors of ring operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RingError {

@@ -412,3 +412,124 @@ fn c_interop_needs_the_xen_headers() {
 
 #[cfg(xen_ring_c_ref)]
 mod c_interop;
+
+type UFront = FrontRing<Arc<PageBuf>, crate::Untyped, crate::Untyped>;
+type UBack = BackRing<Arc<PageBuf>, crate::Untyped, crate::Untyped>;
+
+/// Run-time layouts of blkif's two entry sizes (x86_32: 108 bytes, 4-aligned; x86_64: 112).
+#[test]
+fn untyped_rings_move_entries_of_a_run_time_size() {
+    for (entry, align) in [(108usize, 4usize), (112, 8)] {
+        let mem = Arc::new(PageBuf::new(1).unwrap());
+        let layout = RingLayout::new(4096, entry, align).unwrap();
+        assert_eq!(layout.nr_ents(), 32, "__CONST_RING_SIZE(blkif, 4096)");
+        let mut f = UFront::init_with_layout(mem.clone(), layout).unwrap();
+        let mut b = UBack::with_layout(mem.clone(), layout, 0).unwrap();
+        let mut next = 0u64;
+        let mut seen = 0u64;
+        for round in 0..10u64 {
+            // Fill the ring, then one more is refused.
+            while let Ok(off) = f.next_request_slot() {
+                mem.write_obj(off, next).unwrap();
+                mem.write_obj(off + entry - 4, next as u32 ^ 0xa5a5)
+                    .unwrap();
+                next += 1;
+            }
+            assert_eq!(f.next_request_slot(), Err(RingError::Full));
+            assert_eq!(f.outstanding(), 32);
+            f.push_requests();
+            let mut taken = Vec::new();
+            while let Some(off) = b.take_request_slot().unwrap() {
+                let v: u64 = mem.read_obj(off).unwrap();
+                let tail: u32 = mem.read_obj(off + entry - 4).unwrap();
+                assert_eq!(
+                    tail,
+                    v as u32 ^ 0xa5a5,
+                    "entry {v}: bytes past the slot start"
+                );
+                taken.push(v);
+            }
+            assert_eq!(taken.len(), 32, "round {round}");
+            for v in taken {
+                let off = b.next_response_slot().unwrap();
+                mem.write_obj(off, !v).unwrap();
+            }
+            assert_eq!(b.next_response_slot(), Err(RingError::NoOutstandingRequest));
+            b.push_responses_and_check_notify();
+            while let Some(off) = f.take_response_slot().unwrap() {
+                let v: u64 = mem.read_obj(off).unwrap();
+                assert_eq!(v, !seen);
+                seen += 1;
+            }
+            assert!(!f.final_check_for_responses().unwrap());
+            assert!(!b.final_check_for_requests().unwrap());
+        }
+        assert_eq!(seen, next);
+    }
+}
+
+#[test]
+fn untyped_back_ring_breaks_on_an_impossible_req_prod() {
+    let mem = Arc::new(PageBuf::new(1).unwrap());
+    let layout = RingLayout::new(4096, 112, 8).unwrap();
+    let _f = UFront::init_with_layout(mem.clone(), layout).unwrap();
+    let mut b = UBack::with_layout(mem.clone(), layout, 0).unwrap();
+    set(&mem, SringField::ReqProd, 33);
+    assert!(matches!(
+        b.take_request_slot(),
+        Err(RingError::Overflow { prod: 33, .. })
+    ));
+    // Sticky: a sane index later does not repair it.
+    set(&mem, SringField::ReqProd, 1);
+    assert!(b.take_request_slot().is_err());
+    // Too little memory for the layout is refused up front.
+    let small = Arc::new(PageBuf::new(1).unwrap());
+    let big = RingLayout::new(8192, 112, 8).unwrap();
+    assert!(matches!(
+        UBack::with_layout(small, big, 0),
+        Err(RingError::Layout(_))
+    ));
+}
+
+/// A typed front end and an untyped back end agree when the run-time layout is the typed one.
+#[test]
+fn untyped_and_typed_ends_share_one_layout() {
+    let mem = Arc::new(PageBuf::new(1).unwrap());
+    let mut f = FrontRing::<_, blkif_request, blkif_response>::new(mem.clone(), Pages(1)).unwrap();
+    let layout = RingLayout::new(
+        4096,
+        size_of::<blkif_request>(),
+        align_of::<blkif_request>(),
+    )
+    .unwrap();
+    assert_eq!(&layout, f.layout());
+    let mut b = UBack::with_layout(mem.clone(), layout, 0).unwrap();
+    for id in 0..5u64 {
+        f.push_request(blkif_request {
+            id,
+            sector_number: id * 8,
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    f.push_requests();
+    for id in 0..5u64 {
+        let off = b.take_request_slot().unwrap().unwrap();
+        let r: blkif_request = mem.read_obj(off).unwrap();
+        assert_eq!((r.id, r.sector_number), (id, id * 8));
+        let off = b.next_response_slot().unwrap();
+        mem.write_obj(
+            off,
+            blkif_response {
+                id,
+                operation: 0,
+                status: 0,
+            },
+        )
+        .unwrap();
+    }
+    b.push_responses_and_check_notify();
+    for id in 0..5u64 {
+        assert_eq!(f.take_response().unwrap().unwrap().id, id);
+    }
+}
