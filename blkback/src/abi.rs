@@ -67,6 +67,15 @@ impl Protocol {
         }
     }
 
+    /// Alignment of a ring entry (4 for the packed i386 layout).
+    pub fn entry_align(self) -> usize {
+        match self {
+            Protocol::Native => align_of::<xen_sys::blkif_sring_entry>(),
+            Protocol::X86_32 => align_of::<X86_32Request>(),
+            Protocol::X86_64 => align_of::<X86_64Request>(),
+        }
+    }
+
     /// Bytes per ring entry (the union of request and response).
     pub fn entry_size(self) -> usize {
         match self {

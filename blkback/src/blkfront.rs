@@ -28,7 +28,7 @@ use crate::abi::{
     SEGMENTS_PER_INDIRECT_PAGE,
 };
 use crate::host::EventChannel;
-use crate::ring::{ring_size, FrontRing};
+use crate::ring::{layout, FrontRing};
 use crate::sim::{GuestMemory, Region, SimChannel, SimHost};
 use crate::Error;
 use xen_types::EvtchnPort;
@@ -404,7 +404,8 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
         };
         let ind_pages = max_segments.div_ceil(SEGMENTS_PER_INDIRECT_PAGE);
         let ring_pages = 1usize << order;
-        let entries = ring_size(ring_pages * PAGE_SIZE, cfg.protocol.entry_size());
+        let ring_layout = layout(ring_pages * PAGE_SIZE, cfg.protocol)?;
+        let entries = ring_layout.nr_ents();
         let nslots = cfg.max_inflight.clamp(1, entries as usize);
         let per_queue = ring_pages + nslots * (max_segments + ind_pages);
         let buf_pfn = per_queue * nq as usize;
@@ -427,7 +428,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
         for q in 0..nq as usize {
             let base = q * per_queue;
             let region = Region::new(mem.clone(), base, ring_pages)?;
-            let ring = FrontRing::init(region, cfg.protocol.entry_size())?;
+            let ring = FrontRing::init_with_layout(region, ring_layout)?;
             let prefix = if nq > 1 {
                 format!("queue-{q}/")
             } else {
@@ -706,13 +707,13 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
             handle: 0,
             body: body_and_op.1,
         };
-        let off = q.ring.next_request();
+        let off = q.ring.next_request_slot()?;
         req.write(q.ring.memory(), off, self.cfg.protocol)?;
         Ok(())
     }
 
     fn push(&self, q: &mut FrontQueue<F>) -> Result<(), Error> {
-        if q.ring.push_requests()? {
+        if q.ring.push_requests_and_check_notify() {
             q.chan.notify()?;
         }
         Ok(())
@@ -728,7 +729,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
     ) -> Result<usize, Error> {
         let mut n = 0;
         loop {
-            while let Some(off) = q.ring.next_response()? {
+            while let Some(off) = q.ring.take_response_slot()? {
                 let rsp = Response::read(q.ring.memory(), off)?;
                 n += 1;
                 if rsp.id & RAW_ID != 0 {
@@ -845,7 +846,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
         let mut raw = Vec::new();
         while left > 0 {
             let mut pushed = false;
-            while next < n && !fq.free.is_empty() && fq.ring.free() > 0 {
+            while next < n && !fq.free.is_empty() && fq.ring.free_requests() > 0 {
                 build(self, fq, reqs, next)?;
                 next += 1;
                 pushed = true;
@@ -921,12 +922,12 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
             .get(q)
             .ok_or_else(|| cfg_err("no such queue"))?
             .lock();
-        if reqs.len() > g.ring.free() as usize {
+        if reqs.len() > g.ring.free_requests() as usize {
             return Err(cfg_err("batch larger than the free ring slots"));
         }
         for r in reqs.iter_mut() {
             r.id |= RAW_ID;
-            let off = g.ring.next_request();
+            let off = g.ring.next_request_slot()?;
             r.write(g.ring.memory(), off, self.cfg.protocol)?;
             g.raw_inflight += 1;
         }

@@ -252,7 +252,8 @@ impl<H: Host> BlkBack<H> {
                 .read_frontend_parse::<u32>(&evk)?
                 .ok_or(Error::Config(format!("frontend has no {evk}")))?;
             let mem = self.host.map_grants(dev.frontend_id, &refs, true)?;
-            let ring = BackRing::attach(mem, proto.entry_size())?;
+            let layout = crate::ring::layout(refs.len() * xen_types::PAGE_SIZE, proto)?;
+            let ring = BackRing::with_layout(mem, layout, 0)?;
             let chan = self
                 .host
                 .bind_interdomain(dev.frontend_id, EvtchnPort(port))?;

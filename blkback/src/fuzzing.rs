@@ -3,7 +3,7 @@
 use std::sync::{Arc, OnceLock};
 
 use xen_types::mem::SharedMemoryExt;
-use xen_types::DomId;
+use xen_types::{DomId, PAGE_SIZE};
 
 use crate::abi::{Protocol, Response};
 use crate::disk::Disk;
@@ -65,17 +65,18 @@ pub fn blkback_requests(data: &[u8]) {
         _ => Protocol::X86_64,
     };
     let region = Region::new(w.mem.clone(), 0, 1).expect("region");
-    let mut front = FrontRing::init(region.clone(), proto.entry_size()).expect("ring");
+    let layout = crate::ring::layout(PAGE_SIZE, proto).expect("layout");
+    let mut front = FrontRing::init_with_layout(region.clone(), layout).expect("ring");
     let esz = proto.entry_size();
-    let n = (body.len() / esz).min(front.size() as usize);
+    let n = (body.len() / esz).min(front.ring_size() as usize);
     for i in 0..n {
-        let off = front.next_request();
+        let off = front.next_request_slot().expect("free slot");
         region
             .write_bytes(off, &body[i * esz..(i + 1) * esz])
             .expect("entry");
     }
     let extra = u32::from(ctl >> 5);
-    front.push_requests().expect("push");
+    front.push_requests();
     if extra > 0 {
         // Claim more requests than were written (possibly past the ring size).
         region
@@ -88,7 +89,7 @@ pub fn blkback_requests(data: &[u8]) {
         .host
         .map_grants(FE, &[w.ring_ref], true)
         .expect("map ring");
-    let back = BackRing::attach(mapping, esz).expect("attach");
+    let back = BackRing::with_layout(mapping, layout, 0).expect("attach");
     let limits = Limits {
         sectors: w.disk.sectors(),
         readonly: ctl & 4 != 0,
@@ -118,7 +119,9 @@ pub fn blkback_requests(data: &[u8]) {
     pool.shutdown();
     // Every consumed request was answered with a known status.
     let mut answered = 0;
-    while let Some(off) = front.next_response().expect("responses") {
+    // (A backend that took the requests claimed past the written ones answers more than
+    // this front end pushed, which it refuses as a hostile index: count what it accepts.)
+    while let Ok(Some(off)) = front.take_response_slot() {
         let rsp = Response::read(&region, off).expect("response");
         let raw = rsp.status.raw();
         assert!((-2..=0).contains(&raw));

@@ -4,7 +4,8 @@
 //! `xen-blkback` implement it, in safe Rust above the mapping edge:
 //!
 //! - [`abi`]: the blkif request/response layouts of the three x86 ABIs (`protocol` key);
-//! - [`ring`]: shared rings with a run-time entry size, single- or multi-page;
+//! - [`ring`]: `xen-ring`'s shared rings with the entry size of the negotiated ABI, single-
+//!   or multi-page;
 //! - [`request`]: validation and execution of requests over abstract segment memory;
 //! - [`disk`]: raw images and block devices (`preadv`/`pwritev` into grant mappings,
 //!   `fdatasync`, hole punching / `BLKDISCARD`);
@@ -63,6 +64,9 @@ pub enum Error {
     /// The peer's event channel closed (its domain died or it disconnected).
     #[error("event channel closed")]
     Closed,
+    /// The frontend broke the shared ring's index protocol (or the ring memory is unusable).
+    #[error("ring: {0}")]
+    Ring(#[from] xen_ring::RingError),
     /// Bad or missing configuration in xenstore.
     #[error("configuration: {0}")]
     Config(String),

@@ -171,14 +171,19 @@ impl<H: Host> QueueShared<H> {
     /// [`PUSH_BATCH`] are waiting.
     fn respond(&self, id: u64, operation: u8, status: Status, publish: bool) {
         let mut r = self.ring.lock();
-        let off = r.ring.next_response();
         let rsp = Response {
             id,
             operation,
             status,
         };
-        if let Err(e) = rsp.write(r.ring.memory(), off) {
-            warn!("writing a response: {e}");
+        match r.ring.next_response_slot() {
+            Ok(off) => {
+                if let Err(e) = rsp.write(r.ring.memory(), off) {
+                    warn!("writing a response: {e}");
+                }
+            }
+            // A broken ring (hostile frontend) or no request to answer: nothing to write.
+            Err(e) => warn!("response {id}: {e}"),
         }
         r.unpushed += 1;
         if publish || r.unpushed >= PUSH_BATCH {
@@ -196,15 +201,11 @@ impl<H: Host> QueueShared<H> {
 
     fn push_locked(&self, mut r: parking_lot::MutexGuard<'_, RingState<H::Mapping>>) {
         r.unpushed = 0;
-        let notify = r.ring.push_responses();
+        let notify = r.ring.push_responses_and_check_notify();
         drop(r);
-        match notify {
-            Ok(true) => {
-                // The frontend may be gone; nothing else to do then.
-                let _ = self.chan.notify();
-            }
-            Ok(false) => {}
-            Err(e) => warn!("publishing responses: {e}"),
+        if notify {
+            // The frontend may be gone; nothing else to do then.
+            let _ = self.chan.notify();
         }
     }
 }
@@ -524,8 +525,7 @@ impl<H: Host> RingServer<H> {
     /// is then re-armed).
     fn consume(&mut self) -> Result<bool, crate::Error> {
         let mut r = self.q.ring.lock();
-        let mut n = r.ring.unconsumed()?;
-        if n == 0 {
+        if r.ring.unconsumed_requests()? == 0 {
             if r.unpushed > 0 {
                 self.q.push_locked(r);
                 r = self.q.ring.lock();
@@ -533,10 +533,8 @@ impl<H: Host> RingServer<H> {
             if !r.ring.final_check_for_requests()? {
                 return Ok(false);
             }
-            n = r.ring.unconsumed()?;
         }
-        for _ in 0..n {
-            let off = r.ring.next_request();
+        while let Some(off) = r.ring.take_request_slot()? {
             self.reqs
                 .push(Request::read(r.ring.memory(), off, self.cfg.proto)?);
         }
@@ -721,21 +719,17 @@ mod tests {
         let data = (1..=8)
             .map(|p| host.grant(FE, p, DomId::DOM0, false).unwrap())
             .collect();
-        let front = FrontRing::init(
-            Region::new(mem.clone(), 0, 1).unwrap(),
-            Protocol::Native.entry_size(),
-        )
-        .unwrap();
+        let layout = crate::ring::layout(PAGE_SIZE, Protocol::Native).unwrap();
+        let front =
+            FrontRing::init_with_layout(Region::new(mem.clone(), 0, 1).unwrap(), layout).unwrap();
         let file = tempfile::tempfile().unwrap();
         file.set_len(1 << 20).unwrap();
         let disk = Arc::new(Disk::from_file(file, false).unwrap());
         let (port, fe_chan) = host.alloc_unbound(FE, DomId::DOM0).unwrap();
         let chan = host.bind_interdomain(FE, port).unwrap();
-        let back = BackRing::attach(
-            host.map_grants(FE, &[ring_ref], true).unwrap(),
-            Protocol::Native.entry_size(),
-        )
-        .unwrap();
+        let back =
+            BackRing::with_layout(host.map_grants(FE, &[ring_ref], true).unwrap(), layout, 0)
+                .unwrap();
         let cfg = QueueConfig {
             frontend: FE,
             proto: Protocol::Native,
@@ -787,7 +781,7 @@ mod tests {
                     seg,
                 },
             };
-            let off = self.front.next_request();
+            let off = self.front.next_request_slot().unwrap();
             req.write(self.front.memory(), off, Protocol::Native)
                 .unwrap();
         }
@@ -795,7 +789,7 @@ mod tests {
         /// Responses published so far (consumed), by id.
         fn take_responses(&mut self) -> Vec<(u64, Status)> {
             let mut out = Vec::new();
-            while let Some(off) = self.front.next_response().unwrap() {
+            while let Some(off) = self.front.take_response_slot().unwrap() {
                 let r = Response::read(self.front.memory(), off).unwrap();
                 out.push((r.id, r.status));
             }
@@ -828,7 +822,7 @@ mod tests {
                 .unwrap();
             w.put(true, i, i as u64);
         }
-        w.front.push_requests().unwrap();
+        w.front.push_requests();
         w.server.drain().unwrap();
         // Executed on this thread and published together: all there without waiting.
         let got = sorted(w.take_responses());
@@ -838,7 +832,7 @@ mod tests {
         for i in 4..8 {
             w.put(false, i, (i - 4) as u64);
         }
-        w.front.push_requests().unwrap();
+        w.front.push_requests();
         w.server.drain().unwrap();
         assert_eq!(w.take_responses().len(), 4);
         for i in 4..8 {
@@ -861,7 +855,7 @@ mod tests {
         for i in 0..8 {
             w.put(i % 2 == 0, i, i as u64);
         }
-        w.front.push_requests().unwrap();
+        w.front.push_requests();
         w.server.drain().unwrap();
         let got = sorted(w.wait_responses(8));
         assert_eq!(got, (0..8).map(|i| (i, Status::Okay)).collect::<Vec<_>>());
@@ -882,11 +876,11 @@ mod tests {
         for i in 0..n {
             w.put(false, i % 8, 0);
         }
-        w.front.push_requests().unwrap();
+        w.front.push_requests();
         {
             let mut r = q.ring.lock();
             for _ in 0..n {
-                r.ring.next_request();
+                r.ring.take_request_slot().unwrap().unwrap();
             }
         }
         q.respond(100, 0, Status::Okay, false);
@@ -915,7 +909,7 @@ mod tests {
             w.pool.shared.record(Duration::from_millis(1), 1);
         }
         w.put(false, 0, 0);
-        w.front.push_requests().unwrap();
+        w.front.push_requests();
         w.server.drain().unwrap();
         assert_eq!(w.take_responses(), vec![(0, Status::Error)]);
     }
@@ -929,7 +923,7 @@ mod tests {
                 .unwrap();
             w.put(true, i, 8 + i as u64);
         }
-        w.front.push_requests().unwrap();
+        w.front.push_requests();
         w.server.drain().unwrap();
         let got = sorted(w.wait_responses(8));
         assert_eq!(got, (0..8).map(|i| (i, Status::Okay)).collect::<Vec<_>>());
@@ -939,7 +933,7 @@ mod tests {
         for i in 0..8 {
             w.put(false, i, 8 + i as u64);
         }
-        w.front.push_requests().unwrap();
+        w.front.push_requests();
         w.server.drain().unwrap();
         assert_eq!(w.wait_responses(8).len(), 8);
         for i in 0..8 {
