@@ -115,9 +115,10 @@ CFG
   ( timeout $DOMU_TIMEOUT xl -vv create /tmp/domu.cfg 2>&1; echo $? > /tmp/xl-create.rc ) | tee /tmp/xl-create.log | sed 's/^/xl: /' &
   XLPID=$!
   # First console line of the guest (xenconsoled logs it), then its user space marker.
-  first=""; upm=""; attached=""
+  first=""; upm=""; usm=""; attached=""
   while [ $(( $(cs) - t0 )) -lt $((DOMU_TIMEOUT * 100)) ]; do
     [ -z "$first" ] && [ -s $LOG ] && first=$(cs)
+    [ -z "$usm" ] && grep -q E2E-DOMU-USERSPACE $LOG 2>/dev/null && usm=$(cs)
     if grep -q E2E-DOMU-UP $LOG 2>/dev/null; then upm=$(cs); break; fi
     # xl gave up: no guest is coming.
     # (Read with the shell's builtin: a crashing helper process must not look like xl failing.)
@@ -145,7 +146,8 @@ CFG
   else
     check domu-console FAIL "no console output from the guest"
   fi
-  [ -n "$upm" ] && echo "E2E-METRIC xl-create-to-guest-userspace $(( (upm - t0) * 10 )) ms"
+  [ -n "$usm" ] && echo "E2E-METRIC xl-create-to-guest-userspace $(( (usm - t0) * 10 )) ms"
+  [ -n "$upm" ] && echo "E2E-METRIC xl-create-to-guest-checks-done $(( (upm - t0) * 10 )) ms"
   DID=$(xl domid domu1 2>/dev/null)
   if [ -n "$upm" ] && [ -n "$DID" ]; then
     for dev in vbd/51712 vif/0; do

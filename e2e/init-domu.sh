@@ -2,7 +2,9 @@
 # PV guest /init for `cargo xtask e2e`: brings up blkfront and netfront, checks its disks, reports.
 # xvda is served by the kernel's xen-blkback; xvdb (hot-plugged by dom0 with backendtype=qdisk)
 # by the project's blkbackd. Lines for dom0: E2E-DOMU-CHECK <name> PASS|FAIL <detail>,
-# E2E-DOMU-METRIC <name> <value> <unit>, E2E-DOMU-MD5 <what> <md5>, E2E-DOMU-UP.
+# E2E-DOMU-METRIC <name> <value> <unit>, E2E-DOMU-MD5 <what> <md5>, E2E-DOMU-UP (all done);
+# E2E-DOMU-USERSPACE first, as /init starts.
+echo "E2E-DOMU-USERSPACE"
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
