@@ -56,7 +56,7 @@ impl Boot {
     /// ([`guest_cpus`]). With dom0 on two vCPUs sharing physical CPUs with the guest,
     /// dom0's user space crashed at random once the guest ran and the host was busy:
     /// busybox applets faulting on thread-local reads, glibc's `malloc(): corrupted top size`
-    /// in multithreaded daemons (seen in 8 of 8 runs on a loaded host, 0 of 3 with this
+    /// in multithreaded daemons (seen in 8 of 8 runs on a loaded host, in none of the 6 since with this
     /// layout). Sharing no physical CPU between the two PV domains avoids it.
     pub fn xen_args(&self) -> String {
         format!(
