@@ -4,6 +4,7 @@
 //!
 //! Like C xenstored it serves all connections from one thread.
 
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,18 +29,26 @@ pub fn reply_payload(ty: u32) -> &'static [u8] {
     }
 }
 
-/// A running echo server, stopped on drop.
+/// A unix-socket server on a thread of its own (one single-threaded runtime, every
+/// connection a local task), stopped and its socket removed on drop. The echo server and the
+/// fan-out floor run on it.
 #[derive(Debug)]
-pub struct EchoServer {
+pub struct LocalServer {
     path: PathBuf,
     stop: Arc<Notify>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl EchoServer {
-    /// Binds `path` (removing a stale socket there) and serves it on a new
-    /// thread.
-    pub fn start(path: &Path) -> io::Result<Self> {
+impl LocalServer {
+    /// Binds `path` (removing a stale socket there) and serves it on a new thread named
+    /// `name`: `make` runs on that thread and returns the handler each accepted connection
+    /// is given to (it may keep thread-local state, such as a list of watchers).
+    pub fn start<M, F, Fut>(path: &Path, name: &str, make: M) -> io::Result<Self>
+    where
+        M: FnOnce() -> F + Send + 'static,
+        F: FnMut(UnixStream) -> Fut + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
         let _ = std::fs::remove_file(path);
         let std_listener = std::os::unix::net::UnixListener::bind(path)?;
         std_listener.set_nonblocking(true)?;
@@ -49,18 +58,19 @@ impl EchoServer {
         let stop = Arc::new(Notify::new());
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
-            .name("xs-echo".into())
+            .name(name.into())
             .spawn(move || {
-                rt.block_on(async move {
-                    let listener = match UnixListener::from_std(std_listener) {
-                        Ok(l) => l,
-                        Err(_) => return,
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, async move {
+                    let Ok(listener) = UnixListener::from_std(std_listener) else {
+                        return;
                     };
+                    let mut handler = make();
                     loop {
                         tokio::select! {
                             _ = stop2.notified() => break,
                             r = listener.accept() => match r {
-                                Ok((s, _)) => { tokio::spawn(serve(s)); }
+                                Ok((s, _)) => { tokio::task::spawn_local(handler(s)); }
                                 Err(_) => break,
                             },
                         }
@@ -80,13 +90,30 @@ impl EchoServer {
     }
 }
 
-impl Drop for EchoServer {
+impl Drop for LocalServer {
     fn drop(&mut self) {
         self.stop.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A running echo server, stopped on drop.
+#[derive(Debug)]
+pub struct EchoServer(LocalServer);
+
+impl EchoServer {
+    /// Binds `path` (removing a stale socket there) and serves it on a new
+    /// thread.
+    pub fn start(path: &Path) -> io::Result<Self> {
+        LocalServer::start(path, "xs-echo", || serve).map(EchoServer)
+    }
+
+    /// The socket path.
+    pub fn socket_path(&self) -> &Path {
+        self.0.socket_path()
     }
 }
 

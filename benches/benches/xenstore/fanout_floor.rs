@@ -8,82 +8,37 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::thread::JoinHandle;
 
-use benches::echo::reply_payload;
+use benches::echo::{reply_payload, LocalServer};
 use benches::frame::{self, Decoder};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Notify;
+use tokio::net::UnixStream;
 
 /// A running floor server, stopped on drop.
-pub struct FanoutFloor {
-    path: PathBuf,
-    stop: Arc<Notify>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct FanoutFloor(LocalServer);
 
 type Watchers = Rc<RefCell<Vec<(usize, Rc<OwnedWriteHalf>, Vec<u8>)>>>;
 
 impl FanoutFloor {
     /// Binds `path` and serves it on a new thread.
     pub fn start(path: &Path) -> io::Result<Self> {
-        let _ = std::fs::remove_file(path);
-        let std_listener = std::os::unix::net::UnixListener::bind(path)?;
-        std_listener.set_nonblocking(true)?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()?;
-        let stop = Arc::new(Notify::new());
-        let stop2 = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("xs-fanout-floor".into())
-            .spawn(move || {
-                let local = tokio::task::LocalSet::new();
-                local.block_on(&rt, async move {
-                    let Ok(listener) = UnixListener::from_std(std_listener) else {
-                        return;
-                    };
-                    let watchers: Watchers = Rc::default();
-                    let mut next = 0usize;
-                    loop {
-                        tokio::select! {
-                            _ = stop2.notified() => break,
-                            r = listener.accept() => match r {
-                                Ok((s, _)) => {
-                                    next += 1;
-                                    tokio::task::spawn_local(serve(s, next, watchers.clone()));
-                                }
-                                Err(_) => break,
-                            },
-                        }
-                    }
-                });
-            })?;
-        Ok(Self {
-            path: path.to_owned(),
-            stop,
-            thread: Some(thread),
+        LocalServer::start(path, "xs-fanout-floor", || {
+            let watchers: Watchers = Rc::default();
+            let mut next = 0usize;
+            move |s| {
+                next += 1;
+                serve(s, next, watchers.clone())
+            }
         })
+        .map(FanoutFloor)
     }
 
     /// The socket path.
     pub fn socket_path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for FanoutFloor {
-    fn drop(&mut self) {
-        self.stop.notify_one();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = std::fs::remove_file(&self.path);
+        self.0.socket_path()
     }
 }
 
