@@ -148,6 +148,8 @@ struct Ctx<'a> {
     target_dir: &'a Path,
     all: &'a [Package],
     deadline: Deadline,
+    /// `RUSTFLAGS` for the build (the static guest tools).
+    rustflags: Option<&'a str>,
 }
 
 /// Runs one cargo build over `packages` (with `args`), returning its artifacts; when it fails,
@@ -164,6 +166,7 @@ fn build_each(
         target_dir,
         all,
         deadline,
+        rustflags,
     } = *ctx;
     if packages.is_empty() {
         return Ok(());
@@ -176,6 +179,9 @@ fn build_each(
             .arg(target_dir);
         for p in pkgs {
             cmd.args(["-p", &p.name]);
+        }
+        if let Some(flags) = rustflags {
+            cmd.env("RUSTFLAGS", flags);
         }
         let out = proc::output(cmd.current_dir(repo), deadline)?;
         Ok(parse_artifacts(&String::from_utf8_lossy(&out), all))
@@ -210,38 +216,25 @@ pub fn build(
         target_dir,
         all: packages,
         deadline,
+        rustflags: None,
     };
     // Guest tools first: the guest's checks need them.
-    for name in GUEST_TOOLS {
-        let Some(p) = packages.iter().find(|p| p.name == *name) else {
-            continue;
-        };
-        let mut cmd = cargo();
-        cmd.args([
-            "build",
-            "--release",
-            "--target",
-            GUEST_TRIPLE,
-            "-p",
-            &p.name,
-        ])
-        .arg("--message-format=json-render-diagnostics")
-        .arg("--target-dir")
-        .arg(target_dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .current_dir(repo);
-        match proc::output(&mut cmd, deadline) {
-            Ok(out) => b.guest.extend(
-                parse_artifacts(&String::from_utf8_lossy(&out), packages)
-                    .into_iter()
-                    .filter(|a| p.bins.contains(&a.target)),
-            ),
-            Err(Error::Timeout(s)) => return Err(Error::Timeout(s)),
-            Err(e) => b
-                .failures
-                .push((p.name.clone(), format!("static guest build: {e}"))),
-        }
-    }
+    let guest: Vec<&Package> = packages
+        .iter()
+        .filter(|p| GUEST_TOOLS.contains(&p.name.as_str()))
+        .collect();
+    let static_ctx = Ctx {
+        rustflags: Some("-C target-feature=+crt-static"),
+        ..ctx
+    };
+    let guest_args = ["build", "--release", "--bins", "--target", GUEST_TRIPLE];
+    build_each(
+        &static_ctx,
+        &guest_args,
+        &guest,
+        &mut b.guest,
+        &mut b.failures,
+    )?;
     let with_tests: Vec<&Package> = packages.iter().filter(|p| p.has_real_xen_tests()).collect();
     let test_args = ["test", "--no-run", "--test", "real_xen"];
     build_each(&ctx, &test_args, &with_tests, &mut b.tests, &mut b.failures)?;

@@ -229,22 +229,17 @@ fn e2e(args: E2eArgs) -> Result<bool> {
         build::strip_into(&a.exe, &out, deadline)?;
         guest_tools.push((a.target.clone(), out));
     }
-    eprintln!(
-        "e2e: real-Xen test binaries: [{}]; programs: [{}]; guest tools: [{}]",
-        tests
-            .iter()
-            .map(|t| t.0.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        bins.iter()
-            .map(|t| t.0.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        guest_tools
-            .iter()
+    let names = |v: &[(String, PathBuf)]| {
+        v.iter()
             .map(|t| t.0.as_str())
             .collect::<Vec<_>>()
             .join(", ")
+    };
+    eprintln!(
+        "e2e: real-Xen test binaries: [{}]; programs: [{}]; guest tools: [{}]",
+        names(&tests),
+        names(&bins),
+        names(&guest_tools)
     );
     let have_ours = bins.iter().any(|(n, _)| n == "xenstored");
     if args.xenstored == Xenstored::Ours && !have_ours {
