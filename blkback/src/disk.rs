@@ -178,9 +178,6 @@ impl Disk {
         segs: &[IoSeg<'_>],
         iov: &mut Vec<libc::iovec>,
     ) -> io::Result<()> {
-        if self.readonly {
-            return Err(io::Error::from_raw_os_error(libc::EROFS));
-        }
         self.write_segs(offset, segs.iter().copied(), iov)
     }
 
