@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use xen_types::mem::{SharedMemory, SharedMemoryExt};
 use xen_types::{DomId, GrantRef, PAGE_SIZE};
 use xenbus::{FrontendDevice, Store, XenbusState};
@@ -573,6 +573,15 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
         })
     }
 
+    /// Locks queue `q`.
+    fn queue(&self, q: usize) -> Result<MutexGuard<'_, FrontQueue<F>>, Error> {
+        Ok(self
+            .queues
+            .get(q)
+            .ok_or_else(|| cfg_err("no such queue"))?
+            .lock())
+    }
+
     fn build(
         &self,
         q: &mut FrontQueue<F>,
@@ -834,11 +843,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
         build: impl Fn(&Self, &mut FrontQueue<F>, &T, usize) -> Result<(), Error>,
         done: impl Fn(&Self, &mut T, usize, Status, usize, usize, bool) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let mut guard = self
-            .queues
-            .get(q)
-            .ok_or_else(|| cfg_err("no such queue"))?
-            .lock();
+        let mut guard = self.queue(q)?;
         let fq = &mut *guard;
         let deadline = Instant::now() + self.cfg.timeout;
         let mut next = 0;
@@ -874,11 +879,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
     /// Submits `reqs` on queue `q` without waiting (they must fit in the free slots);
     /// tags are their indexes. Collect answers with [`poll`](Self::poll).
     pub fn submit(&self, q: usize, reqs: &[IoReq]) -> Result<(), Error> {
-        let mut g = self
-            .queues
-            .get(q)
-            .ok_or_else(|| cfg_err("no such queue"))?
-            .lock();
+        let mut g = self.queue(q)?;
         for (i, r) in reqs.iter().enumerate() {
             self.build(&mut g, r.op, r.sector, Data::Copy(&r.buf), i)?;
         }
@@ -888,11 +889,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
     /// Collects answers of [`submit`](Self::submit)ted requests, waiting until at least
     /// one arrives (at most the configured timeout). Returns `(tag, status)` pairs.
     pub fn poll(&self, q: usize) -> Result<Vec<(usize, Status)>, Error> {
-        let mut g = self
-            .queues
-            .get(q)
-            .ok_or_else(|| cfg_err("no such queue"))?
-            .lock();
+        let mut g = self.queue(q)?;
         let deadline = Instant::now() + self.cfg.timeout;
         let mut out = Vec::new();
         let mut raw = Vec::new();
@@ -917,11 +914,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
     /// Puts hand-made requests on queue `q` and waits for all their responses (in
     /// completion order).
     pub fn raw_batch(&self, q: usize, reqs: &mut [Request]) -> Result<Vec<Response>, Error> {
-        let mut g = self
-            .queues
-            .get(q)
-            .ok_or_else(|| cfg_err("no such queue"))?
-            .lock();
+        let mut g = self.queue(q)?;
         if reqs.len() > g.ring.free_requests() as usize {
             return Err(cfg_err("batch larger than the free ring slots"));
         }
@@ -946,11 +939,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
     /// Writes raw bytes over the ring's producer index, as a buggy or hostile frontend
     /// might (then notifies).
     pub fn corrupt_req_prod(&self, q: usize, value: u32) -> Result<(), Error> {
-        let g = self
-            .queues
-            .get(q)
-            .ok_or_else(|| cfg_err("no such queue"))?
-            .lock();
+        let g = self.queue(q)?;
         g.ring.memory().write_obj(0, value)?;
         g.chan.notify()
     }
