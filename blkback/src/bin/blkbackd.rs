@@ -113,9 +113,7 @@ fn run(cli: &Cli) -> Result<Signal, String> {
     let sig = signals.wait().map_err(|e| format!("waiting: {e}"))?;
     tracing::info!("{sig}: closing {} device(s)", backend.devices().len());
     backend.stop();
-    if let Some(m) = model {
-        m.unregister();
-    }
+    drop(model);
     if let Some(p) = &cli.pid_file {
         let _ = std::fs::remove_file(p);
     }
@@ -130,28 +128,34 @@ struct DeviceModel {
 }
 
 impl DeviceModel {
-    fn state_path(&self) -> String {
-        format!("/local/domain/0/device-model/{}/state", self.domid.get())
+    fn pid_path(domid: DomId) -> String {
+        format!("/local/domain/{}/image/device-model-pid", domid.get())
+    }
+
+    /// dom0's directory for domain `domid`'s device model.
+    fn dir(domid: DomId) -> String {
+        format!("/local/domain/0/device-model/{}", domid.get())
     }
 
     fn register(store: Arc<XsStore>, domid: DomId) -> Result<DeviceModel, String> {
         if !store.domain_alive(domid).map_err(|e| e.to_string())? {
             return Err(format!("domain {} does not exist", domid.get()));
         }
-        let m = DeviceModel { store, domid };
-        let pid_path = format!("/local/domain/{}/image/device-model-pid", domid.get());
-        if let Some(pid) = m.store.read(&pid_path).map_err(|e| e.to_string())? {
+        let pid_path = Self::pid_path(domid);
+        if let Some(pid) = store.read(&pid_path).map_err(|e| e.to_string())? {
             return Err(format!(
                 "domain {} already has a device model (pid {pid})",
                 domid.get()
             ));
         }
-        m.store
+        store
             .write_all(&[
                 (pid_path, std::process::id().to_string()),
-                (m.state_path(), "running".into()),
+                (format!("{}/state", Self::dir(domid)), "running".into()),
             ])
             .map_err(|e| format!("registering as domain {}'s device model: {e}", domid.get()))?;
+        // From here on, dropping `m` (on any error below, or at exit) unregisters.
+        let m = DeviceModel { store, domid };
         // The domain's death ends the daemon as a signal would.
         let (tx, rx) = crossbeam::channel::unbounded();
         m.store
@@ -172,13 +176,17 @@ impl DeviceModel {
             .map_err(|e| e.to_string())?;
         Ok(m)
     }
+}
 
-    /// Removes what [`DeviceModel::register`] wrote that the toolstack would not remove.
-    fn unregister(self) {
-        let _ = self.store.rm(&format!(
-            "/local/domain/0/device-model/{}",
-            self.domid.get()
-        ));
+impl Drop for DeviceModel {
+    /// Removes what [`DeviceModel::register`] wrote, so that libxl does not take a stopped
+    /// daemon for a running device model (the pid entry only while it is still ours).
+    fn drop(&mut self) {
+        let pid_path = Self::pid_path(self.domid);
+        if self.store.read(&pid_path).ok().flatten() == Some(std::process::id().to_string()) {
+            let _ = self.store.rm(&pid_path);
+        }
+        let _ = self.store.rm(&Self::dir(self.domid));
     }
 }
 
