@@ -4,6 +4,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use xen_types::mem::SharedMemory;
 use xen_types::{EvtchnPort, GrantRef};
 use xenbus::{BackendDriver, DeviceInfo, Store};
 
@@ -252,7 +253,7 @@ impl<H: Host> BlkBack<H> {
                 .read_frontend_parse::<u32>(&evk)?
                 .ok_or(Error::Config(format!("frontend has no {evk}")))?;
             let mem = self.host.map_grants(dev.frontend_id, &refs, true)?;
-            let layout = crate::ring::layout(refs.len() * xen_types::PAGE_SIZE, proto)?;
+            let layout = crate::ring::layout(mem.len(), proto)?;
             let ring = BackRing::with_layout(mem, layout, 0)?;
             let chan = self
                 .host
