@@ -594,15 +594,14 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
             Data::Copy(b) => b.len(),
             Data::Guest { len, .. } => len,
         };
-        let r_op = op;
-        let (op, read) = match r_op {
+        let (wire_op, read) = match op {
             Op::Read => (OP_READ, true),
             Op::Write => (OP_WRITE, false),
             Op::WriteFlush => (OP_FLUSH, false),
             Op::Flush => (OP_FLUSH, false),
             Op::Discard { .. } => (OP_DISCARD, false),
         };
-        let has_data = matches!(r_op, Op::Read | Op::Write | Op::WriteFlush);
+        let has_data = matches!(op, Op::Read | Op::Write | Op::WriteFlush);
         if has_data && (len == 0 || len % SECTOR_SIZE as usize != 0) {
             return Err(cfg_err("buffer must be a non-zero multiple of 512 bytes"));
         }
@@ -653,7 +652,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
                 let mut seg = [Segment::default(); MAX_DIRECT_SEGMENTS];
                 seg[..nseg].copy_from_slice(&segs);
                 (
-                    op,
+                    wire_op,
                     Body::Direct {
                         nr_segments: nseg as u8,
                         seg,
@@ -692,9 +691,9 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
                     },
                 )
             }
-        } else if let Op::Discard { nr_sectors } = r_op {
+        } else if let Op::Discard { nr_sectors } = op {
             (
-                op,
+                wire_op,
                 Body::Discard {
                     flag: 0,
                     nr_sectors,
@@ -702,7 +701,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
             )
         } else {
             (
-                op,
+                wire_op,
                 Body::Direct {
                     nr_segments: 0,
                     seg: [Segment::default(); MAX_DIRECT_SEGMENTS],
