@@ -75,7 +75,11 @@ fn recv(e: &Evtchn, want: EvtchnPort) {
     e.unmask(want).expect("unmask");
 }
 
-fn evtchn_pingpong(host: &xen_sim::Host, guest: DomId, iters: u64) -> Duration {
+/// Round trips over a fresh guest-dom0 channel, each side receiving with `recv`.
+fn pingpong<R>(host: &xen_sim::Host, guest: DomId, iters: u64, recv: R) -> Duration
+where
+    R: Fn(&Evtchn, EvtchnPort) + Copy + Send + 'static,
+{
     let front = Evtchn::open_sim(host, guest).expect("front");
     let back = Evtchn::open_sim(host, DomId::DOM0).expect("back");
     let fp = front.bind_unbound_port(DomId::DOM0).expect("alloc");
@@ -118,28 +122,6 @@ fn recv_polled(e: &Evtchn, want: EvtchnPort) {
     e.unmask(want).expect("unmask");
 }
 
-fn evtchn_pingpong_polled(host: &xen_sim::Host, guest: DomId, iters: u64) -> Duration {
-    let front = Evtchn::open_sim(host, guest).expect("front");
-    let back = Evtchn::open_sim(host, DomId::DOM0).expect("back");
-    let fp = front.bind_unbound_port(DomId::DOM0).expect("alloc");
-    let bp = back.bind_interdomain(guest, fp).expect("bind");
-    recv_polled(&back, bp); // the bind-time event
-    let echo = std::thread::spawn(move || {
-        for _ in 0..iters {
-            recv_polled(&back, bp);
-            back.notify(bp).expect("notify");
-        }
-    });
-    let start = Instant::now();
-    for _ in 0..iters {
-        front.notify(fp).expect("notify");
-        recv_polled(&front, fp);
-    }
-    let t = start.elapsed();
-    echo.join().expect("echo");
-    t
-}
-
 /// Alternates blocks of the two ping-pongs and prints the ratio per pair of neighbouring
 /// blocks (median) and of the fastest blocks: on a shared, noisy machine, load that comes
 /// and goes hits both sides of a pair alike, where criterion measures one after the other.
@@ -150,7 +132,7 @@ fn interleaved_ratio(host: &xen_sim::Host, guest: DomId) {
     let (mut raw, mut sim, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..BLOCKS {
         let r = per(eventfd_pingpong(ITERS));
-        let s = per(evtchn_pingpong(host, guest, ITERS));
+        let s = per(pingpong(host, guest, ITERS, recv));
         raw.push(r);
         sim.push(s);
         ratio.push(s / r);
@@ -186,10 +168,10 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("evtchn");
     g.bench_function("eventfd_pingpong", |b| b.iter_custom(eventfd_pingpong));
     g.bench_function("sim_pingpong", |b| {
-        b.iter_custom(|n| evtchn_pingpong(&host, guest, n))
+        b.iter_custom(|n| pingpong(&host, guest, n, recv))
     });
     g.bench_function("sim_pingpong_poll", |b| {
-        b.iter_custom(|n| evtchn_pingpong_polled(&host, guest, n))
+        b.iter_custom(|n| pingpong(&host, guest, n, recv_polled))
     });
     g.finish();
 }
