@@ -540,16 +540,23 @@ impl Shared {
                 payload: payload.to_vec(),
             };
             eng.handle(id, &m, outbox);
-            let dirty = eng.take_dirty();
-            if !dirty.is_empty() {
-                if let Some(j) = self.journal.borrow_mut().as_mut() {
-                    for p in dirty {
-                        j.record(eng.tree(), &p);
-                    }
-                }
-            }
+            self.record_changes(&mut eng);
         }
         self.deliver_all(Some((id, peer)), outbox);
+    }
+
+    /// Appends the nodes `eng` changed since the last call to the journal (written at the
+    /// batch's [`Shared::flush_journal`]).
+    fn record_changes(&self, eng: &mut Engine) {
+        let dirty = eng.take_dirty();
+        if dirty.is_empty() {
+            return;
+        }
+        if let Some(j) = self.journal.borrow_mut().as_mut() {
+            for p in dirty {
+                j.record(eng.tree(), &p);
+            }
+        }
     }
 
     /// Appends the outbox's messages to their connections' output (`own` is the
@@ -719,12 +726,7 @@ async fn domain_exc_loop(
                     }
                 }
             }
-            let dirty = eng.take_dirty();
-            if let Some(j) = shared.journal.borrow_mut().as_mut() {
-                for p in dirty {
-                    j.record(eng.tree(), &p);
-                }
-            }
+            shared.record_changes(&mut eng);
         }
         shared.deliver_all(None, &mut outbox);
         shared.flush_journal();
