@@ -28,6 +28,14 @@ fn guest(host: &xen_sim::Host, max_port: u32) -> DomId {
     host.create_domain(DomId::INVALID, &cfg).unwrap()
 }
 
+/// The domain at the other end of dom0's interdomain port `bp`.
+fn remote_of(host: &xen_sim::Host, bp: EvtchnPort) -> DomId {
+    match host.evtchn_status(DomId::DOM0, bp).unwrap() {
+        PortStatus::Interdomain { remote, .. } => remote,
+        s => panic!("unexpected {s:?}"),
+    }
+}
+
 /// A guest frontend handle and a dom0 backend handle joined by one channel, with the
 /// bind-time event consumed and the backend's port unmasked.
 fn channel(host: &xen_sim::Host) -> (Evtchn, EvtchnPort, Evtchn, EvtchnPort) {
@@ -162,10 +170,7 @@ fn a_notify_storm_coalesces_but_never_loses_the_last_event() {
 fn closing_while_the_peer_notifies_keeps_xens_errnos() {
     let host = xen_sim::Host::default();
     let (front, fp, back, bp) = channel(&host);
-    let guest_dom = match host.evtchn_status(DomId::DOM0, bp).unwrap() {
-        PortStatus::Interdomain { remote, .. } => remote,
-        s => panic!("unexpected {s:?}"),
-    };
+    let guest_dom = remote_of(&host, bp);
     let stop = Arc::new(AtomicBool::new(false));
     let notifier = {
         let stop = stop.clone();
@@ -652,10 +657,7 @@ fn a_polled_handle_serving_two_busy_ports_keeps_its_readiness() {
 fn destroying_the_guest_while_both_ends_notify() {
     let host = xen_sim::Host::default();
     let (front, fp, back, bp) = channel(&host);
-    let g = match host.evtchn_status(DomId::DOM0, bp).unwrap() {
-        PortStatus::Interdomain { remote, .. } => remote,
-        s => panic!("unexpected {s:?}"),
-    };
+    let g = remote_of(&host, bp);
     let stop = Arc::new(AtomicBool::new(false));
     // Notifies until the first failure, then checks that it keeps failing.
     let guest_side = thread::spawn(move || {
