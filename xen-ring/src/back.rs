@@ -62,16 +62,10 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
     /// (`RING_REQUEST_CONS_OVERFLOW`: push responses first).
     #[inline]
     pub fn take_request(&mut self) -> Result<Option<Req>, RingError> {
-        self.check()?;
-        if self.req_cons == self.req_prod_seen && self.refresh()? == 0 {
-            return Ok(None);
+        match self.take_slot()? {
+            Some(off) => Ok(Some(copy_entry(&self.mem, off)?)),
+            None => Ok(None),
         }
-        if idx::request_cons_overflow(self.ring_size(), self.rsp_prod_pvt, self.req_cons) {
-            return Ok(None);
-        }
-        let req = copy_entry(&self.mem, self.layout.slot_offset(self.req_cons))?;
-        self.req_cons = self.req_cons.wrapping_add(1);
-        Ok(Some(req))
     }
 
     /// Copies out up to `out.len()` requests (as many as [`take_request`](Self::take_request)
@@ -107,13 +101,8 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
     /// the front end sees it after a push. Responses answer taken requests, one each.
     #[inline]
     pub fn push_response(&mut self, rsp: Rsp) -> Result<(), RingError> {
-        self.check()?;
-        if self.rsp_prod_pvt == self.req_cons {
-            return Err(RingError::NoOutstandingRequest);
-        }
-        self.mem
-            .write_obj(self.layout.slot_offset(self.rsp_prod_pvt), rsp)?;
-        self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
+        let off = self.response_slot()?;
+        self.mem.write_obj(off, rsp)?;
         Ok(())
     }
 }
@@ -134,29 +123,14 @@ impl<M: SharedMemory> BackRing<M, Untyped, Untyped> {
     /// once, then check the copy (`RING_COPY_REQUEST`).
     #[inline]
     pub fn take_request_slot(&mut self) -> Result<Option<usize>, RingError> {
-        self.check()?;
-        if self.req_cons == self.req_prod_seen && self.refresh()? == 0 {
-            return Ok(None);
-        }
-        if idx::request_cons_overflow(self.ring_size(), self.rsp_prod_pvt, self.req_cons) {
-            return Ok(None);
-        }
-        let off = self.layout.slot_offset(self.req_cons);
-        self.req_cons = self.req_cons.wrapping_add(1);
-        Ok(Some(off))
+        self.take_slot()
     }
 
     /// The offset where the next response goes, counting it as produced (privately, until
     /// a push); one per taken request, as [`push_response`](BackRing::push_response).
     #[inline]
     pub fn next_response_slot(&mut self) -> Result<usize, RingError> {
-        self.check()?;
-        if self.rsp_prod_pvt == self.req_cons {
-            return Err(RingError::NoOutstandingRequest);
-        }
-        let off = self.layout.slot_offset(self.rsp_prod_pvt);
-        self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
-        Ok(off)
+        self.response_slot()
     }
 }
 
@@ -220,6 +194,33 @@ impl<M: SharedMemory, Req, Rsp> BackRing<M, Req, Rsp> {
     /// Requests taken and not yet answered.
     pub fn pending(&self) -> u32 {
         self.req_cons.wrapping_sub(self.rsp_prod_pvt)
+    }
+
+    /// The offset of the next request, consuming it (the index checks of `take_request`).
+    #[inline]
+    fn take_slot(&mut self) -> Result<Option<usize>, RingError> {
+        self.check()?;
+        if self.req_cons == self.req_prod_seen && self.refresh()? == 0 {
+            return Ok(None);
+        }
+        if idx::request_cons_overflow(self.ring_size(), self.rsp_prod_pvt, self.req_cons) {
+            return Ok(None);
+        }
+        let off = self.layout.slot_offset(self.req_cons);
+        self.req_cons = self.req_cons.wrapping_add(1);
+        Ok(Some(off))
+    }
+
+    /// The offset of the next response slot, counting it as produced.
+    #[inline]
+    fn response_slot(&mut self) -> Result<usize, RingError> {
+        self.check()?;
+        if self.rsp_prod_pvt == self.req_cons {
+            return Err(RingError::NoOutstandingRequest);
+        }
+        let off = self.layout.slot_offset(self.rsp_prod_pvt);
+        self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
+        Ok(off)
     }
 
     fn check(&self) -> Result<(), RingError> {

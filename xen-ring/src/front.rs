@@ -66,15 +66,11 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
     /// end sees it only after a push.
     #[inline]
     pub fn push_request(&mut self, req: Req) -> Result<(), RingError> {
-        self.check()?;
-        if self.is_full() {
-            return Err(RingError::Full);
-        }
-        self.mem
-            .write_obj(self.layout.slot_offset(self.req_prod_pvt), req)?;
-        self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
+        let off = self.request_slot()?;
+        self.mem.write_obj(off, req)?;
         Ok(())
     }
+
     /// Writes as many of `reqs` as fit; returns how many.
     pub fn push_request_slice(&mut self, reqs: &[Req]) -> Result<usize, RingError> {
         self.check()?;
@@ -87,19 +83,18 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         self.req_prod_pvt = prod;
         Ok(n)
     }
+
     /// Copies out the next response (`RING_COPY_RESPONSE`), or `None` when the back end has
     /// published none. An impossible `rsp_prod` (more responses than requests published)
     /// breaks the ring.
     #[inline]
     pub fn take_response(&mut self) -> Result<Option<Rsp>, RingError> {
-        self.check()?;
-        if self.rsp_cons == self.rsp_prod_seen && self.refresh()? == 0 {
-            return Ok(None);
+        match self.response_slot()? {
+            Some(off) => Ok(Some(copy_entry(&self.mem, off)?)),
+            None => Ok(None),
         }
-        let rsp = copy_entry(&self.mem, self.layout.slot_offset(self.rsp_cons))?;
-        self.rsp_cons = self.rsp_cons.wrapping_add(1);
-        Ok(Some(rsp))
     }
+
     /// Copies out up to `out.len()` responses (reading `rsp_prod` once); returns how many.
     /// The batch form of the hot path: one index check per batch, no allocation.
     pub fn take_responses_into(&mut self, out: &mut [Rsp]) -> Result<usize, RingError> {
@@ -130,25 +125,13 @@ impl<M: SharedMemory> FrontRing<M, Untyped, Untyped> {
     /// push); [`RingError::Full`] as for [`push_request`](FrontRing::push_request).
     #[inline]
     pub fn next_request_slot(&mut self) -> Result<usize, RingError> {
-        self.check()?;
-        if self.is_full() {
-            return Err(RingError::Full);
-        }
-        let off = self.layout.slot_offset(self.req_prod_pvt);
-        self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
-        Ok(off)
+        self.request_slot()
     }
 
     /// The offset of the next published response, consuming it; `None` when there is none.
     #[inline]
     pub fn take_response_slot(&mut self) -> Result<Option<usize>, RingError> {
-        self.check()?;
-        if self.rsp_cons == self.rsp_prod_seen && self.refresh()? == 0 {
-            return Ok(None);
-        }
-        let off = self.layout.slot_offset(self.rsp_cons);
-        self.rsp_cons = self.rsp_cons.wrapping_add(1);
-        Ok(Some(off))
+        self.response_slot()
     }
 }
 
@@ -214,6 +197,30 @@ impl<M: SharedMemory, Req, Rsp> FrontRing<M, Req, Rsp> {
     /// Requests queued or published whose responses have not been consumed.
     pub fn outstanding(&self) -> u32 {
         self.req_prod_pvt.wrapping_sub(self.rsp_cons)
+    }
+
+    /// The offset of the next free request slot, counting it as produced.
+    #[inline]
+    fn request_slot(&mut self) -> Result<usize, RingError> {
+        self.check()?;
+        if self.is_full() {
+            return Err(RingError::Full);
+        }
+        let off = self.layout.slot_offset(self.req_prod_pvt);
+        self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
+        Ok(off)
+    }
+
+    /// The offset of the next published response, consuming it.
+    #[inline]
+    fn response_slot(&mut self) -> Result<Option<usize>, RingError> {
+        self.check()?;
+        if self.rsp_cons == self.rsp_prod_seen && self.refresh()? == 0 {
+            return Ok(None);
+        }
+        let off = self.layout.slot_offset(self.rsp_cons);
+        self.rsp_cons = self.rsp_cons.wrapping_add(1);
+        Ok(Some(off))
     }
 
     fn check(&self) -> Result<(), RingError> {
