@@ -11,12 +11,6 @@ mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs 
 K=/lib/modules/$(uname -r)/kernel
 insmod $K/drivers/block/xen-blkfront.ko; insmod $K/drivers/net/xen-netfront.ko
 check() { n=$1; r=$2; shift 2; echo "E2E-DOMU-CHECK $n $r $*"; }
-# Hundredths of a second since boot (shell builtins only).
-cs() {
-  read -r u _ < /proc/uptime; u=${u%%.*}${u#*.}
-  while [ "${u#0}" != "$u" ]; do u=${u#0}; done
-  echo "${u:-0}"
-}
 waitfor() { i=0; while [ ! -e "$1" ] && [ $i -lt $2 ]; do usleep 100000; i=$((i+1)); done; [ -e "$1" ]; }
 waitfor /dev/xvda 100
 waitfor /sys/class/net/eth0 100
