@@ -462,11 +462,8 @@ impl Daemon {
             }
             for (domid, (mem, bell)) in rings {
                 let kick = bell.clone();
-                let (stream, stop) =
-                    start_bridge(mem, bell).map_err(Error::io("serving a ring"))?;
-                sh.bridges.borrow_mut().insert(domid, stop);
-                let s = UnixStream::from_std(stream).map_err(Error::io("registering a ring"))?;
-                tokio::task::spawn_local(conn_task(sh.clone(), s, domid));
+                sh.serve_ring(domid, mem, bell)
+                    .map_err(Error::io("serving a ring"))?;
                 if let Err(e) = kick.notify() {
                     tracing::warn!(%domid, "ring kick: {e}");
                 }
@@ -636,6 +633,21 @@ impl Shared {
         }
     }
 
+    /// Serves `domid` over a mapped ring: a bridge thread moves its bytes to a socket
+    /// pair whose end here is a connection like any other.
+    fn serve_ring(
+        self: &Rc<Self>,
+        domid: DomId,
+        mem: Arc<dyn SharedMemory>,
+        bell: Arc<dyn Doorbell>,
+    ) -> io::Result<()> {
+        let (stream, stop) = start_bridge(mem, bell)?;
+        self.bridges.borrow_mut().insert(domid, stop);
+        let s = UnixStream::from_std(stream)?;
+        tokio::task::spawn_local(conn_task(self.clone(), s, domid));
+        Ok(())
+    }
+
     fn effect(self: &Rc<Self>, e: Effect) {
         match e {
             Effect::Introduce { domid, gfn, port } => {
@@ -645,14 +657,10 @@ impl Shared {
                 if self.bridges.borrow().contains_key(&domid) {
                     return;
                 }
-                match conn(domid, gfn, port).and_then(|(mem, bell)| start_bridge(mem, bell)) {
-                    Ok((stream, stop)) => {
-                        self.bridges.borrow_mut().insert(domid, stop);
-                        match UnixStream::from_std(stream) {
-                            Ok(s) => {
-                                tokio::task::spawn_local(conn_task(self.clone(), s, domid));
-                            }
-                            Err(e) => tracing::error!(%domid, "ring bridge: {e}"),
+                match conn(domid, gfn, port) {
+                    Ok((mem, bell)) => {
+                        if let Err(e) = self.serve_ring(domid, mem, bell) {
+                            tracing::error!(%domid, "ring bridge: {e}");
                         }
                     }
                     Err(e) => tracing::error!(%domid, "cannot connect the domain's ring: {e}"),
