@@ -778,21 +778,15 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
         for r in reqs.iter_mut() {
             r.status = None;
         }
-        let n = reqs.len();
         self.drive(
             q,
             reqs,
-            n,
-            |me, fq, reqs, i| {
-                let r = &reqs[i];
-                me.build(fq, r.op, r.sector, Data::Copy(&r.buf), i)
-            },
-            |me, reqs, tag, st, pfn, len, read| {
+            |me, fq, r, i| me.build(fq, r.op, r.sector, Data::Copy(&r.buf), i),
+            |me, r, st, pfn, len, read| {
                 if read && st == Status::Okay {
-                    me.mem
-                        .read_bytes(pfn * PAGE_SIZE, &mut reqs[tag].buf[..len])?;
+                    me.mem.read_bytes(pfn * PAGE_SIZE, &mut r.buf[..len])?;
                 }
-                reqs[tag].status = Some(st);
+                r.status = Some(st);
                 Ok(())
             },
         )
@@ -810,13 +804,10 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
             }
             r.status = None;
         }
-        let n = reqs.len();
         self.drive(
             q,
             reqs,
-            n,
-            |me, fq, reqs, i| {
-                let r = &reqs[i];
+            |me, fq, r, i| {
                 let data = Data::Guest {
                     pfn: r.buf.pfn,
                     len: r.buf.len,
@@ -824,8 +815,8 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
                 };
                 me.build(fq, r.op, r.sector, data, i)
             },
-            |_, reqs, tag, st, _, _, _| {
-                reqs[tag].status = Some(st);
+            |_, r, st, _, _, _| {
+                r.status = Some(st);
                 Ok(())
             },
         )
@@ -833,15 +824,14 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
 
     /// The loop of [`run`](Self::run) and [`run_bufs`](Self::run_bufs): `build` puts
     /// request `i` on the ring, `done` takes its answer.
-    #[allow(clippy::type_complexity)]
-    fn drive<T: ?Sized>(
+    fn drive<T>(
         &self,
         q: usize,
-        reqs: &mut T,
-        n: usize,
+        reqs: &mut [T],
         build: impl Fn(&Self, &mut FrontQueue<F>, &T, usize) -> Result<(), Error>,
-        done: impl Fn(&Self, &mut T, usize, Status, usize, usize, bool) -> Result<(), Error>,
+        done: impl Fn(&Self, &mut T, Status, usize, usize, bool) -> Result<(), Error>,
     ) -> Result<(), Error> {
+        let n = reqs.len();
         let mut guard = self.queue(q)?;
         let fq = &mut *guard;
         let deadline = Instant::now() + self.cfg.timeout;
@@ -851,7 +841,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
         while left > 0 {
             let mut pushed = false;
             while next < n && !fq.free.is_empty() && fq.ring.free_requests() > 0 {
-                build(self, fq, reqs, next)?;
+                build(self, fq, &reqs[next], next)?;
                 next += 1;
                 pushed = true;
             }
@@ -860,7 +850,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
             }
             let mut err = None;
             let got = self.reap(fq, &mut raw, &mut |tag, st, pfn, len, read| {
-                if let Err(e) = done(self, reqs, tag, st, pfn, len, read) {
+                if let Err(e) = done(self, &mut reqs[tag], st, pfn, len, read) {
                     err.get_or_insert(e);
                 }
             })?;
