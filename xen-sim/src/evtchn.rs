@@ -1008,13 +1008,8 @@ impl Handle {
     pub fn unbind(&self, port: EvtchnPort) -> Result<(), Errno> {
         let mut st = self.host.lock();
         let t = self.my_ports(&mut st)?;
-        let owned = t
-            .table
-            .cell(port)
-            .is_some_and(|c| c.link.lock().owned_by(&self.queue));
-        if !owned {
-            return Err(Errno::ENOTCONN);
-        }
+        // `my_ports` checked that `t` is this handle's table.
+        self.with_owned(port, |_, _| ()).ok_or(Errno::ENOTCONN)?;
         close(t, self.dom, port)?;
         drop(st);
         // Drop an already-queued delivery of the closed port.
