@@ -49,16 +49,21 @@ fn channel(host: &xen_sim::Host) -> (Evtchn, EvtchnPort, Evtchn, EvtchnPort) {
     (front, fp, back, bp)
 }
 
-fn readable(fd: i32) -> bool {
+/// Polls `fd` for input for up to `timeout_ms`: true if it is readable.
+fn poll_in(fd: i32, timeout_ms: i32) -> bool {
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd; zero timeout.
-    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
     assert!(r >= 0);
     pfd.revents & libc::POLLIN != 0
+}
+
+fn readable(fd: i32) -> bool {
+    poll_in(fd, 0)
 }
 
 /// Runs `f` on a thread and fails the test if it does not finish within `secs` (a deadlock
@@ -544,14 +549,10 @@ fn recv_polled(e: &Evtchn) -> Vec<EvtchnPort> {
         if n > 0 {
             return buf[..n].to_vec();
         }
-        let mut pfd = libc::pollfd {
-            fd: e.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let r = unsafe { libc::poll(&mut pfd, 1, 10_000) };
-        assert!(r > 0, "the descriptor became readable in time");
+        assert!(
+            poll_in(e.as_raw_fd(), 10_000),
+            "the descriptor became readable in time"
+        );
     }
 }
 
@@ -623,14 +624,10 @@ fn a_polled_handle_serving_two_busy_ports_keeps_its_readiness() {
         let mut done = [false; 2];
         let mut buf = [EvtchnPort(0); 4];
         while done != [true, true] {
-            let mut pfd = libc::pollfd {
-                fd: back.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd for the duration of the call.
-            let r = unsafe { libc::poll(&mut pfd, 1, 10_000) };
-            assert!(r > 0, "readable while a port is queued");
+            assert!(
+                poll_in(back.as_raw_fd(), 10_000),
+                "readable while a port is queued"
+            );
             loop {
                 let n = back.read_pending(&mut buf).unwrap();
                 if n == 0 {
