@@ -163,7 +163,7 @@ fn no_lost_wakeups_between_a_blocking_waiter_and_a_poller() {
     let host = xen_sim::Host::default();
     let (a, pa, b, pb) = pair(&host);
     const ROUNDS: usize = 2000;
-    // `a` answers with blocking waits (condition variable); `b` polls its descriptor.
+    // `a` answers with blocking waits (the futex path); `b` polls its descriptor.
     let echo = std::thread::spawn(move || {
         let mut buf = [EvtchnPort(0); 4];
         for _ in 0..ROUNDS {
