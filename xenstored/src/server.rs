@@ -163,6 +163,19 @@ impl Signal {
 }
 
 impl Peer {
+    /// A connection from `domid` on `sock` with no output yet.
+    fn new(domid: DomId, sock: AsyncFd<StdUnixStream>) -> Self {
+        Peer {
+            domid,
+            sock,
+            out: RefCell::new(Vec::new()),
+            sent: Cell::new(0),
+            dirty: Cell::new(false),
+            closed: Cell::new(false),
+            attention: Signal::default(),
+        }
+    }
+
     fn close(&self) {
         self.closed.set(true);
         self.attention.notify();
@@ -785,15 +798,7 @@ async fn conn_task(shared: Rc<Shared>, stream: UnixStream, domid: DomId) {
         }
     };
     let id = shared.engine.borrow_mut().connect(domid);
-    let peer = Rc::new(Peer {
-        domid,
-        sock,
-        out: RefCell::new(Vec::new()),
-        sent: Cell::new(0),
-        dirty: Cell::new(false),
-        closed: Cell::new(false),
-        attention: Signal::default(),
-    });
+    let peer = Rc::new(Peer::new(domid, sock));
     shared.conns.borrow_mut().insert(id, peer.clone());
     // The start of a message the last read did not complete.
     let mut partial: Vec<u8> = Vec::new();
@@ -1035,15 +1040,7 @@ mod tests {
             for polling in [false, true] {
                 let (a, mut b) = StdUnixStream::pair().unwrap();
                 a.set_nonblocking(true).unwrap();
-                let peer = Peer {
-                    domid: DomId::DOM0,
-                    sock: register(a, Interest::READABLE).unwrap(),
-                    out: RefCell::new(Vec::new()),
-                    sent: Cell::new(0),
-                    dirty: Cell::new(false),
-                    closed: Cell::new(false),
-                    attention: Signal::default(),
-                };
+                let peer = Peer::new(DomId::DOM0, register(a, Interest::READABLE).unwrap());
                 let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
                 peer.out.borrow_mut().extend_from_slice(&data);
                 assert!(!peer.flush().unwrap(), "2 MB fit a socket buffer");
