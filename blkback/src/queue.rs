@@ -597,11 +597,13 @@ impl<H: Host> RingServer<H> {
             }) => {
                 // With persistent grants the indirect page is persistent too (as in
                 // Linux): mapped once and kept; otherwise mapped for this request only.
-                let cached = (self.cfg.persistent && pages == 1)
-                    .then(|| self.persistent_map(grefs[0]).ok().flatten())
-                    .flatten()
-                    .and_then(|i| self.slab.get(i as usize));
-                let read = match cached {
+                // (A failed persistent mapping falls back to the per-request one.)
+                let cached = if self.cfg.persistent && pages == 1 {
+                    self.persistent_map(grefs[0]).ok().flatten()
+                } else {
+                    None
+                };
+                let read = match cached.and_then(|i| self.slab.get(i as usize)) {
                     Some(m) => read_indirect_segments(m, nr_segments, &mut segs),
                     None => self
                         .host
