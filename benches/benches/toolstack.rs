@@ -10,7 +10,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use toolstack::api::{Credentials, Xapi};
 use toolstack::backend::{HostBackend, SimBackend};
 use toolstack::client::{Client, Endpoint};
@@ -142,30 +145,7 @@ fn vm_start(c: &mut Criterion) {
         ),
     ];
     for (name, backend) in backends {
-        let s = server(backend, Db::in_memory());
-        add_vms(&s, 1);
-        let vm = s
-            .xapi
-            .call(
-                "VM.get_by_name_label",
-                &[s.session.clone(), Value::str("vm-0")],
-            )
-            .unwrap()
-            .as_array()
-            .unwrap()[0]
-            .clone();
-        let mut cl = client(s.port);
-        g.bench_function(name, |b| {
-            b.iter(|| {
-                cl.call(
-                    "VM.start",
-                    &[vm.clone(), Value::Bool(false), Value::Bool(false)],
-                )
-                .unwrap();
-                cl.call("VM.hard_shutdown", std::slice::from_ref(&vm))
-                    .unwrap();
-            })
-        });
+        start_and_stop(&mut g, name, &server(backend, Db::in_memory()));
     }
     // The same on the persistent (SQLite, synchronous=FULL) database.
     let dir = std::env::temp_dir().join(format!("toolstack-bench-{}", std::process::id()));
@@ -173,7 +153,14 @@ fn vm_start(c: &mut Criterion) {
         Arc::new(XenBackend::simulated(16 * GIB, GIB, 4)),
         Db::open(&dir).unwrap(),
     );
-    add_vms(&s, 1);
+    start_and_stop(&mut g, "xenctrl+xen-sim, sqlite", &s);
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Benchmarks `VM.start` + `VM.hard_shutdown` of one VM on `s` over XML-RPC, as `name`.
+fn start_and_stop(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, s: &Server) {
+    add_vms(s, 1);
     let vm = s
         .xapi
         .call(
@@ -185,7 +172,7 @@ fn vm_start(c: &mut Criterion) {
         .unwrap()[0]
         .clone();
     let mut cl = client(s.port);
-    g.bench_function("xenctrl+xen-sim, sqlite", |b| {
+    g.bench_function(name, |b| {
         b.iter(|| {
             cl.call(
                 "VM.start",
@@ -196,8 +183,6 @@ fn vm_start(c: &mut Criterion) {
                 .unwrap();
         })
     });
-    g.finish();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn concurrent(c: &mut Criterion) {
