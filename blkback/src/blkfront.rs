@@ -264,10 +264,7 @@ impl<M: SharedMemory> GuestBuf<M> {
 
 impl<M: SharedMemory> Drop for GuestBuf<M> {
     fn drop(&mut self) {
-        let mut p = self.pool.lock();
-        for u in &mut p.used[self.first..self.first + self.pages] {
-            *u = false;
-        }
+        self.pool.lock().used[self.first..self.first + self.pages].fill(false);
     }
 }
 
@@ -558,9 +555,7 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
         let first = (0..(p.used.len() + 1).saturating_sub(pages))
             .find(|&i| p.used[i..i + pages].iter().all(|u| !u))
             .ok_or_else(|| cfg_err(format!("no {pages} free buffer pages")))?;
-        for u in &mut p.used[first..first + pages] {
-            *u = true;
-        }
+        p.used[first..first + pages].fill(true);
         let grants = p.grants.get(first..first + pages).unwrap_or(&[]).to_vec();
         Ok(GuestBuf {
             mem: self.mem.clone(),
