@@ -57,20 +57,7 @@ fn exchange(pair: Pair, n: u64, bells: bool) -> u64 {
     let mem = Arc::new(PageBuf::new(1).expect("page"));
     let to_back = Doorbell::new().expect("eventfd");
     let to_front = Doorbell::new().expect("eventfd");
-    let (fb, bb) = if bells {
-        (
-            Bells::EventFd {
-                kick: &to_back,
-                wait: &to_front,
-            },
-            Bells::EventFd {
-                kick: &to_front,
-                wait: &to_back,
-            },
-        )
-    } else {
-        (Bells::Spin, Bells::Spin)
-    };
+    let (fb, bb) = Bells::pair(&to_back, &to_front, bells);
     let rust_front = matches!(pair, Pair::Rust | Pair::RustFrontCBack);
     let rust_back = matches!(pair, Pair::Rust | Pair::CFrontRustBack);
     let mut front: Option<FrontRing<_, TestReq, TestRsp>> = None;

@@ -327,7 +327,29 @@ pub enum Bells<'a> {
     Spin,
 }
 
-impl Bells<'_> {
+impl<'a> Bells<'a> {
+    /// The front end's and the back end's bells: eventfds `to_back` and `to_front` when
+    /// `eventfd`, spinning otherwise.
+    pub fn pair(
+        to_back: &'a Doorbell,
+        to_front: &'a Doorbell,
+        eventfd: bool,
+    ) -> (Bells<'a>, Bells<'a>) {
+        if !eventfd {
+            return (Bells::Spin, Bells::Spin);
+        }
+        (
+            Bells::EventFd {
+                kick: to_back,
+                wait: to_front,
+            },
+            Bells::EventFd {
+                kick: to_front,
+                wait: to_back,
+            },
+        )
+    }
+
     fn kick(&self) -> io::Result<()> {
         match self {
             Bells::EventFd { kick, .. } => kick.ring(),

@@ -269,26 +269,9 @@ fn threaded_rust_exchange(pages: u64, n: u64, bells: bool) {
     let (mut f, mut b, _mem) = pair(pages);
     let to_back = Doorbell::new().unwrap();
     let to_front = Doorbell::new().unwrap();
+    let (fb, bb) = Bells::pair(&to_back, &to_front, bells);
     let (fs, bs) = std::thread::scope(|s| {
-        let back = s.spawn(|| {
-            let bb = if bells {
-                Bells::EventFd {
-                    kick: &to_front,
-                    wait: &to_back,
-                }
-            } else {
-                Bells::Spin
-            };
-            run_back::<TestWorkload, _>(&mut b, n, bb, TIMEOUT)
-        });
-        let fb = if bells {
-            Bells::EventFd {
-                kick: &to_back,
-                wait: &to_front,
-            }
-        } else {
-            Bells::Spin
-        };
+        let back = s.spawn(|| run_back::<TestWorkload, _>(&mut b, n, bb, TIMEOUT));
         let fs = run_front::<TestWorkload, _>(&mut f, n, fb, TIMEOUT);
         (fs, back.join().unwrap())
     });

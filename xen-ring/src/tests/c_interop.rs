@@ -139,20 +139,7 @@ fn exchange<W: Workload>(
     mem.fill(0, mem.len(), 0xee).unwrap();
     let to_back = Doorbell::new().unwrap();
     let to_front = Doorbell::new().unwrap();
-    let (fb, bb) = if bells {
-        (
-            Bells::EventFd {
-                kick: &to_back,
-                wait: &to_front,
-            },
-            Bells::EventFd {
-                kick: &to_front,
-                wait: &to_back,
-            },
-        )
-    } else {
-        (Bells::Spin, Bells::Spin)
-    };
+    let (fb, bb) = Bells::pair(&to_back, &to_front, bells);
     let np = pages as usize;
     let (front, back) = match side {
         Side::CFrontRustBack => {
