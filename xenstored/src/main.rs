@@ -117,7 +117,7 @@ fn apply_quota(q: &mut Quotas, spec: &str) {
 /// `VIRQ_DOM_EXC` on its own event-channel handle, and `xc_domain_getinfolist` to tell
 /// which introduced domains are dying or gone.
 fn domain_watch() -> Result<xenstored::DomainWatch, String> {
-    use std::collections::HashSet;
+    use std::collections::HashMap;
     use std::sync::Arc;
 
     let xen = xenctrl::Xen::real().map_err(|e| format!("xenctrl: {e}"))?;
@@ -134,25 +134,17 @@ fn domain_watch() -> Result<xenstored::DomainWatch, String> {
                 return Vec::new();
             }
         };
-        let alive: HashSet<DomId> = list
+        // The domains not dying, each with whether it shut down.
+        let alive: HashMap<DomId, bool> = list
             .iter()
             .filter(|i| !i.dying())
-            .map(|i| i.domid)
-            .collect();
-        let down: HashSet<DomId> = list
-            .iter()
-            .filter(|i| !i.dying() && i.is_shutdown())
-            .map(|i| i.domid)
+            .map(|i| (i.domid, i.is_shutdown()))
             .collect();
         doms.iter()
-            .filter_map(|d| {
-                if !alive.contains(d) {
-                    Some((*d, DomainFate::Gone))
-                } else if down.contains(d) {
-                    Some((*d, DomainFate::ShutDown))
-                } else {
-                    None
-                }
+            .filter_map(|d| match alive.get(d) {
+                None => Some((*d, DomainFate::Gone)),
+                Some(true) => Some((*d, DomainFate::ShutDown)),
+                Some(false) => None,
             })
             .collect()
     };
