@@ -427,10 +427,11 @@ fn domain_lifecycle_transcript(addr: &std::path::Path) -> String {
             let _ = writeln!(t, "  event {} {}", ev.path, ev.token);
         }
     };
-    let step = |t: &mut String, what: &str, r: String| {
-        let _ = writeln!(t, "{what}: {r}");
-    };
-    let errno = |e: xenstore::Error| format!("{:?}", e.errno());
+    /// One line: the step and its result, an error as its errno.
+    fn step<T: std::fmt::Debug>(t: &mut String, what: &str, r: Result<T, xenstore::Error>) {
+        let r = r.map_err(|e| format!("{:?}", e.errno()));
+        let _ = writeln!(t, "{what}: {r:?}");
+    }
 
     x.watch("/sentinel", "s").expect("watch sentinel");
     // The event every watch fires when it is set.
@@ -446,110 +447,47 @@ fn domain_lifecycle_transcript(addr: &std::path::Path) -> String {
         .iter()
         .map(|p| p.parse().expect("perm"))
         .collect();
-    step(
-        &mut t,
-        "write home",
-        format!("{:?}", x.write("/local/domain/7/data", "x").map_err(errno)),
-    );
-    step(
-        &mut t,
-        "set perms",
-        format!(
-            "{:?}",
-            x.set_perms("/local/domain/7", &perms).map_err(errno)
-        ),
-    );
+    step(&mut t, "write home", x.write("/local/domain/7/data", "x"));
+    step(&mut t, "set perms", x.set_perms("/local/domain/7", &perms));
     step(
         &mut t,
         "set perms data",
-        format!(
-            "{:?}",
-            x.set_perms("/local/domain/7/data", &perms).map_err(errno)
-        ),
+        x.set_perms("/local/domain/7/data", &perms),
     );
     events(&x, &mut t);
-    step(
-        &mut t,
-        "introduced before",
-        format!("{:?}", x.is_domain_introduced(d7).map_err(errno)),
-    );
+    step(&mut t, "introduced before", x.is_domain_introduced(d7));
     step(
         &mut t,
         "introduce",
-        format!(
-            "{:?}",
-            x.introduce(d7, Pfn(0x1234), EvtchnPort(5)).map_err(errno)
-        ),
+        x.introduce(d7, Pfn(0x1234), EvtchnPort(5)),
     );
     events(&x, &mut t);
-    step(
-        &mut t,
-        "introduced after",
-        format!("{:?}", x.is_domain_introduced(d7).map_err(errno)),
-    );
+    step(&mut t, "introduced after", x.is_domain_introduced(d7));
     step(
         &mut t,
         "introduce again",
-        format!(
-            "{:?}",
-            x.introduce(d7, Pfn(0x1234), EvtchnPort(5)).map_err(errno)
-        ),
+        x.introduce(d7, Pfn(0x1234), EvtchnPort(5)),
     );
     events(&x, &mut t);
-    step(
-        &mut t,
-        "domain path",
-        format!("{:?}", x.get_domain_path(d7).map_err(errno)),
-    );
+    step(&mut t, "domain path", x.get_domain_path(d7));
     step(
         &mut t,
         "introduce port 0",
-        format!(
-            "{:?}",
-            x.introduce(DomId(8), Pfn(1), EvtchnPort(0)).map_err(errno)
-        ),
+        x.introduce(DomId(8), Pfn(1), EvtchnPort(0)),
     );
-    step(
-        &mut t,
-        "resume",
-        format!("{:?}", x.resume(d7).map_err(errno)),
-    );
-    step(
-        &mut t,
-        "resume unknown",
-        format!("{:?}", x.resume(DomId(9)).map_err(errno)),
-    );
-    step(
-        &mut t,
-        "release",
-        format!("{:?}", x.release(d7).map_err(errno)),
-    );
+    step(&mut t, "resume", x.resume(d7));
+    step(&mut t, "resume unknown", x.resume(DomId(9)));
+    step(&mut t, "release", x.release(d7));
     events(&x, &mut t);
-    step(
-        &mut t,
-        "introduced released",
-        format!("{:?}", x.is_domain_introduced(d7).map_err(errno)),
-    );
-    step(
-        &mut t,
-        "home after release",
-        format!("{:?}", x.directory("/local/domain/7").map_err(errno)),
-    );
+    step(&mut t, "introduced released", x.is_domain_introduced(d7));
+    step(&mut t, "home after release", x.directory("/local/domain/7"));
     step(
         &mut t,
         "perms after release",
-        format!("{:?}", x.get_perms("/local/domain/7").map_err(errno)),
+        x.get_perms("/local/domain/7"),
     );
-    step(
-        &mut t,
-        "release again",
-        format!("{:?}", x.release(d7).map_err(errno)),
-    );
-    step(
-        &mut t,
-        "release dom0",
-        format!("{:?}", x.release(DomId(0)).map_err(errno)),
-    );
+    step(&mut t, "release again", x.release(d7));
+    step(&mut t, "release dom0", x.release(DomId(0)));
     events(&x, &mut t);
     t
 }
