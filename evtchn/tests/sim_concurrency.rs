@@ -177,18 +177,24 @@ fn closing_while_the_peer_notifies_keeps_xens_errnos() {
     let (front, fp, back, bp) = channel(&host);
     let guest_dom = remote_of(&host, bp);
     let stop = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicBool::new(false));
     let notifier = {
-        let stop = stop.clone();
+        let (stop, started) = (stop.clone(), started.clone());
         thread::spawn(move || {
             let mut sent = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 assert_eq!(front.notify(fp).map_err(|e| e.errno()), Ok(()));
                 sent += 1;
+                started.store(true, Ordering::SeqCst);
             }
             (front, sent)
         })
     };
     let back = within(60, move || {
+        // Race the notifier for real: start closing only once it is notifying.
+        while !started.load(Ordering::SeqCst) {
+            thread::yield_now();
+        }
         let mut bp = bp;
         for _ in 0..500 {
             back.unbind(bp).unwrap();
