@@ -115,8 +115,13 @@ struct Peer {
 }
 
 impl Peer {
+    /// The remote port's cell.
+    fn cell(&self) -> Option<&Cell> {
+        self.table.cell(self.port)
+    }
+
     fn set_pending(&self) {
-        if let Some(cell) = self.table.cell(self.port) {
+        if let Some(cell) = self.cell() {
             cell.set_pending(self.owner.as_deref(), self.port);
         }
     }
@@ -678,15 +683,13 @@ fn close(ports: &mut DomainPorts, dom: DomId, port: EvtchnPort) -> Result<(), Er
         State::Virq(v) => ports.virq[v.get() as usize] = 0,
         State::Unbound(_) => {}
         State::Interdomain(..) => {
-            if let Some(peer) = &link.peer {
-                if let Some(rcell) = peer.table.cell(peer.port) {
-                    // Lock order: only host-lock holders take two port locks, one at a time
-                    // by the host lock, and notifiers take one; so this cannot deadlock.
-                    let mut rlink = rcell.link.lock();
-                    if rlink.state == State::Interdomain(dom, port) {
-                        rlink.state = State::Unbound(dom);
-                        rlink.peer = None;
-                    }
+            if let Some(rcell) = link.peer.as_ref().and_then(Peer::cell) {
+                // Lock order: only host-lock holders take two port locks, one at a time
+                // by the host lock, and notifiers take one; so this cannot deadlock.
+                let mut rlink = rcell.link.lock();
+                if rlink.state == State::Interdomain(dom, port) {
+                    rlink.state = State::Unbound(dom);
+                    rlink.peer = None;
                 }
             }
         }
@@ -993,11 +996,9 @@ impl Handle {
         }
         link.owner = Some(self.queue.clone());
         // The remote end now delivers to us.
-        if let Some(peer) = &link.peer {
-            if let Some(rcell) = peer.table.cell(peer.port) {
-                if let Some(rpeer) = rcell.link.lock().peer.as_mut() {
-                    rpeer.owner = Some(self.queue.clone());
-                }
+        if let Some(rcell) = link.peer.as_ref().and_then(Peer::cell) {
+            if let Some(rpeer) = rcell.link.lock().peer.as_mut() {
+                rpeer.owner = Some(self.queue.clone());
             }
         }
         cell.deliver(&self.queue, port);
