@@ -155,14 +155,7 @@ fn interleaved_ratio(host: &xen_sim::Host, guest: DomId) {
 
 fn bench(c: &mut Criterion) {
     let host = xen_sim::Host::default();
-    let cfg = xen_sys::xen_domctl_createdomain {
-        max_vcpus: 1,
-        max_evtchn_port: 1023,
-        max_grant_frames: 4,
-        max_maptrack_frames: 16,
-        grant_opts: 1,
-        ..Default::default()
-    };
+    let cfg = xen_sim::domain::small_pv_guest(1023);
     let guest = host.create_domain(DomId::INVALID, &cfg).expect("guest");
     interleaved_ratio(&host, guest);
     let mut g = c.benchmark_group("evtchn");

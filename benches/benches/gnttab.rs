@@ -21,14 +21,7 @@ use xen_types::mem::SharedMemoryExt;
 use xen_types::{DomId, GrantRef, Pages, PAGE_SIZE};
 
 fn guest(h: &xen_sim::Host) -> DomId {
-    let cfg = xen_sys::xen_domctl_createdomain {
-        max_vcpus: 1,
-        max_evtchn_port: 1023,
-        max_grant_frames: 4,
-        max_maptrack_frames: 16,
-        grant_opts: 1,
-        ..Default::default()
-    };
+    let cfg = xen_sim::domain::small_pv_guest(1023);
     let g = h.create_domain(DomId::INVALID, &cfg).expect("create");
     h.set_max_mem_kb(g, 8192).expect("maxmem");
     h.increase_reservation(g, Pages(1024)).expect("memory");

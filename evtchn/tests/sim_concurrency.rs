@@ -17,14 +17,7 @@ use xen_types::{DomId, Errno, EvtchnPort};
 const LONG: Option<Duration> = Some(Duration::from_secs(10));
 
 fn guest(host: &xen_sim::Host, max_port: u32) -> DomId {
-    let cfg = xen_sys::xen_domctl_createdomain {
-        max_vcpus: 1,
-        max_evtchn_port: max_port,
-        max_grant_frames: 4,
-        max_maptrack_frames: 16,
-        grant_opts: 1,
-        ..Default::default()
-    };
+    let cfg = xen_sim::domain::small_pv_guest(max_port);
     host.create_domain(DomId::INVALID, &cfg).unwrap()
 }
 

@@ -10,14 +10,7 @@ use xen_types::{DomId, Errno, EvtchnPort, GrantRef, Pages, PAGE_SIZE};
 
 fn host_with_guest() -> (xen_sim::Host, DomId) {
     let h = xen_sim::Host::default();
-    let cfg = xen_sys::xen_domctl_createdomain {
-        max_vcpus: 1,
-        max_evtchn_port: 1023,
-        max_grant_frames: 4,
-        max_maptrack_frames: 16,
-        grant_opts: 1,
-        ..Default::default()
-    };
+    let cfg = xen_sim::domain::small_pv_guest(1023);
     let g = h.create_domain(DomId::INVALID, &cfg).unwrap();
     h.set_max_mem_kb(g, 8192).unwrap();
     h.increase_reservation(g, Pages(512)).unwrap();

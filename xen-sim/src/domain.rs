@@ -1263,6 +1263,20 @@ fn has_xen_guest_section(
     })
 }
 
+/// The `createdomain` configuration of a small PV guest, as tests, benches and demos create
+/// one to grant pages and bind event channels from: one vCPU, ports up to `max_evtchn_port`,
+/// 4 grant frames, 16 maptrack frames, grant table v1.
+pub fn small_pv_guest(max_evtchn_port: u32) -> xen_sys::xen_domctl_createdomain {
+    xen_sys::xen_domctl_createdomain {
+        max_vcpus: 1,
+        max_evtchn_port,
+        max_grant_frames: 4,
+        max_maptrack_frames: 16,
+        grant_opts: 1,
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,14 +6,7 @@ use xen_sim::Host;
 use xen_types::{DomId, Errno, EvtchnPort, Pages, Virq};
 
 fn guest(h: &Host, max_port: u32) -> DomId {
-    let cfg = xen_sys::xen_domctl_createdomain {
-        max_vcpus: 1,
-        max_evtchn_port: max_port,
-        max_grant_frames: 4,
-        max_maptrack_frames: 16,
-        grant_opts: 1,
-        ..Default::default()
-    };
+    let cfg = xen_sim::domain::small_pv_guest(max_port);
     let d = h.create_domain(DomId::INVALID, &cfg).unwrap();
     h.set_max_mem_kb(d, 4096).unwrap();
     h.increase_reservation(d, Pages(256)).unwrap();

@@ -598,14 +598,7 @@ fn simulated_guest_over_grant_and_event_channel() {
     use xenstore::ring::{EvtchnDoorbell, Ring, RingTransport, Side};
 
     let host = xen_sim::Host::default();
-    let cfg = xen_sys::xen_domctl_createdomain {
-        max_vcpus: 1,
-        max_evtchn_port: 1023,
-        max_grant_frames: 4,
-        max_maptrack_frames: 16,
-        grant_opts: 1,
-        ..Default::default()
-    };
+    let cfg = xen_sim::domain::small_pv_guest(1023);
     let g = host.create_domain(DomId::INVALID, &cfg).unwrap();
     host.set_max_mem_kb(g, 8192).unwrap();
     host.increase_reservation(g, Pages(16)).unwrap();
