@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use benches::cpeer::{CXenstored, TempDir};
+use benches::cpeer::{self, CXenstored, TempDir};
 use benches::echo::EchoServer;
 use benches::load::{Config, Session, Stop, Workload};
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -48,7 +48,7 @@ fn wanted(name: &str) -> bool {
 }
 
 fn peers() -> Peers {
-    let dir = TempDir::new("xs-bench").expect("temp dir");
+    let dir = cpeer::temp_dir("xs-bench").expect("temp dir");
     let mut list = Vec::new();
     let mut ours = Vec::new();
     for (name, persist) in [("ours", true), ("ours-mem", false)] {

@@ -9,8 +9,9 @@
 //! with its socket in a private directory (`XENSTORED_RUNDIR`). Clients reach
 //! it through `XENSTORED_PATH`, like on a real dom0.
 //!
-//! This module uses only `std`, so integration tests of other crates can
-//! include it with `#[path = ".../benches/src/cpeer.rs"] mod cpeer;`.
+//! This module needs only `std`, `libc` and `tempfile`, so integration tests
+//! of other crates (with those as dependencies) can include it with
+//! `#[path = ".../benches/src/cpeer.rs"] mod cpeer;`.
 
 use std::collections::hash_map::DefaultHasher;
 use std::ffi::OsString;
@@ -19,7 +20,7 @@ use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// C source of the `LD_PRELOAD` shim.
@@ -97,50 +98,26 @@ pub fn c_xenstored_binary() -> Result<PathBuf, PeerError> {
     require_binary(path, "xen-utils-4.17")
 }
 
-/// A private temporary directory, removed on drop.
-#[derive(Debug)]
-pub struct TempDir {
-    path: PathBuf,
+pub use tempfile::TempDir;
+
+/// A fresh private directory named `<prefix>-…` under the system temporary
+/// directory, removed on drop.
+pub fn temp_dir(prefix: &str) -> io::Result<TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("{prefix}-"))
+        .tempdir()
 }
 
-impl TempDir {
-    /// Creates a fresh directory under the system temporary directory.
-    pub fn new(prefix: &str) -> io::Result<Self> {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let base = std::env::temp_dir();
-        loop {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
-            let path = base.join(format!("{prefix}-{}-{n}-{nanos:x}", std::process::id()));
-            match std::fs::create_dir(&path) {
-                Ok(()) => return Ok(Self { path }),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// The directory's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-/// Path of the compiled shim, building it on first use.
+/// Path of the compiled shim, building it once on first use.
 ///
 /// Order: `$XENSTORED_SHIM` (a prebuilt `.so`), the copy `benches/build.rs`
 /// compiled (when this module is built inside the `benches` crate), else the
-/// source is compiled with `$CC` (default `cc`) into a cache directory under
-/// the system temporary directory keyed by a hash of the source.
+/// source is compiled with `$CC` (default `cc`) into [`shim_cache_dir`].
+///
+/// Safe however many threads and processes ask at once: one build per
+/// process (a `OnceLock`), one across processes (an exclusive `flock` on
+/// `<cache>/lock`, the library checked again under it), each build in its own
+/// fresh directory, published with an atomic rename.
 pub fn shim_library() -> Result<PathBuf, PeerError> {
     if let Some(p) = std::env::var_os("XENSTORED_SHIM") {
         return Ok(PathBuf::from(p));
@@ -151,17 +128,49 @@ pub fn shim_library() -> Result<PathBuf, PeerError> {
             return Ok(p);
         }
     }
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_shim_in(&shim_cache_dir()).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(PeerError::ShimBuild)
+}
+
+/// Where [`shim_library`] caches the shim it compiles: a folder keyed by a
+/// hash of the source under cargo's `target/tmp` (integration tests and
+/// benches), else under the system temporary directory.
+pub fn shim_cache_dir() -> PathBuf {
     let mut h = DefaultHasher::new();
     SHIM_SOURCE.hash(&mut h);
-    let dir = std::env::temp_dir().join(format!("xen-rs-cpeer-{:016x}", h.finish()));
+    let base = option_env!("CARGO_TARGET_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    base.join(format!("xen-rs-cpeer-{:016x}", h.finish()))
+}
+
+/// Returns `<dir>/xenstored_shim.so`, compiling it first unless present
+/// (what [`shim_library`] does with [`shim_cache_dir`]; safe to call from
+/// many threads and processes at once).
+pub fn build_shim_in(dir: &Path) -> Result<PathBuf, PeerError> {
     let lib = dir.join("xenstored_shim.so");
     if lib.exists() {
         return Ok(lib);
     }
-    std::fs::create_dir_all(&dir)?;
-    let src = dir.join(format!("xenstored_shim-{}.c", std::process::id()));
+    std::fs::create_dir_all(dir)?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))?;
+    // Held until `lock` is dropped (closing the file releases it).
+    lock_exclusive(&lock)?;
+    if lib.exists() {
+        // Another process built it while this one waited.
+        return Ok(lib);
+    }
+    let work = tempfile::Builder::new().prefix("build-").tempdir_in(dir)?;
+    let src = work.path().join("xenstored_shim.c");
     std::fs::write(&src, SHIM_SOURCE)?;
-    let tmp = dir.join(format!("xenstored_shim-{}.so", std::process::id()));
+    let tmp = work.path().join("xenstored_shim.so");
     let cc = std::env::var_os("CC").unwrap_or_else(|| OsString::from("cc"));
     let out = Command::new(&cc)
         .args(["-shared", "-fPIC", "-O2", "-Wall", "-o"])
@@ -170,7 +179,6 @@ pub fn shim_library() -> Result<PathBuf, PeerError> {
         .arg("-ldl")
         .output()
         .map_err(|e| PeerError::ShimBuild(format!("running {cc:?}: {e}")))?;
-    let _ = std::fs::remove_file(&src);
     if !out.status.success() {
         return Err(PeerError::ShimBuild(format!(
             "{cc:?} failed ({}); needs libxen-dev headers:\n{}",
@@ -178,9 +186,26 @@ pub fn shim_library() -> Result<PathBuf, PeerError> {
             String::from_utf8_lossy(&out.stderr)
         )));
     }
-    // Atomic publish: concurrent test processes may race here.
+    // Readers see either no library or the whole one.
     std::fs::rename(&tmp, &lib)?;
     Ok(lib)
+}
+
+/// Blocks until this process holds an exclusive `flock` on `file`.
+fn lock_exclusive(file: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: `flock` only takes a file descriptor, which `file` keeps
+        // open for the duration of the call.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// Waits until a unix socket at `path` accepts connections, or `child`
@@ -306,7 +331,7 @@ impl CXenstored {
     pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Result<Self, PeerError> {
         let bin = c_xenstored_binary()?;
         let shim = shim_library()?;
-        let dir = TempDir::new("c-xenstored")?;
+        let dir = temp_dir("c-xenstored")?;
         let socket = dir.path().join("socket");
         let mut cmd = Command::new(bin);
         cmd.arg("-N")

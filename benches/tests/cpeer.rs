@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Duration;
 
-use benches::cpeer::{self, CXenstored, TempDir};
+use benches::cpeer::{self, CXenstored};
 use benches::echo::{self, EchoServer};
 use benches::frame::{self, Decoder};
 use benches::load::{Config, Session, Stop, Workload};
@@ -112,7 +112,7 @@ fn shim_domain_list_decides_which_owners_exist() {
 
 #[test]
 fn echo_server_answers_pipelined_requests_in_order() {
-    let dir = TempDir::new("echo-test").unwrap();
+    let dir = cpeer::temp_dir("echo-test").unwrap();
     let e = EchoServer::start(&dir.path().join("s")).unwrap();
     let mut s = UnixStream::connect(e.socket_path()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -149,7 +149,7 @@ fn echo_server_answers_pipelined_requests_in_order() {
 
 #[test]
 fn echo_server_drops_a_connection_announcing_an_oversize_payload() {
-    let dir = TempDir::new("echo-test").unwrap();
+    let dir = cpeer::temp_dir("echo-test").unwrap();
     let e = EchoServer::start(&dir.path().join("s")).unwrap();
     let mut s = UnixStream::connect(e.socket_path()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -234,7 +234,7 @@ fn load_watch_fanout_waits_for_every_watcher() {
 
 #[test]
 fn load_reports_a_daemon_that_is_not_there() {
-    let dir = TempDir::new("no-daemon").unwrap();
+    let dir = cpeer::temp_dir("no-daemon").unwrap();
     let cfg = Config::new(dir.path().join("absent"), Workload::Read);
     let err = Session::open(cfg).unwrap_err();
     assert!(err.to_string().contains("socket I/O"), "{err}");
@@ -246,4 +246,36 @@ fn missing_peer_binary_names_its_debian_package() {
     let msg = e.to_string();
     assert!(msg.contains("/nonexistent/xenstored"), "{msg}");
     assert!(msg.contains("apt-get install xen-utils-4.17"), "{msg}");
+}
+
+#[test]
+fn shim_is_built_once_when_many_threads_ask_at_once() {
+    use std::os::unix::fs::MetadataExt;
+    let cache = cpeer::temp_dir("shim-cache").unwrap();
+    let start = std::sync::Barrier::new(16);
+    let inodes: Vec<(std::path::PathBuf, u64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    let lib = cpeer::build_shim_in(cache.path()).unwrap_or_else(|e| panic!("{e}"));
+                    let ino = std::fs::metadata(&lib).unwrap().ino();
+                    (lib, ino)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Every thread got the same file: one build, never replaced by a second.
+    assert!(inodes.iter().all(|x| *x == inodes[0]), "{inodes:?}");
+    let lib = &inodes[0].0;
+    let elf = std::fs::read(lib).unwrap();
+    assert_eq!(&elf[..4], b"\x7fELF");
+    // Nothing left behind but the library and the lock file.
+    let mut names: Vec<String> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["lock", "xenstored_shim.so"]);
 }

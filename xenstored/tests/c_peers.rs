@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use cpeer::{CXenstored, DaemonProcess, TempDir};
+use cpeer::{CXenstored, DaemonProcess};
 
 /// How long a client tool may run before the test fails.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -28,7 +28,7 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Starts our daemon the way C xenstored is started on a dom0: `-N` with
 /// the socket folder named by `XENSTORED_RUNDIR`.
 fn start_ours() -> DaemonProcess {
-    let dir = TempDir::new("xenstored-cpeer").expect("temp dir");
+    let dir = cpeer::temp_dir("xenstored-cpeer").expect("temp dir");
     let socket = dir.path().join("socket");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xenstored"));
     cmd.arg("-N")

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use benches::cpeer::{CXenstored, DaemonProcess, TempDir};
+use benches::cpeer::{self, CXenstored, DaemonProcess};
 use benches::echo::EchoServer;
 use benches::load::{Config, Session, Stop, Workload};
 use clap::Parser;
@@ -89,7 +89,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let ours = match &args.ours {
         Some(bin) => {
-            let dir = TempDir::new("xs-load-ours")?;
+            let dir = cpeer::temp_dir("xs-load-ours")?;
             let socket = dir.path().join("socket");
             let mut cmd = std::process::Command::new(bin);
             cmd.arg("-N")
@@ -109,7 +109,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         None
     };
-    let echo_dir = TempDir::new("xs-echo")?;
+    let echo_dir = cpeer::temp_dir("xs-echo")?;
     let echo = if args.echo {
         let e = EchoServer::start(&echo_dir.path().join("socket"))?;
         targets.push(("echo".into(), e.socket_path().to_owned()));
