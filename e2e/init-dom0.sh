@@ -3,7 +3,10 @@
 #
 # Protocol with the host (one line each, on the serial console):
 #   E2E-CHECK <name> PASS|FAIL <detail>      a check
-#   E2E-TEST <binary>::<test> PASS|FAIL      one #[ignore]d real-Xen test
+#   E2E-TEST <binary>::<test> PASS|FAIL|SKIP [reason]
+#                                            one #[ignore]d real-Xen test; SKIP when it exited 0
+#                                            after printing `E2E-SKIP <reason>` (the host fails
+#                                            the run unless that test is allowed to skip)
 #   E2E-METRIC <name> <value> <unit>         a peer measurement
 #   E2E-XSBENCH <xenstored> <line>           a line of test-xenstore's output
 #   E2E-DONE                                 everything ran; dom0 powers off next
@@ -75,8 +78,14 @@ for t in /e2e/tests/*; do
   [ -s /tmp/names ] || check "list:$b" FAIL "no #[ignore]d tests in tests/real_xen.rs"
   while read -r n; do
     echo "E2E-RUN $b::$n"
-    timeout $TEST_TIMEOUT "$t" --ignored --exact "$n" --test-threads=1 --nocapture < /dev/null; rc=$?
-    if [ $rc = 0 ]; then echo "E2E-TEST $b::$n PASS"; else echo "E2E-TEST $b::$n FAIL rc=$rc"; fi
+    # Streamed to the console as it runs, and kept to look for the test's SKIP line.
+    { timeout $TEST_TIMEOUT "$t" --ignored --exact "$n" --test-threads=1 --nocapture < /dev/null
+      echo $? > /tmp/test.rc; } 2>&1 | tee /tmp/test.out
+    rc=$(cat /tmp/test.rc 2>/dev/null); rc=${rc:-255}
+    skip=$(sed -n 's/.*E2E-SKIP //p' /tmp/test.out | head -n 1)
+    if [ $rc != 0 ]; then echo "E2E-TEST $b::$n FAIL rc=$rc"
+    elif grep -q 'E2E-SKIP ' /tmp/test.out; then echo "E2E-TEST $b::$n SKIP ${skip:-no reason given}"
+    else echo "E2E-TEST $b::$n PASS"; fi
   done < /tmp/names
 done
 echo "E2E-MARK tests-done uptime=$(up)"

@@ -2,19 +2,45 @@
 //!
 //! dom0's `/init` prints one line per result (the marker may follow other console output on
 //! the same line, so it is searched for anywhere in the line):
-//! `E2E-CHECK <name> PASS|FAIL <detail>`, `E2E-TEST <binary>::<test> PASS|FAIL <detail>`,
-//! `E2E-METRIC <name> <value> <unit>`, `E2E-XSBENCH <xenstored> <test-xenstore line>`, `E2E-DONE`.
+//! `E2E-CHECK <name> PASS|FAIL|SKIP <detail>`, `E2E-TEST <binary>::<test> PASS|FAIL|SKIP
+//! <detail>`, `E2E-METRIC <name> <value> <unit>`, `E2E-XSBENCH <xenstored> <test-xenstore line>`,
+//! `E2E-DONE`.
+//!
+//! A test reports SKIP (by printing `E2E-SKIP <reason>` and returning) when something it needs is
+//! missing. Only the names the report was given as allowed may skip; any other skip counts as
+//! a failure, so a test that must run cannot pass by not running.
 
 use std::fmt::Write;
 
-/// One pass/fail result.
+/// How a check or test ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It ran and passed.
+    Pass,
+    /// It failed, or skipped without being allowed to.
+    Fail,
+    /// It did not run (allowed): something it needs is missing; the detail says what.
+    Skip,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Pass => "PASS",
+            Self::Fail => "FAIL",
+            Self::Skip => "SKIP",
+        }
+    }
+}
+
+/// One result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
     /// What was checked (`test:` prefix for a Rust test).
     pub name: String,
-    /// Whether it passed.
-    pub pass: bool,
-    /// Evidence.
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Evidence (for a skip: the reason).
     pub detail: String,
 }
 
@@ -40,37 +66,62 @@ pub struct Report {
     pub xsbench: Vec<(String, String)>,
     /// Whether dom0 reported that it got to the end.
     pub done: bool,
+    /// Names (as in [`Check::name`]) that may skip; every other skip is a failure.
+    pub allowed_skips: Vec<String>,
 }
 
 fn rest_after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
     line.find(marker).map(|i| line[i + marker.len()..].trim())
 }
 
-fn parse_result(rest: &str) -> Option<(String, bool, String)> {
+fn parse_result(rest: &str) -> Option<(String, Outcome, String)> {
     let mut it = rest.splitn(3, ' ');
     let name = it.next()?.to_string();
-    let pass = match it.next()? {
-        "PASS" => true,
-        "FAIL" => false,
+    let outcome = match it.next()? {
+        "PASS" => Outcome::Pass,
+        "FAIL" => Outcome::Fail,
+        "SKIP" => Outcome::Skip,
         _ => return None,
     };
-    Some((name, pass, it.next().unwrap_or("").trim().to_string()))
+    Some((name, outcome, it.next().unwrap_or("").trim().to_string()))
 }
 
 impl Report {
+    /// An empty report in which only `allowed_skips` may skip.
+    pub fn new(allowed_skips: Vec<String>) -> Self {
+        Self {
+            allowed_skips,
+            ..Self::default()
+        }
+    }
+
+    /// Records a result; a skip not in [`Report::allowed_skips`] becomes a failure.
+    fn push(&mut self, name: String, outcome: Outcome, detail: String) {
+        let check = if outcome == Outcome::Skip && !self.allowed_skips.contains(&name) {
+            Check {
+                name,
+                outcome: Outcome::Fail,
+                detail: format!("skipped, but must run (not allowed to skip): {detail}"),
+            }
+        } else {
+            Check {
+                name,
+                outcome,
+                detail,
+            }
+        };
+        self.checks.push(check);
+    }
+
     /// Takes in one console line.
     pub fn feed(&mut self, line: &str) {
         if let Some(rest) = rest_after(line, "E2E-CHECK ") {
-            if let Some((name, pass, detail)) = parse_result(rest) {
-                self.checks.push(Check { name, pass, detail });
+            if let Some((name, outcome, detail)) = parse_result(rest) {
+                self.push(name, outcome, detail);
             }
         } else if let Some(rest) = rest_after(line, "E2E-TEST ") {
-            if let Some((name, pass, detail)) = parse_result(rest) {
-                self.checks.push(Check {
-                    name: format!("test:{name}"),
-                    pass,
-                    detail,
-                });
+            if let Some((name, outcome, detail)) = parse_result(rest) {
+                self.push(format!("test:{name}"), outcome, detail);
             }
         } else if let Some(rest) = rest_after(line, "E2E-METRIC ") {
             let mut it = rest.split_whitespace();
@@ -92,21 +143,27 @@ impl Report {
 
     /// Adds a result found on the host side.
     pub fn add(&mut self, name: &str, pass: bool, detail: impl Into<String>) {
-        self.checks.push(Check {
-            name: name.into(),
-            pass,
-            detail: detail.into(),
-        });
+        let outcome = if pass { Outcome::Pass } else { Outcome::Fail };
+        self.push(name.into(), outcome, detail.into());
+    }
+
+    fn count(&self, outcome: Outcome) -> usize {
+        self.checks.iter().filter(|c| c.outcome == outcome).count()
     }
 
     /// Number of passed results.
     pub fn passed(&self) -> usize {
-        self.checks.iter().filter(|c| c.pass).count()
+        self.count(Outcome::Pass)
     }
 
-    /// Number of failed results.
+    /// Number of failed results (skips that were not allowed among them).
     pub fn failed(&self) -> usize {
-        self.checks.len() - self.passed()
+        self.count(Outcome::Fail)
+    }
+
+    /// Number of allowed skips.
+    pub fn skipped(&self) -> usize {
+        self.count(Outcome::Skip)
     }
 
     /// Whether the run succeeded: something ran, nothing failed, dom0 got to the end.
@@ -114,18 +171,13 @@ impl Report {
         self.failed() == 0 && self.passed() > 0 && self.done
     }
 
-    /// The closing summary: results, measurements, and the `e2e: N passed, M failed` line.
+    /// The closing summary: results, measurements, and the `e2e: N passed, M failed, K skipped`
+    /// line.
     pub fn summary(&self) -> String {
         let mut s = String::from("\n==== e2e results ====\n");
         let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
         for c in &self.checks {
-            let _ = writeln!(
-                s,
-                "{} {:width$}  {}",
-                if c.pass { "PASS" } else { "FAIL" },
-                c.name,
-                c.detail
-            );
+            let _ = writeln!(s, "{} {:width$}  {}", c.outcome.label(), c.name, c.detail);
         }
         if !self.metrics.is_empty() {
             s.push_str("\n==== peer measurements (same boot) ====\n");
@@ -147,9 +199,10 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "\ne2e: {} passed, {} failed",
+            "\ne2e: {} passed, {} failed, {} skipped",
             self.passed(),
-            self.failed()
+            self.failed(),
+            self.skipped()
         );
         s
     }
@@ -238,12 +291,12 @@ mod tests {
             r.checks[0],
             Check {
                 name: "xl-info".into(),
-                pass: true,
+                outcome: Outcome::Pass,
                 detail: "xen_version : 4.17.7".into()
             }
         );
         assert_eq!(r.checks[1].name, "test:xtask-real_xen::xc_version_is_4_17");
-        assert!(!r.checks[1].pass);
+        assert_eq!(r.checks[1].outcome, Outcome::Fail);
         assert_eq!(
             r.metrics[0],
             Metric {
@@ -296,9 +349,40 @@ mod tests {
         r.feed("E2E-DONE");
         assert!(r.success());
         let s = r.summary();
-        assert_eq!(s.lines().last(), Some("e2e: 1 passed, 0 failed"));
+        assert_eq!(s.lines().last(), Some("e2e: 1 passed, 0 failed, 0 skipped"));
         let mut none = Report::default();
         none.feed("E2E-DONE");
         assert!(!none.success(), "a run with no result is not a success");
+    }
+
+    #[test]
+    fn only_allowed_tests_may_skip() {
+        let pvh = "test:xenctrl-real_xen::pvh";
+        let mut r = Report::new(vec![pvh.to_string()]);
+        r.feed("E2E-TEST xenctrl-real_xen::pvh SKIP no HVM support on this host");
+        r.feed("E2E-TEST xenctrl-real_xen::pv PASS");
+        r.feed("E2E-CHECK guest-disk SKIP no loop device");
+        r.feed("E2E-DONE");
+        assert_eq!(r.checks[0].outcome, Outcome::Skip);
+        assert_eq!(r.checks[0].detail, "no HVM support on this host");
+        // A skip that was not allowed is a failure, with the reason kept.
+        assert_eq!(r.checks[2].outcome, Outcome::Fail);
+        assert!(r.checks[2].detail.contains("must run"), "{:?}", r.checks[2]);
+        assert!(r.checks[2].detail.contains("no loop device"));
+        assert_eq!((r.passed(), r.failed(), r.skipped()), (1, 1, 1));
+        assert!(!r.success());
+        let s = r.summary();
+        assert!(s.contains("SKIP test:xenctrl-real_xen::pvh"), "{s}");
+        assert_eq!(s.lines().last(), Some("e2e: 1 passed, 1 failed, 1 skipped"));
+
+        let mut ok = Report::new(vec![pvh.to_string()]);
+        ok.feed("E2E-TEST xenctrl-real_xen::pvh SKIP no HVM");
+        ok.feed("E2E-TEST xenctrl-real_xen::pv PASS");
+        ok.feed("E2E-DONE");
+        assert!(ok.success(), "an allowed skip does not fail the run");
+        let mut all_skipped = Report::new(vec![pvh.to_string()]);
+        all_skipped.feed("E2E-TEST xenctrl-real_xen::pvh SKIP no HVM");
+        all_skipped.feed("E2E-DONE");
+        assert!(!all_skipped.success(), "nothing passed");
     }
 }
