@@ -29,12 +29,15 @@
 //! The simulated host does not power off: shutting down dom0, which on Xen halts or reboots
 //! the machine, is refused with `EPERM`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use xen_types::{DomId, Errno, EvtchnPort, Mfn, Pages, Pfn, VcpuId};
 
 use crate::host::{Host, HostState};
+use crate::kernel_image::parse_kernel;
+pub use crate::kernel_image::ImageKind;
+pub use crate::p2m::P2m;
 
 /// Most controller pause references Xen allows on one domain.
 const MAX_CONTROLLER_PAUSE: u32 = 255;
@@ -54,72 +57,6 @@ pub struct Vcpu {
     pub cpu_time_ns: u64,
     /// The physical CPU it runs on.
     pub cpu: u32,
-}
-
-/// Frames populated in a domain's physical address space: extents of consecutive pfns,
-/// each backed by consecutive (simulated) machine frames.
-#[derive(Debug, Default, Clone)]
-pub struct P2m {
-    /// start pfn -> (length, first mfn)
-    ext: BTreeMap<u64, (u64, u64)>,
-    count: u64,
-}
-
-impl P2m {
-    /// The machine frame behind `pfn`, if it is populated.
-    pub fn lookup(&self, pfn: Pfn) -> Option<Mfn> {
-        let (s, (l, m)) = self.ext.range(..=pfn.0).next_back()?;
-        (pfn.0 < s + l).then(|| Mfn(m + (pfn.0 - s)))
-    }
-
-    /// Number of populated frames.
-    pub fn populated(&self) -> u64 {
-        self.count
-    }
-
-    /// The unpopulated sub-ranges of `[start, start + len)`.
-    fn holes(&self, start: u64, len: u64) -> Vec<(u64, u64)> {
-        let end = start + len;
-        let mut out = Vec::new();
-        let mut cur = start;
-        if let Some((s, (l, _))) = self.ext.range(..=start).next_back() {
-            cur = cur.max(s + l);
-        }
-        for (s, (l, _)) in self.ext.range(start..end) {
-            if *s > cur {
-                out.push((cur, s - cur));
-            }
-            cur = cur.max(s + l);
-        }
-        if cur < end {
-            out.push((cur, end - cur));
-        }
-        out
-    }
-
-    fn insert(&mut self, start: u64, len: u64, mfn: u64) {
-        self.ext.insert(start, (len, mfn));
-        self.count += len;
-    }
-
-    fn remove(&mut self, pfn: u64) -> bool {
-        let Some((&s, &(l, m))) = self.ext.range(..=pfn).next_back() else {
-            return false;
-        };
-        if pfn >= s + l {
-            return false;
-        }
-        self.ext.remove(&s);
-        if pfn > s {
-            self.ext.insert(s, (pfn - s, m));
-        }
-        if pfn + 1 < s + l {
-            self.ext
-                .insert(pfn + 1, (s + l - pfn - 1, m + (pfn + 1 - s)));
-        }
-        self.count -= 1;
-        true
-    }
 }
 
 /// What the domain builder left in a domain: the pages and event channels the toolstack
@@ -148,17 +85,6 @@ pub struct BuildInfo {
     pub ramdisk_pages: Pages,
     /// The kernel command line.
     pub cmdline: String,
-}
-
-/// The kinds of kernel image the builder accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageKind {
-    /// A Xen ELF image (64-bit).
-    Elf64,
-    /// A Xen ELF image (32-bit).
-    Elf32,
-    /// A Linux bzImage (x86 boot protocol 2.08 or later, compressed ELF payload).
-    BzImage,
 }
 
 /// What [`Host::build_pv`] loads into a domain (the arguments of libxenguest's `xc_dom_*`).
@@ -1043,226 +969,6 @@ fn populate_holes(state: &mut HostState, dom: DomId, holes: &[(u64, u64)]) -> Re
     Ok(())
 }
 
-/// What the builder learnt from a kernel image.
-struct KernelImage {
-    kind: ImageKind,
-    /// Bytes of guest memory the loaded kernel occupies.
-    mem_size: u64,
-}
-
-fn rd<const N: usize>(b: &[u8], off: usize) -> Option<[u8; N]> {
-    b.get(off..off.checked_add(N)?)?.try_into().ok()
-}
-fn u16_at(b: &[u8], off: usize) -> Option<u16> {
-    rd::<2>(b, off).map(u16::from_le_bytes)
-}
-fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    rd::<4>(b, off).map(u32::from_le_bytes)
-}
-fn u64_at(b: &[u8], off: usize) -> Option<u64> {
-    rd::<8>(b, off).map(u64::from_le_bytes)
-}
-
-/// Checks a kernel image as libxenguest's loaders do: a Xen ELF image (x86, executable,
-/// program headers inside the file, and Xen ELF notes or a `__xen_guest` section), or a
-/// bzImage. Anything else is `EINVAL`.
-fn parse_kernel(k: &[u8]) -> Result<KernelImage, Errno> {
-    if k.get(..4) == Some(&[libc::ELFMAG0, libc::ELFMAG1, libc::ELFMAG2, libc::ELFMAG3]) {
-        return parse_elf(k).ok_or(Errno::EINVAL);
-    }
-    // x86 boot protocol: "HdrS" at 0x202, version at 0x206, setup_sects at 0x1f1,
-    // payload_offset/length at 0x248/0x24c (2.08+), init_size at 0x260 (2.10+).
-    if k.get(0x202..0x206) == Some(b"HdrS") {
-        return parse_bzimage(k).ok_or(Errno::EINVAL);
-    }
-    Err(Errno::EINVAL)
-}
-
-fn parse_bzimage(k: &[u8]) -> Option<KernelImage> {
-    let version = u16_at(k, 0x206)?;
-    if version < 0x208 {
-        return None;
-    }
-    let setup_sects = match *k.get(0x1f1)? {
-        0 => 4,
-        n => usize::from(n),
-    };
-    let payload_off = usize::try_from(u32_at(k, 0x248)?).ok()?;
-    let payload_len = usize::try_from(u32_at(k, 0x24c)?).ok()?;
-    let start = (setup_sects + 1) * 512 + payload_off;
-    let payload = k.get(start..start.checked_add(payload_len)?)?;
-    // The payload is a compressed ELF: accept the formats Linux uses.
-    let compressed = payload.starts_with(&[0x1f, 0x8b])
-        || payload.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-        || payload.starts_with(b"BZh")
-        || payload.starts_with(&[0x89, b'L', b'Z', b'O'])
-        || payload.starts_with(&[0x02, 0x21, 0x4c, 0x18])
-        || payload.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || payload.starts_with(&[0x5d, 0x00])
-        || payload.starts_with(&[libc::ELFMAG0, libc::ELFMAG1, libc::ELFMAG2, libc::ELFMAG3]);
-    if !compressed {
-        return None;
-    }
-    let init_size = if version >= 0x20a {
-        u64::from(u32_at(k, 0x260)?)
-    } else {
-        payload_len as u64 * 4
-    };
-    Some(KernelImage {
-        kind: ImageKind::BzImage,
-        mem_size: init_size.max(payload_len as u64),
-    })
-}
-
-fn parse_elf(k: &[u8]) -> Option<KernelImage> {
-    let class = *k.get(4)?;
-    let is64 = match class {
-        libc::ELFCLASS64 => true,
-        libc::ELFCLASS32 => false,
-        _ => return None,
-    };
-    if *k.get(5)? != libc::ELFDATA2LSB {
-        return None;
-    }
-    let e_type = u16_at(k, 16)?;
-    let machine = u16_at(k, 18)?;
-    if e_type != libc::ET_EXEC || !(machine == libc::EM_X86_64 || machine == libc::EM_386) {
-        return None;
-    }
-    let (phoff, phentsize, phnum, shoff, shentsize, shnum, shstrndx) = if is64 {
-        (
-            u64_at(k, 32)?,
-            u16_at(k, 54)?,
-            u16_at(k, 56)?,
-            u64_at(k, 40)?,
-            u16_at(k, 58)?,
-            u16_at(k, 60)?,
-            u16_at(k, 62)?,
-        )
-    } else {
-        (
-            u64::from(u32_at(k, 28)?),
-            u16_at(k, 42)?,
-            u16_at(k, 44)?,
-            u64::from(u32_at(k, 32)?),
-            u16_at(k, 46)?,
-            u16_at(k, 48)?,
-            u16_at(k, 50)?,
-        )
-    };
-    let min_phent = if is64 { 56 } else { 32 };
-    if phnum == 0 || usize::from(phentsize) < min_phent {
-        return None;
-    }
-    let mut lo = u64::MAX;
-    let mut hi = 0u64;
-    let mut xen_notes = false;
-    for i in 0..usize::from(phnum) {
-        let off = usize::try_from(phoff)
-            .ok()?
-            .checked_add(i * usize::from(phentsize))?;
-        let ph = k.get(off..off.checked_add(min_phent)?)?;
-        let (p_type, p_offset, p_vaddr, p_filesz, p_memsz) = if is64 {
-            (
-                u32_at(ph, 0)?,
-                u64_at(ph, 8)?,
-                u64_at(ph, 16)?,
-                u64_at(ph, 32)?,
-                u64_at(ph, 40)?,
-            )
-        } else {
-            let w = |o| u32_at(ph, o).map(u64::from);
-            (u32_at(ph, 0)?, w(4)?, w(8)?, w(16)?, w(20)?)
-        };
-        // Every segment's bytes must lie inside the file.
-        let end = p_offset.checked_add(p_filesz)?;
-        if end > k.len() as u64 || p_filesz > p_memsz && p_type == libc::PT_LOAD {
-            return None;
-        }
-        if p_type == libc::PT_LOAD && p_memsz > 0 {
-            lo = lo.min(p_vaddr);
-            hi = hi.max(p_vaddr.checked_add(p_memsz)?);
-        }
-        if p_type == libc::PT_NOTE && has_xen_note(&k[p_offset as usize..end as usize]) {
-            xen_notes = true;
-        }
-    }
-    if lo >= hi {
-        return None;
-    }
-    if !xen_notes && !has_xen_guest_section(k, is64, shoff, shentsize, shnum, shstrndx) {
-        return None;
-    }
-    Some(KernelImage {
-        kind: if is64 {
-            ImageKind::Elf64
-        } else {
-            ImageKind::Elf32
-        },
-        mem_size: hi - lo,
-    })
-}
-
-/// True when an ELF note segment holds a note named "Xen".
-fn has_xen_note(mut notes: &[u8]) -> bool {
-    while notes.len() >= 12 {
-        let (Some(namesz), Some(descsz)) = (u32_at(notes, 0), u32_at(notes, 4)) else {
-            return false;
-        };
-        let namesz = namesz as usize;
-        let name_end = 12 + namesz;
-        let desc_start = 12 + namesz.div_ceil(4) * 4;
-        let Some(next) = desc_start.checked_add((descsz as usize).div_ceil(4) * 4) else {
-            return false;
-        };
-        if let Some(name) = notes.get(12..name_end) {
-            if name == b"Xen\0" || name == b"Xen" {
-                return true;
-            }
-        }
-        match notes.get(next..) {
-            Some(rest) => notes = rest,
-            None => return false,
-        }
-    }
-    false
-}
-
-/// True when the image has a section named `__xen_guest` (the pre-notes Xen guest marker).
-fn has_xen_guest_section(
-    k: &[u8],
-    is64: bool,
-    shoff: u64,
-    shentsize: u16,
-    shnum: u16,
-    shstrndx: u16,
-) -> bool {
-    let sh = |i: u16| -> Option<(u32, u64, u64)> {
-        let off = usize::try_from(shoff)
-            .ok()?
-            .checked_add(usize::from(i) * usize::from(shentsize))?;
-        if is64 {
-            Some((u32_at(k, off)?, u64_at(k, off + 24)?, u64_at(k, off + 32)?))
-        } else {
-            let w = |o| u32_at(k, off + o).map(u64::from);
-            Some((u32_at(k, off)?, w(16)?, w(20)?))
-        }
-    };
-    let Some((_, str_off, str_size)) = sh(shstrndx) else {
-        return false;
-    };
-    let Some(strtab) = k.get(str_off as usize..(str_off.saturating_add(str_size)) as usize) else {
-        return false;
-    };
-    (0..shnum).any(|i| {
-        sh(i).is_some_and(|(name, _, _)| {
-            strtab
-                .get(name as usize..)
-                .is_some_and(|s| s.starts_with(b"__xen_guest\0"))
-        })
-    })
-}
-
 /// The `createdomain` configuration of a small PV guest, as tests, benches and demos create
 /// one to grant pages and bind event channels from: one vCPU, ports up to `max_evtchn_port`,
 /// 4 grant frames, 16 maptrack frames, grant table v1.
@@ -1274,32 +980,5 @@ pub fn small_pv_guest(max_evtchn_port: u32) -> xen_sys::xen_domctl_createdomain 
         max_maptrack_frames: 16,
         grant_opts: 1,
         ..Default::default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn p2m_extents_split_and_fill() {
-        let mut p = P2m::default();
-        p.insert(0, 10, 100);
-        assert_eq!(p.lookup(Pfn(9)), Some(Mfn(109)));
-        assert_eq!(p.lookup(Pfn(10)), None);
-        assert!(p.remove(5));
-        assert!(!p.remove(5));
-        assert_eq!(p.lookup(Pfn(4)), Some(Mfn(104)));
-        assert_eq!(p.lookup(Pfn(6)), Some(Mfn(106)));
-        assert_eq!(p.populated(), 9);
-        assert_eq!(p.holes(0, 12), vec![(5, 1), (10, 2)]);
-        assert_eq!(p.holes(20, 4), vec![(20, 4)]);
-    }
-
-    #[test]
-    fn garbage_kernels_are_einval() {
-        assert_eq!(parse_kernel(b"").err(), Some(Errno::EINVAL));
-        assert_eq!(parse_kernel(&[0u8; 4096]).err(), Some(Errno::EINVAL));
-        assert_eq!(parse_kernel(b"\x7fELF\x02\x01").err(), Some(Errno::EINVAL));
     }
 }

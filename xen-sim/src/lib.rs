@@ -22,6 +22,8 @@ pub mod domain;
 pub mod evtchn;
 pub mod grant;
 pub mod host;
+mod kernel_image;
 pub mod memory;
+mod p2m;
 
 pub use host::{Clock, Host, HostConfig};
