@@ -43,7 +43,11 @@
 //! [`SyncMode::Never`] leaves flushing to the kernel. The
 //! state is a snapshot plus the journals after it; a torn record at the end of a journal
 //! (a write cut short by the crash) is discarded on restart, and only unacknowledged
-//! changes can be in it. Connections, watches, open transactions and introduced domains
+//! changes can be in it. A change whose journal write fails (a full disk, an I/O error) is
+//! not applied: the request is answered `EIO`, the store is returned to its state before
+//! it, no watch fires for it, and the bytes of the failed write are cut off the journal
+//! (requests sent together are written together: when that write fails, each change in it
+//! is answered `EIO`). Connections, watches, open transactions and introduced domains
 //! are not persisted: clients reconnect, as after a C xenstored restart.
 //!
 //! ```no_run
