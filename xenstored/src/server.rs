@@ -785,10 +785,11 @@ impl Shared {
     /// Ends a batch: writes the open group (see [`Shared::close_group`]) and any other
     /// pending records, and starts a snapshot when the journal has grown enough.
     fn flush_journal(self: &Rc<Self>) {
+        let grouped = self.group_open.get();
         self.close_group();
         let mut j = self.journal.borrow_mut();
         if let Some(j) = j.as_mut() {
-            if !j.has_pending() {
+            if !grouped && !j.has_pending() {
                 return;
             }
             if let Err(e) = j.flush() {
