@@ -3,7 +3,8 @@
 //! The daemon speaks the protocol of `docs/misc/xenstore.txt` (Xen 4.17 message set, plus
 //! the 4.18 `@releaseDomain/<domid>` and watch-depth special watches) on a unix socket
 //! (`XENSTORED_RUNDIR/socket`, default `/var/run/xenstored/socket`) and on domains' ring
-//! pages. It is a library ([`Daemon`], [`Config`]) under a thin `xenstored` binary whose
+//! pages. It is a library ([`Daemon`], [`Config`]) under a thin `xenstored` program (package
+//! `xenstored-bin`, so that embedders of the library build no CLI or log-output crates) whose
 //! flags follow C xenstored's.
 //!
 //! Layers:
@@ -158,6 +159,7 @@ impl Default for Config {
 
 /// Errors of the daemon.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Socket or file I/O.
     #[error("{what}: {source}")]
