@@ -8,7 +8,8 @@
 //! - [`ring`]: the shared ring page (`struct xenstore_domain_interface`) over
 //!   [`xen_types::mem::SharedMemory`] and a [`ring::Doorbell`], for guests and for the
 //!   daemon side.
-//! - `aio` (feature `tokio`): the same API, async, with watches as a stream-like receiver.
+//! - `aio` (opt-in feature `tokio`, off by default): the same API, async, with watches as a
+//!   stream-like receiver.
 //!
 //! ```no_run
 //! use xenstore::Client;
@@ -41,6 +42,7 @@ use xen_types::Errno;
 
 /// Errors of the XenStore clients.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The daemon answered `XS_ERROR` with this errno.
     #[error("xenstored: {0}")]

@@ -163,6 +163,7 @@ impl Doorbell for EvtchnDoorbell {
 
 /// Errors peculiar to rings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RingError {
     /// The page is too small or read-only.
     #[error(transparent)]

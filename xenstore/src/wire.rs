@@ -40,6 +40,7 @@ pub const REL_PATH_MAX: usize = xen_sys::XENSTORE_REL_PATH_MAX as usize;
 
 /// Errors of the wire format.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WireError {
     /// The header announces a payload larger than [`PAYLOAD_MAX`]: the stream cannot be
     /// trusted any more and the connection must be closed.

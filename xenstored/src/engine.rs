@@ -14,7 +14,7 @@
 //! compared with the live store; any change to one of them fails the commit with `EAGAIN`.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -481,6 +481,14 @@ impl View<'_> {
     }
 }
 
+/// A state of the store to return to: see [`Engine::checkpoint`].
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    tree: Tree,
+    domains: imbl::OrdMap<DomId, Domain>,
+    targets: HashMap<DomId, DomId>,
+}
+
 /// The XenStore state machine.
 #[derive(Debug)]
 pub struct Engine {
@@ -493,7 +501,7 @@ pub struct Engine {
     watches: IdMap<u64, Watch>,
     next_watch: u64,
     index: HashMap<Arc<str>, Vec<u64>>,
-    domains: BTreeMap<DomId, Domain>,
+    domains: imbl::OrdMap<DomId, Domain>,
     targets: HashMap<DomId, DomId>,
     next_tx: u32,
     dirty: Vec<Arc<str>>,
@@ -593,7 +601,7 @@ impl Engine {
             watches: IdMap::default(),
             next_watch: 1,
             index: HashMap::new(),
-            domains: BTreeMap::new(),
+            domains: imbl::OrdMap::new(),
             targets: HashMap::new(),
             next_tx: 1,
             dirty: Vec::new(),
@@ -650,6 +658,26 @@ impl Engine {
     /// Paths of the committed tree changed since the last call (for the journal).
     pub fn take_dirty(&mut self) -> Vec<Arc<str>> {
         std::mem::take(&mut self.dirty)
+    }
+
+    /// The store and the introduced domains as they are now (O(1): both are structurally
+    /// shared), to return to with [`Engine::rollback`].
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            tree: self.tree.clone(),
+            domains: self.domains.clone(),
+            targets: self.targets.clone(),
+        }
+    }
+
+    /// Undoes every change to the store and to the introduced domains since `cp` was taken
+    /// (when they could not be made durable). Transactions ended meanwhile stay ended, and
+    /// generations are not handed out again.
+    pub fn rollback(&mut self, cp: Checkpoint) {
+        self.tree = cp.tree;
+        self.domains = cp.domains;
+        self.targets = cp.targets;
+        self.dirty.clear();
     }
 
     /// Registers a connection from `domid` (dom0 for the unix socket).

@@ -3,14 +3,24 @@
 //! Files in the data folder:
 //! - `snapshot`: every node at some point, and the sequence number of the first journal
 //!   that follows it. Written to `snapshot.tmp`, synced, then renamed over the old one.
-//! - `journal.<seq>`: framed records (`len`, `crc32`, body), each the new state of one node
-//!   (`Set`) or its removal (`Del`). Child lists are not stored: they follow from the paths.
+//! - `journal.<seq>`: a header ([`JOURNAL_MAGIC`] and the format version) then framed records
+//!   (`len`, `crc32`, body), each the new state of one node (`Set`) or its removal (`Del`).
+//!   Child lists are not stored: they follow from the paths.
+//!
+//! Formats: version 1 `Set` records hold the node's generation only; version 2 (this
+//! writer's, [`FORMAT`]) adds its creation generation (the order of siblings). Snapshots
+//! name their version in their magic (`XSDSNAP1`, `XSDSNAP2`); journals written before the
+//! header existed (versions 1 and 2, no header) are recognised by their records, whose
+//! checksums are valid under exactly one layout. A file of a newer version, or a record
+//! that is intact (its checksum holds) but of no known layout, is refused with an error:
+//! only a record whose frame is incomplete or whose checksum fails is a torn tail.
 //!
 //! Recovery loads the snapshot, replays the journals from its sequence number on, and stops
-//! at the first torn or corrupt record (the tail of a write cut short by a crash), which is
-//! cut off. When a journal grows past a threshold the writer starts the next journal and
-//! writes a snapshot of the (structurally shared, so free to copy) tree in a background
-//! thread; older journals are deleted once it is in place.
+//! at the first torn record (the tail of a write cut short by a crash), which is cut off.
+//! A write that fails (a full disk) is cut off at once, so the journal holds exactly the
+//! changes whose writes succeeded. When a journal grows past a threshold the writer starts
+//! the next journal and writes a snapshot of the (structurally shared, so free to copy) tree
+//! in a background thread; older journals are deleted once it is in place.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -23,7 +33,14 @@ use xenstore::wire::{Access, Perm};
 
 use crate::tree::{Node, Tree};
 
-const SNAP_MAGIC: &[u8; 8] = b"XSDSNAP2";
+/// Start of a snapshot; the version digit follows.
+const SNAP_MAGIC: &[u8; 7] = b"XSDSNAP";
+/// Start of a journal file; the format version (one byte) follows.
+pub const JOURNAL_MAGIC: &[u8; 7] = b"XSDJRNL";
+/// The record layout this writer uses (see the module documentation).
+pub const FORMAT: u8 = 2;
+/// Bytes of a journal's header.
+const HEADER_LEN: u64 = 8;
 const SET: u8 = 1;
 const DEL: u8 = 2;
 const END: u8 = 3;
@@ -132,13 +149,20 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn decode(body: &[u8]) -> Option<Record> {
+/// Decodes one record body written in record layout `format`; `None` unless the whole body
+/// is exactly one record of that layout.
+fn decode(body: &[u8], format: u8) -> Option<Record> {
     let mut c = Cursor(body);
+    let r = decode_from(&mut c, format)?;
+    c.0.is_empty().then_some(r)
+}
+
+fn decode_from(c: &mut Cursor<'_>, format: u8) -> Option<Record> {
     let kind = *c.take(1)?.first()?;
     match kind {
         SET => {
             let gen = c.u64()?;
-            let created = c.u64()?;
+            let created = if format >= 2 { c.u64()? } else { gen };
             let plen = c.u32()? as usize;
             let path: Arc<str> = std::str::from_utf8(c.take(plen)?).ok()?.into();
             let np = c.u32()? as usize;
@@ -169,26 +193,77 @@ fn decode(body: &[u8]) -> Option<Record> {
     }
 }
 
-/// Splits `data` into records; returns them and the length of the valid prefix.
-fn records(data: &[u8]) -> (Vec<Record>, usize) {
+/// The intact frames at the start of `data`: `(offset, body)` of each, and the length of
+/// that prefix. A frame that is incomplete, empty (a zero-filled tail) or fails its checksum
+/// ends it: what follows is a torn tail.
+fn frames(data: &[u8]) -> (Vec<(usize, &[u8])>, usize) {
     let mut out = Vec::new();
     let mut pos = 0;
-    while data.len() - pos >= 8 {
-        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap_or_default()) as usize;
-        let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap_or_default());
+    while let Some(head) = data.get(pos..pos + 8) {
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
         let Some(body) = data.get(pos + 8..pos + 8 + len) else {
             break;
         };
-        if crc32(body) != crc {
+        if len == 0 || crc32(body) != crc {
             break;
         }
-        let Some(r) = decode(body) else {
-            break;
-        };
-        out.push(r);
+        out.push((pos, body));
         pos += 8 + len;
     }
     (out, pos)
+}
+
+/// Decodes the intact frames at the start of `data` as records of layout `format`; returns
+/// them and the length of the valid prefix (what follows is torn), or the offset of the
+/// first intact frame that is not such a record.
+fn records(data: &[u8], format: u8) -> Result<(Vec<Record>, usize), usize> {
+    let (frames, valid) = frames(data);
+    let mut out = Vec::with_capacity(frames.len());
+    for (off, body) in frames {
+        out.push(decode(body, format).ok_or(off)?);
+    }
+    Ok((out, valid))
+}
+
+fn bad_data(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// The records of one journal file and the length of its valid prefix. Files with a header
+/// are read in the version it names; older files without one in the layout under which
+/// every intact record decodes.
+fn journal_records(name: &str, data: &[u8]) -> io::Result<(Vec<Record>, usize)> {
+    let header = JOURNAL_MAGIC.len() + 1;
+    let intact_but_unknown = |off: usize, version: &str| {
+        bad_data(format!(
+            "{name}: the record at byte {off} is intact (its checksum holds) but is not a \
+             record of {version}; refusing to treat it as a torn tail"
+        ))
+    };
+    if data.len() < header && JOURNAL_MAGIC.starts_with(&data[..data.len().min(7)]) {
+        // Created, and cut short before its header was complete: nothing in it.
+        return Ok((Vec::new(), 0));
+    }
+    if data.starts_with(JOURNAL_MAGIC) {
+        let version = data[JOURNAL_MAGIC.len()];
+        if version == 0 || version > FORMAT {
+            return Err(bad_data(format!(
+                "{name}: journal format version {version}; this xenstored reads versions 1 to \
+                 {FORMAT} (was it written by a newer xenstored?)"
+            )));
+        }
+        let (recs, valid) = records(&data[header..], version)
+            .map_err(|off| intact_but_unknown(header + off, &format!("format {version}")))?;
+        return Ok((recs, header + valid));
+    }
+    // Written before journals had a header: the current layout, else the first one.
+    match records(data, FORMAT) {
+        Ok(r) => Ok(r),
+        Err(off) => {
+            records(data, 1).map_err(|_| intact_but_unknown(off, "any known format (1 to 2)"))
+        }
+    }
 }
 
 fn journal_path(dir: &Path, seq: u64) -> PathBuf {
@@ -230,11 +305,29 @@ pub struct Journal {
     current: Arc<std::sync::Mutex<Arc<File>>>,
     stop_sync: Arc<std::sync::atomic::AtomicBool>,
     seq: u64,
+    /// Records not written yet.
     buf: Vec<u8>,
+    /// Length of the current journal file up to its last successful write.
+    len: u64,
+    /// A failed write left bytes past `len` that could not be cut off yet.
+    torn: bool,
+    /// Record bytes written to the current journal (for the snapshot threshold).
     written: u64,
     sync: SyncMode,
     snapshot_after: u64,
     snapshotter: Option<JoinHandle<io::Result<()>>>,
+    #[cfg(test)]
+    faults: Arc<Faults>,
+}
+
+/// Injected write failures (tests only): each write fails while `fail` is set, after
+/// writing the first half of its bytes when `partial` is set too (a disk that fills up
+/// in the middle of a write).
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    pub fail: std::sync::atomic::AtomicBool,
+    pub partial: std::sync::atomic::AtomicBool,
 }
 
 impl Journal {
@@ -251,21 +344,9 @@ impl Journal {
         if let Ok(mut f) = File::open(dir.join("snapshot")) {
             let mut data = Vec::new();
             f.read_to_end(&mut data)?;
-            if data.len() < 24 || &data[..8] != SNAP_MAGIC {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "bad snapshot header",
-                ));
-            }
-            first_seq = u64::from_le_bytes(data[8..16].try_into().unwrap_or_default());
-            gen = u64::from_le_bytes(data[16..24].try_into().unwrap_or_default());
-            let (recs, _) = records(&data[24..]);
-            if !matches!(recs.last(), Some(Record::End)) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "truncated snapshot",
-                ));
-            }
+            let (seq, g, recs) = snapshot_records(&data)?;
+            first_seq = seq;
+            gen = g;
             for r in recs {
                 if let Record::Set(p, n) = r {
                     gen = gen.max(n.gen);
@@ -283,7 +364,7 @@ impl Journal {
             }
             let path = journal_path(dir, seq);
             let data = fs::read(&path)?;
-            let (recs, valid) = records(&data);
+            let (recs, valid) = journal_records(&format!("journal.{seq}"), &data)?;
             for r in recs {
                 replayed += 1;
                 match r {
@@ -304,13 +385,7 @@ impl Journal {
         }
         tree.rebuild_children();
         let seq = seqs.last().map_or(first_seq, |s| s + 1).max(first_seq);
-        let file = Arc::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(journal_path(dir, seq))?,
-        );
-        sync_dir(dir)?;
+        let file = create_journal(dir, seq)?;
         let current = Arc::new(std::sync::Mutex::new(file.clone()));
         let stop_sync = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if sync == SyncMode::Periodic {
@@ -335,10 +410,14 @@ impl Journal {
                 stop_sync,
                 seq,
                 buf: Vec::new(),
+                len: HEADER_LEN,
+                torn: false,
                 written: 0,
                 sync,
                 snapshot_after,
                 snapshotter: None,
+                #[cfg(test)]
+                faults: Arc::default(),
             },
             Recovered {
                 tree,
@@ -362,18 +441,69 @@ impl Journal {
         !self.buf.is_empty()
     }
 
-    /// Writes the pending records (and syncs them, per the [`SyncMode`]).
+    /// Bytes of records waiting to be written: a mark for [`Journal::discard_from`].
+    pub fn pending_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Drops the records recorded after `mark` (a [`Journal::pending_len`]): their changes
+    /// were undone after a failed [`Journal::flush`].
+    pub fn discard_from(&mut self, mark: usize) {
+        self.buf.truncate(mark);
+    }
+
+    /// Writes the pending records (and syncs them, per the [`SyncMode`]). On failure the
+    /// file is cut back to where it was (nothing of the failed write is replayed after a
+    /// restart; if even that fails, the next flush or snapshot cuts it first) and the
+    /// records stay pending.
     pub fn flush(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
+        }
+        self.repair()?;
+        if let Err(e) = self.write_pending() {
+            self.torn = true;
+            let _ = self.repair();
+            return Err(e);
+        }
+        self.len += self.buf.len() as u64;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Cuts off what a failed write left past the last good record.
+    fn repair(&mut self) -> io::Result<()> {
+        if self.torn {
+            self.file.set_len(self.len)?;
+            self.torn = false;
+        }
+        Ok(())
+    }
+
+    fn write_pending(&self) -> io::Result<()> {
+        #[cfg(test)]
+        if self.faults.fail.load(std::sync::atomic::Ordering::Relaxed) {
+            if self
+                .faults
+                .partial
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                (&*self.file).write_all(&self.buf[..self.buf.len() / 2])?;
+            }
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         (&*self.file).write_all(&self.buf)?;
         if self.sync == SyncMode::Always {
             self.file.sync_data()?;
         }
-        self.written += self.buf.len() as u64;
-        self.buf.clear();
         Ok(())
+    }
+
+    /// The switches that make this journal's writes fail (tests only).
+    #[cfg(test)]
+    pub(crate) fn faults(&self) -> Arc<Faults> {
+        self.faults.clone()
     }
 
     /// Starts a background snapshot of `tree` when the journal has grown enough. Call after
@@ -404,16 +534,14 @@ impl Journal {
             let _ = h.join();
         }
         let next = self.seq + 1;
-        // The old journal must be stable before the snapshot that replaces it is.
+        // The old journal must be stable (and hold nothing of a failed write) before the
+        // snapshot that replaces it is.
+        self.repair()?;
         self.file.sync_data()?;
-        self.file = Arc::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(journal_path(&self.dir, next))?,
-        );
+        self.file = create_journal(&self.dir, next)?;
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = self.file.clone();
         self.seq = next;
+        self.len = HEADER_LEN;
         self.written = 0;
         let tree = tree.clone();
         let dir = self.dir.clone();
@@ -443,11 +571,63 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Creates journal `seq` with its header, durably (file and folder synced); a file that
+/// cannot get its header is removed.
+fn create_journal(dir: &Path, seq: u64) -> io::Result<Arc<File>> {
+    let path = journal_path(dir, seq);
+    let file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)?;
+    let mut head = JOURNAL_MAGIC.to_vec();
+    head.push(FORMAT);
+    let done = (&file)
+        .write_all(&head)
+        .and_then(|()| file.sync_data())
+        .and_then(|()| sync_dir(dir));
+    if let Err(e) = done {
+        let _ = fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok(Arc::new(file))
+}
+
+/// A snapshot's first journal sequence number, generation and records (ending in `End`).
+fn snapshot_records(data: &[u8]) -> io::Result<(u64, u64, Vec<Record>)> {
+    let version = match data.get(..8) {
+        Some(m) if m.starts_with(SNAP_MAGIC) => m[7].wrapping_sub(b'0'),
+        _ => return Err(bad_data("snapshot: bad header".into())),
+    };
+    if version == 0 || version > FORMAT {
+        return Err(bad_data(format!(
+            "snapshot: format version {}; this xenstored reads versions 1 to {FORMAT} (was it \
+             written by a newer xenstored?)",
+            data[7] as char
+        )));
+    }
+    if data.len() < 24 {
+        return Err(bad_data("snapshot: truncated header".into()));
+    }
+    let first_seq = u64::from_le_bytes(data[8..16].try_into().unwrap_or_default());
+    let gen = u64::from_le_bytes(data[16..24].try_into().unwrap_or_default());
+    let (recs, _) = records(&data[24..], version).map_err(|off| {
+        bad_data(format!(
+            "snapshot: the record at byte {} is intact but not of format {version}",
+            24 + off
+        ))
+    })?;
+    if !matches!(recs.last(), Some(Record::End)) {
+        return Err(bad_data("snapshot: truncated".into()));
+    }
+    Ok((first_seq, gen, recs))
+}
+
 fn write_snapshot(dir: &Path, tree: &Tree, gen: u64, seq: u64) -> io::Result<()> {
     let tmp = dir.join("snapshot.tmp");
     let f = File::create(&tmp)?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
     let mut head = SNAP_MAGIC.to_vec();
+    head.push(b'0' + FORMAT);
     head.extend_from_slice(&seq.to_le_bytes());
     head.extend_from_slice(&gen.to_le_bytes());
     w.write_all(&head)?;
@@ -543,8 +723,121 @@ mod tests {
         encode_del(&mut buf, "/y");
         let n = buf.len();
         buf[n - 1] ^= 0xff;
-        let (recs, valid) = records(&buf);
+        let (recs, valid) = records(&buf, FORMAT).unwrap();
         assert_eq!(recs.len(), 1);
         assert_eq!(valid, good);
+    }
+
+    /// A `Set` record as format 1 wrote it: no creation generation.
+    fn encode_set_v1(out: &mut Vec<u8>, path: &str, value: &str, gen: u64) {
+        frame(out, |b| {
+            b.push(SET);
+            b.extend_from_slice(&gen.to_le_bytes());
+            b.extend_from_slice(&(path.len() as u32).to_le_bytes());
+            b.extend_from_slice(path.as_bytes());
+            b.extend_from_slice(&1u32.to_le_bytes());
+            b.extend_from_slice(&0u16.to_le_bytes());
+            b.push(b'n');
+            b.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            b.extend_from_slice(value.as_bytes());
+        });
+    }
+
+    fn headed(version: u8, records: &[u8]) -> Vec<u8> {
+        let mut v = JOURNAL_MAGIC.to_vec();
+        v.push(version);
+        v.extend_from_slice(records);
+        v
+    }
+
+    fn open_err(dir: &Path) -> String {
+        let e =
+            Journal::open(dir, SyncMode::Never, u64::MAX).expect_err("the journal was accepted");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        e.to_string()
+    }
+
+    #[test]
+    fn journals_without_a_header_are_read_in_the_format_they_were_written_in() {
+        // Format 1 (no creation generation; siblings then ordered by generation), with a
+        // torn tail, and format 2, both written before journals had a header.
+        let mut v1 = Vec::new();
+        for (i, p) in ["/", "/z", "/a"].iter().enumerate() {
+            encode_set_v1(&mut v1, p, "one", i as u64 + 1);
+        }
+        v1.extend_from_slice(&[9, 0, 0, 0, 1]);
+        let mut v2 = Vec::new();
+        encode_set(&mut v2, "/b", &node("two", 7));
+        encode_del(&mut v2, "/z");
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(journal_path(dir.path(), 0), &v1).unwrap();
+        fs::write(journal_path(dir.path(), 1), &v2).unwrap();
+        let (j, rec) = Journal::open(dir.path(), SyncMode::Never, u64::MAX).unwrap();
+        assert_eq!(rec.replayed, 5);
+        assert_eq!(rec.discarded, 5, "only the torn tail is cut off");
+        assert_eq!(&*rec.tree.get("/a").unwrap().value, b"one");
+        assert_eq!(rec.tree.get("/a").unwrap().created, 3);
+        assert_eq!(&*rec.tree.get("/b").unwrap().value, b"two");
+        assert!(rec.tree.get("/z").is_none());
+        assert_eq!(rec.gen, 7);
+        drop(j);
+        // The journal this writer started has the header of the current format.
+        let data = fs::read(journal_path(dir.path(), 2)).unwrap();
+        assert_eq!(&data[..8], &headed(FORMAT, &[])[..]);
+    }
+
+    #[test]
+    fn a_journal_of_a_newer_or_unknown_format_is_refused_and_left_whole() {
+        let mut recs = Vec::new();
+        encode_set(&mut recs, "/a", &node("x", 1));
+        let intact_unknown = {
+            let mut v = recs.clone();
+            frame(&mut v, |b| b.extend_from_slice(&[42, 1, 2, 3]));
+            v
+        };
+        for (data, says) in [
+            (headed(FORMAT + 1, &recs), "format version 3"),
+            (headed(FORMAT, &intact_unknown), "is intact"),
+            (intact_unknown.clone(), "is intact"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = journal_path(dir.path(), 0);
+            fs::write(&path, &data).unwrap();
+            let msg = open_err(dir.path());
+            assert!(msg.contains(says), "{msg}");
+            assert!(msg.contains("journal.0"), "{msg}");
+            assert_eq!(fs::read(&path).unwrap(), data, "the journal was changed");
+        }
+    }
+
+    #[test]
+    fn snapshots_of_both_formats_are_read_and_newer_ones_refused() {
+        let snap = |version: u8, body: &[u8]| {
+            let mut v = SNAP_MAGIC.to_vec();
+            v.push(b'0' + version);
+            v.extend_from_slice(&5u64.to_le_bytes());
+            v.extend_from_slice(&4u64.to_le_bytes());
+            v.extend_from_slice(body);
+            frame(&mut v, |b| b.push(END));
+            v
+        };
+        let mut v1 = Vec::new();
+        encode_set_v1(&mut v1, "/", "", 1);
+        encode_set_v1(&mut v1, "/old", "1", 2);
+        let mut v2 = Vec::new();
+        encode_set(&mut v2, "/", &node("", 1));
+        encode_set(&mut v2, "/new", &node("2", 3));
+        for (data, path) in [(snap(1, &v1), "/old"), (snap(2, &v2), "/new")] {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(dir.path().join("snapshot"), data).unwrap();
+            let (_j, rec) = Journal::open(dir.path(), SyncMode::Never, u64::MAX).unwrap();
+            assert!(rec.tree.get(path).is_some(), "{path} missing");
+            let root: Vec<_> = rec.tree.get("/").unwrap().children().cloned().collect();
+            assert_eq!(root, vec![Arc::<str>::from(&path[1..])]);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("snapshot"), snap(3, &v2)).unwrap();
+        let msg = open_err(dir.path());
+        assert!(msg.contains("snapshot: format version 3"), "{msg}");
     }
 }

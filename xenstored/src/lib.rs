@@ -3,7 +3,8 @@
 //! The daemon speaks the protocol of `docs/misc/xenstore.txt` (Xen 4.17 message set, plus
 //! the 4.18 `@releaseDomain/<domid>` and watch-depth special watches) on a unix socket
 //! (`XENSTORED_RUNDIR/socket`, default `/var/run/xenstored/socket`) and on domains' ring
-//! pages. It is a library ([`Daemon`], [`Config`]) under a thin `xenstored` binary whose
+//! pages. It is a library ([`Daemon`], [`Config`]) under a thin `xenstored` program (package
+//! `xenstored-bin`, so that embedders of the library build no CLI or log-output crates) whose
 //! flags follow C xenstored's.
 //!
 //! Layers:
@@ -43,7 +44,11 @@
 //! [`SyncMode::Never`] leaves flushing to the kernel. The
 //! state is a snapshot plus the journals after it; a torn record at the end of a journal
 //! (a write cut short by the crash) is discarded on restart, and only unacknowledged
-//! changes can be in it. Connections, watches, open transactions and introduced domains
+//! changes can be in it. A change whose journal write fails (a full disk, an I/O error) is
+//! not applied: the request is answered `EIO`, the store is returned to its state before
+//! it, no watch fires for it, and the bytes of the failed write are cut off the journal
+//! (requests sent together are written together: when that write fails, each change in it
+//! is answered `EIO`). Connections, watches, open transactions and introduced domains
 //! are not persisted: clients reconnect, as after a C xenstored restart.
 //!
 //! ```no_run
@@ -154,6 +159,7 @@ impl Default for Config {
 
 /// Errors of the daemon.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Socket or file I/O.
     #[error("{what}: {source}")]

@@ -32,11 +32,12 @@ use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use xen_types::mem::SharedMemory;
+use xen_types::Errno;
 use xen_types::{DomId, EvtchnPort};
 use xenstore::ring::{Doorbell, Ring, Side};
-use xenstore::wire::{self, Header, Message};
+use xenstore::wire::{self, Header, Message, Op, TxId};
 
-use crate::engine::{ConnId, Effect, Engine, IdMap, Outbox};
+use crate::engine::{Checkpoint, ConnId, Effect, Engine, IdMap, Outbox};
 use crate::journal::Journal;
 use crate::{Config, Error, Result};
 
@@ -279,9 +280,45 @@ enum Origin {
     Other,
 }
 
+/// Requests of one connection's batch whose changes are recorded in the journal and not
+/// written yet (the group written by one `write`): their replies and events wait for that
+/// write. A request that could observe their changes (anything but another change) first
+/// has the group written; if the write fails, every request in the group is answered
+/// `EIO` and the store returns to the checkpoint taken when the group opened.
+#[derive(Default)]
+struct Group {
+    /// The store before the group's first request; `None` when no group is open.
+    checkpoint: Option<Checkpoint>,
+    /// The journal's pending bytes when the group opened (older records are not the
+    /// group's: they are retried, never dropped).
+    mark: usize,
+    /// The requesting connection.
+    conn: Option<(ConnId, Rc<Peer>)>,
+    /// The headers of the group's requests, to answer them with `EIO`.
+    reqs: Vec<Header>,
+    /// Replies, events and effects, delivered once the group is written.
+    outbox: Outbox,
+}
+
+/// Requests that join a [`Group`]: changes outside a transaction, and transaction ends.
+/// Their only side effects are on the store (undone by a rollback) and, for a transaction
+/// end, the end of the transaction.
+fn groups(h: &Header) -> bool {
+    if h.ty == Op::TransactionEnd.raw() {
+        return true;
+    }
+    h.tx_id == TxId::NONE
+        && [Op::Write, Op::Mkdir, Op::Rm, Op::SetPerms]
+            .iter()
+            .any(|op| op.raw() == h.ty)
+}
+
 struct Shared {
     engine: RefCell<Engine>,
     journal: RefCell<Option<Journal>>,
+    /// The open group of unwritten changes (only with a journal).
+    group: RefCell<Group>,
+    group_open: Cell<bool>,
     conns: RefCell<IdMap<ConnId, Rc<Peer>>>,
     /// Connections with output appended since the last [`Shared::flush_dirty`].
     dirty: RefCell<Vec<Rc<Peer>>>,
@@ -370,20 +407,27 @@ impl Daemon {
             rings: Vec::new(),
             domain_watch: None,
         };
-        d.persist_dirty();
+        d.persist_dirty()?;
         Ok(d)
     }
 
-    fn persist_dirty(&mut self) {
+    /// Writes the nodes the engine set up at start (a store that cannot take them is an
+    /// error: the daemon does not start on a journal it cannot write).
+    fn persist_dirty(&mut self) -> Result<()> {
         let dirty = self.engine.take_dirty();
         if let Some(j) = &mut self.journal {
             for p in dirty {
                 j.record(self.engine.tree(), &p);
             }
-            if let Err(e) = j.flush() {
-                tracing::error!("journal write failed: {e}");
-            }
+            j.flush().map_err(Error::io("writing the journal"))?;
         }
+        Ok(())
+    }
+
+    /// The switches that make the journal's writes fail (tests only).
+    #[cfg(test)]
+    pub(crate) fn journal_faults(&self) -> Option<Arc<crate::journal::Faults>> {
+        self.journal.as_ref().map(Journal::faults)
     }
 
     /// Sets how introduced domains' rings are mapped. Without one, `INTRODUCE` only records
@@ -455,6 +499,8 @@ impl Daemon {
         let shared = Rc::new(Shared {
             engine: RefCell::new(self.engine),
             journal: RefCell::new(self.journal),
+            group: RefCell::new(Group::default()),
+            group_open: Cell::new(false),
             conns: RefCell::new(IdMap::default()),
             dirty: RefCell::new(Vec::new()),
             read_buf: RefCell::new(vec![0u8; 16 * 1024].into_boxed_slice()),
@@ -536,23 +582,129 @@ impl Shared {
         payload: &[u8],
         outbox: &mut Outbox,
     ) {
+        let grouped = groups(h) && self.journal.borrow().is_some();
+        if self.group_open.get() && !grouped {
+            // It could observe the group's changes: they are written first.
+            self.close_group();
+        }
         outbox.clear();
-        {
-            let mut eng = self.engine.borrow_mut();
-            if eng.read_into(id, h, payload, &mut peer.out.borrow_mut()) {
-                if !peer.dirty.replace(true) {
-                    self.dirty.borrow_mut().push(peer.clone());
-                }
-                return;
+        let mut eng = self.engine.borrow_mut();
+        if eng.read_into(id, h, payload, &mut peer.out.borrow_mut()) {
+            if !peer.dirty.replace(true) {
+                self.dirty.borrow_mut().push(peer.clone());
             }
-            let m = Message {
-                header: *h,
-                payload: payload.to_vec(),
-            };
-            eng.handle(id, &m, outbox);
+            return;
+        }
+        let m = Message {
+            header: *h,
+            payload: payload.to_vec(),
+        };
+        if grouped {
+            if self
+                .group
+                .borrow()
+                .conn
+                .as_ref()
+                .is_some_and(|(c, _)| *c != id)
+            {
+                drop(eng);
+                self.close_group();
+                eng = self.engine.borrow_mut();
+            }
+            let mut g = self.group.borrow_mut();
+            if g.checkpoint.is_none() {
+                g.checkpoint = Some(eng.checkpoint());
+                g.mark = self
+                    .journal
+                    .borrow()
+                    .as_ref()
+                    .map_or(0, Journal::pending_len);
+                g.conn = Some((id, peer.clone()));
+                self.group_open.set(true);
+            }
+            eng.handle(id, &m, &mut g.outbox);
             self.record_changes(&mut eng);
+            g.reqs.push(*h);
+            return;
+        }
+        // Anything else that changes the store (a domain's release) is written before it
+        // is answered, alone.
+        let checkpoint = self.journal.borrow().is_some().then(|| eng.checkpoint());
+        let mark = self
+            .journal
+            .borrow()
+            .as_ref()
+            .map_or(0, Journal::pending_len);
+        eng.handle(id, &m, outbox);
+        self.record_changes(&mut eng);
+        drop(eng);
+        if let Some(cp) = checkpoint {
+            if self.journal_grew(mark) {
+                if let Err(e) = self.write_journal() {
+                    tracing::error!("journal write failed: {e}; answering EIO, change undone");
+                    self.undo(cp, mark);
+                    outbox.clear();
+                    outbox.msgs.push((id, Message::error_reply(h, Errno::EIO)));
+                }
+            }
         }
         self.deliver_all(Some((id, peer)), outbox);
+    }
+
+    /// True when records were recorded after `mark`.
+    fn journal_grew(&self, mark: usize) -> bool {
+        self.journal
+            .borrow()
+            .as_ref()
+            .is_some_and(|j| j.pending_len() > mark)
+    }
+
+    /// Writes the pending journal records.
+    fn write_journal(&self) -> io::Result<()> {
+        match self.journal.borrow_mut().as_mut() {
+            Some(j) => j.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Returns the store to `cp` and drops the journal records recorded after `mark`.
+    fn undo(&self, cp: Checkpoint, mark: usize) {
+        self.engine.borrow_mut().rollback(cp);
+        if let Some(j) = self.journal.borrow_mut().as_mut() {
+            j.discard_from(mark);
+        }
+    }
+
+    /// Writes the open group's changes, then delivers its replies and events; if the write
+    /// fails, undoes the changes and answers every request of the group `EIO` instead.
+    fn close_group(self: &Rc<Self>) {
+        if !self.group_open.replace(false) {
+            return;
+        }
+        let mut g = std::mem::take(&mut *self.group.borrow_mut());
+        let (Some(cp), Some((id, peer))) = (g.checkpoint.take(), g.conn.take()) else {
+            return;
+        };
+        if let Err(e) = self.write_journal() {
+            tracing::error!(
+                conn = id,
+                requests = g.reqs.len(),
+                "journal write failed: {e}; answering EIO, changes undone"
+            );
+            self.undo(cp, g.mark);
+            g.outbox.clear();
+            for h in &g.reqs {
+                g.outbox
+                    .msgs
+                    .push((id, Message::error_reply(h, Errno::EIO)));
+            }
+        }
+        self.deliver_all(Some((id, &peer)), &mut g.outbox);
+        // Keep the buffers for the next group.
+        g.reqs.clear();
+        let mut slot = self.group.borrow_mut();
+        slot.reqs = g.reqs;
+        slot.outbox = g.outbox;
     }
 
     /// Appends the nodes `eng` changed since the last call to the journal (written at the
@@ -630,14 +782,21 @@ impl Shared {
         }
     }
 
-    fn flush_journal(&self) {
+    /// Ends a batch: writes the open group (see [`Shared::close_group`]) and any other
+    /// pending records, and starts a snapshot when the journal has grown enough.
+    fn flush_journal(self: &Rc<Self>) {
+        let grouped = self.group_open.get();
+        self.close_group();
         let mut j = self.journal.borrow_mut();
         if let Some(j) = j.as_mut() {
-            if !j.has_pending() {
+            if !grouped && !j.has_pending() {
                 return;
             }
             if let Err(e) = j.flush() {
-                tracing::error!("journal write failed: {e}");
+                // Only changes nobody asked for (a dead domain's nodes) get here: kept, and
+                // retried with the next write.
+                tracing::error!("journal write failed: {e}; retrying with the next change");
+                return;
             }
             let eng = self.engine.borrow();
             if let Err(e) = j.maybe_snapshot(eng.tree(), eng.generation()) {
@@ -1026,8 +1185,174 @@ impl Drop for DaemonHandle {
 #[cfg(test)]
 mod tests {
     use std::io::Read;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use xenstore::Client;
 
     use super::*;
+    use crate::journal::Faults;
+    use crate::SyncMode;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A daemon journalling to `dir/data`, and the switches that fail its journal writes.
+    fn journalled(dir: &Path, name: &str) -> (DaemonHandle, Arc<Faults>) {
+        let cfg = Config {
+            socket_path: dir.join(name),
+            data_dir: Some(dir.join("data")),
+            sync: SyncMode::Always,
+            ..Config::default()
+        };
+        let d = Daemon::new(cfg).unwrap();
+        let faults = d.journal_faults().expect("a journal");
+        (d.spawn().unwrap(), faults)
+    }
+
+    fn errno<T: std::fmt::Debug>(r: xenstore::Result<T>) -> Option<Errno> {
+        r.expect_err("the request succeeded").errno()
+    }
+
+    fn next_event(c: &Client) -> (String, String) {
+        let e = c.next_event_timeout(WAIT).unwrap().expect("an event");
+        (e.path, e.token)
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_journalled_is_answered_eio_and_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, faults) = journalled(dir.path(), "s1");
+        let c = Client::connect_socket(h.socket_path()).unwrap();
+        let watcher = Client::connect_socket(h.socket_path()).unwrap();
+        c.write("/a/x", "1").unwrap();
+        watcher.watch("/a", "t").unwrap();
+        assert_eq!(next_event(&watcher), ("/a".into(), "t".into()));
+
+        // A full disk: each write stores half its bytes, then fails.
+        faults.partial.store(true, Relaxed);
+        faults.fail.store(true, Relaxed);
+        assert_eq!(errno(c.write("/a/x", "2")), Some(Errno::EIO));
+        assert_eq!(errno(c.write("/a/new/deep", "v")), Some(Errno::EIO));
+        assert_eq!(errno(c.mkdir("/a/dir")), Some(Errno::EIO));
+        assert_eq!(errno(c.rm("/a/x")), Some(Errno::EIO));
+        let perms = [xenstore::wire::Perm::new(
+            DomId(5),
+            xenstore::wire::Access::Read,
+        )];
+        assert_eq!(errno(c.set_perms("/a/x", &perms)), Some(Errno::EIO));
+        // A transaction commit: its changes are not applied, and it is over.
+        let t = c.transaction_start().unwrap();
+        let tx = t.id();
+        t.write("/a/x", "3").unwrap();
+        t.write("/a/t", "3").unwrap();
+        assert_eq!(errno(t.commit()), Some(Errno::EIO));
+        let r = c.request_raw(Op::Read, tx, b"/a/x\0".to_vec()).unwrap();
+        assert_eq!(
+            (r.op().unwrap(), &r.payload[..]),
+            (Op::Error, &b"ENOENT\0"[..]),
+            "the transaction still exists"
+        );
+
+        // Nothing changed: values, children, permissions.
+        assert_eq!(c.read_string("/a/x").unwrap(), "1");
+        assert_eq!(c.directory("/a").unwrap(), ["x"]);
+        assert!(!c.exists("/a/new").unwrap());
+        assert_eq!(c.get_perms("/a/x").unwrap().len(), 1);
+
+        // No watch event for any of them: the next one is for the next stored change.
+        faults.fail.store(false, Relaxed);
+        c.write("/a/y", "ok").unwrap();
+        assert_eq!(next_event(&watcher), ("/a/y".into(), "t".into()));
+        drop((c, watcher));
+        h.shutdown().unwrap();
+
+        // The journal holds exactly the acknowledged changes: nothing of the failed
+        // writes is left to replay (or to cut off as torn).
+        let (j, rec) = Journal::open(&dir.path().join("data"), SyncMode::Never, u64::MAX).unwrap();
+        assert_eq!(
+            rec.discarded, 0,
+            "the failed writes were left in the journal"
+        );
+        assert_eq!(&*rec.tree.get("/a/x").unwrap().value, b"1");
+        assert_eq!(&*rec.tree.get("/a/y").unwrap().value, b"ok");
+        for p in ["/a/new", "/a/dir", "/a/t"] {
+            assert!(rec.tree.get(p).is_none(), "{p} was stored");
+        }
+        drop(j);
+        let (h, _) = journalled(dir.path(), "s2");
+        let c = Client::connect_socket(h.socket_path()).unwrap();
+        assert_eq!(c.read_string("/a/x").unwrap(), "1");
+        assert_eq!(c.directory("/a").unwrap(), ["x", "y"]);
+    }
+
+    /// Requests sent together: the changes are written as one group, and when that write
+    /// fails every one of them is answered EIO and a read after them sees none of them.
+    #[test]
+    fn a_failed_group_write_fails_every_change_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, faults) = journalled(dir.path(), "s");
+        let watcher = Client::connect_socket(h.socket_path()).unwrap();
+        watcher.watch("/b", "t").unwrap();
+        assert_eq!(next_event(&watcher), ("/b".into(), "t".into()));
+        let mut sock = StdUnixStream::connect(h.socket_path()).unwrap();
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        let batch = || {
+            let mut out = Vec::new();
+            for (i, (op, parts)) in [
+                (Op::Write, &[&b"/b"[..], b"1"][..]),
+                (Op::Write, &[&b"/b/c"[..], b"2"][..]),
+                (Op::Read, &[&b"/b/c"[..]][..]),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let m = Message::request(op, i as u32, TxId::NONE, parts, op == Op::Write);
+                m.unwrap().encode_into(&mut out);
+            }
+            out
+        };
+        let mut dec = wire::Decoder::new();
+        let mut replies = |sock: &mut StdUnixStream| {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while got.len() < 3 {
+                if let Some(m) = dec.next_message().unwrap() {
+                    got.push((m.header.req_id, m.op().unwrap(), m.payload));
+                    continue;
+                }
+                let n = sock.read(&mut buf).unwrap();
+                assert!(n > 0, "connection closed");
+                dec.feed(&buf[..n]);
+            }
+            got
+        };
+        faults.fail.store(true, Relaxed);
+        sock.write_all(&batch()).unwrap();
+        assert_eq!(
+            replies(&mut sock),
+            [
+                (0, Op::Error, b"EIO\0".to_vec()),
+                (1, Op::Error, b"EIO\0".to_vec()),
+                (2, Op::Error, b"ENOENT\0".to_vec()),
+            ]
+        );
+        faults.fail.store(false, Relaxed);
+        sock.write_all(&batch()).unwrap();
+        assert_eq!(
+            replies(&mut sock),
+            [
+                (0, Op::Write, b"OK\0".to_vec()),
+                (1, Op::Write, b"OK\0".to_vec()),
+                (2, Op::Read, b"2".to_vec()),
+            ]
+        );
+        // Only the stored changes fired.
+        assert_eq!(next_event(&watcher), ("/b".into(), "t".into()));
+        assert_eq!(next_event(&watcher), ("/b/c".into(), "t".into()));
+        assert!(watcher
+            .next_event_timeout(Duration::from_millis(200))
+            .unwrap()
+            .is_none());
+    }
 
     #[test]
     fn output_beyond_the_socket_buffer_is_drained_whole_and_in_order() {

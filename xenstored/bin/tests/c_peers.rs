@@ -12,7 +12,7 @@
 //! last 60 s instead of 10 s.
 
 #[allow(dead_code)]
-#[path = "../../benches/src/cpeer.rs"]
+#[path = "../../../benches/src/cpeer.rs"]
 mod cpeer;
 
 use std::io::{BufRead, BufReader};
