@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::client::{Client, Endpoint};
+use crate::client::{Client, Endpoint, TlsVerify};
 use crate::datamodel::{self, Qual, Ty, NULL_REF};
 use crate::value::Value;
 use crate::Error;
@@ -298,12 +298,23 @@ struct Args {
     user: String,
     password: String,
     nossl: bool,
+    verify: Option<TlsVerify>,
     socket: Option<PathBuf>,
     minimal: bool,
     force: bool,
     multiple: bool,
     command: Option<String>,
     kv: Vec<(String, String)>,
+}
+
+impl Args {
+    fn set_verify(&mut self, v: TlsVerify) -> Result<(), String> {
+        if self.verify.is_some() {
+            return Err("--cafile, --fingerprint and --no-verify exclude each other".into());
+        }
+        self.verify = Some(v);
+        Ok(())
+    }
 }
 
 fn parse_args(argv: &[String]) -> Result<Args, String> {
@@ -328,6 +339,15 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             }
             "--socket" => a.socket = Some(PathBuf::from(val("--socket")?)),
             "--nossl" => a.nossl = true,
+            "--cafile" => {
+                let p = PathBuf::from(val("--cafile")?);
+                a.set_verify(TlsVerify::roots_from_pem(&p).map_err(|e| e.to_string())?)?;
+            }
+            "--fingerprint" => {
+                let f = val("--fingerprint")?;
+                a.set_verify(TlsVerify::fingerprint(&f).map_err(|e| e.to_string())?)?;
+            }
+            "--no-verify" => a.set_verify(TlsVerify::Insecure)?,
             "--minimal" => a.minimal = true,
             "--force" => a.force = true,
             "--multiple" => a.multiple = true,
@@ -381,11 +401,16 @@ pub fn run(argv: &[String], out: &mut dyn Write) -> Result<(), XeError> {
     let a = parse_args(argv).map_err(|e| XeError(e, 1))?;
     let Some(cmd) = a.command.clone() else {
         return Err(XeError(
-            "Usage: xe [-s server] [-p port] [-u user] [-pw password] <command> [args]".into(),
+            "Usage: xe [-s server] [-p port] [-u user] [-pw password] \
+             [--cafile pem | --fingerprint sha256 | --no-verify] <command> [args]"
+                .into(),
             1,
         ));
     };
-    let mut c = Client::new(endpoint(&a));
+    let mut c = Client::with_tls(
+        endpoint(&a),
+        a.verify.clone().unwrap_or(TlsVerify::SystemRoots),
+    );
     c.login(&a.user, &a.password)?;
     let r = dispatch(&mut c, &cmd, &a, out);
     let _ = c.call("session.logout", &[]);
@@ -670,5 +695,23 @@ mod tests {
         assert_eq!(a.kv[1], ("name-label".into(), "a b".into()));
         assert!(parse_args(&["-p".to_owned()]).is_err());
         assert!(parse_args(&["-p".to_owned(), "x".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn tls_verification_args() {
+        let args = |v: &[&str]| parse_args(&v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        let fp = ["0A"; 32].join(":");
+        assert_eq!(
+            args(&["--fingerprint", &fp]).unwrap().verify,
+            Some(TlsVerify::Fingerprint([10; 32]))
+        );
+        assert_eq!(
+            args(&["--no-verify"]).unwrap().verify,
+            Some(TlsVerify::Insecure)
+        );
+        assert_eq!(args(&["vm-list"]).unwrap().verify, None);
+        assert!(args(&["--fingerprint", "zz"]).is_err());
+        assert!(args(&["--cafile", "/nonexistent/ca.pem"]).is_err());
+        assert!(args(&["--no-verify", "--fingerprint", &fp]).is_err());
     }
 }

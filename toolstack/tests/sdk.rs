@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{wait_output, Daemon, PASSWORD};
-use toolstack::client::{Client, Endpoint};
+use toolstack::client::{Client, Endpoint, TlsVerify};
 use toolstack::value::Value;
 
 fn python() -> String {
@@ -57,7 +57,10 @@ fn python_sdk_drives_the_daemon() {
             .len(),
         1
     );
-    let mut tls = Client::new(Endpoint::Tls("127.0.0.1".into(), d.https));
+    let mut tls = Client::with_tls(
+        Endpoint::Tls("127.0.0.1".into(), d.https),
+        TlsVerify::roots_from_pem(&dir.path().join("xapi-ssl.pem")).unwrap(),
+    );
     tls.login("root", PASSWORD).unwrap();
     assert!(!tls
         .call("VM.get_all", &[])

@@ -335,6 +335,8 @@ fn xe_commands() {
             "127.0.0.1",
             "-p",
             &d.https.to_string(),
+            "--cafile",
+            dir.path().join("xapi-ssl.pem").to_str().unwrap(),
             "-pw",
             PASSWORD,
             "host-list",
