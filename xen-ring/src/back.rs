@@ -4,11 +4,12 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{fence, Ordering};
 
-use xen_types::mem::{Pod, SharedMemory, SharedMemoryExt};
+use xen_types::mem::{Pod, SharedMemory};
 use xen_types::Pages;
 
 use crate::idx;
-use crate::layout::{copy_entry, hdr, RingLayout, SringField};
+use crate::layout::{RingLayout, SringField};
+use crate::slot::{read_volatile_words, RingMem, SlotMut};
 use crate::{RingError, Untyped, RING_IDX};
 
 /// The back end of a shared ring (`struct X_back_ring`): the end that serves requests
@@ -19,8 +20,7 @@ use crate::{RingError, Untyped, RING_IDX};
 /// and an impossible `req_prod` (more than a ring ahead of our responses, or behind our
 /// consumer) breaks the ring with [`RingError::Overflow`].
 pub struct BackRing<M, Req, Rsp> {
-    mem: M,
-    layout: RingLayout,
+    ring: RingMem<M>,
     rsp_prod_pvt: RING_IDX,
     req_cons: RING_IDX,
     /// The `rsp_prod` we last published.
@@ -34,7 +34,7 @@ pub struct BackRing<M, Req, Rsp> {
 impl<M, Req, Rsp> fmt::Debug for BackRing<M, Req, Rsp> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BackRing")
-            .field("layout", &self.layout)
+            .field("layout", self.ring.layout())
             .field("rsp_prod_pvt", &self.rsp_prod_pvt)
             .field("req_cons", &self.req_cons)
             .field("broken", &self.broken)
@@ -53,17 +53,22 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
     /// `BACK_RING_ATTACH`: a back end continuing at index `idx` (both `rsp_prod_pvt` and
     /// `req_cons`).
     pub fn attach(mem: M, nr_pages: Pages, idx: RING_IDX) -> Result<Self, RingError> {
-        let layout = RingLayout::for_memory::<M, Req, Rsp>(&mem, nr_pages)?;
-        Ok(Self::from_parts(mem, layout, idx))
+        let layout = RingLayout::of::<Req, Rsp>(nr_pages)
+            .ok_or(RingError::Layout("no entry fits in nr_pages pages"))?;
+        Ok(Self::from_parts(RingMem::typed::<Req, Rsp>(mem, layout)?, idx))
     }
 
     /// Copies out the next request (`RING_COPY_REQUEST`), or `None` when none is published,
     /// or when a ring's worth of requests is taken and unanswered
     /// (`RING_REQUEST_CONS_OVERFLOW`: push responses first).
+    ///
+    /// `req_prod` is read (and checked) only when the requests seen last time are all
+    /// taken, so a loop of `take_request` checks the front end's index once per batch.
     #[inline]
     pub fn take_request(&mut self) -> Result<Option<Req>, RingError> {
         match self.take_slot()? {
-            Some(off) => Ok(Some(copy_entry(&self.mem, off)?)),
+            // SAFETY: `RingMem::typed` checked that a Req fits every slot, aligned.
+            Some(idx) => Ok(Some(unsafe { self.copy_out(idx) })),
             None => Ok(None),
         }
     }
@@ -77,11 +82,31 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
         let n = avail.min(out.len());
         let mut cons = self.req_cons;
         for slot in &mut out[..n] {
-            *slot = copy_entry(&self.mem, self.layout.slot_offset(cons))?;
+            // SAFETY: `RingMem::typed` checked that a Req fits every slot, aligned.
+            *slot = unsafe { self.copy_out(cons) };
             cons = cons.wrapping_add(1);
         }
         self.req_cons = cons;
         Ok(n)
+    }
+
+    /// The next response slot, to fill in place (`RING_GET_RESPONSE(r, rsp_prod_pvt++)`):
+    /// counted as produced now, seen by the front end after a push. Responses answer taken
+    /// requests, one each ([`RingError::NoOutstandingRequest`] otherwise).
+    #[inline]
+    pub fn next_response(&mut self) -> Result<SlotMut<'_, Rsp>, RingError> {
+        let idx = self.response_slot()?;
+        // SAFETY: `RingMem::typed` checked that an Rsp fits every slot, aligned; the slot
+        // borrows the ring, which keeps the memory mapped.
+        Ok(unsafe { SlotMut::new(self.ring.slot(idx)) })
+    }
+
+    /// Writes `rsp` into the next response slot (`RING_GET_RESPONSE(r, rsp_prod_pvt++)`);
+    /// the front end sees it after a push. Responses answer taken requests, one each.
+    #[inline]
+    pub fn push_response(&mut self, rsp: Rsp) -> Result<(), RingError> {
+        self.next_response()?.write(rsp);
+        Ok(())
     }
 
     /// Writes as many of `rsps` as there are taken, unanswered requests; returns how many.
@@ -90,20 +115,23 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
         let n = rsps.len().min(self.pending() as usize);
         let mut prod = self.rsp_prod_pvt;
         for rsp in &rsps[..n] {
-            self.mem.write_obj(self.layout.slot_offset(prod), *rsp)?;
+            // SAFETY: `RingMem::typed` checked that an Rsp fits every slot, aligned.
+            unsafe { SlotMut::new(self.ring.slot(prod)) }.write(*rsp);
             prod = prod.wrapping_add(1);
         }
         self.rsp_prod_pvt = prod;
         Ok(n)
     }
 
-    /// Writes `rsp` into the next response slot (`RING_GET_RESPONSE(r, rsp_prod_pvt++)`);
-    /// the front end sees it after a push. Responses answer taken requests, one each.
-    #[inline]
-    pub fn push_response(&mut self, rsp: Rsp) -> Result<(), RingError> {
-        let off = self.response_slot()?;
-        self.mem.write_obj(off, rsp)?;
-        Ok(())
+    /// Copies the request at index `idx` out of the shared page, once.
+    ///
+    /// # Safety
+    ///
+    /// A `Req` fits every slot, aligned (`RingMem::typed`).
+    #[inline(always)]
+    unsafe fn copy_out(&self, idx: RING_IDX) -> Req {
+        // SAFETY: the caller's promise, and `slot` is inside the mapping.
+        unsafe { read_volatile_words(self.ring.slot(idx).as_ptr(), align_of::<Req>()) }
     }
 }
 
@@ -114,8 +142,7 @@ impl<M: SharedMemory> BackRing<M, Untyped, Untyped> {
     /// [`take_request_slot`](Self::take_request_slot) and
     /// [`next_response_slot`](Self::next_response_slot) return.
     pub fn with_layout(mem: M, layout: RingLayout, idx: RING_IDX) -> Result<Self, RingError> {
-        layout.validate(&mem)?;
-        Ok(Self::from_parts(mem, layout, idx))
+        Ok(Self::from_parts(RingMem::new(mem, layout)?, idx))
     }
 
     /// The offset of the next request, consuming it; `None` as for
@@ -123,22 +150,22 @@ impl<M: SharedMemory> BackRing<M, Untyped, Untyped> {
     /// once, then check the copy (`RING_COPY_REQUEST`).
     #[inline]
     pub fn take_request_slot(&mut self) -> Result<Option<usize>, RingError> {
-        self.take_slot()
+        Ok(self.take_slot()?.map(|i| self.ring.layout().slot_offset(i)))
     }
 
     /// The offset where the next response goes, counting it as produced (privately, until
     /// a push); one per taken request, as [`push_response`](BackRing::push_response).
     #[inline]
     pub fn next_response_slot(&mut self) -> Result<usize, RingError> {
-        self.response_slot()
+        let i = self.response_slot()?;
+        Ok(self.ring.layout().slot_offset(i))
     }
 }
 
 impl<M: SharedMemory, Req, Rsp> BackRing<M, Req, Rsp> {
-    fn from_parts(mem: M, layout: RingLayout, idx: RING_IDX) -> Self {
+    fn from_parts(ring: RingMem<M>, idx: RING_IDX) -> Self {
         BackRing {
-            mem,
-            layout,
+            ring,
             rsp_prod_pvt: idx,
             req_cons: idx,
             rsp_pushed: idx,
@@ -158,22 +185,23 @@ impl<M: SharedMemory, Req, Rsp> BackRing<M, Req, Rsp> {
 
     /// The ring's layout.
     pub fn layout(&self) -> &RingLayout {
-        &self.layout
+        self.ring.layout()
     }
 
     /// Entries in the ring (`RING_SIZE`).
+    #[inline]
     pub fn ring_size(&self) -> u32 {
-        self.layout.nr_ents()
+        self.ring.layout().nr_ents()
     }
 
     /// The shared memory.
     pub fn memory(&self) -> &M {
-        &self.mem
+        self.ring.mem()
     }
 
     /// Gives the shared memory back.
     pub fn into_memory(self) -> M {
-        self.mem
+        self.ring.into_mem()
     }
 
     /// Next request index to consume (`req_cons`).
@@ -192,13 +220,17 @@ impl<M: SharedMemory, Req, Rsp> BackRing<M, Req, Rsp> {
     }
 
     /// Requests taken and not yet answered.
+    #[inline]
     pub fn pending(&self) -> u32 {
         self.req_cons.wrapping_sub(self.rsp_prod_pvt)
     }
 
-    /// The offset of the next request, consuming it (the index checks of `take_request`).
+    /// The index of the next request, consuming it (the index checks of `take_request`).
+    /// `req_prod` is read and checked only when the requests seen last time are used up:
+    /// the per-request checks are two comparisons of private indexes, as in the C loop
+    /// (`req_cons != rp && !RING_REQUEST_CONS_OVERFLOW`).
     #[inline]
-    fn take_slot(&mut self) -> Result<Option<usize>, RingError> {
+    fn take_slot(&mut self) -> Result<Option<RING_IDX>, RingError> {
         self.check()?;
         if self.req_cons == self.req_prod_seen && self.refresh()? == 0 {
             return Ok(None);
@@ -206,23 +238,24 @@ impl<M: SharedMemory, Req, Rsp> BackRing<M, Req, Rsp> {
         if idx::request_cons_overflow(self.ring_size(), self.rsp_prod_pvt, self.req_cons) {
             return Ok(None);
         }
-        let off = self.layout.slot_offset(self.req_cons);
-        self.req_cons = self.req_cons.wrapping_add(1);
-        Ok(Some(off))
+        let i = self.req_cons;
+        self.req_cons = i.wrapping_add(1);
+        Ok(Some(i))
     }
 
-    /// The offset of the next response slot, counting it as produced.
+    /// The index of the next response slot, counting it as produced.
     #[inline]
-    fn response_slot(&mut self) -> Result<usize, RingError> {
+    fn response_slot(&mut self) -> Result<RING_IDX, RingError> {
         self.check()?;
         if self.rsp_prod_pvt == self.req_cons {
             return Err(RingError::NoOutstandingRequest);
         }
-        let off = self.layout.slot_offset(self.rsp_prod_pvt);
-        self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
-        Ok(off)
+        let i = self.rsp_prod_pvt;
+        self.rsp_prod_pvt = i.wrapping_add(1);
+        Ok(i)
     }
 
+    #[inline]
     fn check(&self) -> Result<(), RingError> {
         match self.broken {
             Some(e) => Err(e),
@@ -232,19 +265,13 @@ impl<M: SharedMemory, Req, Rsp> BackRing<M, Req, Rsp> {
 
     /// Reads and checks `req_prod`; returns the requests we may take now
     /// (`XEN_RING_NR_UNCONSUMED_REQUESTS`).
-    #[inline]
+    #[inline(always)]
     fn refresh(&mut self) -> Result<u32, RingError> {
-        let prod = hdr(&self.mem, SringField::ReqProd).load(Ordering::Relaxed);
+        let prod = self.ring.hdr(SringField::ReqProd).load(Ordering::Relaxed);
         fence(Ordering::Acquire); // xen_rmb: the index before the requests
         let size = self.ring_size();
         if idx::bad_request_prod(size, prod, self.req_cons, self.rsp_prod_pvt) {
-            let e = RingError::Overflow {
-                prod,
-                cons: self.req_cons,
-                size,
-            };
-            self.broken = Some(e);
-            return Err(e);
+            return Err(self.overflow(prod));
         }
         self.req_prod_seen = prod;
         Ok(idx::nr_unconsumed_requests(
@@ -253,6 +280,14 @@ impl<M: SharedMemory, Req, Rsp> BackRing<M, Req, Rsp> {
             self.req_cons,
             self.rsp_prod_pvt,
         ))
+    }
+
+    /// Breaks the ring on an impossible producer index.
+    #[inline(always)]
+    fn overflow(&mut self, prod: RING_IDX) -> RingError {
+        let e = crate::overflow(prod, self.req_cons, self.ring_size());
+        self.broken = Some(e);
+        e
     }
 
     /// `RING_HAS_UNCONSUMED_REQUESTS`: requests published and takeable now (capped by the
@@ -264,35 +299,40 @@ impl<M: SharedMemory, Req, Rsp> BackRing<M, Req, Rsp> {
 
     /// `RING_PUSH_RESPONSES`: publishes queued responses without checking for a
     /// notification.
+    #[inline]
     pub fn push_responses(&mut self) {
         fence(Ordering::Release); // xen_wmb
-        hdr(&self.mem, SringField::RspProd).store(self.rsp_prod_pvt, Ordering::Relaxed);
+        self.ring
+            .hdr(SringField::RspProd)
+            .store(self.rsp_prod_pvt, Ordering::Relaxed);
         self.rsp_pushed = self.rsp_prod_pvt;
     }
 
     /// `RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`: publishes queued responses and returns whether
     /// the front end asked for an event.
-    #[inline]
+    #[inline(always)]
     pub fn push_responses_and_check_notify(&mut self) -> bool {
         let old = self.rsp_pushed;
         let new = self.rsp_prod_pvt;
         fence(Ordering::Release); // xen_wmb: front sees responses before the index
-        hdr(&self.mem, SringField::RspProd).store(new, Ordering::Relaxed);
+        self.ring.hdr(SringField::RspProd).store(new, Ordering::Relaxed);
         self.rsp_pushed = new;
         fence(Ordering::SeqCst); // xen_mb: front sees the index before we read rsp_event
-        let event = hdr(&self.mem, SringField::RspEvent).load(Ordering::Relaxed);
+        let event = self.ring.hdr(SringField::RspEvent).load(Ordering::Relaxed);
         idx::need_notify(new, old, event)
     }
 
     /// `RING_FINAL_CHECK_FOR_REQUESTS`: true when requests can be taken; otherwise asks for
     /// an event at the next request (`req_event = req_cons + 1`) and checks again. Sleep on
     /// the event channel only when this returns false.
+    #[inline(always)]
     pub fn final_check_for_requests(&mut self) -> Result<bool, RingError> {
         self.check()?;
         if self.refresh()? > 0 {
             return Ok(true);
         }
-        hdr(&self.mem, SringField::ReqEvent)
+        self.ring
+            .hdr(SringField::ReqEvent)
             .store(self.req_cons.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::SeqCst); // xen_mb
         Ok(self.refresh()? > 0)

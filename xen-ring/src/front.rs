@@ -4,24 +4,25 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{fence, Ordering};
 
-use xen_types::mem::{Pod, SharedMemory, SharedMemoryExt};
+use xen_types::mem::{Pod, SharedMemory};
 use xen_types::Pages;
 
 use crate::idx;
-use crate::layout::{copy_entry, hdr, init_shared_ring, RingLayout, SringField};
+use crate::layout::{init_shared_ring, RingLayout, SringField};
+use crate::slot::{read_volatile_words, RingMem, SlotMut};
 use crate::{RingError, Untyped, RING_IDX};
 
 /// The front end of a shared ring (`struct X_front_ring`): the end that issues requests
 /// (blkfront, netfront) and consumes responses.
 ///
-/// Requests are written with [`push_request`](Self::push_request) and published with
+/// Requests are written in place with [`next_request`](Self::next_request) (or as whole
+/// values with [`push_request`](Self::push_request)) and published with
 /// [`push_requests_and_check_notify`](Self::push_requests_and_check_notify); responses are
 /// read with [`take_response`](Self::take_response), and
 /// [`final_check_for_responses`](Self::final_check_for_responses) arms the event before the
 /// caller sleeps.
 pub struct FrontRing<M, Req, Rsp> {
-    mem: M,
-    layout: RingLayout,
+    ring: RingMem<M>,
     req_prod_pvt: RING_IDX,
     rsp_cons: RING_IDX,
     /// The `req_prod` we last published (the macros re-read it from the page; we trust our
@@ -36,7 +37,7 @@ pub struct FrontRing<M, Req, Rsp> {
 impl<M, Req, Rsp> fmt::Debug for FrontRing<M, Req, Rsp> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FrontRing")
-            .field("layout", &self.layout)
+            .field("layout", self.ring.layout())
             .field("req_prod_pvt", &self.req_prod_pvt)
             .field("rsp_cons", &self.rsp_cons)
             .field("broken", &self.broken)
@@ -49,25 +50,54 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
     /// a front end on it (`FRONT_RING_INIT`). `mem` holds `nr_pages` contiguous pages (a
     /// multi-page ring of `ring-page-order` `log2(nr_pages)`).
     pub fn new(mem: M, nr_pages: Pages) -> Result<Self, RingError> {
-        let layout = RingLayout::for_memory::<M, Req, Rsp>(&mem, nr_pages)?;
-        init_shared_ring(&mem)?;
-        Ok(Self::from_parts(mem, layout, 0))
+        let ring = Self::typed(mem, nr_pages)?;
+        init_shared_ring(ring.mem())?;
+        Ok(Self::from_parts(ring, 0))
     }
 
     /// `FRONT_RING_ATTACH`: a front end on an already initialised shared ring, continuing at
     /// index `idx` (both `req_prod_pvt` and `rsp_cons`), e.g. after a reconnection with no
     /// request outstanding. The shared page is not written.
     pub fn attach(mem: M, nr_pages: Pages, idx: RING_IDX) -> Result<Self, RingError> {
-        let layout = RingLayout::for_memory::<M, Req, Rsp>(&mem, nr_pages)?;
-        Ok(Self::from_parts(mem, layout, idx))
+        Ok(Self::from_parts(Self::typed(mem, nr_pages)?, idx))
+    }
+
+    fn typed(mem: M, nr_pages: Pages) -> Result<RingMem<M>, RingError> {
+        let layout = RingLayout::of::<Req, Rsp>(nr_pages)
+            .ok_or(RingError::Layout("no entry fits in nr_pages pages"))?;
+        RingMem::typed::<Req, Rsp>(mem, layout)
+    }
+
+    /// The next free request slot, to fill in place (`RING_GET_REQUEST(r, req_prod_pvt++)`):
+    /// counted as produced now, seen by the back end after a push; [`RingError::Full`] when
+    /// no slot is free.
+    ///
+    /// ```
+    /// # use std::{mem::offset_of, sync::Arc};
+    /// # use xen_ring::FrontRing;
+    /// # use xen_sys::{blkif_request, blkif_response};
+    /// # use xen_types::{mem::PageBuf, Pages};
+    /// let page = Arc::new(PageBuf::new(1).unwrap());
+    /// let mut front: FrontRing<_, blkif_request, blkif_response> =
+    ///     FrontRing::new(page, Pages(1)).unwrap();
+    /// let mut slot = front.next_request().unwrap();
+    /// slot.set(offset_of!(blkif_request, id), 7u64);
+    /// slot.set(offset_of!(blkif_request, nr_segments), 1u8);
+    /// front.push_requests();
+    /// ```
+    #[inline]
+    pub fn next_request(&mut self) -> Result<SlotMut<'_, Req>, RingError> {
+        let idx = self.request_slot()?;
+        // SAFETY: `RingMem::typed` checked that a Req fits every slot, aligned; the slot
+        // borrows the ring, which keeps the memory mapped.
+        Ok(unsafe { SlotMut::new(self.ring.slot(idx)) })
     }
 
     /// Writes `req` into the next free slot (`RING_GET_REQUEST(r, req_prod_pvt++)`). The back
     /// end sees it only after a push.
     #[inline]
     pub fn push_request(&mut self, req: Req) -> Result<(), RingError> {
-        let off = self.request_slot()?;
-        self.mem.write_obj(off, req)?;
+        self.next_request()?.write(req);
         Ok(())
     }
 
@@ -77,7 +107,8 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         let n = reqs.len().min(self.free_requests() as usize);
         let mut prod = self.req_prod_pvt;
         for req in &reqs[..n] {
-            self.mem.write_obj(self.layout.slot_offset(prod), *req)?;
+            // SAFETY: `RingMem::typed` checked that a Req fits every slot, aligned.
+            unsafe { SlotMut::new(self.ring.slot(prod)) }.write(*req);
             prod = prod.wrapping_add(1);
         }
         self.req_prod_pvt = prod;
@@ -86,11 +117,13 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
 
     /// Copies out the next response (`RING_COPY_RESPONSE`), or `None` when the back end has
     /// published none. An impossible `rsp_prod` (more responses than requests published)
-    /// breaks the ring.
+    /// breaks the ring. `rsp_prod` is read (and checked) only when the responses seen last
+    /// time are all taken.
     #[inline]
     pub fn take_response(&mut self) -> Result<Option<Rsp>, RingError> {
         match self.response_slot()? {
-            Some(off) => Ok(Some(copy_entry(&self.mem, off)?)),
+            // SAFETY: `RingMem::typed` checked that an Rsp fits every slot, aligned.
+            Some(idx) => Ok(Some(unsafe { self.copy_out(idx) })),
             None => Ok(None),
         }
     }
@@ -102,11 +135,23 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         let n = (self.refresh()? as usize).min(out.len());
         let mut cons = self.rsp_cons;
         for slot in &mut out[..n] {
-            *slot = copy_entry(&self.mem, self.layout.slot_offset(cons))?;
+            // SAFETY: `RingMem::typed` checked that an Rsp fits every slot, aligned.
+            *slot = unsafe { self.copy_out(cons) };
             cons = cons.wrapping_add(1);
         }
         self.rsp_cons = cons;
         Ok(n)
+    }
+
+    /// Copies the response at index `idx` out of the shared page, once.
+    ///
+    /// # Safety
+    ///
+    /// An `Rsp` fits every slot, aligned (`RingMem::typed`).
+    #[inline(always)]
+    unsafe fn copy_out(&self, idx: RING_IDX) -> Rsp {
+        // SAFETY: the caller's promise, and `slot` is inside the mapping.
+        unsafe { read_volatile_words(self.ring.slot(idx).as_ptr(), align_of::<Rsp>()) }
     }
 }
 
@@ -116,30 +161,30 @@ impl<M: SharedMemory> FrontRing<M, Untyped, Untyped> {
     /// [`next_request_slot`](Self::next_request_slot) and
     /// [`take_response_slot`](Self::take_response_slot) return.
     pub fn init_with_layout(mem: M, layout: RingLayout) -> Result<Self, RingError> {
-        layout.validate(&mem)?;
-        init_shared_ring(&mem)?;
-        Ok(Self::from_parts(mem, layout, 0))
+        let ring = RingMem::new(mem, layout)?;
+        init_shared_ring(ring.mem())?;
+        Ok(Self::from_parts(ring, 0))
     }
 
     /// The offset of the next request slot, counting it as produced (privately, until a
     /// push); [`RingError::Full`] as for [`push_request`](FrontRing::push_request).
     #[inline]
     pub fn next_request_slot(&mut self) -> Result<usize, RingError> {
-        self.request_slot()
+        let i = self.request_slot()?;
+        Ok(self.ring.layout().slot_offset(i))
     }
 
     /// The offset of the next published response, consuming it; `None` when there is none.
     #[inline]
     pub fn take_response_slot(&mut self) -> Result<Option<usize>, RingError> {
-        self.response_slot()
+        Ok(self.response_slot()?.map(|i| self.ring.layout().slot_offset(i)))
     }
 }
 
 impl<M: SharedMemory, Req, Rsp> FrontRing<M, Req, Rsp> {
-    fn from_parts(mem: M, layout: RingLayout, idx: RING_IDX) -> Self {
+    fn from_parts(ring: RingMem<M>, idx: RING_IDX) -> Self {
         FrontRing {
-            mem,
-            layout,
+            ring,
             req_prod_pvt: idx,
             rsp_cons: idx,
             req_pushed: idx,
@@ -151,22 +196,23 @@ impl<M: SharedMemory, Req, Rsp> FrontRing<M, Req, Rsp> {
 
     /// The ring's layout.
     pub fn layout(&self) -> &RingLayout {
-        &self.layout
+        self.ring.layout()
     }
 
     /// Entries in the ring (`RING_SIZE`).
+    #[inline]
     pub fn ring_size(&self) -> u32 {
-        self.layout.nr_ents()
+        self.ring.layout().nr_ents()
     }
 
     /// The shared memory.
     pub fn memory(&self) -> &M {
-        &self.mem
+        self.ring.mem()
     }
 
     /// Gives the shared memory back.
     pub fn into_memory(self) -> M {
-        self.mem
+        self.ring.into_mem()
     }
 
     /// Next request index to fill (`req_prod_pvt`).
@@ -185,11 +231,13 @@ impl<M: SharedMemory, Req, Rsp> FrontRing<M, Req, Rsp> {
     }
 
     /// `RING_FREE_REQUESTS`.
+    #[inline]
     pub fn free_requests(&self) -> u32 {
         idx::free_requests(self.ring_size(), self.req_prod_pvt, self.rsp_cons)
     }
 
     /// `RING_FULL`.
+    #[inline]
     pub fn is_full(&self) -> bool {
         self.free_requests() == 0
     }
@@ -199,30 +247,31 @@ impl<M: SharedMemory, Req, Rsp> FrontRing<M, Req, Rsp> {
         self.req_prod_pvt.wrapping_sub(self.rsp_cons)
     }
 
-    /// The offset of the next free request slot, counting it as produced.
+    /// The index of the next free request slot, counting it as produced.
     #[inline]
-    fn request_slot(&mut self) -> Result<usize, RingError> {
+    fn request_slot(&mut self) -> Result<RING_IDX, RingError> {
         self.check()?;
         if self.is_full() {
             return Err(RingError::Full);
         }
-        let off = self.layout.slot_offset(self.req_prod_pvt);
-        self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
-        Ok(off)
+        let i = self.req_prod_pvt;
+        self.req_prod_pvt = i.wrapping_add(1);
+        Ok(i)
     }
 
-    /// The offset of the next published response, consuming it.
+    /// The index of the next published response, consuming it.
     #[inline]
-    fn response_slot(&mut self) -> Result<Option<usize>, RingError> {
+    fn response_slot(&mut self) -> Result<Option<RING_IDX>, RingError> {
         self.check()?;
         if self.rsp_cons == self.rsp_prod_seen && self.refresh()? == 0 {
             return Ok(None);
         }
-        let off = self.layout.slot_offset(self.rsp_cons);
-        self.rsp_cons = self.rsp_cons.wrapping_add(1);
-        Ok(Some(off))
+        let i = self.rsp_cons;
+        self.rsp_cons = i.wrapping_add(1);
+        Ok(Some(i))
     }
 
+    #[inline]
     fn check(&self) -> Result<(), RingError> {
         match self.broken {
             Some(e) => Err(e),
@@ -232,42 +281,47 @@ impl<M: SharedMemory, Req, Rsp> FrontRing<M, Req, Rsp> {
 
     /// `RING_PUSH_REQUESTS`: publishes the queued requests without checking for a
     /// notification (write barrier, then `req_prod`).
+    #[inline]
     pub fn push_requests(&mut self) {
         fence(Ordering::Release); // xen_wmb: requests before the index
-        hdr(&self.mem, SringField::ReqProd).store(self.req_prod_pvt, Ordering::Relaxed);
+        self.ring
+            .hdr(SringField::ReqProd)
+            .store(self.req_prod_pvt, Ordering::Relaxed);
         self.req_pushed = self.req_prod_pvt;
     }
 
     /// `RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`: publishes the queued requests and returns
     /// whether the back end asked for an event (notify its event channel when true).
-    #[inline]
+    #[inline(always)]
     pub fn push_requests_and_check_notify(&mut self) -> bool {
         let old = self.req_pushed;
         let new = self.req_prod_pvt;
         fence(Ordering::Release); // xen_wmb: back sees requests before the index
-        hdr(&self.mem, SringField::ReqProd).store(new, Ordering::Relaxed);
+        self.ring.hdr(SringField::ReqProd).store(new, Ordering::Relaxed);
         self.req_pushed = new;
         fence(Ordering::SeqCst); // xen_mb: back sees the index before we read req_event
-        let event = hdr(&self.mem, SringField::ReqEvent).load(Ordering::Relaxed);
+        let event = self.ring.hdr(SringField::ReqEvent).load(Ordering::Relaxed);
         idx::need_notify(new, old, event)
     }
 
     /// Reads and checks `rsp_prod`; returns the unconsumed responses.
-    #[inline]
+    #[inline(always)]
     fn refresh(&mut self) -> Result<u32, RingError> {
-        let prod = hdr(&self.mem, SringField::RspProd).load(Ordering::Relaxed);
+        let prod = self.ring.hdr(SringField::RspProd).load(Ordering::Relaxed);
         fence(Ordering::Acquire); // xen_rmb: the index before the responses
         if idx::bad_response_prod(prod, self.rsp_cons, self.req_pushed) {
-            let e = RingError::Overflow {
-                prod,
-                cons: self.rsp_cons,
-                size: self.ring_size(),
-            };
-            self.broken = Some(e);
-            return Err(e);
+            return Err(self.overflow(prod));
         }
         self.rsp_prod_seen = prod;
         Ok(idx::nr_unconsumed_responses(prod, self.rsp_cons))
+    }
+
+    /// Breaks the ring on an impossible producer index.
+    #[inline(always)]
+    fn overflow(&mut self, prod: RING_IDX) -> RingError {
+        let e = crate::overflow(prod, self.rsp_cons, self.ring_size());
+        self.broken = Some(e);
+        e
     }
 
     /// `RING_HAS_UNCONSUMED_RESPONSES`: published responses not consumed yet.
@@ -280,12 +334,14 @@ impl<M: SharedMemory, Req, Rsp> FrontRing<M, Req, Rsp> {
     /// an event at the next response (`rsp_event = rsp_cons + 1`), then checks again (a
     /// response published in between is not missed). Sleep on the event channel only when
     /// this returns false.
+    #[inline(always)]
     pub fn final_check_for_responses(&mut self) -> Result<bool, RingError> {
         self.check()?;
         if self.refresh()? > 0 {
             return Ok(true);
         }
-        hdr(&self.mem, SringField::RspEvent)
+        self.ring
+            .hdr(SringField::RspEvent)
             .store(self.rsp_cons.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::SeqCst); // xen_mb
         Ok(self.refresh()? > 0)

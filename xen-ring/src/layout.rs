@@ -1,11 +1,9 @@
 //! The layout of a shared ring (`struct X_sring` of `DEFINE_RING_TYPES`).
 
-use std::mem::MaybeUninit;
 use std::mem::{align_of, offset_of, size_of};
-use std::sync::atomic::AtomicU32;
 
 use xen_sys::blkif_sring;
-use xen_types::mem::{MemError, Pod, SharedMemory, SharedMemoryExt};
+use xen_types::mem::{SharedMemory, SharedMemoryExt};
 use xen_types::{Pages, PAGE_SIZE};
 
 use crate::RingError;
@@ -160,64 +158,6 @@ impl RingLayout {
         }
         Ok(())
     }
-
-    /// The layout for `nr_pages` pages of `Req`/`Rsp`, checked against `mem`.
-    pub(crate) fn for_memory<M: SharedMemory, Req, Rsp>(
-        mem: &M,
-        nr_pages: Pages,
-    ) -> Result<RingLayout, RingError> {
-        let layout = RingLayout::of::<Req, Rsp>(nr_pages)
-            .ok_or(RingError::Layout("no entry fits in nr_pages pages"))?;
-        layout.validate(mem)?;
-        Ok(layout)
-    }
-}
-
-/// The header field `f` of a ring whose memory passed [`RingLayout::validate`].
-#[inline]
-pub(crate) fn hdr<M: SharedMemory>(mem: &M, f: SringField) -> &AtomicU32 {
-    match mem.atomic_u32(f.offset()) {
-        Ok(a) => a,
-        // `validate` reached every header field when the ring was made, and a SharedMemory
-        // keeps its address and length while it lives.
-        Err(e) => unreachable!("ring header validated at construction: {e}"),
-    }
-}
-
-/// `RING_COPY_REQUEST`/`RING_COPY_RESPONSE`: copies the entry at `offset` out of shared
-/// memory into a local value, once, with volatile 8-byte reads (an aggregate
-/// `read_volatile` of a struct with byte arrays compiles to byte-by-byte loads, several times
-/// slower). Volatile, so the compiler cannot go back to the shared page for a field later
-/// (the double fetch the C macro's `volatile` prevents).
-#[inline]
-pub(crate) fn copy_entry<T: Pod, M: SharedMemory>(mem: &M, offset: usize) -> Result<T, MemError> {
-    let size = size_of::<T>();
-    // One bounds check for the whole entry; the word reads below are then in bounds.
-    if offset.checked_add(size).is_none_or(|end| end > mem.len()) {
-        return Err(MemError::OutOfBounds {
-            offset,
-            len: size,
-            size: mem.len(),
-        });
-    }
-    let mut out = MaybeUninit::<T>::zeroed();
-    let dst = out.as_mut_ptr().cast::<u8>();
-    let mut i = 0;
-    while i + 8 <= size {
-        let w: u64 = mem.read_obj(offset + i)?;
-        // SAFETY: `i + 8 <= size_of::<T>()`: the write is inside `out`; unaligned is allowed.
-        unsafe { dst.add(i).cast::<u64>().write_unaligned(w) };
-        i += 8;
-    }
-    while i < size {
-        let b: u8 = mem.read_obj(offset + i)?;
-        // SAFETY: `i < size_of::<T>()`: inside `out`.
-        unsafe { dst.add(i).write(b) };
-        i += 1;
-    }
-    // SAFETY: every byte was written (zeroed, then copied), and T is Pod: any bit pattern is
-    // a valid value.
-    Ok(unsafe { out.assume_init() })
 }
 
 /// `SHARED_RING_INIT`: empty ring, `req_event = rsp_event = 1`, `pvt` and padding zeroed.

@@ -49,6 +49,7 @@ mod back;
 mod front;
 pub mod idx;
 mod layout;
+mod slot;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 
@@ -58,6 +59,7 @@ mod tests;
 pub use back::BackRing;
 pub use front::FrontRing;
 pub use layout::{init_shared_ring, RingLayout, SringField};
+pub use slot::SlotMut;
 pub use xen_sys::RING_IDX;
 
 use xen_types::mem::MemError;
@@ -99,4 +101,12 @@ pub enum RingError {
     /// An access to the shared memory failed (a mapping that does not honour its length).
     #[error("shared memory access failed: {0}")]
     Memory(#[from] MemError),
+}
+
+/// The error of an impossible producer index (out of line: the hot paths only test for it,
+/// and keep the ring's state in registers).
+#[cold]
+#[inline(never)]
+fn overflow(prod: RING_IDX, cons: RING_IDX, size: u32) -> RingError {
+    RingError::Overflow { prod, cons, size }
 }

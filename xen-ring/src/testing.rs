@@ -10,6 +10,7 @@
 //!   at build time).
 
 use std::io;
+use std::mem::offset_of;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use xen_sys::{blkif_request, blkif_response};
 use xen_types::mem::{Pod, SharedMemory};
 
-use crate::{BackRing, FrontRing, RingError};
+use crate::{BackRing, FrontRing, RingError, SlotMut};
 
 /// Bytes of payload in a [`TestReq`].
 pub const TEST_PAYLOAD: usize = 48;
@@ -107,6 +108,12 @@ pub trait Workload {
     type Rsp: Pod + Default;
     /// Request number `i`.
     fn request(i: u64) -> Self::Req;
+    /// Writes request number `i` into its ring slot (the C peer's `FILL` on
+    /// `RING_GET_REQUEST`); by default the whole [`request`](Self::request).
+    #[inline]
+    fn fill(slot: &mut SlotMut<'_, Self::Req>, i: u64) {
+        slot.write(Self::request(i));
+    }
     /// The back end's answer, or `None` when the request is malformed.
     fn serve(req: &Self::Req) -> Option<Self::Rsp>;
     /// Whether `rsp` is the right answer to request number `i`.
@@ -160,6 +167,18 @@ impl Workload for EchoWorkload {
             csum: (i as u32).wrapping_mul(2_654_435_761),
             payload: [i as u8; TEST_PAYLOAD],
         }
+    }
+
+    /// In place, field by field, as `echo_fill` in C.
+    #[inline]
+    fn fill(slot: &mut SlotMut<'_, TestReq>, i: u64) {
+        slot.set(offset_of!(TestReq, id), i);
+        slot.set(offset_of!(TestReq, len), 1u32);
+        slot.set(
+            offset_of!(TestReq, csum),
+            (i as u32).wrapping_mul(2_654_435_761),
+        );
+        slot.set(offset_of!(TestReq, payload), [i as u8; TEST_PAYLOAD]);
     }
 
     #[inline]
@@ -287,9 +306,6 @@ impl Doorbell {
     }
 }
 
-/// Entries the driver loops move per batch call (stack buffers, no allocation).
-const BATCH: usize = 32;
-
 /// Counters of one driver run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -393,13 +409,12 @@ pub fn run_front<W: Workload, M: SharedMemory>(
 ) -> Result<Stats, DriveError> {
     let mut st = Stats::default();
     let (mut sent, mut recv) = (0u64, 0u64);
-    let mut rsps = [W::Rsp::default(); BATCH];
     let deadline = Instant::now() + timeout;
     while recv < n {
         let mut progressed = false;
         let mut queued = false;
         while sent < n && !ring.is_full() {
-            ring.push_request(W::request(sent))?;
+            W::fill(&mut ring.next_request()?, sent);
             sent += 1;
             queued = true;
         }
@@ -410,17 +425,11 @@ pub fn run_front<W: Workload, M: SharedMemory>(
             }
             progressed = true;
         }
-        loop {
-            let m = ring.take_responses_into(&mut rsps)?;
-            if m == 0 {
-                break;
+        while let Some(rsp) = ring.take_response()? {
+            if !W::check(&rsp, recv) {
+                return Err(DriveError::Bad(recv));
             }
-            for rsp in &rsps[..m] {
-                if !W::check(rsp, recv) {
-                    return Err(DriveError::Bad(recv));
-                }
-                recv += 1;
-            }
+            recv += 1;
             progressed = true;
         }
         if progressed || recv == n {
@@ -444,21 +453,13 @@ pub fn run_back<W: Workload, M: SharedMemory>(
 ) -> Result<Stats, DriveError> {
     let mut st = Stats::default();
     let mut done = 0u64;
-    let mut reqs = [W::Req::default(); BATCH];
-    let mut rsps = [W::Rsp::default(); BATCH];
     let deadline = Instant::now() + timeout;
     while done < n {
         let mut progressed = false;
-        loop {
-            let m = ring.take_requests_into(&mut reqs)?;
-            if m == 0 {
-                break;
-            }
-            for (req, rsp) in reqs[..m].iter().zip(rsps.iter_mut()) {
-                *rsp = W::serve(req).ok_or(DriveError::Bad(done))?;
-                done += 1;
-            }
-            ring.push_response_slice(&rsps[..m])?;
+        while let Some(req) = ring.take_request()? {
+            let rsp = W::serve(&req).ok_or(DriveError::Bad(done))?;
+            ring.push_response(rsp)?;
+            done += 1;
             progressed = true;
         }
         if progressed {
@@ -488,39 +489,24 @@ pub fn loopback<W: Workload, M: SharedMemory + Clone>(
     let mut front: FrontRing<M, W::Req, W::Rsp> = FrontRing::new(mem.clone(), xen_types::Pages(1))?;
     let mut back: BackRing<M, W::Req, W::Rsp> = BackRing::new(mem.clone(), xen_types::Pages(1))?;
     let (mut sent, mut good) = (0u64, 0u64);
-    let mut reqs = [W::Req::default(); BATCH];
-    let mut rsps = [W::Rsp::default(); BATCH];
     while good < n {
         let mut b = 0;
         while b < batch && sent < n && !front.is_full() {
-            front.push_request(W::request(sent))?;
+            W::fill(&mut front.next_request()?, sent);
             sent += 1;
             b += 1;
         }
         front.push_requests_and_check_notify();
-        loop {
-            let m = back.take_requests_into(&mut reqs)?;
-            if m == 0 {
-                break;
-            }
-            for (q, r) in reqs[..m].iter().zip(rsps.iter_mut()) {
-                *r = W::serve(q).ok_or(DriveError::Bad(good))?;
-            }
-            back.push_response_slice(&rsps[..m])?;
+        while let Some(q) = back.take_request()? {
+            back.push_response(W::serve(&q).ok_or(DriveError::Bad(good))?)?;
         }
         back.push_responses_and_check_notify();
         back.final_check_for_requests()?;
-        loop {
-            let m = front.take_responses_into(&mut rsps)?;
-            if m == 0 {
-                break;
+        while let Some(s) = front.take_response()? {
+            if !W::check(&s, good) {
+                return Ok(good);
             }
-            for s in &rsps[..m] {
-                if !W::check(s, good) {
-                    return Ok(good);
-                }
-                good += 1;
-            }
+            good += 1;
         }
         front.final_check_for_responses()?;
     }
