@@ -2,11 +2,19 @@
 # Installs what building and testing the project needs on Debian 12 (bookworm), idempotently.
 #   scripts/deps.sh          build + test dependencies (Xen headers and user-space peers, libclang)
 #   scripts/deps.sh --e2e    also what `cargo xtask e2e` needs on the host (QEMU, cpio, kmod)
+#   scripts/deps.sh --ci     also the CI's own tools (cargo-deny; built once, minutes)
 # Nothing Xen-specific is started: the packages provide headers, C libraries and C peers
 # (xenstored, test-xenstore, xenstore-* clients) that the tests drive.
 set -euo pipefail
 e2e=0
-[ "${1:-}" = "--e2e" ] && e2e=1
+ci=0
+for arg in "$@"; do
+    case "$arg" in
+        --e2e) e2e=1 ;;
+        --ci) ci=1 ;;
+        *) echo "deps.sh: unknown option $arg" >&2; exit 2 ;;
+    esac
+done
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -65,4 +73,9 @@ if ! command -v cargo >/dev/null; then
         $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl
         curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
     fi
+fi
+
+# cargo-deny for the CI's licence/ban/source check (`deny.toml`).
+if [ "$ci" = 1 ] && ! command -v cargo-deny >/dev/null && [ ! -x "$HOME/.cargo/bin/cargo-deny" ]; then
+    PATH="$HOME/.cargo/bin:$PATH" cargo install --quiet cargo-deny --locked
 fi
