@@ -433,11 +433,16 @@ pub fn validate_path(path: &[u8], kind: PathKind) -> Result<(), WireError> {
     let Some(&first) = path.first() else {
         return Err(WireError::BadPath("empty path"));
     };
-    if !path
-        .iter()
-        .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'/' | b'_' | b'@'))
-    {
-        return Err(WireError::BadPath("forbidden character"));
+    // One pass over the bytes: allowed characters, and doubled slashes (reported after
+    // the checks below, as before).
+    let mut doubled = false;
+    let mut after_slash = false;
+    for &c in path {
+        if !(c.is_ascii_alphanumeric() || matches!(c, b'-' | b'/' | b'_' | b'@')) {
+            return Err(WireError::BadPath("forbidden character"));
+        }
+        doubled |= after_slash && c == b'/';
+        after_slash = c == b'/';
     }
     match first {
         b'/' => {
@@ -460,7 +465,7 @@ pub fn validate_path(path: &[u8], kind: PathKind) -> Result<(), WireError> {
             }
         }
     }
-    if path.windows(2).any(|w| w == b"//") {
+    if doubled {
         return Err(WireError::BadPath("doubled slash"));
     }
     if path.len() > 1 && path.ends_with(b"/") {

@@ -127,10 +127,16 @@ pub fn child_path(parent: &str, name: &str) -> String {
     }
 }
 
+/// The node map's hasher: aHash, keyed with a random seed per process as the standard
+/// library's SipHash is (paths are chosen by clients, guests among them), at a fraction of
+/// SipHash's cost on short keys: every request hashes its path.
+type PathHasher = ahash::RandomState;
+
 /// The whole store.
 #[derive(Debug, Clone, Default)]
 pub struct Tree {
-    nodes: HashMap<Arc<str>, Arc<Node>>,
+    nodes:
+        imbl::GenericHashMap<Arc<str>, Arc<Node>, PathHasher, imbl::shared_ptr::DefaultSharedPtr>,
     counts: HashMap<DomId, u32>,
 }
 
