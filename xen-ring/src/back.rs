@@ -9,7 +9,7 @@ use xen_types::Pages;
 
 use crate::idx;
 use crate::layout::{RingLayout, SringField};
-use crate::slot::{read_volatile_words, RingMem, SlotMut};
+use crate::slot::{read_volatile_words, RingMem, Slot, SlotMut};
 use crate::{RingError, Untyped, RING_IDX};
 
 /// The back end of a shared ring (`struct X_back_ring`): the end that serves requests
@@ -69,6 +69,19 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
         match self.take_slot()? {
             // SAFETY: `RingMem::typed` checked that a Req fits every slot, aligned.
             Some(idx) => Ok(Some(unsafe { self.copy_out(idx) })),
+            None => Ok(None),
+        }
+    }
+
+    /// The next request, consumed and read in place (`RING_GET_REQUEST(r, req_cons++)`), or
+    /// `None` as for [`take_request`](Self::take_request): read each field once with
+    /// [`Slot::get`] (or copy it with [`Slot::read`]) before answering it.
+    #[inline]
+    pub fn next_request(&mut self) -> Result<Option<Slot<'_, Req>>, RingError> {
+        match self.take_slot()? {
+            // SAFETY: `RingMem::typed` checked that a Req fits every slot, aligned; the slot
+            // borrows the ring, which keeps the memory mapped.
+            Some(idx) => Ok(Some(unsafe { Slot::new(self.ring.slot(idx)) })),
             None => Ok(None),
         }
     }

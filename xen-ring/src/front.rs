@@ -9,7 +9,7 @@ use xen_types::Pages;
 
 use crate::idx;
 use crate::layout::{init_shared_ring, RingLayout, SringField};
-use crate::slot::{read_volatile_words, RingMem, SlotMut};
+use crate::slot::{read_volatile_words, RingMem, Slot, SlotMut};
 use crate::{RingError, Untyped, RING_IDX};
 
 /// The front end of a shared ring (`struct X_front_ring`): the end that issues requests
@@ -124,6 +124,18 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         match self.response_slot()? {
             // SAFETY: `RingMem::typed` checked that an Rsp fits every slot, aligned.
             Some(idx) => Ok(Some(unsafe { self.copy_out(idx) })),
+            None => Ok(None),
+        }
+    }
+
+    /// The next response, consumed and read in place (`RING_GET_RESPONSE(r, rsp_cons++)`),
+    /// or `None` as for [`take_response`](Self::take_response).
+    #[inline]
+    pub fn next_response(&mut self) -> Result<Option<Slot<'_, Rsp>>, RingError> {
+        match self.response_slot()? {
+            // SAFETY: `RingMem::typed` checked that an Rsp fits every slot, aligned; the
+            // slot borrows the ring, which keeps the memory mapped.
+            Some(idx) => Ok(Some(unsafe { Slot::new(self.ring.slot(idx)) })),
             None => Ok(None),
         }
     }

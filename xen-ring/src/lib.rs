@@ -59,7 +59,7 @@ mod tests;
 pub use back::BackRing;
 pub use front::FrontRing;
 pub use layout::{init_shared_ring, RingLayout, SringField};
-pub use slot::SlotMut;
+pub use slot::{Slot, SlotMut};
 pub use xen_sys::RING_IDX;
 
 use xen_types::mem::MemError;

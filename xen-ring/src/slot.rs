@@ -228,22 +228,9 @@ impl<T: Pod> SlotMut<'_, T> {
     /// constant `offset` both checks fold away).
     #[inline(always)]
     pub fn set<F: Pod>(&mut self, offset: usize, v: F) {
-        assert!(
-            offset <= size_of::<T>()
-                && size_of::<F>() <= size_of::<T>() - offset
-                && align_of::<F>() <= align_of::<T>()
-                && offset % align_of::<F>() == 0,
-            "field at {offset} does not lie inside the entry"
-        );
-        // The address is aligned to the largest power of two dividing both the entry's
-        // alignment and the offset.
-        let align = align_of::<T>().min(if offset == 0 {
-            align_of::<T>()
-        } else {
-            1 << offset.trailing_zeros()
-        });
-        // SAFETY: `offset + size_of::<F>() <= size_of::<T>()` (asserted), inside the slot
-        // `new` promises; the slot is aligned for T, so `ptr + offset` is aligned to `align`.
+        let align = field_align::<T, F>(offset);
+        // SAFETY: `field_align` checked that the field lies inside the slot `new` promises,
+        // and the address is aligned to `align`.
         unsafe { write_volatile_words(self.ptr.as_ptr().add(offset), align, v) }
     }
 
@@ -252,6 +239,82 @@ impl<T: Pod> SlotMut<'_, T> {
     /// the peer: write it with volatile or raw-pointer stores, never through a reference.
     pub fn as_ptr(&self) -> *mut T {
         self.ptr.as_ptr().cast()
+    }
+}
+
+/// One published request or response, read in place: the request a
+/// [`BackRing`](crate::BackRing) consumed with [`next_request`](crate::BackRing::next_request),
+/// or the response a [`FrontRing`](crate::FrontRing) consumed with
+/// [`next_response`](crate::FrontRing::next_response).
+///
+/// The peer can rewrite the slot at any time, so every [`get`](Self::get) is a fresh
+/// volatile read: read each field once and check the value you read (or take one copy of the
+/// whole entry with [`read`](Self::read), `RING_COPY_REQUEST`). No bounds check per read:
+/// the ring proved the slot in bounds when it was made.
+pub struct Slot<'a, T> {
+    ptr: NonNull<u8>,
+    _slot: PhantomData<&'a T>,
+}
+
+impl<T> std::fmt::Debug for Slot<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot").field("ptr", &self.ptr).finish()
+    }
+}
+
+impl<T: Pod> Slot<'_, T> {
+    /// A slot at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is valid for volatile reads of `size_of::<T>()` bytes, aligned for `T`, for the
+    /// lifetime of the slot.
+    #[inline(always)]
+    pub(crate) unsafe fn new(ptr: NonNull<u8>) -> Self {
+        Slot {
+            ptr,
+            _slot: PhantomData,
+        }
+    }
+
+    /// One copy of the whole entry (`RING_COPY_REQUEST`/`RING_COPY_RESPONSE`).
+    #[inline(always)]
+    pub fn read(&self) -> T {
+        // SAFETY: `new`'s contract: `size_of::<T>()` readable bytes aligned for T.
+        unsafe { read_volatile_words(self.ptr.as_ptr(), align_of::<T>()) }
+    }
+
+    /// One field of the entry: the `F` at byte `offset` (`offset_of!(T, field)`), read once.
+    ///
+    /// # Panics
+    ///
+    /// As [`SlotMut::set`].
+    #[inline(always)]
+    pub fn get<F: Pod>(&self, offset: usize) -> F {
+        let align = field_align::<T, F>(offset);
+        // SAFETY: `field_align` checked that the field lies inside the slot `new` promises,
+        // and the address is aligned to `align`.
+        unsafe { read_volatile_words(self.ptr.as_ptr().add(offset), align) }
+    }
+}
+
+/// The alignment of the address of an `F` at `offset` in a `T` whose address is aligned for
+/// `T`, after checking that the field lies inside the `T` and is aligned for `F` (with a
+/// constant `offset` everything folds away).
+#[inline(always)]
+fn field_align<T, F>(offset: usize) -> usize {
+    assert!(
+        offset <= size_of::<T>()
+            && size_of::<F>() <= size_of::<T>() - offset
+            && align_of::<F>() <= align_of::<T>()
+            && offset % align_of::<F>() == 0,
+        "field at {offset} does not lie inside the entry"
+    );
+    // The largest power of two dividing both the entry's alignment and the offset.
+    if offset == 0 {
+        align_of::<T>()
+    } else {
+        align_of::<T>().min(1 << offset.trailing_zeros())
     }
 }
 
@@ -309,6 +372,11 @@ mod tests {
         s.set(std::mem::offset_of!(E, c), [9u8; 4]);
         assert_eq!(buf[0], 1);
         assert_eq!(buf[1].to_le_bytes(), [7, 0, 0, 0, 9, 9, 9, 9]);
+        // SAFETY: as above, for reads.
+        let r = unsafe { Slot::<E>::new(p) };
+        assert_eq!(r.get::<u32>(std::mem::offset_of!(E, b)), 7);
+        assert_eq!(r.get::<u8>(std::mem::offset_of!(E, c) + 3), 9);
+        assert_eq!(r.read().a, 1);
     }
 
     #[test]
