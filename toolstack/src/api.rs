@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use xen_types::DomId;
 
-use crate::backend::{DeviceKind, DomainConfig, HostBackend, ShutdownReason};
+use crate::backend::{Backend, DeviceKind, DomainConfig, ShutdownReason};
 use crate::datamodel::{self, Class, Qual, Ty, NULL_REF};
 use crate::db::{Db, Read, Record, Tx};
 use crate::error::{codes, ApiError};
@@ -52,7 +52,7 @@ type R = Result<Value, ApiError>;
 /// A XenAPI server's state and logic, independent of transport.
 pub struct Xapi {
     db: Db,
-    backend: Arc<dyn HostBackend>,
+    backend: Arc<Backend>,
     creds: Credentials,
     host: String,
     lifecycle: Mutex<()>,
@@ -171,7 +171,7 @@ impl Xapi {
     /// [`crate::host::bootstrap`]) and reconciles VM states with the backend.
     pub fn new(
         db: Db,
-        backend: Arc<dyn HostBackend>,
+        backend: Arc<Backend>,
         creds: Credentials,
     ) -> Result<Arc<Self>, crate::Error> {
         let host = db
@@ -198,7 +198,7 @@ impl Xapi {
     }
 
     /// The host backend.
-    pub fn backend(&self) -> &Arc<dyn HostBackend> {
+    pub fn backend(&self) -> &Arc<Backend> {
         &self.backend
     }
 
@@ -1334,9 +1334,9 @@ impl Xapi {
             ));
         }
         let uuid = gs("uuid");
+        let name = gs("name_label");
         let cfg = DomainConfig {
-            uuid: uuid.clone(),
-            name: gs("name_label"),
+            uuid: uuid::Uuid::parse_str(&uuid).unwrap_or_default(),
             memory: needed,
             max_vcpus: u32::try_from(gi("VCPUs_max")).unwrap_or(1).max(1),
             kernel: gs("PV_kernel"),
@@ -1360,44 +1360,42 @@ impl Xapi {
         let domid = be.create_domain(&cfg).map_err(oom_or)?;
         let d = domid.0;
         let plumb = || -> Result<(), crate::Error> {
-            be.build_domain(domid, &cfg)?;
             let dom = format!("/local/domain/{d}");
             let vmpath = format!("/vm/{uuid}");
-            be.xs_write(&format!("{dom}/name"), &cfg.name)?;
-            be.xs_write(&format!("{dom}/domid"), &d.to_string())?;
-            be.xs_write(&format!("{dom}/vm"), &vmpath)?;
-            be.xs_write(
-                &format!("{dom}/memory/static-max"),
-                &(needed / 1024).to_string(),
-            )?;
             let target = u64::try_from(gi("memory_dynamic_max")).unwrap_or(needed);
-            be.xs_write(
-                &format!("{dom}/memory/target"),
-                &(target / 1024).to_string(),
-            )?;
+            let mut entries: Vec<(String, String)> = vec![
+                (format!("{dom}/name"), name.clone()),
+                (format!("{dom}/domid"), d.to_string()),
+                (format!("{dom}/vm"), vmpath.clone()),
+                (
+                    format!("{dom}/memory/static-max"),
+                    (needed / 1024).to_string(),
+                ),
+                (format!("{dom}/memory/target"), (target / 1024).to_string()),
+                (
+                    format!("{dom}/control/platform-feature-multiprocessor-suspend"),
+                    "1".into(),
+                ),
+                (format!("{vmpath}/uuid"), uuid.clone()),
+                (format!("{vmpath}/name"), name.clone()),
+                (format!("{vmpath}/domains/{d}"), dom.clone()),
+            ];
             for c in 0..cfg.max_vcpus {
                 let on = i64::from(c) < gi("VCPUs_at_startup").max(1);
-                be.xs_write(
-                    &format!("{dom}/cpu/{c}/availability"),
-                    if on { "online" } else { "offline" },
-                )?;
+                entries.push((
+                    format!("{dom}/cpu/{c}/availability"),
+                    (if on { "online" } else { "offline" }).into(),
+                ));
             }
-            be.xs_write(
-                &format!("{dom}/control/platform-feature-multiprocessor-suspend"),
-                "1",
-            )?;
-            be.xs_write(&format!("{vmpath}/uuid"), &uuid)?;
-            be.xs_write(&format!("{vmpath}/name"), &cfg.name)?;
-            be.xs_write(&format!("{vmpath}/domains/{d}"), &dom)?;
+            be.make_domain_dirs(domid, &vmpath, &entries)?;
+            be.build_domain(domid, &cfg)?;
             for (_, vbd, vdi) in &vbds {
                 let n: u32 = vbd
                     .get("userdevice")
                     .and_then(Value::as_str)
                     .and_then(|u| u.parse().ok())
                     .unwrap_or(0);
-                let (devid, name) = vbd_device(n);
-                let fe = format!("{dom}/device/vbd/{devid}");
-                let bep = format!("/local/domain/0/backend/vbd/{d}/{devid}");
+                let (devid, dev_name) = vbd_device(n);
                 let mode = if vbd.get("mode").and_then(Value::as_str) == Some("RO") {
                     "r"
                 } else {
@@ -1422,29 +1420,22 @@ impl Xapi {
                         }
                     })
                     .unwrap_or_default();
-                for (k, v) in [
-                    ("frontend", fe.as_str()),
-                    ("frontend-id", &d.to_string()),
-                    ("online", "1"),
-                    ("state", "1"),
-                    ("params", &params),
-                    ("mode", mode),
-                    ("dev", &name),
-                    ("device-type", dtype),
-                    ("removable", "0"),
-                ] {
-                    be.xs_write(&format!("{bep}/{k}"), v)?;
-                }
-                for (k, v) in [
-                    ("backend", bep.as_str()),
-                    ("backend-id", "0"),
-                    ("state", "1"),
-                    ("virtual-device", &devid.to_string()),
-                    ("device-type", dtype),
-                ] {
-                    be.xs_write(&format!("{fe}/{k}"), v)?;
-                }
-                be.start_backend(DeviceKind::Vbd, domid, devid)?;
+                be.add_device(
+                    DeviceKind::Vbd,
+                    domid,
+                    devid,
+                    &[
+                        ("params", &params),
+                        ("mode", mode),
+                        ("dev", &dev_name),
+                        ("device-type", dtype),
+                        ("removable", "0"),
+                    ],
+                    &[
+                        ("virtual-device", &devid.to_string()),
+                        ("device-type", dtype),
+                    ],
+                )?;
             }
             for (_, vif, bridge) in &vifs {
                 let devid: u32 = vif
@@ -1452,33 +1443,21 @@ impl Xapi {
                     .and_then(Value::as_str)
                     .and_then(|u| u.parse().ok())
                     .unwrap_or(0);
-                let fe = format!("{dom}/device/vif/{devid}");
-                let bep = format!("/local/domain/0/backend/vif/{d}/{devid}");
                 let mac = vif.get("MAC").and_then(Value::as_str).unwrap_or("");
                 let mtu = vif.get("MTU").and_then(Value::as_str).unwrap_or("1500");
-                for (k, v) in [
-                    ("frontend", fe.as_str()),
-                    ("frontend-id", &d.to_string()),
-                    ("online", "1"),
-                    ("state", "1"),
-                    ("mac", mac),
-                    ("mtu", mtu),
-                    ("handle", &devid.to_string()),
-                    ("bridge", bridge),
-                    ("script", "/etc/xen/scripts/vif-bridge"),
-                ] {
-                    be.xs_write(&format!("{bep}/{k}"), v)?;
-                }
-                for (k, v) in [
-                    ("backend", bep.as_str()),
-                    ("backend-id", "0"),
-                    ("state", "1"),
-                    ("handle", &devid.to_string()),
-                    ("mac", mac),
-                ] {
-                    be.xs_write(&format!("{fe}/{k}"), v)?;
-                }
-                be.start_backend(DeviceKind::Vif, domid, devid)?;
+                be.add_device(
+                    DeviceKind::Vif,
+                    domid,
+                    devid,
+                    &[
+                        ("mac", mac),
+                        ("mtu", mtu),
+                        ("handle", &devid.to_string()),
+                        ("bridge", bridge),
+                        ("script", "/etc/xen/scripts/vif-bridge"),
+                    ],
+                    &[("handle", &devid.to_string()), ("mac", mac)],
+                )?;
             }
             if !paused {
                 be.unpause(domid)?;
@@ -1488,7 +1467,7 @@ impl Xapi {
         if let Err(e) = plumb() {
             let _ = self.teardown(vm, domid);
             return Err(match &e {
-                crate::Error::Backend(m) if m.to_ascii_lowercase().contains("memory") => oom_or(e),
+                crate::Error::Xen(xenctrl::Error::OutOfMemory { .. }) => oom_or(e),
                 _ => ApiError::internal(e),
             });
         }
@@ -1522,26 +1501,7 @@ impl Xapi {
     /// Removes a domain's devices, xenstore entries and the domain itself.
     fn teardown(&self, vm: &str, domid: DomId) -> Result<(), crate::Error> {
         let be = &self.backend;
-        for (kind, field) in [(DeviceKind::Vbd, "VBDs"), (DeviceKind::Vif, "VIFs")] {
-            for dev in self.db.read(|v| v.refs_field(vm, field)) {
-                let devid = match kind {
-                    DeviceKind::Vbd => {
-                        vbd_device(
-                            self.db
-                                .read(|v| v.str_field(&dev, "userdevice"))
-                                .parse()
-                                .unwrap_or(0),
-                        )
-                        .0
-                    }
-                    DeviceKind::Vif => self
-                        .db
-                        .read(|v| v.str_field(&dev, "device"))
-                        .parse()
-                        .unwrap_or(0),
-                };
-                be.stop_backend(kind, domid, devid);
-            }
+        for kind in [DeviceKind::Vbd, DeviceKind::Vif] {
             be.xs_rm(&format!(
                 "/local/domain/0/backend/{}/{}",
                 kind.dir(),
@@ -1550,7 +1510,6 @@ impl Xapi {
         }
         let uuid = self.db.read(|v| v.str_field(vm, "uuid"));
         be.xs_rm(&format!("/vm/{uuid}"))?;
-        be.xs_rm(&format!("/local/domain/{}", domid.0))?;
         be.destroy_domain(domid)
     }
 

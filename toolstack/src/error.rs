@@ -93,6 +93,7 @@ pub mod codes {
 
 /// The crate's error type.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A XenAPI failure.
     #[error("XenAPI failure: {0}")]
@@ -112,6 +113,18 @@ pub enum Error {
     /// The host backend failed.
     #[error("host backend: {0}")]
     Backend(String),
+    /// Domain control (`xenctrl`) failed.
+    #[error("xenctrl: {0}")]
+    Xen(#[from] xenctrl::Error),
+    /// A xenstore request failed.
+    #[error("xenstore: {0}")]
+    Xenstore(#[from] xenstore::Error),
+    /// Writing or reading device directories (`xenbus`) failed.
+    #[error("xenbus: {0}")]
+    Xenbus(#[from] xenbus::Error),
+    /// The in-process xenstored failed.
+    #[error("xenstored: {0}")]
+    Xenstored(#[from] xenstored::Error),
     /// A protocol error talking to a server.
     #[error("protocol: {0}")]
     Protocol(String),
