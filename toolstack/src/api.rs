@@ -65,7 +65,13 @@ pub struct Xapi {
     pub max_event_wait: Duration,
     /// Most live sessions per originator (default [`MAX_SESSIONS_PER_ORIGINATOR`]).
     pub session_limit: std::sync::atomic::AtomicUsize,
+    /// How long `clean_shutdown`/`clean_reboot` wait for the guest, milliseconds (default
+    /// [`CLEAN_SHUTDOWN_TIMEOUT`]).
+    pub clean_shutdown_timeout_ms: std::sync::atomic::AtomicU64,
 }
+
+/// How long a clean shutdown or reboot waits for the guest by default.
+pub const CLEAN_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for Xapi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -187,6 +193,9 @@ impl Xapi {
             sessions: Mutex::new(HashMap::new()),
             max_event_wait: Duration::from_secs(60),
             session_limit: std::sync::atomic::AtomicUsize::new(MAX_SESSIONS_PER_ORIGINATOR),
+            clean_shutdown_timeout_ms: std::sync::atomic::AtomicU64::new(
+                CLEAN_SHUTDOWN_TIMEOUT.as_millis() as u64,
+            ),
         });
         x.reconcile()?;
         Ok(x)
@@ -1563,6 +1572,31 @@ impl Xapi {
             .map_err(|_| ApiError::internal(format!("bad domid {domid}")))
     }
 
+    /// Asks the guest to stop and waits for it up to the clean-shutdown timeout.
+    fn clean_shutdown(
+        &self,
+        vm: &str,
+        domid: DomId,
+        reason: ShutdownReason,
+    ) -> Result<(), ApiError> {
+        let timeout = Duration::from_millis(
+            self.clean_shutdown_timeout_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        if self
+            .backend
+            .clean_shutdown(domid, reason, timeout)
+            .map_err(ApiError::internal)?
+        {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                codes::VM_SHUTDOWN_TIMEOUT,
+                [vm.to_owned(), timeout.as_secs_f64().to_string()],
+            ))
+        }
+    }
+
     fn vm_shutdown(&self, vm: &str, hard: bool, reason: ShutdownReason) -> R {
         let _g = self.lifecycle.lock();
         let allowed: &[&str] = if hard {
@@ -1572,16 +1606,7 @@ impl Xapi {
         };
         let domid = self.running_domid(vm, allowed, "running")?;
         if !hard {
-            let ok = self
-                .backend
-                .clean_shutdown(domid, reason, Duration::from_secs(5))
-                .map_err(ApiError::internal)?;
-            if !ok {
-                return Err(ApiError::new(
-                    codes::VM_SHUTDOWN_TIMEOUT,
-                    [vm.to_owned(), "5".into()],
-                ));
-            }
+            self.clean_shutdown(vm, domid, reason)?;
         }
         self.teardown(vm, domid).map_err(ApiError::internal)?;
         self.db.write(|tx| {
@@ -1600,16 +1625,7 @@ impl Xapi {
         };
         let domid = self.running_domid(vm, allowed, "running")?;
         if !hard {
-            let ok = self
-                .backend
-                .clean_shutdown(domid, ShutdownReason::Reboot, Duration::from_secs(5))
-                .map_err(ApiError::internal)?;
-            if !ok {
-                return Err(ApiError::new(
-                    codes::VM_SHUTDOWN_TIMEOUT,
-                    [vm.to_owned(), "5".into()],
-                ));
-            }
+            self.clean_shutdown(vm, domid, ShutdownReason::Reboot)?;
         }
         self.teardown(vm, domid).map_err(ApiError::internal)?;
         self.db.write(|tx| {

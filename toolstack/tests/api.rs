@@ -44,6 +44,12 @@ impl T {
         T { x, be, s }
     }
 
+    fn set_shutdown_timeout(&self, d: Duration) {
+        self.x
+            .clean_shutdown_timeout_ms
+            .store(d.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn guests(&self) -> &SimGuests {
         self.be.sim_guests().expect("a simulated host")
     }
@@ -309,6 +315,7 @@ fn domain_dying_on_its_own_is_noticed() {
         d > 0 && d != i64::from(first) && t.get("VM", "power_state", &vm) == Value::str("Running")
     });
     // A guest that ignores the shutdown request makes clean_shutdown time out.
+    t.set_shutdown_timeout(Duration::from_millis(200));
     t.guests().set_answer(ShutdownAnswer::Ignore);
     assert_eq!(
         t.err("VM.clean_shutdown", &[vm.clone()]).code,
@@ -999,4 +1006,65 @@ fn guest_writes_its_frontend_and_not_its_backend() {
         .write(&format!("{dom}/control/feature-poweroff"), "1")
         .unwrap();
     t.ok("VM.hard_shutdown", &[vm]);
+}
+
+/// `clean_shutdown` and `clean_reboot` wait for the guest up to the timeout and no longer: a
+/// guest that answers within it stops cleanly, one that answers later or never makes the
+/// call fail with `VM_SHUTDOWN_TIMEOUT` after the timeout, and leaves the VM running.
+#[test]
+fn clean_shutdown_times_out() {
+    let t = T::new();
+    let timeout = Duration::from_millis(400);
+    t.set_shutdown_timeout(timeout);
+    let vm = t.vm("slow", GIB / 4);
+    let start = || {
+        t.ok(
+            "VM.start",
+            &[vm.clone(), Value::Bool(false), Value::Bool(false)],
+        );
+        DomId(t.get("VM", "domid", &vm).as_i64().unwrap() as u16)
+    };
+    let timed = |m: &str| {
+        let t0 = Instant::now();
+        let r = t.call(m, std::slice::from_ref(&vm));
+        (r, t0.elapsed())
+    };
+
+    // Within the timeout: the toolstack waited for the guest, which stopped by itself.
+    let domid = start();
+    t.guests()
+        .set_answer(ShutdownAnswer::After(Duration::from_millis(150)));
+    let (r, took) = timed("VM.clean_shutdown");
+    r.unwrap();
+    assert!(
+        took >= Duration::from_millis(150),
+        "returned after {took:?}"
+    );
+    assert_eq!(t.get("VM", "power_state", &vm), Value::str("Halted"));
+    assert!(!t.be.is_alive(domid));
+
+    // Later than the timeout, then never: the call fails at the timeout, not before, and
+    // the guest keeps running with the request pending.
+    for answer in [
+        ShutdownAnswer::After(Duration::from_secs(3)),
+        ShutdownAnswer::Ignore,
+    ] {
+        let domid = start();
+        t.guests().set_answer(answer);
+        for m in ["VM.clean_shutdown", "VM.clean_reboot"] {
+            let (r, took) = timed(m);
+            let e = r.unwrap_err();
+            assert_eq!(e.code, "VM_SHUTDOWN_TIMEOUT", "{m}: {e}");
+            assert!(took >= timeout, "{m} gave up after {took:?}");
+            assert!(took < timeout * 5, "{m} waited {took:?}");
+            assert_eq!(t.get("VM", "power_state", &vm), Value::str("Running"));
+            assert!(t.be.is_alive(domid));
+        }
+        assert_eq!(
+            t.xs(&format!("/local/domain/{}/control/shutdown", domid.0))
+                .as_deref(),
+            Some("reboot")
+        );
+        t.ok("VM.hard_shutdown", std::slice::from_ref(&vm));
+    }
 }
