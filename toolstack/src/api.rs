@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use xen_types::DomId;
 
 use crate::backend::{Backend, DeviceKind, DomainConfig, ShutdownReason};
-use crate::datamodel::{self, Class, Qual, Ty, NULL_REF};
+use crate::datamodel::{self, Class, Known, Qual, Ty, NULL_REF};
 use crate::db::{Db, Read, Record, Tx};
 use crate::error::{codes, ApiError};
 use crate::value::Value;
@@ -368,7 +368,7 @@ impl Xapi {
             ));
         }
         let sess = self.session(&params[0])?;
-        let task_class = datamodel::class("task").expect("task class");
+        let task_class = Known::task.class();
         let task = self.db.write(|tx| {
             let mut f = Record::new();
             f.insert("name_label".into(), s(format!("Async.{method}")));
@@ -440,7 +440,7 @@ impl Xapi {
                 [user, "Authentication failure"],
             ));
         }
-        let class = datamodel::class("session").expect("session class");
+        let class = Known::session.class();
         let r = self.db.write(|tx| {
             let mut f = Record::new();
             f.insert("this_host".into(), s(self.host.clone()));
@@ -805,7 +805,7 @@ impl Xapi {
                         .coerce(&p[3])
                         .ok_or_else(|| ApiError::field_type("other_config"))?,
                 );
-                let c = datamodel::class("GPU_group").expect("class");
+                let c = Known::GPU_group.class();
                 x.db.write(|tx| Ok(s(tx.create(c, f))))
             }),
             ("VGPU", "create") => self.with_session(method, p, 6, |x, p| x.vgpu_create(p)),
@@ -816,7 +816,7 @@ impl Xapi {
                 f.insert("status".into(), s("pending"));
                 f.insert("created".into(), now_datetime());
                 f.insert("resident_on".into(), s(x.host.clone()));
-                let c = datamodel::class("task").expect("class");
+                let c = Known::task.class();
                 x.db.write(|tx| Ok(s(tx.create(c, f))))
             }),
             _ => return None,
@@ -850,8 +850,8 @@ impl Xapi {
     }
 
     fn vm_create(&self, rec: &Value) -> R {
-        let vm_class = datamodel::class("VM").expect("class");
-        let metrics_class = datamodel::class("VM_metrics").expect("class");
+        let vm_class = Known::VM.class();
+        let metrics_class = Known::VM_metrics.class();
         self.db.write(|tx| {
             let mut f = self.check_record(tx, vm_class, rec)?;
             let get = |f: &Record, k: &str| f.get(k).and_then(Value::as_i64).unwrap_or(0);
@@ -917,7 +917,7 @@ impl Xapi {
     }
 
     fn vif_create(&self, rec: &Value) -> R {
-        let class = datamodel::class("VIF").expect("class");
+        let class = Known::VIF.class();
         self.db.write(|tx| {
             let mut f = self.check_record(tx, class, rec)?;
             for (k, c) in [("VM", "VM"), ("network", "network")] {
@@ -973,7 +973,7 @@ impl Xapi {
     }
 
     fn vbd_create(&self, rec: &Value) -> R {
-        let class = datamodel::class("VBD").expect("class");
+        let class = Known::VBD.class();
         self.db.write(|tx| {
             let mut f = self.check_record(tx, class, rec)?;
             let vm = f
@@ -1023,7 +1023,7 @@ impl Xapi {
     }
 
     fn network_create(&self, rec: &Value) -> R {
-        let class = datamodel::class("network").expect("class");
+        let class = Known::network.class();
         self.db.write(|tx| {
             let mut f = self.check_record(tx, class, rec)?;
             if f.get("bridge")
@@ -1074,13 +1074,13 @@ impl Xapi {
         );
         f.insert("physical_size".into(), size);
         self.db.write(|tx| {
-            let sr = tx.create(datamodel::class("SR").expect("class"), f);
+            let sr = tx.create(Known::SR.class(), f);
             let mut pbd = Record::new();
             pbd.insert("host".into(), s(host.clone()));
             pbd.insert("SR".into(), s(sr.clone()));
             pbd.insert("device_config".into(), dc);
             pbd.insert("currently_attached".into(), Value::Bool(true));
-            tx.create(datamodel::class("PBD").expect("class"), pbd);
+            tx.create(Known::PBD.class(), pbd);
             Ok(s(sr))
         })
     }
@@ -1168,7 +1168,7 @@ impl Xapi {
             pif.insert("VLAN".into(), s("-1"));
             pif.insert("currently_attached".into(), Value::Bool(true));
             pif.insert("managed".into(), Value::Bool(true));
-            let master = tx.create(datamodel::class("PIF").expect("class"), pif);
+            let master = tx.create(Known::PIF.class(), pif);
             let mut b = Record::new();
             b.insert("master".into(), s(master));
             b.insert("primary_slave".into(), s(members[0].clone()));
@@ -1176,7 +1176,7 @@ impl Xapi {
             b.insert("properties".into(), props);
             b.insert("links_up".into(), s(members.len().to_string()));
             b.insert("auto_update_mac".into(), Value::Bool(true));
-            let bond = tx.create(datamodel::class("Bond").expect("class"), b);
+            let bond = tx.create(Known::Bond.class(), b);
             for m in &members {
                 tx.set(m, "bond_slave_of", s(bond.clone()));
             }
@@ -1226,12 +1226,12 @@ impl Xapi {
             pif.insert("network".into(), s(net.clone()));
             pif.insert("VLAN".into(), s(tag.to_string()));
             pif.insert("managed".into(), Value::Bool(true));
-            let untagged = tx.create(datamodel::class("PIF").expect("class"), pif);
+            let untagged = tx.create(Known::PIF.class(), pif);
             let mut v = Record::new();
             v.insert("tagged_PIF".into(), s(tagged.clone()));
             v.insert("untagged_PIF".into(), s(untagged.clone()));
             v.insert("tag".into(), s(tag.to_string()));
-            let vlan = tx.create(datamodel::class("VLAN").expect("class"), v);
+            let vlan = tx.create(Known::VLAN.class(), v);
             tx.set(&untagged, "VLAN_master_of", s(vlan.clone()));
             Ok(s(vlan))
         })
@@ -1273,7 +1273,7 @@ impl Xapi {
             f.insert("device".into(), s(device.clone()));
             f.insert("other_config".into(), oc);
             f.insert("type".into(), s(ty.clone()));
-            Ok(s(tx.create(datamodel::class("VGPU").expect("class"), f)))
+            Ok(s(tx.create(Known::VGPU.class(), f)))
         })
     }
 
@@ -1353,14 +1353,13 @@ impl Xapi {
             cmdline: gs("PV_args"),
         };
         let be = &self.backend;
-        // A failure while the host lacks the memory (it can shrink between the check above
-        // and the allocation, e.g. by ballooning) is reported as XAPI does.
+        // Xen's ENOMEM (the host can shrink between the check above and the allocation,
+        // e.g. by ballooning) is reported as XAPI does.
         let oom_or = |e: crate::Error| {
-            let free = be.free_memory();
-            if free < needed {
+            if e.is_out_of_memory() {
                 ApiError::new(
                     codes::HOST_NOT_ENOUGH_FREE_MEMORY,
-                    [needed.to_string(), free.to_string()],
+                    [needed.to_string(), be.free_memory().to_string()],
                 )
             } else {
                 ApiError::internal(e)
@@ -1475,10 +1474,7 @@ impl Xapi {
         };
         if let Err(e) = plumb() {
             let _ = self.teardown(vm, domid);
-            return Err(match &e {
-                crate::Error::Xen(xenctrl::Error::OutOfMemory { .. }) => oom_or(e),
-                _ => ApiError::internal(e),
-            });
+            return Err(oom_or(e));
         }
         self.db.write(|tx| {
             tx.set(

@@ -10,6 +10,19 @@ use toolstack::backend::{self, Backend};
 use toolstack::host::{self, HostConfig};
 use toolstack::{db::Db, server, Error};
 
+/// Which hypervisor serves the host.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Hypervisor {
+    /// xenctrl over the simulated host.
+    XenSim,
+    /// libxenctrl, in a dom0.
+    Real,
+    /// Real when /dev/xen/privcmd exists, else xen-sim.
+    Auto,
+    /// The same as xen-sim.
+    Builtin,
+}
+
 /// The XenAPI daemon: XML-RPC and JSON-RPC over HTTP, HTTPS and a unix socket.
 #[derive(Parser, Debug)]
 #[command(name = "xapi", version)]
@@ -38,8 +51,8 @@ struct Opts {
     /// Hypervisor: `xen-sim` (xenctrl over the simulated host), `real` (libxenctrl, in a
     /// dom0), `auto` (real when /dev/xen/privcmd exists, else xen-sim; says which),
     /// `builtin` (the same as `xen-sim`).
-    #[arg(long, default_value = "xen-sim")]
-    hypervisor: String,
+    #[arg(long, value_enum, default_value_t = Hypervisor::XenSim)]
+    hypervisor: Hypervisor,
     /// xenstored's socket; without it a simulated host runs our xenstored in process, and
     /// real Xen uses /var/run/xenstored/socket.
     #[arg(long)]
@@ -103,22 +116,21 @@ fn real(o: &Opts) -> Result<Backend, Error> {
 }
 
 fn host_backend(o: &Opts, cfg: &HostConfig) -> Result<Backend, Error> {
-    match o.hypervisor.as_str() {
-        "builtin" | "xen-sim" => simulated(o, cfg),
-        "real" => real(o),
-        "auto" if std::path::Path::new(xenctrl::PRIVCMD).exists() => {
+    match o.hypervisor {
+        Hypervisor::Builtin | Hypervisor::XenSim => simulated(o, cfg),
+        Hypervisor::Real => real(o),
+        Hypervisor::Auto if std::path::Path::new(xenctrl::PRIVCMD).exists() => {
             // A dom0 whose privcmd cannot be opened fails here: no silent fallback.
             println!("hypervisor auto: {} exists, using Xen", xenctrl::PRIVCMD);
             real(o)
         }
-        "auto" => {
+        Hypervisor::Auto => {
             println!(
                 "hypervisor auto: {} is missing (not a Xen dom0), using the simulated host xen-sim",
                 xenctrl::PRIVCMD
             );
             simulated(o, cfg)
         }
-        other => Err(Error::Backend(format!("unknown hypervisor {other:?}"))),
     }
 }
 
