@@ -239,6 +239,12 @@ impl Xapi {
             for vm in &stale {
                 self.mark_halted(tx, vm);
             }
+            tx.map_set(
+                &self.host,
+                "software_version",
+                "hypervisor",
+                Some(s(self.backend.hypervisor())),
+            );
             self.update_host_memory(tx);
             Ok::<_, crate::Error>(())
         })
