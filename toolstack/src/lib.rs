@@ -6,7 +6,10 @@
 //! - [`backend`]: the host VM lifecycle drives: `xenctrl` (real Xen or `xen-sim`) and a
 //!   xenstored (running, or our engine in process); [`simguest`]: the guests' side of the
 //!   simulated host;
-//! - [`api`]: the XenAPI messages; [`server`]: XML-RPC/JSON-RPC over HTTP(S) and a unix
+//! - [`xenops`]: the VM lifecycle on the host (xenopsd's role) from a typed configuration
+//!   read once from the database;
+//! - [`api`]: the XenAPI messages, split by concern (dispatch, sessions, generic fields,
+//!   VMs, networks, storage, GPUs, events); [`server`]: XML-RPC/JSON-RPC over HTTP(S) and a unix
 //!   socket; [`client`] and [`cli`]: a client and `xe`.
 //!
 //! ```
@@ -35,6 +38,7 @@ pub mod host;
 pub mod server;
 pub mod simguest;
 pub mod value;
+pub mod xenops;
 pub mod xmlrpc;
 
 pub use error::{ApiError, Error};
