@@ -1,12 +1,12 @@
 //! The XenAPI, transport-independent. This module holds the server's state and the
 //! dispatch of a call to its handler; the handlers live by concern:
 //!
-//! - [`session`]: login, logout, session and reference checks;
-//! - [`fields`]: the generic per-class messages (`get_*`, `set_*`, maps and sets,
+//! - `session`: login, logout, session and reference checks;
+//! - `fields`: the generic per-class messages (`get_*`, `set_*`, maps and sets,
 //!   `get_all_records`, `create`/`destroy` with XAPI's refusals);
-//! - [`vm`]: VM creation and destruction, and the lifecycle over [`crate::xenops`];
-//! - [`network`] (networks, VIFs, bonds, VLANs), [`storage`] (SRs, VBDs), [`gpu`];
-//! - [`events`]: `event.from`, `event.register`/`next`.
+//! - `vm`: VM creation and destruction, and the lifecycle over [`crate::xenops`];
+//! - `network` (networks, VIFs, bonds, VLANs), `storage` (SRs, VBDs), `gpu`;
+//! - `events`: `event.from`, `event.register`/`next`.
 
 mod events;
 mod fields;
