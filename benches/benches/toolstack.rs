@@ -2,8 +2,8 @@
 //! `VM.start` on the simulated host, and API calls/s with 64 concurrent clients.
 //!
 //! Peers measured in the same run: the in-process dispatch (no transport) for the wire
-//! calls, `get_all_records` alone for `xe vm-list`, the crate's minimal simulated host for
-//! `VM.start` over xenctrl/xen-sim, and one client for the 64-client throughput.
+//! calls, `get_all_records` alone for `xe vm-list`, the in-memory database for `VM.start` on
+//! SQLite, and one client for the 64-client throughput.
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
@@ -15,14 +15,18 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
 use toolstack::api::{Credentials, Xapi};
-use toolstack::backend::{HostBackend, SimBackend};
+use toolstack::backend::Backend;
 use toolstack::client::{Client, Endpoint};
 use toolstack::db::Db;
 use toolstack::host::{self, HostConfig};
 use toolstack::value::Value;
-use toolstack::xenbackend::XenBackend;
 
 const GIB: u64 = 1 << 30;
+
+/// xenctrl over xen-sim (16 GiB, 1 GiB for dom0) with our xenstored in process.
+fn sim() -> Arc<Backend> {
+    Arc::new(Backend::simulated(16 * GIB, GIB, 4).unwrap())
+}
 
 struct Server {
     xapi: Arc<Xapi>,
@@ -30,7 +34,7 @@ struct Server {
     session: Value,
 }
 
-fn server(backend: Arc<dyn HostBackend>, db: Db) -> Server {
+fn server(backend: Arc<Backend>, db: Db) -> Server {
     host::bootstrap(&db, &HostConfig::simulated()).unwrap();
     let xapi = Xapi::new(db, backend, Credentials::new("root", "pw").unwrap()).unwrap();
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -91,7 +95,7 @@ fn get_all_records(c: &mut Criterion) {
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2));
-    let s = server(Arc::new(SimBackend::new(1 << 50, GIB)), Db::in_memory());
+    let s = server(sim(), Db::in_memory());
     let mut have = 1; // dom0
     for n in [100usize, 1_000, 10_000] {
         add_vms(&s, n + 1 - have);
@@ -137,22 +141,10 @@ fn vm_start(c: &mut Criterion) {
     g.sample_size(20)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2));
-    let backends: [(&str, Arc<dyn HostBackend>); 2] = [
-        ("builtin-sim", Arc::new(SimBackend::new(16 * GIB, GIB))),
-        (
-            "xenctrl+xen-sim",
-            Arc::new(XenBackend::simulated(16 * GIB, GIB, 4)),
-        ),
-    ];
-    for (name, backend) in backends {
-        start_and_stop(&mut g, name, &server(backend, Db::in_memory()));
-    }
+    start_and_stop(&mut g, "xenctrl+xen-sim", &server(sim(), Db::in_memory()));
     // The same on the persistent (SQLite, synchronous=FULL) database.
     let dir = std::env::temp_dir().join(format!("toolstack-bench-{}", std::process::id()));
-    let s = server(
-        Arc::new(XenBackend::simulated(16 * GIB, GIB, 4)),
-        Db::open(&dir).unwrap(),
-    );
+    let s = server(sim(), Db::open(&dir).unwrap());
     start_and_stop(&mut g, "xenctrl+xen-sim, sqlite", &s);
     g.finish();
     let _ = std::fs::remove_dir_all(&dir);
@@ -190,7 +182,7 @@ fn concurrent(c: &mut Criterion) {
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(3));
-    let s = server(Arc::new(SimBackend::new(16 * GIB, GIB)), Db::in_memory());
+    let s = server(sim(), Db::in_memory());
     add_vms(&s, 100);
     let vm = s
         .xapi

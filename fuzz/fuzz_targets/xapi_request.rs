@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use toolstack::api::{Credentials, Xapi};
-use toolstack::backend::SimBackend;
+use toolstack::backend::Backend;
 use toolstack::db::Db;
 use toolstack::host::{self, HostConfig};
 
@@ -15,7 +15,7 @@ fn xapi() -> &'static Arc<Xapi> {
     X.get_or_init(|| {
         let db = Db::in_memory();
         host::bootstrap(&db, &HostConfig::simulated()).unwrap();
-        let backend = Arc::new(SimBackend::new(16 << 30, 1 << 30));
+        let backend = Arc::new(Backend::simulated(16 << 30, 1 << 30, 4).unwrap());
         Xapi::new(db, backend, Credentials::new("root", "pw").unwrap()).unwrap()
     })
 }

@@ -1,29 +1,34 @@
-//! The host below the toolstack: domain control, xenstore and device backends.
+//! The host below the toolstack: `xenctrl` (real Xen, or its simulated host `xen-sim`) and a
+//! xenstore (a running xenstored reached through the `xenstore` client, or the `xenstored`
+//! engine in process, reached through the same client).
 //!
-//! [`HostBackend`] is what `VM.start` and friends drive. [`SimBackend`] is an in-process
-//! simulated host that enforces memory accounting, keeps a xenstore tree and lets tests make
-//! a guest die on its own.
+//! Device directories are written through `xenbus` with the permissions libxl gives them;
+//! on the simulated host the guests' side is played by [`crate::simguest`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
-use xen_types::DomId;
+use parking_lot::Mutex;
+use xen_types::{DomId, Errno, Pages};
+use xenbus::{Store as _, XsStore};
+use xenctrl::{GuestImage, ImageSource, Xen};
+use xenstore::{Access, Perm};
 
+use crate::simguest::SimGuests;
 use crate::Error;
 
 /// What a new domain is made with.
 #[derive(Debug, Clone)]
 pub struct DomainConfig {
     /// The VM's UUID (the domain handle).
-    pub uuid: String,
-    /// The VM's name.
-    pub name: String,
+    pub uuid: uuid::Uuid,
     /// Memory to allocate, bytes.
     pub memory: u64,
     /// Maximum vCPUs.
     pub max_vcpus: u32,
-    /// PV kernel path (may be empty for the simulated host).
+    /// PV kernel path (empty: the domain gets its memory but no boot image).
     pub kernel: String,
     /// PV ramdisk path.
     pub ramdisk: String,
@@ -42,6 +47,49 @@ pub enum ShutdownReason {
     Suspend,
     /// Crashed.
     Crash,
+}
+
+impl ShutdownReason {
+    /// The word written to `control/shutdown` to ask a PV guest for this.
+    pub fn control_word(self) -> &'static str {
+        match self {
+            ShutdownReason::Poweroff => "poweroff",
+            ShutdownReason::Reboot => "reboot",
+            ShutdownReason::Suspend => "suspend",
+            ShutdownReason::Crash => "crash",
+        }
+    }
+
+    /// The reason a `control/shutdown` word asks for.
+    pub fn from_control_word(w: &str) -> Option<Self> {
+        Some(match w {
+            "poweroff" | "halt" => ShutdownReason::Poweroff,
+            "reboot" => ShutdownReason::Reboot,
+            "suspend" => ShutdownReason::Suspend,
+            "crash" => ShutdownReason::Crash,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn to_xen(self) -> xenctrl::ShutdownReason {
+        match self {
+            ShutdownReason::Poweroff => xenctrl::ShutdownReason::Poweroff,
+            ShutdownReason::Reboot => xenctrl::ShutdownReason::Reboot,
+            ShutdownReason::Suspend => xenctrl::ShutdownReason::Suspend,
+            ShutdownReason::Crash => xenctrl::ShutdownReason::Crash,
+        }
+    }
+
+    fn from_xen(r: Option<xenctrl::ShutdownReason>) -> ShutdownReason {
+        match r {
+            Some(xenctrl::ShutdownReason::Reboot) => ShutdownReason::Reboot,
+            Some(xenctrl::ShutdownReason::Suspend) => ShutdownReason::Suspend,
+            Some(xenctrl::ShutdownReason::Crash | xenctrl::ShutdownReason::Watchdog) => {
+                ShutdownReason::Crash
+            }
+            _ => ShutdownReason::Poweroff,
+        }
+    }
 }
 
 /// A kind of split device.
@@ -63,328 +111,377 @@ impl DeviceKind {
     }
 }
 
-/// The host a toolstack drives.
-pub trait HostBackend: Send + Sync {
+/// Default socket of a running xenstored.
+pub const XENSTORED_SOCKET: &str = "/var/run/xenstored/socket";
+
+/// The xenstored engine run in this process on a socket in a private folder.
+struct InProcess {
+    daemon: Arc<xenstored::DaemonHandle>,
+    // Dropped after the daemon (field order): the folder holding its socket.
+    _dir: tempfile::TempDir,
+}
+
+/// The host: domains through `xenctrl`, xenstore through a xenstored connection.
+pub struct Backend {
+    xen: Arc<Xen>,
+    store: XsStore,
+    guests: Option<SimGuests>,
+    reported: Mutex<HashSet<u16>>,
+    // Last: the connection above closes before the in-process daemon stops.
+    inproc: Option<InProcess>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("hypervisor", &self.hypervisor())
+            .field("xenstored_in_process", &self.inproc.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `xenctrl`'s handle on a new simulated host with `memory` bytes (`dom0` of them for dom0)
+/// and `cpus` CPUs.
+pub fn sim_host(memory: u64, dom0: u64, cpus: u32) -> Xen {
+    let cfg = xen_sim::HostConfig {
+        memory: Pages(memory / xen_types::PAGE_SIZE as u64),
+        dom0_memory: Pages(dom0 / xen_types::PAGE_SIZE as u64),
+        sockets: 1,
+        cores_per_socket: cpus.max(1),
+        threads_per_core: 1,
+        ..xen_sim::HostConfig::default()
+    };
+    Xen::sim(xen_sim::Host::new(cfg))
+}
+
+impl Backend {
+    /// `xen` with the xenstored listening at `socket`. On a simulated `xen` the guests are
+    /// played through that daemon's dom0 connection (an external daemon cannot be reached as
+    /// a guest).
+    pub fn with_xenstored(xen: Xen, socket: &Path) -> Result<Self, Error> {
+        let client = xenstore::Client::connect_socket(socket)?;
+        let xen = Arc::new(xen);
+        let guests = (xen.backend() == "sim").then(|| {
+            let socket = socket.to_owned();
+            SimGuests::new(
+                xen.clone(),
+                Box::new(move |_| xenstore::Client::connect_socket(&socket)),
+            )
+        });
+        Ok(Backend {
+            xen,
+            store: XsStore::new(client)?,
+            guests,
+            reported: Mutex::new(HashSet::new()),
+            inproc: None,
+        })
+    }
+
+    /// `xen` with the xenstored engine run in this process (on a socket in a new private
+    /// folder). On a simulated `xen` each guest is played through its own connection, which
+    /// the daemon treats as that domain (permissions enforced).
+    pub fn with_xenstored_in_process(xen: Xen) -> Result<Self, Error> {
+        let dir = tempfile::Builder::new()
+            .prefix("xapi-xenstored-")
+            .tempdir()
+            .map_err(|e| Error::Io("private xenstored folder".into(), e))?;
+        let cfg = xenstored::Config {
+            socket_path: dir.path().join("socket"),
+            data_dir: None,
+            sync: xenstored::SyncMode::Never,
+            ..xenstored::Config::default()
+        };
+        let daemon = Arc::new(xenstored::Daemon::new(cfg)?.spawn()?);
+        let client = xenstore::Client::connect_socket(daemon.socket_path())?;
+        let inject = daemon.clone();
+        let xen = Arc::new(xen);
+        let guests = (xen.backend() == "sim").then(|| {
+            SimGuests::new(
+                xen.clone(),
+                Box::new(move |domid| {
+                    let conn = inject.connect_as(domid)?;
+                    xenstore::Client::with_transport(xenstore::FdTransport::from(conn))
+                }),
+            )
+        });
+        Ok(Backend {
+            xen,
+            store: XsStore::new(client)?,
+            guests,
+            reported: Mutex::new(HashSet::new()),
+            inproc: Some(InProcess { daemon, _dir: dir }),
+        })
+    }
+
+    /// A simulated host (`xen-sim`) with `memory` bytes, `dom0` of them for dom0, `cpus`
+    /// CPUs, and the xenstored engine in process.
+    pub fn simulated(memory: u64, dom0: u64, cpus: u32) -> Result<Self, Error> {
+        Self::with_xenstored_in_process(sim_host(memory, dom0, cpus))
+    }
+
+    /// The `xenctrl` handle.
+    pub fn xen(&self) -> &Xen {
+        &self.xen
+    }
+
+    /// Which hypervisor serves the host: `xen` or `xen-sim`.
+    pub fn hypervisor(&self) -> &'static str {
+        if self.xen.backend() == "sim" {
+            "xen-sim"
+        } else {
+            "xen"
+        }
+    }
+
+    /// The dom0 xenstore connection.
+    pub fn xenstore(&self) -> &xenstore::Client {
+        self.store.client()
+    }
+
+    /// The in-process xenstored, when this backend runs one.
+    pub fn xenstored(&self) -> Option<&xenstored::DaemonHandle> {
+        self.inproc.as_ref().map(|i| &*i.daemon)
+    }
+
+    /// The simulated guests (on a simulated host).
+    pub fn sim_guests(&self) -> Option<&SimGuests> {
+        self.guests.as_ref()
+    }
+
     /// Total host memory, bytes.
-    fn total_memory(&self) -> u64;
+    pub fn total_memory(&self) -> u64 {
+        self.xen.physinfo().map_or(0, |p| p.total_pages.bytes())
+    }
+
     /// Free host memory, bytes.
-    fn free_memory(&self) -> u64;
-    /// Creates a (paused) domain with its memory allocated (`xc_domain_create` + memory
-    /// population); fails when the host lacks the memory.
-    fn create_domain(&self, cfg: &DomainConfig) -> Result<DomId, Error>;
-    /// Builds the domain's boot image (`xc_dom_*`).
-    fn build_domain(&self, domid: DomId, cfg: &DomainConfig) -> Result<(), Error>;
+    pub fn free_memory(&self) -> u64 {
+        self.xen.physinfo().map_or(0, |p| p.free_pages.bytes())
+    }
+
+    /// Creates a paused domain (`xc_domain_create`, max vCPUs and memory).
+    pub fn create_domain(&self, cfg: &DomainConfig) -> Result<DomId, Error> {
+        let mut dc = xenctrl::DomainConfig::pv(cfg.max_vcpus);
+        dc.handle = cfg.uuid;
+        let dom = self.xen.create_domain(&dc)?;
+        let setup = || -> Result<(), xenctrl::Error> {
+            self.xen.set_max_vcpus(dom, cfg.max_vcpus)?;
+            self.xen.set_max_mem(
+                dom,
+                Pages::from_kib(cfg.memory / 1024) + xenctrl::MAXMEM_SLACK,
+            )?;
+            Ok(())
+        };
+        if let Err(e) = setup() {
+            let _ = self.xen.destroy(dom);
+            return Err(e.into());
+        }
+        self.reported.lock().remove(&dom.0);
+        Ok(dom)
+    }
+
+    /// Writes the domain's xenstore directories with libxl's permissions: the domain and
+    /// VM directories owned by dom0 and readable by the guest, the nodes the guest writes
+    /// (`control/shutdown`, `data`, ...) owned by the guest.
+    pub fn make_domain_dirs(
+        &self,
+        domid: DomId,
+        vm_path: &str,
+        entries: &[(String, String)],
+    ) -> Result<(), Error> {
+        let dom = xenbus::paths::domain_path(domid);
+        let ro = [
+            Perm::new(DomId::DOM0, Access::None),
+            Perm::new(domid, Access::Read),
+        ];
+        let rw = [Perm::new(domid, Access::None)];
+        let c = self.store.client();
+        c.transaction(|tx| {
+            for p in [&dom, &vm_path.to_owned()] {
+                tx.write(p, "")?;
+                tx.set_perms(p, &ro)?;
+            }
+            for sub in ["device", "control"] {
+                let p = format!("{dom}/{sub}");
+                tx.write(&p, "")?;
+                tx.set_perms(&p, &ro)?;
+            }
+            for sub in [
+                "control/shutdown",
+                "control/feature-poweroff",
+                "control/feature-reboot",
+                "control/feature-suspend",
+                "control/sysrq",
+                "data",
+                "drivers",
+                "feature",
+                "attr",
+                "error",
+            ] {
+                let p = format!("{dom}/{sub}");
+                tx.write(&p, "")?;
+                tx.set_perms(&p, &rw)?;
+            }
+            for (k, v) in entries {
+                tx.write(k, v)?;
+            }
+            Ok(())
+        })?;
+        if let Some(g) = &self.guests {
+            g.boot(domid)?;
+        }
+        Ok(())
+    }
+
+    /// Builds the domain's boot image (`xc_dom_*`) and introduces it to xenstored.
+    pub fn build_domain(&self, domid: DomId, cfg: &DomainConfig) -> Result<(), Error> {
+        let memory = Pages::from_kib(cfg.memory / 1024);
+        if cfg.kernel.is_empty() {
+            return Ok(self.xen.increase_reservation(domid, memory)?);
+        }
+        let mut image = GuestImage::new(ImageSource::File(cfg.kernel.clone().into()), memory);
+        if !cfg.ramdisk.is_empty() {
+            image.ramdisk = Some(ImageSource::File(cfg.ramdisk.clone().into()));
+        }
+        image.cmdline = cfg.cmdline.clone();
+        let built = self.xen.build(domid, &image)?;
+        let dom = xenbus::paths::domain_path(domid);
+        self.store.write_all(&[
+            (
+                format!("{dom}/store/ring-ref"),
+                built.store.mfn.0.to_string(),
+            ),
+            (format!("{dom}/store/port"), built.store.port.0.to_string()),
+            (
+                format!("{dom}/console/ring-ref"),
+                built.console.mfn.0.to_string(),
+            ),
+            (
+                format!("{dom}/console/port"),
+                built.console.port.0.to_string(),
+            ),
+        ])?;
+        if self.guests.is_none() {
+            self.store
+                .client()
+                .introduce(domid, built.store.pfn, built.store.port)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a device's backend and frontend directories through `xenbus` (each end owns
+    /// its directory, the other may read it), backend in dom0.
+    pub fn add_device(
+        &self,
+        kind: DeviceKind,
+        frontend: DomId,
+        devid: u32,
+        backend_keys: &[(&str, &str)],
+        frontend_keys: &[(&str, &str)],
+    ) -> Result<(), Error> {
+        Ok(xenbus::create_device(
+            &self.store,
+            DomId::DOM0,
+            frontend,
+            kind.dir(),
+            devid,
+            backend_keys,
+            frontend_keys,
+        )?)
+    }
+
     /// Unpauses (`xc_domain_unpause`).
-    fn unpause(&self, domid: DomId) -> Result<(), Error>;
+    pub fn unpause(&self, domid: DomId) -> Result<(), Error> {
+        Ok(self.xen.unpause(domid)?)
+    }
+
     /// Pauses (`xc_domain_pause`).
-    fn pause(&self, domid: DomId) -> Result<(), Error>;
-    /// Asks the guest to shut down cleanly (writes `control/shutdown`) and waits up to
-    /// `timeout` for it; returns whether it did.
-    fn clean_shutdown(
+    pub fn pause(&self, domid: DomId) -> Result<(), Error> {
+        Ok(self.xen.pause(domid)?)
+    }
+
+    /// Asks the guest to shut down (writes `control/shutdown`, as libxl does) and waits up
+    /// to `timeout` for the domain to shut down; returns whether it did.
+    pub fn clean_shutdown(
         &self,
         domid: DomId,
         reason: ShutdownReason,
         timeout: Duration,
-    ) -> Result<bool, Error>;
-    /// Destroys the domain and frees its memory (`xc_domain_destroy`).
-    fn destroy_domain(&self, domid: DomId) -> Result<(), Error>;
-    /// Whether the domain exists and is not shut down.
-    fn is_alive(&self, domid: DomId) -> bool;
-    /// Writes a xenstore key.
-    fn xs_write(&self, path: &str, value: &str) -> Result<(), Error>;
-    /// Removes a xenstore subtree.
-    fn xs_rm(&self, path: &str) -> Result<(), Error>;
-    /// Reads a xenstore key.
-    fn xs_read(&self, path: &str) -> Option<String>;
-    /// Starts the userspace backend for a device whose xenstore dirs are written.
-    fn start_backend(&self, kind: DeviceKind, frontend: DomId, devid: u32) -> Result<(), Error>;
-    /// Stops a device backend.
-    fn stop_backend(&self, kind: DeviceKind, frontend: DomId, devid: u32);
-    /// Waits up to `timeout` for domains that shut down on their own; returns them (each
-    /// once).
-    fn wait_shutdowns(&self, timeout: Duration) -> Vec<(DomId, ShutdownReason)>;
-}
-
-#[derive(Debug)]
-struct SimDomain {
-    memory: u64,
-    paused: bool,
-    shutdown: Option<ShutdownReason>,
-    reported: bool,
-    built: bool,
-}
-
-#[derive(Debug, Default)]
-struct SimState {
-    domains: HashMap<u16, SimDomain>,
-    next_domid: u16,
-    xenstore: BTreeMap<String, String>,
-    backends: Vec<(DeviceKind, u16, u32)>,
-    /// Guests ignore `control/shutdown` (to test the timeout path).
-    ignore_shutdown: bool,
-}
-
-/// A simulated host: memory accounting, domain ids as Xen allocates them, a xenstore tree.
-#[derive(Debug)]
-pub struct SimBackend {
-    total: u64,
-    dom0: u64,
-    state: Mutex<SimState>,
-    cv: Condvar,
-}
-
-impl SimBackend {
-    /// A host with `total` bytes, `dom0` of which dom0 uses.
-    pub fn new(total: u64, dom0: u64) -> Self {
-        SimBackend {
-            total,
-            dom0,
-            state: Mutex::new(SimState {
-                next_domid: 1,
-                ..SimState::default()
-            }),
-            cv: Condvar::new(),
-        }
-    }
-
-    /// Makes a running guest stop on its own (as if it shut down or crashed).
-    pub fn guest_shutdown(&self, domid: DomId, reason: ShutdownReason) -> Result<(), Error> {
-        let mut st = self.state.lock();
-        let d = st
-            .domains
-            .get_mut(&domid.0)
-            .ok_or_else(|| Error::Backend(format!("no domain {}", domid.0)))?;
-        d.shutdown = Some(reason);
-        self.cv.notify_all();
-        Ok(())
-    }
-
-    /// Whether guests honour `control/shutdown`.
-    pub fn set_ignore_shutdown(&self, ignore: bool) {
-        self.state.lock().ignore_shutdown = ignore;
-    }
-
-    /// A snapshot of the xenstore tree under `prefix`.
-    pub fn xenstore_dump(&self, prefix: &str) -> BTreeMap<String, String> {
-        self.state
-            .lock()
-            .xenstore
-            .range(prefix.to_owned()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-
-    /// Backends currently running: (kind, frontend domid, devid).
-    pub fn backends(&self) -> Vec<(DeviceKind, DomId, u32)> {
-        self.state
-            .lock()
-            .backends
-            .iter()
-            .map(|(k, d, i)| (*k, DomId(*d), *i))
-            .collect()
-    }
-
-    /// Number of live domains (dom0 excluded).
-    pub fn domain_count(&self) -> usize {
-        self.state.lock().domains.len()
-    }
-
-    fn used(st: &SimState) -> u64 {
-        st.domains.values().map(|d| d.memory).sum()
-    }
-}
-
-impl HostBackend for SimBackend {
-    fn total_memory(&self) -> u64 {
-        self.total
-    }
-
-    fn free_memory(&self) -> u64 {
-        let st = self.state.lock();
-        self.total.saturating_sub(self.dom0 + Self::used(&st))
-    }
-
-    fn create_domain(&self, cfg: &DomainConfig) -> Result<DomId, Error> {
-        let mut st = self.state.lock();
-        let free = self.total.saturating_sub(self.dom0 + Self::used(&st));
-        if cfg.memory > free {
-            return Err(Error::Backend(format!(
-                "out of memory: need {} bytes, {free} free (ENOMEM)",
-                cfg.memory
-            )));
-        }
-        // Xen hands out the next free id, wrapping below DOMID_FIRST_RESERVED.
-        let mut id = st.next_domid;
-        for _ in 0..0x7ff0 {
-            if !st.domains.contains_key(&id) {
-                break;
-            }
-            id = if id >= 0x7fef { 1 } else { id + 1 };
-        }
-        if st.domains.contains_key(&id) {
-            return Err(Error::Backend("no free domain id".into()));
-        }
-        st.next_domid = if id >= 0x7fef { 1 } else { id + 1 };
-        st.domains.insert(
-            id,
-            SimDomain {
-                memory: cfg.memory,
-                paused: true,
-                shutdown: None,
-                reported: false,
-                built: false,
-            },
-        );
-        Ok(DomId(id))
-    }
-
-    fn build_domain(&self, domid: DomId, _cfg: &DomainConfig) -> Result<(), Error> {
-        let mut st = self.state.lock();
-        let d = st
-            .domains
-            .get_mut(&domid.0)
-            .ok_or_else(|| Error::Backend("no such domain".into()))?;
-        d.built = true;
-        Ok(())
-    }
-
-    fn unpause(&self, domid: DomId) -> Result<(), Error> {
-        let mut st = self.state.lock();
-        let d = st
-            .domains
-            .get_mut(&domid.0)
-            .ok_or_else(|| Error::Backend("no such domain".into()))?;
-        if !d.built {
-            return Err(Error::Backend("domain not built".into()));
-        }
-        d.paused = false;
-        Ok(())
-    }
-
-    fn pause(&self, domid: DomId) -> Result<(), Error> {
-        let mut st = self.state.lock();
-        let d = st
-            .domains
-            .get_mut(&domid.0)
-            .ok_or_else(|| Error::Backend("no such domain".into()))?;
-        d.paused = true;
-        Ok(())
-    }
-
-    fn clean_shutdown(
-        &self,
-        domid: DomId,
-        reason: ShutdownReason,
-        _timeout: Duration,
     ) -> Result<bool, Error> {
-        let word = match reason {
-            ShutdownReason::Poweroff => "poweroff",
-            ShutdownReason::Reboot => "reboot",
-            ShutdownReason::Suspend => "suspend",
-            ShutdownReason::Crash => "crash",
-        };
-        self.xs_write(&format!("/local/domain/{}/control/shutdown", domid.0), word)?;
-        let mut st = self.state.lock();
-        let ignore = st.ignore_shutdown;
-        let d = st
-            .domains
-            .get_mut(&domid.0)
-            .ok_or_else(|| Error::Backend("no such domain".into()))?;
-        // The simulated PV guest acknowledges at once, unless told to ignore requests; a
-        // paused guest cannot act on it.
-        if ignore || d.paused {
-            return Ok(false);
-        }
-        d.shutdown = Some(reason);
-        // The toolstack asked for it, so the reaper does not report it.
-        d.reported = true;
-        Ok(true)
-    }
-
-    fn destroy_domain(&self, domid: DomId) -> Result<(), Error> {
-        let mut st = self.state.lock();
-        st.domains
-            .remove(&domid.0)
-            .ok_or_else(|| Error::Backend("no such domain".into()))?;
-        let prefix = format!("/local/domain/{}/", domid.0);
-        st.xenstore.retain(|k, _| !k.starts_with(&prefix));
-        st.backends.retain(|(_, d, _)| *d != domid.0);
-        Ok(())
-    }
-
-    fn is_alive(&self, domid: DomId) -> bool {
-        self.state
-            .lock()
-            .domains
-            .get(&domid.0)
-            .is_some_and(|d| d.shutdown.is_none())
-    }
-
-    fn xs_write(&self, path: &str, value: &str) -> Result<(), Error> {
-        if !path.starts_with('/') || path.contains("//") {
-            return Err(Error::Backend(format!(
-                "bad xenstore path {path:?} (EINVAL)"
-            )));
-        }
-        self.state
-            .lock()
-            .xenstore
-            .insert(path.to_owned(), value.to_owned());
-        Ok(())
-    }
-
-    fn xs_rm(&self, path: &str) -> Result<(), Error> {
-        let sub = format!("{path}/");
-        self.state
-            .lock()
-            .xenstore
-            .retain(|k, _| k != path && !k.starts_with(&sub));
-        Ok(())
-    }
-
-    fn xs_read(&self, path: &str) -> Option<String> {
-        self.state.lock().xenstore.get(path).cloned()
-    }
-
-    fn start_backend(&self, kind: DeviceKind, frontend: DomId, devid: u32) -> Result<(), Error> {
-        let be = format!(
-            "/local/domain/0/backend/{}/{}/{}",
-            kind.dir(),
-            frontend.0,
-            devid
-        );
-        let mut st = self.state.lock();
-        if !st.xenstore.contains_key(&format!("{be}/frontend")) {
-            return Err(Error::Backend(format!("{be} not written (ENOENT)")));
-        }
-        // XenbusStateInitWait: the backend is up and waits for the frontend.
-        st.xenstore.insert(format!("{be}/state"), "2".into());
-        st.backends.push((kind, frontend.0, devid));
-        Ok(())
-    }
-
-    fn stop_backend(&self, kind: DeviceKind, frontend: DomId, devid: u32) {
-        self.state
-            .lock()
-            .backends
-            .retain(|b| *b != (kind, frontend.0, devid));
-    }
-
-    fn wait_shutdowns(&self, timeout: Duration) -> Vec<(DomId, ShutdownReason)> {
         let deadline = Instant::now() + timeout;
-        let mut st = self.state.lock();
+        // The toolstack asked: the monitor does not report this one.
+        self.reported.lock().insert(domid.0);
+        self.store.write(
+            &format!("{}/control/shutdown", xenbus::paths::domain_path(domid)),
+            reason.control_word(),
+        )?;
         loop {
-            let mut out = Vec::new();
-            for (id, d) in st.domains.iter_mut() {
-                if let (Some(r), false) = (d.shutdown, d.reported) {
-                    d.reported = true;
-                    out.push((DomId(*id), r));
+            match self.xen.domain_info(domid) {
+                Ok(i) if !i.is_shutdown() => {}
+                Ok(_) | Err(xenctrl::Error::NoSuchDomain { .. }) => return Ok(true),
+                Err(e) => {
+                    self.reported.lock().remove(&domid.0);
+                    return Err(e.into());
                 }
             }
-            if !out.is_empty() || self.cv.wait_until(&mut st, deadline).timed_out() {
+            let now = Instant::now();
+            if now >= deadline {
+                self.reported.lock().remove(&domid.0);
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(20).min(deadline - now));
+        }
+    }
+
+    /// Releases the domain from xenstored, destroys it (`xc_domain_destroy`) and removes
+    /// its xenstore directory.
+    pub fn destroy_domain(&self, domid: DomId) -> Result<(), Error> {
+        if let Some(g) = &self.guests {
+            g.gone(domid);
+        } else {
+            match self.store.client().release(domid) {
+                Ok(()) | Err(xenstore::Error::Xs(Errno::ENOENT | Errno::EINVAL)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.xen.destroy(domid)?;
+        self.xs_rm(&xenbus::paths::domain_path(domid))
+    }
+
+    /// Whether the domain exists and is neither shut down nor dying.
+    pub fn is_alive(&self, domid: DomId) -> bool {
+        self.xen
+            .domain_info(domid)
+            .is_ok_and(|i| !i.is_shutdown() && !i.dying())
+    }
+
+    /// Removes a xenstore subtree (no error when it is missing).
+    pub fn xs_rm(&self, path: &str) -> Result<(), Error> {
+        Ok(self.store.rm(path)?)
+    }
+
+    /// Reads a xenstore node (`None` when it is missing).
+    pub fn xs_read(&self, path: &str) -> Result<Option<String>, Error> {
+        Ok(self.store.read(path)?)
+    }
+
+    /// Waits up to `timeout` for domains that shut down on their own; returns each once.
+    pub fn wait_shutdowns(&self, timeout: Duration) -> Vec<(DomId, ShutdownReason)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut out = Vec::new();
+            if let Ok(list) = self.xen.list_domains() {
+                let mut rep = self.reported.lock();
+                for d in list {
+                    if d.domid.0 != 0 && d.is_shutdown() && rep.insert(d.domid.0) {
+                        out.push((d.domid, ShutdownReason::from_xen(d.shutdown_reason)));
+                    }
+                }
+            }
+            let now = Instant::now();
+            if !out.is_empty() || now >= deadline {
                 return out;
             }
+            std::thread::sleep(Duration::from_millis(50).min(deadline - now));
         }
     }
 }

@@ -705,10 +705,75 @@ fn build() -> Vec<Class> {
     out
 }
 
-/// Every class of the model.
+/// Every class of the model, in [`Known`]'s order.
 pub fn classes() -> &'static [Class] {
     static C: OnceLock<Vec<Class>> = OnceLock::new();
     C.get_or_init(build)
+}
+
+/// A class named in code: its lookup cannot fail (the variant is the class's index in
+/// [`classes`], and its name; a test checks both).
+#[allow(non_camel_case_types, missing_docs)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    session,
+    task,
+    pool,
+    host,
+    host_metrics,
+    VM,
+    VM_metrics,
+    SR,
+    PBD,
+    VDI,
+    VBD,
+    network,
+    PIF,
+    VIF,
+    Bond,
+    VLAN,
+    PCI,
+    PGPU,
+    GPU_group,
+    VGPU,
+    VGPU_type,
+}
+
+impl Known {
+    /// Every variant, in order.
+    pub const ALL: [Known; 21] = [
+        Known::session,
+        Known::task,
+        Known::pool,
+        Known::host,
+        Known::host_metrics,
+        Known::VM,
+        Known::VM_metrics,
+        Known::SR,
+        Known::PBD,
+        Known::VDI,
+        Known::VBD,
+        Known::network,
+        Known::PIF,
+        Known::VIF,
+        Known::Bond,
+        Known::VLAN,
+        Known::PCI,
+        Known::PGPU,
+        Known::GPU_group,
+        Known::VGPU,
+        Known::VGPU_type,
+    ];
+
+    /// The class.
+    pub fn class(self) -> &'static Class {
+        &classes()[self as usize]
+    }
+
+    /// The class's name.
+    pub fn name(self) -> &'static str {
+        self.class().name
+    }
 }
 
 /// Looks a class up by name, ignoring ASCII case (`vm` and `VM` are the same class, as in
@@ -732,4 +797,19 @@ pub fn inverse_of(class: &str, field: &str) -> Option<&'static Relation> {
     RELATIONS
         .iter()
         .find(|r| r.other == class && r.other_field == field)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_classes_are_the_model_in_order() {
+        assert_eq!(Known::ALL.len(), classes().len());
+        for (i, k) in Known::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+            assert_eq!(k.class().name, format!("{k:?}"));
+            assert!(std::ptr::eq(class(k.name()).unwrap(), k.class()));
+        }
+    }
 }

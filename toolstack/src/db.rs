@@ -523,7 +523,10 @@ impl Tx<'_> {
         let Some(row) = self.inner.rows.remove(r) else {
             return;
         };
-        for f in &datamodel::class(row.class).expect("known class").fields {
+        for f in datamodel::class(row.class)
+            .into_iter()
+            .flat_map(|c| &c.fields)
+        {
             if datamodel::relation_of(row.class, f.name).is_some() {
                 if let Some(t) = row.rec.get(f.name).and_then(Value::as_str) {
                     let t = t.to_owned();

@@ -47,6 +47,13 @@ impl ApiError {
     }
 }
 
+impl Error {
+    /// Whether the host lacked the memory (`ENOMEM` from `xenctrl`).
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, Error::Xen(xenctrl::Error::OutOfMemory { .. }))
+    }
+}
+
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
@@ -93,6 +100,7 @@ pub mod codes {
 
 /// The crate's error type.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A XenAPI failure.
     #[error("XenAPI failure: {0}")]
@@ -109,13 +117,41 @@ pub enum Error {
     /// TLS setup failed.
     #[error("TLS: {0}")]
     Tls(String),
-    /// The host backend failed.
-    #[error("host backend: {0}")]
-    Backend(String),
+    /// Domain control (`xenctrl`) failed.
+    #[error("xenctrl: {0}")]
+    Xen(#[from] xenctrl::Error),
+    /// A xenstore request failed.
+    #[error("xenstore: {0}")]
+    Xenstore(#[from] xenstore::Error),
+    /// Writing or reading device directories (`xenbus`) failed.
+    #[error("xenbus: {0}")]
+    Xenbus(#[from] xenbus::Error),
+    /// The in-process xenstored failed.
+    #[error("xenstored: {0}")]
+    Xenstored(#[from] xenstored::Error),
     /// A protocol error talking to a server.
     #[error("protocol: {0}")]
     Protocol(String),
     /// Password hashing failed.
     #[error("password hashing failed")]
     Password,
+}
+
+#[cfg(test)]
+mod tests {
+    use xen_types::Errno;
+
+    use super::*;
+
+    #[test]
+    fn lack_of_memory_is_known_by_its_variant() {
+        let xen = |e| Error::Xen(xenctrl::Error::from_errno("xc_domain_create", None, e));
+        assert!(xen(Errno::ENOMEM).is_out_of_memory());
+        for e in [Errno::EINVAL, Errno::ESRCH, Errno::EPERM] {
+            assert!(!xen(e).is_out_of_memory(), "{e:?}");
+        }
+        // A message that mentions memory is not a lack of memory.
+        assert!(!Error::Corrupt("out of memory".into()).is_out_of_memory());
+        assert!(!Error::Xenstore(xenstore::Error::Xs(Errno::ENOMEM)).is_out_of_memory());
+    }
 }

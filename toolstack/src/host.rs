@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::api::now_datetime;
-use crate::datamodel::{self, NULL_REF};
+use crate::datamodel::{Known, NULL_REF};
 use crate::db::{Db, Read, Record};
 use crate::value::Value;
 use crate::Error;
@@ -228,10 +228,9 @@ pub fn bootstrap(db: &Db, cfg: &HostConfig) -> Result<String, Error> {
     if let Some(h) = db.read(|v| v.all("host").into_iter().next()) {
         return Ok(h);
     }
-    let c = |n: &str| datamodel::class(n).expect("known class");
     db.write(|tx| {
         let metrics = tx.create(
-            c("host_metrics"),
+            Known::host_metrics.class(),
             rec([
                 ("memory_total", s(cfg.memory_total.to_string())),
                 (
@@ -260,7 +259,7 @@ pub fn bootstrap(db: &Db, cfg: &HostConfig) -> Result<String, Error> {
         sw.insert("xen".to_owned(), s("4.17"));
         sw.insert("hostname".to_owned(), s(cfg.name.clone()));
         let host = tx.create(
-            c("host"),
+            Known::host.class(),
             rec([
                 ("name_label", s(cfg.name.clone())),
                 ("hostname", s(cfg.name.clone())),
@@ -287,7 +286,7 @@ pub fn bootstrap(db: &Db, cfg: &HostConfig) -> Result<String, Error> {
             ]),
         );
         let dom0_metrics = tx.create(
-            c("VM_metrics"),
+            Known::VM_metrics.class(),
             rec([
                 ("memory_actual", s(cfg.dom0_memory.to_string())),
                 ("VCPUs_number", s(cfg.cpu_count.to_string())),
@@ -296,7 +295,7 @@ pub fn bootstrap(db: &Db, cfg: &HostConfig) -> Result<String, Error> {
         );
         let m = s(cfg.dom0_memory.to_string());
         tx.create(
-            c("VM"),
+            Known::VM.class(),
             rec([
                 (
                     "name_label",
@@ -323,7 +322,7 @@ pub fn bootstrap(db: &Db, cfg: &HostConfig) -> Result<String, Error> {
         );
         for (i, nic) in cfg.nics.iter().enumerate() {
             let net = tx.create(
-                c("network"),
+                Known::network.class(),
                 rec([
                     (
                         "name_label",
@@ -335,7 +334,7 @@ pub fn bootstrap(db: &Db, cfg: &HostConfig) -> Result<String, Error> {
                 ]),
             );
             tx.create(
-                c("PIF"),
+                Known::PIF.class(),
                 rec([
                     ("device", s(nic.device.clone())),
                     ("network", s(net)),
@@ -355,7 +354,7 @@ pub fn bootstrap(db: &Db, cfg: &HostConfig) -> Result<String, Error> {
             );
         }
         let sr = tx.create(
-            c("SR"),
+            Known::SR.class(),
             rec([
                 ("name_label", s("Local storage")),
                 ("type", s("ext")),
@@ -364,7 +363,7 @@ pub fn bootstrap(db: &Db, cfg: &HostConfig) -> Result<String, Error> {
             ]),
         );
         tx.create(
-            c("PBD"),
+            Known::PBD.class(),
             rec([
                 ("host", s(host.clone())),
                 ("SR", s(sr.clone())),
@@ -372,7 +371,7 @@ pub fn bootstrap(db: &Db, cfg: &HostConfig) -> Result<String, Error> {
             ]),
         );
         tx.create(
-            c("pool"),
+            Known::pool.class(),
             rec([
                 ("master", s(host.clone())),
                 ("default_SR", s(sr.clone())),
@@ -383,7 +382,7 @@ pub fn bootstrap(db: &Db, cfg: &HostConfig) -> Result<String, Error> {
         let mut types = std::collections::HashMap::new();
         for gpu in &cfg.gpus {
             let pci = tx.create(
-                c("PCI"),
+                Known::PCI.class(),
                 rec([
                     ("class_name", s("VGA compatible controller")),
                     ("vendor_name", s(gpu.vendor_name.clone())),
@@ -397,7 +396,7 @@ pub fn bootstrap(db: &Db, cfg: &HostConfig) -> Result<String, Error> {
                 String::clone(g)
             } else {
                 let g = tx.create(
-                    c("GPU_group"),
+                    Known::GPU_group.class(),
                     rec([
                         (
                             "name_label",
@@ -414,7 +413,7 @@ pub fn bootstrap(db: &Db, cfg: &HostConfig) -> Result<String, Error> {
                 g
             };
             let pgpu = tx.create(
-                c("PGPU"),
+                Known::PGPU.class(),
                 rec([
                     ("PCI", s(pci)),
                     ("GPU_group", s(group.clone())),
@@ -431,7 +430,7 @@ pub fn bootstrap(db: &Db, cfg: &HostConfig) -> Result<String, Error> {
                 .map(|(k, _)| k.clone());
             let pt = pt.unwrap_or_else(|| {
                 tx.create(
-                    c("VGPU_type"),
+                    Known::VGPU_type.class(),
                     rec([
                         ("model_name", s("passthrough")),
                         ("implementation", s("passthrough")),

@@ -3,18 +3,22 @@
 //! Layers, bottom up:
 //! - [`datamodel`]: XAPI's classes and fields; [`db`]: the object database, written through
 //!   to SQLite (crash-safe) with generations for `event.from`;
-//! - [`backend`]: the [`HostBackend`](backend::HostBackend) trait VM lifecycle drives, and a
+//! - [`backend`]: the host VM lifecycle drives: `xenctrl` (real Xen or `xen-sim`) and a
+//!   xenstored (running, or our engine in process); [`simguest`]: the guests' side of the
 //!   simulated host;
-//! - [`api`]: the XenAPI messages; [`server`]: XML-RPC/JSON-RPC over HTTP(S) and a unix
+//! - [`xenops`]: the VM lifecycle on the host (xenopsd's role) from a typed configuration
+//!   read once from the database;
+//! - [`api`]: the XenAPI messages, split by concern (dispatch, sessions, generic fields,
+//!   VMs, networks, storage, GPUs, events); [`server`]: XML-RPC/JSON-RPC over HTTP(S) and a unix
 //!   socket; [`client`] and [`cli`]: a client and `xe`.
 //!
 //! ```
 //! use std::sync::Arc;
-//! use toolstack::{api::{Credentials, Xapi}, backend::SimBackend, db::Db, host, value::Value};
+//! use toolstack::{api::{Credentials, Xapi}, backend::Backend, db::Db, host, value::Value};
 //!
 //! let db = Db::in_memory();
 //! host::bootstrap(&db, &host::HostConfig::simulated()).unwrap();
-//! let backend = Arc::new(SimBackend::new(16 << 30, 1 << 30));
+//! let backend = Arc::new(Backend::simulated(16 << 30, 1 << 30, 4).unwrap());
 //! let xapi = Xapi::new(db, backend, Credentials::new("root", "pw").unwrap()).unwrap();
 //! let session = xapi
 //!     .call("session.login_with_password", &[Value::str("root"), Value::str("pw")])
@@ -32,8 +36,9 @@ pub mod db;
 pub mod error;
 pub mod host;
 pub mod server;
+pub mod simguest;
 pub mod value;
-pub mod xenbackend;
+pub mod xenops;
 pub mod xmlrpc;
 
 pub use error::{ApiError, Error};

@@ -1,5 +1,5 @@
-//! The XenAPI logic in process: lifecycle over the simulated host, relations, XAPI's checks,
-//! events, persistence.
+//! The XenAPI logic in process: lifecycle over xenctrl on the simulated host (xen-sim) with
+//! our xenstored in process, relations, XAPI's checks, events, persistence.
 
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use toolstack::api::{Credentials, Xapi};
-use toolstack::backend::{HostBackend, ShutdownReason, SimBackend};
+use toolstack::backend::{Backend, ShutdownReason};
 use toolstack::db::Db;
 use toolstack::host::{self, HostConfig};
+use toolstack::simguest::{ShutdownAnswer, SimGuests};
 use toolstack::value::Value;
-use toolstack::xenbackend::XenBackend;
 use toolstack::ApiError;
 use xen_types::DomId;
 
@@ -19,7 +19,7 @@ const GIB: u64 = 1 << 30;
 
 struct T {
     x: Arc<Xapi>,
-    sim: Arc<SimBackend>,
+    be: Arc<Backend>,
     s: Value,
 }
 
@@ -29,22 +29,38 @@ impl T {
         Self::with_db(db)
     }
 
+    /// A 4 GiB simulated host, 1 GiB of it for dom0.
     fn with_db(db: Db) -> T {
-        let sim = Arc::new(SimBackend::new(4 * GIB, GIB));
-        Self::with_backend(db, sim.clone(), sim)
-    }
-
-    fn with_backend(db: Db, backend: Arc<dyn HostBackend>, sim: Arc<SimBackend>) -> T {
+        let be = Arc::new(Backend::simulated(4 * GIB, GIB, 4).unwrap());
         let cfg = HostConfig::simulated();
         host::bootstrap(&db, &cfg).unwrap();
-        let x = Xapi::new(db, backend, Credentials::new("root", "pw").unwrap()).unwrap();
+        let x = Xapi::new(db, be.clone(), Credentials::new("root", "pw").unwrap()).unwrap();
         let s = x
             .call(
                 "session.login_with_password",
                 &[Value::str("root"), Value::str("pw")],
             )
             .unwrap();
-        T { x, sim, s }
+        T { x, be, s }
+    }
+
+    fn set_shutdown_timeout(&self, d: Duration) {
+        self.x
+            .clean_shutdown_timeout_ms
+            .store(d.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn guests(&self) -> &SimGuests {
+        self.be.sim_guests().expect("a simulated host")
+    }
+
+    fn xs(&self, path: &str) -> Option<String> {
+        self.be.xs_read(path).unwrap()
+    }
+
+    /// Domains other than dom0.
+    fn domain_count(&self) -> usize {
+        self.be.xen().list_domains().unwrap().len() - 1
     }
 
     fn call(&self, m: &str, args: &[Value]) -> Result<Value, ApiError> {
@@ -143,7 +159,7 @@ fn start_writes_xenstore_and_shutdown_cleans_up() {
         .try_into()
         .unwrap();
     let uuid = t.get("VM", "uuid", &vm);
-    let xs = |p: &str| t.sim.xs_read(p);
+    let xs = |p: &str| t.xs(p);
     let dom = format!("/local/domain/{domid}");
     assert_eq!(xs(&format!("{dom}/name")).as_deref(), Some("a"));
     assert_eq!(
@@ -164,10 +180,13 @@ fn start_writes_xenstore_and_shutdown_cleans_up() {
         )),
         Some(domid.to_string())
     );
-    assert_eq!(
-        xs(&format!("/local/domain/0/backend/vbd/{domid}/51712/state")).as_deref(),
-        Some("2")
-    );
+    // Written by the toolstack through xenbus: both ends Initialising.
+    for p in [
+        format!("/local/domain/0/backend/vbd/{domid}/51712/state"),
+        format!("{dom}/device/vbd/51712/state"),
+    ] {
+        assert_eq!(xs(&p).as_deref(), Some("1"), "{p}");
+    }
     assert_eq!(
         xs(&format!("/local/domain/0/backend/vif/{domid}/0/mac")).as_deref(),
         Some("02:00:00:00:00:aa")
@@ -181,8 +200,7 @@ fn start_writes_xenstore_and_shutdown_cleans_up() {
         xs(&format!("/vm/{}/uuid", uuid.as_str().unwrap())).as_deref(),
         uuid.as_str()
     );
-    assert_eq!(t.sim.backends().len(), 2);
-    assert!(t.sim.is_alive(DomId(domid)));
+    assert!(t.be.is_alive(DomId(domid)));
     assert_eq!(t.get("VIF", "currently_attached", &vif), Value::Bool(true));
     // An attached device cannot be destroyed.
     assert_eq!(
@@ -191,17 +209,15 @@ fn start_writes_xenstore_and_shutdown_cleans_up() {
     );
 
     t.ok("VM.clean_shutdown", &[vm.clone()]);
-    assert!(t.sim.xenstore_dump(&format!("{dom}/")).is_empty());
-    assert!(t
-        .sim
-        .xenstore_dump(&format!("/local/domain/0/backend/vbd/{domid}/"))
-        .is_empty());
-    assert!(t
-        .sim
-        .xenstore_dump(&format!("/vm/{}", uuid.as_str().unwrap()))
-        .is_empty());
-    assert!(t.sim.backends().is_empty());
-    assert_eq!(t.sim.domain_count(), 0);
+    for p in [
+        dom.clone(),
+        format!("/local/domain/0/backend/vbd/{domid}"),
+        format!("/local/domain/0/backend/vif/{domid}"),
+        format!("/vm/{}", uuid.as_str().unwrap()),
+    ] {
+        assert_eq!(xs(&p), None, "{p} left behind");
+    }
+    assert_eq!(t.domain_count(), 0);
     t.ok("VIF.destroy", &[vif]);
 }
 
@@ -276,14 +292,14 @@ fn domain_dying_on_its_own_is_noticed() {
         &[vm.clone(), Value::Bool(false), Value::Bool(false)],
     );
     let domid = t.get("VM", "domid", &vm).as_i64().unwrap() as u16;
-    t.sim
-        .guest_shutdown(DomId(domid), ShutdownReason::Crash)
+    t.guests()
+        .shut_down_on_its_own(DomId(domid), ShutdownReason::Crash)
         .unwrap();
     wait_for("VM halted", || {
         t.get("VM", "power_state", &vm) == Value::str("Halted")
     });
     assert_eq!(t.get("VM", "domid", &vm), Value::str("-1"));
-    assert_eq!(t.sim.domain_count(), 0);
+    assert_eq!(t.domain_count(), 0);
 
     // A guest-initiated reboot restarts it in a new domain.
     t.ok(
@@ -291,15 +307,16 @@ fn domain_dying_on_its_own_is_noticed() {
         &[vm.clone(), Value::Bool(false), Value::Bool(false)],
     );
     let first = t.get("VM", "domid", &vm).as_i64().unwrap() as u16;
-    t.sim
-        .guest_shutdown(DomId(first), ShutdownReason::Reboot)
+    t.guests()
+        .shut_down_on_its_own(DomId(first), ShutdownReason::Reboot)
         .unwrap();
     wait_for("VM restarted", || {
         let d = t.get("VM", "domid", &vm).as_i64().unwrap();
         d > 0 && d != i64::from(first) && t.get("VM", "power_state", &vm) == Value::str("Running")
     });
     // A guest that ignores the shutdown request makes clean_shutdown time out.
-    t.sim.set_ignore_shutdown(true);
+    t.set_shutdown_timeout(Duration::from_millis(200));
+    t.guests().set_answer(ShutdownAnswer::Ignore);
     assert_eq!(
         t.err("VM.clean_shutdown", &[vm.clone()]).code,
         "VM_SHUTDOWN_TIMEOUT"
@@ -737,9 +754,8 @@ fn sysfs_discovery() {
 
 #[test]
 fn lifecycle_over_xenctrl_and_xen_sim() {
-    let xb = Arc::new(XenBackend::simulated(4 * GIB, GIB, 4));
-    let unused = Arc::new(SimBackend::new(0, 0));
-    let t = T::with_backend(Db::in_memory(), xb.clone(), unused);
+    let t = T::new();
+    let xb = t.be.clone();
     t.x.spawn_monitor();
     let free0 = xb.free_memory();
     assert_eq!(free0, 3 * GIB);
@@ -764,7 +780,7 @@ fn lifecycle_over_xenctrl_and_xen_sim() {
     assert_eq!(info.tot_pages.bytes(), GIB);
     assert_eq!(xb.free_memory(), 2 * GIB);
     assert_eq!(
-        xb.xs_read(&format!("/local/domain/{}/device/vif/0/state", domid.0))
+        t.xs(&format!("/local/domain/{}/device/vif/0/state", domid.0))
             .as_deref(),
         Some("1")
     );
@@ -933,4 +949,122 @@ fn sessions_are_capped_per_originator() {
     );
     let n = refs(&t.ok("session.get_all", &[])).len();
     assert_eq!(n, LIMIT + 1); // + the test's own
+}
+
+/// Device directories carry libxl's permissions, read back through our xenstored with the
+/// guest connected as its own domain id: the guest writes its frontend nodes and the
+/// control node it answers on, and cannot write its backend's nodes nor the toolstack's.
+#[test]
+fn guest_writes_its_frontend_and_not_its_backend() {
+    let t = T::new();
+    let vm = t.vm("perm", GIB / 4);
+    let net = t.ok("network.create", &[rec(&[("name_label", Value::str("n"))])]);
+    t.ok(
+        "VIF.create",
+        &[rec(&[
+            ("VM", vm.clone()),
+            ("network", net),
+            ("device", Value::str("0")),
+        ])],
+    );
+    let sr = refs(&t.ok("SR.get_all", &[]))[0].clone();
+    let vdi = t.ok(
+        "VDI.create",
+        &[rec(&[("SR", sr), ("virtual_size", Value::str("1024"))])],
+    );
+    t.ok("VBD.create", &[rec(&[("VM", vm.clone()), ("VDI", vdi)])]);
+    t.ok(
+        "VM.start",
+        &[vm.clone(), Value::Bool(false), Value::Bool(false)],
+    );
+    let domid = DomId(t.get("VM", "domid", &vm).as_i64().unwrap() as u16);
+    let guest = t.guests().xenstore(domid).expect("the guest's connection");
+    let dom = format!("/local/domain/{}", domid.0);
+    for (kind, devid) in [("vbd", 51712), ("vif", 0)] {
+        let fe = format!("{dom}/device/{kind}/{devid}");
+        let be = format!("/local/domain/0/backend/{kind}/{}/{devid}", domid.0);
+        // The guest owns its frontend; dom0 (the backend domain) may read it.
+        guest.write(&format!("{fe}/state"), "3").unwrap();
+        guest.write(&format!("{fe}/ring-ref"), "8").unwrap();
+        assert_eq!(t.xs(&format!("{fe}/ring-ref")).as_deref(), Some("8"));
+        let perms = t.be.xenstore().get_perms(&fe).unwrap();
+        assert_eq!(perms[0].domid, domid, "{fe} owner");
+        assert!(perms[1..].iter().any(|p| p.domid == DomId(0)), "{perms:?}");
+        // It may read the backend's directory but not write it.
+        assert_eq!(
+            guest.read_string(&format!("{be}/frontend-id")).unwrap(),
+            domid.0.to_string()
+        );
+        let e = guest.write(&format!("{be}/state"), "4").unwrap_err();
+        assert_eq!(e.errno(), Some(xen_types::Errno::EACCES), "{be}: {e}");
+        assert_eq!(t.be.xenstore().get_perms(&be).unwrap()[0].domid, DomId(0));
+    }
+    // The toolstack's nodes are read-only to the guest; its control node is its own.
+    assert!(guest.write(&format!("{dom}/name"), "x").is_err());
+    assert_eq!(t.xs(&format!("{dom}/name")).as_deref(), Some("perm"));
+    guest
+        .write(&format!("{dom}/control/feature-poweroff"), "1")
+        .unwrap();
+    t.ok("VM.hard_shutdown", &[vm]);
+}
+
+/// `clean_shutdown` and `clean_reboot` wait for the guest up to the timeout and no longer: a
+/// guest that answers within it stops cleanly, one that answers later or never makes the
+/// call fail with `VM_SHUTDOWN_TIMEOUT` after the timeout, and leaves the VM running.
+#[test]
+fn clean_shutdown_times_out() {
+    let t = T::new();
+    let timeout = Duration::from_millis(400);
+    t.set_shutdown_timeout(timeout);
+    let vm = t.vm("slow", GIB / 4);
+    let start = || {
+        t.ok(
+            "VM.start",
+            &[vm.clone(), Value::Bool(false), Value::Bool(false)],
+        );
+        DomId(t.get("VM", "domid", &vm).as_i64().unwrap() as u16)
+    };
+    let timed = |m: &str| {
+        let t0 = Instant::now();
+        let r = t.call(m, std::slice::from_ref(&vm));
+        (r, t0.elapsed())
+    };
+
+    // Within the timeout: the toolstack waited for the guest, which stopped by itself.
+    let domid = start();
+    t.guests()
+        .set_answer(ShutdownAnswer::After(Duration::from_millis(150)));
+    let (r, took) = timed("VM.clean_shutdown");
+    r.unwrap();
+    assert!(
+        took >= Duration::from_millis(150),
+        "returned after {took:?}"
+    );
+    assert_eq!(t.get("VM", "power_state", &vm), Value::str("Halted"));
+    assert!(!t.be.is_alive(domid));
+
+    // Later than the timeout, then never: the call fails at the timeout, not before, and
+    // the guest keeps running with the request pending.
+    for answer in [
+        ShutdownAnswer::After(Duration::from_secs(3)),
+        ShutdownAnswer::Ignore,
+    ] {
+        let domid = start();
+        t.guests().set_answer(answer);
+        for m in ["VM.clean_shutdown", "VM.clean_reboot"] {
+            let (r, took) = timed(m);
+            let e = r.unwrap_err();
+            assert_eq!(e.code, "VM_SHUTDOWN_TIMEOUT", "{m}: {e}");
+            assert!(took >= timeout, "{m} gave up after {took:?}");
+            assert!(took < timeout * 5, "{m} waited {took:?}");
+            assert_eq!(t.get("VM", "power_state", &vm), Value::str("Running"));
+            assert!(t.be.is_alive(domid));
+        }
+        assert_eq!(
+            t.xs(&format!("/local/domain/{}/control/shutdown", domid.0))
+                .as_deref(),
+            Some("reboot")
+        );
+        t.ok("VM.hard_shutdown", std::slice::from_ref(&vm));
+    }
 }

@@ -6,10 +6,22 @@ use std::sync::Arc;
 
 use clap::Parser;
 use toolstack::api::{Credentials, Xapi};
-use toolstack::backend::{HostBackend, SimBackend};
+use toolstack::backend::{self, Backend};
 use toolstack::host::{self, HostConfig};
-use toolstack::xenbackend::{Store, XenBackend};
 use toolstack::{db::Db, server, Error};
+
+/// Which hypervisor serves the host.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Hypervisor {
+    /// xenctrl over the simulated host.
+    XenSim,
+    /// libxenctrl, in a dom0.
+    Real,
+    /// Real when /dev/xen/privcmd exists, else xen-sim.
+    Auto,
+    /// The same as xen-sim.
+    Builtin,
+}
 
 /// The XenAPI daemon: XML-RPC and JSON-RPC over HTTP, HTTPS and a unix socket.
 #[derive(Parser, Debug)]
@@ -37,12 +49,12 @@ struct Opts {
     #[arg(long)]
     discover: bool,
     /// Hypervisor: `xen-sim` (xenctrl over the simulated host), `real` (libxenctrl, in a
-    /// dom0), `auto` (real when /dev/xen/privcmd exists), `builtin` (the crate's minimal
-    /// simulated host).
-    #[arg(long, default_value = "xen-sim")]
-    hypervisor: String,
-    /// xenstored's socket; without it xenstore entries go to an in-process tree (simulated
-    /// hosts only).
+    /// dom0), `auto` (real when /dev/xen/privcmd exists, else xen-sim; says which),
+    /// `builtin` (the same as `xen-sim`).
+    #[arg(long, value_enum, default_value_t = Hypervisor::XenSim)]
+    hypervisor: Hypervisor,
+    /// xenstored's socket; without it a simulated host runs our xenstored in process, and
+    /// real Xen uses /var/run/xenstored/socket.
     #[arg(long)]
     xenstored_socket: Option<PathBuf>,
 }
@@ -84,6 +96,44 @@ fn addr(s: &str) -> Result<Option<SocketAddr>, Error> {
     })
 }
 
+/// The simulated host with `--xenstored-socket`'s daemon, or our xenstored in process.
+fn simulated(o: &Opts, cfg: &HostConfig) -> Result<Backend, Error> {
+    let xen = backend::sim_host(cfg.memory_total, cfg.dom0_memory, cfg.cpu_count);
+    match &o.xenstored_socket {
+        Some(p) => Backend::with_xenstored(xen, p),
+        None => Backend::with_xenstored_in_process(xen),
+    }
+}
+
+/// Real Xen with its running xenstored.
+fn real(o: &Opts) -> Result<Backend, Error> {
+    let xen = xenctrl::Xen::real()?;
+    let socket = o
+        .xenstored_socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(backend::XENSTORED_SOCKET));
+    Backend::with_xenstored(xen, &socket)
+}
+
+fn host_backend(o: &Opts, cfg: &HostConfig) -> Result<Backend, Error> {
+    match o.hypervisor {
+        Hypervisor::Builtin | Hypervisor::XenSim => simulated(o, cfg),
+        Hypervisor::Real => real(o),
+        Hypervisor::Auto if std::path::Path::new(xenctrl::PRIVCMD).exists() => {
+            // A dom0 whose privcmd cannot be opened fails here: no silent fallback.
+            println!("hypervisor auto: {} exists, using Xen", xenctrl::PRIVCMD);
+            real(o)
+        }
+        Hypervisor::Auto => {
+            println!(
+                "hypervisor auto: {} is missing (not a Xen dom0), using the simulated host xen-sim",
+                xenctrl::PRIVCMD
+            );
+            simulated(o, cfg)
+        }
+    }
+}
+
 async fn run(o: Opts) -> Result<(), Error> {
     std::fs::create_dir_all(&o.state_dir)
         .map_err(|e| Error::Io(o.state_dir.display().to_string(), e))?;
@@ -95,33 +145,8 @@ async fn run(o: Opts) -> Result<(), Error> {
     };
     let db = Db::open(&o.state_dir)?;
     host::bootstrap(&db, &cfg)?;
-    let backend: Arc<dyn HostBackend> = match o.hypervisor.as_str() {
-        "builtin" => Arc::new(SimBackend::new(cfg.memory_total, cfg.dom0_memory)),
-        "xen-sim" => {
-            let xen = XenBackend::sim_host(cfg.memory_total, cfg.dom0_memory, cfg.cpu_count);
-            let store = match &o.xenstored_socket {
-                Some(p) => XenBackend::xenstored(p)?,
-                None => Store::Memory(Default::default()),
-            };
-            Arc::new(XenBackend::new(xen, store, true))
-        }
-        "real" | "auto" => {
-            let xen = if o.hypervisor == "real" {
-                xenctrl::Xen::real()
-            } else {
-                xenctrl::Xen::auto()
-            }
-            .map_err(|e| Error::Backend(e.to_string()))?;
-            let sim = xen.backend() == "sim";
-            let store = match &o.xenstored_socket {
-                Some(p) => XenBackend::xenstored(p)?,
-                None if sim => Store::Memory(Default::default()),
-                None => XenBackend::xenstored(&PathBuf::from("/var/run/xenstored/socket"))?,
-            };
-            Arc::new(XenBackend::new(xen, store, sim))
-        }
-        other => return Err(Error::Backend(format!("unknown hypervisor {other:?}"))),
-    };
+    let backend = Arc::new(host_backend(&o, &cfg)?);
+    println!("hypervisor: {}", backend.hypervisor());
     let xapi = Xapi::new(db, backend, creds)?;
     xapi.spawn_monitor();
     let mut tasks = Vec::new();

@@ -18,11 +18,20 @@ pub struct Daemon {
     pub http: u16,
     pub https: u16,
     pub socket: PathBuf,
+    /// The hypervisor xapi said it uses (`xen` or `xen-sim`).
+    pub hypervisor: String,
+    /// What it printed before `ready`.
+    pub banner: Vec<String>,
 }
 
 impl Daemon {
     /// Starts xapi on free loopback ports with `state` as its state folder.
     pub fn start(state: &Path) -> Daemon {
+        Self::start_with(state, &[])
+    }
+
+    /// [`Daemon::start`] with extra arguments.
+    pub fn start_with(state: &Path, extra: &[&str]) -> Daemon {
         let socket = state.join("xapi.sock");
         let mut child = Command::new(env!("CARGO_BIN_EXE_xapi"))
             .args([
@@ -35,6 +44,7 @@ impl Daemon {
             .arg(&socket)
             .arg("--state-dir")
             .arg(state)
+            .args(extra)
             .env("XAPI_ROOT_PASSWORD", PASSWORD)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -51,6 +61,7 @@ impl Daemon {
             }
         });
         let (mut http, mut https) = (0, 0);
+        let (mut hypervisor, mut banner) = (String::new(), Vec::new());
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -59,7 +70,10 @@ impl Daemon {
                 panic!("xapi did not report ready within 60 s");
             });
             let port = |l: &str| l.rsplit(':').next().unwrap().parse::<u16>().unwrap();
-            if let Some(a) = line.strip_prefix("listening on http://") {
+            banner.push(line.clone());
+            if let Some(h) = line.strip_prefix("hypervisor: ") {
+                hypervisor = h.to_owned();
+            } else if let Some(a) = line.strip_prefix("listening on http://") {
                 http = port(a);
             } else if let Some(a) = line.strip_prefix("listening on https://") {
                 https = port(a);
@@ -72,6 +86,8 @@ impl Daemon {
             http,
             https,
             socket,
+            hypervisor,
+            banner,
         }
     }
 

@@ -1,0 +1,290 @@
+//! The generic messages of every class: field getters and setters, map and set members,
+//! `get_all`/`get_all_records` (also encoded straight to XML-RPC), `get_by_*`, record
+//! `create` with type and reference checks, and `destroy` with XAPI's refusals.
+
+use super::*;
+
+impl Xapi {
+    /// `<class>.get_all_records` encoded straight from the database as a complete XML-RPC
+    /// response (no intermediate copy of the records); `None` when the call is not a valid
+    /// one of those (the generic path then answers, errors included).
+    pub fn get_all_records_xml(&self, method: &str, params: &[Value]) -> Option<String> {
+        let cname = method.strip_suffix(".get_all_records")?;
+        let class = datamodel::class(cname).filter(|c| c.name == cname)?;
+        if params.len() != 1 {
+            return None;
+        }
+        self.session(&params[0]).ok()?;
+        Some(self.db.read(|v| {
+            let mut out = String::with_capacity(256 + v.count(class.name) * 2048);
+            out.push_str("<?xml version=\"1.0\"?>\n<methodResponse><params><param><value><struct>");
+            out.push_str("<member><name>Status</name><value>Success</value></member>");
+            out.push_str("<member><name>Value</name><value><struct>");
+            for (r, rec) in v.iter_class(class.name) {
+                crate::xmlrpc::open_member(&mut out, r);
+                out.push_str("<value>");
+                crate::xmlrpc::encode_struct(&mut out, rec);
+                out.push_str("</value></member>");
+            }
+            out.push_str(
+                "</struct></value></member></struct></value></param></params></methodResponse>\n",
+            );
+            out
+        }))
+    }
+
+    /// Checks a whole record given to `create`: types, and reference targets.
+    pub(super) fn check_record(
+        &self,
+        tx: &Tx<'_>,
+        class: &Class,
+        v: &Value,
+    ) -> Result<Record, ApiError> {
+        let m = v.as_struct().ok_or_else(|| ApiError::field_type("args"))?;
+        let mut out = Record::new();
+        for (k, x) in m {
+            let Some(f) = class.field(k) else { continue };
+            if f.qual == Qual::RO || datamodel::inverse_of(class.name, f.name).is_some() {
+                continue;
+            }
+            let x = f.ty.coerce(x).ok_or_else(|| ApiError::field_type(k))?;
+            if let Ty::Ref(target) = f.ty {
+                let r = x.as_str().unwrap_or(NULL_REF);
+                if r != NULL_REF {
+                    Self::check_ref_tx(tx, r, target)?;
+                }
+            }
+            out.insert(k.clone(), x);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn generic(&self, class: &'static Class, method: &str, msg: &str, p: &[Value]) -> R {
+        let n = p.len();
+        let cname = class.name;
+        match msg {
+            "get_all" => {
+                arity(method, 1, n)?;
+                self.session(&p[0])?;
+                Ok(Value::Array(
+                    self.db.read(|v| v.all(cname).into_iter().map(s).collect()),
+                ))
+            }
+            "get_all_records" => {
+                arity(method, 1, n)?;
+                self.session(&p[0])?;
+                Ok(Value::Struct(self.db.read(|v| {
+                    v.iter_class(cname)
+                        .map(|(k, r)| (k.clone(), Value::Struct(r.clone())))
+                        .collect()
+                })))
+            }
+            "get_record" => {
+                arity(method, 2, n)?;
+                self.session(&p[0])?;
+                let r = self.check_ref(&p[1], cname, "self")?;
+                self.db
+                    .read(|v| v.get(&r).cloned())
+                    .map(Value::Struct)
+                    .ok_or_else(|| ApiError::handle_invalid(cname, &r))
+            }
+            "get_by_uuid" => {
+                arity(method, 2, n)?;
+                self.session(&p[0])?;
+                let u = arg_str(&p[1], "uuid")?;
+                self.db
+                    .read(|v| {
+                        v.by_uuid(u)
+                            .filter(|r| v.class_of(r) == Some(cname))
+                            .cloned()
+                    })
+                    .map(s)
+                    .ok_or_else(|| ApiError::new(codes::UUID_INVALID, [cname, u]))
+            }
+            "get_by_name_label" if class.has_name_label() => {
+                arity(method, 2, n)?;
+                self.session(&p[0])?;
+                let l = arg_str(&p[1], "label")?;
+                Ok(Value::Array(self.db.read(|v| {
+                    v.iter_class(cname)
+                        .filter(|(_, r)| r.get("name_label").and_then(Value::as_str) == Some(l))
+                        .map(|(k, _)| s(k.clone()))
+                        .collect()
+                })))
+            }
+            "create" if class.record_create => {
+                arity(method, 2, n)?;
+                self.session(&p[0])?;
+                self.db.write(|tx| {
+                    let rec = self.check_record(tx, class, &p[1])?;
+                    Ok(s(tx.create(class, rec)))
+                })
+            }
+            "destroy" if class.destroy => {
+                arity(method, 2, n)?;
+                self.session(&p[0])?;
+                let r = self.check_ref(&p[1], cname, "self")?;
+                self.db.write(|tx| {
+                    self.check_destroy(tx, cname, &r)?;
+                    tx.destroy(&r);
+                    Ok(s(""))
+                })
+            }
+            _ => self.field_message(class, method, msg, p),
+        }
+    }
+
+    /// XAPI's refusal to destroy an object others still use.
+    pub(super) fn check_destroy(&self, tx: &Tx<'_>, class: &str, r: &str) -> Result<(), ApiError> {
+        let busy = |field: &str| tx.refs_field(r, field);
+        match class {
+            "network" => {
+                let vifs = busy("VIFs");
+                if !vifs.is_empty() {
+                    return Err(ApiError::new(codes::NETWORK_CONTAINS_VIF, vifs));
+                }
+                let pifs = busy("PIFs");
+                if !pifs.is_empty() {
+                    return Err(ApiError::new(codes::NETWORK_CONTAINS_PIF, pifs));
+                }
+            }
+            "VDI" if !busy("VBDs").is_empty() => {
+                return Err(ApiError::new(codes::VDI_IN_USE, [r, "destroy"]));
+            }
+            "SR" => {
+                if !busy("VDIs").is_empty() {
+                    return Err(ApiError::new(codes::SR_NOT_EMPTY, Vec::<String>::new()));
+                }
+                if !busy("PBDs").is_empty() {
+                    return Err(ApiError::new(codes::SR_HAS_PBD, [r]));
+                }
+            }
+            "GPU_group" => {
+                if !busy("PGPUs").is_empty() {
+                    return Err(ApiError::new("GPU_GROUP_CONTAINS_PGPU", busy("PGPUs")));
+                }
+                if !busy("VGPUs").is_empty() {
+                    return Err(ApiError::new("GPU_GROUP_CONTAINS_VGPU", busy("VGPUs")));
+                }
+            }
+            "VBD" | "VIF" | "PBD" | "VGPU"
+                if tx.field(r, "currently_attached") == Some(&Value::Bool(true)) =>
+            {
+                return Err(ApiError::new(
+                    codes::OPERATION_NOT_ALLOWED,
+                    [format!("{class} is currently attached")],
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub(super) fn field_message(
+        &self,
+        class: &'static Class,
+        method: &str,
+        msg: &str,
+        p: &[Value],
+    ) -> R {
+        let cname = class.name;
+        let unknown = || ApiError::new(codes::MESSAGE_METHOD_UNKNOWN, [method]);
+        if let Some(fname) = msg.strip_prefix("get_") {
+            let f = class.field(fname).ok_or_else(unknown)?;
+            arity(method, 2, p.len())?;
+            self.session(&p[0])?;
+            let r = self.check_ref(&p[1], cname, "self")?;
+            return self
+                .db
+                .read(|v| v.field(&r, f.name).cloned())
+                .ok_or_else(|| ApiError::handle_invalid(cname, &r));
+        }
+        let writable = |fname: &str| class.field(fname).filter(|f| f.qual == Qual::RW);
+        if let Some(fname) = msg.strip_prefix("set_") {
+            let f = writable(fname).ok_or_else(unknown)?;
+            arity(method, 3, p.len())?;
+            self.session(&p[0])?;
+            let r = self.check_ref(&p[1], cname, "self")?;
+            let v =
+                f.ty.coerce(&p[2])
+                    .ok_or_else(|| ApiError::field_type(f.name))?;
+            return self.db.write(|tx| {
+                if let Ty::Ref(target) = f.ty {
+                    let t = v.as_str().unwrap_or(NULL_REF);
+                    if t != NULL_REF {
+                        Self::check_ref_tx(tx, t, target)?;
+                    }
+                }
+                if cname == "VM"
+                    && (f.name.starts_with("memory_") || f.name == "VCPUs_max")
+                    && tx.str_field(&r, "power_state") != "Halted"
+                {
+                    return Err(ApiError::new(
+                        codes::VM_BAD_POWER_STATE,
+                        [
+                            r.clone(),
+                            "halted".into(),
+                            crate::xenops::PowerState::parse(&tx.str_field(&r, "power_state"))
+                                .lower(),
+                        ],
+                    ));
+                }
+                tx.set(&r, f.name, v);
+                Ok(s(""))
+            });
+        }
+        if let Some(fname) = msg.strip_prefix("add_to_") {
+            let f = writable(fname)
+                .filter(|f| f.ty == Ty::Map)
+                .ok_or_else(unknown)?;
+            arity(method, 4, p.len())?;
+            self.session(&p[0])?;
+            let r = self.check_ref(&p[1], cname, "self")?;
+            let k = arg_str(&p[2], "key")?;
+            let v = arg_str(&p[3], "value")?;
+            return self.db.write(|tx| {
+                if tx
+                    .field(&r, f.name)
+                    .and_then(Value::as_struct)
+                    .is_some_and(|m| m.contains_key(k))
+                {
+                    return Err(ApiError::new(
+                        codes::MAP_DUPLICATE_KEY,
+                        [cname, f.name, &r, k],
+                    ));
+                }
+                tx.map_set(&r, f.name, k, Some(s(v)));
+                Ok(s(""))
+            });
+        }
+        if let Some(fname) = msg.strip_prefix("remove_from_") {
+            let f = writable(fname)
+                .filter(|f| f.ty == Ty::Map)
+                .ok_or_else(unknown)?;
+            arity(method, 3, p.len())?;
+            self.session(&p[0])?;
+            let r = self.check_ref(&p[1], cname, "self")?;
+            let k = arg_str(&p[2], "key")?;
+            return self.db.write(|tx| {
+                tx.map_set(&r, f.name, k, None);
+                Ok(s(""))
+            });
+        }
+        for (prefix, add) in [("add_", true), ("remove_", false)] {
+            if let Some(fname) = msg.strip_prefix(prefix) {
+                let f = writable(fname)
+                    .filter(|f| f.ty == Ty::StrSet)
+                    .ok_or_else(unknown)?;
+                arity(method, 3, p.len())?;
+                self.session(&p[0])?;
+                let r = self.check_ref(&p[1], cname, "self")?;
+                let item = arg_str(&p[2], "value")?;
+                return self.db.write(|tx| {
+                    tx.set_member(&r, f.name, item, add);
+                    Ok(s(""))
+                });
+            }
+        }
+        Err(unknown())
+    }
+}

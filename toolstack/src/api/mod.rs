@@ -1,0 +1,370 @@
+//! The XenAPI, transport-independent. This module holds the server's state and the
+//! dispatch of a call to its handler; the handlers live by concern:
+//!
+//! - `session`: login, logout, session and reference checks;
+//! - `fields`: the generic per-class messages (`get_*`, `set_*`, maps and sets,
+//!   `get_all_records`, `create`/`destroy` with XAPI's refusals);
+//! - `vm`: VM creation and destruction, and the lifecycle over [`crate::xenops`];
+//! - `network` (networks, VIFs, bonds, VLANs), `storage` (SRs, VBDs), `gpu`;
+//! - `events`: `event.from`, `event.register`/`next`.
+
+mod events;
+mod fields;
+mod gpu;
+mod network;
+mod session;
+mod storage;
+mod vm;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use xen_types::DomId;
+
+pub use self::network::{random_mac, valid_mac};
+use crate::backend::{Backend, ShutdownReason};
+use crate::datamodel::{self, Class, Known, Qual, Ty, NULL_REF};
+use crate::db::{Db, Read, Record, Tx};
+use crate::error::{codes, ApiError};
+use crate::value::Value;
+pub use crate::xenops::vbd_device;
+
+/// Most live sessions per originator; logging in once more drops the oldest (as XAPI).
+pub const MAX_SESSIONS_PER_ORIGINATOR: usize = 500;
+
+/// API version reported by `host.get_API_version_*` (XenServer 8).
+pub const API_VERSION: (i64, i64) = (2, 21);
+
+/// The one local user and its hashed password.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// User name (`root`).
+    pub user: String,
+    /// SHA-512 crypt hash of the password.
+    pub hash: String,
+}
+
+impl Credentials {
+    /// Hashes `password` for `user`.
+    pub fn new(user: &str, password: &str) -> Result<Self, crate::Error> {
+        let params = sha_crypt::Sha512Params::new(5000).map_err(|_| crate::Error::Password)?;
+        let hash =
+            sha_crypt::sha512_simple(password, &params).map_err(|_| crate::Error::Password)?;
+        Ok(Credentials {
+            user: user.to_owned(),
+            hash,
+        })
+    }
+
+    /// Checks a user name and password.
+    pub fn check(&self, user: &str, password: &str) -> bool {
+        user == self.user && sha_crypt::sha512_check(password, &self.hash).is_ok()
+    }
+}
+
+type R = Result<Value, ApiError>;
+
+/// A XenAPI server's state and logic, independent of transport.
+pub struct Xapi {
+    db: Db,
+    backend: Arc<Backend>,
+    creds: Credentials,
+    host: String,
+    lifecycle: Mutex<()>,
+    /// `event.register` subscriptions: session -> (classes, last token).
+    registrations: Mutex<HashMap<String, (HashSet<&'static str>, u64)>>,
+    /// Live sessions per originator, oldest first (XAPI keeps at most
+    /// [`MAX_SESSIONS_PER_ORIGINATOR`] and drops the oldest).
+    sessions: Mutex<HashMap<String, std::collections::VecDeque<String>>>,
+    /// Upper bound on `event.from` timeouts.
+    pub max_event_wait: Duration,
+    /// Most live sessions per originator (default [`MAX_SESSIONS_PER_ORIGINATOR`]).
+    pub session_limit: std::sync::atomic::AtomicUsize,
+    /// How long `clean_shutdown`/`clean_reboot` wait for the guest, milliseconds (default
+    /// [`CLEAN_SHUTDOWN_TIMEOUT`]).
+    pub clean_shutdown_timeout_ms: std::sync::atomic::AtomicU64,
+}
+
+/// How long a clean shutdown or reboot waits for the guest by default.
+pub const CLEAN_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl std::fmt::Debug for Xapi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Xapi")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Seconds since the epoch as XAPI's `YYYYMMDDTHH:MM:SSZ`.
+pub fn now_datetime() -> Value {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    // Civil-from-days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    Value::DateTime(format!(
+        "{y:04}{m:02}{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    ))
+}
+
+fn arity(method: &str, want: usize, got: usize) -> Result<(), ApiError> {
+    if want == got {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            codes::MESSAGE_PARAMETER_COUNT_MISMATCH,
+            [method.to_owned(), want.to_string(), got.to_string()],
+        ))
+    }
+}
+
+fn s(v: impl Into<String>) -> Value {
+    Value::String(v.into())
+}
+
+fn arg_str<'a>(v: &'a Value, name: &str) -> Result<&'a str, ApiError> {
+    v.as_str().ok_or_else(|| ApiError::field_type(name))
+}
+
+fn arg_bool(v: &Value, name: &str) -> Result<bool, ApiError> {
+    v.as_bool().ok_or_else(|| ApiError::field_type(name))
+}
+
+impl Xapi {
+    /// Builds the server over a database that already holds this host (see
+    /// [`crate::host::bootstrap`]) and reconciles VM states with the backend.
+    pub fn new(
+        db: Db,
+        backend: Arc<Backend>,
+        creds: Credentials,
+    ) -> Result<Arc<Self>, crate::Error> {
+        let host = db
+            .read(|v| v.all("host").into_iter().next())
+            .ok_or_else(|| crate::Error::Corrupt("no host object".into()))?;
+        let x = Arc::new(Xapi {
+            db,
+            backend,
+            creds,
+            host,
+            lifecycle: Mutex::new(()),
+            registrations: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+            max_event_wait: Duration::from_secs(60),
+            session_limit: std::sync::atomic::AtomicUsize::new(MAX_SESSIONS_PER_ORIGINATOR),
+            clean_shutdown_timeout_ms: std::sync::atomic::AtomicU64::new(
+                CLEAN_SHUTDOWN_TIMEOUT.as_millis() as u64,
+            ),
+        });
+        x.reconcile()?;
+        Ok(x)
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The host backend.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    /// This host's reference.
+    pub fn host_ref(&self) -> &str {
+        &self.host
+    }
+
+    /// Handles one call: `method` with its wire parameters (session first, but for login).
+    pub fn call(self: &Arc<Self>, method: &str, params: &[Value]) -> R {
+        if let Some(inner) = method.strip_prefix("Async.") {
+            return self.call_async(inner, params);
+        }
+        match method {
+            "session.login_with_password" => return self.login(params),
+            "session.logout" => return self.logout(method, params),
+            _ => {}
+        }
+        let (cls, msg) = method
+            .split_once('.')
+            .ok_or_else(|| ApiError::new(codes::MESSAGE_METHOD_UNKNOWN, [method]))?;
+        if cls == "event" {
+            return self.event(method, msg, params);
+        }
+        let class = datamodel::class(cls)
+            .filter(|c| c.name == cls)
+            .ok_or_else(|| ApiError::new(codes::MESSAGE_METHOD_UNKNOWN, [method]))?;
+        if let Some(r) = self.custom(class, method, msg, params) {
+            return r;
+        }
+        self.generic(class, method, msg, params)
+    }
+
+    fn call_async(self: &Arc<Self>, method: &str, params: &[Value]) -> R {
+        if params.is_empty() {
+            return Err(ApiError::new(
+                codes::MESSAGE_PARAMETER_COUNT_MISMATCH,
+                [method, "1", "0"],
+            ));
+        }
+        let sess = self.session(&params[0])?;
+        let task_class = Known::task.class();
+        let task = self.db.write(|tx| {
+            let mut f = Record::new();
+            f.insert("name_label".into(), s(format!("Async.{method}")));
+            f.insert("status".into(), s("pending"));
+            f.insert("created".into(), now_datetime());
+            f.insert("resident_on".into(), s(self.host.clone()));
+            let _ = &sess;
+            Ok::<_, ApiError>(tx.create(task_class, f))
+        })?;
+        let me = Arc::clone(self);
+        let (m, p, t) = (method.to_owned(), params.to_vec(), task.clone());
+        std::thread::spawn(move || {
+            let res = me.call(&m, &p);
+            let _ = me.db.write(|tx| {
+                if tx.class_of(&t).is_none() {
+                    return Ok::<_, ApiError>(());
+                }
+                match res {
+                    Ok(v) => {
+                        tx.set(&t, "status", s("success"));
+                        let text = match v {
+                            Value::String(x) => x,
+                            other => {
+                                let mut out = String::new();
+                                crate::xmlrpc::encode_value(&mut out, &other);
+                                out
+                            }
+                        };
+                        tx.set(&t, "result", s(text));
+                    }
+                    Err(e) => {
+                        tx.set(&t, "status", s("failure"));
+                        tx.set(
+                            &t,
+                            "error_info",
+                            Value::Array(e.description().into_iter().map(s).collect()),
+                        );
+                    }
+                }
+                tx.set(&t, "progress", Value::Double(1.0));
+                tx.set(&t, "finished", now_datetime());
+                Ok(())
+            });
+        });
+        Ok(s(task))
+    }
+
+    /// Class-specific messages; `None` falls through to the generic ones.
+    fn custom(
+        self: &Arc<Self>,
+        class: &'static Class,
+        method: &str,
+        msg: &str,
+        p: &[Value],
+    ) -> Option<R> {
+        let r = match (class.name, msg) {
+            ("VM", "start") => self.vm_op(method, p, 4, |x, vm, p| {
+                let paused = arg_bool(&p[2], "start_paused")?;
+                arg_bool(&p[3], "force")?;
+                x.vm_start(vm, paused)
+            }),
+            ("VM", "start_on") => self.vm_op(method, p, 5, |x, vm, p| {
+                let host = x.check_ref(&p[2], "host", "host")?;
+                let paused = arg_bool(&p[3], "start_paused")?;
+                arg_bool(&p[4], "force")?;
+                if host != x.host {
+                    return Err(ApiError::handle_invalid("host", &host));
+                }
+                x.vm_start(vm, paused)
+            }),
+            ("VM", "clean_shutdown" | "shutdown") => {
+                self.vm_op(method, p, 2, |x, vm, _| x.vm_shutdown(vm, false))
+            }
+            ("VM", "hard_shutdown") => self.vm_op(method, p, 2, |x, vm, _| x.vm_shutdown(vm, true)),
+            ("VM", "clean_reboot") => self.vm_op(method, p, 2, |x, vm, _| x.vm_reboot(vm, false)),
+            ("VM", "hard_reboot") => self.vm_op(method, p, 2, |x, vm, _| x.vm_reboot(vm, true)),
+            ("VM", "pause") => self.vm_op(method, p, 2, |x, vm, _| x.vm_pause(vm, true)),
+            ("VM", "unpause") => self.vm_op(method, p, 2, |x, vm, _| x.vm_pause(vm, false)),
+            ("VM", "create") => self.with_session(method, p, 2, |x, p| x.vm_create(&p[1])),
+            ("VM", "destroy") => self.with_session(method, p, 2, |x, p| {
+                let vm = x.check_ref(&p[1], "VM", "self")?;
+                x.vm_destroy(&vm)
+            }),
+            ("VIF", "create") => self.with_session(method, p, 2, |x, p| x.vif_create(&p[1])),
+            ("VBD", "create") => self.with_session(method, p, 2, |x, p| x.vbd_create(&p[1])),
+            ("network", "create") => {
+                self.with_session(method, p, 2, |x, p| x.network_create(&p[1]))
+            }
+            ("SR", "create") => self.with_session(method, p, 10, |x, p| x.sr_create(p)),
+            ("Bond", "create") => self.with_session(method, p, 6, |x, p| x.bond_create(p)),
+            ("Bond", "destroy") => self.with_session(method, p, 2, |x, p| {
+                let b = x.check_ref(&p[1], "Bond", "self")?;
+                x.bond_destroy(&b)
+            }),
+            ("VLAN", "create") => self.with_session(method, p, 4, |x, p| x.vlan_create(p)),
+            ("VLAN", "destroy") => self.with_session(method, p, 2, |x, p| {
+                let v = x.check_ref(&p[1], "VLAN", "self")?;
+                x.vlan_destroy(&v)
+            }),
+            ("GPU_group", "create") => {
+                self.with_session(method, p, 4, |x, p| x.gpu_group_create(p))
+            }
+            ("VGPU", "create") => self.with_session(method, p, 6, |x, p| x.vgpu_create(p)),
+            ("task", "create") => self.with_session(method, p, 3, |x, p| {
+                let mut f = Record::new();
+                f.insert("name_label".into(), s(arg_str(&p[1], "label")?));
+                f.insert("name_description".into(), s(arg_str(&p[2], "description")?));
+                f.insert("status".into(), s("pending"));
+                f.insert("created".into(), now_datetime());
+                f.insert("resident_on".into(), s(x.host.clone()));
+                let c = Known::task.class();
+                x.db.write(|tx| Ok(s(tx.create(c, f))))
+            }),
+            _ => return None,
+        };
+        Some(r)
+    }
+
+    fn with_session(
+        self: &Arc<Self>,
+        method: &str,
+        p: &[Value],
+        n: usize,
+        f: impl FnOnce(&Arc<Self>, &[Value]) -> R,
+    ) -> R {
+        arity(method, n, p.len())?;
+        self.session(&p[0])?;
+        f(self, p)
+    }
+
+    fn vm_op(
+        self: &Arc<Self>,
+        method: &str,
+        p: &[Value],
+        n: usize,
+        f: impl FnOnce(&Arc<Self>, &str, &[Value]) -> R,
+    ) -> R {
+        arity(method, n, p.len())?;
+        self.session(&p[0])?;
+        let vm = self.check_ref(&p[1], "VM", "vm")?;
+        f(self, &vm, p)
+    }
+}

@@ -1,0 +1,333 @@
+//! VM messages: create and destroy, and the lifecycle (start, shutdown, reboot, pause) as
+//! the API sees it: power-state checks and the database, over [`crate::xenops`].
+
+use super::*;
+use crate::xenops::{self, AfterStop, PowerState, VmConfig};
+
+impl Xapi {
+    /// VMs the database says run but whose domains are gone are marked Halted (after a
+    /// restart of the daemon or of the host).
+    pub(super) fn reconcile(&self) -> Result<(), crate::Error> {
+        let stale: Vec<String> = self.db.read(|v| {
+            v.iter_class("VM")
+                .filter(|(_, r)| {
+                    r.get("is_control_domain") != Some(&Value::Bool(true))
+                        && PowerState::parse(
+                            r.get("power_state").and_then(Value::as_str).unwrap_or(""),
+                        )
+                        .has_domain()
+                })
+                .filter(|(_, r)| {
+                    let domid = r.get("domid").and_then(Value::as_i64).unwrap_or(-1);
+                    !u16::try_from(domid).is_ok_and(|d| self.backend.is_alive(DomId(d)))
+                })
+                .map(|(k, _)| k.clone())
+                .collect()
+        });
+        self.db.write(|tx| {
+            for vm in &stale {
+                self.mark_halted(tx, vm);
+            }
+            tx.map_set(
+                &self.host,
+                "software_version",
+                "hypervisor",
+                Some(s(self.backend.hypervisor())),
+            );
+            self.update_host_memory(tx);
+            Ok::<_, crate::Error>(())
+        })
+    }
+
+    /// Starts the thread that notices domains dying on their own.
+    pub fn spawn_monitor(self: &Arc<Self>) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("xapi-monitor".into())
+            .spawn(move || loop {
+                let Some(x) = weak.upgrade() else { return };
+                let dead = x.backend.wait_shutdowns(Duration::from_millis(200));
+                for (domid, reason) in dead {
+                    x.domain_stopped(domid, reason);
+                }
+            })
+            .expect("spawn monitor thread");
+    }
+
+    /// A domain stopped by itself: tear it down, mark its VM halted, restart it when its
+    /// actions say so.
+    pub(super) fn domain_stopped(self: &Arc<Self>, domid: DomId, reason: ShutdownReason) {
+        let _g = self.lifecycle.lock();
+        let cfg = self.db.read(|v| {
+            v.iter_class("VM")
+                .find(|(_, r)| r.get("domid").and_then(Value::as_i64) == Some(i64::from(domid.0)))
+                .and_then(|(k, _)| VmConfig::load(v, k))
+                .filter(|c| c.power_state.has_domain())
+        });
+        let Some(cfg) = cfg else { return };
+        let _ = xenops::teardown(&self.backend, &cfg, domid);
+        self.halted(&cfg.vm);
+        tracing::info!(
+            vm = cfg.vm,
+            domid = domid.0,
+            ?reason,
+            "domain stopped on its own"
+        );
+        if cfg.after(reason) == AfterStop::Restart && reason != ShutdownReason::Poweroff {
+            if let Err(e) = self.start_locked(&cfg.vm, false) {
+                tracing::warn!(vm = cfg.vm, %e, "restart failed");
+            }
+        }
+    }
+
+    pub(super) fn vm_create(&self, rec: &Value) -> R {
+        let vm_class = Known::VM.class();
+        let metrics_class = Known::VM_metrics.class();
+        self.db.write(|tx| {
+            let mut f = self.check_record(tx, vm_class, rec)?;
+            let get = |f: &Record, k: &str| f.get(k).and_then(Value::as_i64).unwrap_or(0);
+            let (smin, dmin, dmax, smax) = (
+                get(&f, "memory_static_min"),
+                get(&f, "memory_dynamic_min"),
+                get(&f, "memory_dynamic_max"),
+                get(&f, "memory_static_max"),
+            );
+            if !(smin <= dmin && dmin <= dmax && dmax <= smax) {
+                return Err(ApiError::new(
+                    "MEMORY_CONSTRAINT_VIOLATION",
+                    ["Memory limits must satisfy: static_min <= dynamic_min <= dynamic_max <= static_max"],
+                ));
+            }
+            let (vmax, vstart) = (get(&f, "VCPUs_max"), get(&f, "VCPUs_at_startup"));
+            if vstart < 1 || vstart > vmax {
+                return Err(ApiError::new(
+                    codes::VALUE_NOT_SUPPORTED,
+                    ["VCPUs_at_startup", &vstart.to_string(), "value must be between 1 and VCPUs_max"],
+                ));
+            }
+            let mut m = Record::new();
+            m.insert("install_time".into(), now_datetime());
+            let metrics = tx.create(metrics_class, m);
+            f.insert("metrics".into(), s(metrics));
+            f.insert("power_state".into(), s("Halted"));
+            f.insert("domid".into(), s("-1"));
+            f.insert("memory_target".into(), s(dmax.to_string()));
+            Ok(s(tx.create(vm_class, f)))
+        })
+    }
+
+    pub(super) fn vm_destroy(&self, vm: &str) -> R {
+        let _g = self.lifecycle.lock();
+        self.db.write(|tx| {
+            if tx.field(vm, "is_control_domain") == Some(&Value::Bool(true)) {
+                return Err(ApiError::new(
+                    codes::OPERATION_NOT_ALLOWED,
+                    ["cannot destroy the control domain"],
+                ));
+            }
+            let ps = PowerState::parse(&tx.str_field(vm, "power_state"));
+            if ps != PowerState::Halted {
+                return Err(ApiError::new(
+                    codes::VM_BAD_POWER_STATE,
+                    [vm.to_owned(), "halted".into(), ps.lower()],
+                ));
+            }
+            // XAPI destroys a VM's devices with it.
+            for field in ["VBDs", "VIFs", "VGPUs"] {
+                for d in tx.refs_field(vm, field) {
+                    tx.destroy(&d);
+                }
+            }
+            let metrics = tx.str_field(vm, "metrics");
+            if tx.class_of(&metrics).is_some() {
+                tx.destroy(&metrics);
+            }
+            tx.destroy(vm);
+            Ok(s(""))
+        })
+    }
+
+    fn bad_power(vm: &str, expected: &str, actual: PowerState) -> ApiError {
+        ApiError::new(codes::VM_BAD_POWER_STATE, [vm, expected, &actual.lower()])
+    }
+
+    /// The VM's configuration, read once.
+    fn vm_config(&self, vm: &str) -> Result<VmConfig, ApiError> {
+        self.db
+            .read(|v| VmConfig::load(v, vm))
+            .ok_or_else(|| ApiError::handle_invalid("VM", vm))
+    }
+
+    pub(super) fn vm_start(self: &Arc<Self>, vm: &str, paused: bool) -> R {
+        let _g = self.lifecycle.lock();
+        self.start_locked(vm, paused)
+    }
+
+    fn start_locked(&self, vm: &str, paused: bool) -> R {
+        let cfg = self.vm_config(vm)?;
+        if cfg.is_control_domain {
+            return Err(ApiError::new(
+                codes::OPERATION_NOT_ALLOWED,
+                ["the control domain is always running"],
+            ));
+        }
+        if cfg.is_a_template {
+            return Err(ApiError::new(codes::VM_IS_TEMPLATE, [vm]));
+        }
+        if cfg.power_state != PowerState::Halted {
+            return Err(Self::bad_power(vm, "halted", cfg.power_state));
+        }
+        let domid = xenops::start(&self.backend, &cfg, paused)?;
+        let state = if paused {
+            PowerState::Paused
+        } else {
+            PowerState::Running
+        };
+        self.db.write(|tx| {
+            tx.set(vm, "power_state", s(state.as_str()));
+            tx.set(vm, "domid", s(domid.0.to_string()));
+            tx.set(vm, "resident_on", s(self.host.clone()));
+            tx.set(vm, "domarch", s("x64"));
+            for b in &cfg.vbds {
+                tx.set(&b.vbd, "currently_attached", Value::Bool(true));
+            }
+            for i in &cfg.vifs {
+                tx.set(&i.vif, "currently_attached", Value::Bool(true));
+            }
+            let m = tx.str_field(vm, "metrics");
+            if tx.class_of(&m) == Some("VM_metrics") {
+                tx.set(&m, "start_time", now_datetime());
+                tx.set(&m, "memory_actual", s(cfg.memory.to_string()));
+                tx.set(&m, "VCPUs_number", s(cfg.vcpus_max.to_string()));
+                tx.set(&m, "last_updated", now_datetime());
+            }
+            self.update_host_memory(tx);
+            Ok(s(""))
+        })
+    }
+
+    pub(super) fn mark_halted(&self, tx: &mut Tx<'_>, vm: &str) {
+        tx.set(vm, "power_state", s(PowerState::Halted.as_str()));
+        tx.set(vm, "domid", s("-1"));
+        tx.set(vm, "resident_on", s(NULL_REF));
+        for field in ["VBDs", "VIFs", "VGPUs"] {
+            for d in tx.refs_field(vm, field) {
+                tx.set(&d, "currently_attached", Value::Bool(false));
+            }
+        }
+        let m = tx.str_field(vm, "metrics");
+        if tx.class_of(&m) == Some("VM_metrics") {
+            tx.set(&m, "memory_actual", s("0"));
+            tx.set(&m, "last_updated", now_datetime());
+        }
+    }
+
+    /// Records that `vm` halted, and the host's memory.
+    fn halted(&self, vm: &str) {
+        let _ = self.db.write(|tx| {
+            self.mark_halted(tx, vm);
+            self.update_host_memory(tx);
+            Ok::<_, ApiError>(())
+        });
+    }
+
+    pub(super) fn update_host_memory(&self, tx: &mut Tx<'_>) {
+        let m = tx.str_field(&self.host, "metrics");
+        if tx.class_of(&m) == Some("host_metrics") {
+            tx.set(
+                &m,
+                "memory_total",
+                s(self.backend.total_memory().to_string()),
+            );
+            tx.set(&m, "memory_free", s(self.backend.free_memory().to_string()));
+            tx.set(&m, "last_updated", now_datetime());
+        }
+    }
+
+    /// The configuration and domain of a VM in one of the `allowed` states.
+    fn running(
+        &self,
+        vm: &str,
+        allowed: &[PowerState],
+        expected: &str,
+    ) -> Result<(VmConfig, DomId), ApiError> {
+        let cfg = self.vm_config(vm)?;
+        if cfg.is_control_domain {
+            return Err(ApiError::new(
+                codes::OPERATION_NOT_ALLOWED,
+                ["operation not allowed on the control domain"],
+            ));
+        }
+        if !allowed.contains(&cfg.power_state) {
+            return Err(Self::bad_power(vm, expected, cfg.power_state));
+        }
+        let domid = cfg
+            .domid
+            .ok_or_else(|| ApiError::internal(format!("{vm} runs without a domain id")))?;
+        Ok((cfg, domid))
+    }
+
+    fn clean_shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(
+            self.clean_shutdown_timeout_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Stops the VM's domain (asking the guest first unless `hard`) and marks it halted.
+    fn stop(&self, vm: &str, hard: bool, reason: ShutdownReason) -> Result<(), ApiError> {
+        let allowed: &[PowerState] = if hard {
+            &[PowerState::Running, PowerState::Paused]
+        } else {
+            &[PowerState::Running]
+        };
+        let (cfg, domid) = self.running(vm, allowed, "running")?;
+        if !hard {
+            xenops::clean_shutdown(
+                &self.backend,
+                &cfg,
+                domid,
+                reason,
+                self.clean_shutdown_timeout(),
+            )?;
+        }
+        xenops::teardown(&self.backend, &cfg, domid).map_err(ApiError::internal)?;
+        self.db.write(|tx| {
+            self.mark_halted(tx, vm);
+            self.update_host_memory(tx);
+            Ok(())
+        })
+    }
+
+    pub(super) fn vm_shutdown(&self, vm: &str, hard: bool) -> R {
+        let _g = self.lifecycle.lock();
+        self.stop(vm, hard, ShutdownReason::Poweroff)?;
+        Ok(s(""))
+    }
+
+    pub(super) fn vm_reboot(&self, vm: &str, hard: bool) -> R {
+        let _g = self.lifecycle.lock();
+        self.stop(vm, hard, ShutdownReason::Reboot)?;
+        self.start_locked(vm, false)
+    }
+
+    pub(super) fn vm_pause(&self, vm: &str, pause: bool) -> R {
+        let _g = self.lifecycle.lock();
+        let (from, to, expected) = if pause {
+            (PowerState::Running, PowerState::Paused, "running")
+        } else {
+            (PowerState::Paused, PowerState::Running, "paused")
+        };
+        let (_, domid) = self.running(vm, &[from], expected)?;
+        if pause {
+            self.backend.pause(domid)
+        } else {
+            self.backend.unpause(domid)
+        }
+        .map_err(ApiError::internal)?;
+        self.db.write(|tx| {
+            tx.set(vm, "power_state", s(to.as_str()));
+            Ok(s(""))
+        })
+    }
+}

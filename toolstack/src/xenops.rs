@@ -1,0 +1,457 @@
+//! VM lifecycle on the host: the role of XAPI's xenopsd.
+//!
+//! A [`VmConfig`] is the typed configuration of a VM and its devices, read once from the
+//! database; the functions here realise it on the [`Backend`]: [`start`] (create the domain,
+//! write its xenstore directories, build it, plug its devices, unpause), [`clean_shutdown`],
+//! [`teardown`], and the device plugs. The API layer (`api::vm`) checks power states and
+//! records the outcome in the database.
+
+use std::time::Duration;
+
+use xen_types::DomId;
+
+use crate::backend::{Backend, DeviceKind, DomainConfig, ShutdownReason};
+use crate::db::Read;
+use crate::error::{codes, ApiError};
+use crate::value::Value;
+use crate::Error;
+
+/// A VM's power state (`vm_power_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerState {
+    /// Not running.
+    Halted,
+    /// Running, paused.
+    Paused,
+    /// Running.
+    Running,
+    /// Suspended to disk.
+    Suspended,
+}
+
+impl PowerState {
+    /// The database and wire form (`Running`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerState::Halted => "Halted",
+            PowerState::Paused => "Paused",
+            PowerState::Running => "Running",
+            PowerState::Suspended => "Suspended",
+        }
+    }
+
+    /// Parses the database form; anything else reads as `Halted`.
+    pub fn parse(s: &str) -> PowerState {
+        match s {
+            "Paused" => PowerState::Paused,
+            "Running" => PowerState::Running,
+            "Suspended" => PowerState::Suspended,
+            _ => PowerState::Halted,
+        }
+    }
+
+    /// Whether a domain exists for the VM.
+    pub fn has_domain(self) -> bool {
+        matches!(self, PowerState::Running | PowerState::Paused)
+    }
+
+    /// The lower-case form used in `VM_BAD_POWER_STATE`.
+    pub fn lower(self) -> String {
+        self.as_str().to_ascii_lowercase()
+    }
+}
+
+/// What happens when a guest stops by itself (`on_normal_exit`, `on_crash_behaviour`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterStop {
+    /// The VM halts.
+    Destroy,
+    /// The VM starts again in a new domain.
+    Restart,
+}
+
+impl AfterStop {
+    fn parse(s: &str) -> AfterStop {
+        // `restart`, `coredump_and_restart`, `rename_restart`.
+        if s.ends_with("restart") {
+            AfterStop::Restart
+        } else {
+            AfterStop::Destroy
+        }
+    }
+}
+
+/// A block device as the backend sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VbdConfig {
+    /// The VBD's reference.
+    pub vbd: String,
+    /// Xen's device number (`xvda` = 51712).
+    pub devid: u32,
+    /// The guest's device name (`xvda`).
+    pub name: String,
+    /// Attached read-only.
+    pub read_only: bool,
+    /// A CD drive rather than a disk.
+    pub cdrom: bool,
+    /// What the backend opens: the VDI's location, else its UUID (empty drive: empty).
+    pub params: String,
+}
+
+/// A network device as the backend sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VifConfig {
+    /// The VIF's reference.
+    pub vif: String,
+    /// Device number.
+    pub devid: u32,
+    /// MAC address.
+    pub mac: String,
+    /// MTU.
+    pub mtu: u32,
+    /// The bridge of its network.
+    pub bridge: String,
+}
+
+/// A VM's configuration, read once from the database.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// The VM's reference.
+    pub vm: String,
+    /// Its UUID.
+    pub uuid: uuid::Uuid,
+    /// `name_label`.
+    pub name: String,
+    /// Current power state.
+    pub power_state: PowerState,
+    /// dom0.
+    pub is_control_domain: bool,
+    /// A template (cannot start).
+    pub is_a_template: bool,
+    /// Domain id while it runs.
+    pub domid: Option<DomId>,
+    /// Memory the domain gets, bytes (`memory_static_max`).
+    pub memory: u64,
+    /// Balloon target, bytes (`memory_dynamic_max`).
+    pub memory_target: u64,
+    /// `VCPUs_max`.
+    pub vcpus_max: u32,
+    /// `VCPUs_at_startup`.
+    pub vcpus_at_startup: u32,
+    /// PV kernel, ramdisk and command line.
+    pub kernel: String,
+    /// PV ramdisk.
+    pub ramdisk: String,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// After a guest poweroff.
+    pub after_shutdown: AfterStop,
+    /// After a guest reboot.
+    pub after_reboot: AfterStop,
+    /// After a crash.
+    pub after_crash: AfterStop,
+    /// Block devices.
+    pub vbds: Vec<VbdConfig>,
+    /// Network devices.
+    pub vifs: Vec<VifConfig>,
+}
+
+/// The devid and name of a VBD's `userdevice` (xvda = 51712).
+pub fn vbd_device(userdevice: u32) -> (u32, String) {
+    let name = if userdevice < 26 {
+        format!("xvd{}", (b'a' + userdevice as u8) as char)
+    } else {
+        format!("xvd{userdevice}")
+    };
+    let devid = if userdevice < 16 {
+        (202 << 8) | (userdevice << 4)
+    } else {
+        (1 << 28) | (userdevice << 8)
+    };
+    (devid, name)
+}
+
+impl VmConfig {
+    /// Reads `vm` and its devices; `None` when `vm` is not a VM.
+    pub fn load(v: &impl Read, vm: &str) -> Option<VmConfig> {
+        if v.class_of(vm) != Some("VM") {
+            return None;
+        }
+        let rec = v.get(vm)?;
+        let st = |k: &str| rec.get(k).and_then(Value::as_str).unwrap_or("");
+        let int = |k: &str| rec.get(k).and_then(Value::as_i64).unwrap_or(0);
+        let flag = |k: &str| rec.get(k) == Some(&Value::Bool(true));
+        let vbds = v
+            .refs_field(vm, "VBDs")
+            .into_iter()
+            .filter_map(|b| {
+                let r = v.get(&b)?;
+                let bs = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
+                let (devid, name) = vbd_device(bs("userdevice").parse().unwrap_or(0));
+                let params = v
+                    .get(bs("VDI"))
+                    .map(|vdi| {
+                        let ds = |k: &str| vdi.get(k).and_then(Value::as_str).unwrap_or("");
+                        if ds("location").is_empty() {
+                            ds("uuid").to_owned()
+                        } else {
+                            ds("location").to_owned()
+                        }
+                    })
+                    .unwrap_or_default();
+                Some(VbdConfig {
+                    devid,
+                    name,
+                    read_only: bs("mode") == "RO",
+                    cdrom: bs("type") == "CD",
+                    params,
+                    vbd: b,
+                })
+            })
+            .collect();
+        let vifs = v
+            .refs_field(vm, "VIFs")
+            .into_iter()
+            .filter_map(|i| {
+                let r = v.get(&i)?;
+                let is = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
+                Some(VifConfig {
+                    devid: is("device").parse().unwrap_or(0),
+                    mac: is("MAC").to_owned(),
+                    mtu: is("MTU").parse().ok().filter(|m| *m > 0).unwrap_or(1500),
+                    bridge: v.str_field(is("network"), "bridge"),
+                    vif: i,
+                })
+            })
+            .collect();
+        let memory = u64::try_from(int("memory_static_max")).unwrap_or(0);
+        let vcpus_max = u32::try_from(int("VCPUs_max")).unwrap_or(1).max(1);
+        Some(VmConfig {
+            vm: vm.to_owned(),
+            uuid: uuid::Uuid::parse_str(st("uuid")).unwrap_or_default(),
+            name: st("name_label").to_owned(),
+            power_state: PowerState::parse(st("power_state")),
+            is_control_domain: flag("is_control_domain"),
+            is_a_template: flag("is_a_template"),
+            domid: u16::try_from(int("domid")).ok().map(DomId),
+            memory,
+            memory_target: u64::try_from(int("memory_dynamic_max")).unwrap_or(memory),
+            vcpus_max,
+            vcpus_at_startup: u32::try_from(int("VCPUs_at_startup"))
+                .unwrap_or(1)
+                .clamp(1, vcpus_max),
+            kernel: st("PV_kernel").to_owned(),
+            ramdisk: st("PV_ramdisk").to_owned(),
+            cmdline: st("PV_args").to_owned(),
+            after_shutdown: AfterStop::parse(st("actions_after_shutdown")),
+            after_reboot: AfterStop::parse(st("actions_after_reboot")),
+            after_crash: AfterStop::parse(st("actions_after_crash")),
+            vbds,
+            vifs,
+        })
+    }
+
+    /// What happens after the guest stopped by itself for `reason`.
+    pub fn after(&self, reason: ShutdownReason) -> AfterStop {
+        match reason {
+            ShutdownReason::Reboot => self.after_reboot,
+            ShutdownReason::Crash => self.after_crash,
+            _ => self.after_shutdown,
+        }
+    }
+
+    /// `/vm/<uuid>`.
+    pub fn vm_path(&self) -> String {
+        format!("/vm/{}", self.uuid)
+    }
+
+    fn domain(&self) -> DomainConfig {
+        DomainConfig {
+            uuid: self.uuid,
+            memory: self.memory,
+            max_vcpus: self.vcpus_max,
+            kernel: self.kernel.clone(),
+            ramdisk: self.ramdisk.clone(),
+            cmdline: self.cmdline.clone(),
+        }
+    }
+
+    /// The toolstack's nodes of the domain (`name`, `memory/*`, `cpu/*`, `/vm/<uuid>`).
+    fn xenstore_entries(&self, domid: DomId) -> Vec<(String, String)> {
+        let dom = xenbus::paths::domain_path(domid);
+        let vm_path = self.vm_path();
+        let d = domid.0;
+        let mut e: Vec<(String, String)> = vec![
+            (format!("{dom}/name"), self.name.clone()),
+            (format!("{dom}/domid"), d.to_string()),
+            (format!("{dom}/vm"), vm_path.clone()),
+            (
+                format!("{dom}/memory/static-max"),
+                (self.memory / 1024).to_string(),
+            ),
+            (
+                format!("{dom}/memory/target"),
+                (self.memory_target / 1024).to_string(),
+            ),
+            (
+                format!("{dom}/control/platform-feature-multiprocessor-suspend"),
+                "1".into(),
+            ),
+            (format!("{vm_path}/uuid"), self.uuid.to_string()),
+            (format!("{vm_path}/name"), self.name.clone()),
+            (format!("{vm_path}/domains/{d}"), dom.clone()),
+        ];
+        e.extend((0..self.vcpus_max).map(|c| {
+            let on = c < self.vcpus_at_startup;
+            (
+                format!("{dom}/cpu/{c}/availability"),
+                (if on { "online" } else { "offline" }).to_owned(),
+            )
+        }));
+        e
+    }
+}
+
+/// `HOST_NOT_ENOUGH_FREE_MEMORY [needed, free]`.
+fn not_enough_memory(needed: u64, free: u64) -> ApiError {
+    ApiError::new(
+        codes::HOST_NOT_ENOUGH_FREE_MEMORY,
+        [needed.to_string(), free.to_string()],
+    )
+}
+
+/// Maps a failed start: Xen's `ENOMEM` (the host can shrink between the check and the
+/// allocation, e.g. by ballooning) is `HOST_NOT_ENOUGH_FREE_MEMORY`, as in XAPI.
+pub fn start_error(e: Error, needed: u64, free: u64) -> ApiError {
+    if e.is_out_of_memory() {
+        not_enough_memory(needed, free)
+    } else {
+        ApiError::internal(e)
+    }
+}
+
+/// Starts `cfg` in a new domain, paused or not; on failure nothing is left behind.
+pub fn start(be: &Backend, cfg: &VmConfig, paused: bool) -> Result<DomId, ApiError> {
+    let free = be.free_memory();
+    if cfg.memory > free {
+        return Err(not_enough_memory(cfg.memory, free));
+    }
+    let dc = cfg.domain();
+    let domid = be
+        .create_domain(&dc)
+        .map_err(|e| start_error(e, cfg.memory, be.free_memory()))?;
+    let plumb = || -> Result<(), Error> {
+        be.make_domain_dirs(domid, &cfg.vm_path(), &cfg.xenstore_entries(domid))?;
+        be.build_domain(domid, &dc)?;
+        for vbd in &cfg.vbds {
+            plug_vbd(be, domid, vbd)?;
+        }
+        for vif in &cfg.vifs {
+            plug_vif(be, domid, vif)?;
+        }
+        if !paused {
+            be.unpause(domid)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = plumb() {
+        let _ = teardown(be, cfg, domid);
+        return Err(start_error(e, cfg.memory, be.free_memory()));
+    }
+    Ok(domid)
+}
+
+/// Writes a VBD's directories (backend in dom0, frontend in the guest).
+pub fn plug_vbd(be: &Backend, domid: DomId, vbd: &VbdConfig) -> Result<(), Error> {
+    let dtype = if vbd.cdrom { "cdrom" } else { "disk" };
+    let devid = vbd.devid.to_string();
+    be.add_device(
+        DeviceKind::Vbd,
+        domid,
+        vbd.devid,
+        &[
+            ("params", &vbd.params),
+            ("mode", if vbd.read_only { "r" } else { "w" }),
+            ("dev", &vbd.name),
+            ("device-type", dtype),
+            ("removable", "0"),
+        ],
+        &[("virtual-device", &devid), ("device-type", dtype)],
+    )
+}
+
+/// Writes a VIF's directories (backend in dom0, frontend in the guest).
+pub fn plug_vif(be: &Backend, domid: DomId, vif: &VifConfig) -> Result<(), Error> {
+    let handle = vif.devid.to_string();
+    be.add_device(
+        DeviceKind::Vif,
+        domid,
+        vif.devid,
+        &[
+            ("mac", &vif.mac),
+            ("mtu", &vif.mtu.to_string()),
+            ("handle", &handle),
+            ("bridge", &vif.bridge),
+            ("script", "/etc/xen/scripts/vif-bridge"),
+        ],
+        &[("handle", &handle), ("mac", &vif.mac)],
+    )
+}
+
+/// Removes the domain's devices, its xenstore directories and the domain itself.
+pub fn teardown(be: &Backend, cfg: &VmConfig, domid: DomId) -> Result<(), Error> {
+    for kind in [DeviceKind::Vbd, DeviceKind::Vif] {
+        be.xs_rm(&xenbus::paths::join(
+            &xenbus::paths::backend_root(DomId::DOM0, kind.dir()),
+            &domid.0.to_string(),
+        ))?;
+    }
+    be.xs_rm(&cfg.vm_path())?;
+    be.destroy_domain(domid)
+}
+
+/// Asks the guest to stop for `reason` and waits up to `timeout`; `VM_SHUTDOWN_TIMEOUT`
+/// when it did not.
+pub fn clean_shutdown(
+    be: &Backend,
+    cfg: &VmConfig,
+    domid: DomId,
+    reason: ShutdownReason,
+    timeout: Duration,
+) -> Result<(), ApiError> {
+    if be
+        .clean_shutdown(domid, reason, timeout)
+        .map_err(ApiError::internal)?
+    {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            codes::VM_SHUTDOWN_TIMEOUT,
+            [cfg.vm.clone(), timeout.as_secs_f64().to_string()],
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enomem_from_xen_is_host_not_enough_free_memory() {
+        let e = Error::Xen(xenctrl::Error::OutOfMemory {
+            op: "xc_domain_populate_physmap",
+        });
+        let a = start_error(e, 100, 40);
+        assert_eq!(a.code, codes::HOST_NOT_ENOUGH_FREE_MEMORY);
+        assert_eq!(a.params, ["100", "40"]);
+        let e = Error::Xen(xenctrl::Error::InvalidArgument { op: "xc_dom_build" });
+        assert_eq!(start_error(e, 100, 40).code, codes::INTERNAL_ERROR);
+    }
+
+    #[test]
+    fn vbd_devices_follow_xen_numbering() {
+        assert_eq!(vbd_device(0), (51712, "xvda".into()));
+        assert_eq!(vbd_device(1), (51728, "xvdb".into()));
+        assert_eq!(vbd_device(16), ((1 << 28) | (16 << 8), "xvdq".into()));
+    }
+}
