@@ -5,7 +5,7 @@
 //! complete messages one read returns), runs them through the [`Engine`], appends the
 //! changes to the journal, flushes it once for the batch (group commit), then sends what
 //! the batch produced. Changes are written before anything that could observe them runs
-//! (see [`Group`]); when a write fails, the changes in it are undone and answered `EIO`. Replies and watch events are encoded straight into each connection's
+//! (see `Group`); when a write fails, the changes in it are undone and answered `EIO`. Replies and watch events are encoded straight into each connection's
 //! output buffer (one buffer per connection, so a connection sees its events and replies in
 //! the order the engine made them); after the journal flush, every connection that got
 //! output is written at once with one non-blocking `write` each, from the task that made
