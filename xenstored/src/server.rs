@@ -1,20 +1,20 @@
 //! The event loop: one thread, a tokio current-thread runtime, one task per connection.
 //!
-//! Every connection (the dom0 socket, per-domain sockets, in-process streams, and domain
-//! rings bridged to in-process streams) is a task that reads a batch of requests (all the
-//! complete messages one read returns), runs them through the [`Engine`], appends the
-//! changes to the journal, flushes it once for the batch (group commit), then sends what
-//! the batch produced. Changes are written before anything that could observe them runs
-//! (see `Group`); when a write fails, the changes in it are undone and answered `EIO`. Replies and watch events are encoded straight into each connection's
-//! output buffer (one buffer per connection, so a connection sees its events and replies in
-//! the order the engine made them); after the journal flush, every connection that got
-//! output is written at once with one non-blocking `write` each, from the task that made
-//! the output: a write that fans out to 1,000 watchers costs 1,000 `write`s in a row and no
-//! task switch. Only output the socket does not take at once is left to the connection's
-//! own task, which waits for the socket to drain before it reads more requests. A
-//! connection that lets more than [`Quotas::outstanding_bytes`](crate::Quotas) of events
-//! pile up unread is closed, so a client that never reads cannot make the daemon hold
-//! unbounded memory. An oversized or unframeable message closes only that connection.
+//! Every connection (the dom0 socket, per-domain sockets, in-process streams, and domain rings
+//! bridged to in-process streams) is a task that reads a batch of requests (all the complete
+//! messages one read returns), runs them through the [`Engine`], appends the changes to the
+//! journal, flushes it once for the batch (group commit), then sends what the batch produced.
+//! Changes are written before anything that could observe them runs (see `Group`); when a write
+//! fails, the changes in it are undone and answered `EIO`. Replies and watch events are encoded
+//! straight into each connection's output buffer (one buffer per connection, so a connection
+//! sees its events and replies in the order the engine made them); after the journal flush,
+//! every connection that got output is written at once with one non-blocking `write` each, from
+//! the task that made the output: a write that fans out to 1,000 watchers costs 1,000 `write`s
+//! in a row and no task switch. Only output the socket does not take at once is left to the
+//! connection's own task, which waits for the socket to drain before it reads more requests. A
+//! connection that lets more than [`Quotas::outstanding_bytes`](crate::Quotas) of events pile
+//! up unread is closed, so a client that never reads cannot make the daemon hold unbounded
+//! memory. An oversized or unframeable message closes only that connection.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
