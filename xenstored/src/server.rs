@@ -1285,6 +1285,37 @@ mod tests {
         assert_eq!(c.directory("/a").unwrap(), ["x", "y"]);
     }
 
+    /// A request outside the groups that changes the store (a domain's release removes
+    /// its nodes) is written alone before its reply; when that fails, the domain stays
+    /// introduced and its nodes stay.
+    #[test]
+    fn a_release_that_cannot_be_journalled_leaves_the_domain_and_its_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, faults) = journalled(dir.path(), "s");
+        let c = Client::connect_socket(h.socket_path()).unwrap();
+        let d = DomId(7);
+        c.introduce(d, xen_types::Pfn(100), xen_types::EvtchnPort(3))
+            .unwrap();
+        c.write("/local/domain/7/x", "1").unwrap();
+        let owner = [xenstore::wire::Perm::new(d, xenstore::wire::Access::None)];
+        c.set_perms("/local/domain/7/x", &owner).unwrap();
+        c.watch("@releaseDomain", "r").unwrap();
+        assert_eq!(next_event(&c), ("@releaseDomain".into(), "r".into()));
+        faults.fail.store(true, Relaxed);
+        assert_eq!(errno(c.release(d)), Some(Errno::EIO));
+        assert!(c.is_domain_introduced(d).unwrap());
+        assert_eq!(c.read_string("/local/domain/7/x").unwrap(), "1");
+        assert!(c
+            .next_event_timeout(Duration::from_millis(200))
+            .unwrap()
+            .is_none());
+        faults.fail.store(false, Relaxed);
+        c.release(d).unwrap();
+        assert_eq!(next_event(&c), ("@releaseDomain".into(), "r".into()));
+        assert!(!c.is_domain_introduced(d).unwrap());
+        assert!(!c.exists("/local/domain/7/x").unwrap());
+    }
+
     /// Requests sent together: the changes are written as one group, and when that write
     /// fails every one of them is answered EIO and a read after them sees none of them.
     #[test]
