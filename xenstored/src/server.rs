@@ -1,19 +1,20 @@
 //! The event loop: one thread, a tokio current-thread runtime, one task per connection.
 //!
-//! Every connection (the dom0 socket, per-domain sockets, in-process streams, and domain
-//! rings bridged to in-process streams) is a task that reads a batch of requests (all the
-//! complete messages one read returns), runs them through the [`Engine`], appends the
-//! changes to the journal, flushes it once for the batch (group commit), then sends what
-//! the batch produced. Replies and watch events are encoded straight into each connection's
-//! output buffer (one buffer per connection, so a connection sees its events and replies in
-//! the order the engine made them); after the journal flush, every connection that got
-//! output is written at once with one non-blocking `write` each, from the task that made
-//! the output: a write that fans out to 1,000 watchers costs 1,000 `write`s in a row and no
-//! task switch. Only output the socket does not take at once is left to the connection's
-//! own task, which waits for the socket to drain before it reads more requests. A
-//! connection that lets more than [`Quotas::outstanding_bytes`](crate::Quotas) of events
-//! pile up unread is closed, so a client that never reads cannot make the daemon hold
-//! unbounded memory. An oversized or unframeable message closes only that connection.
+//! Every connection (the dom0 socket, per-domain sockets, in-process streams, and domain rings
+//! bridged to in-process streams) is a task that reads a batch of requests (all the complete
+//! messages one read returns), runs them through the [`Engine`], appends the changes to the
+//! journal, flushes it once for the batch (group commit), then sends what the batch produced.
+//! Changes are written before anything that could observe them runs (see `Group`); when a write
+//! fails, the changes in it are undone and answered `EIO`. Replies and watch events are encoded
+//! straight into each connection's output buffer (one buffer per connection, so a connection
+//! sees its events and replies in the order the engine made them); after the journal flush,
+//! every connection that got output is written at once with one non-blocking `write` each, from
+//! the task that made the output: a write that fans out to 1,000 watchers costs 1,000 `write`s
+//! in a row and no task switch. Only output the socket does not take at once is left to the
+//! connection's own task, which waits for the socket to drain before it reads more requests. A
+//! connection that lets more than [`Quotas::outstanding_bytes`](crate::Quotas) of events pile
+//! up unread is closed, so a client that never reads cannot make the daemon hold unbounded
+//! memory. An oversized or unframeable message closes only that connection.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -1282,6 +1283,37 @@ mod tests {
         let c = Client::connect_socket(h.socket_path()).unwrap();
         assert_eq!(c.read_string("/a/x").unwrap(), "1");
         assert_eq!(c.directory("/a").unwrap(), ["x", "y"]);
+    }
+
+    /// A request outside the groups that changes the store (a domain's release removes
+    /// its nodes) is written alone before its reply; when that fails, the domain stays
+    /// introduced and its nodes stay.
+    #[test]
+    fn a_release_that_cannot_be_journalled_leaves_the_domain_and_its_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, faults) = journalled(dir.path(), "s");
+        let c = Client::connect_socket(h.socket_path()).unwrap();
+        let d = DomId(7);
+        c.introduce(d, xen_types::Pfn(100), xen_types::EvtchnPort(3))
+            .unwrap();
+        c.write("/local/domain/7/x", "1").unwrap();
+        let owner = [xenstore::wire::Perm::new(d, xenstore::wire::Access::None)];
+        c.set_perms("/local/domain/7/x", &owner).unwrap();
+        c.watch("@releaseDomain", "r").unwrap();
+        assert_eq!(next_event(&c), ("@releaseDomain".into(), "r".into()));
+        faults.fail.store(true, Relaxed);
+        assert_eq!(errno(c.release(d)), Some(Errno::EIO));
+        assert!(c.is_domain_introduced(d).unwrap());
+        assert_eq!(c.read_string("/local/domain/7/x").unwrap(), "1");
+        assert!(c
+            .next_event_timeout(Duration::from_millis(200))
+            .unwrap()
+            .is_none());
+        faults.fail.store(false, Relaxed);
+        c.release(d).unwrap();
+        assert_eq!(next_event(&c), ("@releaseDomain".into(), "r".into()));
+        assert!(!c.is_domain_introduced(d).unwrap());
+        assert!(!c.exists("/local/domain/7/x").unwrap());
     }
 
     /// Requests sent together: the changes are written as one group, and when that write
