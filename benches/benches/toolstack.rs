@@ -132,6 +132,70 @@ fn get_all_records(c: &mut Criterion) {
                 out
             })
         });
+        // Every parameter of every VM, with the records of every class VMs refer to.
+        let mut all = argv.clone();
+        all.push("params=all".into());
+        g.bench_function(BenchmarkId::new("xe vm-list params=all", n), |b| {
+            b.iter(|| {
+                let mut out = Vec::with_capacity(1 << 20);
+                toolstack::cli::run(&all, &mut out).unwrap();
+                out
+            })
+        });
+    }
+    g.finish();
+}
+
+/// `event.from` with a current token after one change, as the database grows: what it
+/// costs should follow what changed (one object), not what exists.
+fn event_from(c: &mut Criterion) {
+    let mut g = c.benchmark_group("toolstack/event.from");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    let s = server(sim(), Db::in_memory());
+    let mut have = 1;
+    for n in [100usize, 1_000, 10_000] {
+        add_vms(&s, n + 1 - have);
+        have = n + 1;
+        let vm = s
+            .xapi
+            .call("VM.get_all", std::slice::from_ref(&s.session))
+            .unwrap()
+            .as_array()
+            .unwrap()[1]
+            .clone();
+        let classes = Value::Array(vec![Value::str("*")]);
+        g.bench_function(BenchmarkId::new("one change", n), |b| {
+            b.iter(|| {
+                let token = s
+                    .xapi
+                    .call("event.get_current_id", std::slice::from_ref(&s.session))
+                    .unwrap();
+                s.xapi
+                    .call(
+                        "VM.set_name_description",
+                        &[s.session.clone(), vm.clone(), Value::str("x")],
+                    )
+                    .unwrap();
+                let r = s
+                    .xapi
+                    .call(
+                        "event.from",
+                        &[
+                            s.session.clone(),
+                            classes.clone(),
+                            token,
+                            Value::Double(0.0),
+                        ],
+                    )
+                    .unwrap();
+                assert_eq!(
+                    r.as_struct().unwrap()["events"].as_array().unwrap().len(),
+                    1
+                );
+            })
+        });
     }
     g.finish();
 }
@@ -223,5 +287,5 @@ fn concurrent(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, get_all_records, vm_start, concurrent);
+criterion_group!(benches, get_all_records, event_from, vm_start, concurrent);
 criterion_main!(benches);

@@ -3,7 +3,7 @@
 //! Command shapes and output follow xe: `vm-list params=all name-label=web --minimal`, and
 //! records printed as `uuid ( RO)           : ...` with the keys right-aligned.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -151,6 +151,25 @@ fn lookup_field(look: &Lookup, r: &str, field: &str) -> String {
         .unwrap_or_else(|| "<not in database>".into())
 }
 
+/// The xe parameter of a field that is not a reference.
+fn plain_param(f: &datamodel::Field, v: &Value) -> Option<Param> {
+    let rw = f.qual == Qual::RW;
+    let (qual, mut value) = match f.ty {
+        Ty::Ref(_) | Ty::RefSet(_) => return None,
+        Ty::Map => (if rw { "MRW" } else { "MRO" }, text(v)),
+        Ty::StrSet => (if rw { "SRW" } else { "SRO" }, text(v)),
+        _ => (if rw { "RW" } else { "RO" }, text(v)),
+    };
+    if f.name == "power_state" {
+        value = value.to_ascii_lowercase();
+    }
+    Some(Param {
+        name: f.name.replace('_', "-"),
+        qual,
+        value,
+    })
+}
+
 /// The xe parameters of one record of `class`.
 pub fn params_of(class: &str, rec: &BTreeMap<String, Value>, look: &Lookup) -> Vec<Param> {
     let Some(cls) = datamodel::class(class) else {
@@ -199,27 +218,7 @@ pub fn params_of(class: &str, rec: &BTreeMap<String, Value>, look: &Lookup) -> V
                     value: uuids.join("; "),
                 });
             }
-            Ty::Map => out.push(Param {
-                name: xname,
-                qual: if rw { "MRW" } else { "MRO" },
-                value: text(v),
-            }),
-            Ty::StrSet => out.push(Param {
-                name: xname,
-                qual: if rw { "SRW" } else { "SRO" },
-                value: text(v),
-            }),
-            _ => {
-                let mut value = text(v);
-                if f.name == "power_state" {
-                    value = value.to_ascii_lowercase();
-                }
-                out.push(Param {
-                    name: xname,
-                    qual: if rw { "RW" } else { "RO" },
-                    value,
-                });
-            }
+            _ => out.extend(plain_param(f, v)),
         }
     }
     // Parameters xe derives from related objects.
@@ -419,13 +418,30 @@ pub fn run(argv: &[String], out: &mut dyn Write) -> Result<(), XeError> {
 
 fn all_records(c: &mut Client, class: &str) -> Result<Rows, XeError> {
     let v = c.call(&format!("{class}.get_all_records"), &[])?;
-    Ok(v.as_struct()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, r)| r.as_struct().map(|r| (k.clone(), r.clone())))
-                .collect()
+    Ok(match v {
+        Value::Struct(m) => m
+            .into_iter()
+            .filter_map(|(k, r)| match r {
+                Value::Struct(r) => Some((k, r)),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+/// The plain (not reference) fields of `class` behind the xe parameters `names`, when every
+/// one of them is such a field: those need no other class's records.
+fn plain_fields(class: &str, names: &BTreeSet<&str>) -> Option<Vec<&'static datamodel::Field>> {
+    let cls = datamodel::class(class)?;
+    names
+        .iter()
+        .map(|n| {
+            cls.fields.iter().find(|f| {
+                !matches!(f.ty, Ty::Ref(_) | Ty::RefSet(_)) && f.name.replace('_', "-") == *n
+            })
         })
-        .unwrap_or_default())
+        .collect()
 }
 
 /// Fetches records of the classes `class`'s references point at.
@@ -460,12 +476,28 @@ fn out_err(e: std::io::Error) -> XeError {
 }
 
 /// Records of `class` whose xe parameters match every filter.
+///
+/// With `shown`, only those parameters (and the filtered ones) are computed, and other
+/// classes' records are fetched only when one of them needs them.
 fn select(
     c: &mut Client,
     class: &str,
     filters: &[(String, String)],
+    shown: Option<&[String]>,
 ) -> Result<(Selected, Lookup), XeError> {
-    let look = lookup_for(c, class)?;
+    let plain = shown.and_then(|s| {
+        let names: BTreeSet<&str> = s
+            .iter()
+            .chain(filters.iter().map(|(k, _)| k))
+            .map(String::as_str)
+            .chain(["uuid"])
+            .collect();
+        plain_fields(class, &names)
+    });
+    let look = match plain {
+        Some(_) => Lookup::new(),
+        None => lookup_for(c, class)?,
+    };
     let mut recs = all_records(c, class)?;
     if class == "VM" {
         // xe hides templates unless asked for them.
@@ -475,7 +507,16 @@ fn select(
     }
     let mut out: Vec<(String, Vec<Param>)> = recs
         .into_iter()
-        .map(|(k, r)| (k, params_of(class, &r, &look)))
+        .map(|(k, r)| {
+            let ps = match &plain {
+                Some(fields) => fields
+                    .iter()
+                    .filter_map(|f| plain_param(f, r.get(f.name)?))
+                    .collect(),
+                None => params_of(class, &r, &look),
+            };
+            (k, ps)
+        })
         .filter(|(_, ps)| {
             filters
                 .iter()
@@ -507,7 +548,6 @@ fn dispatch(c: &mut Client, cmd: &str, a: &Args, out: &mut dyn Write) -> Result<
                 .filter(|(k, _)| k != "params")
                 .cloned()
                 .collect();
-        let (recs, _) = select(c, class, &filters)?;
         let wanted: Option<Vec<String>> = match params_arg.as_deref() {
             Some("all") => None,
             Some(list) => Some(list.split(',').map(str::to_owned).collect()),
@@ -518,6 +558,7 @@ fn dispatch(c: &mut Client, cmd: &str, a: &Args, out: &mut dyn Write) -> Result<
                     .collect(),
             ),
         };
+        let (recs, _) = select(c, class, &filters, wanted.as_deref())?;
         let shown: Vec<Vec<Param>> = recs
             .into_iter()
             .map(|(_, ps)| match &wanted {
@@ -556,11 +597,11 @@ fn dispatch(c: &mut Client, cmd: &str, a: &Args, out: &mut dyn Write) -> Result<
             // `vm=` takes a name or a UUID.
             let by_uuid: Option<String> =
                 a.kv.iter().find(|(k, _)| k == "vm").map(|(_, v)| v.clone());
-            let (mut recs, _) = select(c, "VM", &filters)?;
+            let (mut recs, _) = select(c, "VM", &filters, None)?;
             if recs.is_empty() {
                 if let Some(u) = by_uuid {
                     let f: Vec<(String, String)> = vec![("uuid".into(), u)];
-                    recs = select(c, "VM", &f)?.0;
+                    recs = select(c, "VM", &f, None)?.0;
                 }
             }
             recs.retain(|(_, ps)| {

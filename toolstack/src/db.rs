@@ -54,6 +54,9 @@ pub struct Inner {
     by_uuid: HashMap<String, String>,
     gen: u64,
     tombstones: Vec<Change>,
+    /// The change log: every object changed since the database opened, keyed by the
+    /// generation of its last change (so `event.from` costs what changed, not what exists).
+    log: std::collections::BTreeSet<(u64, String)>,
 }
 
 /// Tombstones kept for `event.from` callers that lag behind.
@@ -159,8 +162,11 @@ impl Db {
         }
         inner.gen += 1;
         let gen = inner.gen;
+        let Inner { rows, log, .. } = &mut *inner;
         for r in &dirty {
-            if let Some(row) = inner.rows.get_mut(r) {
+            if let Some(row) = rows.get_mut(r) {
+                log.remove(&(row.gen, r.clone()));
+                log.insert((gen, r.clone()));
                 row.gen = gen;
                 if row.created == u64::MAX {
                     row.created = gen;
@@ -248,8 +254,11 @@ impl Db {
         let inner = self.inner.read();
         let want = |c: &str| classes.is_none_or(|s| s.contains(c));
         let mut out: Vec<Change> = Vec::new();
-        for (r, row) in &inner.rows {
-            if row.gen > since && want(row.class) {
+        for (_, r) in inner.log.range((since + 1, String::new())..) {
+            let Some(row) = inner.rows.get(r) else {
+                continue;
+            };
+            if want(row.class) {
                 out.push(Change {
                     gen: row.gen,
                     class: row.class,
@@ -523,6 +532,7 @@ impl Tx<'_> {
         let Some(row) = self.inner.rows.remove(r) else {
             return;
         };
+        self.inner.log.remove(&(row.gen, r.to_owned()));
         for f in datamodel::class(row.class)
             .into_iter()
             .flat_map(|c| &c.fields)

@@ -1068,3 +1068,70 @@ fn clean_shutdown_times_out() {
         t.ok("VM.hard_shutdown", std::slice::from_ref(&vm));
     }
 }
+
+/// `event.from` reads the change log: after a token, each object changed since appears once,
+/// with its latest change, in generation order; objects changed before the token, and
+/// destroyed ones' earlier changes, do not.
+#[test]
+fn event_from_reports_each_change_once_in_order() {
+    let t = T::new();
+    let vms: Vec<Value> = (0..20).map(|i| t.vm(&format!("e{i}"), GIB / 8)).collect();
+    let now = t.ok("event.get_current_id", &[]);
+    let from = |token: &Value| {
+        let r = t.ok(
+            "event.from",
+            &[
+                Value::Array(vec![Value::str("vm")]),
+                token.clone(),
+                Value::Double(0.0),
+            ],
+        );
+        let evs: Vec<(Value, Value, Value)> = r.as_struct().unwrap()["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let e = e.as_struct().unwrap();
+                (e["ref"].clone(), e["operation"].clone(), e["id"].clone())
+            })
+            .collect();
+        (evs, r.as_struct().unwrap()["token"].clone())
+    };
+    // Changed twice: reported once, with the second change.
+    t.ok(
+        "VM.set_name_description",
+        &[vms[3].clone(), Value::str("a")],
+    );
+    t.ok(
+        "VM.set_name_description",
+        &[vms[7].clone(), Value::str("b")],
+    );
+    t.ok(
+        "VM.set_name_description",
+        &[vms[3].clone(), Value::str("c")],
+    );
+    t.ok("VM.destroy", &[vms[9].clone()]);
+    let (evs, token) = from(&now);
+    let got: Vec<(Value, Value)> = evs.iter().map(|(r, o, _)| (r.clone(), o.clone())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (vms[7].clone(), Value::str("mod")),
+            (vms[3].clone(), Value::str("mod")),
+            (vms[9].clone(), Value::str("del")),
+        ]
+    );
+    let ids: Vec<i64> = evs
+        .iter()
+        .map(|(_, _, id)| id.as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert_eq!(t.get("VM", "name_description", &vms[3]), Value::str("c"));
+    // Nothing since: nothing.
+    assert!(from(&token).0.is_empty());
+    // A new VM is an `add`.
+    let v = t.vm("late", GIB / 8);
+    let (evs, _) = from(&token);
+    assert_eq!(evs.len(), 1);
+    assert_eq!((evs[0].0.clone(), evs[0].1.clone()), (v, Value::str("add")));
+}

@@ -139,6 +139,35 @@ fn xe_commands() {
         c.call("VM.get_power_state", &[vm.clone()]).unwrap(),
         Value::str("Running")
     );
+    // A shown reference parameter is resolved through the other class's records (the
+    // list fetches them only when a shown or filtered parameter needs them).
+    let hosts = c.call("host.get_all", &[]).unwrap();
+    let host = hosts.as_array().unwrap()[0].clone();
+    let host_uuid = c.call("host.get_uuid", &[host]).unwrap();
+    assert_eq!(
+        ok(
+            &d,
+            &[
+                "vm-list",
+                "name-label=web",
+                "params=resident-on",
+                "--minimal"
+            ]
+        ),
+        format!("{}\n", host_uuid.as_str().unwrap())
+    );
+    assert_eq!(
+        ok(
+            &d,
+            &[
+                "vm-list",
+                &format!("resident-on={}", host_uuid.as_str().unwrap()),
+                "name-label=web",
+                "--minimal"
+            ]
+        ),
+        format!("{vm_uuid}\n")
+    );
     assert_eq!(
         ok(
             &d,
