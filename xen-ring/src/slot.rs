@@ -157,7 +157,7 @@ pub(crate) unsafe fn read_volatile_words<T: Pod>(src: *const u8, align: usize) -
     let n = size_of::<T>();
     let mut out = MaybeUninit::<T>::uninit();
     let dst = out.as_mut_ptr().cast::<u8>();
-    // SAFETY (all arms): word `i` lies inside both `src` (valid for `n` bytes) and `out`
+    // SAFETY: (all arms) word `i` lies inside both `src` (valid for `n` bytes) and `out`
     // (`n` bytes); `src` is aligned to the word (it divides `align`); `out` is written
     // unaligned.
     unsafe {
@@ -191,7 +191,7 @@ pub(crate) unsafe fn read_volatile_words<T: Pod>(src: *const u8, align: usize) -
 pub(crate) unsafe fn write_volatile_words<T: Pod>(dst: *mut u8, align: usize, v: T) {
     let n = size_of::<T>();
     let src = (&raw const v).cast::<u8>();
-    // SAFETY (all arms): word `i` lies inside both `v` and `dst` (valid for `n` bytes);
+    // SAFETY: (all arms) word `i` lies inside both `v` and `dst` (valid for `n` bytes);
     // `dst` is aligned to the word; `v` is read unaligned.
     unsafe {
         match word(align, n) {
