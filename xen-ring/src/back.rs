@@ -254,9 +254,13 @@ impl<M: SharedMemory, Req, Rsp> BackRing<M, Req, Rsp> {
     /// (`req_cons != rp && !RING_REQUEST_CONS_OVERFLOW`).
     #[inline]
     fn take_slot(&mut self) -> Result<Option<RING_IDX>, RingError> {
-        self.check()?;
-        if self.req_cons == self.req_prod_seen && self.refresh()? == 0 {
-            return Ok(None);
+        // A broken ring keeps `req_prod_seen == req_cons` (see `overflow`), so it always
+        // takes this branch: the check is per batch, not per request.
+        if self.req_cons == self.req_prod_seen {
+            self.check()?;
+            if self.refresh()? == 0 {
+                return Ok(None);
+            }
         }
         if idx::request_cons_overflow(self.ring_size(), self.rsp_prod_pvt, self.req_cons) {
             return Ok(None);
@@ -310,6 +314,8 @@ impl<M: SharedMemory, Req, Rsp> BackRing<M, Req, Rsp> {
     fn overflow(&mut self, prod: RING_IDX) -> RingError {
         let e = crate::overflow(prod, self.req_cons, self.ring_size());
         self.broken = Some(e);
+        // Nothing more to take without a new look at `req_prod` (which `check` refuses).
+        self.req_prod_seen = self.req_cons;
         e
     }
 

@@ -283,9 +283,13 @@ impl<M: SharedMemory, Req, Rsp> FrontRing<M, Req, Rsp> {
     /// The index of the next published response, consuming it.
     #[inline]
     fn response_slot(&mut self) -> Result<Option<RING_IDX>, RingError> {
-        self.check()?;
-        if self.rsp_cons == self.rsp_prod_seen && self.refresh()? == 0 {
-            return Ok(None);
+        // A broken ring keeps `rsp_prod_seen == rsp_cons` (see `overflow`), so it always
+        // takes this branch: the check is per batch, not per response.
+        if self.rsp_cons == self.rsp_prod_seen {
+            self.check()?;
+            if self.refresh()? == 0 {
+                return Ok(None);
+            }
         }
         let i = self.rsp_cons;
         self.rsp_cons = i.wrapping_add(1);
@@ -344,6 +348,8 @@ impl<M: SharedMemory, Req, Rsp> FrontRing<M, Req, Rsp> {
     fn overflow(&mut self, prod: RING_IDX) -> RingError {
         let e = crate::overflow(prod, self.rsp_cons, self.ring_size());
         self.broken = Some(e);
+        // Nothing more to take without a new look at `rsp_prod` (which `check` refuses).
+        self.rsp_prod_seen = self.rsp_cons;
         e
     }
 
