@@ -11,7 +11,12 @@
 //!   macros say so, and sleeps after the final checks (event-channel style).
 //!
 //! The two-thread groups and `ring/loopback` use the echo workload (64-byte request filled,
-//! 16-byte response, next to no work), so the ring operations dominate.
+//! 16-byte response, next to no work), so the ring operations dominate. Both sides touch the
+//! same fields: the front end fills all 64 bytes in the slot, the back end reads `id`,
+//! `csum` and the last payload byte (in C, `RING_COPY_REQUEST`'s `volatile` qualifies the
+//! pointer, not the entry, so GCC loads only the fields `echo_serve` uses; the Rust back end
+//! reads those three in place, once each) and writes the 16-byte response, and the front end
+//! copies the response out and checks it.
 //!
 //! Each group reports elements (requests) per second; divide to get ns per request. Peers:
 //! `rust` (Rust front + Rust back), `c` (C front + C back), and the mixed pairs.

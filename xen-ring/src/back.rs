@@ -55,7 +55,10 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
     pub fn attach(mem: M, nr_pages: Pages, idx: RING_IDX) -> Result<Self, RingError> {
         let layout = RingLayout::of::<Req, Rsp>(nr_pages)
             .ok_or(RingError::Layout("no entry fits in nr_pages pages"))?;
-        Ok(Self::from_parts(RingMem::typed::<Req, Rsp>(mem, layout)?, idx))
+        Ok(Self::from_parts(
+            RingMem::typed::<Req, Rsp>(mem, layout)?,
+            idx,
+        ))
     }
 
     /// Copies out the next request (`RING_COPY_REQUEST`), or `None` when none is published,
@@ -81,7 +84,9 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
         match self.take_slot()? {
             // SAFETY: `RingMem::typed` checked that a Req fits every slot, aligned; the slot
             // borrows the ring, which keeps the memory mapped.
-            Some(idx) => Ok(Some(unsafe { Slot::new(self.ring.slot(idx)) })),
+            Some(idx) => Ok(Some(unsafe {
+                Slot::new(self.ring.typed_slot::<Req, Rsp>(idx))
+            })),
             None => Ok(None),
         }
     }
@@ -111,7 +116,7 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
         let idx = self.response_slot()?;
         // SAFETY: `RingMem::typed` checked that an Rsp fits every slot, aligned; the slot
         // borrows the ring, which keeps the memory mapped.
-        Ok(unsafe { SlotMut::new(self.ring.slot(idx)) })
+        Ok(unsafe { SlotMut::new(self.ring.typed_slot::<Req, Rsp>(idx)) })
     }
 
     /// Writes `rsp` into the next response slot (`RING_GET_RESPONSE(r, rsp_prod_pvt++)`);
@@ -129,7 +134,7 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
         let mut prod = self.rsp_prod_pvt;
         for rsp in &rsps[..n] {
             // SAFETY: `RingMem::typed` checked that an Rsp fits every slot, aligned.
-            unsafe { SlotMut::new(self.ring.slot(prod)) }.write(*rsp);
+            unsafe { SlotMut::new(self.ring.typed_slot::<Req, Rsp>(prod)) }.write(*rsp);
             prod = prod.wrapping_add(1);
         }
         self.rsp_prod_pvt = prod;
@@ -144,7 +149,12 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
     #[inline(always)]
     unsafe fn copy_out(&self, idx: RING_IDX) -> Req {
         // SAFETY: the caller's promise, and `slot` is inside the mapping.
-        unsafe { read_volatile_words(self.ring.slot(idx).as_ptr(), align_of::<Req>()) }
+        unsafe {
+            read_volatile_words(
+                self.ring.typed_slot::<Req, Rsp>(idx).as_ptr(),
+                align_of::<Req>(),
+            )
+        }
     }
 }
 
@@ -244,9 +254,13 @@ impl<M: SharedMemory, Req, Rsp> BackRing<M, Req, Rsp> {
     /// (`req_cons != rp && !RING_REQUEST_CONS_OVERFLOW`).
     #[inline]
     fn take_slot(&mut self) -> Result<Option<RING_IDX>, RingError> {
-        self.check()?;
-        if self.req_cons == self.req_prod_seen && self.refresh()? == 0 {
-            return Ok(None);
+        // A broken ring keeps `req_prod_seen == req_cons` (see `overflow`), so it always
+        // takes this branch: the check is per batch, not per request.
+        if self.req_cons == self.req_prod_seen {
+            self.check()?;
+            if self.refresh()? == 0 {
+                return Ok(None);
+            }
         }
         if idx::request_cons_overflow(self.ring_size(), self.rsp_prod_pvt, self.req_cons) {
             return Ok(None);
@@ -300,6 +314,8 @@ impl<M: SharedMemory, Req, Rsp> BackRing<M, Req, Rsp> {
     fn overflow(&mut self, prod: RING_IDX) -> RingError {
         let e = crate::overflow(prod, self.req_cons, self.ring_size());
         self.broken = Some(e);
+        // Nothing more to take without a new look at `req_prod` (which `check` refuses).
+        self.req_prod_seen = self.req_cons;
         e
     }
 
@@ -328,7 +344,9 @@ impl<M: SharedMemory, Req, Rsp> BackRing<M, Req, Rsp> {
         let old = self.rsp_pushed;
         let new = self.rsp_prod_pvt;
         fence(Ordering::Release); // xen_wmb: front sees responses before the index
-        self.ring.hdr(SringField::RspProd).store(new, Ordering::Relaxed);
+        self.ring
+            .hdr(SringField::RspProd)
+            .store(new, Ordering::Relaxed);
         self.rsp_pushed = new;
         fence(Ordering::SeqCst); // xen_mb: front sees the index before we read rsp_event
         let event = self.ring.hdr(SringField::RspEvent).load(Ordering::Relaxed);

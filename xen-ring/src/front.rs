@@ -90,7 +90,7 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         let idx = self.request_slot()?;
         // SAFETY: `RingMem::typed` checked that a Req fits every slot, aligned; the slot
         // borrows the ring, which keeps the memory mapped.
-        Ok(unsafe { SlotMut::new(self.ring.slot(idx)) })
+        Ok(unsafe { SlotMut::new(self.ring.typed_slot::<Req, Rsp>(idx)) })
     }
 
     /// Writes `req` into the next free slot (`RING_GET_REQUEST(r, req_prod_pvt++)`). The back
@@ -108,7 +108,7 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         let mut prod = self.req_prod_pvt;
         for req in &reqs[..n] {
             // SAFETY: `RingMem::typed` checked that a Req fits every slot, aligned.
-            unsafe { SlotMut::new(self.ring.slot(prod)) }.write(*req);
+            unsafe { SlotMut::new(self.ring.typed_slot::<Req, Rsp>(prod)) }.write(*req);
             prod = prod.wrapping_add(1);
         }
         self.req_prod_pvt = prod;
@@ -135,7 +135,9 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         match self.response_slot()? {
             // SAFETY: `RingMem::typed` checked that an Rsp fits every slot, aligned; the
             // slot borrows the ring, which keeps the memory mapped.
-            Some(idx) => Ok(Some(unsafe { Slot::new(self.ring.slot(idx)) })),
+            Some(idx) => Ok(Some(unsafe {
+                Slot::new(self.ring.typed_slot::<Req, Rsp>(idx))
+            })),
             None => Ok(None),
         }
     }
@@ -163,7 +165,12 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
     #[inline(always)]
     unsafe fn copy_out(&self, idx: RING_IDX) -> Rsp {
         // SAFETY: the caller's promise, and `slot` is inside the mapping.
-        unsafe { read_volatile_words(self.ring.slot(idx).as_ptr(), align_of::<Rsp>()) }
+        unsafe {
+            read_volatile_words(
+                self.ring.typed_slot::<Req, Rsp>(idx).as_ptr(),
+                align_of::<Rsp>(),
+            )
+        }
     }
 }
 
@@ -189,7 +196,9 @@ impl<M: SharedMemory> FrontRing<M, Untyped, Untyped> {
     /// The offset of the next published response, consuming it; `None` when there is none.
     #[inline]
     pub fn take_response_slot(&mut self) -> Result<Option<usize>, RingError> {
-        Ok(self.response_slot()?.map(|i| self.ring.layout().slot_offset(i)))
+        Ok(self
+            .response_slot()?
+            .map(|i| self.ring.layout().slot_offset(i)))
     }
 }
 
@@ -274,9 +283,13 @@ impl<M: SharedMemory, Req, Rsp> FrontRing<M, Req, Rsp> {
     /// The index of the next published response, consuming it.
     #[inline]
     fn response_slot(&mut self) -> Result<Option<RING_IDX>, RingError> {
-        self.check()?;
-        if self.rsp_cons == self.rsp_prod_seen && self.refresh()? == 0 {
-            return Ok(None);
+        // A broken ring keeps `rsp_prod_seen == rsp_cons` (see `overflow`), so it always
+        // takes this branch: the check is per batch, not per response.
+        if self.rsp_cons == self.rsp_prod_seen {
+            self.check()?;
+            if self.refresh()? == 0 {
+                return Ok(None);
+            }
         }
         let i = self.rsp_cons;
         self.rsp_cons = i.wrapping_add(1);
@@ -309,7 +322,9 @@ impl<M: SharedMemory, Req, Rsp> FrontRing<M, Req, Rsp> {
         let old = self.req_pushed;
         let new = self.req_prod_pvt;
         fence(Ordering::Release); // xen_wmb: back sees requests before the index
-        self.ring.hdr(SringField::ReqProd).store(new, Ordering::Relaxed);
+        self.ring
+            .hdr(SringField::ReqProd)
+            .store(new, Ordering::Relaxed);
         self.req_pushed = new;
         fence(Ordering::SeqCst); // xen_mb: back sees the index before we read req_event
         let event = self.ring.hdr(SringField::ReqEvent).load(Ordering::Relaxed);
@@ -333,6 +348,8 @@ impl<M: SharedMemory, Req, Rsp> FrontRing<M, Req, Rsp> {
     fn overflow(&mut self, prod: RING_IDX) -> RingError {
         let e = crate::overflow(prod, self.rsp_cons, self.ring_size());
         self.broken = Some(e);
+        // Nothing more to take without a new look at `rsp_prod` (which `check` refuses).
+        self.rsp_prod_seen = self.rsp_cons;
         e
     }
 

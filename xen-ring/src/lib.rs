@@ -16,6 +16,14 @@
 //! threads). Unlike the macros, both ends distrust the peer: an impossible producer index
 //! from the other domain is reported as [`RingError::Overflow`] and the ring stops (it is
 //! *broken*, as Linux blkback halts a ring) instead of reading stale entries or spinning.
+//! That check is made once per batch, when the peer's producer index is read.
+//!
+//! The memory is checked once, when a ring is made (it spans the layout, and typed entries
+//! fit their slots, aligned); slots are then reached without a bounds check per access.
+//! Entries are written in place through a [`SlotMut`] ([`FrontRing::next_request`],
+//! [`BackRing::next_response`]) and read in place through a [`Slot`]
+//! ([`BackRing::next_request`], [`FrontRing::next_response`]), or copied whole
+//! (`push_request`, `take_request`, ...), always with volatile word accesses.
 //!
 //! ```
 //! use xen_ring::{BackRing, FrontRing};

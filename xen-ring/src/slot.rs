@@ -22,6 +22,10 @@ use crate::RingError;
 pub(crate) struct RingMem<M> {
     mem: M,
     base: NonNull<u8>,
+    /// `&ring[0]`: `base + ring_offset`.
+    entries: NonNull<u8>,
+    /// `nr_ents - 1`.
+    mask: u32,
     layout: RingLayout,
 }
 
@@ -38,7 +42,15 @@ impl<M: SharedMemory> RingMem<M> {
     pub(crate) fn new(mem: M, layout: RingLayout) -> Result<Self, RingError> {
         layout.validate(&mem)?;
         let base = NonNull::new(mem.as_ptr()).ok_or(RingError::Layout("null memory"))?;
-        Ok(RingMem { mem, base, layout })
+        // SAFETY: `ring_offset < bytes <= mem.len()` (validated): inside the mapping.
+        let entries = unsafe { base.add(layout.ring_offset()) };
+        Ok(RingMem {
+            mem,
+            base,
+            entries,
+            mask: layout.nr_ents() - 1,
+            layout,
+        })
     }
 
     /// As [`new`](Self::new), for entries of `Req` and `Rsp` read and written as values:
@@ -47,6 +59,7 @@ impl<M: SharedMemory> RingMem<M> {
         let r = Self::new(mem, layout)?;
         let align = align_of::<Req>().max(align_of::<Rsp>());
         if size_of::<Req>().max(size_of::<Rsp>()) > layout.entry_size()
+            || layout.entry_size() != entry_size::<Req, Rsp>()
             || layout.entry_size() % align != 0
             || layout.ring_offset() % align != 0
             || r.base.as_ptr() as usize % align != 0
@@ -80,13 +93,36 @@ impl<M> RingMem<M> {
         unsafe { &*self.base.as_ptr().add(f.offset()).cast::<AtomicU32>() }
     }
 
-    /// The address of the slot of free-running index `idx`.
+    /// The address of the slot of free-running index `idx` (`RING_GET_REQUEST`) in a ring
+    /// made by [`typed`](RingMem::typed) for `Req`/`Rsp`, whose entry size is a constant (a
+    /// shift instead of a multiplication).
     #[inline(always)]
-    pub(crate) fn slot(&self, idx: u32) -> NonNull<u8> {
-        // SAFETY: `slot_offset` is below `ring_offset + nr_ents * entry_size <= bytes`, and
-        // `new` checked `bytes <= mem.len()`: the address is inside the mapping.
-        unsafe { self.base.add(self.layout.slot_offset(idx)) }
+    pub(crate) fn typed_slot<Req, Rsp>(&self, idx: u32) -> NonNull<u8> {
+        debug_assert_eq!(self.layout.entry_size(), entry_size::<Req, Rsp>());
+        // SAFETY: `typed` checked that the layout's entry size is this one, so the offset
+        // `ring_offset + (idx & mask) * entry_size` is below `ring_offset + nr_ents *
+        // entry_size <= bytes`, and `new` checked `bytes <= mem.len()`: inside the mapping.
+        unsafe {
+            self.entries
+                .add((idx & self.mask) as usize * entry_size::<Req, Rsp>())
+        }
     }
+}
+
+/// `sizeof(union X_sring_entry)` of `DEFINE_RING_TYPES(x, Req, Rsp)`: the larger size,
+/// rounded up to the larger alignment (as [`RingLayout::of`]).
+const fn entry_size<Req, Rsp>() -> usize {
+    let align = if align_of::<Req>() > align_of::<Rsp>() {
+        align_of::<Req>()
+    } else {
+        align_of::<Rsp>()
+    };
+    let size = if size_of::<Req>() > size_of::<Rsp>() {
+        size_of::<Req>()
+    } else {
+        size_of::<Rsp>()
+    };
+    size.next_multiple_of(align)
 }
 
 /// The widest word (1, 2, 4 or 8 bytes) that divides both `align` and `len`: the unit of a
@@ -121,7 +157,7 @@ pub(crate) unsafe fn read_volatile_words<T: Pod>(src: *const u8, align: usize) -
     let n = size_of::<T>();
     let mut out = MaybeUninit::<T>::uninit();
     let dst = out.as_mut_ptr().cast::<u8>();
-    // SAFETY (all arms): word `i` lies inside both `src` (valid for `n` bytes) and `out`
+    // SAFETY: (all arms) word `i` lies inside both `src` (valid for `n` bytes) and `out`
     // (`n` bytes); `src` is aligned to the word (it divides `align`); `out` is written
     // unaligned.
     unsafe {
@@ -155,7 +191,7 @@ pub(crate) unsafe fn read_volatile_words<T: Pod>(src: *const u8, align: usize) -
 pub(crate) unsafe fn write_volatile_words<T: Pod>(dst: *mut u8, align: usize, v: T) {
     let n = size_of::<T>();
     let src = (&raw const v).cast::<u8>();
-    // SAFETY (all arms): word `i` lies inside both `v` and `dst` (valid for `n` bytes);
+    // SAFETY: (all arms) word `i` lies inside both `v` and `dst` (valid for `n` bytes);
     // `dst` is aligned to the word; `v` is read unaligned.
     unsafe {
         match word(align, n) {

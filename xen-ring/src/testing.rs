@@ -444,7 +444,11 @@ pub fn run_front<W: Workload, M: SharedMemory>(
             }
             progressed = true;
         }
-        while let Some(rsp) = ring.next_response()? {
+        // `rsp_prod` once per round, as the C loop reads `rp`; then the responses seen.
+        for _ in 0..ring.unconsumed_responses()? {
+            let Some(rsp) = ring.next_response()? else {
+                break;
+            };
             if !W::check(&rsp.read(), recv) {
                 return Err(DriveError::Bad(recv));
             }
@@ -475,7 +479,12 @@ pub fn run_back<W: Workload, M: SharedMemory>(
     let deadline = Instant::now() + timeout;
     while done < n {
         let mut progressed = false;
-        while let Some(req) = ring.next_request()? {
+        // `req_prod` once per round (checked), as the C loop reads `rp`; then the requests
+        // seen (capped by the response slots, `RING_REQUEST_CONS_OVERFLOW`).
+        for _ in 0..ring.unconsumed_requests()? {
+            let Some(req) = ring.next_request()? else {
+                break;
+            };
             let rsp = W::serve_slot(&req).ok_or(DriveError::Bad(done))?;
             ring.push_response(rsp)?;
             done += 1;
@@ -516,13 +525,19 @@ pub fn loopback<W: Workload, M: SharedMemory + Clone>(
             b += 1;
         }
         front.push_requests_and_check_notify();
-        while let Some(q) = back.next_request()? {
+        for _ in 0..back.unconsumed_requests()? {
+            let Some(q) = back.next_request()? else {
+                break;
+            };
             let rsp = W::serve_slot(&q).ok_or(DriveError::Bad(good))?;
             back.push_response(rsp)?;
         }
         back.push_responses_and_check_notify();
         back.final_check_for_requests()?;
-        while let Some(s) = front.next_response()? {
+        for _ in 0..front.unconsumed_responses()? {
+            let Some(s) = front.next_response()? else {
+                break;
+            };
             if !W::check(&s.read(), good) {
                 return Ok(good);
             }

@@ -516,3 +516,49 @@ fn untyped_and_typed_ends_share_one_layout() {
         assert_eq!(f.take_response().unwrap().unwrap().id, id);
     }
 }
+
+/// Requests filled in place field by field, read in place on the back end, answered in place,
+/// and the in-place API keeps the ring's checks (full ring, unanswered response, hostile index).
+#[test]
+fn entries_filled_and_read_in_place() {
+    use std::mem::offset_of;
+    let (mut f, mut b, mem) = pair(1);
+    for round in 0..3u64 {
+        for i in 0..32u64 {
+            let mut s = f.next_request().unwrap();
+            s.write(TestReq::nth(0)); // stale bytes from an earlier round are overwritten
+            s.set(offset_of!(TestReq, id), round * 100 + i);
+            s.set(offset_of!(TestReq, payload), [i as u8; 48]);
+        }
+        assert_eq!(f.next_request().unwrap_err(), RingError::Full);
+        f.push_requests();
+        for i in 0..32u64 {
+            let q = b.next_request().unwrap().unwrap();
+            let id: u64 = q.get(offset_of!(TestReq, id));
+            let last: u8 = q.get(offset_of!(TestReq, payload) + 47);
+            let whole = q.read();
+            assert_eq!((id, last), (round * 100 + i, i as u8));
+            assert_eq!(whole.len, TestReq::nth(0).len);
+            let mut r = b.next_response().unwrap();
+            r.write(TestRsp::default());
+            r.set(offset_of!(TestRsp, id), id);
+            r.set(offset_of!(TestRsp, status), -(i as i32));
+        }
+        assert!(b.next_request().unwrap().is_none());
+        assert_eq!(
+            b.next_response().unwrap_err(),
+            RingError::NoOutstandingRequest
+        );
+        b.push_responses();
+        for i in 0..32u64 {
+            let s = f.next_response().unwrap().unwrap();
+            assert_eq!(s.get::<u64>(offset_of!(TestRsp, id)), round * 100 + i);
+            assert_eq!(s.read().status, -(i as i32));
+        }
+        assert!(f.next_response().unwrap().is_none());
+    }
+    // A req_prod more than a ring ahead breaks the ring for the in-place API too.
+    set(&mem, SringField::ReqProd, b.req_cons().wrapping_add(33));
+    assert!(matches!(b.next_request(), Err(RingError::Overflow { .. })));
+    assert!(b.next_response().is_err());
+}
