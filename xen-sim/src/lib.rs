@@ -18,6 +18,24 @@
 //!
 //! All state lives behind one [`Host`] handle (cheap to clone, `Send + Sync`), so separate
 //! crates can hang their view of a domain off the same host.
+//!
+//! ```
+//! use xen_sim::{domain::small_pv_guest, Host};
+//! use xen_types::{DomId, Errno, Pages};
+//!
+//! let host = Host::default();
+//! let free = host.physinfo().free_pages;
+//! let dom = host.create_domain(DomId(0), &small_pv_guest(63)).unwrap();
+//! host.set_max_mem_kb(dom, 16 << 10).unwrap();
+//! host.increase_reservation(dom, Pages(1024)).unwrap();
+//! assert_eq!(host.physinfo().free_pages, free - 1024);
+//! // Past its maximum, Xen refuses (ENOMEM) and nothing is taken.
+//! assert_eq!(host.increase_reservation(dom, Pages(4096)), Err(Errno(libc::ENOMEM)));
+//! // Paused at creation, as Xen leaves it; destroying it gives its memory back.
+//! assert_ne!(host.domain_info(dom).unwrap().flags & xen_sys::XEN_DOMINF_paused, 0);
+//! host.destroy(dom).unwrap();
+//! assert_eq!(host.physinfo().free_pages, free);
+//! ```
 
 pub mod domain;
 pub mod evtchn;
