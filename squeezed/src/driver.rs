@@ -162,13 +162,8 @@ impl<Io: HostIo> Squeezed<Io> {
         loop {
             let now = self.io.now();
             let host = self.host_state()?;
-            let it = squeezer.one_iteration(
-                &host,
-                required,
-                &success,
-                now,
-                &self.config.fistpoints,
-            );
+            let it =
+                squeezer.one_iteration(&host, required, &success, now, &self.config.fistpoints);
             for &domid in &it.declared_uncooperative {
                 self.io.set_uncooperative(domid, true)?;
             }
@@ -181,10 +176,7 @@ impl<Io: HostIo> Squeezed<Io> {
             };
             for d in &host.domains {
                 let limit = if it.declared_inactive.contains(&d.domid) {
-                    d.target
-                        .min(d.actual)
-                        .max(d.dynamic_min)
-                        .min(d.dynamic_max)
+                    d.target.min(d.actual).max(d.dynamic_min).min(d.dynamic_max)
                 } else if let Some(a) = actions.iter().find(|a| a.domid == d.domid) {
                     a.target
                 } else {
@@ -268,7 +260,11 @@ impl<Io: HostIo> Squeezed<Io> {
     /// # Errors
     /// [`Error::UnknownReservation`], [`Error::UnknownDomain`]; the reservation stays when
     /// either fails.
-    pub fn transfer_reservation_to_domain(&mut self, id: ReservationId, domid: DomId) -> Result<()> {
+    pub fn transfer_reservation_to_domain(
+        &mut self,
+        id: ReservationId,
+        domid: DomId,
+    ) -> Result<()> {
         if !self.reservations.contains_key(&id) {
             return Err(Error::UnknownReservation(id));
         }

@@ -23,7 +23,11 @@ impl fmt::Display for GivenUp {
 }
 
 fn list(given_up: &[GivenUp]) -> String {
-    given_up.iter().map(|g| g.to_string()).collect::<Vec<_>>().join("; ")
+    given_up
+        .iter()
+        .map(|g| g.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Everything that can go wrong in squeezed.

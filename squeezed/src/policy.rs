@@ -7,7 +7,10 @@ use crate::units::{DomainMemory, Kib};
 
 /// Free memory if every domain in `domains` reached its dynamic-min.
 pub fn maximum_free(free: Kib, domains: &[DomainMemory], compensate_inaccuracy: bool) -> Kib {
-    free + domains.iter().map(|d| d.min_freeable(compensate_inaccuracy)).sum()
+    free + domains
+        .iter()
+        .map(|d| d.min_freeable(compensate_inaccuracy))
+        .sum()
 }
 
 /// γ for sharing `surplus` among `domains` in proportion to their ranges, in `[0, 1]`.

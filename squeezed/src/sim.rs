@@ -107,8 +107,7 @@ impl Guest {
             }
             Behaviour::Stuck => 0,
             Behaviour::Intermittent { rate, interval } => {
-                let working =
-                    |t: Duration| (t.as_nanos() / interval.as_nanos().max(1)) % 2 == 0;
+                let working = |t: Duration| (t.as_nanos() / interval.as_nanos().max(1)) % 2 == 0;
                 if working(self.last_update) && working(now) {
                     self.ideal_delta(rate, elapsed)
                 } else {
@@ -179,11 +178,12 @@ impl SimHost {
     /// # Errors
     /// [`Error::Host`] when less than the guest's memory is free or its id is taken.
     pub fn add_guest(&mut self, mut guest: Guest) -> Result<()> {
-        if self.guests.iter().any(|g| g.memory.domid == guest.memory.domid) {
-            return Err(Error::Host(format!(
-                "domain {} exists",
-                guest.memory.domid
-            )));
+        if self
+            .guests
+            .iter()
+            .any(|g| g.memory.domid == guest.memory.domid)
+        {
+            return Err(Error::Host(format!("domain {} exists", guest.memory.domid)));
         }
         self.take_free(guest.memory.actual)?;
         guest.last_update = self.now;

@@ -125,7 +125,9 @@ impl DomainMemory {
         } else {
             Kib::ZERO
         };
-        self.actual.saturating_sub(self.dynamic_min).saturating_sub(slack)
+        self.actual
+            .saturating_sub(self.dynamic_min)
+            .saturating_sub(slack)
     }
 
     /// `dynamic_max − dynamic_min`: how far the target may move.
