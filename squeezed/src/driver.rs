@@ -49,7 +49,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             target_host_free: Kib(0),
-            free_memory_tolerance: Kib(0),
+            free_memory_tolerance: Kib(512),
             poll_interval: Duration::from_millis(250),
             fistpoints: Vec::new(),
         }
@@ -222,16 +222,21 @@ impl<Io: HostIo> Squeezed<Io> {
         self.change_host_free_memory(want, |free| free >= want)
     }
 
-    /// Shares free memory above the host's target out to the domains.
+    /// Shares free memory above the host's target out to the domains, until less than
+    /// `free_memory_tolerance` above the target is left or every active domain is at its
+    /// dynamic-max (not an error: there is nobody left to give memory to).
     ///
     /// # Errors
-    /// As [`Squeezed::change_host_free_memory`].
+    /// [`Error::DomainsRefused`], [`Error::InvalidRange`] and the host's errors.
     pub fn balance_memory(&mut self) -> Result<()> {
         let target = self.config.target_host_free.0 as i128;
         let tolerance = self.config.free_memory_tolerance.0 as i128;
-        self.change_host_free_memory(self.config.target_host_free, |free| {
+        match self.change_host_free_memory(self.config.target_host_free, |free| {
             (free.0 as i128) - target < tolerance
-        })
+        }) {
+            Err(Error::CannotFree { .. }) => Ok(()),
+            r => r,
+        }
     }
 
     /// Frees `amount` and holds it for a domain being built.
