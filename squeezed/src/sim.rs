@@ -126,6 +126,7 @@ pub struct SimHost {
     now: Duration,
     uncooperative: BTreeSet<DomId>,
     steps: u64,
+    step_limit: Option<u64>,
 }
 
 impl SimHost {
@@ -136,6 +137,12 @@ impl SimHost {
             guests,
             ..SimHost::default()
         }
+    }
+
+    /// Makes `wait` fail after `limit` steps (a loop that never ends is a bug).
+    pub fn with_step_limit(mut self, limit: u64) -> Self {
+        self.step_limit = Some(limit);
+        self
     }
 
     /// Free memory.
@@ -262,6 +269,12 @@ impl HostIo for SimHost {
     fn wait(&mut self, interval: Duration) -> Result<()> {
         self.now += interval;
         self.steps += 1;
+        if self.step_limit.is_some_and(|l| self.steps > l) {
+            return Err(Error::Host(format!(
+                "no end after {} steps",
+                self.steps - 1
+            )));
+        }
         let now = self.now;
         for g in &mut self.guests {
             let delta = g.delta(now);
