@@ -174,10 +174,13 @@ impl<Io: HostIo> Squeezed<Io> {
                 Decision::AdjustTargets(actions) => actions.as_slice(),
                 _ => &[],
             };
+            // Actions come in host order (a subsequence of it), and declared_inactive sorted.
+            let mut pending = actions.iter().peekable();
             for d in &host.domains {
-                let limit = if it.declared_inactive.contains(&d.domid) {
+                let action = pending.next_if(|a| a.domid == d.domid);
+                let limit = if it.declared_inactive.binary_search(&d.domid).is_ok() {
                     d.target.min(d.actual).max(d.dynamic_min).min(d.dynamic_max)
-                } else if let Some(a) = actions.iter().find(|a| a.domid == d.domid) {
+                } else if let Some(a) = action {
                     a.target
                 } else {
                     d.target

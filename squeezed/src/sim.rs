@@ -7,7 +7,7 @@
 //! breaks: no guest allocates beyond host free memory, no target above maxmem, no maxmem
 //! below target.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use xen_types::DomId;
@@ -123,6 +123,7 @@ impl Guest {
 pub struct SimHost {
     free: Kib,
     guests: Vec<Guest>,
+    index: HashMap<DomId, usize>,
     now: Duration,
     uncooperative: BTreeSet<DomId>,
     steps: u64,
@@ -132,9 +133,15 @@ pub struct SimHost {
 impl SimHost {
     /// A host with `free` memory and these guests, at time zero.
     pub fn new(free: Kib, guests: Vec<Guest>) -> Self {
+        let index = guests
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.memory.domid, i))
+            .collect();
         SimHost {
             free,
             guests,
+            index,
             ..SimHost::default()
         }
     }
@@ -194,6 +201,7 @@ impl SimHost {
         }
         self.take_free(guest.memory.actual)?;
         guest.last_update = self.now;
+        self.index.insert(guest.memory.domid, self.guests.len());
         self.guests.push(guest);
         Ok(())
     }
@@ -213,10 +221,8 @@ impl SimHost {
     }
 
     fn guest(&mut self, domid: DomId) -> Result<&mut Guest> {
-        self.guests
-            .iter_mut()
-            .find(|g| g.memory.domid == domid)
-            .ok_or(Error::UnknownDomain(domid))
+        let i = *self.index.get(&domid).ok_or(Error::UnknownDomain(domid))?;
+        Ok(&mut self.guests[i])
     }
 }
 

@@ -38,7 +38,8 @@ pub enum Decision {
     Success,
     /// Out of options: every domain is at its target or stuck; the stuck balloonable domains.
     Failed(Vec<DomId>),
-    /// Change these targets (all freeing, or all taking: never both unless a fistpoint says so).
+    /// Change these targets (all freeing, or all taking: never both unless a fistpoint says
+    /// so), in the order of the host's domains.
     AdjustTargets(Vec<Action>),
 }
 
@@ -47,7 +48,7 @@ pub enum Decision {
 pub struct Iteration {
     /// What to do.
     pub decision: Decision,
-    /// Domains that became inactive in this iteration.
+    /// Domains that became inactive in this iteration, sorted.
     pub declared_inactive: Vec<DomId>,
     /// Domains that became active again in this iteration.
     pub declared_active: Vec<DomId>,
@@ -193,21 +194,23 @@ impl Squeezer {
             .filter(|d| d.can_balloon && self.is_active(d.domid))
             .copied()
             .collect();
-        let non_active: Vec<DomId> = host
+        // Sorted, so membership is a binary search however many domains are left out.
+        let mut non_active: Vec<DomId> = host
             .domains
             .iter()
             .filter(|d| !(d.can_balloon && self.is_active(d.domid)))
             .map(|d| d.domid)
             .collect();
+        non_active.sort_unstable();
         let declared_inactive = non_active
             .iter()
-            .filter(|id| !self.non_active.contains(id))
+            .filter(|id| self.non_active.binary_search(id).is_err())
             .copied()
             .collect();
         let declared_active = self
             .non_active
             .iter()
-            .filter(|id| !non_active.contains(id))
+            .filter(|id| non_active.binary_search(id).is_err())
             .copied()
             .collect();
 
@@ -241,7 +244,7 @@ impl Squeezer {
             Decision::Failed(
                 host.domains
                     .iter()
-                    .filter(|d| d.can_balloon && non_active.contains(&d.domid))
+                    .filter(|d| d.can_balloon && non_active.binary_search(&d.domid).is_ok())
                     .map(|d| d.domid)
                     .collect(),
             )

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use squeezed::sim::{Behaviour, Guest, SimHost};
-use squeezed::{Config, DomId, DomainMemory, Error, Fistpoint, HostIo, Kib, Squeezed};
+use squeezed::{Config, DomId, DomainMemory, Error, Fistpoint, Kib, Squeezed};
 
 /// `domain_make domid can_balloon dynamic_min target dynamic_max actual maxmem inaccuracy`.
 fn dom(
@@ -80,6 +80,7 @@ enum Failure {
     /// squeezed gave up (or the host refused an operation: an invariant broke).
     Squeezed(Error),
     /// After freeing, the memory was not guaranteed to stay free.
+    #[expect(dead_code, reason = "read through Debug in failure messages")]
     NotGuaranteedFree { guaranteed: i64, required: u64 },
 }
 
