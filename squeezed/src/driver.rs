@@ -245,11 +245,13 @@ impl<Io: HostIo> Squeezed<Io> {
     /// Frees `amount` and holds it for a domain being built.
     ///
     /// # Errors
-    /// [`Error::ReservationTooLarge`] when the host does not have that much memory at all;
+    /// [`Error::ReservationTooLarge`] when the host does not have that much memory at all
+    /// (free, plus every domain's, less other reservations);
     /// otherwise as [`Squeezed::free_memory`] (nothing is reserved then).
     pub fn reserve_memory(&mut self, amount: Kib) -> Result<ReservationId> {
         let host = self.io.host_state()?;
-        let host_total = host.free + host.domains.iter().map(|d| d.actual).sum();
+        let host_total = (host.free + host.domains.iter().map(|d| d.actual).sum())
+            .saturating_sub(self.reserved());
         if amount > host_total {
             return Err(Error::ReservationTooLarge {
                 requested: amount,

@@ -55,7 +55,7 @@ pub enum Error {
     ReservationTooLarge {
         /// What was asked for.
         requested: Kib,
-        /// Free memory plus every domain's memory.
+        /// Free memory plus every domain's memory, less other reservations.
         host_total: Kib,
     },
     /// Even with every balloonable domain at its dynamic-min, not enough would be free.

@@ -144,3 +144,35 @@ pub struct HostState {
     /// The domains, in a stable order.
     pub domains: Vec<DomainMemory>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_and_kib() {
+        assert_eq!(Pages(3).to_kib(), Kib(12));
+        assert_eq!(Kib(13).to_pages(), Pages(3));
+        assert_eq!(Kib(5).saturating_sub(Kib(7)), Kib(0));
+        assert_eq!(Kib(5).abs_diff(Kib(7)), Kib(2));
+        assert_eq!(Kib(1024).to_string(), "1024 KiB");
+    }
+
+    #[test]
+    fn min_freeable_allows_twice_the_inaccuracy() {
+        let d = DomainMemory {
+            domid: DomId(1),
+            can_balloon: true,
+            dynamic_min: Kib(1000),
+            target: Kib(1500),
+            dynamic_max: Kib(2000),
+            actual: Kib(1500),
+            maxmem: Kib(1500),
+            inaccuracy: Kib(4),
+        };
+        assert_eq!(d.min_freeable(true), Kib(492));
+        assert_eq!(d.min_freeable(false), Kib(500));
+        assert!(d.has_hit(Kib(1504)) && !d.has_hit(Kib(1505)));
+        assert_eq!(d.range(), Kib(1000));
+    }
+}

@@ -114,6 +114,17 @@ fn a_reservation_squeezes_guests_holds_the_memory_and_hands_it_over() {
     let mut sq = Squeezed::new(host, config());
     let r = sq.reserve_memory(Kib(1500)).unwrap();
     assert!(sq.io().free() >= Kib(1500), "free {}", sq.io().free());
+    // The host has 5000 KiB in all, 1500 of them reserved.
+    match sq.reserve_memory(Kib(3501)) {
+        Err(Error::ReservationTooLarge {
+            requested,
+            host_total,
+        }) => {
+            assert_eq!((requested, host_total), (Kib(3501), Kib(3500)));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sq.reserved(), Kib(1500));
     // The reserved memory is not shared out again by a rebalance.
     sq.balance_memory().unwrap();
     assert!(sq.io().free() >= Kib(1500), "free {}", sq.io().free());
