@@ -10,7 +10,8 @@
 //!
 //! The decision is a pure function of a [`HostState`] snapshot and the time; the loop that
 //! applies it ([`Squeezed`]) talks to the host through [`HostIo`], so the same code runs on a
-//! real host or on the simulated one of the `sim` feature ([`sim`]), whose clock tests drive.
+//! real host or on the simulated one of the `sim` feature (module `sim`), whose clock tests
+//! drive.
 
 #![deny(missing_docs)]
 
