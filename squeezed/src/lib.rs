@@ -1,0 +1,32 @@
+//! Dynamic memory control for Xen guests, after XenServer's squeezed.
+//!
+//! Every domain has `dynamic-min ≤ target ≤ dynamic-max ≤ static-max`. The surplus (host free
+//! memory plus what every balloonable domain could free down to its dynamic-min, less twice
+//! each domain's inaccuracy allowance, less the host's free-memory target) is shared out so
+//! that every domain gets `dynamic-min + γ·(dynamic-max − dynamic-min)` with one γ in `[0, 1]`
+//! ([`policy`]). Targets that free memory are set before targets that take it, so the host
+//! never over-commits ([`Squeezer::one_iteration`]). A domain that makes no progress toward
+//! its target for 5 s is inactive and left out; one still stuck after 20 s is uncooperative.
+//!
+//! The decision is a pure function of a [`HostState`] snapshot and the time; the loop that
+//! applies it ([`Squeezed`]) talks to the host through [`HostIo`], so the same code runs on a
+//! real host or on the simulated one of the `sim` feature (module `sim`), whose clock tests
+//! drive.
+
+#![deny(missing_docs)]
+
+mod driver;
+mod error;
+pub mod policy;
+#[cfg(feature = "sim")]
+pub mod sim;
+mod squeezer;
+mod units;
+
+pub use driver::{Config, HostIo, ReservationId, Squeezed};
+pub use error::{Error, GivenUp, Result};
+pub use squeezer::{
+    Action, Decision, Fistpoint, Iteration, Squeezer, INACTIVE_AFTER, UNCOOPERATIVE_AFTER,
+};
+pub use units::{DomainMemory, HostState, Kib, Pages};
+pub use xen_types::DomId;
