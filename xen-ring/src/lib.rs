@@ -23,8 +23,7 @@
 //! Entries are written in place through a [`SlotMut`] ([`FrontRing::next_request`],
 //! [`BackRing::next_response`]) and read in place through a [`Slot`]
 //! ([`BackRing::next_request`], [`FrontRing::next_response`]), or copied whole
-//! (`push_request`, `take_request`, ...): reads are volatile word loads (a field or a copy
-//! is read once), writes plain stores published by the push's release barrier.
+//! (`push_request`, `take_request`, ...), always with volatile word accesses.
 //!
 //! ```
 //! use xen_ring::{BackRing, FrontRing};

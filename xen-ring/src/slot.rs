@@ -5,10 +5,8 @@
 //! every slot the index arithmetic can name (`ring_offset + (idx & (nr_ents - 1)) *
 //! entry_size`, plus one entry) and every header field lies inside it. The hot path then
 //! reads and writes at `base + offset` without a bounds check per access, as the C macros
-//! do. Entries and fields are read with volatile word loads, each once (never an aggregate
-//! `read_volatile`, which compiles to one load per byte of a byte array), and written with
-//! plain stores through raw pointers (as C fills a slot), which the push's release barrier
-//! orders before the producer index.
+//! do, and copies entries with volatile word accesses (never an aggregate `read_volatile`,
+//! which compiles to one access per byte of a byte array).
 
 use std::marker::PhantomData;
 use std::mem::{align_of, size_of, MaybeUninit};
@@ -183,17 +181,46 @@ pub(crate) unsafe fn read_volatile_words<T: Pod>(src: *const u8, align: usize) -
     }
 }
 
+/// Writes `v` at `dst` (aligned to `align`, a power of two) with volatile word writes.
+///
+/// # Safety
+///
+/// `dst` is valid for writes of `size_of::<T>()` bytes and aligned to `align`, and `align`
+/// is a power of two.
+#[inline(always)]
+pub(crate) unsafe fn write_volatile_words<T: Pod>(dst: *mut u8, align: usize, v: T) {
+    let n = size_of::<T>();
+    let src = (&raw const v).cast::<u8>();
+    // SAFETY: (all arms) word `i` lies inside both `v` and `dst` (valid for `n` bytes);
+    // `dst` is aligned to the word; `v` is read unaligned.
+    unsafe {
+        match word(align, n) {
+            8 => copy_words!(u64, n, |i| dst
+                .cast::<u64>()
+                .add(i)
+                .write_volatile(src.cast::<u64>().add(i).read_unaligned())),
+            4 => copy_words!(u32, n, |i| dst
+                .cast::<u32>()
+                .add(i)
+                .write_volatile(src.cast::<u32>().add(i).read_unaligned())),
+            2 => copy_words!(u16, n, |i| dst
+                .cast::<u16>()
+                .add(i)
+                .write_volatile(src.cast::<u16>().add(i).read_unaligned())),
+            _ => copy_words!(u8, n, |i| dst.add(i).write_volatile(src.add(i).read())),
+        }
+    }
+}
+
 /// One request or response slot of a ring, to fill in place: the next request of a
 /// [`FrontRing`](crate::FrontRing) ([`next_request`](crate::FrontRing::next_request)) or the
 /// next response of a [`BackRing`](crate::BackRing)
 /// ([`next_response`](crate::BackRing::next_response)).
 ///
 /// The slot lives in memory the peer can write at any time, so it is never a Rust reference:
-/// [`write`](Self::write) stores a whole entry and [`set`](Self::set) one field, with plain
-/// stores through the slot's pointer (as C's `RING_GET_REQUEST(r, i)->field = v`; the
-/// compiler may merge them into wider ones, and nothing is read back) and no bounds check
-/// (the ring proved the slot in bounds when it was made). The peer sees what was written
-/// after the next push, whose release barrier orders the stores before the index.
+/// [`write`](Self::write) stores a whole entry and [`set`](Self::set) one field, both with
+/// volatile word stores and no bounds check (the ring proved the slot in bounds when it was
+/// made). The peer sees what was written after the next push.
 pub struct SlotMut<'a, T> {
     ptr: NonNull<u8>,
     _slot: PhantomData<&'a mut T>,
@@ -223,10 +250,8 @@ impl<T: Pod> SlotMut<'_, T> {
     /// Writes the whole entry (`*RING_GET_REQUEST(r, i) = v`).
     #[inline(always)]
     pub fn write(&mut self, v: T) {
-        // SAFETY: `new`'s contract: `size_of::<T>()` writable bytes aligned for T. A plain
-        // store through a raw pointer, as C's `FILL`: nothing is read back, and the push's
-        // release barrier orders it before the index.
-        unsafe { self.ptr.as_ptr().cast::<T>().write(v) }
+        // SAFETY: `new`'s contract: `size_of::<T>()` writable bytes aligned for T.
+        unsafe { write_volatile_words(self.ptr.as_ptr(), align_of::<T>(), v) }
     }
 
     /// Writes one field of the entry: `v` at byte `offset` (`offset_of!(T, field)`), as
@@ -239,12 +264,10 @@ impl<T: Pod> SlotMut<'_, T> {
     /// constant `offset` both checks fold away).
     #[inline(always)]
     pub fn set<F: Pod>(&mut self, offset: usize, v: F) {
-        // `field_align` checks that the field lies inside the entry, aligned for F.
-        let _ = field_align::<T, F>(offset);
-        // SAFETY: the field lies inside the slot `new` promises (checked above) and is
-        // aligned for F (the slot is aligned for T, the offset for F); a plain store, as
-        // `write`.
-        unsafe { self.ptr.as_ptr().add(offset).cast::<F>().write(v) }
+        let align = field_align::<T, F>(offset);
+        // SAFETY: `field_align` checked that the field lies inside the slot `new` promises,
+        // and the address is aligned to `align`.
+        unsafe { write_volatile_words(self.ptr.as_ptr().add(offset), align, v) }
     }
 
     /// The slot's address, for writes [`write`](Self::write) and [`set`](Self::set) cannot
@@ -347,15 +370,15 @@ mod tests {
     }
 
     #[test]
-    fn volatile_word_reads_see_what_was_written() {
+    fn volatile_word_copies_round_trip() {
         let mut buf = [0u64; 8];
         let p = buf.as_mut_ptr().cast::<u8>();
         let v: [u8; 12] = *b"hello, ring!";
         // SAFETY: `buf` is 64 bytes, 8-aligned; offsets 0 and 4 leave room for 12 bytes.
         unsafe {
-            p.cast::<[u8; 12]>().write(v);
+            write_volatile_words(p, 8, v);
             assert_eq!(read_volatile_words::<[u8; 12]>(p, 8), v);
-            p.add(4).cast::<u32>().write(0xdead_beef_u32);
+            write_volatile_words(p.add(4), 4, 0xdead_beef_u32);
             assert_eq!(read_volatile_words::<u32>(p.add(4), 4), 0xdead_beef);
             assert_eq!(read_volatile_words::<[u8; 4]>(p, 1), *b"hell");
         }
