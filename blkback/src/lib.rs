@@ -17,10 +17,12 @@
 //!   responses in completion order, one notification per batch;
 //! - [`host`]: the grant-mapping and event-channel interface it runs on, with [`sim`], a
 //!   simulated host;
-//! - `blkfront` (feature `test-utils`): a Rust frontend for tests, benches and fuzzing;
-//! - the `blkbackd` program: serves xenstore's `qdisk` (or `vbd`) backend directories, for
-//!   every domain or, with `--domid N`, as domain N's device model for libxl
-//!   (`xl block-attach <dom> 'vdev=xvdb, backendtype=qdisk, target=/images/a.img'`).
+//! - `blkfront` (feature `test-utils`): a Rust frontend for tests, benches and fuzzing.
+//!
+//! The `blkbackd` program (crate `blkbackd`) is a thin daemon over this library: it serves
+//! xenstore's `qdisk` (or `vbd`) backend directories, for every domain or, with
+//! `--domid N`, as domain N's device model for libxl
+//! (`xl block-attach <dom> 'vdev=xvdb, backendtype=qdisk, target=/images/a.img'`).
 
 pub mod abi;
 #[cfg(feature = "test-utils")]

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{unbounded, Receiver};
+use crossbeam_channel::{unbounded, Receiver};
 use xen_types::DomId;
 
 use crate::paths::{self, join};

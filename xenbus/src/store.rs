@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crossbeam::channel::Sender;
+use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use xen_types::DomId;
 
@@ -287,7 +287,7 @@ impl Store for MemStore {
 mod tests {
     use std::time::Duration;
 
-    use crossbeam::channel::unbounded;
+    use crossbeam_channel::unbounded;
 
     use super::*;
 

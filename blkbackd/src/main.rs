@@ -157,7 +157,7 @@ impl DeviceModel {
         // From here on, dropping `m` (on any error below, or at exit) unregisters.
         let m = DeviceModel { store, domid };
         // The domain's death ends the daemon as a signal would.
-        let (tx, rx) = crossbeam::channel::unbounded();
+        let (tx, rx) = crossbeam_channel::unbounded();
         m.store
             .watch(xenbus::store::RELEASE_DOMAIN, "blkbackd", tx)
             .map_err(|e| format!("watching @releaseDomain: {e}"))?;
