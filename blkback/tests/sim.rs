@@ -12,13 +12,15 @@ use blkback::xen::XenSimGuest;
 use blkback::{BlkBack, Config, XenHost};
 use xen_types::mem::SharedMemoryExt;
 use xen_types::{DomId, GrantRef};
-use xenbus::{create_device, Backend, MemStore, Store, XenbusState};
+use xenbus::testing::TestXenstore;
+use xenbus::{create_device, Backend, Store, XenbusState, XsStore};
 
 const MIB: u64 = 1 << 20;
 const T: Duration = Duration::from_secs(20);
 
 struct Env<F: FrontHost = SimHost> {
-    store: Arc<MemStore>,
+    /// Our xenstored: the backend is dom0, each frontend its own domain.
+    xs: TestXenstore,
     host: F,
     /// The in-crate simulated host, when that is the one in use (for mapping counts).
     sim: Option<SimHost>,
@@ -27,12 +29,12 @@ struct Env<F: FrontHost = SimHost> {
 }
 
 fn env(cfg: Config) -> Env {
-    let store = Arc::new(MemStore::new());
+    let xs = TestXenstore::start().unwrap();
     let host = SimHost::new(DomId::DOM0);
     let drv = Arc::new(BlkBack::new(Arc::new(host.clone()), cfg));
-    let be = Backend::start(store.clone(), DomId::DOM0, drv).unwrap();
+    let be = Backend::start(xs.dom0().clone(), DomId::DOM0, drv).unwrap();
     Env {
-        store,
+        xs,
         sim: Some(host.clone()),
         host,
         be: Some(be),
@@ -42,14 +44,14 @@ fn env(cfg: Config) -> Env {
 
 /// The same, on the project's simulated Xen host (`xen-sim`) through `gnttab`/`evtchn`.
 fn env_xen(cfg: Config) -> Env<XenSimGuest> {
-    let store = Arc::new(MemStore::new());
-    let xs = xen_sim::Host::default();
-    let backend = XenHost::sim(&xs, DomId::DOM0).unwrap();
+    let xs = TestXenstore::start().unwrap();
+    let sim = xen_sim::Host::default();
+    let backend = XenHost::sim(&sim, DomId::DOM0).unwrap();
     let drv = Arc::new(BlkBack::new(Arc::new(backend), cfg));
-    let be = Backend::start(store.clone(), DomId::DOM0, drv).unwrap();
+    let be = Backend::start(xs.dom0().clone(), DomId::DOM0, drv).unwrap();
     Env {
-        store,
-        host: XenSimGuest::new(&xs),
+        xs,
+        host: XenSimGuest::new(&sim),
         sim: None,
         be: Some(be),
         dir: tempfile::tempdir().unwrap(),
@@ -65,7 +67,7 @@ impl<F: FrontHost> Env<F> {
             .unwrap();
         let p = path.to_str().unwrap().to_string();
         create_device(
-            &*self.store,
+            &**self.xs.dom0(),
             DomId::DOM0,
             fe,
             "vbd",
@@ -77,8 +79,10 @@ impl<F: FrontHost> Env<F> {
         path
     }
 
-    fn front(&self, fe: DomId, devid: u32, cfg: FrontConfig) -> Blkfront<MemStore, F> {
-        Blkfront::connect(&self.host, self.store.clone(), fe, devid, cfg).unwrap()
+    /// Frontend `fe` of device `devid`, on its own xenstore connection as domain `fe`.
+    fn front(&self, fe: DomId, devid: u32, cfg: FrontConfig) -> Blkfront<XsStore, F> {
+        let store = self.xs.guest(fe).unwrap();
+        Blkfront::connect(&self.host, store, fe, devid, cfg).unwrap()
     }
 
     fn backend(&self) -> &Backend {
@@ -106,7 +110,7 @@ impl Rng {
 /// on guest buffers (`run_bufs`: the backend reads and writes the caller's granted pages)
 /// instead of copied ones (`run`).
 fn workload<F: FrontHost>(
-    f: &Blkfront<MemStore, F>,
+    f: &Blkfront<XsStore, F>,
     q: usize,
     first: u64,
     blocks: u64,
@@ -189,7 +193,7 @@ fn workload<F: FrontHost>(
 
 /// Runs `reqs` through guest buffers: write data is put into them first, read data taken
 /// out of them after.
-fn run_in_guest_buffers<F: FrontHost>(f: &Blkfront<MemStore, F>, q: usize, reqs: &mut [IoReq]) {
+fn run_in_guest_buffers<F: FrontHost>(f: &Blkfront<XsStore, F>, q: usize, reqs: &mut [IoReq]) {
     let bufs: Vec<_> = reqs
         .iter()
         .map(|r| {
@@ -476,7 +480,7 @@ fn read_only_disk_refuses_writes() {
     assert_ne!(f.info & xen_sys::VDISK_READONLY, 0);
     let be = xenbus::paths::backend_path(DomId::DOM0, "vbd", fe, 2);
     assert_eq!(
-        e.store
+        e.xs.dom0()
             .read(&format!("{be}/feature-discard"))
             .unwrap()
             .as_deref(),
@@ -639,7 +643,7 @@ fn flush_and_discard() {
         ("hotplug-status", "connected"),
     ] {
         assert_eq!(
-            e.store.read(&format!("{be}/{k}")).unwrap().as_deref(),
+            e.xs.dom0().read(&format!("{be}/{k}")).unwrap().as_deref(),
             Some(v),
             "{k}"
         );
@@ -677,7 +681,7 @@ fn vanish<F: FrontHost>(e: Env<F>) {
     assert!(!acked.is_empty());
     // The guest dies with requests still in flight.
     f.vanish();
-    e.store.release_domain(fe);
+    e.xs.destroy_domain(fe).unwrap();
     let deadline = Instant::now() + T;
     while !e.backend().devices().is_empty() {
         assert!(Instant::now() < deadline, "device not torn down");
@@ -685,7 +689,7 @@ fn vanish<F: FrontHost>(e: Env<F>) {
     }
     let be = xenbus::paths::backend_path(DomId::DOM0, "vbd", fe, 4);
     assert_eq!(
-        e.store.read(&format!("{be}/state")).unwrap().as_deref(),
+        e.xs.dom0().read(&format!("{be}/state")).unwrap().as_deref(),
         Some("6")
     );
     // Every acknowledged write is on disk.
@@ -751,7 +755,7 @@ fn refused_handshakes_report_errors() {
     e.disk(fe, 6, MIB, "w");
     let err = Blkfront::connect(
         &e.host,
-        e.store.clone(),
+        e.xs.guest(fe).unwrap(),
         fe,
         6,
         FrontConfig {
@@ -762,7 +766,7 @@ fn refused_handshakes_report_errors() {
     assert!(err.is_ok(), "2 queues are allowed");
     // A device whose image does not exist fails at probe with an error node.
     create_device(
-        &*e.store,
+        &**e.xs.dom0(),
         DomId::DOM0,
         DomId(13),
         "vbd",
@@ -774,7 +778,7 @@ fn refused_handshakes_report_errors() {
     let be = xenbus::paths::backend_path(DomId::DOM0, "vbd", DomId(13), 7);
     let deadline = Instant::now() + T;
     loop {
-        let st = e.store.read(&format!("{be}/state")).unwrap();
+        let st = e.xs.dom0().read(&format!("{be}/state")).unwrap();
         let st = XenbusState::from_node(st.as_deref());
         if st == XenbusState::Closing || st == XenbusState::Closed {
             break;
@@ -785,7 +789,7 @@ fn refused_handshakes_report_errors() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(e.store.read(&format!("{be}/error")).unwrap().is_some());
+    assert!(e.xs.dom0().read(&format!("{be}/error")).unwrap().is_some());
     // Too many queues, or an unknown protocol, are refused at connect with an error.
     for (i, (k, v)) in [("multi-queue-num-queues", "3"), ("protocol", "sparc-abi")]
         .into_iter()
@@ -793,7 +797,7 @@ fn refused_handshakes_report_errors() {
     {
         let dom = DomId(20 + i as u16);
         e.disk(dom, 8, MIB, "w");
-        let mut fd = xenbus::FrontendDevice::open(e.store.clone(), dom, "vbd", 8).unwrap();
+        let mut fd = xenbus::FrontendDevice::open(e.xs.guest(dom).unwrap(), dom, "vbd", 8).unwrap();
         fd.wait_backend(|s| s == XenbusState::InitWait, T).unwrap();
         fd.write_all(&[
             (k.to_string(), v.to_string()),
