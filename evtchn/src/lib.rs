@@ -1,23 +1,27 @@
 //! Event channels: bind, notify, and receive Xen event-channel notifications.
 //!
-//! One type, [`Evtchn`], over two backends:
+//! One trait, [`EventChannel`], over two backends:
 //!
-//! - **Real**: the Linux `/dev/xen/evtchn` device, driven with its ioctls
+//! - [`RealEvtchn`]: the Linux `/dev/xen/evtchn` device, driven with its ioctls
 //!   (`IOCTL_EVTCHN_BIND_*`, `IOCTL_EVTCHN_UNBIND`, `IOCTL_EVTCHN_NOTIFY`), `read` for pending
 //!   ports and `write` to unmask. We use the device directly rather than libxenevtchn because
 //!   the library is a thin wrapper over the same ioctls that would add a run-time dependency
 //!   and a logger, and its `xenevtchn_pending` returns one port per `read` system call, while
-//!   [`Evtchn::read_pending`] drains a whole batch in one. The descriptor is ours, so it goes
-//!   straight into poll/epoll, `mio` or tokio's `AsyncFd`.
-//! - **Simulated**: a handle on a [`xen_sim::Host`] acting as a given domain (dom0 for
-//!   backends and xenstored, a guest's id for simulated frontends), with Xen's port states
-//!   and errors and the Linux driver's delivery semantics (see [`xen_sim::evtchn`]).
+//!   [`EventChannel::read_pending`] drains a whole batch in one. The descriptor is ours, so it
+//!   goes straight into poll/epoll, `mio` or tokio's `AsyncFd`.
+//! - `SimEvtchn` (feature `sim`, on by default): a handle on a `xen_sim::Host` acting as a
+//!   given domain (dom0 for backends and xenstored, a guest's id for simulated frontends),
+//!   with Xen's port states and errors and the Linux driver's delivery semantics.
 //!
-//! A delivered port is masked until [`Evtchn::unmask`]: a notification that arrives meanwhile
-//! stays pending and is delivered on unmask, so a backend's loop is
+//! Code written over `E: EventChannel` runs on either with static dispatch; [`Evtchn`] is a
+//! handle on either chosen at run time (it implements the trait and dereferences to it).
+//!
+//! A delivered port is masked until [`EventChannel::unmask`]: a notification that arrives
+//! meanwhile stays pending and is delivered on unmask, so a backend's loop is
 //! *read pending → unmask → process*.
 //!
 //! ```
+//! # #[cfg(feature = "sim")] {
 //! use evtchn::Evtchn;
 //! use std::time::Duration;
 //! use xen_types::DomId;
@@ -34,35 +38,44 @@
 //! let n = dom0.wait(&mut ports, Some(Duration::from_secs(5))).unwrap();
 //! assert_eq!(&ports[..n], &[b]);
 //! dom0.unmask(b).unwrap();
+//! # }
 //! ```
 //!
 //! Many channels, one thread: bind them all on one handle, wait on its descriptor, and
-//! dispatch on the ports read. On the simulated host, [`Evtchn::wait`] sleeps on a futex of
-//! the handle (a wake-up costs one `FUTEX_WAKE`, like the `write` that wakes a blocking `read`
-//! of an eventfd) and notify and unmask take no host-wide lock, while poll/epoll/async users
-//! wait on the handle's eventfd, which is kept in step once the descriptor has been asked for
-//! ([`AsRawFd`]/[`AsFd`]); use one style per handle at a time. With the `tokio` feature,
-//! [`AsyncEvtchn`] does the same in an async task; with `mio`, register
+//! dispatch on the ports read. On the simulated host, [`EventChannel::wait`] sleeps on a futex
+//! of the handle (a wake-up costs one `FUTEX_WAKE`, like the `write` that wakes a blocking
+//! `read` of an eventfd) and notify and unmask take no host-wide lock, while poll/epoll/async
+//! users wait on the handle's eventfd, which is kept in step once the descriptor has been
+//! asked for ([`AsFd`]/[`AsRawFd`]); use one style per handle at a time. With the `tokio`
+//! feature, `AsyncEvtchn` does the same in an async task; with `mio`, register
 //! `mio::unix::SourceFd(&evtchn.as_raw_fd())`.
 
 mod real;
+#[cfg(feature = "sim")]
+mod sim;
 #[cfg(feature = "tokio")]
 mod tokio_io;
 
+use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use xen_types::{DomId, Errno, EvtchnPort, Virq};
 
+pub use real::RealEvtchn;
+#[cfg(feature = "sim")]
+pub use sim::SimEvtchn;
 #[cfg(feature = "tokio")]
 pub use tokio_io::AsyncEvtchn;
-pub use xen_sim::evtchn::PortStatus;
+pub use xen_types::PortStatus;
 
 /// The event-channel device.
 pub const EVTCHN_DEVICE: &str = "/dev/xen/evtchn";
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The Xen device is missing: this is not a Xen dom0 (or the driver is not loaded).
     #[error("{path} cannot be opened ({errno}): not running in a Xen dom0, or the xen-evtchn driver is not loaded")]
@@ -99,27 +112,170 @@ impl Error {
 /// Results of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
-fn op(op: &'static str) -> impl FnOnce(Errno) -> Error {
+pub(crate) fn op(op: &'static str) -> impl FnOnce(Errno) -> Error {
     move |errno| Error::Op { op, errno }
 }
 
-enum Backend {
-    Real(real::Device),
-    Sim(xen_sim::evtchn::Handle),
+/// An event-channel handle (one open of `/dev/xen/evtchn`, or its simulated equivalent): the
+/// ports bound through it are delivered to it, and dropping it unbinds them all.
+///
+/// Implementations are thread-safe. The descriptor ([`AsFd`]) polls readable while ports may
+/// be pending.
+pub trait EventChannel: AsFd + Send + Sync + fmt::Debug {
+    /// Restricts this handle to binding interdomain channels with `dom` only
+    /// (`IOCTL_EVTCHN_RESTRICT_DOMID`, for a deprivileged device model): unbound-port and
+    /// VIRQ binds then fail with `EACCES`. `EINVAL` for dom0 or a reserved id; `EACCES` if
+    /// already restricted.
+    fn restrict(&self, dom: DomId) -> Result<()>;
+
+    /// Allocates a port that domain `remote` may bind to (`IOCTL_EVTCHN_BIND_UNBOUND_PORT`,
+    /// `EVTCHNOP_alloc_unbound`).
+    fn bind_unbound_port(&self, remote: DomId) -> Result<EvtchnPort>;
+
+    /// Connects a new local port to `remote_port` of `remote`, which must be an unbound port
+    /// allocated for this domain (`IOCTL_EVTCHN_BIND_INTERDOMAIN`; `EINVAL` otherwise,
+    /// `ESRCH` for an unknown domain). Xen marks the new port pending once, so an event sent
+    /// before the bind is not lost.
+    fn bind_interdomain(&self, remote: DomId, remote_port: EvtchnPort) -> Result<EvtchnPort>;
+
+    /// Binds virtual interrupt `virq` (`IOCTL_EVTCHN_BIND_VIRQ`; e.g. [`Virq::DOM_EXC`],
+    /// which xenstored needs).
+    fn bind_virq(&self, virq: Virq) -> Result<EvtchnPort>;
+
+    /// Closes `port` (`IOCTL_EVTCHN_UNBIND`); its interdomain peer becomes unbound.
+    /// `ENOTCONN` if this handle did not bind it.
+    fn unbind(&self, port: EvtchnPort) -> Result<()>;
+
+    /// Notifies the remote end of `port` (`IOCTL_EVTCHN_NOTIFY`). `ENOTCONN` if this handle
+    /// did not bind it.
+    fn notify(&self, port: EvtchnPort) -> Result<()>;
+
+    /// Unmasks `port` after handling it (a `write` of the port to the device); a
+    /// notification that arrived while it was masked is delivered now.
+    fn unmask(&self, port: EvtchnPort) -> Result<()>;
+
+    /// Reads pending ports into `buf` without blocking (a `read` of the device); returns how
+    /// many (0 if none). Each port read is masked until [`unmask`](EventChannel::unmask).
+    fn read_pending(&self, buf: &mut [EvtchnPort]) -> Result<usize>;
+
+    /// Takes delivery of a port of this domain that no handle owns: a simulated guest taking
+    /// the ports the toolstack allocated for it. Only the simulated host can do this; the
+    /// default is `EOPNOTSUPP`, as on real Xen.
+    fn attach(&self, port: EvtchnPort) -> Result<()> {
+        let _ = port;
+        Err(op("attach")(Errno::EOPNOTSUPP))
+    }
+
+    /// One pending port, if any, without blocking (`xenevtchn_pending`).
+    fn pending(&self) -> Result<Option<EvtchnPort>> {
+        let mut one = [EvtchnPort(0)];
+        Ok((self.read_pending(&mut one)? == 1).then_some(one[0]))
+    }
+
+    /// Waits up to `timeout` (forever for `None`) for pending ports and reads them into
+    /// `buf`; returns how many, 0 on timeout. The default polls the descriptor.
+    fn wait(&self, buf: &mut [EvtchnPort], timeout: Option<Duration>) -> Result<usize> {
+        poll_wait(self, buf, timeout)
+    }
 }
 
-/// An event-channel handle: the ports bound through it are delivered to it, and dropping it
-/// unbinds them all.
-pub struct Evtchn {
-    backend: Backend,
-}
-
-impl std::fmt::Debug for Evtchn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.backend {
-            Backend::Real(d) => f.debug_tuple("Evtchn::Real").field(&d.fd()).finish(),
-            Backend::Sim(h) => f.debug_tuple("Evtchn::Sim").field(&h.domid()).finish(),
+/// [`EventChannel::wait`] by `poll` on the handle's descriptor between non-blocking reads.
+fn poll_wait<E: EventChannel + ?Sized>(
+    e: &E,
+    buf: &mut [EvtchnPort],
+    timeout: Option<Duration>,
+) -> Result<usize> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let n = e.read_pending(buf)?;
+        if n > 0 || buf.is_empty() {
+            return Ok(n);
         }
+        let ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(0);
+                }
+                // Round up so we never spin on a sub-millisecond remainder.
+                i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+            }
+        };
+        let mut pfd = libc::pollfd {
+            fd: e.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r < 0 {
+            let e = Errno::last();
+            if e != Errno::EINTR {
+                return Err(op("poll")(e));
+            }
+        }
+    }
+}
+
+/// Forwards every method, so `Box<E>` and `Arc<E>` (and `Box<dyn EventChannel>`) are handles
+/// too.
+macro_rules! forward {
+    ($($ptr:ident),*) => { $(
+        impl<E: EventChannel + ?Sized> EventChannel for $ptr<E> {
+            fn restrict(&self, dom: DomId) -> Result<()> {
+                (**self).restrict(dom)
+            }
+            fn bind_unbound_port(&self, remote: DomId) -> Result<EvtchnPort> {
+                (**self).bind_unbound_port(remote)
+            }
+            fn bind_interdomain(&self, remote: DomId, port: EvtchnPort) -> Result<EvtchnPort> {
+                (**self).bind_interdomain(remote, port)
+            }
+            fn bind_virq(&self, virq: Virq) -> Result<EvtchnPort> {
+                (**self).bind_virq(virq)
+            }
+            fn unbind(&self, port: EvtchnPort) -> Result<()> {
+                (**self).unbind(port)
+            }
+            #[inline]
+            fn notify(&self, port: EvtchnPort) -> Result<()> {
+                (**self).notify(port)
+            }
+            #[inline]
+            fn unmask(&self, port: EvtchnPort) -> Result<()> {
+                (**self).unmask(port)
+            }
+            #[inline]
+            fn read_pending(&self, buf: &mut [EvtchnPort]) -> Result<usize> {
+                (**self).read_pending(buf)
+            }
+            fn attach(&self, port: EvtchnPort) -> Result<()> {
+                (**self).attach(port)
+            }
+            fn pending(&self) -> Result<Option<EvtchnPort>> {
+                (**self).pending()
+            }
+            #[inline]
+            fn wait(&self, buf: &mut [EvtchnPort], timeout: Option<Duration>) -> Result<usize> {
+                (**self).wait(buf, timeout)
+            }
+        }
+    )* };
+}
+forward!(Box, Arc);
+
+/// An event-channel handle on whichever backend was opened: the real device
+/// ([`Evtchn::open`]), the simulated host (`Evtchn::open_sim`, feature `sim`), or any
+/// [`EventChannel`] ([`Evtchn::new`]). It implements [`EventChannel`] and dereferences to it,
+/// so its methods need no import.
+pub struct Evtchn {
+    inner: Box<dyn EventChannel>,
+}
+
+impl fmt::Debug for Evtchn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Evtchn").field(&self.inner).finish()
     }
 }
 
@@ -127,174 +283,79 @@ impl Evtchn {
     /// Opens `/dev/xen/evtchn` (non-blocking, close-on-exec). Fails with
     /// [`Error::NotXen`] on a machine without Xen.
     pub fn open() -> Result<Evtchn> {
-        Ok(Evtchn {
-            backend: Backend::Real(real::Device::open(EVTCHN_DEVICE)?),
-        })
+        Ok(Evtchn::new(RealEvtchn::open()?))
     }
 
-    /// Opens a handle on the simulated `host`, acting as domain `dom`.
+    /// Opens a handle on the simulated `host`, acting as domain `dom` (`ESRCH` if unknown).
+    #[cfg(feature = "sim")]
     pub fn open_sim(host: &xen_sim::Host, dom: DomId) -> Result<Evtchn> {
-        Ok(Evtchn {
-            backend: Backend::Sim(host.evtchn_open(dom).map_err(op("open"))?),
-        })
+        Ok(Evtchn::new(SimEvtchn::open(host, dom)?))
     }
 
-    /// True for the simulated backend.
-    pub fn is_sim(&self) -> bool {
-        matches!(self.backend, Backend::Sim(_))
-    }
-
-    /// Restricts this handle to binding interdomain channels with `dom` only
-    /// (`IOCTL_EVTCHN_RESTRICT_DOMID`, for a deprivileged device model): unbound-port and
-    /// VIRQ binds then fail with `EACCES`. `EINVAL` for dom0 or a reserved id; `EACCES` if
-    /// already restricted.
-    pub fn restrict(&self, dom: DomId) -> Result<()> {
-        match &self.backend {
-            Backend::Real(d) => d.restrict(dom),
-            Backend::Sim(h) => h.restrict(dom),
-        }
-        .map_err(op("restrict"))
-    }
-
-    /// Allocates a port that domain `remote` may bind to (`EVTCHNOP_alloc_unbound`).
-    pub fn bind_unbound_port(&self, remote: DomId) -> Result<EvtchnPort> {
-        match &self.backend {
-            Backend::Real(d) => d.bind_unbound_port(remote),
-            Backend::Sim(h) => h.bind_unbound_port(remote),
-        }
-        .map_err(op("bind_unbound_port"))
-    }
-
-    /// Connects a new local port to `remote_port` of `remote`, which must be an unbound port
-    /// allocated for this domain (`EVTCHNOP_bind_interdomain`; `EINVAL` otherwise, `ESRCH`
-    /// for an unknown domain). Xen marks the new port pending once, so an event sent before
-    /// the bind is not lost.
-    pub fn bind_interdomain(&self, remote: DomId, remote_port: EvtchnPort) -> Result<EvtchnPort> {
-        match &self.backend {
-            Backend::Real(d) => d.bind_interdomain(remote, remote_port),
-            Backend::Sim(h) => h.bind_interdomain(remote, remote_port),
-        }
-        .map_err(op("bind_interdomain"))
-    }
-
-    /// Binds virtual interrupt `virq` (e.g. [`Virq::DOM_EXC`], which xenstored needs).
-    pub fn bind_virq(&self, virq: Virq) -> Result<EvtchnPort> {
-        match &self.backend {
-            Backend::Real(d) => d.bind_virq(virq),
-            Backend::Sim(h) => h.bind_virq(virq),
-        }
-        .map_err(op("bind_virq"))
-    }
-
-    /// Closes `port`; its interdomain peer becomes unbound. `ENOTCONN` if this handle did not
-    /// bind it.
-    pub fn unbind(&self, port: EvtchnPort) -> Result<()> {
-        match &self.backend {
-            Backend::Real(d) => d.unbind(port),
-            Backend::Sim(h) => h.unbind(port),
-        }
-        .map_err(op("unbind"))
-    }
-
-    /// Notifies the remote end of `port`. `ENOTCONN` if this handle did not bind it.
-    pub fn notify(&self, port: EvtchnPort) -> Result<()> {
-        match &self.backend {
-            Backend::Real(d) => d.notify(port),
-            Backend::Sim(h) => h.notify(port),
-        }
-        .map_err(op("notify"))
-    }
-
-    /// Unmasks `port` after handling it; a notification that arrived while it was masked is
-    /// delivered now.
-    pub fn unmask(&self, port: EvtchnPort) -> Result<()> {
-        match &self.backend {
-            Backend::Real(d) => d.unmask(port),
-            Backend::Sim(h) => h.unmask(port),
-        }
-        .map_err(op("unmask"))
-    }
-
-    /// Takes delivery of a port of this domain that no handle owns (simulated host only: a
-    /// guest taking the ports the toolstack allocated for it). `EOPNOTSUPP` on real Xen.
-    pub fn attach(&self, port: EvtchnPort) -> Result<()> {
-        match &self.backend {
-            Backend::Real(_) => Err(Errno::EOPNOTSUPP),
-            Backend::Sim(h) => h.attach(port),
-        }
-        .map_err(op("attach"))
-    }
-
-    /// Reads pending ports into `buf` without blocking; returns how many (0 if none).
-    /// Each port read is masked until [`unmask`](Evtchn::unmask).
-    pub fn read_pending(&self, buf: &mut [EvtchnPort]) -> Result<usize> {
-        match &self.backend {
-            Backend::Real(d) => d.read_pending(buf),
-            Backend::Sim(h) => Ok(h.read_pending(buf)),
+    /// A handle on any backend.
+    pub fn new(backend: impl EventChannel + 'static) -> Evtchn {
+        Evtchn {
+            inner: Box::new(backend),
         }
     }
+}
 
-    /// One pending port, if any, without blocking (`xenevtchn_pending`).
-    pub fn pending(&self) -> Result<Option<EvtchnPort>> {
-        let mut one = [EvtchnPort(0)];
-        Ok((self.read_pending(&mut one)? == 1).then_some(one[0]))
+impl std::ops::Deref for Evtchn {
+    type Target = dyn EventChannel;
+    fn deref(&self) -> &Self::Target {
+        &*self.inner
     }
+}
 
-    /// Waits up to `timeout` (forever for `None`) for pending ports and reads them into
-    /// `buf`; returns how many, 0 on timeout.
-    pub fn wait(&self, buf: &mut [EvtchnPort], timeout: Option<Duration>) -> Result<usize> {
-        if let Backend::Sim(h) = &self.backend {
-            return Ok(h.wait(buf, timeout));
-        }
-        let deadline = timeout.map(|t| std::time::Instant::now() + t);
-        loop {
-            let n = self.read_pending(buf)?;
-            if n > 0 || buf.is_empty() {
-                return Ok(n);
-            }
-            let ms = match deadline {
-                None => -1,
-                Some(d) => {
-                    let left = d.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        return Ok(0);
-                    }
-                    // Round up so we never spin on a sub-millisecond remainder.
-                    i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
-                }
-            };
-            let mut pfd = libc::pollfd {
-                fd: self.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd for the duration of the call.
-            let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if r < 0 {
-                let e = Errno::last();
-                if e != Errno::EINTR {
-                    return Err(op("poll")(e));
-                }
-            }
-        }
+impl EventChannel for Evtchn {
+    fn restrict(&self, dom: DomId) -> Result<()> {
+        self.inner.restrict(dom)
+    }
+    fn bind_unbound_port(&self, remote: DomId) -> Result<EvtchnPort> {
+        self.inner.bind_unbound_port(remote)
+    }
+    fn bind_interdomain(&self, remote: DomId, port: EvtchnPort) -> Result<EvtchnPort> {
+        self.inner.bind_interdomain(remote, port)
+    }
+    fn bind_virq(&self, virq: Virq) -> Result<EvtchnPort> {
+        self.inner.bind_virq(virq)
+    }
+    fn unbind(&self, port: EvtchnPort) -> Result<()> {
+        self.inner.unbind(port)
+    }
+    #[inline]
+    fn notify(&self, port: EvtchnPort) -> Result<()> {
+        self.inner.notify(port)
+    }
+    #[inline]
+    fn unmask(&self, port: EvtchnPort) -> Result<()> {
+        self.inner.unmask(port)
+    }
+    #[inline]
+    fn read_pending(&self, buf: &mut [EvtchnPort]) -> Result<usize> {
+        self.inner.read_pending(buf)
+    }
+    fn attach(&self, port: EvtchnPort) -> Result<()> {
+        self.inner.attach(port)
+    }
+    fn pending(&self) -> Result<Option<EvtchnPort>> {
+        self.inner.pending()
+    }
+    #[inline]
+    fn wait(&self, buf: &mut [EvtchnPort], timeout: Option<Duration>) -> Result<usize> {
+        self.inner.wait(buf, timeout)
+    }
+}
+
+impl AsFd for Evtchn {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.as_fd()
     }
 }
 
 impl AsRawFd for Evtchn {
     /// The descriptor that polls readable while ports may be pending.
     fn as_raw_fd(&self) -> RawFd {
-        match &self.backend {
-            Backend::Real(d) => d.fd(),
-            Backend::Sim(h) => h.fd(),
-        }
-    }
-}
-
-impl AsFd for Evtchn {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match &self.backend {
-            Backend::Real(d) => d.as_fd(),
-            Backend::Sim(h) => h.as_fd(),
-        }
+        self.inner.as_fd().as_raw_fd()
     }
 }

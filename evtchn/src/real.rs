@@ -4,9 +4,11 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use xen_types::{DomId, Errno, EvtchnPort, Virq};
 
-use crate::{Error, Result};
+use crate::{op, Error, EventChannel, Result, EVTCHN_DEVICE};
 
-pub(crate) struct Device {
+/// An open of `/dev/xen/evtchn` (non-blocking, close-on-exec): the real backend.
+#[derive(Debug)]
+pub struct RealEvtchn {
     fd: OwnedFd,
 }
 
@@ -24,7 +26,7 @@ fn ioctl<T>(fd: &OwnedFd, request: u32, arg: &mut T) -> std::result::Result<u32,
 }
 
 /// Maps an `open` failure of a Xen device to [`Error::NotXen`] when the device is absent.
-pub(crate) fn open_device(path: &'static str) -> Result<OwnedFd> {
+fn open_device(path: &'static str) -> Result<OwnedFd> {
     xen_types::open_device(path, libc::O_NONBLOCK).map_err(|errno| {
         if errno.means_no_device() {
             Error::NotXen { path, errno }
@@ -34,75 +36,75 @@ pub(crate) fn open_device(path: &'static str) -> Result<OwnedFd> {
     })
 }
 
-impl Device {
-    pub(crate) fn open(path: &'static str) -> Result<Device> {
-        Ok(Device {
-            fd: open_device(path)?,
+impl RealEvtchn {
+    /// Opens `/dev/xen/evtchn`. Fails with [`Error::NotXen`] on a machine without Xen.
+    pub fn open() -> Result<RealEvtchn> {
+        Ok(RealEvtchn {
+            fd: open_device(EVTCHN_DEVICE)?,
         })
     }
+}
 
-    pub(crate) fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+impl EventChannel for RealEvtchn {
+    fn restrict(&self, dom: DomId) -> Result<()> {
+        let mut a = xen_sys::ioctl_evtchn_restrict_domid { domid: dom.get() };
+        ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_RESTRICT_DOMID, &mut a)
+            .map(drop)
+            .map_err(op("restrict"))
     }
 
-    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-
-    pub(crate) fn bind_unbound_port(
-        &self,
-        remote: DomId,
-    ) -> std::result::Result<EvtchnPort, Errno> {
+    fn bind_unbound_port(&self, remote: DomId) -> Result<EvtchnPort> {
         let mut a = xen_sys::ioctl_evtchn_bind_unbound_port {
             remote_domain: remote.into(),
         };
-        ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_BIND_UNBOUND_PORT, &mut a).map(EvtchnPort)
+        ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_BIND_UNBOUND_PORT, &mut a)
+            .map(EvtchnPort)
+            .map_err(op("bind_unbound_port"))
     }
 
-    pub(crate) fn bind_interdomain(
-        &self,
-        remote: DomId,
-        remote_port: EvtchnPort,
-    ) -> std::result::Result<EvtchnPort, Errno> {
+    fn bind_interdomain(&self, remote: DomId, remote_port: EvtchnPort) -> Result<EvtchnPort> {
         let mut a = xen_sys::ioctl_evtchn_bind_interdomain {
             remote_domain: remote.into(),
             remote_port: remote_port.get(),
         };
-        ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_BIND_INTERDOMAIN, &mut a).map(EvtchnPort)
+        ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_BIND_INTERDOMAIN, &mut a)
+            .map(EvtchnPort)
+            .map_err(op("bind_interdomain"))
     }
 
-    pub(crate) fn bind_virq(&self, virq: Virq) -> std::result::Result<EvtchnPort, Errno> {
+    fn bind_virq(&self, virq: Virq) -> Result<EvtchnPort> {
         let mut a = xen_sys::ioctl_evtchn_bind_virq { virq: virq.get() };
-        ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_BIND_VIRQ, &mut a).map(EvtchnPort)
+        ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_BIND_VIRQ, &mut a)
+            .map(EvtchnPort)
+            .map_err(op("bind_virq"))
     }
 
-    pub(crate) fn unbind(&self, port: EvtchnPort) -> std::result::Result<(), Errno> {
+    fn unbind(&self, port: EvtchnPort) -> Result<()> {
         let mut a = xen_sys::ioctl_evtchn_unbind { port: port.get() };
-        ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_UNBIND, &mut a).map(drop)
+        ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_UNBIND, &mut a)
+            .map(drop)
+            .map_err(op("unbind"))
     }
 
-    pub(crate) fn restrict(&self, dom: DomId) -> std::result::Result<(), Errno> {
-        let mut a = xen_sys::ioctl_evtchn_restrict_domid { domid: dom.get() };
-        ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_RESTRICT_DOMID, &mut a).map(drop)
-    }
-
-    pub(crate) fn notify(&self, port: EvtchnPort) -> std::result::Result<(), Errno> {
+    fn notify(&self, port: EvtchnPort) -> Result<()> {
         let mut a = xen_sys::ioctl_evtchn_notify { port: port.get() };
-        ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_NOTIFY, &mut a).map(drop)
+        ioctl(&self.fd, xen_sys::IOCTL_EVTCHN_NOTIFY, &mut a)
+            .map(drop)
+            .map_err(op("notify"))
     }
 
-    pub(crate) fn unmask(&self, port: EvtchnPort) -> std::result::Result<(), Errno> {
+    fn unmask(&self, port: EvtchnPort) -> Result<()> {
         let p = port.get();
         // SAFETY: writes the 4 bytes of a live u32 (the driver reads an array of ports).
         let r = unsafe { libc::write(self.fd.as_raw_fd(), (&p as *const u32).cast(), 4) };
         if r < 0 {
-            Err(Errno::last())
+            Err(op("unmask")(Errno::last()))
         } else {
             Ok(())
         }
     }
 
-    pub(crate) fn read_pending(&self, buf: &mut [EvtchnPort]) -> Result<usize> {
+    fn read_pending(&self, buf: &mut [EvtchnPort]) -> Result<usize> {
         let mut raw = [0u32; 64];
         let want = buf.len().min(raw.len());
         if want == 0 {
@@ -133,5 +135,17 @@ impl Device {
             *dst = EvtchnPort(p);
         }
         Ok(n)
+    }
+}
+
+impl AsFd for RealEvtchn {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for RealEvtchn {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 }

@@ -1,15 +1,19 @@
 //! Async readiness with tokio.
 
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use xen_types::EvtchnPort;
 
-use crate::{Evtchn, Result};
+use crate::{EventChannel, Evtchn, Result};
 
-/// An [`Evtchn`] registered with the tokio reactor: [`read_pending`](AsyncEvtchn::read_pending)
-/// waits without a thread of its own, so one task can serve many channels.
+/// An event-channel handle ([`Evtchn`] unless said otherwise) registered with the tokio
+/// reactor: [`read_pending`](AsyncEvtchn::read_pending) waits without a thread of its own, so
+/// one task can serve many channels.
 ///
 /// ```
+/// # #[cfg(feature = "sim")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// use evtchn::{AsyncEvtchn, Evtchn};
@@ -28,26 +32,46 @@ use crate::{Evtchn, Result};
 /// let n = backend.read_pending(&mut buf).await.unwrap();
 /// assert_eq!(&buf[..n], &[bp]);
 /// # }
+/// # #[cfg(not(feature = "sim"))]
+/// # fn main() {}
 /// ```
 #[derive(Debug)]
-pub struct AsyncEvtchn {
-    inner: AsyncFd<Evtchn>,
+pub struct AsyncEvtchn<E: EventChannel = Evtchn> {
+    inner: AsyncFd<Registered<E>>,
 }
 
-impl AsyncEvtchn {
-    /// Registers `evtchn` with the current tokio runtime's reactor.
-    pub fn new(evtchn: Evtchn) -> std::io::Result<AsyncEvtchn> {
-        // SAFETY: an `Evtchn` owns its descriptor for its whole life and `as_raw_fd` always
-        // returns that same descriptor; the AsyncFd owns the Evtchn, so the descriptor stays
-        // open until the registration is dropped or `into_inner` deregisters it.
-        let inner = unsafe { AsyncFd::register_with_interest(evtchn, Interest::READABLE) }
-            .map_err(|e| e.into_parts().1)?;
+/// The handle and a duplicate of its descriptor, which the reactor watches: ours, so it
+/// stays open and the same for as long as the registration lasts, whatever the handle does.
+#[derive(Debug)]
+struct Registered<E> {
+    fd: OwnedFd,
+    evtchn: E,
+}
+
+impl<E> AsRawFd for Registered<E> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl<E: EventChannel> AsyncEvtchn<E> {
+    /// Registers `evtchn` with the current tokio runtime's reactor (watching a duplicate of
+    /// its descriptor, which shares its readiness).
+    pub fn new(evtchn: E) -> std::io::Result<AsyncEvtchn<E>> {
+        let fd = evtchn.as_fd().try_clone_to_owned()?;
+        // SAFETY: `fd` is a descriptor we own, stored in the registered value and returned
+        // by every `as_raw_fd` call, so it stays open and the same until the AsyncFd is
+        // dropped or `into_inner` deregisters it.
+        let inner = unsafe {
+            AsyncFd::register_with_interest(Registered { fd, evtchn }, Interest::READABLE)
+        }
+        .map_err(|e| e.into_parts().1)?;
         Ok(AsyncEvtchn { inner })
     }
 
     /// The handle, for binding, notifying and unmasking.
-    pub fn get_ref(&self) -> &Evtchn {
-        self.inner.get_ref()
+    pub fn get_ref(&self) -> &E {
+        &self.inner.get_ref().evtchn
     }
 
     /// Waits until ports are pending and reads them into `buf`; returns how many (at least
@@ -61,7 +85,7 @@ impl AsyncEvtchn {
                 op: "readable",
                 errno: xen_types::Errno(e.raw_os_error().unwrap_or(libc::EIO)),
             })?;
-            let n = self.inner.get_ref().read_pending(buf)?;
+            let n = self.get_ref().read_pending(buf)?;
             if n > 0 {
                 return Ok(n);
             }
@@ -70,7 +94,7 @@ impl AsyncEvtchn {
     }
 
     /// Gives the handle back, deregistering it.
-    pub fn into_inner(self) -> Evtchn {
-        self.inner.into_inner()
+    pub fn into_inner(self) -> E {
+        self.inner.into_inner().evtchn
     }
 }

@@ -1,14 +1,93 @@
 //! `/dev/xen/gntdev` and `/dev/xen/gntalloc`, driven with their ioctls.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use xen_types::mem::SharedMemory;
 use xen_types::{DomId, Errno, GrantRef, PAGE_SIZE};
 
-use crate::{CopyDest, CopySegment, CopySource, Error, GrantStatus, Result, UnmapNotify};
+use crate::{
+    op, Access, CopyDest, CopySegment, CopySource, Error, GrantMap, GrantShare, GrantStatus,
+    Mapping, RawMapping, RawSharedPages, Result, SharedPages, UnmapNotify, GNTALLOC_DEVICE,
+    GNTDEV_DEVICE,
+};
 
-pub(crate) fn open_device(path: &'static str) -> Result<OwnedFd> {
+/// `/dev/xen/gntdev`: grant mapping and copying on real Xen.
+#[derive(Debug, Clone)]
+pub struct RealGnttab {
+    fd: Arc<OwnedFd>,
+}
+
+impl RealGnttab {
+    /// Opens `/dev/xen/gntdev`. [`Error::NotXen`] on a machine without Xen.
+    pub fn open() -> Result<RealGnttab> {
+        Ok(RealGnttab {
+            fd: Arc::new(open_device(GNTDEV_DEVICE)?),
+        })
+    }
+}
+
+impl AsFd for RealGnttab {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl GrantMap for RealGnttab {
+    fn map(&self, dom: DomId, refs: &[GrantRef], access: Access) -> Result<Mapping> {
+        if refs.is_empty() {
+            return Err(op("map")(Errno::EINVAL));
+        }
+        Mapping::new(Box::new(GntdevMapping::new(
+            &self.fd,
+            dom,
+            refs,
+            access.writable(),
+        )?))
+    }
+
+    fn copy(&self, segs: &mut [CopySegment<'_>]) -> Result<()> {
+        grant_copy(&self.fd, segs)
+    }
+}
+
+/// `/dev/xen/gntalloc`: page sharing on real Xen.
+#[derive(Debug, Clone)]
+pub struct RealGntshr {
+    fd: Arc<OwnedFd>,
+}
+
+impl RealGntshr {
+    /// Opens `/dev/xen/gntalloc`. [`Error::NotXen`] on a machine without Xen.
+    pub fn open() -> Result<RealGntshr> {
+        Ok(RealGntshr {
+            fd: Arc::new(open_device(GNTALLOC_DEVICE)?),
+        })
+    }
+}
+
+impl AsFd for RealGntshr {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl GrantShare for RealGntshr {
+    fn share(&self, dom: DomId, count: usize, access: Access) -> Result<SharedPages> {
+        if count == 0 {
+            return Err(op("share")(Errno::EINVAL));
+        }
+        SharedPages::new(Box::new(GntallocArea::new(
+            &self.fd,
+            dom,
+            count,
+            access.writable(),
+        )?))
+    }
+}
+
+fn open_device(path: &'static str) -> Result<OwnedFd> {
     xen_types::open_device(path, 0).map_err(|errno| {
         if errno.means_no_device() {
             Error::NotXen { path, errno }
@@ -78,7 +157,7 @@ fn notify_action(n: &UnmapNotify) -> u32 {
 }
 
 /// A gntdev mapping.
-pub(crate) struct GntdevMapping {
+struct GntdevMapping {
     fd: Arc<OwnedFd>,
     ptr: NonNull<u8>,
     len: usize,
@@ -93,13 +172,8 @@ unsafe impl Send for GntdevMapping {}
 unsafe impl Sync for GntdevMapping {}
 
 impl GntdevMapping {
-    pub(crate) fn new(
-        fd: &Arc<OwnedFd>,
-        dom: DomId,
-        refs: &[GrantRef],
-        writable: bool,
-    ) -> Result<Self> {
-        let count = u32::try_from(refs.len()).map_err(|_| crate::op("map")(Errno::E2BIG))?;
+    fn new(fd: &Arc<OwnedFd>, dom: DomId, refs: &[GrantRef], writable: bool) -> Result<Self> {
+        let count = u32::try_from(refs.len()).map_err(|_| op("map")(Errno::E2BIG))?;
         let mut buf = var_buf::<xen_sys::ioctl_gntdev_map_grant_ref>(2 * refs.len());
         let hdr = buf
             .as_mut_ptr()
@@ -116,7 +190,7 @@ impl GntdevMapping {
                 });
             }
         }
-        ioctl_raw(fd, xen_sys::IOCTL_GNTDEV_MAP_GRANT_REF, hdr.cast()).map_err(crate::op("map"))?;
+        ioctl_raw(fd, xen_sys::IOCTL_GNTDEV_MAP_GRANT_REF, hdr.cast()).map_err(op("map"))?;
         // SAFETY: the ioctl filled in `index`.
         let index = unsafe { (*hdr).index };
         let len = refs.len() * PAGE_SIZE;
@@ -139,7 +213,7 @@ impl GntdevMapping {
                         statuses: Vec::new(),
                     }
                 } else {
-                    crate::op("map")(e)
+                    op("map")(e)
                 });
             }
         };
@@ -152,20 +226,35 @@ impl GntdevMapping {
             writable,
         })
     }
+}
 
-    pub(crate) fn as_ptr(&self) -> *mut u8 {
+impl std::fmt::Debug for GntdevMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GntdevMapping")
+            .field("index", &self.index)
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+// SAFETY: `ptr` is the start of our own `len`-byte mmap of the granted pages, fixed until
+// drop unmaps it, and mapped writable exactly when `writable`.
+unsafe impl SharedMemory for GntdevMapping {
+    fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.len
     }
-    pub(crate) fn writable(&self) -> bool {
+    fn writable(&self) -> bool {
         self.writable
     }
+}
 
-    pub(crate) fn set_unmap_notify(&mut self, n: UnmapNotify) -> std::result::Result<(), Errno> {
+impl RawMapping for GntdevMapping {
+    fn set_unmap_notify(&mut self, n: UnmapNotify) -> Result<()> {
         if n.clear_byte.is_some() && !self.writable {
-            return Err(Errno::EINVAL);
+            return Err(op("set_unmap_notify")(Errno::EINVAL));
         }
         let mut a = xen_sys::ioctl_gntdev_unmap_notify {
             index: self.index + n.clear_byte.unwrap_or(0) as u64,
@@ -177,6 +266,7 @@ impl GntdevMapping {
             xen_sys::IOCTL_GNTDEV_SET_UNMAP_NOTIFY,
             std::ptr::addr_of_mut!(a).cast(),
         )
+        .map_err(op("set_unmap_notify"))
     }
 }
 
@@ -211,7 +301,7 @@ fn foreign(
     }
 }
 
-pub(crate) fn grant_copy(fd: &OwnedFd, segs: &mut [CopySegment<'_>]) -> Result<()> {
+fn grant_copy(fd: &OwnedFd, segs: &mut [CopySegment<'_>]) -> Result<()> {
     let mut raw = Vec::with_capacity(segs.len());
     for (i, s) in segs.iter_mut().enumerate() {
         let len = s.len as usize;
@@ -271,7 +361,7 @@ pub(crate) fn grant_copy(fd: &OwnedFd, segs: &mut [CopySegment<'_>]) -> Result<(
         return Ok(());
     }
     let mut a = xen_sys::ioctl_gntdev_grant_copy {
-        count: u32::try_from(arr.len()).map_err(|_| crate::op("copy")(Errno::E2BIG))?,
+        count: u32::try_from(arr.len()).map_err(|_| op("copy")(Errno::E2BIG))?,
         segments: arr.as_mut_ptr(),
     };
     // The local buffers in `arr` borrow from `segs`, which outlives this call.
@@ -280,7 +370,7 @@ pub(crate) fn grant_copy(fd: &OwnedFd, segs: &mut [CopySegment<'_>]) -> Result<(
         xen_sys::IOCTL_GNTDEV_GRANT_COPY,
         std::ptr::addr_of_mut!(a).cast(),
     )
-    .map_err(crate::op("copy"))?;
+    .map_err(op("copy"))?;
     for ((i, _), r) in raw.iter().zip(&arr) {
         segs[*i].status = GrantStatus(r.status);
     }
@@ -288,7 +378,7 @@ pub(crate) fn grant_copy(fd: &OwnedFd, segs: &mut [CopySegment<'_>]) -> Result<(
 }
 
 /// A gntalloc area.
-pub(crate) struct GntallocArea {
+struct GntallocArea {
     fd: Arc<OwnedFd>,
     ptr: NonNull<u8>,
     len: usize,
@@ -302,8 +392,8 @@ unsafe impl Send for GntallocArea {}
 unsafe impl Sync for GntallocArea {}
 
 impl GntallocArea {
-    pub(crate) fn new(fd: &Arc<OwnedFd>, dom: DomId, count: usize, writable: bool) -> Result<Self> {
-        let n = u32::try_from(count).map_err(|_| crate::op("share")(Errno::E2BIG))?;
+    fn new(fd: &Arc<OwnedFd>, dom: DomId, count: usize, writable: bool) -> Result<Self> {
+        let n = u32::try_from(count).map_err(|_| op("share")(Errno::E2BIG))?;
         let mut buf = var_buf::<xen_sys::ioctl_gntalloc_alloc_gref>(count);
         let hdr = buf
             .as_mut_ptr()
@@ -318,8 +408,7 @@ impl GntallocArea {
             };
             (*hdr).count = n;
         }
-        ioctl_raw(fd, xen_sys::IOCTL_GNTALLOC_ALLOC_GREF, hdr.cast())
-            .map_err(crate::op("share"))?;
+        ioctl_raw(fd, xen_sys::IOCTL_GNTALLOC_ALLOC_GREF, hdr.cast()).map_err(op("share"))?;
         // SAFETY: the ioctl filled in `index` and `count` grant ids after the header.
         let (index, refs) = unsafe {
             let ids = std::ptr::addr_of!((*hdr).gref_ids).cast::<u32>();
@@ -340,7 +429,7 @@ impl GntallocArea {
                     xen_sys::IOCTL_GNTALLOC_DEALLOC_GREF,
                     std::ptr::addr_of_mut!(d).cast(),
                 );
-                return Err(crate::op("share")(e));
+                return Err(op("share")(e));
             }
         };
         Ok(GntallocArea {
@@ -351,18 +440,34 @@ impl GntallocArea {
             refs,
         })
     }
+}
 
-    pub(crate) fn refs(&self) -> &[GrantRef] {
-        &self.refs
+impl std::fmt::Debug for GntallocArea {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GntallocArea")
+            .field("index", &self.index)
+            .field("refs", &self.refs)
+            .finish()
     }
-    pub(crate) fn as_ptr(&self) -> *mut u8 {
+}
+
+// SAFETY: `ptr` is the start of our own read-write `len`-byte mmap of the allocated pages,
+// fixed until drop unmaps it.
+unsafe impl SharedMemory for GntallocArea {
+    fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.len
     }
+}
 
-    pub(crate) fn set_unmap_notify(&mut self, n: UnmapNotify) -> std::result::Result<(), Errno> {
+impl RawSharedPages for GntallocArea {
+    fn refs(&self) -> &[GrantRef] {
+        &self.refs
+    }
+
+    fn set_unmap_notify(&mut self, n: UnmapNotify) -> Result<()> {
         let mut a = xen_sys::ioctl_gntalloc_unmap_notify {
             index: self.index + n.clear_byte.unwrap_or(0) as u64,
             action: notify_action(&n),
@@ -373,6 +478,7 @@ impl GntallocArea {
             xen_sys::IOCTL_GNTALLOC_SET_UNMAP_NOTIFY,
             std::ptr::addr_of_mut!(a).cast(),
         )
+        .map_err(op("set_unmap_notify"))
     }
 }
 

@@ -56,6 +56,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+pub use xen_types::PortStatus;
 use xen_types::{DomId, Errno, EvtchnPort, Virq};
 
 use crate::host::{Host, HostState};
@@ -75,27 +76,6 @@ const ABI_MAX_PORTS: u32 = xen_sys::EVTCHN_FIFO_NR_CHANNELS;
 const PENDING: u32 = 1;
 /// The port is masked (Xen's bit in `evtchn_mask`; the Linux driver masks on delivery).
 const MASKED: u32 = 2;
-
-/// The state of a port, as `EVTCHNOP_status` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortStatus {
-    /// Not in use (`EVTCHNSTAT_closed`).
-    Closed,
-    /// Allocated for `remote` to bind to (`EVTCHNSTAT_unbound`).
-    Unbound {
-        /// The only domain that may bind to it.
-        remote: DomId,
-    },
-    /// Connected (`EVTCHNSTAT_interdomain`).
-    Interdomain {
-        /// The remote domain.
-        remote: DomId,
-        /// The remote port.
-        remote_port: EvtchnPort,
-    },
-    /// Bound to a virtual interrupt (`EVTCHNSTAT_virq`).
-    Virq(Virq),
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum State {

@@ -13,12 +13,16 @@
 
 mod dev;
 mod errno;
+mod grant;
 pub mod mem;
+mod port;
 
 use std::fmt;
 
 pub use dev::open_device;
 pub use errno::Errno;
+pub use grant::{CopyDest, CopySegment, CopySource, GrantStatus, UnmapNotify};
+pub use port::PortStatus;
 
 /// Size of a Xen page in bytes (x86: 4 KiB).
 pub const PAGE_SIZE: usize = 1 << xen_sys::XC_PAGE_SHIFT;

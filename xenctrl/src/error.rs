@@ -8,10 +8,22 @@ use xen_types::{DomId, Errno};
 /// Errors of domain and host control. The errno of the failed call is always kept
 /// ([`Error::errno`]); the cases callers act on have their own variants.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// This machine is not a Xen dom0 (no privcmd device).
     #[error("not a Xen dom0: /dev/xen/privcmd is missing")]
     NotOnXen,
+    /// This machine looks like a Xen host, but its privcmd device cannot be used; nothing
+    /// (in particular no simulated host) is put in the hypervisor's place.
+    #[error("{}: {reason}; this looks like a Xen host, so no simulated host is started in its place", path.display())]
+    PrivcmdUnusable {
+        /// The privcmd device.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+        /// The errno behind it, when there is one.
+        errno: Option<Errno>,
+    },
     /// A Xen C library could not be loaded (the message names it and its package).
     #[error(transparent)]
     LibraryMissing(#[from] LoadError),
@@ -109,6 +121,7 @@ impl Error {
     pub fn errno(&self) -> Option<Errno> {
         Some(match self {
             Error::NotOnXen => Errno::ENOENT,
+            Error::PrivcmdUnusable { errno, .. } => return *errno,
             Error::LibraryMissing(_) | Error::MissingSymbol { .. } => return None,
             Error::NoSuchDomain { .. } => Errno::ESRCH,
             Error::OutOfMemory { .. } => Errno::ENOMEM,

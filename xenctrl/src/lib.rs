@@ -4,14 +4,15 @@
 //!
 //! - [`Real`]: libxenctrl and libxenguest (loaded at run time through `xen-sys`) over
 //!   `/dev/xen/privcmd`, in a Xen dom0;
-//! - [`Sim`]: a [`xen_sim::Host`], which keeps Xen's rules and errnos, for tests, examples and
-//!   development on any Linux machine.
+//! - `Sim` (feature `sim`, on by default): a `xen_sim::Host`, which keeps Xen's rules and
+//!   errnos, for tests, examples and development on any Linux machine.
 //!
-//! [`Xen`] is a handle that holds either. Errors are [`Error`]: typed variants for what callers
+//! [`Xen`] is a handle that holds either; [`Xen::describe`] says which. Errors are [`Error`]: typed variants for what callers
 //! act on ([`Error::NoSuchDomain`], [`Error::OutOfMemory`], [`Error::NotOnXen`], ...), the
 //! errno always kept.
 //!
 //! ```
+//! # #[cfg(feature = "sim")] {
 //! use xenctrl::{DomainConfig, ShutdownReason, Xen};
 //! use xen_types::Pages;
 //!
@@ -28,18 +29,23 @@
 //! xen.destroy(dom)?;
 //! assert!(matches!(xen.pause(dom), Err(xenctrl::Error::NoSuchDomain { .. })));
 //! assert_eq!(xen.physinfo()?.free_pages, before);
+//! # }
 //! # Ok::<(), xenctrl::Error>(())
 //! ```
 
 mod error;
 mod real;
+#[cfg(feature = "sim")]
 mod sim;
 mod types;
 
 use std::fmt;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 
 pub use error::{Error, Result};
 pub use real::{Real, PRIVCMD};
+#[cfg(feature = "sim")]
 pub use sim::Sim;
 pub use types::*;
 pub use xen_types::{DomId, EvtchnPort, Mfn, Pages, Pfn, VcpuId};
@@ -57,6 +63,11 @@ pub const MAXMEM_SLACK: Pages = Pages::from_mib(1);
 pub trait XenControl: Send + Sync + fmt::Debug {
     /// The backend's name (`"real"`, `"sim"`).
     fn backend(&self) -> &'static str;
+
+    /// True for a simulated host (no hypervisor behind it).
+    fn is_simulated(&self) -> bool {
+        false
+    }
 
     /// The hypervisor version (`xc_version(XENVER_version)` and `XENVER_extraversion`).
     fn version(&self) -> Result<XenVersion>;
@@ -160,10 +171,12 @@ pub trait XenControl: Send + Sync + fmt::Debug {
 
 /// Which backend [`Xen::open`] uses.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Backend {
     /// The real hypervisor (libxenctrl).
     Real,
     /// A simulated host.
+    #[cfg(feature = "sim")]
     Sim(xen_sim::Host),
 }
 
@@ -171,13 +184,21 @@ pub enum Backend {
 #[derive(Debug)]
 pub struct Xen {
     inner: Box<dyn XenControl>,
+    description: String,
 }
+
+/// What [`Xen::describe`] says of the real hypervisor.
+const REAL: &str = "the Xen hypervisor (libxenctrl over /dev/xen/privcmd)";
+/// What [`Xen::describe`] says of a simulated host.
+#[cfg(feature = "sim")]
+const SIMULATED: &str = "a simulated Xen host (xen-sim), not a hypervisor";
 
 impl Xen {
     /// Opens `backend`.
     pub fn open(backend: Backend) -> Result<Xen> {
         match backend {
             Backend::Real => Xen::real(),
+            #[cfg(feature = "sim")]
             Backend::Sim(h) => Ok(Xen::sim(h)),
         }
     }
@@ -187,30 +208,115 @@ impl Xen {
     pub fn real() -> Result<Xen> {
         Ok(Xen {
             inner: Box::new(Real::open()?),
+            description: REAL.to_string(),
         })
     }
 
-    /// The real hypervisor when this is a Xen dom0 (`/dev/xen/privcmd` exists), else a new
-    /// simulated host with the default configuration.
+    /// The real hypervisor on a Xen host, a new simulated host (default configuration,
+    /// feature `sim`) elsewhere; never the simulator in place of a hypervisor that is there
+    /// but unusable. See [`Xen::auto_at`]; [`Xen::describe`] says which was chosen and why.
     pub fn auto() -> Result<Xen> {
-        if std::path::Path::new(PRIVCMD).exists() {
-            Xen::real()
-        } else {
-            Ok(Xen::sim(xen_sim::Host::default()))
+        Xen::auto_at(Path::new("/"))
+    }
+
+    /// [`Xen::auto`] with the machine's files under `root` (`/` for this machine; another
+    /// directory for tests):
+    ///
+    /// - `root/dev/xen/privcmd` exists: it must open read-write and be a character device
+    ///   ([`Error::PrivcmdUnusable`] with the reason otherwise); then the real hypervisor
+    ///   ([`Xen::real`], which opens the machine's own `/dev/xen/privcmd`);
+    /// - no privcmd but `root/proc/xen` exists (this machine runs on Xen):
+    ///   [`Error::PrivcmdUnusable`];
+    /// - neither: not a Xen host, so a simulated host with the `sim` feature
+    ///   ([`Error::NotOnXen`] without it).
+    pub fn auto_at(root: &Path) -> Result<Xen> {
+        let privcmd = root.join("dev/xen/privcmd");
+        let proc_xen = root.join("proc/xen");
+        if privcmd.symlink_metadata().is_ok() {
+            check_privcmd(&privcmd)?;
+            return Xen::real();
         }
+        if proc_xen.exists() {
+            return Err(Error::PrivcmdUnusable {
+                path: privcmd,
+                reason: format!(
+                    "it is missing, though {} exists (is the xen-privcmd driver loaded?)",
+                    proc_xen.display()
+                ),
+                errno: Some(xen_types::Errno::ENOENT),
+            });
+        }
+        #[cfg(feature = "sim")]
+        {
+            Ok(Xen {
+                inner: Box::new(Sim::new(xen_sim::Host::default())),
+                description: format!(
+                    "{SIMULATED}: chosen because neither {} nor {} exists",
+                    privcmd.display(),
+                    proc_xen.display()
+                ),
+            })
+        }
+        #[cfg(not(feature = "sim"))]
+        Err(Error::NotOnXen)
     }
 
     /// The simulated host `host`.
+    #[cfg(feature = "sim")]
     pub fn sim(host: xen_sim::Host) -> Xen {
         Xen {
             inner: Box::new(Sim::new(host)),
+            description: SIMULATED.to_string(),
         }
     }
 
     /// Wraps any backend.
     pub fn from_backend(backend: Box<dyn XenControl>) -> Xen {
-        Xen { inner: backend }
+        let description = format!("the {} backend", backend.backend());
+        Xen {
+            inner: backend,
+            description,
+        }
     }
+
+    /// Which hypervisor serves this handle, and for [`Xen::auto`] why it was chosen, as a
+    /// sentence to show users (e.g. "a simulated Xen host (xen-sim), not a hypervisor:
+    /// chosen because neither /dev/xen/privcmd nor /proc/xen exists").
+    pub fn describe(&self) -> &str {
+        &self.description
+    }
+}
+
+/// Checks that the privcmd device at `path` opens read-write and is a character device.
+fn check_privcmd(path: &Path) -> Result<()> {
+    let unusable = |reason: String, errno: Option<xen_types::Errno>| Error::PrivcmdUnusable {
+        path: path.to_path_buf(),
+        reason,
+        errno,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| {
+            unusable(
+                format!("it cannot be opened: {e}"),
+                e.raw_os_error().map(xen_types::Errno),
+            )
+        })?;
+    let meta = file.metadata().map_err(|e| {
+        unusable(
+            format!("it cannot be examined: {e}"),
+            e.raw_os_error().map(xen_types::Errno),
+        )
+    })?;
+    if !meta.file_type().is_char_device() {
+        return Err(unusable(
+            "it is not a character device".to_string(),
+            Some(xen_types::Errno::ENODEV),
+        ));
+    }
+    Ok(())
 }
 
 impl std::ops::Deref for Xen {

@@ -36,6 +36,10 @@ impl XenControl for Sim {
         "sim"
     }
 
+    fn is_simulated(&self) -> bool {
+        true
+    }
+
     fn version(&self) -> Result<XenVersion> {
         let (major, minor, extra) = self.host.config().version.clone();
         Ok(XenVersion {
