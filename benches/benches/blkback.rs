@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use blkback::abi::Status;
 use blkback::blkfront::{Blkfront, BufReq, FrontConfig, GuestBuf, IoReq, Op};
 use blkback::xen::XenSimGuest;
-use blkback::{BlkBack, Config, XenHost};
+use blkback::{BlkBack, Config};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use xen_types::DomId;
 use xenbus::testing::TestXenstore;
@@ -74,10 +74,7 @@ fn world() -> World {
         .expect("open");
     let store = TestXenstore::start().expect("xenstored");
     let xs = xen_sim::Host::default();
-    let drv = Arc::new(BlkBack::new(
-        Arc::new(XenHost::sim(&xs, DomId::DOM0).expect("host")),
-        Config::default(),
-    ));
+    let drv = Arc::new(BlkBack::sim(&xs, DomId::DOM0, Config::default()).expect("backend"));
     let backend = Backend::start(store.dom0().clone(), DomId::DOM0, drv).expect("backend");
     let fe = DomId(5);
     create_device(
