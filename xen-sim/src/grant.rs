@@ -16,7 +16,7 @@
 //! | copy segment crossing a page end | `GNTST_bad_copy_arg` |
 //!
 //! While a page is mapped, its entry carries `GTF_reading` (and `GTF_writing` for writable
-//! mappings), the pin counts keep a dying granter alive ([`has_foreign_mappings`]), and the
+//! mappings), the pin counts keep a dying granter alive (`has_foreign_mappings`), and the
 //! last unmap of a dying domain's page lets the lifecycle reap it.
 
 use std::fmt;

@@ -1,9 +1,10 @@
 //! A simulated Xen host, in one process.
 //!
-//! The simulated host is the default backend of every hypervisor-facing crate of this project
-//! (`xenctrl`, `evtchn`, `gnttab`, and through them xenstored and the backends). It is not a
-//! mock: it keeps the per-domain state that Xen keeps and enforces Xen's rules, failing with the
-//! errno Xen returns:
+//! The simulated host implements the traits of the hypervisor-facing crates of this project
+//! (`xenctrl::XenControl`, `evtchn::EventChannel`, `gnttab::GrantMap`/`GrantShare`, each
+//! behind that crate's `sim` feature), so xenstored and the backends run on it unchanged. It
+//! is not a mock: it keeps the per-domain state that Xen keeps and enforces Xen's rules,
+//! failing with the errno Xen returns:
 //!
 //! - [`domain`]: domain ids allocated as Xen allocates them, lifecycle (paused at creation,
 //!   running, shutdown with a reason, dying, destroyed), vCPUs, CPU time that advances only for

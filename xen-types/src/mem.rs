@@ -91,6 +91,7 @@ pod_abi!(
 
 /// An access outside a [`SharedMemory`] region, or a write to a read-only one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MemError {
     /// `offset..offset+len` is not inside the region of `size` bytes.
     OutOfBounds {

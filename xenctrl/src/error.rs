@@ -15,7 +15,10 @@ pub enum Error {
     NotOnXen,
     /// This machine looks like a Xen host, but its privcmd device cannot be used; nothing
     /// (in particular no simulated host) is put in the hypervisor's place.
-    #[error("{}: {reason}; this looks like a Xen host, so no simulated host is started in its place", path.display())]
+    #[error(
+        "{}: {reason}; this looks like a Xen host, so no simulated host is started in its place",
+        path.display()
+    )]
     PrivcmdUnusable {
         /// The privcmd device.
         path: PathBuf,

@@ -7,9 +7,9 @@
 //! - `Sim` (feature `sim`, on by default): a `xen_sim::Host`, which keeps Xen's rules and
 //!   errnos, for tests, examples and development on any Linux machine.
 //!
-//! [`Xen`] is a handle that holds either; [`Xen::describe`] says which. Errors are [`Error`]: typed variants for what callers
-//! act on ([`Error::NoSuchDomain`], [`Error::OutOfMemory`], [`Error::NotOnXen`], ...), the
-//! errno always kept.
+//! [`Xen`] is a handle that holds either; [`Xen::describe`] says which. Errors are [`Error`]:
+//! typed variants for what callers act on ([`Error::NoSuchDomain`], [`Error::OutOfMemory`],
+//! [`Error::NotOnXen`], [`Error::PrivcmdUnusable`], ...), the errno always kept.
 //!
 //! ```
 //! # #[cfg(feature = "sim")] {

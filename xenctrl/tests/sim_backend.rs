@@ -4,8 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use xen_sim::evtchn::PortStatus;
 use xen_sim::{Clock, Host, HostConfig};
+use xen_types::PortStatus;
 use xenctrl::{
     Capabilities, DomId, DomainConfig, Error, GuestImage, ImageSource, Pages, ShutdownReason,
     VcpuId, Xen, GETINFOLIST_CHUNK,
