@@ -35,10 +35,11 @@ use std::time::{Duration, Instant};
 use blkback::abi::Status;
 use blkback::blkfront::{Blkfront, BufReq, FrontConfig, GuestBuf, IoReq, Op};
 use blkback::xen::XenSimGuest;
-use blkback::{BlkBack, Config, XenHost};
+use blkback::{BlkBack, Config};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use xen_types::DomId;
-use xenbus::{create_device, Backend, MemStore};
+use xenbus::testing::TestXenstore;
+use xenbus::{create_device, Backend, XsStore};
 
 const DISK: u64 = 64 << 20;
 
@@ -56,8 +57,10 @@ impl Rng {
 struct World {
     _dir: tempfile::TempDir,
     file: File,
+    front: Blkfront<XsStore, XenSimGuest>,
     _backend: Backend,
-    front: Blkfront<MemStore, XenSimGuest>,
+    /// The project's xenstored in process (dropped last).
+    _xs: TestXenstore,
 }
 
 fn world() -> World {
@@ -69,16 +72,13 @@ fn world() -> World {
         .write(true)
         .open(&path)
         .expect("open");
-    let store = Arc::new(MemStore::new());
+    let store = TestXenstore::start().expect("xenstored");
     let xs = xen_sim::Host::default();
-    let drv = Arc::new(BlkBack::new(
-        Arc::new(XenHost::sim(&xs, DomId::DOM0).expect("host")),
-        Config::default(),
-    ));
-    let backend = Backend::start(store.clone(), DomId::DOM0, drv).expect("backend");
+    let drv = Arc::new(BlkBack::sim(&xs, DomId::DOM0, Config::default()).expect("backend"));
+    let backend = Backend::start(store.dom0().clone(), DomId::DOM0, drv).expect("backend");
     let fe = DomId(5);
     create_device(
-        &*store,
+        &**store.dom0(),
         DomId::DOM0,
         fe,
         "vbd",
@@ -89,7 +89,7 @@ fn world() -> World {
     .expect("device");
     let front = Blkfront::connect(
         &XenSimGuest::new(&xs),
-        store,
+        store.guest(fe).expect("guest connection"),
         fe,
         51712,
         FrontConfig {
@@ -103,8 +103,9 @@ fn world() -> World {
     World {
         _dir: dir,
         file,
-        _backend: backend,
         front,
+        _backend: backend,
+        _xs: store,
     }
 }
 

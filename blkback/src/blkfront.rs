@@ -1,4 +1,6 @@
-//! A blkif frontend in Rust on the simulated host, for tests, benches and fuzzing.
+//! A blkif frontend in Rust, for tests, benches and fuzzing: a guest of the simulated host
+//! ([`XenSimGuest`](crate::xen::XenSimGuest)) or dom0 itself on real Xen
+//! ([`Dom0Front`](crate::xen::Dom0Front)).
 //!
 //! It negotiates like Linux's xen-blkfront (`ring-page-order`/`ring-ref%u`,
 //! `multi-queue-num-queues`/`queue-%u/`, `protocol`, `feature-persistent`, indirect
@@ -18,6 +20,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use evtchn::EventChannel;
 use parking_lot::{Mutex, MutexGuard};
 use xen_types::mem::{SharedMemory, SharedMemoryExt};
 use xen_types::{DomId, GrantRef, PAGE_SIZE};
@@ -27,11 +30,9 @@ use crate::abi::{
     Body, Protocol, Request, Response, Segment, Status, MAX_DIRECT_SEGMENTS, SECTOR_SIZE,
     SEGMENTS_PER_INDIRECT_PAGE,
 };
-use crate::host::EventChannel;
 use crate::ring::{layout, FrontRing};
-use crate::sim::{GuestMemory, Region, SimChannel, SimHost};
+use crate::xen::RingChannel;
 use crate::Error;
-use xen_types::EvtchnPort;
 
 const OP_READ: u8 = xen_sys::BLKIF_OP_READ as u8;
 const OP_WRITE: u8 = xen_sys::BLKIF_OP_WRITE as u8;
@@ -39,12 +40,14 @@ const OP_FLUSH: u8 = xen_sys::BLKIF_OP_FLUSH_DISKCACHE as u8;
 const OP_DISCARD: u8 = xen_sys::BLKIF_OP_DISCARD as u8;
 const OP_INDIRECT: u8 = xen_sys::BLKIF_OP_INDIRECT as u8;
 
-/// What a test frontend needs from the host it runs on, as a guest.
+/// What a test frontend needs from the host it runs on, as a guest: what its kernel does
+/// (memory, grants of its pages) and an event-channel handle acting as it
+/// ([`evtchn::EventChannel`]).
 pub trait FrontHost: Clone + Send + Sync + 'static {
     /// The guest's view of its whole memory.
     type Memory: SharedMemory + 'static;
-    /// An event channel end.
-    type Channel: EventChannel;
+    /// An event-channel handle acting as the guest.
+    type Evtchn: EventChannel + 'static;
     /// Creates guest `domid` with `pages` pages of memory and returns its view of them.
     fn create_guest(&self, domid: DomId, pages: usize) -> Result<Self::Memory, Error>;
     /// The guest grants its page `pfn` to `to`.
@@ -52,43 +55,56 @@ pub trait FrontHost: Clone + Send + Sync + 'static {
         -> Result<GrantRef, Error>;
     /// The guest ends a grant (fails while the grantee has it mapped).
     fn end_grant(&self, domid: DomId, gref: GrantRef) -> Result<(), Error>;
-    /// The guest allocates an unbound port for `remote`.
-    fn alloc_unbound(
-        &self,
-        domid: DomId,
-        remote: DomId,
-    ) -> Result<(EvtchnPort, Self::Channel), Error>;
+    /// A new event-channel handle acting as guest `domid`.
+    fn open_evtchn(&self, domid: DomId) -> Result<Self::Evtchn, Error>;
     /// Destroys the guest (it vanishes without closing anything).
     fn destroy_guest(&self, domid: DomId);
 }
 
-impl FrontHost for SimHost {
-    type Memory = Arc<GuestMemory>;
-    type Channel = SimChannel;
-    fn create_guest(&self, domid: DomId, pages: usize) -> Result<Arc<GuestMemory>, Error> {
-        self.create_domain(domid, pages)
+/// `pages` pages of a guest's memory starting at page `first`: the guest's own view of, say,
+/// its ring pages.
+#[derive(Debug)]
+pub struct Region<M: SharedMemory> {
+    mem: Arc<M>,
+    first: usize,
+    pages: usize,
+}
+
+impl<M: SharedMemory> Clone for Region<M> {
+    fn clone(&self) -> Self {
+        Region {
+            mem: self.mem.clone(),
+            first: self.first,
+            pages: self.pages,
+        }
     }
-    fn grant(
-        &self,
-        domid: DomId,
-        pfn: usize,
-        to: DomId,
-        readonly: bool,
-    ) -> Result<GrantRef, Error> {
-        SimHost::grant(self, domid, pfn, to, readonly)
+}
+
+impl<M: SharedMemory> Region<M> {
+    /// Pages `first..first+pages` of `mem`.
+    pub fn new(mem: Arc<M>, first: usize, pages: usize) -> Result<Region<M>, Error> {
+        let total = mem.len() / PAGE_SIZE;
+        if first.checked_add(pages).is_none_or(|e| e > total) || pages == 0 {
+            return Err(Error::Config(format!(
+                "pages {first}+{pages} outside guest memory of {total} pages"
+            )));
+        }
+        Ok(Region { mem, first, pages })
     }
-    fn end_grant(&self, domid: DomId, gref: GrantRef) -> Result<(), Error> {
-        SimHost::end_grant(self, domid, gref)
+}
+
+// SAFETY: a page-aligned sub-range of a SharedMemory region (which is page-aligned), in
+// bounds (checked in `new`), kept alive by the Arc.
+unsafe impl<M: SharedMemory> SharedMemory for Region<M> {
+    fn as_ptr(&self) -> *mut u8 {
+        // SAFETY: in bounds (checked in `new`).
+        unsafe { self.mem.as_ptr().add(self.first * PAGE_SIZE) }
     }
-    fn alloc_unbound(
-        &self,
-        domid: DomId,
-        remote: DomId,
-    ) -> Result<(EvtchnPort, SimChannel), Error> {
-        SimHost::alloc_unbound(self, domid, remote)
+    fn len(&self) -> usize {
+        self.pages * PAGE_SIZE
     }
-    fn destroy_guest(&self, domid: DomId) {
-        self.destroy_domain(domid);
+    fn writable(&self) -> bool {
+        self.mem.writable()
     }
 }
 
@@ -321,14 +337,14 @@ struct Slot {
 
 struct FrontQueue<F: FrontHost> {
     ring: FrontRing<Region<F::Memory>>,
-    chan: F::Channel,
+    chan: RingChannel<F::Evtchn>,
     slots: Vec<Slot>,
     free: Vec<usize>,
     raw_inflight: usize,
 }
 
 /// A connected test frontend.
-pub struct Blkfront<S: Store, F: FrontHost = SimHost> {
+pub struct Blkfront<S: Store, F: FrontHost> {
     host: F,
     domid: DomId,
     backend: DomId,
@@ -440,8 +456,8 @@ impl<S: Store, F: FrontHost> Blkfront<S, F> {
                 };
                 keys.push((k, g.0.to_string()));
             }
-            let (port, chan) = host.alloc_unbound(domid, backend)?;
-            keys.push((format!("{prefix}event-channel"), port.0.to_string()));
+            let chan = RingChannel::unbound(host.open_evtchn(domid)?, backend)?;
+            keys.push((format!("{prefix}event-channel"), chan.port().0.to_string()));
             let mut slots = Vec::new();
             for s in 0..nslots {
                 let data_pfn = base + ring_pages + s * (max_segments + ind_pages);

@@ -1,19 +1,21 @@
 //! The `vbd` backend driver: the blkif handshake on top of [`xenbus`].
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use evtchn::{EventChannel, Evtchn};
+use gnttab::{Access, Gnttab, GrantMap};
 use xen_types::mem::SharedMemory;
 use xen_types::{EvtchnPort, GrantRef};
 use xenbus::{BackendDriver, DeviceInfo, Store};
 
 use crate::abi::{Protocol, MAX_INDIRECT_PAGES, SEGMENTS_PER_INDIRECT_PAGE};
 use crate::disk::Disk;
-use crate::host::Host;
 use crate::queue::{Pool, QueueConfig, RingServer};
 use crate::request::Limits;
 use crate::ring::BackRing;
+use crate::xen::{ev, RingChannel};
 use crate::Error;
 
 /// Backend settings (what it advertises).
@@ -125,18 +127,137 @@ fn image_path(params: &str) -> Result<&str, Error> {
     }
 }
 
-/// The blkif backend driver. Start it with
-/// `xenbus::Backend::start(store, backend_domid, Arc::new(BlkBack::new(host, config)))`.
-#[derive(Debug)]
-pub struct BlkBack<H: Host> {
-    host: Arc<H>,
-    cfg: Config,
+/// Opens a new event-channel handle (one per ring).
+type OpenEvtchn<E> = dyn Fn() -> evtchn::Result<E> + Send + Sync;
+
+/// What a backend has done so far, across its devices: counters its rings keep.
+#[derive(Debug, Default)]
+pub struct Stats {
+    rings_running: AtomicUsize,
+    rings_broken: AtomicUsize,
+    requests: AtomicU64,
+    responses: AtomicU64,
 }
 
-impl<H: Host> BlkBack<H> {
-    /// A driver mapping grants and binding event channels through `host`.
-    pub fn new(host: Arc<H>, cfg: Config) -> Self {
-        BlkBack { host, cfg }
+impl Stats {
+    /// Rings being served now (their threads are running).
+    pub fn rings_running(&self) -> usize {
+        self.rings_running.load(Ordering::SeqCst)
+    }
+
+    /// Rings stopped because their frontend broke the ring protocol (a producer index
+    /// claiming more requests than the ring holds, or unusable ring memory).
+    pub fn rings_broken(&self) -> usize {
+        self.rings_broken.load(Ordering::SeqCst)
+    }
+
+    /// Requests consumed from rings.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Responses written (one per consumed request, once it completed).
+    pub fn responses(&self) -> u64 {
+        self.responses.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn ring_started(&self) {
+        self.rings_running.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn ring_stopped(&self, broken: bool) {
+        if broken {
+            self.rings_broken.fetch_add(1, Ordering::SeqCst);
+        }
+        self.rings_running.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn consumed(&self, n: u64) {
+        self.requests.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn answered(&self) {
+        self.responses.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The blkif backend driver, mapping grants through a [`GrantMap`] and binding each ring's
+/// event channel on its own [`EventChannel`] handle. Start it with
+/// `xenbus::Backend::start(store, backend_domid, Arc::new(BlkBack::open(config)?))`.
+pub struct BlkBack<G: GrantMap = Gnttab, E: EventChannel = Evtchn> {
+    gnttab: Arc<G>,
+    open_evtchn: Arc<OpenEvtchn<E>>,
+    cfg: Config,
+    stats: Arc<Stats>,
+}
+
+impl<G: GrantMap, E: EventChannel> std::fmt::Debug for BlkBack<G, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlkBack")
+            .field("gnttab", &self.gnttab)
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+fn gnttab_err(e: gnttab::Error) -> Error {
+    match e {
+        gnttab::Error::NotXen { .. } => Error::NotXen(e.to_string()),
+        e => Error::Host(e.errno()),
+    }
+}
+
+fn evtchn_err(e: evtchn::Error) -> Error {
+    match e {
+        evtchn::Error::NotXen { .. } => Error::NotXen(e.to_string()),
+        e => ev(e),
+    }
+}
+
+impl BlkBack<Gnttab, Evtchn> {
+    /// A driver on the real devices of a Xen dom0 or driver domain (`/dev/xen/gntdev`,
+    /// `/dev/xen/evtchn`). Fails with [`Error::NotXen`] elsewhere.
+    pub fn open(cfg: Config) -> Result<Self, Error> {
+        let gnttab = Gnttab::open().map_err(gnttab_err)?;
+        // Fail now, not at the first connection, if event channels are missing.
+        drop(Evtchn::open().map_err(evtchn_err)?);
+        Ok(BlkBack::new(gnttab, Evtchn::open, cfg))
+    }
+}
+
+#[cfg(feature = "sim")]
+impl BlkBack<gnttab::SimGnttab, evtchn::SimEvtchn> {
+    /// A driver in domain `dom` of the simulated host `host`.
+    pub fn sim(host: &xen_sim::Host, dom: xen_types::DomId, cfg: Config) -> Result<Self, Error> {
+        let gnttab = gnttab::SimGnttab::open(host, dom).map_err(gnttab_err)?;
+        let h = host.clone();
+        Ok(BlkBack::new(
+            gnttab,
+            move || evtchn::SimEvtchn::open(&h, dom),
+            cfg,
+        ))
+    }
+}
+
+impl<G: GrantMap, E: EventChannel> BlkBack<G, E> {
+    /// A driver mapping grants through `gnttab` and opening an event-channel handle for each
+    /// ring with `open_evtchn`.
+    pub fn new(
+        gnttab: G,
+        open_evtchn: impl Fn() -> evtchn::Result<E> + Send + Sync + 'static,
+        cfg: Config,
+    ) -> Self {
+        BlkBack {
+            gnttab: Arc::new(gnttab),
+            open_evtchn: Arc::new(open_evtchn),
+            cfg,
+            stats: Arc::default(),
+        }
+    }
+
+    /// The counters of every ring this driver served.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
     }
 
     fn discard_enabled(&self, spec: &DiskSpec) -> bool {
@@ -146,13 +267,13 @@ impl<H: Host> BlkBack<H> {
 
 /// A connected device: its rings and I/O threads. Dropping it completes in-flight
 /// requests (their data reaches the disk and they are answered), then unmaps everything.
-pub struct Connection<H: Host> {
+pub struct Connection<E: EventChannel = Evtchn> {
     stop: Arc<AtomicBool>,
     rings: Vec<JoinHandle<()>>,
-    pool: Pool<H>,
+    pool: Pool<E>,
 }
 
-impl<H: Host> std::fmt::Debug for Connection<H> {
+impl<E: EventChannel> std::fmt::Debug for Connection<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("rings", &self.rings.len())
@@ -160,7 +281,7 @@ impl<H: Host> std::fmt::Debug for Connection<H> {
     }
 }
 
-impl<H: Host> Drop for Connection<H> {
+impl<E: EventChannel> Drop for Connection<E> {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         for t in self.rings.drain(..) {
@@ -194,8 +315,8 @@ fn read_ring_refs<S: Store>(
     }
 }
 
-impl<H: Host> BlkBack<H> {
-    fn connect_inner<S: Store>(&self, dev: &DeviceInfo<S>) -> Result<Connection<H>, Error> {
+impl<G: GrantMap + 'static, E: EventChannel + 'static> BlkBack<G, E> {
+    fn connect_inner<S: Store>(&self, dev: &DeviceInfo<S>) -> Result<Connection<E>, Error> {
         let spec = DiskSpec::read(dev)?;
         let disk = Arc::new(Disk::open(&spec.path, spec.readonly)?);
         let proto = Protocol::from_node(dev.read_frontend("protocol")?.as_deref())?;
@@ -231,7 +352,7 @@ impl<H: Host> BlkBack<H> {
             persistent,
             max_persistent_grants: self.cfg.max_persistent_grants,
         };
-        let mut pool = Pool::<H>::new(
+        let mut pool = Pool::<E>::new(
             self.cfg.io_threads,
             &format!("blkback-{}-{}", dev.frontend_id.get(), dev.devid),
         )?;
@@ -252,19 +373,25 @@ impl<H: Host> BlkBack<H> {
             let port = dev
                 .read_frontend_parse::<u32>(&evk)?
                 .ok_or(Error::Config(format!("frontend has no {evk}")))?;
-            let mem = self.host.map_grants(dev.frontend_id, &refs, true)?;
+            let mem = self
+                .gnttab
+                .map(dev.frontend_id, &refs, Access::ReadWrite)
+                .map_err(gnttab_err)?;
             let layout = crate::ring::layout(mem.len(), proto)?;
             let ring = BackRing::with_layout(mem, layout, 0)?;
-            let chan = self
-                .host
-                .bind_interdomain(dev.frontend_id, EvtchnPort(port))?;
+            let chan = RingChannel::bind(
+                (self.open_evtchn)().map_err(ev)?,
+                dev.frontend_id,
+                EvtchnPort(port),
+            )?;
             servers.push(RingServer::new(
-                self.host.clone(),
+                self.gnttab.clone(),
                 ring,
                 chan,
                 qcfg.clone(),
                 disk.clone(),
                 pool.sender(),
+                self.stats.clone(),
             ));
         }
         dev.write_backend_all(&[
@@ -280,6 +407,7 @@ impl<H: Host> BlkBack<H> {
         let mut rings = Vec::new();
         for (i, s) in servers.into_iter().enumerate() {
             let st = stop.clone();
+            self.stats.ring_started();
             match std::thread::Builder::new()
                 .name(format!(
                     "blkback-{}-{}-q{i}",
@@ -290,6 +418,7 @@ impl<H: Host> BlkBack<H> {
             {
                 Ok(t) => rings.push(t),
                 Err(e) => {
+                    self.stats.ring_stopped(false);
                     stop.store(true, std::sync::atomic::Ordering::SeqCst);
                     for t in rings {
                         let _ = t.join();
@@ -310,8 +439,10 @@ fn xb(e: Error) -> xenbus::Error {
     }
 }
 
-impl<S: Store, H: Host> BackendDriver<S> for BlkBack<H> {
-    type Connection = Connection<H>;
+impl<S: Store, G: GrantMap + 'static, E: EventChannel + 'static> BackendDriver<S>
+    for BlkBack<G, E>
+{
+    type Connection = Connection<E>;
 
     fn device_type(&self) -> &str {
         &self.cfg.device_type
@@ -357,11 +488,11 @@ impl<S: Store, H: Host> BackendDriver<S> for BlkBack<H> {
         dev.write_backend_all(&keys)
     }
 
-    fn connect(&self, dev: &DeviceInfo<S>) -> Result<Connection<H>, xenbus::Error> {
+    fn connect(&self, dev: &DeviceInfo<S>) -> Result<Connection<E>, xenbus::Error> {
         self.connect_inner(dev).map_err(xb)
     }
 
-    fn disconnect(&self, _dev: &DeviceInfo<S>, conn: Connection<H>) {
+    fn disconnect(&self, _dev: &DeviceInfo<S>, conn: Connection<E>) {
         drop(conn);
     }
 }

@@ -15,35 +15,37 @@
 //!   one thread per ring, which runs fast reads and writes itself (no thread hop at queue
 //!   depth 1) and hands slow ones, flushes and discards to a pool of I/O threads per device;
 //!   responses in completion order, one notification per batch;
-//! - [`host`]: the grant-mapping and event-channel interface it runs on, with [`sim`], a
-//!   simulated host;
-//! - `blkfront` (feature `test-utils`): a Rust frontend for tests, benches and fuzzing;
-//! - the `blkbackd` program: serves xenstore's `qdisk` (or `vbd`) backend directories, for
-//!   every domain or, with `--domid N`, as domain N's device model for libxl
-//!   (`xl block-attach <dom> 'vdev=xvdb, backendtype=qdisk, target=/images/a.img'`).
+//! - the host underneath through the `gnttab` and `evtchn` traits ([`gnttab::GrantMap`],
+//!   [`evtchn::EventChannel`]): the real devices ([`BlkBack::open`]) or, with the `sim`
+//!   feature, the simulated host of `xen-sim` (`BlkBack::sim`); [`xen`] holds a ring's
+//!   event channel;
+//! - `blkfront` (feature `test-utils`): a Rust frontend for tests, benches and fuzzing.
+//!
+//! The `blkbackd` program (crate `blkbackd`) is a thin daemon over this library: it serves
+//! xenstore's `qdisk` (or `vbd`) backend directories, for every domain or, with
+//! `--domid N`, as domain N's device model for libxl
+//! (`xl block-attach <dom> 'vdev=xvdb, backendtype=qdisk, target=/images/a.img'`).
 
 pub mod abi;
 #[cfg(feature = "test-utils")]
 pub mod blkfront;
 pub mod disk;
 mod driver;
-pub mod host;
 mod queue;
 pub mod request;
 pub mod ring;
-pub mod sim;
 pub mod xen;
 
 #[cfg(feature = "test-utils")]
 pub mod fuzzing;
 
-pub use driver::{BlkBack, Config, Connection, DiskSpec};
-pub use xen::XenHost;
+pub use driver::{BlkBack, Config, Connection, DiskSpec, Stats};
 use xen_types::mem::MemError;
 use xen_types::Errno;
 
 /// Errors of the block backend.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// An access outside shared memory.
     #[error("shared memory: {0}")]

@@ -32,6 +32,8 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use evtchn::EventChannel;
+use gnttab::{Access, GrantMap, Mapping};
 use parking_lot::{Condvar, Mutex};
 use tracing::{debug, warn};
 use xen_types::mem::SharedMemory;
@@ -39,12 +41,13 @@ use xen_types::{DomId, GrantRef, PAGE_SIZE};
 
 use crate::abi::{Protocol, Request, Response, Segment, Status};
 use crate::disk::Disk;
-use crate::host::{EventChannel, Host};
+use crate::driver::Stats;
 use crate::request::{
     check_request, check_segments, execute, read_indirect_segments, Check, Kind, Limits,
     SegmentPages, Validated,
 };
 use crate::ring::BackRing;
+use crate::xen::RingChannel;
 
 /// How long the ring thread sleeps between checks of its stop flag.
 const POLL: Duration = Duration::from_millis(50);
@@ -157,19 +160,22 @@ struct RingState<M: SharedMemory> {
 }
 
 /// State of one ring shared by its thread and the workers.
-pub(crate) struct QueueShared<H: Host> {
-    ring: Mutex<RingState<H::Mapping>>,
-    chan: H::Channel,
+pub(crate) struct QueueShared<E: EventChannel> {
+    ring: Mutex<RingState<Mapping>>,
+    chan: RingChannel<E>,
+    /// The backend's counters.
+    stats: Arc<Stats>,
     /// Set when the frontend broke the ring protocol: stop serving it.
     broken: AtomicBool,
     /// Requests of this ring waiting on the pool's queue (not started).
     queued: AtomicUsize,
 }
 
-impl<H: Host> QueueShared<H> {
+impl<E: EventChannel> QueueShared<E> {
     /// Writes a response; publishes it (and any deferred ones) now when `publish`, or when
     /// [`PUSH_BATCH`] are waiting.
     fn respond(&self, id: u64, operation: u8, status: Status, publish: bool) {
+        self.stats.answered();
         let mut r = self.ring.lock();
         let rsp = Response {
             id,
@@ -199,7 +205,7 @@ impl<H: Host> QueueShared<H> {
         }
     }
 
-    fn push_locked(&self, mut r: parking_lot::MutexGuard<'_, RingState<H::Mapping>>) {
+    fn push_locked(&self, mut r: parking_lot::MutexGuard<'_, RingState<Mapping>>) {
         r.unpushed = 0;
         let notify = r.ring.push_responses_and_check_notify();
         drop(r);
@@ -211,15 +217,15 @@ impl<H: Host> QueueShared<H> {
 }
 
 /// A validated, mapped request waiting for execution.
-pub(crate) struct Job<H: Host> {
-    q: Arc<QueueShared<H>>,
+pub(crate) struct Job<E: EventChannel> {
+    q: Arc<QueueShared<E>>,
     v: Validated,
     segs: Vec<Segment>,
-    pages: Pages<H::Mapping>,
+    pages: Pages<Mapping>,
     disk: Arc<Disk>,
 }
 
-impl<H: Host> Job<H> {
+impl<E: EventChannel> Job<E> {
     /// Reads and writes without a flush: the requests the ring thread may run itself.
     fn inline_ok(&self) -> bool {
         matches!(self.v.kind, Kind::Read | Kind::Write { flush: false })
@@ -240,16 +246,16 @@ impl<H: Host> Job<H> {
     }
 }
 
-struct PoolState<H: Host> {
-    jobs: VecDeque<Job<H>>,
+struct PoolState<E: EventChannel> {
+    jobs: VecDeque<Job<E>>,
     /// Workers waiting for work and not yet woken.
     idle: usize,
     open: bool,
 }
 
 /// What the ring threads and workers of a device share.
-pub(crate) struct PoolShared<H: Host> {
-    st: Mutex<PoolState<H>>,
+pub(crate) struct PoolShared<E: EventChannel> {
+    st: Mutex<PoolState<E>>,
     cv: Condvar,
     /// Running average of the execution time of reads and writes, ns (weight 1/8).
     avg_ns: AtomicU64,
@@ -257,7 +263,7 @@ pub(crate) struct PoolShared<H: Host> {
     helpers: usize,
 }
 
-impl<H: Host> PoolShared<H> {
+impl<E: EventChannel> PoolShared<E> {
     /// Adds the time `d` that `n` reads or writes took to the running average. A sample
     /// counts at most [`SAMPLE_MAX_NS`]: one request delayed by preemption or a rare stall
     /// does not turn a fast device slow, three in a row do.
@@ -276,7 +282,7 @@ impl<H: Host> PoolShared<H> {
     /// True when the ring thread had best run all of `batch` itself, sharing nothing:
     /// requests are fast, none waits for the device, and together they take less than
     /// waking a helper costs (or there is no spare CPU for one).
-    fn run_here(&self, batch: &[Job<H>]) -> bool {
+    fn run_here(&self, batch: &[Job<E>]) -> bool {
         let avg = self.avg_ns.load(Ordering::Relaxed);
         avg < INLINE_MAX_NS
             && batch.iter().all(Job::inline_ok)
@@ -285,7 +291,7 @@ impl<H: Host> PoolShared<H> {
 
     /// Queues `batch` and wakes the workers it needs; false (and `batch` untouched) once
     /// the pool is shut down.
-    fn submit(&self, batch: &mut Vec<Job<H>>, ring_helps: bool) -> bool {
+    fn submit(&self, batch: &mut Vec<Job<E>>, ring_helps: bool) -> bool {
         let mut st = self.st.lock();
         if !st.open {
             return false;
@@ -317,7 +323,7 @@ impl<H: Host> PoolShared<H> {
     }
 
     /// A queued job the ring thread may run itself.
-    fn take_inline(&self) -> Option<Job<H>> {
+    fn take_inline(&self) -> Option<Job<E>> {
         let mut st = self.st.lock();
         let i = st.jobs.iter().position(Job::inline_ok)?;
         let j = st.jobs.remove(i)?;
@@ -326,7 +332,7 @@ impl<H: Host> PoolShared<H> {
     }
 
     /// The next job for a worker; `None` once shut down and drained.
-    fn take(&self) -> Option<Job<H>> {
+    fn take(&self) -> Option<Job<E>> {
         let mut st = self.st.lock();
         loop {
             if let Some(j) = st.jobs.pop_front() {
@@ -343,15 +349,15 @@ impl<H: Host> PoolShared<H> {
 }
 
 /// A handle ring threads use to queue work on a device's pool.
-pub(crate) type PoolHandle<H> = Arc<PoolShared<H>>;
+pub(crate) type PoolHandle<E> = Arc<PoolShared<E>>;
 
 /// The I/O worker pool of a device.
-pub(crate) struct Pool<H: Host> {
-    shared: Arc<PoolShared<H>>,
+pub(crate) struct Pool<E: EventChannel> {
+    shared: Arc<PoolShared<E>>,
     threads: Vec<JoinHandle<()>>,
 }
 
-impl<H: Host> Pool<H> {
+impl<E: EventChannel + 'static> Pool<E> {
     pub(crate) fn new(workers: usize, name: &str) -> Result<Self, crate::Error> {
         let spare = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
@@ -389,9 +395,11 @@ impl<H: Host> Pool<H> {
         }
         Ok(pool)
     }
+}
 
+impl<E: EventChannel> Pool<E> {
     /// The handle ring threads queue work with.
-    pub(crate) fn sender(&self) -> PoolHandle<H> {
+    pub(crate) fn sender(&self) -> PoolHandle<E> {
         self.shared.clone()
     }
 
@@ -409,7 +417,7 @@ impl<H: Host> Pool<H> {
     }
 }
 
-impl<H: Host> Drop for Pool<H> {
+impl<E: EventChannel> Drop for Pool<E> {
     fn drop(&mut self) {
         self.shutdown();
     }
@@ -427,19 +435,19 @@ pub(crate) struct QueueConfig {
 
 /// Serves a ring until `stop` is set, the channel closes or the frontend breaks the
 /// protocol.
-pub(crate) struct RingServer<H: Host> {
-    host: Arc<H>,
-    q: Arc<QueueShared<H>>,
+pub(crate) struct RingServer<G: GrantMap, E: EventChannel> {
+    gnttab: Arc<G>,
+    q: Arc<QueueShared<E>>,
     cfg: QueueConfig,
     disk: Arc<Disk>,
-    pool: PoolHandle<H>,
+    pool: PoolHandle<E>,
     /// Slab index of each persistent grant mapped.
     persistent: HashMap<GrantRef, u32, BuildHasherDefault<GrefHasher>>,
-    slab: Arc<Slab<H::Mapping>>,
+    slab: Arc<Slab<Mapping>>,
     segs: Vec<Segment>,
     /// Requests copied out of the ring, then validated and mapped.
     reqs: Vec<Request>,
-    batch: Vec<Job<H>>,
+    batch: Vec<Job<E>>,
     iov: Iov,
 }
 
@@ -452,14 +460,15 @@ struct Iov(Vec<libc::iovec>);
 // thread shares nothing.
 unsafe impl Send for Iov {}
 
-impl<H: Host> RingServer<H> {
+impl<G: GrantMap, E: EventChannel> RingServer<G, E> {
     pub(crate) fn new(
-        host: Arc<H>,
-        ring: BackRing<H::Mapping>,
-        chan: H::Channel,
+        gnttab: Arc<G>,
+        ring: BackRing<Mapping>,
+        chan: RingChannel<E>,
         cfg: QueueConfig,
         disk: Arc<Disk>,
-        pool: PoolHandle<H>,
+        pool: PoolHandle<E>,
+        stats: Arc<Stats>,
     ) -> Self {
         let slab = Arc::new(Slab::new(if cfg.persistent {
             cfg.max_persistent_grants
@@ -467,10 +476,11 @@ impl<H: Host> RingServer<H> {
             0
         }));
         RingServer {
-            host,
+            gnttab,
             q: Arc::new(QueueShared {
                 ring: Mutex::new(RingState { ring, unpushed: 0 }),
                 chan,
+                stats,
                 broken: AtomicBool::new(false),
                 queued: AtomicUsize::new(0),
             }),
@@ -486,7 +496,8 @@ impl<H: Host> RingServer<H> {
         }
     }
 
-    /// The thread body.
+    /// The thread body. The ring counts as running from before its thread starts (see
+    /// [`Stats::ring_started`]) until this returns.
     pub(crate) fn run(mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) && !self.q.broken.load(Ordering::Relaxed) {
             if let Err(e) = self.drain() {
@@ -503,6 +514,9 @@ impl<H: Host> RingServer<H> {
                 }
             }
         }
+        self.q
+            .stats
+            .ring_stopped(self.q.broken.load(Ordering::Relaxed));
     }
 
     /// Consumes every available request, executing or queueing each, until the ring is
@@ -585,6 +599,7 @@ impl<H: Host> RingServer<H> {
     }
 
     fn handle(&mut self, req: &Request) {
+        self.q.stats.consumed(1);
         let mut segs = std::mem::take(&mut self.segs);
         let v = match check_request(req, &self.cfg.limits, &mut segs) {
             Err(rej) => return self.reject(req.id, rej.operation, rej.status, segs),
@@ -606,8 +621,7 @@ impl<H: Host> RingServer<H> {
                 let read = match cached.and_then(|i| self.slab.get(i as usize)) {
                     Some(m) => read_indirect_segments(m, nr_segments, &mut segs),
                     None => self
-                        .host
-                        .map_grants(self.cfg.frontend, &grefs[..pages], false)
+                        .map_grants(&grefs[..pages], false)
                         .map_err(|_| Status::Error)
                         .and_then(|m| read_indirect_segments(&m, nr_segments, &mut segs)),
                 };
@@ -648,7 +662,7 @@ impl<H: Host> RingServer<H> {
         if i >= self.cfg.max_persistent_grants {
             return Ok(None);
         }
-        let m = self.host.map_grants(self.cfg.frontend, &[gref], true)?;
+        let m = self.map_grants(&[gref], true)?;
         if self.slab.set(i, m).is_err() {
             return Ok(None);
         }
@@ -657,11 +671,22 @@ impl<H: Host> RingServer<H> {
         Ok(Some(i))
     }
 
-    fn map(&mut self, segs: &[Segment], writable: bool) -> Result<Pages<H::Mapping>, crate::Error> {
+    /// Maps `refs` of the frontend (`writable`: read-write).
+    fn map_grants(&self, refs: &[GrantRef], writable: bool) -> Result<Mapping, crate::Error> {
+        let access = if writable {
+            Access::ReadWrite
+        } else {
+            Access::ReadOnly
+        };
+        self.gnttab
+            .map(self.cfg.frontend, refs, access)
+            .map_err(|e| crate::Error::Host(e.errno()))
+    }
+
+    fn map(&mut self, segs: &[Segment], writable: bool) -> Result<Pages<Mapping>, crate::Error> {
         if segs.is_empty() {
             return Ok(Pages::None);
         }
-        let fe = self.cfg.frontend;
         if self.cfg.persistent {
             // One lookup per segment; a grant not cached yet is mapped and kept while the
             // cache has room. Once it is full, the request is mapped for itself alone.
@@ -680,7 +705,7 @@ impl<H: Host> RingServer<H> {
             }
         }
         let refs: Vec<GrantRef> = segs.iter().map(|s| s.gref).collect();
-        Ok(Pages::Batch(self.host.map_grants(fe, &refs, writable)?))
+        Ok(Pages::Batch(self.map_grants(&refs, writable)?))
     }
 }
 
@@ -692,22 +717,25 @@ mod tests {
 
     use super::*;
     use crate::abi::{Body, MAX_DIRECT_SEGMENTS};
-    use crate::host::GrantMapper;
+    use crate::blkfront::{FrontHost, Region};
     use crate::ring::FrontRing;
-    use crate::sim::{GuestMemory, Region, SimChannel, SimHost};
+    use crate::xen::XenSimGuest;
 
     const FE: DomId = DomId(3);
     const T: Duration = Duration::from_secs(10);
 
+    type Mem = xen_sim::memory::PageMapping;
+
     struct World {
-        host: Arc<SimHost>,
-        mem: Arc<GuestMemory>,
-        front: FrontRing<Region<GuestMemory>>,
-        _fe_chan: SimChannel,
-        server: RingServer<SimHost>,
-        pool: Pool<SimHost>,
+        guest: XenSimGuest,
+        mem: Arc<Mem>,
+        front: FrontRing<Region<Mem>>,
+        _fe_chan: RingChannel<evtchn::SimEvtchn>,
+        server: RingServer<gnttab::SimGnttab, evtchn::SimEvtchn>,
+        pool: Pool<evtchn::SimEvtchn>,
         /// Grants of data pages 1..=8.
         data: Vec<GrantRef>,
+        _host: xen_sim::Host,
     }
 
     fn world(workers: usize) -> World {
@@ -715,11 +743,12 @@ mod tests {
     }
 
     fn world_with(workers: usize, max_persistent_grants: usize) -> World {
-        let host = Arc::new(SimHost::new(DomId::DOM0));
-        let mem = host.create_domain(FE, 16).unwrap();
-        let ring_ref = host.grant(FE, 0, DomId::DOM0, false).unwrap();
+        let host = xen_sim::Host::default();
+        let guest = XenSimGuest::new(&host);
+        let mem = Arc::new(guest.create_guest(FE, 16).unwrap());
+        let ring_ref = guest.grant(FE, 0, DomId::DOM0, false).unwrap();
         let data = (1..=8)
-            .map(|p| host.grant(FE, p, DomId::DOM0, false).unwrap())
+            .map(|p| guest.grant(FE, p, DomId::DOM0, false).unwrap())
             .collect();
         let layout = crate::ring::layout(PAGE_SIZE, Protocol::Native).unwrap();
         let front =
@@ -727,11 +756,16 @@ mod tests {
         let file = tempfile::tempfile().unwrap();
         file.set_len(1 << 20).unwrap();
         let disk = Arc::new(Disk::from_file(file, false).unwrap());
-        let (port, fe_chan) = host.alloc_unbound(FE, DomId::DOM0).unwrap();
-        let chan = host.bind_interdomain(FE, port).unwrap();
-        let back =
-            BackRing::with_layout(host.map_grants(FE, &[ring_ref], true).unwrap(), layout, 0)
-                .unwrap();
+        let fe_chan = RingChannel::unbound(guest.open_evtchn(FE).unwrap(), DomId::DOM0).unwrap();
+        let be_evtchn = evtchn::SimEvtchn::open(&host, DomId::DOM0).unwrap();
+        let chan = RingChannel::bind(be_evtchn, FE, fe_chan.port()).unwrap();
+        let gnttab = Arc::new(gnttab::SimGnttab::open(&host, DomId::DOM0).unwrap());
+        let back = BackRing::with_layout(
+            gnttab.map(FE, &[ring_ref], Access::ReadWrite).unwrap(),
+            layout,
+            0,
+        )
+        .unwrap();
         let cfg = QueueConfig {
             frontend: FE,
             proto: Protocol::Native,
@@ -746,16 +780,17 @@ mod tests {
             persistent: true,
             max_persistent_grants,
         };
-        let pool = Pool::<SimHost>::new(workers, "test").unwrap();
-        let server = RingServer::new(host.clone(), back, chan, cfg, disk, pool.sender());
+        let pool = Pool::new(workers, "test").unwrap();
+        let server = RingServer::new(gnttab, back, chan, cfg, disk, pool.sender(), Arc::default());
         World {
-            host,
+            guest,
             mem,
             front,
             _fe_chan: fe_chan,
             server,
             pool,
             data,
+            _host: host,
         }
     }
 
@@ -842,7 +877,7 @@ mod tests {
             w.mem.read_bytes((i + 1) * PAGE_SIZE, &mut b).unwrap();
             assert!(b.iter().all(|&x| x == (i - 4) as u8 + 1), "page {i}");
         }
-        assert_eq!(w.host.mapped_count(FE), 9, "ring and 8 persistent grants");
+        assert_eq!(w.guest.grants_in_use(FE), 9, "ring and 8 persistent grants");
         w.pool.shutdown();
     }
 
@@ -930,7 +965,7 @@ mod tests {
         let got = sorted(w.wait_responses(8));
         assert_eq!(got, (0..8).map(|i| (i, Status::Okay)).collect::<Vec<_>>());
         // The ring and three cached grants stay mapped; the others were released.
-        assert_eq!(w.host.mapped_count(FE), 4);
+        assert_eq!(w.guest.grants_in_use(FE), 4);
         w.mem.fill(PAGE_SIZE, 8 * PAGE_SIZE, 0).unwrap();
         for i in 0..8 {
             w.put(false, i, 8 + i as u64);
@@ -944,7 +979,7 @@ mod tests {
             assert!(b.iter().all(|&x| x == 0x40 + i as u8), "page {i}");
         }
         w.pool.shutdown();
-        assert_eq!(w.host.mapped_count(FE), 4);
+        assert_eq!(w.guest.grants_in_use(FE), 4);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use blkback::abi::Status;
 use blkback::blkfront::{read_stamp, stamp, Blkfront, FrontConfig, IoReq, Op};
 use blkback::xen::Dom0Front;
-use blkback::{BlkBack, Config, XenHost};
+use blkback::{BlkBack, Config};
 use xen_types::DomId;
 use xenbus::{create_device, destroy_device, Backend, XsStore};
 
@@ -23,14 +23,13 @@ fn serve_and_verify(devid: u32, persistent: bool) {
         .set_len(4 << 20)
         .unwrap();
     let store = Arc::new(XsStore::connect().unwrap());
-    let host = Arc::new(XenHost::open().unwrap());
-    let drv = Arc::new(BlkBack::new(
-        host,
-        Config {
+    let drv = Arc::new(
+        BlkBack::open(Config {
             device_type: TYPE.into(),
             ..Default::default()
-        },
-    ));
+        })
+        .unwrap(),
+    );
     let be = Backend::start(store.clone(), DomId::DOM0, drv).unwrap();
     let _ = destroy_device(&*store, DomId::DOM0, DomId::DOM0, TYPE, devid);
     create_device(
@@ -113,5 +112,5 @@ fn dom0_loopback_per_request_grants_verified_io() {
 #[test]
 #[ignore = "needs a Xen dom0: run by cargo xtask e2e"]
 fn real_host_opens() {
-    XenHost::open().unwrap();
+    BlkBack::open(Config::default()).unwrap();
 }

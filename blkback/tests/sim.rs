@@ -1,4 +1,5 @@
-//! blkback against the Rust test frontend on the simulated host.
+//! blkback against the Rust test frontend on the simulated host (`xen-sim`, through the
+//! `gnttab` and `evtchn` traits), with our xenstored in process.
 
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -6,57 +7,45 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blkback::abi::{Body, Protocol, Request, Segment, Status, MAX_DIRECT_SEGMENTS};
-use blkback::blkfront::{read_stamp, stamp, Blkfront, BufReq, FrontConfig, FrontHost, IoReq, Op};
-use blkback::sim::SimHost;
+use blkback::blkfront::{read_stamp, stamp, Blkfront, BufReq, FrontConfig, IoReq, Op};
 use blkback::xen::XenSimGuest;
-use blkback::{BlkBack, Config, XenHost};
+use blkback::{BlkBack, Config};
+use evtchn::SimEvtchn;
+use gnttab::SimGnttab;
 use xen_types::mem::SharedMemoryExt;
 use xen_types::{DomId, GrantRef};
-use xenbus::{create_device, Backend, MemStore, Store, XenbusState};
+use xenbus::testing::TestXenstore;
+use xenbus::{create_device, Backend, Store, XenbusState, XsStore};
 
 const MIB: u64 = 1 << 20;
 const T: Duration = Duration::from_secs(20);
 
-struct Env<F: FrontHost = SimHost> {
-    store: Arc<MemStore>,
-    host: F,
-    /// The in-crate simulated host, when that is the one in use (for mapping counts).
-    sim: Option<SimHost>,
+/// A backend in dom0 of a simulated host (`xen-sim`, through the `gnttab`/`evtchn` traits),
+/// our xenstored in process, and guests as frontends.
+struct Env {
+    /// Our xenstored: the backend is dom0, each frontend its own domain.
+    xs: TestXenstore,
+    host: XenSimGuest,
+    drv: Arc<BlkBack<SimGnttab, SimEvtchn>>,
     be: Option<Backend>,
     dir: tempfile::TempDir,
 }
 
 fn env(cfg: Config) -> Env {
-    let store = Arc::new(MemStore::new());
-    let host = SimHost::new(DomId::DOM0);
-    let drv = Arc::new(BlkBack::new(Arc::new(host.clone()), cfg));
-    let be = Backend::start(store.clone(), DomId::DOM0, drv).unwrap();
+    let xs = TestXenstore::start().unwrap();
+    let sim = xen_sim::Host::default();
+    let drv = Arc::new(BlkBack::sim(&sim, DomId::DOM0, cfg).unwrap());
+    let be = Backend::start(xs.dom0().clone(), DomId::DOM0, drv.clone()).unwrap();
     Env {
-        store,
-        sim: Some(host.clone()),
-        host,
+        xs,
+        host: XenSimGuest::new(&sim),
+        drv,
         be: Some(be),
         dir: tempfile::tempdir().unwrap(),
     }
 }
 
-/// The same, on the project's simulated Xen host (`xen-sim`) through `gnttab`/`evtchn`.
-fn env_xen(cfg: Config) -> Env<XenSimGuest> {
-    let store = Arc::new(MemStore::new());
-    let xs = xen_sim::Host::default();
-    let backend = XenHost::sim(&xs, DomId::DOM0).unwrap();
-    let drv = Arc::new(BlkBack::new(Arc::new(backend), cfg));
-    let be = Backend::start(store.clone(), DomId::DOM0, drv).unwrap();
-    Env {
-        store,
-        host: XenSimGuest::new(&xs),
-        sim: None,
-        be: Some(be),
-        dir: tempfile::tempdir().unwrap(),
-    }
-}
-
-impl<F: FrontHost> Env<F> {
+impl Env {
     fn disk(&self, fe: DomId, devid: u32, bytes: u64, mode: &str) -> PathBuf {
         let path = self.dir.path().join(format!("d{}-{devid}.img", fe.0));
         std::fs::File::create(&path)
@@ -65,7 +54,7 @@ impl<F: FrontHost> Env<F> {
             .unwrap();
         let p = path.to_str().unwrap().to_string();
         create_device(
-            &*self.store,
+            &**self.xs.dom0(),
             DomId::DOM0,
             fe,
             "vbd",
@@ -77,14 +66,18 @@ impl<F: FrontHost> Env<F> {
         path
     }
 
-    fn front(&self, fe: DomId, devid: u32, cfg: FrontConfig) -> Blkfront<MemStore, F> {
-        Blkfront::connect(&self.host, self.store.clone(), fe, devid, cfg).unwrap()
+    /// Frontend `fe` of device `devid`, on its own xenstore connection as domain `fe`.
+    fn front(&self, fe: DomId, devid: u32, cfg: FrontConfig) -> Front {
+        let store = self.xs.guest(fe).unwrap();
+        Blkfront::connect(&self.host, store, fe, devid, cfg).unwrap()
     }
 
     fn backend(&self) -> &Backend {
         self.be.as_ref().unwrap()
     }
 }
+
+type Front = Blkfront<XsStore, XenSimGuest>;
 
 /// Small deterministic PRNG (xorshift) so failures reproduce.
 struct Rng(u64);
@@ -105,8 +98,8 @@ impl Rng {
 /// the model. Requests in one batch never overlap. With `zero_copy`, every other round runs
 /// on guest buffers (`run_bufs`: the backend reads and writes the caller's granted pages)
 /// instead of copied ones (`run`).
-fn workload<F: FrontHost>(
-    f: &Blkfront<MemStore, F>,
+fn workload(
+    f: &Front,
     q: usize,
     first: u64,
     blocks: u64,
@@ -189,7 +182,7 @@ fn workload<F: FrontHost>(
 
 /// Runs `reqs` through guest buffers: write data is put into them first, read data taken
 /// out of them after.
-fn run_in_guest_buffers<F: FrontHost>(f: &Blkfront<MemStore, F>, q: usize, reqs: &mut [IoReq]) {
+fn run_in_guest_buffers(f: &Front, q: usize, reqs: &mut [IoReq]) {
     let bufs: Vec<_> = reqs
         .iter()
         .map(|r| {
@@ -215,14 +208,7 @@ fn run_in_guest_buffers<F: FrontHost>(f: &Blkfront<MemStore, F>, q: usize, reqs:
     }
 }
 
-fn run_matrix<F: FrontHost>(
-    e: Env<F>,
-    persistent: bool,
-    indirect: bool,
-    queues: u32,
-    order: u32,
-    proto: Protocol,
-) {
+fn run_matrix(e: Env, persistent: bool, indirect: bool, queues: u32, order: u32, proto: Protocol) {
     let fe = DomId(5);
     e.disk(fe, 51712, 8 * MIB, "w");
     let f = e.front(
@@ -256,9 +242,7 @@ fn run_matrix<F: FrontHost>(
         }
     });
     f.close().unwrap();
-    if let (Some(sim), false) = (&e.sim, persistent) {
-        assert_eq!(sim.mapped_count(fe), 0, "per-request mappings all released");
-    }
+    assert_eq!(e.host.grants_in_use(fe), 0, "every mapping released");
 }
 
 #[test]
@@ -282,27 +266,13 @@ fn verify_persistent_direct_multipage_x86_64() {
 }
 
 #[test]
-fn xen_sim_verify_persistent_indirect_multiqueue() {
-    run_matrix(
-        env_xen(Config::default()),
-        true,
-        true,
-        2,
-        1,
-        Protocol::Native,
-    );
+fn verify_persistent_indirect_two_queues_multipage() {
+    run_matrix(env(Config::default()), true, true, 2, 1, Protocol::Native);
 }
 
 #[test]
-fn xen_sim_verify_per_request_grants_x86_32() {
-    run_matrix(
-        env_xen(Config::default()),
-        false,
-        true,
-        1,
-        0,
-        Protocol::X86_32,
-    );
+fn verify_per_request_grants_indirect_x86_32() {
+    run_matrix(env(Config::default()), false, true, 1, 0, Protocol::X86_32);
 }
 
 fn seg(g: GrantRef, first: u8, last: u8) -> [Segment; MAX_DIRECT_SEGMENTS] {
@@ -476,7 +446,7 @@ fn read_only_disk_refuses_writes() {
     assert_ne!(f.info & xen_sys::VDISK_READONLY, 0);
     let be = xenbus::paths::backend_path(DomId::DOM0, "vbd", fe, 2);
     assert_eq!(
-        e.store
+        e.xs.dom0()
             .read(&format!("{be}/feature-discard"))
             .unwrap()
             .as_deref(),
@@ -503,7 +473,7 @@ fn read_only_disk_refuses_writes() {
 
 /// Guest buffers: the backend reads and writes the caller's own granted pages; their
 /// allocation is bounded and checked, and requests on them are validated like any other.
-fn guest_buffers<F: FrontHost>(e: Env<F>, persistent: bool) {
+fn guest_buffers(e: Env, persistent: bool) {
     let fe = DomId(10);
     let path = e.disk(fe, 6, MIB, "w");
     let f = e.front(
@@ -581,9 +551,7 @@ fn guest_buffers<F: FrontHost>(e: Env<F>, persistent: bool) {
     assert!(f.run_bufs(0, &mut wrong).is_err());
     f.close().unwrap();
     other.close().unwrap();
-    if let (Some(sim), false) = (&e.sim, persistent) {
-        assert_eq!(sim.mapped_count(fe), 0, "per-request mappings all released");
-    }
+    assert_eq!(e.host.grants_in_use(fe), 0, "every mapping released");
 }
 
 #[test]
@@ -594,11 +562,6 @@ fn guest_buffers_persistent() {
 #[test]
 fn guest_buffers_per_request_grants() {
     guest_buffers(env(Config::default()), false);
-}
-
-#[test]
-fn xen_sim_guest_buffers() {
-    guest_buffers(env_xen(Config::default()), true);
 }
 
 #[test]
@@ -639,14 +602,14 @@ fn flush_and_discard() {
         ("hotplug-status", "connected"),
     ] {
         assert_eq!(
-            e.store.read(&format!("{be}/{k}")).unwrap().as_deref(),
+            e.xs.dom0().read(&format!("{be}/{k}")).unwrap().as_deref(),
             Some(v),
             "{k}"
         );
     }
 }
 
-fn vanish<F: FrontHost>(e: Env<F>) {
+fn vanish(e: Env) {
     let fe = DomId(9);
     let path = e.disk(fe, 4, 4 * MIB, "w");
     let f = e.front(
@@ -677,7 +640,7 @@ fn vanish<F: FrontHost>(e: Env<F>) {
     assert!(!acked.is_empty());
     // The guest dies with requests still in flight.
     f.vanish();
-    e.store.release_domain(fe);
+    e.xs.destroy_domain(fe).unwrap();
     let deadline = Instant::now() + T;
     while !e.backend().devices().is_empty() {
         assert!(Instant::now() < deadline, "device not torn down");
@@ -685,7 +648,7 @@ fn vanish<F: FrontHost>(e: Env<F>) {
     }
     let be = xenbus::paths::backend_path(DomId::DOM0, "vbd", fe, 4);
     assert_eq!(
-        e.store.read(&format!("{be}/state")).unwrap().as_deref(),
+        e.xs.dom0().read(&format!("{be}/state")).unwrap().as_deref(),
         Some("6")
     );
     // Every acknowledged write is on disk.
@@ -713,24 +676,46 @@ fn frontend_vanishing_mid_request_loses_no_acknowledged_write() {
 }
 
 #[test]
-fn xen_sim_frontend_vanishing_mid_request_loses_no_acknowledged_write() {
-    vanish(env_xen(Config {
-        io_threads: 2,
-        ..Default::default()
-    }));
-}
-
-#[test]
 fn corrupt_ring_stops_that_ring_only() {
     let e = env(Config::default());
+    let stats = e.drv.stats().clone();
     let (a, b) = (DomId(10), DomId(11));
     e.disk(a, 5, MIB, "w");
     e.disk(b, 5, MIB, "w");
-    let fa = e.front(a, 5, FrontConfig::default());
+    let fa = e.front(
+        a,
+        5,
+        FrontConfig {
+            timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+    );
     let fb = e.front(b, 5, FrontConfig::default());
+    assert_eq!((stats.rings_running(), stats.rings_broken()), (2, 0));
+    let mut first = [IoReq::new(Op::Write, 0, vec![1u8; 4096])];
+    fa.run(0, &mut first).unwrap();
+    assert_eq!(first[0].status, Some(Status::Okay), "ring a served before");
+
     fa.corrupt_req_prod(0, 1000).unwrap();
-    // Requests in flight together have no order in blkif (the backend completes them as the
-    // I/O pool finishes them), so the read goes in a batch of its own after the write.
+    // The backend notices and stops serving that ring: its thread ends, counted as broken.
+    let deadline = Instant::now() + T;
+    while stats.rings_broken() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the corrupt ring was not stopped"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!((stats.rings_running(), stats.rings_broken()), (1, 1));
+    // It answers nothing more, even a well-formed request (the frontend's next push
+    // rewrites a sane producer index).
+    let answered = stats.responses();
+    fa.submit(0, &[IoReq::new(Op::Read, 0, vec![0u8; 4096])])
+        .unwrap();
+    assert!(fa.poll(0).is_err(), "a stopped ring answered");
+    // The other ring still serves. Requests in flight together have no order in blkif (the
+    // backend completes them as the I/O pool finishes them), so the read goes in a batch of
+    // its own after the write.
     let mut write = [IoReq::new(Op::Write, 0, vec![3u8; 4096])];
     fb.run(0, &mut write).unwrap();
     let mut read = [IoReq::new(Op::Read, 0, vec![0u8; 4096])];
@@ -739,6 +724,8 @@ fn corrupt_ring_stops_that_ring_only() {
         read[0].buf == vec![3u8; 4096],
         "the healthy ring read back other data"
     );
+    assert_eq!(stats.responses(), answered + 2, "only ring b's two answers");
+    assert_eq!(stats.rings_running(), 1);
 }
 
 #[test]
@@ -751,7 +738,7 @@ fn refused_handshakes_report_errors() {
     e.disk(fe, 6, MIB, "w");
     let err = Blkfront::connect(
         &e.host,
-        e.store.clone(),
+        e.xs.guest(fe).unwrap(),
         fe,
         6,
         FrontConfig {
@@ -762,7 +749,7 @@ fn refused_handshakes_report_errors() {
     assert!(err.is_ok(), "2 queues are allowed");
     // A device whose image does not exist fails at probe with an error node.
     create_device(
-        &*e.store,
+        &**e.xs.dom0(),
         DomId::DOM0,
         DomId(13),
         "vbd",
@@ -774,7 +761,7 @@ fn refused_handshakes_report_errors() {
     let be = xenbus::paths::backend_path(DomId::DOM0, "vbd", DomId(13), 7);
     let deadline = Instant::now() + T;
     loop {
-        let st = e.store.read(&format!("{be}/state")).unwrap();
+        let st = e.xs.dom0().read(&format!("{be}/state")).unwrap();
         let st = XenbusState::from_node(st.as_deref());
         if st == XenbusState::Closing || st == XenbusState::Closed {
             break;
@@ -785,7 +772,7 @@ fn refused_handshakes_report_errors() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(e.store.read(&format!("{be}/error")).unwrap().is_some());
+    assert!(e.xs.dom0().read(&format!("{be}/error")).unwrap().is_some());
     // Too many queues, or an unknown protocol, are refused at connect with an error.
     for (i, (k, v)) in [("multi-queue-num-queues", "3"), ("protocol", "sparc-abi")]
         .into_iter()
@@ -793,7 +780,7 @@ fn refused_handshakes_report_errors() {
     {
         let dom = DomId(20 + i as u16);
         e.disk(dom, 8, MIB, "w");
-        let mut fd = xenbus::FrontendDevice::open(e.store.clone(), dom, "vbd", 8).unwrap();
+        let mut fd = xenbus::FrontendDevice::open(e.xs.guest(dom).unwrap(), dom, "vbd", 8).unwrap();
         fd.wait_backend(|s| s == XenbusState::InitWait, T).unwrap();
         fd.write_all(&[
             (k.to_string(), v.to_string()),

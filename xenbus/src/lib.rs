@@ -5,32 +5,36 @@
 //! and the details of its rings and features. This crate provides
 //!
 //! - [`XenbusState`] with the transitions Linux's xenbus drivers and QEMU's xen-bus allow;
-//! - [`Store`], the small xenstore interface the framework needs, with [`MemStore`], an
-//!   in-memory implementation with xenstore's watch semantics;
+//! - [`Store`], the small xenstore interface the framework needs;
 //! - [`Backend`], which watches `/local/domain/<self>/backend/<type>`, notices devices,
 //!   runs each device's handshake on its own thread through a [`BackendDriver`], and tears
 //!   it down when either end closes, the device is removed, or the frontend's domain dies
 //!   (`@releaseDomain`);
 //! - [`FrontendDevice`], the frontend end of the same handshake, for Rust frontends;
 //! - [`create_device`]/[`destroy_device`], the toolstack's part (writing both directories);
-//! - [`XsStore`], the [`Store`] over a real xenstored connection (`xenstore` crate).
+//! - [`XsStore`], the [`Store`] over a xenstored connection (`xenstore` crate);
+//! - `testing` (feature `test-utils`): the project's xenstored in process, with dom0's and
+//!   guests' connections, for tests, benches and examples.
 
 mod backend;
 mod frontend;
 pub mod paths;
 mod state;
 pub mod store;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 mod xs;
 
 pub use backend::{Backend, BackendDriver, DeviceInfo};
 pub use frontend::{create_device, create_device_split, destroy_device, FrontendDevice};
 pub use state::XenbusState;
-pub use store::{MemStore, Store, WatchEvent, WatchId};
+pub use store::{Store, WatchEvent, WatchId};
 use xen_types::Errno;
 pub use xs::XsStore;
 
 /// Errors of the XenBus framework.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A state change the protocol does not allow.
     #[error("illegal xenbus state transition {from:?} -> {to:?}")]
@@ -69,4 +73,8 @@ pub enum Error {
     /// A driver callback failed.
     #[error("driver error: {0}")]
     Driver(String),
+    /// The in-process xenstored of `testing` (feature `test-utils`) could not start or
+    /// take a connection.
+    #[error("in-process xenstored: {0}")]
+    TestXenstored(#[source] std::io::Error),
 }

@@ -41,7 +41,7 @@ impl std::fmt::Debug for XsStore {
     }
 }
 
-fn xs(e: xenstore::Error) -> Error {
+pub(crate) fn xs(e: xenstore::Error) -> Error {
     match e {
         xenstore::Error::Xs(errno) => Error::Store(errno),
         e => Error::Store(e.errno_hint()),
@@ -106,6 +106,11 @@ impl XsStore {
     /// The client.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Watches set through this store and not removed (for leak checks).
+    pub fn watch_count(&self) -> usize {
+        self.routes.lock().len()
     }
 }
 

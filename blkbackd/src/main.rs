@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use blkback::{BlkBack, Config, XenHost};
+use blkback::{BlkBack, Config};
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 use xen_types::DomId;
@@ -87,9 +87,10 @@ fn run(cli: &Cli) -> Result<Signal, String> {
     signals
         .thread_block()
         .map_err(|e| format!("blocking signals: {e}"))?;
-    let host = XenHost::open().map_err(|e| format!("opening grant and event devices: {e}"))?;
+    let driver = Arc::new(
+        BlkBack::open(cli.config()).map_err(|e| format!("opening grant and event devices: {e}"))?,
+    );
     let store = Arc::new(XsStore::connect().map_err(|e| format!("connecting to xenstored: {e}"))?);
-    let driver = Arc::new(BlkBack::new(Arc::new(host), cli.config()));
     let backend_id = DomId(cli.backend_domid);
     let backend = match cli.domid {
         None => Backend::start(store.clone(), backend_id, driver),
