@@ -61,9 +61,13 @@ fuzz_target!(|data: &[u8]| {
             }
             // Arbitrary bytes anywhere in the ring pages (entries or header).
             2 => {
-                let (Some(off), Some(len)) = (input.u32(), input.u8()) else { break };
+                let (Some(off), Some(len)) = (input.u32(), input.u8()) else {
+                    break;
+                };
                 let off = off as usize % (pages as usize * PAGE_SIZE);
-                let n = usize::from(len).min(input.0.len()).min(pages as usize * PAGE_SIZE - off);
+                let n = usize::from(len)
+                    .min(input.0.len())
+                    .min(pages as usize * PAGE_SIZE - off);
                 let (bytes, rest) = input.0.split_at(n);
                 mem.write_bytes(off, bytes).unwrap();
                 input.0 = rest;
@@ -84,7 +88,10 @@ fuzz_target!(|data: &[u8]| {
                 None
             }
             6 => Some(back.final_check_for_requests().map(|_| ())),
-            7 => Some(back.take_requests_into(&mut batch).map(|n| assert!(n <= batch.len()))),
+            7 => Some(
+                back.take_requests_into(&mut batch)
+                    .map(|n| assert!(n <= batch.len())),
+            ),
             _ => {
                 let Some(v) = input.u32() else { break };
                 mem.write_obj(SringField::RspEvent.offset(), v).unwrap();

@@ -1,21 +1,18 @@
-//! The simulated host's domain builder on arbitrary kernel images: it must never panic, and
-//! a refused image must leave the domain and the host's memory untouched.
+//! The simulated host's domain builder on arbitrary kernel images: it must never panic, a
+//! refused image must leave the domain and the host's memory untouched, and destroying the
+//! domain gives every page back (the host's own free-page count).
+//!
+//! Hermetic: a fresh host per input, so a crash file reproduces alone.
 #![no_main]
-
-use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use xen_sim::domain::BuildSpec;
 use xen_sim::{Host, HostConfig};
 use xen_types::{DomId, Errno, EvtchnPort, Pages};
 
-fn host() -> &'static Host {
-    static HOST: OnceLock<Host> = OnceLock::new();
-    HOST.get_or_init(|| Host::new(HostConfig::default()))
-}
-
 fuzz_target!(|kernel: &[u8]| {
-    let h = host();
+    let h = Host::new(HostConfig::default());
+    let free_at_start = h.physinfo().free_pages;
     let config = xen_sys::xen_domctl_createdomain {
         max_vcpus: 1,
         max_grant_frames: -1,
@@ -50,4 +47,13 @@ fuzz_target!(|kernel: &[u8]| {
         }
     }
     h.destroy(dom).unwrap();
+    assert!(
+        h.domain_info(dom).is_err(),
+        "nothing holds the domain: it is gone"
+    );
+    assert_eq!(
+        h.physinfo().free_pages,
+        free_at_start,
+        "every page came back"
+    );
 });
