@@ -48,7 +48,9 @@ pub trait FrontHost: Clone + Send + Sync + 'static {
     type Memory: SharedMemory + 'static;
     /// An event-channel handle acting as the guest.
     type Evtchn: EventChannel + 'static;
-    /// Creates guest `domid` with `pages` pages of memory and returns its view of them.
+    /// Gives guest `domid` `pages` pages of memory and returns its view of them: creates the
+    /// domain, or takes the pages from one that exists already
+    /// ([`XenSimGuest::adopt`](crate::xen::XenSimGuest::adopt)).
     fn create_guest(&self, domid: DomId, pages: usize) -> Result<Self::Memory, Error>;
     /// The guest grants its page `pfn` to `to`.
     fn grant(&self, domid: DomId, pfn: usize, to: DomId, readonly: bool)
@@ -385,8 +387,9 @@ fn cfg_err(s: impl Into<String>) -> Error {
 }
 
 impl<S: Store, F: FrontHost> Blkfront<S, F> {
-    /// Creates domain `domid` on `host`, opens its device `devid` (the toolstack must have
-    /// written both directories) and connects.
+    /// Creates domain `domid` on `host` (or takes memory in it, for a domain the host
+    /// already has: [`FrontHost::create_guest`]), opens its device `devid` (the toolstack
+    /// must have written both directories) and connects.
     pub fn connect(
         host: &F,
         store: Arc<S>,

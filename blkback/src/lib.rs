@@ -21,6 +21,61 @@
 //!   event channel;
 //! - `blkfront` (feature `test-utils`): a Rust frontend for tests, benches and fuzzing.
 //!
+//! # Example
+//!
+//! dom0 serves `vbd` devices with a [`xenbus::Backend`] over a [`BlkBack`]; the toolstack
+//! gives a guest a disk ([`xenbus::create_device`], libxl's keys), and the guest's blkfront
+//! connects, writes a block and reads it back. Here on the simulated host (features `sim`
+//! and `test-utils`, with the Rust frontend standing for the guest's kernel and xenbus's
+//! in-process xenstored); on a Xen dom0 the driver is `BlkBack::open(Config::default())?` and
+//! the store an [`xenbus::XsStore`] on the system's xenstored.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use blkback::blkfront::{Blkfront, FrontConfig, IoReq, Op};
+//! use blkback::xen::XenSimGuest;
+//! use blkback::{BlkBack, Config};
+//! use xen_types::DomId;
+//! use xenbus::testing::TestXenstore;
+//! use xenbus::{create_device, Backend};
+//!
+//! // dom0: xenstored and the block backend.
+//! let host = xen_sim::Host::default();
+//! let xs = TestXenstore::start()?;
+//! let driver = Arc::new(BlkBack::sim(&host, DomId::DOM0, Config::default())?);
+//! let backend = Backend::start(xs.dom0().clone(), DomId::DOM0, driver)?;
+//!
+//! // The toolstack: a 1 MiB raw image as guest 1's xvda.
+//! let dir = tempfile::tempdir()?;
+//! let image = dir.path().join("disk.img");
+//! std::fs::File::create(&image)?.set_len(1 << 20)?;
+//! let params = image.to_str().ok_or("path not UTF-8")?;
+//! let guest = DomId(1);
+//! create_device(
+//!     &**xs.dom0(),
+//!     DomId::DOM0,
+//!     guest,
+//!     "vbd",
+//!     51712,
+//!     &[("params", params), ("mode", "w"), ("type", "phy")],
+//!     &[("virtual-device", "51712")],
+//! )?;
+//!
+//! // The guest's blkfront.
+//! let guests = XenSimGuest::new(&host);
+//! let front = Blkfront::connect(&guests, xs.guest(guest)?, guest, 51712, FrontConfig::default())?;
+//! assert_eq!(front.sectors, 2048);
+//! front.run(0, &mut [IoReq::new(Op::Write, 8, vec![0x5a; 4096])])?;
+//! let mut read = [IoReq::new(Op::Read, 8, vec![0; 4096])];
+//! front.run(0, &mut read)?;
+//! assert_eq!(read[0].buf, vec![0x5a; 4096]);
+//! front.close()?;
+//! backend.stop();
+//! assert_eq!(std::fs::read(&image)?[4096..8192], [0x5a; 4096]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! The `blkbackd` program (crate `blkbackd`) is a thin daemon over this library: it serves
 //! xenstore's `qdisk` (or `vbd`) backend directories, for every domain or, with
 //! `--domid N`, as domain N's device model for libxl

@@ -70,9 +70,10 @@ pub use front_hosts::*;
 
 #[cfg(feature = "test-utils")]
 mod front_hosts {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::sync::Arc;
 
+    use xen_sim::memory::PageMapping;
     use xen_types::{DomId, Errno, GrantRef, Pfn};
 
     use super::ev;
@@ -81,11 +82,25 @@ mod front_hosts {
     /// Guests on the simulated host (`xen-sim`), as the test frontend sees them: their
     /// memory, the grants their kernel makes (`gnttab_grant_foreign_access`), and event
     /// channels through `evtchn`'s simulated backend.
+    ///
+    /// By default [`FrontHost::create_guest`](crate::blkfront::FrontHost::create_guest)
+    /// creates the domain itself, its memory the frontend's pages from frame 0. A domain that
+    /// a toolstack created and built beforehand (through `xenctrl`, say) is
+    /// [adopted](XenSimGuest::adopt) instead: the frontend then takes its pages from the
+    /// guest's own free memory, as a guest kernel's driver allocates them.
     #[derive(Debug, Clone)]
     pub struct XenSimGuest {
         host: xen_sim::Host,
+        state: Arc<parking_lot::Mutex<State>>,
+    }
+
+    #[derive(Debug, Default)]
+    struct State {
         /// Grants made through this value and not ended.
-        grants: Arc<parking_lot::Mutex<BTreeSet<(DomId, GrantRef)>>>,
+        grants: BTreeSet<(DomId, GrantRef)>,
+        /// Adopted domains and the frames behind their frontend's memory view, in order
+        /// (empty until the frontend connects).
+        adopted: BTreeMap<DomId, Vec<Pfn>>,
     }
 
     impl XenSimGuest {
@@ -93,8 +108,19 @@ mod front_hosts {
         pub fn new(host: &xen_sim::Host) -> XenSimGuest {
             XenSimGuest {
                 host: host.clone(),
-                grants: Arc::default(),
+                state: Arc::default(),
             }
+        }
+
+        /// Takes domain `domid`, which already exists on the host (created and built by a
+        /// toolstack, with memory), as a guest: the test frontend that connects as it
+        /// allocates its ring and data pages from the domain's free memory
+        /// (`Host::alloc_pages`) rather than creating the domain. `ESRCH` for a domain the
+        /// host does not have. One frontend per adopted domain.
+        pub fn adopt(&self, domid: DomId) -> Result<(), Error> {
+            self.host.domain_info(domid).map_err(Error::Host)?;
+            self.state.lock().adopted.entry(domid).or_default();
+            Ok(())
         }
 
         /// Grants of `domid` (made through this value) that some domain maps now: the
@@ -102,8 +128,9 @@ mod front_hosts {
         pub fn grants_in_use(&self, domid: DomId) -> usize {
             let busy = (xen_sys::GTF_reading | xen_sys::GTF_writing) as u16;
             let grants: Vec<GrantRef> = self
-                .grants
+                .state
                 .lock()
+                .grants
                 .range((domid, GrantRef(0))..=(domid, GrantRef(u32::MAX)))
                 .map(|&(_, g)| g)
                 .collect();
@@ -116,13 +143,43 @@ mod front_hosts {
                 })
                 .count()
         }
+
+        /// The frames of an adopted domain's memory view.
+        fn take_pages(&self, domid: DomId, pages: usize) -> Result<PageMapping, Error> {
+            let h = &self.host;
+            let pfns = h.alloc_pages(domid, pages).map_err(Error::Host)?;
+            let mut st = self.state.lock();
+            let slot = st.adopted.entry(domid).or_default();
+            if !slot.is_empty() {
+                drop(st);
+                let _ = h.free_pages(domid, &pfns);
+                return Err(Error::Config(format!(
+                    "domain {} already runs a test frontend",
+                    domid.0
+                )));
+            }
+            match h.guest_pages(domid, &pfns) {
+                Ok(m) => {
+                    *slot = pfns;
+                    Ok(m)
+                }
+                Err(e) => {
+                    drop(st);
+                    let _ = h.free_pages(domid, &pfns);
+                    Err(Error::Host(e))
+                }
+            }
+        }
     }
 
     impl crate::blkfront::FrontHost for XenSimGuest {
-        type Memory = xen_sim::memory::PageMapping;
+        type Memory = PageMapping;
         type Evtchn = evtchn::SimEvtchn;
 
         fn create_guest(&self, domid: DomId, pages: usize) -> Result<Self::Memory, Error> {
+            if self.state.lock().adopted.contains_key(&domid) {
+                return self.take_pages(domid, pages);
+            }
             let cfg = xen_sys::xen_domctl_createdomain {
                 max_grant_frames: 64,
                 ..xen_sim::domain::small_pv_guest(1023)
@@ -143,17 +200,23 @@ mod front_hosts {
             to: DomId,
             readonly: bool,
         ) -> Result<GrantRef, Error> {
+            let mut st = self.state.lock();
+            // Page `pfn` of the frontend's view: the same frame, or the adopted domain's.
+            let frame = match st.adopted.get(&domid) {
+                Some(pfns) => *pfns.get(pfn).ok_or(Error::Host(Errno::EINVAL))?,
+                None => Pfn(pfn as u64),
+            };
             let g = self
                 .host
-                .grant_access(domid, to, Pfn(pfn as u64), readonly)
+                .grant_access(domid, to, frame, readonly)
                 .map_err(Error::Host)?;
-            self.grants.lock().insert((domid, g));
+            st.grants.insert((domid, g));
             Ok(g)
         }
 
         fn end_grant(&self, domid: DomId, gref: GrantRef) -> Result<(), Error> {
             self.host.end_access(domid, gref).map_err(Error::Host)?;
-            self.grants.lock().remove(&(domid, gref));
+            self.state.lock().grants.remove(&(domid, gref));
             Ok(())
         }
 
@@ -163,7 +226,9 @@ mod front_hosts {
 
         fn destroy_guest(&self, domid: DomId) {
             let _ = self.host.destroy(domid);
-            self.grants.lock().retain(|&(d, _)| d != domid);
+            let mut st = self.state.lock();
+            st.grants.retain(|&(d, _)| d != domid);
+            st.adopted.remove(&domid);
         }
     }
 

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blkback::abi::{Body, Protocol, Request, Segment, Status, MAX_DIRECT_SEGMENTS};
-use blkback::blkfront::{read_stamp, stamp, Blkfront, BufReq, FrontConfig, IoReq, Op};
+use blkback::blkfront::{read_stamp, stamp, Blkfront, BufReq, FrontConfig, FrontHost, IoReq, Op};
 use blkback::xen::XenSimGuest;
 use blkback::{BlkBack, Config};
 use evtchn::SimEvtchn;
 use gnttab::SimGnttab;
-use xen_types::mem::SharedMemoryExt;
+use xen_types::mem::{SharedMemory, SharedMemoryExt};
 use xen_types::{DomId, GrantRef};
 use xenbus::testing::TestXenstore;
 use xenbus::{create_device, Backend, Store, XenbusState, XsStore};
@@ -796,4 +796,66 @@ fn refused_handshakes_report_errors() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn a_frontend_runs_in_a_domain_created_beforehand() {
+    let xs = TestXenstore::start().unwrap();
+    let sim = xen_sim::Host::default();
+    let drv = Arc::new(BlkBack::sim(&sim, DomId::DOM0, Config::default()).unwrap());
+    let be = Backend::start(xs.dom0().clone(), DomId::DOM0, drv).unwrap();
+    let guests = XenSimGuest::new(&sim);
+    let fe = DomId(30);
+    let missing = guests.adopt(fe).unwrap_err();
+    assert!(
+        matches!(missing, blkback::Error::Host(xen_types::Errno::ESRCH)),
+        "{missing}"
+    );
+    // The toolstack's domain: 8 MiB, its first 64 pages in use by the "kernel".
+    let cfg = xen_sys::xen_domctl_createdomain {
+        max_grant_frames: 64,
+        ..xen_sim::domain::small_pv_guest(1023)
+    };
+    sim.create_domain(fe, &cfg).unwrap();
+    sim.set_max_mem_kb(fe, 8 << 10).unwrap();
+    let all: Vec<xen_types::Pfn> = (0..2048).map(xen_types::Pfn).collect();
+    sim.populate_physmap(fe, &all).unwrap();
+    let kernel = sim.alloc_pages(fe, 64).unwrap();
+    let kmem = sim.guest_pages(fe, &kernel).unwrap();
+    kmem.fill(0, kmem.len(), 0x4b).unwrap();
+    guests.adopt(fe).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    std::fs::File::create(&img).unwrap().set_len(MIB).unwrap();
+    create_device(
+        &**xs.dom0(),
+        DomId::DOM0,
+        fe,
+        "vbd",
+        51712,
+        &[("params", img.to_str().unwrap()), ("mode", "w")],
+        &[("virtual-device", "51712")],
+    )
+    .unwrap();
+    let f: Front = Blkfront::connect(
+        &guests,
+        xs.guest(fe).unwrap(),
+        fe,
+        51712,
+        FrontConfig::default(),
+    )
+    .unwrap();
+    workload(&f, 0, 0, 256, 0x51, 10, false);
+    // A second frontend in the same domain is refused (its pages would be ambiguous).
+    let again = guests.create_guest(fe, 4).unwrap_err();
+    assert!(matches!(again, blkback::Error::Config(_)), "{again}");
+    f.close().unwrap();
+    assert_eq!(guests.grants_in_use(fe), 0, "every mapping released");
+    // The frontend's pages were the guest's free ones: the kernel's are untouched.
+    let mut k = vec![0u8; kmem.len()];
+    kmem.read_bytes(0, &mut k).unwrap();
+    assert!(k.iter().all(|&b| b == 0x4b), "kernel pages overwritten");
+    drop(f);
+    be.stop();
 }

@@ -6,8 +6,12 @@
 //!   it runs on the simulated host and on a real dom0 alike. The `demo` binary is a thin
 //!   `main` over it;
 //! - [`watch_domains`]: domains recorded in xenstore with libxl's permissions and a monitor
-//!   that watches them come and go (the `watch-domains` binary).
+//!   that watches them come and go (the `watch-domains` binary);
+//! - [`boot_with_disk`]: a PV domain created and built with `xenctrl`, its disk written
+//!   through `xenbus` and served by `blkback`, and the guest's blkfront writing and reading
+//!   it back (the `boot-with-disk` binary).
 
+pub mod boot_with_disk;
 pub mod demo;
 pub mod top;
 pub mod watch_domains;

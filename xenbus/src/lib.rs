@@ -15,6 +15,42 @@
 //! - [`XsStore`], the [`Store`] over a xenstored connection (`xenstore` crate);
 //! - `testing` (feature `test-utils`): the project's xenstored in process, with dom0's and
 //!   guests' connections, for tests, benches and examples.
+//!
+//! # Example
+//!
+//! The toolstack (dom0) creates a guest's disk; the guest, on its own connection, opens its
+//! end, reads the backend's keys and state, and moves its own state on (with the `test-utils`
+//! feature for the in-process xenstored; on a dom0, [`XsStore`] over
+//! `xenstore::Client::connect_socket` of the system's xenstored takes its place).
+//!
+//! ```
+//! use xen_types::DomId;
+//! use xenbus::testing::TestXenstore;
+//! use xenbus::{create_device, paths, FrontendDevice, Store, XenbusState};
+//!
+//! let xs = TestXenstore::start()?;
+//! let guest = DomId(1);
+//! create_device(
+//!     &**xs.dom0(),
+//!     DomId::DOM0,
+//!     guest,
+//!     "vbd",
+//!     51712,
+//!     &[("params", "/images/guest.img"), ("mode", "w")],
+//!     &[("virtual-device", "51712")],
+//! )?;
+//!
+//! let mut dev = FrontendDevice::open(xs.guest(guest)?, guest, "vbd", 51712)?;
+//! assert_eq!(dev.backend_id, DomId::DOM0);
+//! assert_eq!(dev.read_backend("mode")?.as_deref(), Some("w"));
+//! assert_eq!(dev.backend_state()?, XenbusState::Initialising);
+//! dev.switch_state(XenbusState::Initialised)?;
+//!
+//! // dom0 sees the frontend's new state.
+//! let state = xs.dom0().read(&format!("{}/state", paths::frontend_path(guest, "vbd", 51712)))?;
+//! assert_eq!(XenbusState::from_node(state.as_deref()), XenbusState::Initialised);
+//! # Ok::<(), xenbus::Error>(())
+//! ```
 
 mod backend;
 mod frontend;
