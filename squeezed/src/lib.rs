@@ -12,6 +12,28 @@
 //! applies it ([`Squeezed`]) talks to the host through [`HostIo`], so the same code runs on a
 //! real host or on the simulated one of the `sim` feature (module `sim`), whose clock tests
 //! drive.
+//!
+//! ```
+//! use squeezed::policy::compute_targets;
+//! use squeezed::{DomId, DomainMemory, Kib};
+//!
+//! // Two guests, each allowed 1 GiB to 2 GiB, holding 2 GiB; 512 MiB free on the host.
+//! let guest = |id| DomainMemory {
+//!     domid: DomId(id),
+//!     can_balloon: true,
+//!     dynamic_min: Kib(1 << 20),
+//!     target: Kib(2 << 20),
+//!     dynamic_max: Kib(2 << 20),
+//!     actual: Kib(2 << 20),
+//!     maxmem: Kib(2 << 20),
+//!     inaccuracy: Kib(0),
+//! };
+//! let domains = [guest(1), guest(2)];
+//! // Leave 1.5 GiB free: each guest gives up 512 MiB of its range (one γ = 1/2 for both).
+//! let mut targets = Vec::new();
+//! compute_targets(Kib(512 << 10), &domains, Kib(1536 << 10), false, &mut targets);
+//! assert_eq!(targets, [Kib(1536 << 10), Kib(1536 << 10)]);
+//! ```
 
 #![deny(missing_docs)]
 
