@@ -95,22 +95,15 @@ impl RingLayout {
 
     /// The layout of `DEFINE_RING_TYPES(x, Req, Rsp)` over `nr_pages` pages.
     pub const fn of<Req, Rsp>(nr_pages: Pages) -> Option<RingLayout> {
-        let align = if align_of::<Req>() > align_of::<Rsp>() {
-            align_of::<Req>()
-        } else {
-            align_of::<Rsp>()
-        };
-        let size = if size_of::<Req>() > size_of::<Rsp>() {
-            size_of::<Req>()
-        } else {
-            size_of::<Rsp>()
-        };
-        // A union is as large as its largest member, rounded up to its largest alignment.
-        let entry = size.next_multiple_of(align);
+        let entry = union_entry_size::<Req, Rsp>();
         if nr_pages.0 == 0 || nr_pages.0 > (usize::MAX / PAGE_SIZE) as u64 {
             return None;
         }
-        RingLayout::new(nr_pages.0 as usize * PAGE_SIZE, entry, align)
+        RingLayout::new(
+            nr_pages.0 as usize * PAGE_SIZE,
+            entry,
+            union_align::<Req, Rsp>(),
+        )
     }
 
     /// Bytes of shared memory the ring spans.
@@ -173,6 +166,26 @@ pub fn init_shared_ring<M: SharedMemory + ?Sized>(mem: &M) -> Result<(), RingErr
     mem.write_obj(RSP_EVENT, 1u32)?;
     mem.fill(PVT, HEADER_END - PVT, 0)?;
     Ok(())
+}
+
+/// The alignment of `union X_sring_entry` of `DEFINE_RING_TYPES(x, Req, Rsp)`: the larger one.
+pub(crate) const fn union_align<Req, Rsp>() -> usize {
+    if align_of::<Req>() > align_of::<Rsp>() {
+        align_of::<Req>()
+    } else {
+        align_of::<Rsp>()
+    }
+}
+
+/// `sizeof(union X_sring_entry)` of `DEFINE_RING_TYPES(x, Req, Rsp)`: a union is as large as
+/// its largest member, rounded up to its largest alignment.
+pub(crate) const fn union_entry_size<Req, Rsp>() -> usize {
+    let size = if size_of::<Req>() > size_of::<Rsp>() {
+        size_of::<Req>()
+    } else {
+        size_of::<Rsp>()
+    };
+    size.next_multiple_of(union_align::<Req, Rsp>())
 }
 
 #[cfg(test)]

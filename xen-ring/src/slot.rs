@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicU32;
 
 use xen_types::mem::{Pod, SharedMemory};
 
-use crate::layout::{RingLayout, SringField};
+use crate::layout::{union_entry_size, RingLayout, SringField};
 use crate::RingError;
 
 /// The memory of a ring and its layout, with the base address taken once.
@@ -59,7 +59,7 @@ impl<M: SharedMemory> RingMem<M> {
         let r = Self::new(mem, layout)?;
         let align = align_of::<Req>().max(align_of::<Rsp>());
         if size_of::<Req>().max(size_of::<Rsp>()) > layout.entry_size()
-            || layout.entry_size() != entry_size::<Req, Rsp>()
+            || layout.entry_size() != union_entry_size::<Req, Rsp>()
             || layout.entry_size() % align != 0
             || layout.ring_offset() % align != 0
             || r.base.as_ptr() as usize % align != 0
@@ -98,31 +98,15 @@ impl<M> RingMem<M> {
     /// shift instead of a multiplication).
     #[inline(always)]
     pub(crate) fn typed_slot<Req, Rsp>(&self, idx: u32) -> NonNull<u8> {
-        debug_assert_eq!(self.layout.entry_size(), entry_size::<Req, Rsp>());
+        debug_assert_eq!(self.layout.entry_size(), union_entry_size::<Req, Rsp>());
         // SAFETY: `typed` checked that the layout's entry size is this one, so the offset
         // `ring_offset + (idx & mask) * entry_size` is below `ring_offset + nr_ents *
         // entry_size <= bytes`, and `new` checked `bytes <= mem.len()`: inside the mapping.
         unsafe {
             self.entries
-                .add((idx & self.mask) as usize * entry_size::<Req, Rsp>())
+                .add((idx & self.mask) as usize * union_entry_size::<Req, Rsp>())
         }
     }
-}
-
-/// `sizeof(union X_sring_entry)` of `DEFINE_RING_TYPES(x, Req, Rsp)`: the larger size,
-/// rounded up to the larger alignment (as [`RingLayout::of`]).
-const fn entry_size<Req, Rsp>() -> usize {
-    let align = if align_of::<Req>() > align_of::<Rsp>() {
-        align_of::<Req>()
-    } else {
-        align_of::<Rsp>()
-    };
-    let size = if size_of::<Req>() > size_of::<Rsp>() {
-        size_of::<Req>()
-    } else {
-        size_of::<Rsp>()
-    };
-    size.next_multiple_of(align)
 }
 
 /// The widest word (1, 2, 4 or 8 bytes) that divides both `align` and `len`: the unit of a
