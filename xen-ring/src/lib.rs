@@ -54,6 +54,7 @@
 #![warn(missing_docs)]
 
 mod back;
+pub mod console;
 mod front;
 pub mod idx;
 mod layout;

@@ -32,11 +32,11 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use xen_types::{DomId, Errno, EvtchnPort, Mfn, Pages, Pfn, VcpuId};
+use xen_types::{DomId, Errno, EvtchnPort, GrantRef, Mfn, Pages, Pfn, VcpuId};
 
 use crate::host::{Host, HostState};
 use crate::kernel_image::parse_kernel;
-pub use crate::kernel_image::ImageKind;
+pub use crate::kernel_image::{sample_kernel, ImageKind};
 pub use crate::p2m::P2m;
 
 /// Most controller pause references Xen allows on one domain.
@@ -805,7 +805,9 @@ impl Host {
 
     /// Builds a PV (or, on an HVM container, PVH) guest into `dom` as libxenguest's
     /// `xc_dom_*` sequence does: checks the kernel image, populates `spec.memory`, lays out
-    /// kernel, initrd, start-info, xenstore and console pages, and brings vCPU 0 online.
+    /// kernel, initrd, start-info, xenstore and console pages, brings vCPU 0 online, and
+    /// seeds the grant table as `xc_dom_gnttab_init` does (`GNTTAB_RESERVED_CONSOLE` and
+    /// `GNTTAB_RESERVED_XENSTORE` granted read-write to `console_domid` and `store_domid`).
     ///
     /// Errors: a kernel that is neither a Xen ELF image nor a bzImage, an empty initrd, an
     /// already built domain or a domain without vCPUs (`set_max_vcpus` not called):
@@ -872,6 +874,24 @@ impl Host {
         d.account(now);
         d.vcpus[0].online = true;
         d.built = Some(info.clone());
+        // xc_dom_gnttab_init: the reserved grant entries give the console and xenstore
+        // backends the guest's ring pages (skipped when the backend is the guest itself).
+        for (gref, backend, pfn) in [
+            (
+                xen_sys::GNTTAB_RESERVED_CONSOLE,
+                spec.console_domid,
+                console_pfn,
+            ),
+            (
+                xen_sys::GNTTAB_RESERVED_XENSTORE,
+                spec.store_domid,
+                store_pfn,
+            ),
+        ] {
+            if backend != dom {
+                self.grant_at(&mut st, dom, GrantRef(gref), backend, pfn, false, false)?;
+            }
+        }
         Ok(info)
     }
 

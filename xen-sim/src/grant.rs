@@ -339,7 +339,7 @@ impl Host {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn grant_at(
+    pub(crate) fn grant_at(
         &self,
         st: &mut HostState,
         dom: DomId,

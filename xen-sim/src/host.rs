@@ -163,6 +163,8 @@ pub struct HostState {
     pub(crate) next_mfn: u64,
     /// Signalled whenever a domain exception is raised (see [`Host::wait_dom_exc`]).
     pub(crate) dom_exc_cond: Arc<Condvar>,
+    /// The hypervisor's console ring.
+    pub(crate) conring: crate::console::ConRing,
 }
 
 #[derive(Debug)]
@@ -192,6 +194,7 @@ impl Host {
                     clock: config.clock.clone(),
                     next_mfn: 0x1000,
                     dom_exc_cond: Arc::new(Condvar::new()),
+                    conring: crate::console::ConRing::default(),
                 }),
                 config,
             }),

@@ -14,7 +14,9 @@
 //! - [`memory`]: each domain's pages are real shared memory (a memfd), so a page granted by
 //!   one simulated domain and mapped by another aliases the same bytes;
 //! - [`evtchn`]: per-domain port tables with Xen's states, delivered through eventfds;
-//! - [`grant`]: per-domain grant tables with page-granular permissions.
+//! - [`grant`]: per-domain grant tables with page-granular permissions;
+//! - [`foreign`]: dom0's mappings of other domains' frames by number (privcmd);
+//! - [`console`]: the hypervisor's console ring and a guest's PV console page.
 //!
 //! All state lives behind one [`Host`] handle (cheap to clone, `Send + Sync`), so separate
 //! crates can hang their view of a domain off the same host.
@@ -37,8 +39,10 @@
 //! assert_eq!(host.physinfo().free_pages, free);
 //! ```
 
+pub mod console;
 pub mod domain;
 pub mod evtchn;
+pub mod foreign;
 pub mod grant;
 pub mod host;
 mod kernel_image;

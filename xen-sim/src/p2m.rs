@@ -21,6 +21,14 @@ impl P2m {
         (pfn.0 < s + l).then(|| Mfn(m + (pfn.0 - s)))
     }
 
+    /// The guest frame backed by machine frame `mfn`, if any (a walk of the extents).
+    pub fn reverse(&self, mfn: Mfn) -> Option<Pfn> {
+        self.ext
+            .iter()
+            .find(|(_, (l, m))| (*m..m + l).contains(&mfn.0))
+            .map(|(s, (_, m))| Pfn(s + (mfn.0 - m)))
+    }
+
     /// Number of populated frames.
     pub fn populated(&self) -> u64 {
         self.count
@@ -80,6 +88,8 @@ mod tests {
         let mut p = P2m::default();
         p.insert(0, 10, 100);
         assert_eq!(p.lookup(Pfn(9)), Some(Mfn(109)));
+        assert_eq!(p.reverse(Mfn(109)), Some(Pfn(9)));
+        assert_eq!(p.reverse(Mfn(110)), None);
         assert_eq!(p.lookup(Pfn(10)), None);
         assert!(p.remove(5));
         assert!(!p.remove(5));

@@ -153,6 +153,8 @@ number!(
 impl Virq {
     /// `VIRQ_DOM_EXC`: a domain has died or shut down (bound by xenstored).
     pub const DOM_EXC: Virq = Virq(xen_sys::VIRQ_DOM_EXC);
+    /// `VIRQ_CON_RING`: the hypervisor's console ring has new output (bound by xenconsoled).
+    pub const CON_RING: Virq = Virq(xen_sys::VIRQ_CON_RING);
 }
 
 /// A count of [`PAGE_SIZE`] pages (memory sizes, reservations).

@@ -33,6 +33,7 @@
 //! # Ok::<(), xenctrl::Error>(())
 //! ```
 
+mod console;
 mod error;
 mod real;
 #[cfg(feature = "sim")]
@@ -43,6 +44,7 @@ use std::fmt;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
+pub use console::{ConsoleRead, ForeignMapping};
 pub use error::{Error, Result};
 pub use real::{Real, PRIVCMD};
 #[cfg(feature = "sim")]
@@ -128,6 +130,27 @@ pub trait XenControl: Send + Sync + fmt::Debug {
         console_port: EvtchnPort,
         store_port: EvtchnPort,
     ) -> Result<BuiltGuest>;
+
+    /// Reads the hypervisor's console ring from `index` (`xc_readconsolering`,
+    /// incremental, not clearing): up to `max` bytes and the index after them. An index no
+    /// longer in the ring (0 at first) reads from the oldest byte kept.
+    fn read_console_ring(&self, index: u32, max: usize) -> Result<ConsoleRead> {
+        let _ = (index, max);
+        Err(Error::Unsupported {
+            op: "xc_readconsolering",
+            backend: self.backend(),
+        })
+    }
+
+    /// Maps `frames` of `dom` into this process, in order (`xenforeignmemory_map`):
+    /// machine frames of a PV guest, guest frames of a translated one.
+    fn map_foreign(&self, dom: DomId, frames: &[u64], writable: bool) -> Result<ForeignMapping> {
+        let _ = (dom, frames, writable);
+        Err(Error::Unsupported {
+            op: "xenforeignmemory_map",
+            backend: self.backend(),
+        })
+    }
 
     /// One domain's information.
     fn domain_info(&self, dom: DomId) -> Result<DomainInfo> {

@@ -11,8 +11,8 @@ use xen_sys::generated::xenguest::XenGuestLib;
 use xen_types::{DomId, Errno, EvtchnPort, Mfn, Pages, Pfn, VcpuId};
 
 use crate::{
-    BuiltGuest, DomainConfig, DomainInfo, Error, GuestImage, ImageSource, PhysInfo, Result,
-    RingPage, ShutdownReason, VcpuInfo, XenControl, XenVersion,
+    BuiltGuest, ConsoleRead, DomainConfig, DomainInfo, Error, ForeignMapping, GuestImage,
+    ImageSource, PhysInfo, Result, RingPage, ShutdownReason, VcpuInfo, XenControl, XenVersion,
 };
 
 /// The privcmd device a dom0 has.
@@ -302,6 +302,26 @@ impl XenControl for Real {
         Ok(EvtchnPort(port as u32))
     }
 
+    fn read_console_ring(&self, index: u32, max: usize) -> Result<ConsoleRead> {
+        let mut buf = vec![0u8; max];
+        let mut count = c_uint::try_from(max).unwrap_or(c_uint::MAX);
+        let mut index = index;
+        let f = sym!(self.lib, "libxenctrl", xc_readconsolering);
+        self.call("xc_readconsolering", None, |x| {
+            // SAFETY: `buf` holds `count` bytes; `count` and `index` are live locals; not
+            // clearing, incremental from `index`.
+            unsafe { f(x, buf.as_mut_ptr().cast(), &mut count, 0, 1, &mut index) }
+        })?;
+        buf.truncate(count as usize);
+        Ok(ConsoleRead { data: buf, index })
+    }
+
+    fn map_foreign(&self, dom: DomId, frames: &[u64], writable: bool) -> Result<ForeignMapping> {
+        Ok(ForeignMapping::new(Box::new(RealForeign::map(
+            dom, frames, writable,
+        )?)))
+    }
+
     fn build_image(
         &self,
         dom: DomId,
@@ -473,6 +493,97 @@ impl XenControl for Real {
                 backend: image.store_domid,
             },
         })
+    }
+}
+
+/// Frames mapped with libxenforeignmemory (one handle per mapping: the console daemon maps
+/// a page per guest, rarely).
+struct RealForeign {
+    lib: &'static xen_sys::generated::xenforeignmemory::XenForeignMemoryLib,
+    fmem: NonNull<xen_sys::xenforeignmemory_handle>,
+    addr: NonNull<u8>,
+    pages: usize,
+    writable: bool,
+}
+
+// SAFETY: the handle and mapping are owned by the value and not tied to a thread; the
+// mapping is reached only through volatile `SharedMemory` accessors.
+unsafe impl Send for RealForeign {}
+// SAFETY: as above.
+unsafe impl Sync for RealForeign {}
+
+impl RealForeign {
+    fn map(dom: DomId, frames: &[u64], writable: bool) -> Result<RealForeign> {
+        const OP: &str = "xenforeignmemory_map";
+        if frames.is_empty() {
+            return Err(Error::InvalidArgument { op: OP });
+        }
+        let lib = xen_sys::libs::xenforeignmemory()?;
+        let open = sym!(lib, "libxenforeignmemory", xenforeignmemory_open);
+        let map = sym!(lib, "libxenforeignmemory", xenforeignmemory_map);
+        let close = sym!(lib, "libxenforeignmemory", xenforeignmemory_close);
+        // SAFETY: null logger selects the library's default; no flags.
+        let fmem = NonNull::new(unsafe { open(ptr::null_mut(), 0) })
+            .ok_or_else(|| Error::from_errno("xenforeignmemory_open", None, Errno::last()))?;
+        let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
+        let pfns: Vec<xen_sys::xen_pfn_t> = frames.to_vec();
+        // SAFETY: `fmem` is open; `pfns` holds `frames.len()` entries; no per-page errors
+        // asked for (a failure fails the whole map).
+        let addr = unsafe {
+            map(
+                fmem.as_ptr(),
+                dom.0.into(),
+                prot,
+                pfns.len(),
+                pfns.as_ptr(),
+                ptr::null_mut(),
+            )
+        };
+        match NonNull::new(addr.cast::<u8>()) {
+            Some(addr) => Ok(RealForeign {
+                lib,
+                fmem,
+                addr,
+                pages: frames.len(),
+                writable,
+            }),
+            None => {
+                let e = Errno::last();
+                // SAFETY: the handle is open and closed once, here.
+                unsafe { close(fmem.as_ptr()) };
+                Err(Error::from_errno(OP, Some(dom), e))
+            }
+        }
+    }
+}
+
+impl Drop for RealForeign {
+    fn drop(&mut self) {
+        if let (Ok(unmap), Ok(close)) = (
+            self.lib.xenforeignmemory_unmap.as_ref(),
+            self.lib.xenforeignmemory_close.as_ref(),
+        ) {
+            // SAFETY: `addr`/`pages` are what xenforeignmemory_map returned on this open
+            // handle; both are released once, here.
+            unsafe {
+                unmap(self.fmem.as_ptr(), self.addr.as_ptr().cast(), self.pages);
+                close(self.fmem.as_ptr());
+            }
+        }
+    }
+}
+
+// SAFETY: a live mapping of `pages` pages at a fixed, page-aligned address until drop,
+// writable exactly when mapped with PROT_WRITE.
+unsafe impl xen_types::mem::SharedMemory for RealForeign {
+    fn as_ptr(&self) -> *mut u8 {
+        self.addr.as_ptr()
+    }
+    fn len(&self) -> usize {
+        self.pages * xen_types::PAGE_SIZE
+    }
+    fn writable(&self) -> bool {
+        self.writable
     }
 }
 

@@ -5,8 +5,8 @@ use xen_sim::Host;
 use xen_types::{DomId, Errno, EvtchnPort, Pages, Pfn, VcpuId};
 
 use crate::{
-    BuiltGuest, DomainConfig, DomainInfo, Error, GuestImage, PhysInfo, Result, RingPage,
-    ShutdownReason, VcpuInfo, XenControl, XenVersion,
+    BuiltGuest, ConsoleRead, DomainConfig, DomainInfo, Error, ForeignMapping, GuestImage, PhysInfo,
+    Result, RingPage, ShutdownReason, VcpuInfo, XenControl, XenVersion,
 };
 
 /// Control of a [`xen_sim::Host`] (as dom0 of that host).
@@ -132,6 +132,22 @@ impl XenControl for Sim {
         self.host
             .evtchn_alloc_unbound(dom, remote)
             .map_err(err("xc_evtchn_alloc_unbound", dom))
+    }
+
+    fn read_console_ring(&self, index: u32, max: usize) -> Result<ConsoleRead> {
+        let (data, index) = self
+            .host
+            .read_console_ring(DomId::DOM0, Some(index), max, false)
+            .map_err(|e| Error::from_errno("xc_readconsolering", None, e))?;
+        Ok(ConsoleRead { data, index })
+    }
+
+    fn map_foreign(&self, dom: DomId, frames: &[u64], writable: bool) -> Result<ForeignMapping> {
+        let m = self
+            .host
+            .map_foreign(DomId::DOM0, dom, frames, writable)
+            .map_err(err("xenforeignmemory_map", dom))?;
+        Ok(ForeignMapping::new(Box::new(m)))
     }
 
     fn build_image(

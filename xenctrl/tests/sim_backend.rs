@@ -233,3 +233,26 @@ fn the_rules_shared_with_real_xen_hold() {
     let (x, _) = sim();
     common::xen_rules(&x);
 }
+
+#[test]
+fn the_console_daemons_calls_read_the_hv_ring_and_map_a_guests_frame() {
+    use xen_types::mem::SharedMemoryExt;
+    let (x, host) = sim();
+    host.hypervisor_print(b"(XEN) hello\n");
+    let r = x.read_console_ring(0, 4096).unwrap();
+    assert_eq!(r.data, b"(XEN) hello\n");
+    assert!(x.read_console_ring(r.index, 4096).unwrap().data.is_empty());
+
+    let dom = x.create_domain(&DomainConfig::pv(1)).unwrap();
+    x.set_max_vcpus(dom, 1).unwrap();
+    let image = GuestImage::new(ImageSource::Bytes(xen_elf()), Pages::from_mib(16));
+    let g = x.build(dom, &image).unwrap();
+    let m = x.map_foreign(dom, &[g.console.mfn.0], true).unwrap();
+    m.write_obj(0, 0xabu8).unwrap();
+    let page = host.guest_pages(dom, &[g.console.pfn]).unwrap();
+    assert_eq!(page.read_obj::<u8>(0).unwrap(), 0xab);
+    assert!(matches!(
+        x.map_foreign(dom, &[u64::MAX - 1], true),
+        Err(Error::InvalidArgument { .. })
+    ));
+}
