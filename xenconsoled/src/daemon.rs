@@ -155,6 +155,8 @@ pub struct DaemonHandle {
     reload: Arc<AtomicBool>,
     requests: Sender<Request>,
     thread: Option<JoinHandle<Result<()>>>,
+    /// SIGHUP actions registered, removed when the daemon stops.
+    sighup: std::sync::Mutex<Vec<signal_hook::SigId>>,
 }
 
 impl std::fmt::Debug for DaemonHandle {
@@ -169,7 +171,23 @@ impl Daemon {
     /// `hypervisor.log`, binds `VIRQ_CON_RING` and copies the boot messages already in the
     /// ring. Errors here are the daemon's start-up errors.
     pub fn new(config: Config, hypervisor: Hypervisor, store: Arc<dyn Store>) -> Result<Daemon> {
-        let (events_tx, events) = crossbeam_channel::unbounded();
+        // Every watch sends here; one thread forwards to the loop and wakes it. It ends when
+        // the daemon and the store have dropped every sender.
+        let (events_tx, raw) = crossbeam_channel::unbounded::<WatchEvent>();
+        let (fwd, events) = crossbeam_channel::unbounded();
+        let waker = Arc::new(Waker::new()?);
+        let w = waker.clone();
+        std::thread::Builder::new()
+            .name("xenconsoled-watch".into())
+            .spawn(move || {
+                for ev in raw {
+                    if fwd.send(ev).is_err() {
+                        return;
+                    }
+                    w.wake();
+                }
+            })
+            .map_err(io("starting the watch thread"))?;
         let env = Env {
             config,
             xen: hypervisor.xen,
@@ -179,7 +197,7 @@ impl Daemon {
         };
         let mut d = Daemon {
             env,
-            waker: Arc::new(Waker::new()?),
+            waker,
             reload: Arc::new(AtomicBool::new(false)),
             requests: crossbeam_channel::unbounded(),
             events,
@@ -223,27 +241,13 @@ impl Daemon {
             reload,
             requests,
             thread: Some(thread),
+            sighup: std::sync::Mutex::default(),
         })
     }
 
-    /// Sets a watch whose events reach the poll loop (through a forwarding thread that
-    /// wakes it).
+    /// Sets a watch whose events reach the poll loop.
     fn watch(&self, path: &str, token: &str) -> Result<WatchId> {
-        let (tx, rx) = crossbeam_channel::unbounded::<WatchEvent>();
-        let id = self.env.store.watch(path, token, tx)?;
-        let (fwd, waker) = (self.events_tx.clone(), self.waker.clone());
-        std::thread::Builder::new()
-            .name("xenconsoled-watch".into())
-            .spawn(move || {
-                for ev in rx {
-                    if fwd.send(ev).is_err() {
-                        return;
-                    }
-                    waker.wake();
-                }
-            })
-            .map_err(io("starting a watch thread"))?;
-        Ok(id)
+        Ok(self.env.store.watch(path, token, self.events_tx.clone())?)
     }
 
     fn open_hv_log(&self) -> Result<LogFile> {
@@ -392,8 +396,15 @@ impl Daemon {
             .collect()
     }
 
-    /// io.c's `handle_io`, until stopped.
+    /// Serves until stopped (or a poll failure), then closes everything.
     fn run(mut self) -> Result<()> {
+        let r = self.serve();
+        self.stop();
+        r
+    }
+
+    /// io.c's `handle_io`, until stopped.
+    fn serve(&mut self) -> Result<()> {
         self.enum_domains();
         let mut scratch = [0u8; OUT_SIZE];
         let mut fds: Vec<(i32, PollFlags)> = Vec::new();
@@ -463,10 +474,7 @@ impl Daemon {
                         Request::Status(tx) => {
                             let _ = tx.send(self.status());
                         }
-                        Request::Stop => {
-                            self.stop();
-                            return Ok(());
-                        }
+                        Request::Stop => return Ok(()),
                     }
                 }
                 while let Ok(ev) = self.events.try_recv() {
@@ -500,10 +508,7 @@ impl Daemon {
                         }
                     }
                 }
-                if !alive || c.last_seen != self.enum_pass {
-                    gone.push(c.domid);
-                }
-                if c.is_dead {
+                if !alive || c.last_seen != self.enum_pass || c.is_dead {
                     gone.push(c.domid);
                 }
             }
@@ -573,19 +578,23 @@ impl DaemonHandle {
     }
 
     /// Makes SIGHUP reopen the logs ([`DaemonHandle::reopen_logs`]), from a signal handler
-    /// that only sets a flag and writes to the daemon's wake-up pipe. Returns the ids to
-    /// pass to `signal_hook::low_level::unregister`.
-    pub fn reopen_logs_on_sighup(&self) -> Result<[signal_hook::SigId; 2]> {
+    /// that only sets a flag and writes to the daemon's wake-up pipe (removed when the
+    /// daemon stops).
+    pub fn reopen_logs_on_sighup(&self) -> Result<()> {
         let flag = signal_hook::flag::register(signal_hook::consts::SIGHUP, self.reload.clone())
             .map_err(io("registering a SIGHUP handler"))?;
+        let mut ids = self.sighup.lock().unwrap_or_else(|p| p.into_inner());
+        ids.push(flag);
         let fd = self
             .waker
             .write
             .try_clone()
             .map_err(io("duplicating the wake-up pipe"))?;
-        let pipe = signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, fd)
-            .map_err(io("registering a SIGHUP handler"))?;
-        Ok([flag, pipe])
+        ids.push(
+            signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, fd)
+                .map_err(io("registering a SIGHUP handler"))?,
+        );
+        Ok(())
     }
 
     /// What the daemon serves now.
@@ -610,6 +619,14 @@ impl DaemonHandle {
     }
 
     fn stop_inner(&mut self) -> Result<()> {
+        for id in self
+            .sighup
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            signal_hook::low_level::unregister(id);
+        }
         let Some(t) = self.thread.take() else {
             return Ok(());
         };

@@ -6,7 +6,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 
 /// An open pty pair.
@@ -35,11 +35,12 @@ impl Pty {
         let flags = fcntl(p.master.as_raw_fd(), FcntlArg::F_GETFL).map_err(io_err)?;
         fcntl(
             p.master.as_raw_fd(),
-            FcntlArg::F_SETFL(
-                OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-            ),
+            FcntlArg::F_SETFL(OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK),
         )
         .map_err(io_err)?;
+        for fd in [&p.master, &p.slave] {
+            fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(io_err)?;
+        }
         Ok(Pty {
             master: p.master,
             _slave: p.slave,

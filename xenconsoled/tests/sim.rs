@@ -208,7 +208,13 @@ fn boot_lines_reach_the_log_and_the_pty() {
     );
     let got = read_tty_until(&mut tty, b"Run /init");
     assert!(got.starts_with(b"Linux version"), "{got:?}");
+    assert_eq!(
+        w.xs.dom0().watch_count(),
+        3,
+        "@introduceDomain, @releaseDomain, the guest"
+    );
     d.stop().unwrap();
+    assert_eq!(w.xs.dom0().watch_count(), 0, "every watch removed");
 }
 
 #[test]
