@@ -55,8 +55,15 @@ start_xenstored() {
 }
 start_xenstored "$XENSTORED"; ok "xenstored-start:$XENSTORED" $? "socket=/run/xenstored/socket"
 xen-init-dom0 > /tmp/init-dom0.log 2>&1; ok xen-init-dom0 $? "$(tail -1 /tmp/init-dom0.log)"
-xenconsoled --pid-file=/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console
-ok xenconsoled $? ""
+# XENCONSOLED=ours: the project's xenconsoled (same options, detaches as the C one does).
+case "$XENCONSOLED" in
+  ours) XENCONSOLED_BIN=/e2e/bin/xenconsoled ;;
+  *) XENCONSOLED_BIN=xenconsoled ;;
+esac
+$XENCONSOLED_BIN --pid-file=/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console
+rc=$?
+i=0; while [ $rc = 0 ] && [ ! -s /run/xenconsoled.pid ] && [ $i -lt 50 ]; do usleep 100000; i=$((i+1)); done
+[ $rc = 0 ] && [ -s /run/xenconsoled.pid ]; ok "xenconsoled:${XENCONSOLED:-c}" $? "$XENCONSOLED_BIN pid $(cat /run/xenconsoled.pid 2>/dev/null)"
 echo "E2E-MARK daemons-up uptime=$(up)"
 
 xl info > /tmp/xl-info 2>&1; rc=$?
@@ -177,6 +184,19 @@ CFG
     check frontend-connected:vbd FAIL "guest user space never came up"
     check frontend-connected:vif FAIL "guest user space never came up"
     check frontend-connected:qdisk FAIL "guest user space never came up"
+  fi
+  # The console daemon: the guest's boot messages in its log, and `xl console` reading the
+  # guest through the pty the daemon published in console/tty (the guest prints a heartbeat
+  # once its checks are done; xenconsole is not interactive without a terminal).
+  grep -q 'Linux version' $LOG 2>/dev/null
+  ok "console-log:${XENCONSOLED:-c}" $? "$(grep -c . $LOG 2>/dev/null) lines in $LOG"
+  if [ -n "$DID" ]; then
+    tty=$(xenstore-read /local/domain/$DID/console/tty 2>/dev/null)
+    timeout 5 xl console domu1 < /dev/null > /tmp/xl-console.out 2>&1
+    grep -q 'E2E-DOMU-ALIVE' /tmp/xl-console.out
+    ok "xl-console:${XENCONSOLED:-c}" $? "console/tty=$tty; $(wc -c < /tmp/xl-console.out) bytes read by xl console"
+  else
+    check "xl-console:${XENCONSOLED:-c}" FAIL "no guest"
   fi
   grep '^E2E-DOMU-CHECK' $LOG 2>/dev/null | sed 's/^E2E-DOMU-CHECK /E2E-CHECK domu:/'
   grep '^E2E-DOMU-METRIC' $LOG 2>/dev/null | sed 's/^E2E-DOMU-METRIC /E2E-METRIC /'

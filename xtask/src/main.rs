@@ -61,6 +61,24 @@ impl Xenstored {
     }
 }
 
+/// Which xenconsoled dom0 runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Xenconsoled {
+    /// The project's own `xenconsoled` binary.
+    Ours,
+    /// Debian's C xenconsoled.
+    C,
+}
+
+impl Xenconsoled {
+    fn name(self) -> &'static str {
+        match self {
+            Xenconsoled::Ours => "ours",
+            Xenconsoled::C => "c",
+        }
+    }
+}
+
 /// Which hotplug scripts set up the guest's backends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Hotplug {
@@ -90,6 +108,10 @@ struct E2eArgs {
     /// The xenstored that dom0 runs.
     #[arg(long, value_enum, default_value_t = Xenstored::Ours)]
     xenstored: Xenstored,
+    /// The xenconsoled that dom0 runs (the guest's console log and `xl console` are checked
+    /// through it).
+    #[arg(long, value_enum, default_value_t = Xenconsoled::Ours)]
+    xenconsoled: Xenconsoled,
     /// Iterations of test-xenstore for the xenstored measurement (0: skip it).
     #[arg(long, default_value_t = 20)]
     xs_iters: u32,
@@ -268,6 +290,11 @@ fn e2e(args: E2eArgs) -> Result<bool> {
         names(&bins),
         names(&guest_tools)
     );
+    if args.xenconsoled == Xenconsoled::Ours && !bins.iter().any(|(n, _)| n == "xenconsoled") {
+        return Err(Error::Other(
+            "--xenconsoled ours: the workspace built no xenconsoled binary".into(),
+        ));
+    }
     let have_ours = bins.iter().any(|(n, _)| n == "xenstored");
     if args.xenstored == Xenstored::Ours && !have_ours {
         return Err(Error::Other(
@@ -292,8 +319,9 @@ fn e2e(args: E2eArgs) -> Result<bool> {
         (Xenstored::C, false) => "",
     };
     let env = format!(
-        "XENSTORED={}\nXENSTORED_OTHER={}\nXENSTORED_OURS_ARGS=\"\"\nXS_ITERS={}\nDOMU={}\nTEST_TIMEOUT={}\nHOTPLUG={}\nDOMU_CPUS=\"{}\"\n",
+        "XENSTORED={}\nXENCONSOLED={}\nXENSTORED_OTHER={}\nXENSTORED_OURS_ARGS=\"\"\nXS_ITERS={}\nDOMU={}\nTEST_TIMEOUT={}\nHOTPLUG={}\nDOMU_CPUS=\"{}\"\n",
         args.xenstored.name(),
+        args.xenconsoled.name(),
         if args.xs_iters > 0 { other } else { "" },
         args.xs_iters,
         u8::from(!args.no_domu),
