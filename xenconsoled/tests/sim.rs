@@ -562,3 +562,60 @@ fn the_hypervisor_log_holds_the_boot_messages_and_what_follows() {
     assert!(!w.log("nolog").exists());
     d.stop().unwrap();
 }
+
+#[test]
+fn overflow_keep_makes_the_guest_wait_and_loses_nothing() {
+    let w = World::new();
+    let d = w.start(Config {
+        discard_overflowed_data: false,
+        ..w.config()
+    });
+    let (dom, b) = w.build();
+    let mut nodes = libxl_nodes(&b);
+    nodes[2].1 = "4096".into();
+    w.introduce(dom, "keeper", &nodes);
+    let guest = GuestConsole::attach(&w.host, dom).unwrap();
+    wait_status(&d, dom, "console connected", |c| c.connected);
+    // No one reads the pty: the guest writes until the daemon stops taking its output.
+    let mut written: Vec<u8> = Vec::new();
+    let mut idle_since = Instant::now();
+    let mut i = 0u32;
+    while idle_since.elapsed() < xenconsoled::RATE_LIMIT_PERIOD * 3 {
+        let chunk = format!("line {i:06}\n");
+        let n = guest.write(chunk.as_bytes()).unwrap();
+        written.extend_from_slice(&chunk.as_bytes()[..n]);
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        } else {
+            idle_since = Instant::now();
+            i += u32::from(n == chunk.len());
+        }
+        assert!(
+            written.len() < 64 << 20,
+            "the daemon never stopped taking output"
+        );
+    }
+    let s = d.console(dom).unwrap().unwrap();
+    assert!(s.buffered >= 4096, "held, not discarded: {s:?}");
+    // The log has everything the daemon took; the pty gets everything, in order.
+    let mut tty = open_tty(&w.xs, dom);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    wait_for("everything on the pty", || {
+        while let Ok(n) = tty.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        (got.len() >= written.len()).then_some(())
+    });
+    assert_eq!(got, written, "keep loses nothing");
+    wait_for("the log complete", || {
+        (std::fs::read(w.log("keeper")).unwrap() == written).then_some(())
+    });
+    // Drained: the guest may write again.
+    guest.write_all(b"more\n", WAIT).unwrap();
+    read_tty_until(&mut tty, b"more\n");
+    d.stop().unwrap();
+}

@@ -313,3 +313,40 @@ fn a_destroyed_domain_stays_dying_while_its_page_is_mapped() {
         matches!(x.domain_info(dom), Err(Error::NoSuchDomain { .. }))
     });
 }
+
+#[test]
+#[ignore = "needs a Xen dom0: run by cargo xtask e2e"]
+fn the_console_daemons_calls_read_the_hypervisor_log_and_map_a_guest_page() {
+    let x = xen();
+    // Xen's boot banner is in its console ring; reading on from the returned index gives
+    // only what came after.
+    let r = x.read_console_ring(0, 64 << 10).unwrap();
+    let text = String::from_utf8_lossy(&r.data);
+    assert!(
+        text.contains("Xen version 4.17"),
+        "{:?}",
+        text.lines().next()
+    );
+    let again = x.read_console_ring(r.index, 64 << 10).unwrap();
+    assert!(
+        again.data.len() < r.data.len(),
+        "incremental from the index"
+    );
+
+    let Some(kernel) = first_existing(&["/boot/domu-kernel", "/boot/vmlinuz"]) else {
+        panic!("no guest kernel in dom0 (/boot/domu-kernel or /boot/vmlinuz)");
+    };
+    let dom = x.create_domain(&DomainConfig::pv(1)).unwrap();
+    x.set_max_vcpus(dom, 1).unwrap();
+    let image = GuestImage::new(ImageSource::File(kernel), Pages::from_mib(128));
+    let built = x.build(dom, &image).unwrap();
+    // Two foreign mappings of the console page alias the same frame.
+    use xen_types::mem::SharedMemoryExt;
+    let a = x.map_foreign(dom, &[built.console.mfn.0], true).unwrap();
+    let b = x.map_foreign(dom, &[built.console.mfn.0], false).unwrap();
+    a.write_obj(100, 0x5a5a_u16).unwrap();
+    assert_eq!(b.read_obj::<u16>(100).unwrap(), 0x5a5a);
+    assert!(b.write_obj(0, 1u8).is_err(), "read-only mapping");
+    drop((a, b));
+    destroy_and_wait(&x, dom);
+}
