@@ -21,7 +21,62 @@
 //! Everything the daemon touches goes through the project's traits (`xenctrl::XenControl`,
 //! `evtchn::EventChannel`, `gnttab::GrantMap`, `xenbus::Store`), so with the `sim` feature
 //! it serves guests of the simulated host (`xen_sim`) against the project's xenstored, which
-//! is how its tests run.
+//! is how its tests run:
+//!
+//! ```
+//! # #[cfg(feature = "sim")] {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use xen_types::{DomId, EvtchnPort, Pfn};
+//! use xenbus::{testing::TestXenstore, Store};
+//! use xenconsoled::{Config, Daemon, Hypervisor};
+//! use xenctrl::{DomainConfig, GuestImage, ImageSource, Pages, Xen};
+//!
+//! let host = xen_sim::Host::default();
+//! let xs = TestXenstore::start()?;
+//! let logs = tempfile::tempdir()?;
+//! let h = host.clone();
+//! let daemon = Daemon::new(
+//!     Config { log_guest: true, log_dir: logs.path().into(), ..Config::default() },
+//!     Hypervisor {
+//!         xen: Xen::sim(host.clone()),
+//!         gnttab: Some(gnttab::Gnttab::open_sim(&host, DomId::DOM0)?),
+//!         open_evtchn: Box::new(move || evtchn::Evtchn::open_sim(&h, DomId::DOM0)),
+//!     },
+//!     xs.dom0().clone(),
+//! )?
+//! .start()?;
+//!
+//! // A toolstack builds a guest, writes its console nodes and introduces it.
+//! let xen = Xen::sim(host.clone());
+//! let dom = xen.create_domain(&DomainConfig::pv(1))?;
+//! xen.set_max_vcpus(dom, 1)?;
+//! let kernel = ImageSource::Bytes(xen_sim::domain::sample_kernel(1 << 20));
+//! let built = xen.build(dom, &GuestImage::new(kernel, Pages::from_mib(16)))?;
+//! let home = format!("/local/domain/{}", dom.0);
+//! xs.dom0().write_all(&[
+//!     (format!("{home}/name"), "web".into()),
+//!     (format!("{home}/console/ring-ref"), built.console.mfn.0.to_string()),
+//!     (format!("{home}/console/port"), built.console.port.0.to_string()),
+//! ])?;
+//! xs.dom0().client().introduce(dom, Pfn(0), EvtchnPort(1))?;
+//!
+//! // The guest writes its console; the line reaches its log.
+//! let guest = xen_sim::console::GuestConsole::attach(&host, dom)?;
+//! guest.write_all(b"Linux version 6.1\n", Duration::from_secs(5))?;
+//! let log = logs.path().join("guest-web.log");
+//! for _ in 0..2000 {
+//!     if std::fs::read(&log).unwrap_or_default() == b"Linux version 6.1\n" {
+//!         break;
+//!     }
+//!     std::thread::sleep(Duration::from_millis(5));
+//! }
+//! assert_eq!(std::fs::read(&log)?, b"Linux version 6.1\n");
+//! assert!(daemon.console(dom)?.unwrap().tty.unwrap().starts_with("/dev/pts/"));
+//! daemon.stop()?;
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod buffer;
 mod console;
