@@ -256,10 +256,14 @@ impl Console {
         }
     }
 
-    /// Records and reports an error met serving this console.
+    /// Records an error met serving this console, reporting it once (a guest that keeps
+    /// breaking its ring must not flood the daemon's log).
     pub(crate) fn fail(&mut self, e: Error) {
-        tracing::warn!("{e}");
-        self.error = Some(e.to_string());
+        let msg = e.to_string();
+        if self.error.as_deref() != Some(&msg) {
+            tracing::warn!("{msg}");
+            self.error = Some(msg);
+        }
     }
 
     /// io.c's `shutdown_domain` part for one console: dead, unwatched by the caller,

@@ -619,3 +619,35 @@ fn overflow_keep_makes_the_guest_wait_and_loses_nothing() {
     read_tty_until(&mut tty, b"more\n");
     d.stop().unwrap();
 }
+
+#[test]
+fn a_guest_that_breaks_its_ring_is_reported_and_harms_no_one() {
+    use xen_types::mem::SharedMemoryExt;
+    let w = World::new();
+    let d = w.start(w.config());
+    let (bad, b) = w.build();
+    w.introduce(bad, "breaker", &libxl_nodes(&b));
+    let breaker = GuestConsole::attach(&w.host, bad).unwrap();
+    let (good, guest) = w.guest("bystander");
+    wait_status(&d, bad, "console connected", |c| c.connected);
+    // out_prod far past out_cons: more than the ring holds.
+    let page = w.host.guest_pages(bad, &[b.console.pfn]).unwrap();
+    let out_prod = std::mem::offset_of!(xen_sys::xencons_interface, out_prod);
+    page.write_obj(out_prod, 1_000_000u32).unwrap();
+    w.host.evtchn_send(bad, b.console.port).unwrap();
+    assert!(breaker.write(b"x").is_err(), "the guest's own view: broken");
+    let s = wait_status(&d, bad, "the broken ring reported", |c| c.error.is_some());
+    assert!(
+        s.error
+            .as_deref()
+            .unwrap()
+            .contains("console out ring is broken"),
+        "{s:?}"
+    );
+    guest.write_all(b"unharmed\n", WAIT).unwrap();
+    wait_for("the bystander's log", || {
+        file_contains(&w.log("bystander"), b"unharmed\n").then_some(())
+    });
+    assert!(d.console(good).unwrap().unwrap().error.is_none());
+    d.stop().unwrap();
+}
