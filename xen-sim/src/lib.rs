@@ -37,6 +37,7 @@
 //! assert_eq!(host.physinfo().free_pages, free);
 //! ```
 
+pub mod balloon;
 pub mod domain;
 pub mod evtchn;
 pub mod grant;

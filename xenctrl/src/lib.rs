@@ -88,6 +88,14 @@ pub trait XenControl: Send + Sync + fmt::Debug {
     /// Sets the most memory the domain may have (`xc_domain_setmaxmem`).
     fn set_max_mem(&self, dom: DomId, max: Pages) -> Result<()>;
 
+    /// Claims memory for the domain (`xc_domain_claim_pages`, Xen 4.17's
+    /// `XENMEM_claim_pages`): `pages` is its total once the claim is used, and the difference
+    /// to its current pages is held out of other domains' reach ([`PhysInfo::outstanding_pages`],
+    /// [`DomainInfo::outstanding_pages`]); `Pages::ZERO` drops the claim. A second claim, or
+    /// one not above the domain's pages or above its maximum, is [`Error::InvalidArgument`];
+    /// more than is free and unclaimed, [`Error::OutOfMemory`].
+    fn claim_pages(&self, dom: DomId, pages: Pages) -> Result<()>;
+
     /// Populates guest frames (`xc_domain_populate_physmap`); anything short of all of them
     /// is [`Error::OutOfMemory`].
     fn populate_physmap(&self, dom: DomId, pfns: &[Pfn]) -> Result<()>;
