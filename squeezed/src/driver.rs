@@ -1,6 +1,6 @@
 //! The loop that applies the squeezer's decisions to a host, and reservations.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -12,10 +12,10 @@ use crate::units::{HostState, Kib};
 
 /// The host side: domains' memory state in, targets and maxmem out, and a clock.
 ///
-/// On a real host `host_state` reads `physinfo`, each domain's `tot_pages`/`max_pages` and its
+/// [`XenHost`](crate::XenHost) implements it over `xenctrl` and xenstore (real or simulated
+/// host alike): `host_state` reads `physinfo`, each domain's `tot_pages`/`max_pages` and its
 /// `memory/*` xenstore keys; `set_target` writes `memory/target`; `set_maxmem` is
-/// `XEN_DOMCTL_max_mem`; `set_uncooperative` writes `memory/uncooperative`. The simulated host
-/// of the `sim` feature keeps the same state and enforces squeezed's invariants.
+/// `XEN_DOMCTL_max_mem`; `set_uncooperative` writes `memory/uncooperative`.
 pub trait HostIo {
     /// A snapshot of free memory (all of it: reservations are subtracted by [`Squeezed`]) and
     /// every domain.
@@ -73,6 +73,8 @@ pub struct Squeezed<Io> {
     config: Config,
     reservations: BTreeMap<ReservationId, Kib>,
     next_reservation: u64,
+    /// Domains marked uncooperative, until they make progress again.
+    uncooperative: BTreeSet<DomId>,
 }
 
 impl<Io: HostIo> Squeezed<Io> {
@@ -83,6 +85,7 @@ impl<Io: HostIo> Squeezed<Io> {
             config,
             reservations: BTreeMap::new(),
             next_reservation: 1,
+            uncooperative: BTreeSet::new(),
         }
     }
 
@@ -158,7 +161,7 @@ impl<Io: HostIo> Squeezed<Io> {
         if required != self.config.target_host_free && required <= host.free && all_reached {
             return Ok(());
         }
-        let mut squeezer = Squeezer::new();
+        let mut squeezer = Squeezer::with_uncooperative(self.uncooperative.iter().copied());
         loop {
             let now = self.io.now();
             let host = self.host_state()?;
@@ -166,9 +169,11 @@ impl<Io: HostIo> Squeezed<Io> {
                 squeezer.one_iteration(&host, required, &success, now, &self.config.fistpoints);
             for &domid in &it.declared_uncooperative {
                 self.io.set_uncooperative(domid, true)?;
+                self.uncooperative.insert(domid);
             }
             for &domid in &it.declared_cooperative {
                 self.io.set_uncooperative(domid, false)?;
+                self.uncooperative.remove(&domid);
             }
             let actions = match &it.decision {
                 Decision::AdjustTargets(actions) => actions.as_slice(),

@@ -24,6 +24,7 @@ use xen_types::{DomId, EvtchnPort, Pfn};
 use xenstore::{Client, FdTransport};
 use xenstored::{Config, Daemon, DaemonHandle, SyncMode};
 
+pub use crate::sim_balloon::SimBalloons;
 use crate::xs::xs;
 use crate::{paths, Error, Store, XsStore};
 
