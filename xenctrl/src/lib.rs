@@ -193,6 +193,9 @@ pub enum Backend {
 pub struct Xen {
     inner: Box<dyn XenControl>,
     description: String,
+    /// The simulated host behind a `Sim` backend.
+    #[cfg(feature = "sim")]
+    sim: Option<xen_sim::Host>,
 }
 
 /// What [`Xen::describe`] says of the real hypervisor.
@@ -217,6 +220,8 @@ impl Xen {
         Ok(Xen {
             inner: Box::new(Real::open()?),
             description: REAL.to_string(),
+            #[cfg(feature = "sim")]
+            sim: None,
         })
     }
 
@@ -256,8 +261,10 @@ impl Xen {
         }
         #[cfg(feature = "sim")]
         {
+            let host = xen_sim::Host::default();
             Ok(Xen {
-                inner: Box::new(Sim::new(xen_sim::Host::default())),
+                inner: Box::new(Sim::new(host.clone())),
+                sim: Some(host),
                 description: format!(
                     "{SIMULATED}: chosen because neither {} nor {} exists",
                     privcmd.display(),
@@ -273,9 +280,17 @@ impl Xen {
     #[cfg(feature = "sim")]
     pub fn sim(host: xen_sim::Host) -> Xen {
         Xen {
-            inner: Box::new(Sim::new(host)),
+            inner: Box::new(Sim::new(host.clone())),
             description: SIMULATED.to_string(),
+            sim: Some(host),
         }
+    }
+
+    /// The simulated host behind this handle, if it is one (what tests and simulated guests
+    /// drive: its clock, its guests' balloon drivers).
+    #[cfg(feature = "sim")]
+    pub fn sim_host(&self) -> Option<xen_sim::Host> {
+        self.sim.clone()
     }
 
     /// Wraps any backend.
@@ -284,6 +299,8 @@ impl Xen {
         Xen {
             inner: backend,
             description,
+            #[cfg(feature = "sim")]
+            sim: None,
         }
     }
 
