@@ -30,6 +30,21 @@ pub trait HostIo {
     fn now(&self) -> Duration;
     /// Let `interval` pass (a simulated host advances its clock and its guests).
     fn wait(&mut self, interval: Duration) -> Result<()>;
+    /// Domains the last [`HostIo::host_state`] left out, each with the reason (say, keys
+    /// that do not parse). None by default.
+    fn left_out(&self) -> Vec<GivenUp> {
+        Vec::new()
+    }
+}
+
+/// What one [`Squeezed::balance_round`] did, for a log.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Every domain given up on, with the reason: uncooperative drivers and domains whose
+    /// state could not be read.
+    pub given_up: Vec<GivenUp>,
+    /// Why the round failed otherwise (the host refused an operation, bad limits).
+    pub error: Option<Error>,
 }
 
 /// Tunables.
@@ -245,6 +260,19 @@ impl<Io: HostIo> Squeezed<Io> {
             Err(Error::CannotFree { .. }) => Ok(()),
             r => r,
         }
+    }
+
+    /// One round of a balancing daemon: [`Squeezed::balance_memory`], with every domain
+    /// given up on and the reason, whatever the outcome.
+    pub fn balance_round(&mut self) -> Report {
+        let mut report = Report::default();
+        match self.balance_memory() {
+            Ok(()) => {}
+            Err(Error::DomainsRefused { given_up, .. }) => report.given_up = given_up,
+            Err(e) => report.error = Some(e),
+        }
+        report.given_up.extend(self.io.left_out());
+        report
     }
 
     /// Frees `amount` and holds it for a domain being built.

@@ -45,7 +45,7 @@ mod squeezer;
 mod units;
 mod xen_host;
 
-pub use driver::{Config, HostIo, ReservationId, Squeezed};
+pub use driver::{Config, HostIo, Report, ReservationId, Squeezed};
 pub use error::{Error, GivenUp, Result};
 pub use squeezer::{
     Action, Decision, Fistpoint, Iteration, Squeezer, INACTIVE_AFTER, UNCOOPERATIVE_AFTER,

@@ -234,4 +234,8 @@ impl<P: Pacer> HostIo for XenHost<P> {
     fn wait(&mut self, interval: Duration) -> Result<()> {
         self.pacer.wait(interval)
     }
+
+    fn left_out(&self) -> Vec<GivenUp> {
+        self.ignored.clone()
+    }
 }

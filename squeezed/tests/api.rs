@@ -310,3 +310,32 @@ fn xen_host_reads_the_keys_honours_feature_balloon_and_explains_what_it_leaves_o
         .write("/local/domain/1/memory/target", "9999999")
         .is_err());
 }
+
+#[test]
+fn a_balance_round_names_every_domain_given_up_on_with_its_reason() {
+    // 4000 KiB free to share out, but domain 1's driver never takes any, and domain 2's
+    // dynamic-min is garbage.
+    let w = world(
+        4000,
+        &[
+            Guest::new(dom(1, 1000, 3000, 2000), BalloonBehaviour::Stuck),
+            ideal(dom(2, 1000, 2000, 1500)),
+        ],
+    );
+    w.xs.dom0()
+        .write("/local/domain/2/memory/dynamic-min", "-3")
+        .unwrap();
+    let mut sq = Squeezed::new(w.io(STEP_LIMIT), config());
+    let report = sq.balance_round();
+    assert!(report.error.is_none(), "{report:?}");
+    let reasons: Vec<String> = report.given_up.iter().map(ToString::to_string).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("domain 1: balloon driver made no progress"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].starts_with("domain 2: /local/domain/2/memory/dynamic-min is not a number"),
+        "{reasons:?}"
+    );
+}

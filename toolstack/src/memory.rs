@@ -286,6 +286,12 @@ impl Memory {
         self.sq.lock().balance_memory()
     }
 
+    /// One round of the balancing daemon: every domain given up on comes with its reason.
+    pub fn balance_round(&self) -> squeezed::Report {
+        self.catch_up();
+        self.sq.lock().balance_round()
+    }
+
     /// Free memory, bytes, with every balloon domain squeezed to its dynamic-min (XAPI's
     /// `host.compute_free_memory`, "maximum compression"), less reservations.
     ///

@@ -210,3 +210,37 @@ fn dynamic_range_and_live_target_move_the_guest_and_the_metrics_follow() {
     let e = t.err("VM.set_memory_target_live", &[a.clone(), v(GIB)]);
     assert_eq!(e.code, "VM_BAD_POWER_STATE");
 }
+
+#[test]
+fn the_balancer_gives_freed_memory_back_and_keeps_the_metrics_current() {
+    let t = T::new();
+    let a = t.vm("a", GIB / 2, 2 * GIB, 2 * GIB);
+    let b = t.vm("b", GIB, GIB, GIB);
+    t.start(&a).unwrap();
+    t.start(&b).unwrap();
+    // 3 GiB for guests: a holds 2, b 1. a's range is lowered (it frees 1 GiB) and raised
+    // again, and b stops: the balancer gives a its 2 GiB back, and 1 GiB stays free.
+    let v = |b: u64| Value::String(b.to_string());
+    t.ok(
+        "VM.set_memory_dynamic_range",
+        &[a.clone(), v(GIB / 2), v(GIB)],
+    );
+    assert!(near(t.actual(&a), GIB), "{}", t.actual(&a));
+    t.ok(
+        "VM.set_memory_dynamic_range",
+        &[a.clone(), v(GIB / 2), v(2 * GIB)],
+    );
+    t.ok("VM.hard_shutdown", std::slice::from_ref(&b));
+    t.x.spawn_memory_balancer(std::time::Duration::from_millis(100));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !near(t.actual(&a), 2 * GIB) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a holds {}",
+            t.actual(&a)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // a is at its dynamic-max: the rest stays free, and the metrics say so.
+    assert!(near(t.host_free(), GIB), "{}", t.host_free());
+}

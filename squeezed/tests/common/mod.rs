@@ -132,6 +132,10 @@ impl HostIo for Checked {
     fn wait(&mut self, interval: Duration) -> Result<()> {
         self.inner.wait(interval)
     }
+
+    fn left_out(&self) -> Vec<squeezed::GivenUp> {
+        self.inner.left_out()
+    }
 }
 
 /// A simulated host with these guests and `free` KiB free. A guest with domid 0 is dom0.

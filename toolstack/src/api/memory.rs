@@ -145,6 +145,32 @@ impl Xapi {
         })
     }
 
+    /// Starts the thread that shares free memory out to the guests every `every` (squeezed's
+    /// daemon loop), logs every domain it gives up on with the reason, and keeps
+    /// `VM_metrics.memory_actual` and `host_metrics.memory_free` current.
+    pub fn spawn_memory_balancer(self: &Arc<Self>, every: Duration) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("xapi-squeezed".into())
+            .spawn(move || loop {
+                let Some(x) = weak.upgrade() else { return };
+                let report = x.memory.balance_round();
+                for g in &report.given_up {
+                    tracing::warn!(domid = g.domid.0, reason = g.reason, "memory: gave up on");
+                }
+                if let Some(e) = &report.error {
+                    tracing::warn!(%e, "memory: rebalancing failed");
+                }
+                let _ = x.db.write(|tx| {
+                    x.update_memory_metrics(tx);
+                    Ok::<_, ApiError>(())
+                });
+                drop(x);
+                std::thread::sleep(every);
+            })
+            .expect("spawn memory balancer thread");
+    }
+
     /// `host.compute_free_memory`: free memory with every VM squeezed to its dynamic-min.
     pub(super) fn host_compute_free_memory(&self) -> R {
         let free = self.memory.compute_free().map_err(ApiError::internal)?;
