@@ -205,7 +205,11 @@ impl<Io: HostIo> Squeezed<Io> {
                 } else {
                     d.target
                 };
-                self.set_limit(d.domid, d.maxmem, limit)?;
+                // Already there (Xen keeps maxmem in whole pages): nothing to write.
+                let holds = d.target == limit && d.maxmem >= limit && d.maxmem.0 - limit.0 < 4;
+                if !holds {
+                    self.set_limit(d.domid, d.maxmem, limit)?;
+                }
             }
             match it.decision {
                 Decision::Success => return Ok(()),
