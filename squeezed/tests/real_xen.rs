@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use squeezed::{Config, DomId, HostIo, Kib, Pages, RealTime, Squeezed, XenHost};
+use squeezed::{Config, DomId, Error, HostIo, Kib, Pages, RealTime, Squeezed, XenHost};
 use xenbus::{Store, XsStore};
 use xenctrl::{DomainConfig, Xen};
 
@@ -137,5 +137,76 @@ fn xen_host_reads_dom0_and_a_guest_and_sets_targets_and_maxmem() {
     } else {
         println!("a balloon domain is off its target: reservation not tried");
     }
+    drop(g);
+}
+
+#[test]
+#[ignore = "needs a Xen dom0: run by cargo xtask e2e"]
+fn a_paused_domain_asked_to_free_memory_is_given_up_on_with_a_reason() {
+    let xen = Arc::new(Xen::real().expect("open libxenctrl in dom0"));
+    let Some(xs) = store() else {
+        skip("no xenstored connection in dom0");
+        return;
+    };
+    // A domain that says it balloons but never runs (created paused): its pages never move.
+    let dom = xen.create_domain(&DomainConfig::pv(1)).unwrap();
+    let g = Guest {
+        xen: &xen,
+        store: xs.clone(),
+        dom,
+    };
+    xen.set_max_vcpus(dom, 1).unwrap();
+    xen.set_max_mem(dom, Pages::from_mib(64)).unwrap();
+    xen.increase_reservation(dom, Pages::from_mib(64)).unwrap();
+    let home = format!("/local/domain/{}", dom.0);
+    for (k, v) in [
+        ("memory/dynamic-min", (32 << 10).to_string()),
+        ("memory/dynamic-max", (64 << 10).to_string()),
+        ("memory/target", (64 << 10).to_string()),
+        ("control/feature-balloon", "1".to_string()),
+    ] {
+        xs.write(&format!("{home}/{k}"), &v).unwrap();
+    }
+    let store: Arc<dyn Store> = xs.clone();
+    let io = XenHost::new(xen.clone(), store, RealTime::default(), Kib(4));
+    let mut sq = Squeezed::new(
+        io,
+        Config {
+            poll_interval: Duration::from_millis(200),
+            ..Config::default()
+        },
+    );
+    // 16 MiB more than is free: only this domain can give it.
+    let p = xen.physinfo().unwrap();
+    let required = Kib::from(Pages(p.free_pages.0 - p.outstanding_pages.0)) + Kib(16 << 10);
+    let t0 = std::time::Instant::now();
+    let e = sq
+        .change_host_free_memory(required, |f| f >= required)
+        .unwrap_err();
+    println!("after {:.1} s: {e}", t0.elapsed().as_secs_f64());
+    match e {
+        Error::DomainsRefused { given_up, .. } => {
+            let mine = given_up
+                .iter()
+                .find(|g| g.domid == dom)
+                .unwrap_or_else(|| panic!("domain {dom} not given up on: {given_up:?}"));
+            assert!(mine.reason.contains("no progress"), "{}", mine.reason);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(t0.elapsed() >= squeezed::INACTIVE_AFTER);
+    // It was asked to go down, and its maxmem follows, so it cannot take more back.
+    let target: u64 = xs
+        .read(&format!("{home}/memory/target"))
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((32 << 10..64 << 10).contains(&target), "{target}");
+    let max = xen.domain_info(dom).unwrap().max_pages;
+    assert!(
+        max <= Pages::from_mib(64) && Kib::from(max) >= Kib(target),
+        "{max}"
+    );
     drop(g);
 }
