@@ -80,18 +80,23 @@ impl SimBalloons {
         self.guests.lock().remove(&domid);
     }
 
+    /// The guests whose drivers are followed.
+    pub fn guests(&self) -> Vec<DomId> {
+        self.guests.lock().keys().copied().collect()
+    }
+
     /// Every guest reads its `memory/target` and hands it to its driver (a missing or
-    /// unparsable target leaves the driver's as it was, as Linux ignores it).
+    /// unparsable target leaves the driver's as it was, as Linux ignores it). Guests whose
+    /// domain is gone are forgotten (their connections closed).
     ///
     /// # Errors
     /// A xenstore read that fails.
     pub fn read_targets(&self) -> Result<(), Error> {
-        let guests: Vec<(DomId, Arc<dyn Store>)> = self
-            .guests
-            .lock()
-            .iter()
-            .map(|(d, s)| (*d, s.clone()))
-            .collect();
+        let guests: Vec<(DomId, Arc<dyn Store>)> = {
+            let mut g = self.guests.lock();
+            g.retain(|d, _| self.host.balloon_status(*d) != Err(xen_types::Errno::ESRCH));
+            g.iter().map(|(d, s)| (*d, s.clone())).collect()
+        };
         for (domid, store) in guests {
             let path = format!("{}/memory/target", paths::domain_path(domid));
             let Some(v) = store.read(&path)? else {
