@@ -1,6 +1,6 @@
 //! The loop that applies the squeezer's decisions to a host, and reservations.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -12,10 +12,10 @@ use crate::units::{HostState, Kib};
 
 /// The host side: domains' memory state in, targets and maxmem out, and a clock.
 ///
-/// On a real host `host_state` reads `physinfo`, each domain's `tot_pages`/`max_pages` and its
+/// [`XenHost`](crate::XenHost) implements it over `xenctrl` and xenstore (real or simulated
+/// host alike): `host_state` reads `physinfo`, each domain's `tot_pages`/`max_pages` and its
 /// `memory/*` xenstore keys; `set_target` writes `memory/target`; `set_maxmem` is
-/// `XEN_DOMCTL_max_mem`; `set_uncooperative` writes `memory/uncooperative`. The simulated host
-/// of the `sim` feature keeps the same state and enforces squeezed's invariants.
+/// `XEN_DOMCTL_max_mem`; `set_uncooperative` writes `memory/uncooperative`.
 pub trait HostIo {
     /// A snapshot of free memory (all of it: reservations are subtracted by [`Squeezed`]) and
     /// every domain.
@@ -30,6 +30,21 @@ pub trait HostIo {
     fn now(&self) -> Duration;
     /// Let `interval` pass (a simulated host advances its clock and its guests).
     fn wait(&mut self, interval: Duration) -> Result<()>;
+    /// Domains the last [`HostIo::host_state`] left out, each with the reason (say, keys
+    /// that do not parse). None by default.
+    fn left_out(&self) -> Vec<GivenUp> {
+        Vec::new()
+    }
+}
+
+/// What one [`Squeezed::balance_round`] did, for a log.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Every domain given up on, with the reason: uncooperative drivers and domains whose
+    /// state could not be read.
+    pub given_up: Vec<GivenUp>,
+    /// Why the round failed otherwise (the host refused an operation, bad limits).
+    pub error: Option<Error>,
 }
 
 /// Tunables.
@@ -73,6 +88,8 @@ pub struct Squeezed<Io> {
     config: Config,
     reservations: BTreeMap<ReservationId, Kib>,
     next_reservation: u64,
+    /// Domains marked uncooperative, until they make progress again.
+    uncooperative: BTreeSet<DomId>,
 }
 
 impl<Io: HostIo> Squeezed<Io> {
@@ -83,6 +100,7 @@ impl<Io: HostIo> Squeezed<Io> {
             config,
             reservations: BTreeMap::new(),
             next_reservation: 1,
+            uncooperative: BTreeSet::new(),
         }
     }
 
@@ -158,7 +176,7 @@ impl<Io: HostIo> Squeezed<Io> {
         if required != self.config.target_host_free && required <= host.free && all_reached {
             return Ok(());
         }
-        let mut squeezer = Squeezer::new();
+        let mut squeezer = Squeezer::with_uncooperative(self.uncooperative.iter().copied());
         loop {
             let now = self.io.now();
             let host = self.host_state()?;
@@ -166,9 +184,11 @@ impl<Io: HostIo> Squeezed<Io> {
                 squeezer.one_iteration(&host, required, &success, now, &self.config.fistpoints);
             for &domid in &it.declared_uncooperative {
                 self.io.set_uncooperative(domid, true)?;
+                self.uncooperative.insert(domid);
             }
             for &domid in &it.declared_cooperative {
                 self.io.set_uncooperative(domid, false)?;
+                self.uncooperative.remove(&domid);
             }
             let actions = match &it.decision {
                 Decision::AdjustTargets(actions) => actions.as_slice(),
@@ -185,7 +205,11 @@ impl<Io: HostIo> Squeezed<Io> {
                 } else {
                     d.target
                 };
-                self.set_limit(d.domid, d.maxmem, limit)?;
+                // Already there (Xen keeps maxmem in whole pages): nothing to write.
+                let holds = d.target == limit && d.maxmem >= limit && d.maxmem.0 - limit.0 < 4;
+                if !holds {
+                    self.set_limit(d.domid, d.maxmem, limit)?;
+                }
             }
             match it.decision {
                 Decision::Success => return Ok(()),
@@ -240,6 +264,19 @@ impl<Io: HostIo> Squeezed<Io> {
             Err(Error::CannotFree { .. }) => Ok(()),
             r => r,
         }
+    }
+
+    /// One round of a balancing daemon: [`Squeezed::balance_memory`], with every domain
+    /// given up on and the reason, whatever the outcome.
+    pub fn balance_round(&mut self) -> Report {
+        let mut report = Report::default();
+        match self.balance_memory() {
+            Ok(()) => {}
+            Err(Error::DomainsRefused { given_up, .. }) => report.given_up = given_up,
+            Err(e) => report.error = Some(e),
+        }
+        report.given_up.extend(self.io.left_out());
+        report
     }
 
     /// Frees `amount` and holds it for a domain being built.

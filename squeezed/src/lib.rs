@@ -9,9 +9,10 @@
 //! its target for 5 s is inactive and left out; one still stuck after 20 s is uncooperative.
 //!
 //! The decision is a pure function of a [`HostState`] snapshot and the time; the loop that
-//! applies it ([`Squeezed`]) talks to the host through [`HostIo`], so the same code runs on a
-//! real host or on the simulated one of the `sim` feature (module `sim`), whose clock tests
-//! drive.
+//! applies it ([`Squeezed`]) talks to the host through [`HostIo`], whose one implementation,
+//! [`XenHost`], works through `xenctrl::XenControl` and xenstore, so the same code runs on a
+//! real Xen host or on the simulated one (`xen-sim`, whose guests' balloon drivers tests
+//! drive with a manual clock: `xenbus::testing::SimBalloons`).
 //!
 //! ```
 //! use squeezed::policy::compute_targets;
@@ -40,15 +41,15 @@
 mod driver;
 mod error;
 pub mod policy;
-#[cfg(feature = "sim")]
-pub mod sim;
 mod squeezer;
 mod units;
+mod xen_host;
 
-pub use driver::{Config, HostIo, ReservationId, Squeezed};
+pub use driver::{Config, HostIo, Report, ReservationId, Squeezed};
 pub use error::{Error, GivenUp, Result};
 pub use squeezer::{
     Action, Decision, Fistpoint, Iteration, Squeezer, INACTIVE_AFTER, UNCOOPERATIVE_AFTER,
 };
-pub use units::{DomainMemory, HostState, Kib, Pages};
-pub use xen_types::DomId;
+pub use units::{DomainMemory, HostState, Kib};
+pub use xen_host::{Pacer, RealTime, XenHost};
+pub use xen_types::{DomId, Pages};

@@ -26,7 +26,8 @@ pub fn gamma(surplus: Kib, domains: &[DomainMemory]) -> f64 {
 }
 
 /// The target of each domain (same order as `domains`) that leaves `host_target` free once
-/// every domain has reached it: `dynamic_min + γ·range` with one γ.
+/// every domain has reached it: `dynamic_min + γ·range` with one γ (the share rounded
+/// down to whole 4 KiB pages).
 ///
 /// `domains` are the active ones; `compensate_inaccuracy` counts twice each domain's
 /// inaccuracy as memory it may fail to free (squeezed's default).
@@ -40,11 +41,12 @@ pub fn compute_targets(
     let surplus = maximum_free(free, domains, compensate_inaccuracy).saturating_sub(host_target);
     let g = gamma(surplus, domains);
     out.clear();
-    out.extend(
-        domains
-            .iter()
-            .map(|d| d.dynamic_min + Kib((g * d.range().0 as f64) as u64)),
-    );
+    // Whole pages above dynamic-min: a balloon driver moves whole pages (Linux rounds its
+    // target down to pages), so a target between two pages could never be reached exactly.
+    out.extend(domains.iter().map(|d| {
+        let share = (g * d.range().0 as f64) as u64;
+        d.dynamic_min + Kib(share - share % 4)
+    }));
 }
 
 #[cfg(test)]

@@ -76,6 +76,7 @@ pub struct Squeezer {
     epoch: u64,
     non_active: Vec<DomId>,
     scratch: Vec<Kib>,
+    seed_uncooperative: Vec<DomId>,
 }
 
 /// Which way a domain's memory must move to reach `target`, if it has not reached it.
@@ -91,6 +92,15 @@ impl Squeezer {
     /// A squeezer that has seen nothing yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A squeezer that takes `domids` (marked uncooperative by an earlier one) for
+    /// uncooperative until they make progress, when it declares them cooperative.
+    pub fn with_uncooperative(domids: impl IntoIterator<Item = DomId>) -> Self {
+        Squeezer {
+            seed_uncooperative: domids.into_iter().collect(),
+            ..Self::default()
+        }
     }
 
     /// Whether `domid` is active (seen, not stuck).
@@ -135,11 +145,12 @@ impl Squeezer {
         let (mut unco, mut co) = (Vec::new(), Vec::new());
         for d in &host.domains {
             let dir = must_grow(d, d.target);
-            let p = self.progress.entry(d.domid).or_insert(Progress {
+            let seeded = &self.seed_uncooperative;
+            let p = self.progress.entry(d.domid).or_insert_with(|| Progress {
                 last_actual: d.actual,
                 last_progress: now,
                 stuck: false,
-                uncooperative: false,
+                uncooperative: seeded.contains(&d.domid),
                 seen: epoch,
             });
             p.seen = epoch;

@@ -3,17 +3,13 @@
 use std::fmt;
 use std::ops::{Add, AddAssign, Sub};
 
-use xen_types::DomId;
+use xen_types::{DomId, Pages};
 
 use crate::error::{Error, Result};
 
 /// An amount of memory in KiB (the unit of xenstore's `memory/*` keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Kib(pub u64);
-
-/// An amount of memory in Xen pages (4 KiB each), as Xen's domain info counts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Pages(pub u64);
 
 impl Kib {
     /// Zero KiB.
@@ -31,14 +27,13 @@ impl Kib {
 
     /// Whole pages in this amount (rounded down).
     pub fn to_pages(self) -> Pages {
-        Pages(self.0 / 4)
+        Pages::from_kib(self.0)
     }
 }
 
-impl Pages {
-    /// This many pages in KiB.
-    pub fn to_kib(self) -> Kib {
-        Kib(self.0 * 4)
+impl From<Pages> for Kib {
+    fn from(p: Pages) -> Kib {
+        Kib(p.kib())
     }
 }
 
@@ -151,7 +146,7 @@ mod tests {
 
     #[test]
     fn pages_and_kib() {
-        assert_eq!(Pages(3).to_kib(), Kib(12));
+        assert_eq!(Kib::from(Pages(3)), Kib(12));
         assert_eq!(Kib(13).to_pages(), Pages(3));
         assert_eq!(Kib(5).saturating_sub(Kib(7)), Kib(0));
         assert_eq!(Kib(5).abs_diff(Kib(7)), Kib(2));

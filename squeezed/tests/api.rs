@@ -1,11 +1,20 @@
-//! Bad input, reservations, uncooperative domains and the simulated host's own rules.
+//! Bad input, reservations, uncooperative domains, and what [`XenHost`] reads and writes.
+//!
+//! [`XenHost`]: squeezed::XenHost
+
+mod common;
 
 use std::time::Duration;
 
-use squeezed::sim::{Behaviour, Guest, SimHost};
+use common::{guaranteed_free, Guest, World};
 use squeezed::{
-    Config, DomId, DomainMemory, Error, HostIo, Kib, ReservationId, Squeezed, UNCOOPERATIVE_AFTER,
+    Config, DomId, DomainMemory, Error, HostIo, Kib, Pages, ReservationId, Squeezed,
+    UNCOOPERATIVE_AFTER,
 };
+use xen_sim::balloon::BalloonBehaviour;
+use xenbus::Store;
+
+const STEP_LIMIT: u64 = 10_000;
 
 fn dom(domid: u16, min: u64, max: u64, actual: u64) -> DomainMemory {
     DomainMemory {
@@ -21,7 +30,7 @@ fn dom(domid: u16, min: u64, max: u64, actual: u64) -> DomainMemory {
 }
 
 fn ideal(d: DomainMemory) -> Guest {
-    Guest::new(d, Behaviour::Ideal { rate: 1000 })
+    Guest::new(d, BalloonBehaviour::Ideal { rate_kib: 1000 })
 }
 
 fn config() -> Config {
@@ -31,12 +40,28 @@ fn config() -> Config {
     }
 }
 
+fn world(free: u64, guests: &[Guest]) -> World {
+    World::new(Kib(free), guests, Kib(4))
+}
+
+fn target(w: &World, domid: u16) -> Option<String> {
+    w.read(&format!("/local/domain/{domid}/memory/target"))
+}
+
+fn tot_kib(w: &World, domid: u16) -> Kib {
+    w.xen.domain_info(DomId(domid)).unwrap().tot_pages.into()
+}
+
 #[test]
 fn dynamic_min_above_dynamic_max_is_a_typed_error_and_changes_nothing() {
-    let bad = dom(3, 3000, 2000, 2500);
-    let host = SimHost::new(Kib(0), vec![ideal(dom(1, 1000, 2000, 1500)), ideal(bad)]);
-    let mut sq = Squeezed::new(host, config());
-    let before = sq.io().guests().to_vec();
+    let w = world(
+        0,
+        &[
+            ideal(dom(1, 1000, 2000, 1500)),
+            ideal(dom(3, 3000, 2000, 2500)),
+        ],
+    );
+    let mut sq = Squeezed::new(w.io(STEP_LIMIT), config());
     match sq.free_memory(Kib(100)) {
         Err(Error::InvalidRange {
             domid,
@@ -50,25 +75,27 @@ fn dynamic_min_above_dynamic_max_is_a_typed_error_and_changes_nothing() {
         }
         other => panic!("{other:?}"),
     }
-    let after = sq.io().guests();
-    for (b, a) in before.iter().zip(after) {
-        assert_eq!(b.memory, a.memory);
-    }
-    assert!(bad.validate().is_err());
+    assert_eq!(target(&w, 1).as_deref(), Some("1500"));
+    assert_eq!(target(&w, 3).as_deref(), Some("2500"));
+    assert_eq!(tot_kib(&w, 1), Kib(1500));
+    assert_eq!(sq.io().inner.pacer().steps, 0);
 }
 
 #[test]
 fn unknown_domain_is_a_typed_error() {
-    let mut host = SimHost::new(Kib(0), vec![ideal(dom(1, 1000, 2000, 1500))]);
+    let w = world(0, &[ideal(dom(1, 1000, 2000, 1500))]);
+    let mut io = w.io(STEP_LIMIT);
     assert!(matches!(
-        host.set_target(DomId(9), Kib(1)),
+        io.inner.set_target(DomId(9), Kib(1)),
         Err(Error::UnknownDomain(DomId(9)))
     ));
     assert!(matches!(
-        host.set_maxmem(DomId(9), Kib(1)),
+        io.inner.set_maxmem(DomId(9), Kib(1)),
         Err(Error::UnknownDomain(DomId(9)))
     ));
-    let mut sq = Squeezed::new(host, config());
+    // Nothing was written for the missing domain.
+    assert_eq!(target(&w, 9), None);
+    let mut sq = Squeezed::new(io, config());
     let r = sq.reserve_memory(Kib(100)).unwrap();
     assert!(matches!(
         sq.transfer_reservation_to_domain(r, DomId(9)),
@@ -80,8 +107,8 @@ fn unknown_domain_is_a_typed_error() {
 
 #[test]
 fn reservation_beyond_the_host_is_a_typed_error_and_moves_nothing() {
-    let host = SimHost::new(Kib(500), vec![ideal(dom(1, 1000, 2000, 1500))]);
-    let mut sq = Squeezed::new(host, config());
+    let w = world(500, &[ideal(dom(1, 1000, 2000, 1500))]);
+    let mut sq = Squeezed::new(w.io(STEP_LIMIT), config());
     match sq.reserve_memory(Kib(2001)) {
         Err(Error::ReservationTooLarge {
             requested,
@@ -92,8 +119,8 @@ fn reservation_beyond_the_host_is_a_typed_error_and_moves_nothing() {
         other => panic!("{other:?}"),
     }
     assert_eq!(sq.reserved(), Kib(0));
-    assert_eq!(sq.io().guests()[0].memory.target, Kib(1500));
-    assert_eq!(sq.io().steps(), 0);
+    assert_eq!(target(&w, 1).as_deref(), Some("1500"));
+    assert_eq!(sq.io().inner.pacer().steps, 0);
     assert!(matches!(
         sq.delete_reservation(ReservationId(42)),
         Err(Error::UnknownReservation(ReservationId(42)))
@@ -104,16 +131,16 @@ fn reservation_beyond_the_host_is_a_typed_error_and_moves_nothing() {
 
 #[test]
 fn a_reservation_squeezes_guests_holds_the_memory_and_hands_it_over() {
-    let host = SimHost::new(
-        Kib(0),
-        vec![
+    let w = world(
+        0,
+        &[
             ideal(dom(1, 1000, 2000, 2000)),
             ideal(dom(2, 1000, 3000, 3000)),
         ],
     );
-    let mut sq = Squeezed::new(host, config());
+    let mut sq = Squeezed::new(w.io(STEP_LIMIT), config());
     let r = sq.reserve_memory(Kib(1500)).unwrap();
-    assert!(sq.io().free() >= Kib(1500), "free {}", sq.io().free());
+    assert!(w.free() >= Kib(1500), "free {}", w.free());
     // The host has 5000 KiB in all, 1500 of them reserved.
     match sq.reserve_memory(Kib(3501)) {
         Err(Error::ReservationTooLarge {
@@ -127,11 +154,9 @@ fn a_reservation_squeezes_guests_holds_the_memory_and_hands_it_over() {
     assert_eq!(sq.reserved(), Kib(1500));
     // The reserved memory is not shared out again by a rebalance.
     sq.balance_memory().unwrap();
-    assert!(sq.io().free() >= Kib(1500), "free {}", sq.io().free());
+    assert!(w.free() >= Kib(1500), "free {}", w.free());
     // A new domain is built with it, then owns it.
-    sq.io_mut()
-        .add_guest(ideal(dom(3, 1500, 1500, 1500)))
-        .unwrap();
+    w.add(&ideal(dom(3, 1500, 1500, 1500))).unwrap();
     sq.transfer_reservation_to_domain(r, DomId(3)).unwrap();
     assert_eq!(sq.reserved(), Kib(0));
     assert!(matches!(
@@ -142,13 +167,13 @@ fn a_reservation_squeezes_guests_holds_the_memory_and_hands_it_over() {
     let r2 = sq.reserve_memory(Kib(100)).unwrap();
     sq.delete_reservation(r2).unwrap();
     sq.balance_memory().unwrap();
-    assert!(sq.io().guaranteed_free() >= 0);
+    assert!(guaranteed_free(&sq.io_mut().host_state().unwrap()) >= 0);
 }
 
 #[test]
 fn a_reservation_that_cannot_be_freed_is_not_held() {
-    let host = SimHost::new(Kib(0), vec![ideal(dom(1, 1800, 2000, 2000))]);
-    let mut sq = Squeezed::new(host, config());
+    let w = world(0, &[ideal(dom(1, 1800, 2000, 2000))]);
+    let mut sq = Squeezed::new(w.io(STEP_LIMIT), config());
     let e = sq.reserve_memory(Kib(1000)).unwrap_err();
     assert!(
         matches!(
@@ -167,18 +192,24 @@ fn a_reservation_that_cannot_be_freed_is_not_held() {
 fn a_domain_stuck_for_20_s_while_others_work_is_marked_uncooperative_with_a_reason() {
     // Domain 2 frees slowly (10 KiB/s, 400 KiB: ~40 s), so the squeezer keeps running long
     // after domain 1 is declared inactive.
-    let host = SimHost::new(
-        Kib(0),
-        vec![
-            Guest::new(dom(1, 1000, 2000, 2000), Behaviour::Stuck),
-            Guest::new(dom(2, 1000, 2000, 2000), Behaviour::Ideal { rate: 10 }),
+    let w = world(
+        0,
+        &[
+            Guest::new(dom(1, 1000, 2000, 2000), BalloonBehaviour::Stuck),
+            Guest::new(
+                dom(2, 1000, 2000, 2000),
+                BalloonBehaviour::Ideal { rate_kib: 10 },
+            ),
         ],
     );
-    let mut sq = Squeezed::new(host, config());
+    let mut sq = Squeezed::new(w.io(STEP_LIMIT), config());
     let e = sq.free_memory(Kib(1200)).unwrap_err();
     assert!(sq.io().now() > UNCOOPERATIVE_AFTER, "{:?}", sq.io().now());
-    assert!(sq.io().uncooperative().contains(&DomId(1)));
-    assert!(!sq.io().uncooperative().contains(&DomId(2)));
+    assert_eq!(
+        w.read("/local/domain/1/memory/uncooperative").as_deref(),
+        Some("1")
+    );
+    assert_eq!(w.read("/local/domain/2/memory/uncooperative"), None);
     match e {
         Error::DomainsRefused { required, given_up } => {
             assert_eq!(required, Kib(1200));
@@ -193,20 +224,118 @@ fn a_domain_stuck_for_20_s_while_others_work_is_marked_uncooperative_with_a_reas
         other => panic!("{other:?}"),
     }
     // Domain 2 freed everything it could.
-    assert!(sq.io().guests()[1].memory.actual <= Kib(1004));
+    assert!(tot_kib(&w, 2) <= Kib(1004), "{}", tot_kib(&w, 2));
 }
 
 #[test]
-fn sim_host_enforces_target_and_maxmem_order() {
-    let mut host = SimHost::new(Kib(1000), vec![ideal(dom(1, 1000, 2000, 1500))]);
-    let e = host.set_target(DomId(1), Kib(1600)).unwrap_err();
-    assert!(e.to_string().contains("above maxmem"), "{e}");
-    let e = host.set_maxmem(DomId(1), Kib(1400)).unwrap_err();
-    assert!(e.to_string().contains("below target"), "{e}");
-    host.set_maxmem(DomId(1), Kib(1600)).unwrap();
-    host.set_target(DomId(1), Kib(1600)).unwrap();
-    host.wait(Duration::from_secs(1)).unwrap();
-    // Stops within its inaccuracy (4 KiB) of the target, taking it from free memory.
-    assert_eq!(host.guests()[0].memory.actual, Kib(1596));
-    assert_eq!(host.free(), Kib(904));
+fn a_paused_guest_is_declared_inactive_then_uncooperative_and_cooperative_again() {
+    let w = world(
+        0,
+        &[
+            ideal(dom(1, 1000, 2000, 2000)),
+            Guest::new(
+                dom(2, 1000, 2000, 2000),
+                BalloonBehaviour::Ideal { rate_kib: 10 },
+            ),
+        ],
+    );
+    w.xen.pause(DomId(1)).unwrap();
+    let mut sq = Squeezed::new(w.io(STEP_LIMIT), config());
+    let e = sq.free_memory(Kib(1200)).unwrap_err();
+    assert!(matches!(&e, Error::DomainsRefused { given_up, .. } if given_up[0].domid == DomId(1)));
+    assert_eq!(
+        w.read("/local/domain/1/memory/uncooperative").as_deref(),
+        Some("1")
+    );
+    // Unpaused, its driver frees what it was asked to and it is cooperative again.
+    w.xen.unpause(DomId(1)).unwrap();
+    sq.free_memory(Kib(1200)).unwrap();
+    assert_eq!(w.read("/local/domain/1/memory/uncooperative"), None);
+    assert!(w.free() >= Kib(1200));
+}
+
+#[test]
+fn xen_host_reads_the_keys_honours_feature_balloon_and_explains_what_it_leaves_out() {
+    let w = world(
+        1000,
+        &[
+            ideal(dom(1, 1000, 2000, 1500)),
+            ideal(dom(2, 1000, 2000, 1500)),
+            ideal(dom(3, 1000, 2000, 1500)),
+        ],
+    );
+    // Domain 2's driver is gone; domain 3's target is garbage; domain 9 is not managed.
+    w.xs.dom0()
+        .rm("/local/domain/2/control/feature-balloon")
+        .unwrap();
+    w.xs.dom0()
+        .write("/local/domain/3/memory/target", "lots")
+        .unwrap();
+    w.take_free(DomId(9), Kib(400)).unwrap();
+    let mut io = w.io(STEP_LIMIT);
+    let state = io.host_state().unwrap();
+    assert_eq!(state.free, Kib(600));
+    let ids: Vec<DomId> = state.domains.iter().map(|d| d.domid).collect();
+    assert_eq!(ids, [DomId(1), DomId(2)]);
+    assert_eq!(state.domains[0], ideal(dom(1, 1000, 2000, 1500)).memory);
+    assert!(!state.domains[1].can_balloon);
+    let ignored = io.inner.ignored();
+    assert_eq!(ignored.len(), 1);
+    assert_eq!(ignored[0].domid, DomId(3));
+    assert!(
+        ignored[0].reason.contains("memory/target is not a number"),
+        "{}",
+        ignored[0]
+    );
+    assert!(ignored[0].reason.contains("lots"), "{}", ignored[0]);
+    // maxmem is rounded up to whole pages, so it never falls below a target.
+    io.set_maxmem(DomId(1), Kib(1501)).unwrap();
+    assert_eq!(w.xen.domain_info(DomId(1)).unwrap().max_pages, Pages(376));
+    io.set_target(DomId(1), Kib(1501)).unwrap();
+    assert_eq!(target(&w, 1).as_deref(), Some("1501"));
+    io.set_uncooperative(DomId(1), true).unwrap();
+    assert_eq!(
+        w.read("/local/domain/1/memory/uncooperative").as_deref(),
+        Some("1")
+    );
+    io.set_uncooperative(DomId(1), false).unwrap();
+    assert_eq!(w.read("/local/domain/1/memory/uncooperative"), None);
+    // Claimed memory is not free.
+    w.xen.set_max_mem(DomId(9), Pages(200)).unwrap();
+    w.xen.claim_pages(DomId(9), Pages(150)).unwrap();
+    assert_eq!(io.host_state().unwrap().free, Kib(400));
+    // A guest cannot set its own target: the keys are dom0's.
+    let guest = w.xs.guest(DomId(1)).unwrap();
+    assert!(guest
+        .write("/local/domain/1/memory/target", "9999999")
+        .is_err());
+}
+
+#[test]
+fn a_balance_round_names_every_domain_given_up_on_with_its_reason() {
+    // 4000 KiB free to share out, but domain 1's driver never takes any, and domain 2's
+    // dynamic-min is garbage.
+    let w = world(
+        4000,
+        &[
+            Guest::new(dom(1, 1000, 3000, 2000), BalloonBehaviour::Stuck),
+            ideal(dom(2, 1000, 2000, 1500)),
+        ],
+    );
+    w.xs.dom0()
+        .write("/local/domain/2/memory/dynamic-min", "-3")
+        .unwrap();
+    let mut sq = Squeezed::new(w.io(STEP_LIMIT), config());
+    let report = sq.balance_round();
+    assert!(report.error.is_none(), "{report:?}");
+    let reasons: Vec<String> = report.given_up.iter().map(ToString::to_string).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("domain 1: balloon driver made no progress"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].starts_with("domain 2: /local/domain/2/memory/dynamic-min is not a number"),
+        "{reasons:?}"
+    );
 }

@@ -1,11 +1,14 @@
 //! Random hosts and guests (cooperative, slow, stuck, lying): the host is never
 //! over-committed, and squeezed converges when the guests cooperate.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{Checked, Guest, World};
 use proptest::prelude::*;
-use squeezed::sim::{Behaviour, Guest, SimHost};
-use squeezed::{Config, DomId, DomainMemory, Error, Kib, Squeezed};
+use squeezed::{Config, DomId, DomainMemory, Error, HostIo, Kib, Squeezed};
+use xen_sim::balloon::BalloonBehaviour as Behaviour;
 
 const STEP_LIMIT: u64 = 20_000;
 
@@ -16,15 +19,21 @@ fn config() -> Config {
     }
 }
 
-/// A domain with `dynamic_min ≤ actual ≤ dynamic_max`, target and maxmem at `actual`.
-fn domain() -> impl Strategy<Value = (u64, u64, u64, u64)> {
-    (100u64..5000, 0u64..5000, 0.0f64..=1.0, 0u64..8).prop_map(|(min, range, at, inacc)| {
+/// A domain with `dynamic_min ≤ actual ≤ dynamic_max`, target and maxmem at `actual` (whole
+/// pages, as Xen counts it).
+fn domain() -> impl Strategy<Value = (u64, u64, u64)> {
+    (25u64..1250, 0u64..1250, 0.0f64..=1.0).prop_map(|(min, range, at)| {
         let actual = min + (range as f64 * at) as u64;
-        (min, min + range, actual, inacc)
+        (min * 4, (min + range) * 4, actual * 4)
     })
 }
 
-fn memory(i: usize, (min, max, actual, inacc): (u64, u64, u64, u64)) -> DomainMemory {
+/// One inaccuracy for the host (squeezed's host I/O gives every domain the same).
+fn inaccuracy() -> impl Strategy<Value = u64> {
+    prop_oneof![Just(0u64), Just(4), Just(8)]
+}
+
+fn memory(i: usize, (min, max, actual): (u64, u64, u64), inacc: u64) -> DomainMemory {
     DomainMemory {
         domid: DomId(i as u16 + 1),
         can_balloon: true,
@@ -40,42 +49,50 @@ fn memory(i: usize, (min, max, actual, inacc): (u64, u64, u64, u64)) -> DomainMe
 /// Any driver: cooperative, slow, stuck, sticky, or lying about a floor or ceiling.
 fn behaviour(actual: u64) -> impl Strategy<Value = Behaviour> {
     prop_oneof![
-        (50u64..2000).prop_map(|rate| Behaviour::Ideal { rate }),
-        (10u64..50).prop_map(|rate| Behaviour::Ideal { rate }),
+        (50u64..2000).prop_map(|rate_kib| Behaviour::Ideal { rate_kib }),
+        (10u64..50).prop_map(|rate_kib| Behaviour::Ideal { rate_kib }),
         Just(Behaviour::Stuck),
-        (50u64..2000, 1u64..80).prop_map(|(rate, tenths)| Behaviour::Intermittent {
-            rate,
+        (50u64..2000, 1u64..80).prop_map(|(rate_kib, tenths)| Behaviour::Intermittent {
+            rate_kib,
             interval: Duration::from_millis(tenths * 100),
         }),
-        (50u64..2000, 0u64..2000).prop_map(move |(rate, below)| Behaviour::HiddenFloor {
-            rate,
-            floor: Kib(actual.saturating_sub(below)),
+        (50u64..2000, 0u64..2000).prop_map(move |(rate_kib, below)| Behaviour::HiddenFloor {
+            rate_kib,
+            floor_kib: actual.saturating_sub(below),
         }),
-        (50u64..2000, 0u64..2000).prop_map(move |(rate, above)| Behaviour::HiddenCeiling {
-            rate,
-            ceiling: Kib(actual + above),
+        (50u64..2000, 0u64..2000).prop_map(move |(rate_kib, above)| {
+            Behaviour::HiddenCeiling {
+                rate_kib,
+                ceiling_kib: actual + above,
+            }
         }),
     ]
 }
 
 fn any_guests() -> impl Strategy<Value = Vec<Guest>> {
-    prop::collection::vec(domain().prop_flat_map(|d| (Just(d), behaviour(d.2))), 1..8).prop_map(
-        |v| {
-            v.into_iter()
-                .enumerate()
-                .map(|(i, (d, b))| Guest::new(memory(i, d), b))
-                .collect()
-        },
-    )
+    let guests = prop::collection::vec(domain().prop_flat_map(|d| (Just(d), behaviour(d.2))), 1..8);
+    (guests, inaccuracy()).prop_map(|(v, inacc)| {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, (d, b))| Guest::new(memory(i, d, inacc), b))
+            .collect()
+    })
 }
 
 fn cooperative_guests() -> impl Strategy<Value = Vec<Guest>> {
-    prop::collection::vec((domain(), 50u64..2000), 1..8).prop_map(|v| {
+    let guests = prop::collection::vec((domain(), 50u64..2000), 1..8);
+    (guests, inaccuracy()).prop_map(|(v, inacc)| {
         v.into_iter()
             .enumerate()
-            .map(|(i, (d, rate))| Guest::new(memory(i, d), Behaviour::Ideal { rate }))
+            .map(|(i, (d, rate_kib))| {
+                Guest::new(memory(i, d, inacc), Behaviour::Ideal { rate_kib })
+            })
             .collect()
     })
+}
+
+fn world(free: u64, guests: &[Guest]) -> World {
+    World::new(Kib(free), guests, guests[0].memory.inaccuracy)
 }
 
 /// Only a refusal of the host (a broken invariant, or no end) is a bug; giving up is not.
@@ -91,12 +108,12 @@ fn check_not_host_error(r: &Result<(), Error>) -> Result<(), TestCaseError> {
 /// returns at once when enough is free and every target is so reached), so a guest may sit
 /// up to its inaccuracy below a maxmem that free memory does not cover: Xen would refuse
 /// those pages, and the simulated host checks at every step that no guest gets them.
-fn check_maxmem_fits(host: &SimHost, keep: Kib) -> Result<(), TestCaseError> {
+fn check_maxmem_fits(io: &mut Checked, keep: Kib) -> Result<(), TestCaseError> {
+    let host = io.host_state().unwrap();
     let could_take: u64 = host
-        .guests()
+        .domains
         .iter()
-        .map(|g| {
-            let m = &g.memory;
+        .map(|m| {
             m.maxmem
                 .saturating_sub(m.actual)
                 .saturating_sub(m.inaccuracy)
@@ -104,16 +121,17 @@ fn check_maxmem_fits(host: &SimHost, keep: Kib) -> Result<(), TestCaseError> {
         })
         .sum();
     prop_assert!(
-        could_take + keep.0 <= host.free().0,
+        could_take + keep.0 <= host.free.0,
         "guests could take {could_take} KiB of {} free, {keep} to keep: {:?}",
-        host.free(),
-        host.guests()
+        host.free,
+        host.domains
     );
     Ok(())
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    // Each case starts a xenstored and a simulated host.
+    #![proptest_config(ProptestConfig::with_cases(24))]
 
     /// Whatever the guests do: no guest allocates beyond free memory, no target above
     /// maxmem, no maxmem below target (the simulated host refuses each), squeezed ends; freed
@@ -126,25 +144,28 @@ proptest! {
     #[test]
     fn never_over_commits(
         guests in any_guests(),
-        free in 0u64..5000,
+        free in 0u64..1250,
         want in 0.0f64..1.0,
         used in 0.0f64..1.0,
     ) {
+        let free = free * 4;
         let total: u64 = free + guests.iter().map(|g| g.memory.actual.0).sum::<u64>();
         let required = Kib((total as f64 * want) as u64);
-        let host = SimHost::new(Kib(free), guests).with_step_limit(STEP_LIMIT);
-        let mut sq = Squeezed::new(host, config());
+        let w = world(free, &guests);
+        let mut sq = Squeezed::new(w.io(STEP_LIMIT), config());
         let r = sq.free_memory(required);
         check_not_host_error(&r)?;
         if r.is_ok() {
-            prop_assert!(sq.io().free() >= required);
-            check_maxmem_fits(sq.io(), required)?;
+            prop_assert!(w.free() >= required);
+            check_maxmem_fits(sq.io_mut(), required)?;
         }
-        let take = Kib((sq.io().free().0 as f64 * used) as u64);
-        sq.io_mut().take_free(take).unwrap();
+        let take = Kib((w.free().0 as f64 * used) as u64 / 4 * 4);
+        if take > Kib(0) {
+            w.take_free(DomId(999), take).unwrap();
+        }
         let r = sq.balance_memory();
         check_not_host_error(&r)?;
-        check_maxmem_fits(sq.io(), Kib(0))?;
+        check_maxmem_fits(sq.io_mut(), Kib(0))?;
     }
 
     /// With cooperative guests: freeing succeeds when every guest at dynamic-min (less twice
@@ -154,35 +175,35 @@ proptest! {
     #[test]
     fn converges_when_guests_cooperate(
         guests in cooperative_guests(),
-        free in 0u64..5000,
+        free in 0u64..1250,
         want in 0.0f64..1.2,
     ) {
+        let free = free * 4;
         let max_free: u64 = free + guests.iter().map(|g| g.memory.min_freeable(true).0).sum::<u64>();
         let guests_free: u64 = guests
             .iter()
             .map(|g| g.memory.min_freeable(false).saturating_sub(g.memory.inaccuracy).0)
             .sum();
         let required = Kib((max_free as f64 * want) as u64);
-        let host = SimHost::new(Kib(free), guests).with_step_limit(STEP_LIMIT);
-        let mut sq = Squeezed::new(host, config());
+        let w = world(free, &guests);
+        let mut sq = Squeezed::new(w.io(STEP_LIMIT), config());
         // What the drivers really free: they stop within their inaccuracy of dynamic-min.
         let most_free: u64 = free + guests_free;
         let r = sq.free_memory(required);
         if required.0 <= max_free {
             prop_assert!(r.is_ok(), "{r:?}");
-            prop_assert!(sq.io().free() >= required);
+            prop_assert!(w.free() >= required);
         } else if required.0 > most_free {
             prop_assert!(matches!(r, Err(Error::CannotFree { .. })), "{r:?}");
         }
         sq.balance_memory().unwrap();
-        let io = sq.io();
-        let all_at_max = io.guests().iter().all(|g| g.memory.target == g.memory.dynamic_max);
+        let host = sq.io_mut().host_state().unwrap();
+        let all_at_max = host.domains.iter().all(|m| m.target == m.dynamic_max);
         prop_assert!(
-            io.free() < sq.config().free_memory_tolerance || all_at_max,
-            "free {} with guests {:?}", io.free(), io.guests()
+            host.free < sq.config().free_memory_tolerance || all_at_max,
+            "free {} with guests {:?}", host.free, host.domains
         );
-        for g in io.guests() {
-            let m = &g.memory;
+        for m in &host.domains {
             prop_assert!(m.dynamic_min <= m.target && m.target <= m.dynamic_max, "{m:?}");
             prop_assert!(m.has_hit(m.target), "{m:?}");
         }

@@ -233,6 +233,16 @@ impl Backend {
         }
     }
 
+    /// The `xenctrl` handle, shared (squeezed's host I/O holds one).
+    pub fn xen_shared(&self) -> Arc<Xen> {
+        self.xen.clone()
+    }
+
+    /// The dom0 xenstore connection as a `xenbus` store.
+    pub fn store(&self) -> &XsStore {
+        &self.store
+    }
+
     /// The dom0 xenstore connection.
     pub fn xenstore(&self) -> &xenstore::Client {
         self.store.client()
@@ -310,6 +320,7 @@ impl Backend {
                 "control/feature-poweroff",
                 "control/feature-reboot",
                 "control/feature-suspend",
+                "control/feature-balloon",
                 "control/sysrq",
                 "data",
                 "drivers",

@@ -35,6 +35,7 @@ pub mod datamodel;
 pub mod db;
 pub mod error;
 pub mod host;
+pub mod memory;
 pub mod server;
 pub mod simguest;
 pub mod value;

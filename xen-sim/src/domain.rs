@@ -119,6 +119,8 @@ pub struct Domain {
     pub tot_pages: Pages,
     /// The most pages it may have (`setmaxmem`).
     pub max_pages: Pages,
+    /// Pages claimed (`XENMEM_claim_pages`) and not yet allocated.
+    pub outstanding_pages: Pages,
     /// The most vCPUs it may have (fixed at creation).
     pub max_vcpus: u32,
     /// Its vCPUs (created by [`Host::set_max_vcpus`]; dom0's at boot).
@@ -159,6 +161,8 @@ pub struct Domain {
     pub evtchn: crate::evtchn::DomainPorts,
     /// Its grant table.
     pub grants: crate::grant::DomainGrants,
+    /// The guest's balloon driver, once it loaded one ([`Host::balloon_load`]).
+    pub balloon: Option<crate::balloon::BalloonDriver>,
 }
 
 impl Domain {
@@ -168,6 +172,7 @@ impl Domain {
             handle: uuid::Uuid::nil(),
             tot_pages: Pages::ZERO,
             max_pages: Pages::ZERO,
+            outstanding_pages: Pages::ZERO,
             max_vcpus: 0,
             vcpus: Vec::new(),
             pause_count: 1,
@@ -188,6 +193,7 @@ impl Domain {
             memory: crate::memory::DomainMemory::default(),
             evtchn: crate::evtchn::DomainPorts::default(),
             grants: crate::grant::DomainGrants::default(),
+            balloon: None,
         }
     }
 
@@ -274,6 +280,7 @@ impl Domain {
         info.flags = f;
         info.tot_pages = self.tot_pages.0;
         info.max_pages = self.max_pages.0;
+        info.outstanding_pages = self.outstanding_pages.0;
         info.shared_info_frame = 0;
         info.handle = *self.handle.as_bytes();
         info
@@ -567,6 +574,32 @@ impl Host {
         Ok(())
     }
 
+    /// Stakes a claim (`XENMEM_claim_pages`, as Xen 4.17's `domain_set_outstanding_pages()`):
+    /// `pages` is the domain's total once the claim is used; the difference to its current
+    /// pages is held for it, out of other domains' reach. `pages` 0 drops the claim.
+    /// A second claim, or `pages` not above the domain's current pages or above its
+    /// `max_pages`: `EINVAL`; more than is free and unclaimed: `ENOMEM`.
+    pub fn claim_pages(&self, dom: DomId, pages: Pages) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let (free, claims) = (st.free, st.outstanding);
+        let d = dom_mut(&mut st, dom)?;
+        if pages == Pages::ZERO {
+            let old = std::mem::take(&mut d.outstanding_pages);
+            st.outstanding = st.outstanding - old;
+            return Ok(());
+        }
+        if d.outstanding_pages > Pages::ZERO || pages <= d.tot_pages || pages > d.max_pages {
+            return Err(Errno::EINVAL);
+        }
+        let claim = pages - d.tot_pages;
+        if claim.0 > free.0.saturating_sub(claims.0) {
+            return Err(Errno::ENOMEM);
+        }
+        d.outstanding_pages = claim;
+        st.outstanding = st.outstanding + claim;
+        Ok(())
+    }
+
     /// Populates the given guest frames of `dom` (`XENMEM_populate_physmap`). Frames already
     /// populated stay as they are. All or nothing: `ENOMEM` past `max_pages`, past the host's
     /// free memory or on a dying domain.
@@ -703,6 +736,9 @@ impl Host {
         }
         d.account(now);
         d.dying = true;
+        // domain_kill() drops the domain's claim.
+        let claim = std::mem::take(&mut d.outstanding_pages);
+        st.outstanding = st.outstanding - claim;
         crate::evtchn::on_domain_destroy(&mut st, dom);
         crate::grant::on_domain_destroy(&mut st, dom);
         raise_dom_exc(&mut st, dom, ExceptionKind::Dying);
@@ -799,6 +835,7 @@ impl Host {
             total_pages: cfg.memory.0,
             free_pages: st.free.0,
             max_mfn: st.next_mfn,
+            outstanding_pages: st.outstanding.0,
             ..Default::default()
         }
     }
@@ -964,7 +1001,7 @@ fn pages_for(bytes: u64) -> u64 {
 }
 
 /// Hands out `n` consecutive simulated machine frames.
-fn alloc_mfns(state: &mut HostState, n: u64) -> u64 {
+pub(crate) fn alloc_mfns(state: &mut HostState, n: u64) -> u64 {
     let m = state.next_mfn;
     state.next_mfn += n;
     m
@@ -973,19 +1010,37 @@ fn alloc_mfns(state: &mut HostState, n: u64) -> u64 {
 /// Allocates the (disjoint, unpopulated) `holes` to `dom`, all or nothing.
 fn populate_holes(state: &mut HostState, dom: DomId, holes: &[(u64, u64)]) -> Result<(), Errno> {
     let need: u64 = holes.iter().map(|(_, l)| l).sum();
-    let free = state.free;
-    let d = dom_mut(state, dom)?;
-    if d.dying || d.tot_pages.0 + need > d.max_pages.0 || need > free.0 {
-        return Err(Errno::ENOMEM);
-    }
+    check_alloc(state, dom, Pages(need))?;
     for &(s, l) in holes {
         let m = alloc_mfns(state, l);
         let d = dom_mut(state, dom)?;
         d.p2m.insert(s, l, m);
     }
+    charge_alloc(state, dom, Pages(need))
+}
+
+/// Whether `dom` may be given `need` more pages, as Xen's `alloc_heap_pages()` and
+/// `assign_pages()` decide: not dying, within `max_pages`, within the host's free pages, and
+/// not into memory other domains have claimed (a domain's own claim covers its allocation).
+pub(crate) fn check_alloc(state: &mut HostState, dom: DomId, need: Pages) -> Result<(), Errno> {
+    let (free, claims) = (state.free, state.outstanding);
     let d = dom_mut(state, dom)?;
-    d.tot_pages = d.tot_pages + Pages(need);
-    state.free = state.free - Pages(need);
+    let beyond_claims = claims.0 + need.0 > free.0 && d.outstanding_pages < need;
+    if d.dying || d.tot_pages.0 + need.0 > d.max_pages.0 || need > free || beyond_claims {
+        return Err(Errno::ENOMEM);
+    }
+    Ok(())
+}
+
+/// Accounts `n` pages allocated to `dom` (checked by [`check_alloc`]): they leave the host's
+/// free pages and use up the domain's claim first (`domain_adjust_tot_pages()`).
+pub(crate) fn charge_alloc(state: &mut HostState, dom: DomId, n: Pages) -> Result<(), Errno> {
+    let d = dom_mut(state, dom)?;
+    d.tot_pages = d.tot_pages + n;
+    let used = d.outstanding_pages.min(n);
+    d.outstanding_pages = d.outstanding_pages - used;
+    state.outstanding = state.outstanding - used;
+    state.free = state.free - n;
     Ok(())
 }
 

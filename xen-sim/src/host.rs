@@ -153,6 +153,8 @@ pub struct HostState {
     pub domains: BTreeMap<DomId, Domain>,
     /// Host pages not allocated to any domain.
     pub free: Pages,
+    /// Pages claimed by domains and not yet allocated (`outstanding_claims`).
+    pub outstanding: Pages,
     /// Where Xen's domid rover will look next.
     pub next_domid: u16,
     /// Domain exceptions (shutdowns, deaths) raised so far: what `VIRQ_DOM_EXC` signals.
@@ -189,6 +191,7 @@ impl Host {
                 state: Mutex::new(HostState {
                     domains: BTreeMap::new(),
                     free: config.memory,
+                    outstanding: Pages::ZERO,
                     next_domid: 1,
                     exceptions: DomainExceptions::default(),
                     clock: config.clock.clone(),

@@ -39,6 +39,7 @@
 //! assert_eq!(host.physinfo().free_pages, free);
 //! ```
 
+pub mod balloon;
 pub mod console;
 pub mod domain;
 pub mod evtchn;

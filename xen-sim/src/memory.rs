@@ -127,6 +127,12 @@ impl DomainMemory {
     }
 
     /// Pointer to page `pfn` in the host window; the page must exist (see [`ensure`]).
+    /// Whether a simulated guest holds `pfn` from [`Host::alloc_pages`] (the balloon driver
+    /// leaves such pages alone).
+    pub(crate) fn in_use(&self, pfn: u64) -> bool {
+        self.allocated.contains(&pfn)
+    }
+
     pub(crate) fn page_ptr(&self, pfn: u64) -> Option<*mut u8> {
         let w = self.window.as_ref()?;
         if pfn >= self.file_pages {

@@ -59,6 +59,38 @@ impl P2m {
         self.count += len;
     }
 
+    /// Removes up to `n` of the highest populated frames for which `keep` is false; returns
+    /// how many it removed. Works extent by extent, so a large balloon costs little.
+    pub(crate) fn remove_top(&mut self, n: u64, keep: impl Fn(u64) -> bool) -> u64 {
+        let mut removed = 0;
+        // Exclusive upper bound of the frames still to look at.
+        let mut cursor = u64::MAX;
+        while removed < n {
+            let Some((&s, &(l, m))) = self.ext.range(..cursor).next_back() else {
+                break;
+            };
+            let end = (s + l).min(cursor);
+            let mut p = end;
+            while p > s && removed + (end - p) < n && !keep(p - 1) {
+                p -= 1;
+            }
+            if p < end {
+                self.ext.remove(&s);
+                if p > s {
+                    self.ext.insert(s, (p - s, m));
+                }
+                if s + l > end {
+                    self.ext.insert(end, (s + l - end, m + (end - s)));
+                }
+                self.count -= end - p;
+                removed += end - p;
+            }
+            // Below a kept frame (p - 1), or below this extent.
+            cursor = if p > s { p - 1 } else { s };
+        }
+        removed
+    }
+
     pub(crate) fn remove(&mut self, pfn: u64) -> bool {
         let Some((&s, &(l, m))) = self.ext.range(..=pfn).next_back() else {
             return false;
@@ -98,5 +130,22 @@ mod tests {
         assert_eq!(p.populated(), 9);
         assert_eq!(p.holes(0, 12), vec![(5, 1), (10, 2)]);
         assert_eq!(p.holes(20, 4), vec![(20, 4)]);
+    }
+
+    #[test]
+    fn remove_top_takes_the_highest_frames_around_kept_ones() {
+        let mut p = P2m::default();
+        p.insert(0, 10, 100);
+        p.insert(20, 5, 200);
+        // Frames 24 and 8 are kept: 23, 22, 21, 20, 9, 7 go.
+        assert_eq!(p.remove_top(6, |f| f == 24 || f == 8), 6);
+        assert_eq!(p.populated(), 9);
+        assert_eq!(p.lookup(Pfn(24)), Some(Mfn(204)));
+        assert_eq!(p.lookup(Pfn(8)), Some(Mfn(108)));
+        assert_eq!(p.lookup(Pfn(6)), Some(Mfn(106)));
+        assert_eq!(p.holes(0, 25), vec![(7, 1), (9, 15)]);
+        // Asking for more than there is removes everything not kept.
+        assert_eq!(p.remove_top(100, |f| f == 24 || f == 8), 7);
+        assert_eq!(p.populated(), 2);
     }
 }

@@ -55,6 +55,8 @@
 mod backend;
 mod frontend;
 pub mod paths;
+#[cfg(feature = "test-utils")]
+mod sim_balloon;
 mod state;
 pub mod store;
 #[cfg(feature = "test-utils")]

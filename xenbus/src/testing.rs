@@ -3,7 +3,8 @@
 //! [`TestXenstore`] runs [`xenstored::Daemon`] (the engine that serves real dom0s) on a socket
 //! in a temporary folder and hands out [`XsStore`]s over it: dom0's (privileged) and each
 //! guest's (a connection acting as that domain, as over its ring), so the permissions a
-//! toolstack sets and the watches that fire are xenstored's own.
+//! toolstack sets and the watches that fire are xenstored's own. [`SimBalloons`] plays the
+//! xenstore side of the simulated guests' balloon drivers (`xen_sim::balloon`).
 //!
 //! ```
 //! use xen_types::DomId;
@@ -24,6 +25,7 @@ use xen_types::{DomId, EvtchnPort, Pfn};
 use xenstore::{Client, FdTransport};
 use xenstored::{Config, Daemon, DaemonHandle, SyncMode};
 
+pub use crate::sim_balloon::SimBalloons;
 use crate::xs::xs;
 use crate::{paths, Error, Store, XsStore};
 

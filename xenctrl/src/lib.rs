@@ -90,6 +90,14 @@ pub trait XenControl: Send + Sync + fmt::Debug {
     /// Sets the most memory the domain may have (`xc_domain_setmaxmem`).
     fn set_max_mem(&self, dom: DomId, max: Pages) -> Result<()>;
 
+    /// Claims memory for the domain (`xc_domain_claim_pages`, Xen 4.17's
+    /// `XENMEM_claim_pages`): `pages` is its total once the claim is used, and the difference
+    /// to its current pages is held out of other domains' reach ([`PhysInfo::outstanding_pages`],
+    /// [`DomainInfo::outstanding_pages`]); `Pages::ZERO` drops the claim. A second claim, or
+    /// one not above the domain's pages or above its maximum, is [`Error::InvalidArgument`];
+    /// more than is free and unclaimed, [`Error::OutOfMemory`].
+    fn claim_pages(&self, dom: DomId, pages: Pages) -> Result<()>;
+
     /// Populates guest frames (`xc_domain_populate_physmap`); anything short of all of them
     /// is [`Error::OutOfMemory`].
     fn populate_physmap(&self, dom: DomId, pfns: &[Pfn]) -> Result<()>;
@@ -208,6 +216,9 @@ pub enum Backend {
 pub struct Xen {
     inner: Box<dyn XenControl>,
     description: String,
+    /// The simulated host behind a `Sim` backend.
+    #[cfg(feature = "sim")]
+    sim: Option<xen_sim::Host>,
 }
 
 /// What [`Xen::describe`] says of the real hypervisor.
@@ -232,6 +243,8 @@ impl Xen {
         Ok(Xen {
             inner: Box::new(Real::open()?),
             description: REAL.to_string(),
+            #[cfg(feature = "sim")]
+            sim: None,
         })
     }
 
@@ -271,8 +284,10 @@ impl Xen {
         }
         #[cfg(feature = "sim")]
         {
+            let host = xen_sim::Host::default();
             Ok(Xen {
-                inner: Box::new(Sim::new(xen_sim::Host::default())),
+                inner: Box::new(Sim::new(host.clone())),
+                sim: Some(host),
                 description: format!(
                     "{SIMULATED}: chosen because neither {} nor {} exists",
                     privcmd.display(),
@@ -288,9 +303,17 @@ impl Xen {
     #[cfg(feature = "sim")]
     pub fn sim(host: xen_sim::Host) -> Xen {
         Xen {
-            inner: Box::new(Sim::new(host)),
+            inner: Box::new(Sim::new(host.clone())),
             description: SIMULATED.to_string(),
+            sim: Some(host),
         }
+    }
+
+    /// The simulated host behind this handle, if it is one (what tests and simulated guests
+    /// drive: its clock, its guests' balloon drivers).
+    #[cfg(feature = "sim")]
+    pub fn sim_host(&self) -> Option<xen_sim::Host> {
+        self.sim.clone()
     }
 
     /// Wraps any backend.
@@ -299,6 +322,8 @@ impl Xen {
         Xen {
             inner: backend,
             description,
+            #[cfg(feature = "sim")]
+            sim: None,
         }
     }
 

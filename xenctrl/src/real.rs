@@ -206,6 +206,15 @@ impl XenControl for Real {
         .map(drop)
     }
 
+    fn claim_pages(&self, dom: DomId, pages: Pages) -> Result<()> {
+        let f = sym!(self.lib, "libxenctrl", xc_domain_claim_pages);
+        // SAFETY: plain integer arguments.
+        self.call("xc_domain_claim_pages", Some(dom), |x| unsafe {
+            f(x, dom.into(), pages.0 as _)
+        })
+        .map(drop)
+    }
+
     fn populate_physmap(&self, dom: DomId, pfns: &[Pfn]) -> Result<()> {
         let f = sym!(self.lib, "libxenctrl", xc_domain_populate_physmap);
         let mut list: Vec<xen_sys::xen_pfn_t> = pfns.iter().map(|p| p.0).collect();

@@ -81,6 +81,12 @@ impl XenControl for Sim {
             .map_err(err("xc_domain_setmaxmem", dom))
     }
 
+    fn claim_pages(&self, dom: DomId, pages: Pages) -> Result<()> {
+        self.host
+            .claim_pages(dom, pages)
+            .map_err(err("xc_domain_claim_pages", dom))
+    }
+
     fn populate_physmap(&self, dom: DomId, pfns: &[Pfn]) -> Result<()> {
         self.host
             .populate_physmap(dom, pfns)

@@ -197,6 +197,8 @@ pub struct DomainInfo {
     pub tot_pages: Pages,
     /// Most pages allowed.
     pub max_pages: Pages,
+    /// Pages claimed and not yet allocated (`xc_domain_claim_pages`).
+    pub outstanding_pages: Pages,
     /// Pages shared with other domains (memory sharing).
     pub shr_pages: Pages,
     /// Pages paged out.
@@ -272,6 +274,7 @@ impl From<&xen_sys::xen_domctl_getdomaininfo> for DomainInfo {
             shutdown_code: code,
             tot_pages: Pages(i.tot_pages),
             max_pages: Pages(i.max_pages),
+            outstanding_pages: Pages(i.outstanding_pages),
             shr_pages: Pages(i.shr_pages),
             paged_pages: Pages(i.paged_pages),
             cpu_time: Duration::from_nanos(i.cpu_time),

@@ -256,3 +256,38 @@ fn the_console_daemons_calls_read_the_hv_ring_and_map_a_guests_frame() {
         Err(Error::InvalidArgument { .. })
     ));
 }
+
+#[test]
+fn claims_hold_memory_and_are_accounted_in_physinfo_and_domain_info() {
+    let (xen, _host) = sim();
+    let dom = xen.create_domain(&DomainConfig::pvh(1)).unwrap();
+    xen.set_max_mem(dom, Pages::from_mib(64)).unwrap();
+    xen.increase_reservation(dom, Pages::from_mib(16)).unwrap();
+    xen.claim_pages(dom, Pages::from_mib(48)).unwrap();
+    assert_eq!(
+        xen.physinfo().unwrap().outstanding_pages,
+        Pages::from_mib(32)
+    );
+    assert_eq!(
+        xen.domain_info(dom).unwrap().outstanding_pages,
+        Pages::from_mib(32)
+    );
+    // One claim at a time; a claim must be above the domain's pages and within its maximum.
+    assert!(matches!(
+        xen.claim_pages(dom, Pages::from_mib(60)),
+        Err(Error::InvalidArgument { .. })
+    ));
+    xen.claim_pages(dom, Pages::ZERO).unwrap();
+    assert!(matches!(
+        xen.claim_pages(dom, Pages::from_mib(65)),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let free = xen.physinfo().unwrap().free_pages;
+    xen.set_max_mem(dom, free + Pages::from_mib(32)).unwrap();
+    assert!(matches!(
+        xen.claim_pages(dom, free + Pages::from_mib(17)),
+        Err(Error::OutOfMemory { .. })
+    ));
+    xen.increase_reservation(dom, Pages::from_mib(16)).unwrap();
+    assert_eq!(xen.physinfo().unwrap().outstanding_pages, Pages::ZERO);
+}

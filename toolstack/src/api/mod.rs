@@ -11,6 +11,7 @@
 mod events;
 mod fields;
 mod gpu;
+mod memory;
 mod network;
 mod session;
 mod storage;
@@ -85,6 +86,8 @@ pub struct Xapi {
     /// How long `clean_shutdown`/`clean_reboot` wait for the guest, milliseconds (default
     /// [`CLEAN_SHUTDOWN_TIMEOUT`]).
     pub clean_shutdown_timeout_ms: std::sync::atomic::AtomicU64,
+    /// Dynamic memory control (squeezed).
+    memory: crate::memory::Memory,
 }
 
 /// How long a clean shutdown or reboot waits for the guest by default.
@@ -158,7 +161,9 @@ impl Xapi {
         let host = db
             .read(|v| v.all("host").into_iter().next())
             .ok_or_else(|| crate::Error::Corrupt("no host object".into()))?;
+        let memory = crate::memory::Memory::new(&backend);
         let x = Arc::new(Xapi {
+            memory,
             db,
             backend,
             creds,
@@ -303,6 +308,15 @@ impl Xapi {
             ("VM", "hard_reboot") => self.vm_op(method, p, 2, |x, vm, _| x.vm_reboot(vm, true)),
             ("VM", "pause") => self.vm_op(method, p, 2, |x, vm, _| x.vm_pause(vm, true)),
             ("VM", "unpause") => self.vm_op(method, p, 2, |x, vm, _| x.vm_pause(vm, false)),
+            ("VM", "set_memory_dynamic_range") => self.vm_op(method, p, 4, |x, vm, p| {
+                x.vm_set_memory_dynamic_range(vm, &p[2], &p[3])
+            }),
+            ("VM", "set_memory_target_live") => self.vm_op(method, p, 3, |x, vm, p| {
+                x.vm_set_memory_target_live(vm, &p[2])
+            }),
+            ("host", "compute_free_memory") => {
+                self.with_session(method, p, 2, |x, _| x.host_compute_free_memory())
+            }
             ("VM", "create") => self.with_session(method, p, 2, |x, p| x.vm_create(&p[1])),
             ("VM", "destroy") => self.with_session(method, p, 2, |x, p| {
                 let vm = x.check_ref(&p[1], "VM", "self")?;

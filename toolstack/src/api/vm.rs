@@ -177,7 +177,9 @@ impl Xapi {
         if cfg.power_state != PowerState::Halted {
             return Err(Self::bad_power(vm, "halted", cfg.power_state));
         }
-        let domid = xenops::start(&self.backend, &cfg, paused)?;
+        let reservation = self.memory_reserve(&cfg)?;
+        let started = xenops::start(&self.backend, &cfg, paused);
+        let domid = self.memory_started(&cfg, reservation, started)?;
         let state = if paused {
             PowerState::Paused
         } else {
@@ -201,7 +203,7 @@ impl Xapi {
                 tx.set(&m, "VCPUs_number", s(cfg.vcpus_max.to_string()));
                 tx.set(&m, "last_updated", now_datetime());
             }
-            self.update_host_memory(tx);
+            self.update_memory_metrics(tx);
             Ok(s(""))
         })
     }

@@ -149,6 +149,7 @@ async fn run(o: Opts) -> Result<(), Error> {
     println!("hypervisor: {}", backend.hypervisor());
     let xapi = Xapi::new(db, backend, creds)?;
     xapi.spawn_monitor();
+    xapi.spawn_memory_balancer(std::time::Duration::from_secs(5));
     let mut tasks = Vec::new();
     if let Some(a) = addr(&o.listen)? {
         let l = tokio::net::TcpListener::bind(a)
