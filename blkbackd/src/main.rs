@@ -14,6 +14,10 @@
 //! `/local/domain/0/device-model/N/state` = `running`), so that `xl block-attach` and
 //! `xl destroy` treat it as one (libxl stops a device model with SIGHUP), and exits once
 //! domain N is gone.
+//!
+//! Like QEMU, it answers libxenstat's QMP queries on `/var/run/xen/qmp-libxenstat-<domid>`
+//! (`--qmp-dir`; `--no-qmp` to turn it off) for each domain with connected disks, so that
+//! C xentop and ours count its disks ([`qmp`]).
 
 mod qmp;
 
