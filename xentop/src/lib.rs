@@ -15,9 +15,10 @@
 //!
 //! [`format`] prints a sample with C xentop's columns, widths and `printf` formats.
 //!
-//! ```
-//! use std::sync::Arc;
+//! On the simulated host, with our xenstored in process and a `/proc/net/dev` of a machine
+//! without vifs:
 //!
+//! ```
 //! use xenbus::testing::TestXenstore;
 //! use xenbus::Store;
 //! use xentop::{Collector, Sources};
@@ -26,11 +27,15 @@
 //! xs.dom0().write("/local/domain/0/name", "Domain-0")?;
 //! let xen = xenctrl::Xen::sim(xen_sim::Host::default());
 //! let dir = tempfile::tempdir()?;
+//! std::fs::create_dir_all(dir.path().join("proc/net"))?;
+//! let lo = "    lo: 100 1 0 0 0 0 0 0 100 1 0 0 0 0 0 0\n";
+//! std::fs::write(dir.path().join("proc/net/dev"), format!("{}{lo}", xentop::netdev::HEADER))?;
 //! let sources = Sources::under(dir.path());
 //! let collector = Collector::new(xen, xs.dom0().clone(), sources);
 //! let node = collector.node()?;
 //! assert_eq!(node.domains[0].name, "Domain-0");
 //! assert_eq!(node.xen_version, "4.17.0-sim");
+//! assert!(node.domains[0].networks.is_empty());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
