@@ -5,6 +5,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use xen_types::mem::SharedMemory;
 
@@ -39,6 +40,90 @@ pub struct Disk {
     block_device: bool,
     sector_size: u32,
     physical_sector_size: u32,
+    io: IoCounters,
+}
+
+/// What the frontend has done on a disk (QEMU's `query-blockstats` counters): requests
+/// that completed successfully and their bytes, and the ones that failed.
+#[derive(Debug, Default)]
+pub struct IoCounters {
+    rd_operations: AtomicU64,
+    wr_operations: AtomicU64,
+    rd_bytes: AtomicU64,
+    wr_bytes: AtomicU64,
+    flush_operations: AtomicU64,
+    failed_operations: AtomicU64,
+}
+
+/// A reading of [`IoCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoSnapshot {
+    /// Reads completed.
+    pub rd_operations: u64,
+    /// Writes completed.
+    pub wr_operations: u64,
+    /// Bytes read.
+    pub rd_bytes: u64,
+    /// Bytes written.
+    pub wr_bytes: u64,
+    /// Flushes completed (alone or after a write).
+    pub flush_operations: u64,
+    /// Requests that failed.
+    pub failed_operations: u64,
+}
+
+/// A completed request, as [`IoCounters::record`] counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoOp {
+    /// A read of so many bytes.
+    Read(u64),
+    /// A write of so many bytes, flushed or not.
+    Write(u64, bool),
+    /// A flush.
+    Flush,
+    /// A discard.
+    Discard,
+}
+
+impl IoCounters {
+    /// Counts one request that succeeded (`ok`) or failed.
+    pub fn record(&self, op: IoOp, ok: bool) {
+        let add = |c: &AtomicU64, n: u64| {
+            c.fetch_add(n, Ordering::Relaxed);
+        };
+        if !ok {
+            add(&self.failed_operations, 1);
+            return;
+        }
+        match op {
+            IoOp::Read(b) => {
+                add(&self.rd_operations, 1);
+                add(&self.rd_bytes, b);
+            }
+            IoOp::Write(b, flush) => {
+                add(&self.wr_operations, 1);
+                add(&self.wr_bytes, b);
+                if flush {
+                    add(&self.flush_operations, 1);
+                }
+            }
+            IoOp::Flush => add(&self.flush_operations, 1),
+            IoOp::Discard => {}
+        }
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> IoSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        IoSnapshot {
+            rd_operations: get(&self.rd_operations),
+            wr_operations: get(&self.wr_operations),
+            rd_bytes: get(&self.rd_bytes),
+            wr_bytes: get(&self.wr_bytes),
+            flush_operations: get(&self.flush_operations),
+            failed_operations: get(&self.failed_operations),
+        }
+    }
 }
 
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
@@ -96,7 +181,13 @@ impl Disk {
             block_device,
             sector_size: ss,
             physical_sector_size: pss,
+            io: IoCounters::default(),
         })
+    }
+
+    /// The requests served on this disk so far.
+    pub fn io(&self) -> &IoCounters {
+        &self.io
     }
 
     /// Size in 512-byte sectors (the `sectors` key counts these whatever `sector-size` is).

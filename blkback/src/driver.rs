@@ -1,8 +1,12 @@
 //! The `vbd` backend driver: the blkif handshake on top of [`xenbus`].
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+use xen_types::DomId;
 
 use evtchn::{EventChannel, Evtchn};
 use gnttab::{Access, Gnttab, GrantMap};
@@ -181,6 +185,21 @@ impl Stats {
     }
 }
 
+/// A connected disk: whose it is, its image and its counters ([`BlkBack::devices`]).
+#[derive(Debug, Clone)]
+pub struct ConnectedDisk {
+    /// The frontend's domain.
+    pub frontend: DomId,
+    /// The device id (`virtual-device`).
+    pub devid: u32,
+    /// The image path (from `params`, without a format prefix).
+    pub path: String,
+    /// The open disk, with its [`crate::disk::IoCounters`].
+    pub disk: Arc<Disk>,
+}
+
+type Registry = Arc<Mutex<BTreeMap<(DomId, u32), ConnectedDisk>>>;
+
 /// The blkif backend driver, mapping grants through a [`GrantMap`] and binding each ring's
 /// event channel on its own [`EventChannel`] handle. Start it with
 /// `xenbus::Backend::start(store, backend_domid, Arc::new(BlkBack::open(config)?))`.
@@ -189,6 +208,7 @@ pub struct BlkBack<G: GrantMap = Gnttab, E: EventChannel = Evtchn> {
     open_evtchn: Arc<OpenEvtchn<E>>,
     cfg: Config,
     stats: Arc<Stats>,
+    devices: Registry,
 }
 
 impl<G: GrantMap, E: EventChannel> std::fmt::Debug for BlkBack<G, E> {
@@ -252,12 +272,18 @@ impl<G: GrantMap, E: EventChannel> BlkBack<G, E> {
             open_evtchn: Arc::new(open_evtchn),
             cfg,
             stats: Arc::default(),
+            devices: Registry::default(),
         }
     }
 
     /// The counters of every ring this driver served.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    /// The disks connected now, by frontend domain and device id.
+    pub fn devices(&self) -> Vec<ConnectedDisk> {
+        self.devices.lock().values().cloned().collect()
     }
 
     fn discard_enabled(&self, spec: &DiskSpec) -> bool {
@@ -271,6 +297,8 @@ pub struct Connection<E: EventChannel = Evtchn> {
     stop: Arc<AtomicBool>,
     rings: Vec<JoinHandle<()>>,
     pool: Pool<E>,
+    /// Its entry in [`BlkBack::devices`], removed when it is dropped.
+    registered: Option<(Registry, (DomId, u32))>,
 }
 
 impl<E: EventChannel> std::fmt::Debug for Connection<E> {
@@ -288,6 +316,9 @@ impl<E: EventChannel> Drop for Connection<E> {
             let _ = t.join();
         }
         self.pool.shutdown();
+        if let Some((reg, key)) = self.registered.take() {
+            reg.lock().remove(&key);
+        }
     }
 }
 
@@ -428,7 +459,22 @@ impl<G: GrantMap + 'static, E: EventChannel + 'static> BlkBack<G, E> {
                 }
             }
         }
-        Ok(Connection { stop, rings, pool })
+        let key = (dev.frontend_id, dev.devid);
+        self.devices.lock().insert(
+            key,
+            ConnectedDisk {
+                frontend: dev.frontend_id,
+                devid: dev.devid,
+                path: spec.path.clone(),
+                disk,
+            },
+        );
+        Ok(Connection {
+            stop,
+            rings,
+            pool,
+            registered: Some((self.devices.clone(), key)),
+        })
     }
 }
 

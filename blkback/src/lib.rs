@@ -94,7 +94,7 @@ pub mod xen;
 #[cfg(feature = "test-utils")]
 pub mod fuzzing;
 
-pub use driver::{BlkBack, Config, Connection, DiskSpec, Stats};
+pub use driver::{BlkBack, Config, ConnectedDisk, Connection, DiskSpec, Stats};
 use xen_types::mem::MemError;
 use xen_types::Errno;
 

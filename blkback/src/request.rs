@@ -13,7 +13,7 @@ use crate::abi::{
     Body, Request, Segment, Status, MAX_DIRECT_SEGMENTS, MAX_INDIRECT_PAGES, SECTORS_PER_PAGE,
     SECTOR_SIZE, SEGMENTS_PER_INDIRECT_PAGE,
 };
-use crate::disk::{Disk, IoSeg};
+use crate::disk::{Disk, IoOp, IoSeg};
 
 const OP_READ: u8 = xen_sys::BLKIF_OP_READ as u8;
 const OP_WRITE: u8 = xen_sys::BLKIF_OP_WRITE as u8;
@@ -295,6 +295,21 @@ pub fn execute<P: SegmentPages + ?Sized>(
             disk.discard(offset, nr_sectors * SECTOR_SIZE, secure)
         }
     };
+    let op = match v.kind {
+        Kind::Read | Kind::Write { .. } => {
+            let bytes = segs
+                .iter()
+                .map(|s| u64::from(s.last_sect - s.first_sect + 1) * SECTOR_SIZE)
+                .sum();
+            match v.kind {
+                Kind::Write { flush } => IoOp::Write(bytes, flush),
+                _ => IoOp::Read(bytes),
+            }
+        }
+        Kind::Flush => IoOp::Flush,
+        Kind::Discard { .. } => IoOp::Discard,
+    };
+    disk.io().record(op, res.is_ok());
     match res {
         Ok(()) => Status::Okay,
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Status::NotSupported,

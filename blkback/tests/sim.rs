@@ -859,3 +859,57 @@ fn a_frontend_runs_in_a_domain_created_beforehand() {
     drop(f);
     be.stop();
 }
+
+#[test]
+fn connected_disks_count_their_requests_and_bytes() {
+    let e = env(Config::default());
+    let fe = DomId(7);
+    let path = e.disk(fe, 51712, MIB, "w");
+    let f = e.front(fe, 51712, FrontConfig::default());
+    let t0 = Instant::now();
+    while e.drv.devices().is_empty() {
+        assert!(t0.elapsed() < T, "the disk never showed as connected");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let d = &e.drv.devices()[0];
+    assert_eq!((d.frontend, d.devid), (fe, 51712));
+    assert_eq!(d.path, path.to_str().unwrap());
+    // Two 4 KiB writes, three 4 KiB reads (one 1 KiB), a flush.
+    f.run(
+        0,
+        &mut [
+            IoReq::new(Op::Write, 0, vec![1; 4096]),
+            IoReq::new(Op::Write, 8, vec![2; 4096]),
+        ],
+    )
+    .unwrap();
+    f.run(
+        0,
+        &mut [
+            IoReq::new(Op::Read, 0, vec![0; 4096]),
+            IoReq::new(Op::Read, 8, vec![0; 4096]),
+            IoReq::new(Op::Read, 16, vec![0; 1024]),
+        ],
+    )
+    .unwrap();
+    f.run(0, &mut [IoReq::new(Op::Flush, 0, Vec::new())])
+        .unwrap();
+    let io = d.disk.io().snapshot();
+    assert_eq!((io.wr_operations, io.wr_bytes), (2, 8192));
+    assert_eq!((io.rd_operations, io.rd_bytes), (3, 9216));
+    assert_eq!((io.flush_operations, io.failed_operations), (1, 0));
+    // A write-and-flush counts as a write and a flush.
+    f.run(0, &mut [IoReq::new(Op::WriteFlush, 24, vec![3; 512])])
+        .unwrap();
+    let io = d.disk.io().snapshot();
+    assert_eq!(
+        (io.wr_operations, io.wr_bytes, io.flush_operations),
+        (3, 8704, 2)
+    );
+    f.close().unwrap();
+    let t0 = Instant::now();
+    while !e.drv.devices().is_empty() {
+        assert!(t0.elapsed() < T, "a closed disk stayed in the list");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

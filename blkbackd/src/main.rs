@@ -14,6 +14,12 @@
 //! `/local/domain/0/device-model/N/state` = `running`), so that `xl block-attach` and
 //! `xl destroy` treat it as one (libxl stops a device model with SIGHUP), and exits once
 //! domain N is gone.
+//!
+//! Like QEMU, it answers libxenstat's QMP queries on `/var/run/xen/qmp-libxenstat-<domid>`
+//! (`--qmp-dir`; `--no-qmp` to turn it off) for each domain with connected disks, so that
+//! C xentop and ours count its disks ([`qmp`]).
+
+mod qmp;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +67,13 @@ struct Cli {
     /// Do not offer `feature-discard`.
     #[arg(long)]
     no_discard: bool,
+    /// Where the `qmp-libxenstat-<domid>` sockets go (libxenstat's `XEN_RUN_DIR`), through
+    /// which xentop counts the disks served here.
+    #[arg(long, default_value = "/var/run/xen")]
+    qmp_dir: PathBuf,
+    /// Do not answer libxenstat's QMP queries.
+    #[arg(long)]
+    no_qmp: bool,
 }
 
 impl Cli {
@@ -91,6 +104,20 @@ fn run(cli: &Cli) -> Result<Signal, String> {
         BlkBack::open(cli.config()).map_err(|e| format!("opening grant and event devices: {e}"))?,
     );
     let store = Arc::new(XsStore::connect().map_err(|e| format!("connecting to xenstored: {e}"))?);
+    let _qmp = if cli.no_qmp {
+        None
+    } else {
+        let d = driver.clone();
+        let source: qmp::Source = Arc::new(move || d.devices());
+        match qmp::QmpServer::start(cli.qmp_dir.clone(), cli.domid.map(DomId), source) {
+            Ok(s) => Some(s),
+            // The disks are served all the same; only xentop does not see them.
+            Err(e) => {
+                tracing::warn!("no QMP sockets in {}: {e}", cli.qmp_dir.display());
+                None
+            }
+        }
+    };
     let backend_id = DomId(cli.backend_domid);
     let backend = match cli.domid {
         None => Backend::start(store.clone(), backend_id, driver),

@@ -211,6 +211,8 @@ pub struct DomainInfo {
     pub max_vcpu_id: Option<u32>,
     /// Its CPU pool.
     pub cpupool: u32,
+    /// Its XSM security reference (`ssidref`; 0 without an XSM policy).
+    pub ssidref: u32,
 }
 
 impl DomainInfo {
@@ -282,6 +284,7 @@ impl From<&xen_sys::xen_domctl_getdomaininfo> for DomainInfo {
             max_vcpu_id: (i.max_vcpu_id != xen_sys::XEN_INVALID_MAX_VCPU_ID as u32)
                 .then_some(i.max_vcpu_id),
             cpupool: i.cpupool,
+            ssidref: i.ssidref,
         }
     }
 }
