@@ -1,12 +1,16 @@
-//! The disk image behind a device: a raw file or a block device, positioned vectored I/O.
+//! The disk image behind a device: a raw file or a block device (positioned vectored I/O
+//! straight into the shared pages), or a qcow2 image with its backing chain (through
+//! `sm::image`, with a bounce buffer).
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::Path;
 
-use xen_types::mem::SharedMemory;
+use xen_types::mem::{SharedMemory, SharedMemoryExt};
+
+use sm::image::{Image, QCOW2_MAGIC};
 
 use crate::abi::SECTOR_SIZE;
 
@@ -34,6 +38,8 @@ impl std::fmt::Debug for IoSeg<'_> {
 #[derive(Debug)]
 pub struct Disk {
     file: File,
+    /// A qcow2 image: I/O goes through its chain instead of straight to `file`.
+    qcow2: Option<Image>,
     sectors: u64,
     readonly: bool,
     block_device: bool,
@@ -56,13 +62,70 @@ fn check(r: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 impl Disk {
-    /// Opens `path` (a raw image or a block device), read-only when `readonly`.
+    /// Opens `path` (a raw image, a block device, or a qcow2 image whose backing files are
+    /// opened read-only), read-only when `readonly`.
     pub fn open(path: impl AsRef<Path>, readonly: bool) -> io::Result<Disk> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!readonly)
-            .open(path.as_ref())?;
-        Disk::from_file(file, readonly)
+        let path = path.as_ref();
+        let file = OpenOptions::new().read(true).write(!readonly).open(path)?;
+        let mut magic = [0u8; 4];
+        let is_qcow2 = file.metadata()?.is_file()
+            && file.read_at(&mut magic, 0).is_ok_and(|n| n == 4)
+            && magic == QCOW2_MAGIC;
+        if !is_qcow2 {
+            return Disk::from_file(file, readonly);
+        }
+        let image = Image::open(path, !readonly)?;
+        Ok(Disk {
+            file,
+            sectors: image.size() / SECTOR_SIZE,
+            qcow2: Some(image),
+            readonly,
+            block_device: false,
+            sector_size: 512,
+            physical_sector_size: 512,
+        })
+    }
+
+    /// A qcow2 image (served through its backing chain).
+    pub fn is_qcow2(&self) -> bool {
+        self.qcow2.is_some()
+    }
+
+    /// Reads or writes `segs` at `offset` through the qcow2 chain, one bounce buffer for
+    /// the request.
+    fn qcow2_rw<'a>(
+        img: &Image,
+        offset: u64,
+        segs: impl IntoIterator<Item = IoSeg<'a>>,
+        write: bool,
+    ) -> io::Result<()> {
+        let segs: Vec<IoSeg<'a>> = segs.into_iter().collect();
+        let total: usize = segs.iter().map(|s| s.len).sum();
+        let mut buf = vec![0u8; total];
+        let fault = |_| io::Error::from_raw_os_error(libc::EFAULT);
+        if write {
+            let mut at = 0;
+            for s in &segs {
+                s.mem
+                    .read_bytes(s.offset, &mut buf[at..at + s.len])
+                    .map_err(fault)?;
+                at += s.len;
+            }
+            img.write(&buf, offset)
+        } else {
+            if segs.iter().any(|s| !s.mem.writable()) {
+                return Err(io::Error::from_raw_os_error(libc::EFAULT));
+            }
+            img.read(&mut buf, offset)?;
+            let mut at = 0;
+            for s in &segs {
+                s.mem
+                    .write_bytes(s.offset, &buf[at..at + s.len])
+                    .map_err(fault)?;
+                at += s.len;
+            }
+            Ok(())
+        }
     }
 
     /// Serves an open file or block device (opened writable unless `readonly`).
@@ -91,6 +154,7 @@ impl Disk {
         };
         Ok(Disk {
             file,
+            qcow2: None,
             sectors: bytes / SECTOR_SIZE,
             readonly,
             block_device,
@@ -167,6 +231,9 @@ impl Disk {
         segs: impl IntoIterator<Item = IoSeg<'a>>,
         iov: &mut Vec<libc::iovec>,
     ) -> io::Result<()> {
+        if let Some(img) = &self.qcow2 {
+            return Self::qcow2_rw(img, offset, segs, false);
+        }
         Self::iovecs(segs, true, iov)?;
         self.rw(offset, iov, false)
     }
@@ -190,6 +257,9 @@ impl Disk {
     ) -> io::Result<()> {
         if self.readonly {
             return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        if let Some(img) = &self.qcow2 {
+            return Self::qcow2_rw(img, offset, segs, true);
         }
         Self::iovecs(segs, false, iov)?;
         self.rw(offset, iov, true)
@@ -241,6 +311,9 @@ impl Disk {
 
     /// Makes written data durable (`fdatasync`).
     pub fn flush(&self) -> io::Result<()> {
+        if let Some(img) = &self.qcow2 {
+            return img.flush();
+        }
         self.file.sync_data()
     }
 
@@ -249,6 +322,13 @@ impl Disk {
     pub fn discard(&self, offset: u64, len: u64, secure: bool) -> io::Result<()> {
         if self.readonly {
             return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        if let Some(img) = &self.qcow2 {
+            // Zeroes in the top image: the range no longer reads the backing chain's data.
+            if secure {
+                return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+            }
+            return img.write_zeroes(offset, len);
         }
         let fd = self.file.as_raw_fd();
         if self.block_device {
