@@ -11,8 +11,10 @@
 //! - `sm/read/flat` and `sm/read/chain3`: 1 MiB sequential reads of 64 MiB through
 //!   `sm::image::Image` (the reader blkback's qcow2 disk uses), of a flat copy and of the
 //!   disk three snapshots deep (each layer rewrote part of the data), from the page cache.
-//!   `SM_INTERLEAVED=<rounds>` instead alternates the two in rounds and prints the median
-//!   per-round ratio chain3/flat.
+//!
+//! `SM_INTERLEAVED=<rounds>` instead alternates the peers in rounds and prints medians
+//! (snapshot and clone times of both VDIs; the per-round throughput ratio chain3/flat):
+//! `SM_INTERLEAVED=41 cargo bench -p benches --bench sm`.
 
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
@@ -50,6 +52,14 @@ fn write(sr: &FileSr, vdi: VdiUuid, seed: u8, off: u64, len: u64) {
     img.flush().unwrap();
 }
 
+/// `SM_INTERLEAVED=<rounds>`: interleaved rounds and medians instead of criterion.
+fn interleaved() -> Option<usize> {
+    std::env::var("SM_INTERLEAVED")
+        .ok()
+        .and_then(|r| r.parse::<usize>().ok())
+        .filter(|&r| r > 0)
+}
+
 fn read_all(img: &Image, buf: &mut [u8]) {
     let mut o = 0;
     while o < READ_SPAN {
@@ -64,6 +74,39 @@ fn snapshot_and_clone(c: &mut Criterion) {
     write(&sr, full, 1, 0, GIB);
     sr.vdi_snapshot(full).unwrap();
     let empty = sr.vdi_create("empty", 10 * GIB).unwrap().uuid;
+    if let Some(rounds) = interleaved() {
+        // Each round: snapshot, then clone, of both VDIs, in alternating order.
+        let mut times: [Vec<f64>; 4] = Default::default();
+        for r in 0..rounds {
+            let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+            for which in order {
+                let vdi = [full, empty][which];
+                let t = Instant::now();
+                let s = sr.vdi_snapshot(vdi).unwrap();
+                times[which].push(t.elapsed().as_secs_f64() * 1e3);
+                sr.vdi_destroy(s.uuid).unwrap();
+                let t = Instant::now();
+                let s = sr.vdi_clone(vdi).unwrap();
+                times[2 + which].push(t.elapsed().as_secs_f64() * 1e3);
+                sr.vdi_destroy(s.uuid).unwrap();
+            }
+        }
+        let names = [
+            "snapshot/10GiB-1GiB-written",
+            "snapshot/10GiB-empty",
+            "clone/10GiB-1GiB-written",
+            "clone/10GiB-empty",
+        ];
+        for (name, mut t) in names.into_iter().zip(times) {
+            t.sort_by(f64::total_cmp);
+            println!(
+                "sm/{name}: median {:.2} ms, max {:.2} ms over {rounds} rounds",
+                t[rounds / 2],
+                t[rounds - 1]
+            );
+        }
+        return;
+    }
     let mut g = c.benchmark_group("sm");
     g.sample_size(30);
     for (name, vdi) in [("10GiB-1GiB-written", full), ("10GiB-empty", empty)] {
@@ -114,10 +157,7 @@ fn reads(c: &mut Criterion) {
     read_all(&flat, &mut other);
     assert!(buf == other, "the flat copy reads the same data");
 
-    if let Some(rounds) = std::env::var("SM_INTERLEAVED")
-        .ok()
-        .and_then(|r| r.parse::<usize>().ok())
-    {
+    if let Some(rounds) = interleaved() {
         let mut ratios = Vec::new();
         for r in 0..rounds {
             let mut time = |img: &Image| {
