@@ -10,7 +10,9 @@
 //!   ([`image`]); a snapshot freezes the disk's image as the parent of a new empty leaf, a
 //!   clone puts two leaves over it; deleting a member of a chain coalesces its data into
 //!   its one child; [`SrDriver::sr_scan`] finishes or rolls back whatever a crash
-//!   interrupted.
+//!   interrupted;
+//! - [`lvm::LvmSr`] (`type=lvm`): a volume group on `device-config:device`, each disk a thin
+//!   logical volume, snapshots and clones LVM thin snapshots (Debian's `lvm2`).
 //!
 //! The disks are served by `blkback`/`blkbackd`, which open a qcow2 chain where a `params`
 //! path names a qcow2 image.
@@ -36,6 +38,7 @@
 pub mod driver;
 pub mod file;
 pub mod image;
+pub mod lvm;
 mod meta;
 mod types;
 
