@@ -8,22 +8,34 @@
 //!   data: the deletion, untimed, coalesces an empty image). The peer
 //!   `.../10GiB-empty` is the same on a VDI with nothing written: equal times mean the
 //!   operation does not depend on the data.
-//! - `sm/read/flat` and `sm/read/chain3`: 1 MiB sequential reads of 64 MiB through
+//! - `sm/read/flat` and `sm/read/chain3`: 64 KiB sequential reads of 64 MiB through
 //!   `sm::image::Image` (the reader blkback's qcow2 disk uses), of a flat copy and of the
 //!   disk three snapshots deep (each layer rewrote part of the data), from the page cache.
+//! - `sm/guest-read/flat` and `sm/guest-read/chain3`: the same two images read by guests
+//!   through blkback on the simulated host (blkfront, 32 requests of 64 KiB in flight):
+//!   the guest-visible throughput.
 //!
 //! `SM_INTERLEAVED=<rounds>` instead alternates the peers in rounds and prints medians
-//! (snapshot and clone times of both VDIs; the per-round throughput ratio chain3/flat):
+//! (snapshot and clone times of both VDIs; the per-round throughput ratios chain3/flat):
 //! `SM_INTERLEAVED=41 cargo bench -p benches --bench sm`.
 
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use blkback::abi::Status;
+use blkback::blkfront::{Blkfront, FrontConfig, IoReq, Op};
+use blkback::xen::XenSimGuest;
+use blkback::{BlkBack, Config};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sm::file::FileSr;
 use sm::image::Image;
 use sm::{SrDriver, SrUuid, VdiUuid};
+use xen_types::DomId;
+use xenbus::testing::TestXenstore;
+use xenbus::{create_device, Backend, XsStore};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -58,6 +70,79 @@ fn interleaved() -> Option<usize> {
         .ok()
         .and_then(|r| r.parse::<usize>().ok())
         .filter(|&r| r > 0)
+}
+
+/// Guests reading images through blkback on the simulated host.
+struct Guests {
+    host: xen_sim::Host,
+    _backend: Backend,
+    /// The project's xenstored in process (dropped last).
+    xs: TestXenstore,
+}
+
+/// A guest's blkfront on one image, with its 32 reusable 64 KiB read requests.
+struct GuestDisk {
+    front: Blkfront<XsStore, XenSimGuest>,
+    reqs: Vec<IoReq>,
+}
+
+impl Guests {
+    fn new() -> Guests {
+        let xs = TestXenstore::start().unwrap();
+        let host = xen_sim::Host::default();
+        let drv = Arc::new(BlkBack::sim(&host, DomId::DOM0, Config::default()).unwrap());
+        let backend = Backend::start(xs.dom0().clone(), DomId::DOM0, drv).unwrap();
+        Guests {
+            host,
+            _backend: backend,
+            xs,
+        }
+    }
+
+    fn plug(&self, fe: DomId, image: &Path) -> GuestDisk {
+        create_device(
+            &**self.xs.dom0(),
+            DomId::DOM0,
+            fe,
+            "vbd",
+            51712,
+            &[("params", image.to_str().unwrap()), ("mode", "r")],
+            &[],
+        )
+        .unwrap();
+        let front = Blkfront::connect(
+            &XenSimGuest::new(&self.host),
+            self.xs.guest(fe).unwrap(),
+            fe,
+            51712,
+            FrontConfig {
+                max_segments: 16,
+                max_inflight: 32,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let reqs = (0..32)
+            .map(|_| IoReq::new(Op::Read, 0, vec![0; 64 << 10]))
+            .collect();
+        GuestDisk { front, reqs }
+    }
+}
+
+impl GuestDisk {
+    /// Reads the first `READ_SPAN` bytes, 32 requests of 64 KiB in flight.
+    fn read_all(&mut self) {
+        let mut off = 0;
+        while off < READ_SPAN {
+            for r in &mut self.reqs {
+                r.sector = off / 512;
+                r.status = None;
+                off += 64 << 10;
+            }
+            self.front.run(0, &mut self.reqs).unwrap();
+            assert!(self.reqs.iter().all(|r| r.status == Some(Status::Okay)));
+        }
+    }
 }
 
 fn read_all(img: &Image, buf: &mut [u8]) {
@@ -149,17 +234,50 @@ fn reads(c: &mut Criterion) {
         }
     }
     let flat = sr.vdi_copy(v).unwrap().uuid;
-    let chain = Image::open(&sr.dir().join(format!("{v}.qcow2")), false).unwrap();
-    let flat = Image::open(&sr.dir().join(format!("{flat}.qcow2")), false).unwrap();
-    let mut buf = vec![0u8; MIB as usize];
-    let mut other = vec![0u8; MIB as usize];
+    let (chain_path, flat_path) = (
+        sr.dir().join(format!("{v}.qcow2")),
+        sr.dir().join(format!("{flat}.qcow2")),
+    );
+    let chain = Image::open(&chain_path, false).unwrap();
+    let flat = Image::open(&flat_path, false).unwrap();
+    let guests = Guests::new();
+    let mut guest_flat = guests.plug(DomId(5), &flat_path);
+    let mut guest_chain = guests.plug(DomId(6), &chain_path);
+    guest_flat.read_all();
+    guest_chain.read_all();
+    assert!(
+        guest_flat
+            .reqs
+            .iter()
+            .zip(&guest_chain.reqs)
+            .all(|(a, b)| a.buf == b.buf),
+        "the guests read the same data"
+    );
+    let mut buf = vec![0u8; (64 << 10) as usize];
+    let mut other = vec![0u8; (64 << 10) as usize];
     read_all(&chain, &mut buf);
     read_all(&flat, &mut other);
     assert!(buf == other, "the flat copy reads the same data");
 
     if let Some(rounds) = interleaved() {
         let mut ratios = Vec::new();
+        let mut guest_ratios = Vec::new();
+        let mut guest_times = Vec::new();
         for r in 0..rounds {
+            let time = |d: &mut GuestDisk| {
+                let t = Instant::now();
+                d.read_all();
+                t.elapsed().as_secs_f64()
+            };
+            let (tf, tc) = if r % 2 == 0 {
+                let f = time(&mut guest_flat);
+                (f, time(&mut guest_chain))
+            } else {
+                let c = time(&mut guest_chain);
+                (time(&mut guest_flat), c)
+            };
+            guest_ratios.push(tf / tc);
+            guest_times.push((tf, tc));
             let mut time = |img: &Image| {
                 let t = Instant::now();
                 read_all(img, &mut buf);
@@ -175,6 +293,22 @@ fn reads(c: &mut Criterion) {
             ratios.push(tf / tc);
         }
         ratios.sort_by(f64::total_cmp);
+        guest_ratios.sort_by(f64::total_cmp);
+        let gib_s = |t: f64| READ_SPAN as f64 / t / GIB as f64;
+        let mut f: Vec<f64> = guest_times.iter().map(|t| gib_s(t.0)).collect();
+        let mut c: Vec<f64> = guest_times.iter().map(|t| gib_s(t.1)).collect();
+        f.sort_by(f64::total_cmp);
+        c.sort_by(f64::total_cmp);
+        println!(
+            "sm/guest-read: median flat {:.2} GiB/s, chain3 {:.2} GiB/s",
+            f[rounds / 2],
+            c[rounds / 2]
+        );
+        println!(
+            "sm/guest-read: chain3 throughput / flat throughput through blkback, median of \
+             {rounds} rounds: {:.3}",
+            guest_ratios[rounds / 2]
+        );
         println!(
             "sm/read: chain3 throughput / flat throughput, median of {rounds} rounds: {:.3}",
             ratios[rounds / 2]
@@ -186,6 +320,12 @@ fn reads(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("flat", |b| b.iter(|| read_all(&flat, &mut buf)));
     g.bench_function("chain3", |b| b.iter(|| read_all(&chain, &mut buf)));
+    g.finish();
+    let mut g = c.benchmark_group("sm/guest-read");
+    g.throughput(Throughput::Bytes(READ_SPAN));
+    g.sample_size(20);
+    g.bench_function("flat", |b| b.iter(|| guest_flat.read_all()));
+    g.bench_function("chain3", |b| b.iter(|| guest_chain.read_all()));
     g.finish();
 }
 
