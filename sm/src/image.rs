@@ -234,3 +234,96 @@ impl Image {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_reads_fall_through_and_writes_stay_on_top() {
+        let d = tempfile::tempdir().unwrap();
+        let (base, top) = (d.path().join("base.qcow2"), d.path().join("top.qcow2"));
+        create(&base, 4 << 20, None).unwrap();
+        let b = Image::open(&base, true).unwrap();
+        b.write(&[1; 8192], 0).unwrap();
+        b.flush().unwrap();
+        drop(b);
+        create(&top, 4 << 20, Some("base.qcow2")).unwrap();
+        assert_eq!(
+            read_header(&top).unwrap(),
+            Header {
+                virtual_size: 4 << 20,
+                backing_file: Some("base.qcow2".into())
+            }
+        );
+        let t = Image::open(&top, true).unwrap();
+        t.write(&[2; 512], 512).unwrap();
+        t.write_zeroes(4096, 4096).unwrap();
+        let mut buf = vec![0; 8192];
+        t.read(&mut buf, 0).unwrap();
+        assert!(buf[..512].iter().all(|&x| x == 1));
+        assert!(buf[512..1024].iter().all(|&x| x == 2));
+        assert!(buf[1024..4096].iter().all(|&x| x == 1));
+        assert!(
+            buf[4096..].iter().all(|&x| x == 0),
+            "explicit zeroes hide the base"
+        );
+        // Only the top's own clusters are its ranges (one 64 KiB cluster here).
+        assert_eq!(t.allocated_ranges().unwrap(), vec![(0, CLUSTER_SIZE)]);
+        let base_img = Image::open(&base, false).unwrap();
+        let mut b = vec![0; 8192];
+        base_img.read(&mut b, 0).unwrap();
+        assert!(b.iter().all(|&x| x == 1), "the base is unchanged");
+    }
+
+    #[test]
+    fn backing_names_change_in_place_or_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b, top) = (
+            d.path().join("aaaa.qcow2"),
+            d.path().join("bbbb.qcow2"),
+            d.path().join("top.qcow2"),
+        );
+        create(&a, 1 << 20, None).unwrap();
+        create(&b, 1 << 20, None).unwrap();
+        create(&top, 1 << 20, Some("aaaa.qcow2")).unwrap();
+        set_backing_file(&top, Some("bbbb.qcow2")).unwrap();
+        assert_eq!(
+            read_header(&top).unwrap().backing_file.as_deref(),
+            Some("bbbb.qcow2")
+        );
+        // A name of another length would move header data: refused, nothing changed.
+        let e = set_backing_file(&top, Some("longer-name.qcow2")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        assert_eq!(
+            read_header(&top).unwrap().backing_file.as_deref(),
+            Some("bbbb.qcow2")
+        );
+        set_backing_file(&top, None).unwrap();
+        assert_eq!(read_header(&top).unwrap().backing_file, None);
+        Image::open(&top, false).unwrap();
+    }
+
+    #[test]
+    fn non_qcow2_files_are_told_apart() {
+        let d = tempfile::tempdir().unwrap();
+        let (raw, short) = (d.path().join("raw"), d.path().join("short"));
+        fs::write(&raw, vec![0u8; 4096]).unwrap();
+        fs::write(&short, b"QF").unwrap();
+        assert!(!is_qcow2(&raw).unwrap());
+        assert!(!is_qcow2(&short).unwrap());
+        assert_eq!(
+            read_header(&raw).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        assert!(read_header(&short).is_err());
+        let q = d.path().join("q.qcow2");
+        create(&q, 1 << 20, None).unwrap();
+        assert!(is_qcow2(&q).unwrap());
+        // create never overwrites.
+        assert_eq!(
+            create(&q, 1 << 20, None).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+    }
+}
