@@ -91,41 +91,45 @@ impl Disk {
         self.qcow2.is_some()
     }
 
-    /// Reads or writes `segs` at `offset` through the qcow2 chain, one bounce buffer for
-    /// the request.
+    /// Reads or writes `segs` at `offset` through the qcow2 chain, through the calling
+    /// thread's bounce buffer (grown once to the largest request, then reused).
     fn qcow2_rw<'a>(
         img: &Image,
         offset: u64,
         segs: impl IntoIterator<Item = IoSeg<'a>>,
         write: bool,
     ) -> io::Result<()> {
-        let segs: Vec<IoSeg<'a>> = segs.into_iter().collect();
-        let total: usize = segs.iter().map(|s| s.len).sum();
-        let mut buf = vec![0u8; total];
-        let fault = |_| io::Error::from_raw_os_error(libc::EFAULT);
-        if write {
-            let mut at = 0;
-            for s in &segs {
-                s.mem
-                    .read_bytes(s.offset, &mut buf[at..at + s.len])
-                    .map_err(fault)?;
-                at += s.len;
-            }
-            img.write(&buf, offset)
-        } else {
-            if segs.iter().any(|s| !s.mem.writable()) {
-                return Err(io::Error::from_raw_os_error(libc::EFAULT));
-            }
-            img.read(&mut buf, offset)?;
-            let mut at = 0;
-            for s in &segs {
-                s.mem
-                    .write_bytes(s.offset, &buf[at..at + s.len])
-                    .map_err(fault)?;
-                at += s.len;
-            }
-            Ok(())
+        thread_local! {
+            static BOUNCE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        let fault = |_| io::Error::from_raw_os_error(libc::EFAULT);
+        BOUNCE.with_borrow_mut(|buf| {
+            buf.clear();
+            let segs: Vec<IoSeg<'a>> = segs.into_iter().collect();
+            let total: usize = segs.iter().map(|s| s.len).sum();
+            if write {
+                for s in &segs {
+                    let at = buf.len();
+                    buf.resize(at + s.len, 0);
+                    s.mem.read_bytes(s.offset, &mut buf[at..]).map_err(fault)?;
+                }
+                img.write(buf, offset)
+            } else {
+                if segs.iter().any(|s| !s.mem.writable()) {
+                    return Err(io::Error::from_raw_os_error(libc::EFAULT));
+                }
+                buf.resize(total, 0);
+                img.read(buf, offset)?;
+                let mut at = 0;
+                for s in &segs {
+                    s.mem
+                        .write_bytes(s.offset, &buf[at..at + s.len])
+                        .map_err(fault)?;
+                    at += s.len;
+                }
+                Ok(())
+            }
+        })
     }
 
     /// Serves an open file or block device (opened writable unless `readonly`).
@@ -408,5 +412,66 @@ mod tests {
         let bad = [seg(&b, 0, PAGE_SIZE), seg(&b, PAGE_SIZE, 512)];
         let e = disk.read_at(0, &bad, &mut iov).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EFAULT));
+    }
+
+    #[test]
+    fn a_qcow2_chain_is_served_through_its_backing_file() {
+        let d = tempfile::tempdir().unwrap();
+        let (base, top) = (d.path().join("base.qcow2"), d.path().join("top.qcow2"));
+        sm::image::create(&base, 1 << 20, None).unwrap();
+        let b = Image::open(&base, true).unwrap();
+        b.write(&[7; 8192], 0).unwrap();
+        b.flush().unwrap();
+        drop(b);
+        sm::image::create(&top, 1 << 20, Some("base.qcow2")).unwrap();
+        let disk = Disk::open(&top, false).unwrap();
+        assert!(disk.is_qcow2());
+        assert_eq!(disk.sectors(), 2048);
+        let page = PageBuf::new(2).unwrap();
+        page.fill(0, PAGE_SIZE, 9).unwrap();
+        let mut iov = Vec::new();
+        // Two pieces, one write: lands in the top image only.
+        disk.write_at(
+            512,
+            &[seg(&page, 0, 512), seg(&page, PAGE_SIZE, 512)],
+            &mut iov,
+        )
+        .unwrap();
+        disk.flush().unwrap();
+        disk.read_at(0, &[seg(&page, 0, 2048)], &mut iov).unwrap();
+        let mut got = vec![0u8; 2048];
+        page.read_bytes(0, &mut got).unwrap();
+        assert!(
+            got[..512].iter().all(|&x| x == 7),
+            "read through to the base"
+        );
+        assert!(got[512..1024].iter().all(|&x| x == 9));
+        assert!(
+            got[1024..1536].iter().all(|&x| x == 0),
+            "the second page was zeroed"
+        );
+        assert!(got[1536..].iter().all(|&x| x == 7));
+        // Discard: zeroes over the base's data; secure discard is not offered.
+        disk.discard(4096, 4096, false).unwrap();
+        assert_eq!(
+            disk.discard(0, 512, true).unwrap_err().raw_os_error(),
+            Some(libc::EOPNOTSUPP)
+        );
+        disk.read_at(4096, &[seg(&page, 0, 4096)], &mut iov)
+            .unwrap();
+        page.read_bytes(0, &mut got).unwrap();
+        assert!(got.iter().all(|&x| x == 0));
+        // A piece outside its mapping is refused; the base is untouched.
+        let e = disk.read_at(0, &[seg(&page, PAGE_SIZE, PAGE_SIZE + 1)], &mut iov);
+        assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::EFAULT));
+        drop(disk);
+        let b = Image::open(&base, false).unwrap();
+        let mut raw = vec![0u8; 8192];
+        b.read(&mut raw, 0).unwrap();
+        assert!(raw.iter().all(|&x| x == 7));
+        // Read-only: writes refused.
+        let ro = Disk::open(&top, true).unwrap();
+        let e = ro.write_at(0, &[seg(&page, 0, 512)], &mut iov).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS));
     }
 }
