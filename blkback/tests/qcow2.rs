@@ -16,7 +16,7 @@ use sm::file::FileSr;
 use sm::{SrDriver, SrUuid, VdiUuid};
 use xen_types::DomId;
 use xenbus::testing::TestXenstore;
-use xenbus::{create_device, destroy_device, Backend, XsStore};
+use xenbus::{create_device, destroy_device, Backend, Store, XsStore};
 
 const MIB: u64 = 1 << 20;
 /// 4 KiB blocks per disk (8 MiB).
@@ -238,4 +238,41 @@ fn snapshot_clone_and_chain_deletion_through_blkback() {
     p.check(&disk, "flat disk written again");
     p.unplug();
     assert!(info.physical_utilisation >= 3 * MIB);
+}
+
+#[test]
+fn a_qcow2_image_whose_backing_file_is_gone_is_refused_with_an_error_node() {
+    let e = env();
+    let dir = e.sr.dir();
+    let top = dir.join("orphan.qcow2");
+    sm::image::create(&top, MIB, Some("missing-base.qcow2")).unwrap();
+    let fe = DomId(40);
+    create_device(
+        &**e.xs.dom0(),
+        DomId::DOM0,
+        fe,
+        "vbd",
+        51712,
+        &[("params", top.to_str().unwrap()), ("mode", "w")],
+        &[],
+    )
+    .unwrap();
+    let be = xenbus::paths::backend_path(DomId::DOM0, "vbd", fe, 51712);
+    let t = Instant::now();
+    let err = loop {
+        if let Some(err) = e.xs.dom0().read(&format!("{be}/error")).unwrap() {
+            break err;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "no error reported");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(err.contains("missing-base.qcow2"), "{err}");
+    // The image is left as it was.
+    assert_eq!(
+        sm::image::read_header(&top)
+            .unwrap()
+            .backing_file
+            .as_deref(),
+        Some("missing-base.qcow2")
+    );
 }
