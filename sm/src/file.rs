@@ -9,7 +9,8 @@
 //!   without one is a hidden chain node, kept while other images read through it;
 //! - `journal-<uuid>.json`: an operation in progress (snapshot, clone), which
 //!   [`SrDriver::sr_scan`] finishes or rolls back;
-//! - `*.tmp`: a file being written; scan removes it.
+//! - `*.tmp`: a file being written; scan removes it;
+//! - `sr.lock`: held with `flock` during every operation.
 //!
 //! Every step of an operation is durable before the next starts (file sync, rename,
 //! directory sync), and every state between two steps is one scan repairs. Data is never
@@ -31,6 +32,9 @@ use crate::meta::{self, TMP_SUFFIX};
 use crate::{crash_point, Error, ImageId, Result, SrUuid, VdiInfo, VdiUuid};
 
 const SR_FILE: &str = "sr.json";
+/// Locked (`flock`) for the length of every operation, so that two processes (or two
+/// driver values) on one SR take turns; the kernel drops it when its holder dies.
+const LOCK_FILE: &str = "sr.lock";
 const IMAGE_EXT: &str = ".qcow2";
 const RECORD_EXT: &str = ".vdi.json";
 const JOURNAL_PREFIX: &str = "journal-";
@@ -146,6 +150,29 @@ impl FileSr {
 
     fn journal_path(&self, id: uuid::Uuid) -> PathBuf {
         self.dir.join(format!("{JOURNAL_PREFIX}{id}.json"))
+    }
+
+    /// This host's state and the SR's lock file, both held until dropped.
+    fn lock(&self) -> Result<(parking_lot::MutexGuard<'_, HostState>, fs::File)> {
+        let st = self.state.lock();
+        let path = self.dir.join(LOCK_FILE);
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(Error::io(format!("opening {}", path.display())))?;
+        loop {
+            // SAFETY: flock on a descriptor we own; no memory is involved.
+            let r = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) };
+            if r == 0 {
+                return Ok((st, f));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::io(format!("locking {}", path.display()))(e));
+            }
+        }
     }
 
     fn check_attached(&self, st: &HostState) -> Result<()> {
@@ -511,7 +538,7 @@ impl SrDriver for FileSr {
     fn sr_create(&self) -> Result<()> {
         fs::create_dir_all(&self.dir)
             .map_err(Error::io(format!("creating {}", self.dir.display())))?;
-        if !self.names()?.is_empty() {
+        if self.names()?.iter().any(|n| n != LOCK_FILE) {
             return Err(Error::SrExists(self.dir.display().to_string()));
         }
         meta::write_json(
@@ -534,13 +561,13 @@ impl SrDriver for FileSr {
                 self.uuid
             )));
         }
-        let mut st = self.state.lock();
+        let (mut st, _lock) = self.lock()?;
         st.attached = true;
         self.repair(&st)
     }
 
     fn sr_detach(&self) -> Result<()> {
-        let mut st = self.state.lock();
+        let (mut st, _lock) = self.lock()?;
         if let Some(v) = st.vdis.keys().next() {
             return Err(Error::VdiInUse(*v));
         }
@@ -549,7 +576,7 @@ impl SrDriver for FileSr {
     }
 
     fn sr_delete(&self) -> Result<()> {
-        let st = self.state.lock();
+        let (st, _lock) = self.lock()?;
         self.check_attached(&st)?;
         self.repair(&st)?;
         if !self.list()?.is_empty() {
@@ -560,7 +587,7 @@ impl SrDriver for FileSr {
     }
 
     fn sr_scan(&self) -> Result<Vec<VdiInfo>> {
-        let st = self.state.lock();
+        let (st, _lock) = self.lock()?;
         self.check_attached(&st)?;
         self.repair(&st)?;
         self.list()
@@ -575,7 +602,7 @@ impl SrDriver for FileSr {
 
     fn sr_stats(&self) -> Result<SrStats> {
         let (size, free) = self.statvfs()?;
-        let st = self.state.lock();
+        let (st, _lock) = self.lock()?;
         self.check_attached(&st)?;
         let virtual_allocation = self.list()?.iter().map(|v| v.virtual_size).sum();
         Ok(SrStats {
@@ -586,14 +613,14 @@ impl SrDriver for FileSr {
     }
 
     fn vdi_info(&self, vdi: VdiUuid) -> Result<VdiInfo> {
-        let st = self.state.lock();
+        let (st, _lock) = self.lock()?;
         self.check_attached(&st)?;
         let nodes = self.load()?;
         self.info(vdi.into(), Self::node(&nodes, vdi)?)
     }
 
     fn vdi_create(&self, name_label: &str, virtual_size: u64) -> Result<VdiInfo> {
-        let st = self.state.lock();
+        let (st, _lock) = self.lock()?;
         self.check_attached(&st)?;
         if virtual_size == 0 || virtual_size % 512 != 0 {
             return Err(Error::Invalid(format!(
@@ -614,7 +641,7 @@ impl SrDriver for FileSr {
     }
 
     fn vdi_destroy(&self, vdi: VdiUuid) -> Result<()> {
-        let st = self.state.lock();
+        let (st, _lock) = self.lock()?;
         self.check_attached(&st)?;
         let nodes = self.load()?;
         Self::node(&nodes, vdi)?;
@@ -632,7 +659,7 @@ impl SrDriver for FileSr {
     }
 
     fn vdi_resize(&self, vdi: VdiUuid, new_size: u64) -> Result<VdiInfo> {
-        let st = self.state.lock();
+        let (st, _lock) = self.lock()?;
         self.check_attached(&st)?;
         let nodes = self.load()?;
         let node = Self::node(&nodes, vdi)?;
@@ -667,7 +694,7 @@ impl SrDriver for FileSr {
     }
 
     fn vdi_snapshot(&self, vdi: VdiUuid) -> Result<VdiInfo> {
-        let st = self.state.lock();
+        let (st, _lock) = self.lock()?;
         self.check_attached(&st)?;
         let nodes = self.load()?;
         let node = Self::node(&nodes, vdi)?;
@@ -703,7 +730,7 @@ impl SrDriver for FileSr {
     }
 
     fn vdi_clone(&self, vdi: VdiUuid) -> Result<VdiInfo> {
-        let st = self.state.lock();
+        let (st, _lock) = self.lock()?;
         self.check_attached(&st)?;
         let nodes = self.load()?;
         let node = Self::node(&nodes, vdi)?;
@@ -745,7 +772,7 @@ impl SrDriver for FileSr {
     }
 
     fn vdi_copy(&self, vdi: VdiUuid) -> Result<VdiInfo> {
-        let st = self.state.lock();
+        let (st, _lock) = self.lock()?;
         self.check_attached(&st)?;
         let nodes = self.load()?;
         let node = Self::node(&nodes, vdi)?;
@@ -801,7 +828,7 @@ impl SrDriver for FileSr {
     }
 
     fn vdi_attach(&self, vdi: VdiUuid, writable: bool) -> Result<AttachInfo> {
-        let mut st = self.state.lock();
+        let (mut st, _lock) = self.lock()?;
         self.check_attached(&st)?;
         let nodes = self.load()?;
         let node = Self::node(&nodes, vdi)?;
@@ -819,7 +846,7 @@ impl SrDriver for FileSr {
     }
 
     fn vdi_detach(&self, vdi: VdiUuid) -> Result<()> {
-        let mut st = self.state.lock();
+        let (mut st, _lock) = self.lock()?;
         self.check_attached(&st)?;
         if st.active.contains_key(&vdi) {
             return Err(Error::VdiInUse(vdi));
@@ -832,7 +859,7 @@ impl SrDriver for FileSr {
     }
 
     fn vdi_activate(&self, vdi: VdiUuid) -> Result<()> {
-        let mut st = self.state.lock();
+        let (mut st, _lock) = self.lock()?;
         self.check_attached(&st)?;
         let writable = *st
             .vdis
@@ -843,7 +870,7 @@ impl SrDriver for FileSr {
     }
 
     fn vdi_deactivate(&self, vdi: VdiUuid) -> Result<()> {
-        let mut st = self.state.lock();
+        let (mut st, _lock) = self.lock()?;
         self.check_attached(&st)?;
         if st.active.remove(&vdi).is_none() {
             return Err(Error::Invalid(format!("VDI {vdi} is not active")));

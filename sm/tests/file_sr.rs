@@ -267,3 +267,34 @@ fn create_probe_and_attach_check_the_substrate() {
     assert!(same.sr_scan().unwrap().is_empty());
     assert!(sm::file::FileSr::from_device_config(SrUuid::new(), "lvm", &cfg).is_err());
 }
+
+#[test]
+fn two_driver_values_on_one_sr_take_turns() {
+    // Two drivers over one directory, as two processes would be: one clones (which leaves
+    // a hidden base between its steps), the other destroys disks (whose clean-up removes
+    // hidden bases without children). The SR lock keeps them from seeing each other's
+    // half-done steps.
+    let (_d, sr) = new_sr();
+    let other = sm::file::FileSr::new(sr.sr_uuid(), sr.dir());
+    other.sr_attach().unwrap();
+    let v = sr.vdi_create("disk", SIZE).unwrap();
+    write(&sr, v.uuid, 1, 0, MIB);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..10 {
+                sr.vdi_clone(v.uuid).unwrap();
+            }
+        });
+        s.spawn(|| {
+            for _ in 0..10 {
+                let t = other.vdi_create("scratch", MIB).unwrap();
+                other.vdi_destroy(t.uuid).unwrap();
+            }
+        });
+    });
+    let vdis = sr.sr_scan().unwrap();
+    assert_eq!(vdis.len(), 11);
+    for i in vdis {
+        assert!(read(&sr, i.uuid, 0, SIZE) == expected(SIZE, &[(1, 0, MIB)]));
+    }
+}
