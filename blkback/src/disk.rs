@@ -1,13 +1,17 @@
-//! The disk image behind a device: a raw file or a block device, positioned vectored I/O.
+//! The disk image behind a device: a raw file or a block device (positioned vectored I/O
+//! straight into the shared pages), or a qcow2 image with its backing chain (through
+//! `sm::image`, with a bounce buffer).
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use xen_types::mem::SharedMemory;
+use xen_types::mem::{SharedMemory, SharedMemoryExt};
+
+use sm::image::{Image, QCOW2_MAGIC};
 
 use crate::abi::SECTOR_SIZE;
 
@@ -35,6 +39,8 @@ impl std::fmt::Debug for IoSeg<'_> {
 #[derive(Debug)]
 pub struct Disk {
     file: File,
+    /// A qcow2 image: I/O goes through its chain instead of straight to `file`.
+    qcow2: Option<Image>,
     sectors: u64,
     readonly: bool,
     block_device: bool,
@@ -141,13 +147,74 @@ fn check(r: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 impl Disk {
-    /// Opens `path` (a raw image or a block device), read-only when `readonly`.
+    /// Opens `path` (a raw image, a block device, or a qcow2 image whose backing files are
+    /// opened read-only), read-only when `readonly`.
     pub fn open(path: impl AsRef<Path>, readonly: bool) -> io::Result<Disk> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!readonly)
-            .open(path.as_ref())?;
-        Disk::from_file(file, readonly)
+        let path = path.as_ref();
+        let file = OpenOptions::new().read(true).write(!readonly).open(path)?;
+        let mut magic = [0u8; 4];
+        let is_qcow2 = file.metadata()?.is_file()
+            && file.read_at(&mut magic, 0).is_ok_and(|n| n == 4)
+            && magic == QCOW2_MAGIC;
+        if !is_qcow2 {
+            return Disk::from_file(file, readonly);
+        }
+        let image = Image::open(path, !readonly)?;
+        Ok(Disk {
+            file,
+            sectors: image.size() / SECTOR_SIZE,
+            qcow2: Some(image),
+            readonly,
+            block_device: false,
+            sector_size: 512,
+            physical_sector_size: 512,
+        })
+    }
+
+    /// A qcow2 image (served through its backing chain).
+    pub fn is_qcow2(&self) -> bool {
+        self.qcow2.is_some()
+    }
+
+    /// Reads or writes `segs` at `offset` through the qcow2 chain, through the calling
+    /// thread's bounce buffer (grown once to the largest request, then reused).
+    fn qcow2_rw<'a>(
+        img: &Image,
+        offset: u64,
+        segs: impl IntoIterator<Item = IoSeg<'a>>,
+        write: bool,
+    ) -> io::Result<()> {
+        thread_local! {
+            static BOUNCE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let fault = |_| io::Error::from_raw_os_error(libc::EFAULT);
+        BOUNCE.with_borrow_mut(|buf| {
+            buf.clear();
+            let segs: Vec<IoSeg<'a>> = segs.into_iter().collect();
+            let total: usize = segs.iter().map(|s| s.len).sum();
+            if write {
+                for s in &segs {
+                    let at = buf.len();
+                    buf.resize(at + s.len, 0);
+                    s.mem.read_bytes(s.offset, &mut buf[at..]).map_err(fault)?;
+                }
+                img.write(buf, offset)
+            } else {
+                if segs.iter().any(|s| !s.mem.writable()) {
+                    return Err(io::Error::from_raw_os_error(libc::EFAULT));
+                }
+                buf.resize(total, 0);
+                img.read(buf, offset)?;
+                let mut at = 0;
+                for s in &segs {
+                    s.mem
+                        .write_bytes(s.offset, &buf[at..at + s.len])
+                        .map_err(fault)?;
+                    at += s.len;
+                }
+                Ok(())
+            }
+        })
     }
 
     /// Serves an open file or block device (opened writable unless `readonly`).
@@ -176,6 +243,7 @@ impl Disk {
         };
         Ok(Disk {
             file,
+            qcow2: None,
             sectors: bytes / SECTOR_SIZE,
             readonly,
             block_device,
@@ -258,6 +326,9 @@ impl Disk {
         segs: impl IntoIterator<Item = IoSeg<'a>>,
         iov: &mut Vec<libc::iovec>,
     ) -> io::Result<()> {
+        if let Some(img) = &self.qcow2 {
+            return Self::qcow2_rw(img, offset, segs, false);
+        }
         Self::iovecs(segs, true, iov)?;
         self.rw(offset, iov, false)
     }
@@ -281,6 +352,9 @@ impl Disk {
     ) -> io::Result<()> {
         if self.readonly {
             return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        if let Some(img) = &self.qcow2 {
+            return Self::qcow2_rw(img, offset, segs, true);
         }
         Self::iovecs(segs, false, iov)?;
         self.rw(offset, iov, true)
@@ -332,6 +406,9 @@ impl Disk {
 
     /// Makes written data durable (`fdatasync`).
     pub fn flush(&self) -> io::Result<()> {
+        if let Some(img) = &self.qcow2 {
+            return img.flush();
+        }
         self.file.sync_data()
     }
 
@@ -340,6 +417,13 @@ impl Disk {
     pub fn discard(&self, offset: u64, len: u64, secure: bool) -> io::Result<()> {
         if self.readonly {
             return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        if let Some(img) = &self.qcow2 {
+            // Zeroes in the top image: the range no longer reads the backing chain's data.
+            if secure {
+                return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+            }
+            return img.write_zeroes(offset, len);
         }
         let fd = self.file.as_raw_fd();
         if self.block_device {
@@ -419,5 +503,66 @@ mod tests {
         let bad = [seg(&b, 0, PAGE_SIZE), seg(&b, PAGE_SIZE, 512)];
         let e = disk.read_at(0, &bad, &mut iov).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EFAULT));
+    }
+
+    #[test]
+    fn a_qcow2_chain_is_served_through_its_backing_file() {
+        let d = tempfile::tempdir().unwrap();
+        let (base, top) = (d.path().join("base.qcow2"), d.path().join("top.qcow2"));
+        sm::image::create(&base, 1 << 20, None).unwrap();
+        let b = Image::open(&base, true).unwrap();
+        b.write(&[7; 8192], 0).unwrap();
+        b.flush().unwrap();
+        drop(b);
+        sm::image::create(&top, 1 << 20, Some("base.qcow2")).unwrap();
+        let disk = Disk::open(&top, false).unwrap();
+        assert!(disk.is_qcow2());
+        assert_eq!(disk.sectors(), 2048);
+        let page = PageBuf::new(2).unwrap();
+        page.fill(0, PAGE_SIZE, 9).unwrap();
+        let mut iov = Vec::new();
+        // Two pieces, one write: lands in the top image only.
+        disk.write_at(
+            512,
+            &[seg(&page, 0, 512), seg(&page, PAGE_SIZE, 512)],
+            &mut iov,
+        )
+        .unwrap();
+        disk.flush().unwrap();
+        disk.read_at(0, &[seg(&page, 0, 2048)], &mut iov).unwrap();
+        let mut got = vec![0u8; 2048];
+        page.read_bytes(0, &mut got).unwrap();
+        assert!(
+            got[..512].iter().all(|&x| x == 7),
+            "read through to the base"
+        );
+        assert!(got[512..1024].iter().all(|&x| x == 9));
+        assert!(
+            got[1024..1536].iter().all(|&x| x == 0),
+            "the second page was zeroed"
+        );
+        assert!(got[1536..].iter().all(|&x| x == 7));
+        // Discard: zeroes over the base's data; secure discard is not offered.
+        disk.discard(4096, 4096, false).unwrap();
+        assert_eq!(
+            disk.discard(0, 512, true).unwrap_err().raw_os_error(),
+            Some(libc::EOPNOTSUPP)
+        );
+        disk.read_at(4096, &[seg(&page, 0, 4096)], &mut iov)
+            .unwrap();
+        page.read_bytes(0, &mut got).unwrap();
+        assert!(got.iter().all(|&x| x == 0));
+        // A piece outside its mapping is refused; the base is untouched.
+        let e = disk.read_at(0, &[seg(&page, PAGE_SIZE, PAGE_SIZE + 1)], &mut iov);
+        assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::EFAULT));
+        drop(disk);
+        let b = Image::open(&base, false).unwrap();
+        let mut raw = vec![0u8; 8192];
+        b.read(&mut raw, 0).unwrap();
+        assert!(raw.iter().all(|&x| x == 7));
+        // Read-only: writes refused.
+        let ro = Disk::open(&top, true).unwrap();
+        let e = ro.write_at(0, &[seg(&page, 0, 512)], &mut iov).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS));
     }
 }

@@ -8,7 +8,8 @@
 //!   or multi-page;
 //! - [`request`]: validation and execution of requests over abstract segment memory;
 //! - [`disk`]: raw images and block devices (`preadv`/`pwritev` into grant mappings,
-//!   `fdatasync`, hole punching / `BLKDISCARD`);
+//!   `fdatasync`, hole punching / `BLKDISCARD`), and qcow2 images with their backing chains
+//!   (the storage manager's VDIs, through `sm::image`);
 //! - [`BlkBack`]: the [`xenbus::BackendDriver`] for `vbd` devices: features
 //!   (`feature-persistent`, `feature-max-indirect-segments`, `feature-flush-cache`,
 //!   `feature-discard`, `max-ring-page-order`, `multi-queue-max-queues`), the handshake,

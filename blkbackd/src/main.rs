@@ -5,7 +5,8 @@
 //! `backendtype=qdisk` disks. With the default `--type qdisk` it serves what
 //! `xl block-attach <dom> 'vdev=xvdb, backendtype=qdisk, target=/images/a.img'` (or a
 //! toolstack writing the same directories) creates, beside the kernel's `xen-blkback`, which
-//! serves `vbd`. It runs until SIGTERM or SIGINT, then closes every device: in-flight
+//! serves `vbd`. A `target` that is a qcow2 image is served with its backing chain (the
+//! storage manager's VDIs, crate `sm`). It runs until SIGTERM or SIGINT, then closes every device: in-flight
 //! requests complete and are answered before their grants are unmapped.
 //!
 //! With `--domid N` it is domain N's device model instead, as the QEMU that libxl starts for
