@@ -152,8 +152,8 @@ fn lookup_field(look: &Lookup, r: &str, field: &str) -> String {
 }
 
 /// The xe parameter of a field that is not a reference.
-fn plain_param(f: &datamodel::Field, v: &Value) -> Option<Param> {
-    let rw = f.qual == Qual::RW;
+fn plain_param(cls: &datamodel::Class, f: &datamodel::Field, v: &Value) -> Option<Param> {
+    let rw = cls.settable(f);
     let (qual, mut value) = match f.ty {
         Ty::Ref(_) | Ty::RefSet(_) => return None,
         Ty::Map => (if rw { "MRW" } else { "MRO" }, text(v)),
@@ -178,7 +178,7 @@ pub fn params_of(class: &str, rec: &BTreeMap<String, Value>, look: &Lookup) -> V
     let mut out = Vec::new();
     for f in &cls.fields {
         let Some(v) = rec.get(f.name) else { continue };
-        let rw = f.qual == Qual::RW;
+        let rw = cls.settable(f);
         let xname = f.name.replace('_', "-");
         match f.ty {
             Ty::Ref(target) => {
@@ -218,7 +218,7 @@ pub fn params_of(class: &str, rec: &BTreeMap<String, Value>, look: &Lookup) -> V
                     value: uuids.join("; "),
                 });
             }
-            _ => out.extend(plain_param(f, v)),
+            _ => out.extend(plain_param(cls, f, v)),
         }
     }
     // Parameters xe derives from related objects.
@@ -454,7 +454,10 @@ fn lookup_for(c: &mut Client, class: &str) -> Result<Lookup, XeError> {
         .fields
         .iter()
         .filter_map(|f| match f.ty {
-            Ty::Ref(t) | Ty::RefSet(t) => Some(t),
+            // Only the classes the server implements can be listed.
+            Ty::Ref(t) | Ty::RefSet(t) if datamodel::class(t).is_some_and(|c| c.name == t) => {
+                Some(t)
+            }
             _ => None,
         })
         .collect();
@@ -511,7 +514,10 @@ fn select(
             let ps = match &plain {
                 Some(fields) => fields
                     .iter()
-                    .filter_map(|f| plain_param(f, r.get(f.name)?))
+                    .filter_map(|f| {
+                        let cls = datamodel::class(class)?;
+                        plain_param(cls, f, r.get(f.name)?)
+                    })
                     .collect(),
                 None => params_of(class, &r, &look),
             };

@@ -162,10 +162,21 @@ impl Field {
     pub fn default_value(&self) -> Value {
         match self.def.default {
             Some(d) => dv_value(&d, self.def.ty),
-            None => self.ty.default_value(),
+            None => REQUIRED_DEFAULTS
+                .iter()
+                .find(|(n, _)| *n == self.name)
+                .map_or_else(|| self.ty.default_value(), |(_, v)| Value::str(*v)),
         }
     }
 }
+
+/// Values for fields XAPI requires in `VM.create` (no datamodel default) when a caller leaves
+/// them out: what XenServer's templates set.
+const REQUIRED_DEFAULTS: &[(&str, &str)] = &[
+    ("actions_after_shutdown", "destroy"),
+    ("actions_after_reboot", "restart"),
+    ("actions_after_crash", "restart"),
+];
 
 /// A datamodel default as a stored value (`int`s as decimal strings, as on XML-RPC).
 fn dv_value(d: &Dv, t: &Type) -> Value {
@@ -221,6 +232,12 @@ impl Class {
     /// Looks a field up by name.
     pub fn field(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// Whether a field can be set through a message: RW fields, and the others the datamodel
+    /// gives an explicit setter (`VM.set_VCPUs_max`).
+    pub fn settable(&self, f: &Field) -> bool {
+        f.qual == Qual::RW || self.def.message(&format!("set_{}", f.name)).is_some()
     }
 
     /// Whether the class has a `name_label` field.

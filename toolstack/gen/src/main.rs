@@ -109,7 +109,9 @@ fn short(v: &serde_json::Value) -> String {
 
 /// Reads xen-api's `xenapi.json` (a list of classes) into facts.
 fn classes_of(json: &serde_json::Value) -> Res<(Vec<ClassF>, Vec<EnumF>)> {
-    let list = json.as_array().ok_or("xenapi.json: expected a list of classes")?;
+    let list = json
+        .as_array()
+        .ok_or("xenapi.json: expected a list of classes")?;
     let mut classes = Vec::new();
     let mut enums: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for c in list {
@@ -457,7 +459,11 @@ fn rust_default(t: &Ty, d: &str) -> Res<String> {
                 let [a, b] = parts.as_slice() else {
                     return Err(bad());
                 };
-                items.push(format!("({}, {})", rust_default(k, a)?, rust_default(v, b)?));
+                items.push(format!(
+                    "({}, {})",
+                    rust_default(k, a)?,
+                    rust_default(v, b)?
+                ));
             }
             format!("Dv::Map(&[{}])", items.join(", "))
         }
@@ -552,11 +558,21 @@ fn tables(f: &Facts) -> Res<String> {
     }
     o.push_str("];\n\n/// Every enumeration of the datamodel, by name.\npub static ENUMS: &[EnumDef] = &[\n");
     for e in &f.enums {
-        writeln!(o, "EnumDef {{ name: {:?}, values: &{:?} }},", e.name, e.values).ok();
+        writeln!(
+            o,
+            "EnumDef {{ name: {:?}, values: &{:?} }},",
+            e.name, e.values
+        )
+        .ok();
     }
     o.push_str("];\n\n/// Every error of the datamodel (`datamodel_errors.ml`), in its order.\npub static ERRORS: &[ErrorDef] = &[\n");
     for e in &f.errors {
-        writeln!(o, "ErrorDef {{ code: {:?}, params: &{:?} }},", e.code, e.params).ok();
+        writeln!(
+            o,
+            "ErrorDef {{ code: {:?}, params: &{:?} }},",
+            e.code, e.params
+        )
+        .ok();
     }
     o.push_str("];\n");
     return Ok(o);

@@ -199,9 +199,15 @@ impl Xapi {
                 .read(|v| v.field(&r, f.name).cloned())
                 .ok_or_else(|| ApiError::handle_invalid(cname, &r));
         }
+        // A field can be changed through a message only when the datamodel has that message
+        // (implicit for RW fields, explicit for some others such as `VM.set_VCPUs_max`).
+        let has = |m: &str| class.def.message(m).is_some();
         let writable = |fname: &str| class.field(fname).filter(|f| f.qual == Qual::RW);
         if let Some(fname) = msg.strip_prefix("set_") {
-            let f = writable(fname).ok_or_else(unknown)?;
+            let f = class
+                .field(fname)
+                .filter(|f| f.qual == Qual::RW || has(msg))
+                .ok_or_else(unknown)?;
             arity(method, 3, p.len())?;
             self.session(&p[0])?;
             let r = self.check_ref(&p[1], cname, "self")?;
