@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::client::{Client, Endpoint, TlsVerify};
-use crate::datamodel::{self, Qual, Ty, NULL_REF};
+use crate::datamodel::{self, Ty, NULL_REF};
 use crate::value::Value;
 use crate::Error;
 
