@@ -7,6 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 
+mod help;
+mod params;
+
+pub use self::help::{commands, help, Command};
 use crate::client::{Client, Endpoint, TlsVerify};
 use crate::datamodel::{self, Ty, NULL_REF};
 use crate::value::Value;
@@ -267,25 +271,46 @@ pub fn params_of(class: &str, rec: &BTreeMap<String, Value>, look: &Lookup) -> V
     out
 }
 
+/// Escapes a value for `--minimal` output as xe does (`cli_printer.ml`: `escape_commas`):
+/// `,` becomes `\,` and `\` becomes `\\`.
+pub fn escape_commas(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == ',' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Formats records as xe does: per record, keys padded to the longest plus four (the first
-/// left-aligned, the rest right-aligned), then `: value`; two blank lines after each record.
+/// left-aligned, the rest right-aligned), then `: value`; two blank lines after each record
+/// (`cli_printer.ml`: `multi_line_record`).
 pub fn format_records(records: &[Vec<Param>]) -> String {
     let mut out = String::new();
     for rec in records {
-        let keys: Vec<String> = rec
+        let kv: Vec<(String, String)> = rec
             .iter()
-            .map(|p| format!("{} ({:>3})", p.name, p.qual))
+            .map(|p| (format!("{} ({:>3})", p.name, p.qual), p.value.clone()))
             .collect();
-        let width = keys.iter().map(String::len).max().unwrap_or(0) + 4;
-        for (i, (k, p)) in keys.iter().zip(rec).enumerate() {
-            if i == 0 {
-                out.push_str(&format!("{k:<width$}: {}\n", p.value));
-            } else {
-                out.push_str(&format!("{k:>width$}: {}\n", p.value));
-            }
-        }
-        out.push_str("\n\n");
+        out.push_str(&format_kv(&kv));
     }
+    out
+}
+
+/// One record of keys and values in xe's layout (see [`format_records`]).
+pub fn format_kv(rec: &[(String, String)]) -> String {
+    let width = rec.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 4;
+    let mut out = String::new();
+    for (i, (k, v)) in rec.iter().enumerate() {
+        if i == 0 {
+            out.push_str(&format!("{k:<width$}: {v}\n"));
+        } else {
+            out.push_str(&format!("{k:>width$}: {v}\n"));
+        }
+    }
+    out.push_str("\n\n");
     out
 }
 
@@ -302,7 +327,10 @@ struct Args {
     minimal: bool,
     force: bool,
     multiple: bool,
+    all: bool,
     command: Option<String>,
+    /// Bare words after the command (`xe help vm-start`).
+    rest: Vec<String>,
     kv: Vec<(String, String)>,
 }
 
@@ -350,8 +378,12 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--minimal" => a.minimal = true,
             "--force" => a.force = true,
             "--multiple" => a.multiple = true,
+            "--all" => a.all = true,
             s if a.command.is_none() && !s.contains('=') && !s.starts_with('-') => {
                 a.command = Some(s.to_owned())
+            }
+            s if a.command.as_deref() == Some("help") && !s.contains('=') => {
+                a.rest.push(s.to_owned())
             }
             s => match s.split_once('=') {
                 Some((k, v)) => a.kv.push((k.to_owned(), v.to_owned())),
@@ -406,6 +438,19 @@ pub fn run(argv: &[String], out: &mut dyn Write) -> Result<(), XeError> {
             1,
         ));
     };
+    if cmd == "help" {
+        // `xe help [--all] [<command>...]`: positional command names come as bare words.
+        let names: Vec<String> = a.rest.clone();
+        out.write_all(help("xe", &names, a.all, a.minimal).as_bytes())
+            .map_err(out_err)?;
+        return Ok(());
+    }
+    if !commands().iter().any(|c| c.name == cmd) {
+        return Err(XeError(
+            format!("Unknown command: {cmd}\nFor usage run: 'xe help'"),
+            1,
+        ));
+    }
     let mut c = Client::with_tls(
         endpoint(&a),
         a.verify.clone().unwrap_or(TlsVerify::SystemRoots),
@@ -434,14 +479,14 @@ fn all_records(c: &mut Client, class: &str) -> Result<Rows, XeError> {
 /// one of them is such a field: those need no other class's records.
 fn plain_fields(class: &str, names: &BTreeSet<&str>) -> Option<Vec<&'static datamodel::Field>> {
     let cls = datamodel::class(class)?;
-    names
+    let plain = |f: &datamodel::Field| !matches!(f.ty, Ty::Ref(_) | Ty::RefSet(_));
+    // In the record's order, as xe prints them.
+    let fields: Vec<&'static datamodel::Field> = cls
+        .fields
         .iter()
-        .map(|n| {
-            cls.fields.iter().find(|f| {
-                !matches!(f.ty, Ty::Ref(_) | Ty::RefSet(_)) && f.name.replace('_', "-") == *n
-            })
-        })
-        .collect()
+        .filter(|f| plain(f) && names.contains(f.name.replace('_', "-").as_str()))
+        .collect();
+    (fields.len() == names.len()).then_some(fields)
 }
 
 /// Fetches records of the classes `class`'s references point at.
@@ -539,6 +584,14 @@ fn select(
 }
 
 fn dispatch(c: &mut Client, cmd: &str, a: &Args, out: &mut dyn Write) -> Result<(), XeError> {
+    for verb in ["list", "get", "set", "add", "remove", "clear"] {
+        let suffix = format!("-param-{verb}");
+        if let Some(obj) = cmd.strip_suffix(suffix.as_str()) {
+            if let Some((_, class)) = CLASSES.iter().find(|(o, _)| *o == obj) {
+                return params::run(c, class, verb, a, out);
+            }
+        }
+    }
     if let Some(obj) = cmd.strip_suffix("-list") {
         let class = CLASSES
             .iter()
@@ -565,20 +618,19 @@ fn dispatch(c: &mut Client, cmd: &str, a: &Args, out: &mut dyn Write) -> Result<
             ),
         };
         let (recs, _) = select(c, class, &filters, wanted.as_deref())?;
+        // The record's order, not the requested one (cli_operations.ml: `select_fields`
+        // filters the record's fields).
         let shown: Vec<Vec<Param>> = recs
             .into_iter()
             .map(|(_, ps)| match &wanted {
                 None => ps,
-                Some(w) => w
-                    .iter()
-                    .filter_map(|n| ps.iter().find(|p| &p.name == n).cloned())
-                    .collect(),
+                Some(w) => ps.into_iter().filter(|p| w.contains(&p.name)).collect(),
             })
             .collect();
         if a.minimal {
             let vals: Vec<String> = shown
                 .iter()
-                .filter_map(|ps| ps.first().map(|p| p.value.clone()))
+                .filter_map(|ps| ps.first().map(|p| escape_commas(&p.value)))
                 .collect();
             writeln!(out, "{}", vals.join(",")).map_err(out_err)?;
         } else {
@@ -683,7 +735,10 @@ fn dispatch(c: &mut Client, cmd: &str, a: &Args, out: &mut dyn Write) -> Result<
             writeln!(out, "{}", uuid.as_str().unwrap_or_default()).map_err(out_err)?;
             Ok(())
         }
-        _ => Err(XeError(format!("Unknown command: {cmd}"), 1)),
+        _ => Err(XeError(
+            format!("Unknown command: {cmd}\nFor usage run: 'xe help'"),
+            1,
+        )),
     }
 }
 
