@@ -78,7 +78,8 @@ pub(super) fn run(
     let cls = datamodel::class(class).ok_or_else(|| fail(format!("unknown class {class}")))?;
     let uuid = arg(a, "uuid")?;
     let r = c.call(&format!("{class}.get_by_uuid"), &[Value::str(uuid)])?;
-    let rec: BTreeMap<String, Value> = match c.call(&format!("{class}.get_record"), &[r.clone()])? {
+    let got = c.call(&format!("{class}.get_record"), std::slice::from_ref(&r))?;
+    let rec: BTreeMap<String, Value> = match got {
         Value::Struct(m) => m,
         _ => return Err(fail("the server sent no record")),
     };
