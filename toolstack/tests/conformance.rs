@@ -299,3 +299,38 @@ fn error_codes_and_parameters_match_the_datamodels_error_table() {
     let e = x.call("VM.start", &[s.clone(), vm]).unwrap_err();
     assert_eq!(e.params, ["VM.start", "3", "1"]);
 }
+
+#[test]
+fn event_from_over_json_rpc_types_snapshots_by_their_class() {
+    // event.from's batch (datamodel.ml: custom marshaller) over JSON-RPC: the event's `id` and
+    // the snapshot's ints are numbers, the snapshot has the class's fields.
+    let (x, s) = xapi();
+    let batch = json_call(
+        &x,
+        true,
+        "event.from",
+        &[
+            s,
+            Value::Array(vec![Value::str("vm")]),
+            Value::str(""),
+            Value::Double(0.0),
+        ],
+    );
+    let events = batch["events"].as_array().unwrap();
+    assert!(!events.is_empty(), "{batch}");
+    assert!(batch["token"].is_string(), "{batch}");
+    let vm = xenapi::class_def("VM").unwrap();
+    for e in events {
+        assert!(e["id"].is_i64(), "{e}");
+        let snap = e["snapshot"].as_object().unwrap();
+        assert_eq!(snap.len(), vm.fields.len());
+        for f in vm.fields {
+            assert!(
+                json_fits(&snap[f.name], f.ty),
+                "VM.{} in an event: {}",
+                f.name,
+                snap[f.name]
+            );
+        }
+    }
+}
