@@ -6,6 +6,9 @@
 //! `ocaml/idl/datamodel_errors.ml`; `ocaml/xapi-consts/api_errors.ml`). CI checks that the
 //! tables are what the generator makes (`toolstack/regen.sh --check`).
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 /// A datamodel type (`ocaml/idl/datamodel_types.ml`'s `ty`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Type {
@@ -183,14 +186,14 @@ pub struct ClassDef {
 }
 
 impl ClassDef {
-    /// A field by name.
+    /// A field by name (hashed: records are typed field by field on every JSON-RPC answer).
     pub fn field(&'static self, name: &str) -> Option<&'static FieldDef> {
-        self.fields.iter().find(|f| f.name == name)
+        index().fields.get(self.name)?.get(name).copied()
     }
 
     /// A message by name.
     pub fn message(&'static self, name: &str) -> Option<&'static MessageDef> {
-        self.messages.iter().find(|m| m.name == name)
+        index().messages.get(self.name)?.get(name).copied()
     }
 }
 
@@ -212,9 +215,33 @@ pub struct ErrorDef {
     pub params: &'static [&'static str],
 }
 
+type ByName<T> = HashMap<&'static str, T>;
+
+/// Hash indexes over the tables, built once.
+struct Index {
+    classes: ByName<&'static ClassDef>,
+    fields: ByName<ByName<&'static FieldDef>>,
+    messages: ByName<ByName<&'static MessageDef>>,
+}
+
+fn index() -> &'static Index {
+    static I: OnceLock<Index> = OnceLock::new();
+    I.get_or_init(|| Index {
+        classes: CLASSES.iter().map(|c| (c.name, c)).collect(),
+        fields: CLASSES
+            .iter()
+            .map(|c| (c.name, c.fields.iter().map(|f| (f.name, f)).collect()))
+            .collect(),
+        messages: CLASSES
+            .iter()
+            .map(|c| (c.name, c.messages.iter().map(|m| (m.name, m)).collect()))
+            .collect(),
+    })
+}
+
 /// A class by its exact name.
 pub fn class_def(name: &str) -> Option<&'static ClassDef> {
-    CLASSES.iter().find(|c| c.name == name)
+    index().classes.get(name).copied()
 }
 
 /// An enumeration by name.
