@@ -334,3 +334,119 @@ fn event_from_over_json_rpc_types_snapshots_by_their_class() {
         }
     }
 }
+
+/// The source files of the crate, for the static checks below.
+fn sources(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            sources(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") && !p.ends_with("generated.rs") {
+            out.push((
+                p.display().to_string(),
+                std::fs::read_to_string(&p).unwrap(),
+            ));
+        }
+    }
+}
+
+/// Top-level comma-separated items of an array literal's body.
+fn count_items(body: &str) -> usize {
+    let body = body.trim().trim_end_matches(',').trim();
+    if body.is_empty() {
+        return 0;
+    }
+    let (mut depth, mut quoted, mut n) = (0i32, false, 1);
+    let mut prev = ' ';
+    for ch in body.chars() {
+        match ch {
+            '"' if prev != '\\' => quoted = !quoted,
+            '[' | '(' | '{' if !quoted => depth += 1,
+            ']' | ')' | '}' if !quoted => depth -= 1,
+            ',' if !quoted && depth == 0 => n += 1,
+            _ => {}
+        }
+        prev = ch;
+    }
+    n
+}
+
+#[test]
+fn every_error_the_code_raises_has_the_tables_parameter_count() {
+    // Every `ApiError::new(code, [..])` with a literal parameter list in the crate's sources:
+    // the code is in datamodel_errors.ml and the list has the table's length.
+    let consts: std::collections::HashMap<String, String> = include_str!("../src/error.rs")
+        .lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix("pub const ")?;
+            let name = rest.split(':').next()?.trim().to_owned();
+            Some((name, rest.split('"').nth(1)?.to_owned()))
+        })
+        .collect();
+    let mut files = Vec::new();
+    sources(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    let (mut checked, mut wrong) = (0, Vec::new());
+    for (path, src) in &files {
+        for (at, _) in src.match_indices("ApiError::new(") {
+            let rest = src[at + "ApiError::new(".len()..].trim_start();
+            let (code, after) = if let Some(r) = rest.strip_prefix("codes::") {
+                let name: String = r
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                (consts.get(&name).cloned(), &r[name.len()..])
+            } else if let Some(r) = rest.strip_prefix('"') {
+                let end = r.find('"').unwrap();
+                (Some(r[..end].to_owned()), &r[end + 1..])
+            } else {
+                continue; // a code computed at run time
+            };
+            let code = code.unwrap_or_else(|| panic!("{path}: unknown constant"));
+            let line = src[..at].matches('\n').count() + 1;
+            let Some(def) = xenapi::error_def(&code) else {
+                wrong.push(format!(
+                    "{path}:{line}: {code} is not in datamodel_errors.ml"
+                ));
+                continue;
+            };
+            let after = after.trim_start().trim_start_matches(',').trim_start();
+            let Some(list) = after.strip_prefix('[') else {
+                continue; // a list built at run time (e.g. the VIFs still on a network)
+            };
+            let mut depth = 1;
+            let end = list
+                .char_indices()
+                .find(|(_, c)| {
+                    match c {
+                        '[' => depth += 1,
+                        ']' => depth -= 1,
+                        _ => {}
+                    }
+                    depth == 0
+                })
+                .unwrap()
+                .0;
+            let n = count_items(&list[..end]);
+            // ocaml/xapi/xapi_session.ml raises SESSION_AUTHENTICATION_FAILED with
+            // [uname; msg] where the table declares none.
+            let want = if code == "SESSION_AUTHENTICATION_FAILED" {
+                2
+            } else {
+                def.params.len()
+            };
+            checked += 1;
+            if n != want {
+                wrong.push(format!(
+                    "{path}:{line}: {code} with {n} parameters, the table has {:?}",
+                    def.params
+                ));
+            }
+        }
+    }
+    println!("conformance: {checked} raised errors checked against the error table");
+    assert!(checked > 20, "{checked}");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
