@@ -584,6 +584,23 @@ fn select(
 }
 
 fn dispatch(c: &mut Client, cmd: &str, a: &Args, out: &mut dyn Write) -> Result<(), XeError> {
+    if let Some(obj) = cmd.strip_suffix("-destroy") {
+        if let Some((_, class)) = CLASSES.iter().find(|(o, _)| *o == obj) {
+            let uuid =
+                a.kv.iter()
+                    .find(|(k, _)| k == "uuid")
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| {
+                        XeError(
+                            "Required parameter not found: uuid\nFor usage run: 'xe help'".into(),
+                            1,
+                        )
+                    })?;
+            let r = c.call(&format!("{class}.get_by_uuid"), &[Value::String(uuid)])?;
+            c.call(&format!("{class}.destroy"), &[r])?;
+            return Ok(());
+        }
+    }
     for verb in ["list", "get", "set", "add", "remove", "clear"] {
         let suffix = format!("-param-{verb}");
         if let Some(obj) = cmd.strip_suffix(suffix.as_str()) {

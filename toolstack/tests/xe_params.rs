@@ -250,6 +250,9 @@ fn param_commands_follow_the_datamodel() {
     let dom0 = format!("uuid={}", vms.trim());
     let vcpus = ok(&d, &["vm-param-get", &dom0, "param-name=VCPUs-max"]);
     assert!(vcpus.trim().parse::<u32>().is_ok(), "{vcpus}");
+    // network-destroy, then the object is gone.
+    ok(&d, &["network-destroy", &u]);
+    assert!(err(&d, &["network-param-list", &u]).contains("UUID_INVALID"));
     // Missing uuid=: xe's message.
     assert!(err(&d, &["vm-param-get", "param-name=VCPUs-max"])
         .contains("Required parameter not found: uuid"));

@@ -38,6 +38,15 @@ fn cmd(
 pub fn commands() -> Vec<Command> {
     let mut out = Vec::new();
     for (obj, class) in CLASSES {
+        // `<object>-destroy` where the datamodel has `<class>.destroy` and the server does it.
+        if crate::datamodel::class(class).is_some_and(|c| c.destroy) {
+            out.push(cmd(
+                format!("{obj}-destroy"),
+                &["uuid"],
+                &[],
+                format!("Destroys the {class} object."),
+            ));
+        }
         let mut list = cmd(
             format!("{obj}-list"),
             &[],
