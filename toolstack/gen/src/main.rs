@@ -681,3 +681,68 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_parse_nested() {
+        let t = parse_ty("(string -> (int -> string set) map) map").unwrap();
+        assert_eq!(
+            rust_ty(&t),
+            "Type::Map(&Type::String, &Type::Map(&Type::Int, &Type::Set(&Type::String)))"
+        );
+        assert_eq!(
+            rust_ty(&parse_ty("enum vm_power_state").unwrap()),
+            "Type::Enum(\"vm_power_state\")"
+        );
+        assert!(parse_ty("strng")
+            .unwrap_err()
+            .contains("unknown type strng"));
+        assert!(parse_ty("(string string) map").is_err());
+    }
+
+    #[test]
+    fn defaults_become_values_of_their_type() {
+        let map = parse_ty("(string -> string) map").unwrap();
+        assert_eq!(
+            rust_default(&map, "{\"address\" -> \"localhost\", \"port\" -> \"27000\"}").unwrap(),
+            "Dv::Map(&[(Dv::Str(\"address\"), Dv::Str(\"localhost\")), (Dv::Str(\"port\"), Dv::Str(\"27000\"))])"
+        );
+        let refs = parse_ty("VM ref").unwrap();
+        assert_eq!(
+            rust_default(&refs, "Null").unwrap(),
+            "Dv::Str(\"OpaqueRef:NULL\")"
+        );
+        assert_eq!(
+            rust_default(&parse_ty("float").unwrap(), "1.").unwrap(),
+            "Dv::Float(1.0)"
+        );
+        assert!(rust_default(&parse_ty("int").unwrap(), "x").is_err());
+        assert!(rust_default(&map, "[]").is_err());
+    }
+
+    #[test]
+    fn error_codes_and_tables_from_ocaml() {
+        let consts = error_codes(
+            "(* x *)\nlet a = \"A_\"\n\nlet b = \"B\"\n\nlet ab =\n  a ^ b\n\nlet f = function x -> x\n",
+        );
+        assert_eq!(consts["ab"], "A_B");
+        assert!(!consts.contains_key("f"));
+        let table = error_table(
+            "error Api_errors.ab [\"x\"; \"y\"]\n ~doc:\"d\" () ;\nerror Api_errors.a [] ()",
+            &consts,
+        )
+        .unwrap();
+        assert_eq!(table[0].code, "A_B");
+        assert_eq!(table[0].params, ["x", "y"]);
+        assert!(table[1].params.is_empty());
+        assert!(error_table("error Api_errors.zz [] ()", &consts)
+            .unwrap_err()
+            .contains("no code"));
+        assert!(error_table("error Api_errors.a [p] ()", &consts)
+            .unwrap_err()
+            .contains("not a literal"));
+    }
+}
