@@ -536,8 +536,13 @@ fn select(
     let plain = shown.and_then(|s| {
         let names: BTreeSet<&str> = s
             .iter()
-            .chain(filters.iter().map(|(k, _)| k))
             .map(String::as_str)
+            // A map filter (`other-config:key=value`) reads the map field.
+            .chain(
+                filters
+                    .iter()
+                    .map(|(k, _)| k.split(':').next().unwrap_or(k)),
+            )
             .chain(["uuid"])
             .collect();
         plain_fields(class, &names)
@@ -566,13 +571,22 @@ fn select(
                     .collect(),
                 None => params_of(class, &r, &look),
             };
-            (k, ps)
+            (k, r, ps)
         })
-        .filter(|(_, ps)| {
-            filters
-                .iter()
-                .all(|(k, v)| ps.iter().any(|p| &p.name == k && &p.value == v))
+        .filter(|(_, r, ps)| {
+            filters.iter().all(|(k, v)| match k.split_once(':') {
+                // xe filters a map on one key (cli_operations.ml:
+                // `filter_records_on_map_param`).
+                Some((m, key)) => datamodel::class(class)
+                    .and_then(|cls| cls.fields.iter().find(|f| f.name.replace('_', "-") == m))
+                    .and_then(|f| r.get(f.name))
+                    .and_then(Value::as_struct)
+                    .and_then(|map| map.get(key))
+                    .is_some_and(|x| x.as_str() == Some(v.as_str())),
+                None => ps.iter().any(|p| &p.name == k && &p.value == v),
+            })
         })
+        .map(|(k, _, ps)| (k, ps))
         .collect();
     out.sort_by(|a, b| {
         a.1.iter()
