@@ -114,7 +114,6 @@ impl Value {
             ),
             (Type::Option(inner), _) => self.to_json_typed(inner),
             (Type::Record(class), Value::Struct(m)) => {
-                let def = xenapi::class_def(class);
                 let snapshot_class = (*class == "event")
                     .then(|| m.get("class").and_then(Value::as_str))
                     .flatten()
@@ -123,15 +122,20 @@ impl Value {
                             .iter()
                             .find(|d| d.name.eq_ignore_ascii_case(c))
                     });
+                // Keys and the class's fields are both sorted by name: walk them together.
+                let mut defs = xenapi::class_def(class)
+                    .map_or(&[][..], |d| d.fields_by_name())
+                    .iter()
+                    .peekable();
                 J::Object(
                     m.iter()
                         .map(|(k, x)| {
-                            let j = match (snapshot_class, k.as_str()) {
-                                (Some(c), "snapshot") => x.to_json_typed(&Type::Record(c.name)),
-                                _ => match def.and_then(|d| d.field(k)) {
-                                    Some(f) => x.to_json_typed(f.ty),
-                                    None => x.to_json(),
-                                },
+                            while defs.next_if(|f| f.name < k.as_str()).is_some() {}
+                            let def = defs.next_if(|f| f.name == k.as_str());
+                            let j = match (snapshot_class, k.as_str(), def) {
+                                (Some(c), "snapshot", _) => x.to_json_typed(&Type::Record(c.name)),
+                                (_, _, Some(f)) => x.to_json_typed(f.ty),
+                                _ => x.to_json(),
                             };
                             (k.clone(), j)
                         })

@@ -191,6 +191,12 @@ impl ClassDef {
         index().fields.get(self.name)?.get(name).copied()
     }
 
+    /// The fields sorted by name (the order of a stored record's keys), for walking a record
+    /// and its types side by side.
+    pub fn fields_by_name(&'static self) -> &'static [&'static FieldDef] {
+        index().sorted.get(self.name).map_or(&[][..], Vec::as_slice)
+    }
+
     /// A message by name.
     pub fn message(&'static self, name: &str) -> Option<&'static MessageDef> {
         index().messages.get(self.name)?.get(name).copied()
@@ -222,6 +228,7 @@ struct Index {
     classes: ByName<&'static ClassDef>,
     fields: ByName<ByName<&'static FieldDef>>,
     messages: ByName<ByName<&'static MessageDef>>,
+    sorted: ByName<Vec<&'static FieldDef>>,
 }
 
 fn index() -> &'static Index {
@@ -235,6 +242,14 @@ fn index() -> &'static Index {
         messages: CLASSES
             .iter()
             .map(|c| (c.name, c.messages.iter().map(|m| (m.name, m)).collect()))
+            .collect(),
+        sorted: CLASSES
+            .iter()
+            .map(|c| {
+                let mut v: Vec<&'static FieldDef> = c.fields.iter().collect();
+                v.sort_by(|a, b| a.name.cmp(b.name));
+                (c.name, v)
+            })
             .collect(),
     })
 }
