@@ -306,27 +306,77 @@ const fn rel(
     }
 }
 
-/// Trailing parameters with defaults (`param_default` in `ocaml/idl/datamodel*.ml`; the
-/// published `xenapi.json` does not carry them) of the messages the project implements: XAPI
-/// does not count them as expected in `MESSAGE_PARAMETER_COUNT_MISMATCH`.
-pub const PARAM_DEFAULTS: &[(&str, &[&str])] = &[
+/// Trailing parameters with defaults (`param_default` in `ocaml/idl/datamodel*.ml` at the
+/// facts' commit; the published `xenapi.json` does not carry them) of the messages the project
+/// implements. XAPI accepts calls without them (filling the defaults) and does not count them
+/// as expected in `MESSAGE_PARAMETER_COUNT_MISMATCH`.
+pub const PARAM_DEFAULTS: &[(&str, &[(&str, Dv)])] = &[
     // datamodel.ml, `Session.login`.
-    ("session.login_with_password", &["version", "originator"]),
-    // datamodel.ml, `SR.create` (`sm_config`).
-    ("SR.create", &["sm_config"]),
-    // datamodel.ml, `Bond.create` (`mode`, `properties`).
-    ("Bond.create", &["mode", "properties"]),
+    (
+        "session.login_with_password",
+        &[("version", Dv::Str("1.1")), ("originator", Dv::Str(""))],
+    ),
+    // datamodel.ml, `SR.create` (the shared `sm_config` parameter).
+    ("SR.create", &[("sm_config", Dv::Map(&[]))]),
+    // datamodel.ml, `Bond.create`.
+    (
+        "Bond.create",
+        &[
+            ("mode", Dv::Str("balance-slb")),
+            ("properties", Dv::Map(&[])),
+        ],
+    ),
+    // datamodel.ml, `GPU_group.create`.
+    (
+        "GPU_group.create",
+        &[
+            ("name_label", Dv::Str("")),
+            ("name_description", Dv::Str("")),
+            ("other_config", Dv::Map(&[])),
+        ],
+    ),
+    // datamodel.ml, `VGPU.create`.
+    (
+        "VGPU.create",
+        &[
+            ("device", Dv::Str("0")),
+            ("other_config", Dv::Map(&[])),
+            ("type", Dv::Str(NULL_REF)),
+        ],
+    ),
 ];
+
+fn defaults_of(wire: &str) -> &'static [(&'static str, Dv)] {
+    PARAM_DEFAULTS
+        .iter()
+        .find(|(n, _)| *n == wire)
+        .map_or(&[][..], |(_, d)| d)
+}
 
 /// How many of a message's parameters XAPI expects (`gen_server.ml`: the parameters after the
 /// session, without defaults); `None` for a message not in the datamodel.
 pub fn expected_params(wire: &str) -> Option<usize> {
     let m = xenapi::message_def(wire)?;
-    let defaulted = PARAM_DEFAULTS
-        .iter()
-        .find(|(n, _)| *n == wire)
-        .map_or(0, |(_, d)| d.len());
-    Some(m.counted_params() - defaulted)
+    Some(m.counted_params() - defaults_of(wire).len())
+}
+
+/// A call's parameters with the defaults XAPI fills in for trailing parameters left out;
+/// `None` when nothing is missing or too many are missing (the handler then reports the count).
+pub fn with_defaults(wire: &str, params: &[Value]) -> Option<Vec<Value>> {
+    let m = xenapi::message_def(wire)?;
+    let defaults = defaults_of(wire);
+    let full = m.params.len();
+    let missing = full.checked_sub(params.len())?;
+    if missing == 0 || missing > defaults.len() {
+        return None;
+    }
+    let mut out = params.to_vec();
+    for (i, p) in m.params.iter().enumerate().skip(params.len()) {
+        let (name, dv) = &defaults[defaults.len() - (full - i)];
+        debug_assert_eq!(*name, p.name);
+        out.push(dv_value(dv, p.ty));
+    }
+    Some(out)
 }
 
 /// What the project implements of each class: (class, persistent, `create` from a record,

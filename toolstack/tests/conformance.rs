@@ -450,3 +450,37 @@ fn every_error_the_code_raises_has_the_tables_parameter_count() {
     assert!(checked > 20, "{checked}");
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+#[test]
+fn trailing_parameters_with_defaults_may_be_left_out() {
+    // datamodel.ml: GPU_group.create's three parameters all have defaults ("", "", {}).
+    let (x, s) = xapi();
+    let g = x.call("GPU_group.create", &[s.clone()]).unwrap();
+    let rec = x.call("GPU_group.get_record", &[s.clone(), g]).unwrap();
+    assert_eq!(rec.as_struct().unwrap()["name_label"], Value::str(""));
+    // Given, they are used.
+    let g = x
+        .call(
+            "GPU_group.create",
+            &[
+                s.clone(),
+                Value::str("g"),
+                Value::str("d"),
+                Value::Struct(Default::default()),
+            ],
+        )
+        .unwrap();
+    let label = x.call("GPU_group.get_name_label", &[s.clone(), g]).unwrap();
+    assert_eq!(label, Value::str("g"));
+    // Login: uname and pwd are expected, version and originator have defaults.
+    let p = |n: usize| vec![Value::str("root"); n];
+    let e = x.call("session.login_with_password", &p(5)).unwrap_err();
+    assert_eq!(e.params, ["session.login_with_password", "2", "5"]);
+    let e = x.call("session.login_with_password", &p(1)).unwrap_err();
+    assert_eq!(e.params, ["session.login_with_password", "2", "1"]);
+    // Too few even with the defaults: XAPI's count (VGPU.create expects VM and GPU_group).
+    let e = x
+        .call("VGPU.create", &[s.clone(), Value::str("OpaqueRef:x")])
+        .unwrap_err();
+    assert_eq!(e.params, ["VGPU.create", "2", "1"]);
+}

@@ -208,6 +208,10 @@ impl Xapi {
 
     /// Handles one call: `method` with its wire parameters (session first, but for login).
     pub fn call(self: &Arc<Self>, method: &str, params: &[Value]) -> R {
+        // Trailing parameters with defaults may be left out, as XAPI allows.
+        if let Some(full) = datamodel::with_defaults(method, params) {
+            return self.call(method, &full);
+        }
         if let Some(inner) = method.strip_prefix("Async.") {
             return self.call_async(inner, params);
         }

@@ -22,13 +22,10 @@ impl Xapi {
         if !(2..=4).contains(&params.len()) {
             // XAPI counts the parameters without defaults: uname and pwd (`version` and
             // `originator` have defaults in ocaml/idl/datamodel.ml).
-            return Err(ApiError::new(
-                codes::MESSAGE_PARAMETER_COUNT_MISMATCH,
-                [
-                    "session.login_with_password".to_owned(),
-                    "2".into(),
-                    params.len().to_string(),
-                ],
+            return Err(count_mismatch(
+                "session.login_with_password",
+                4,
+                params.len(),
             ));
         }
         let user = arg_str(&params[0], "uname")?;
