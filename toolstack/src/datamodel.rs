@@ -523,6 +523,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn parameter_defaults_are_the_messages_trailing_parameters() {
+        for (wire, defaults) in PARAM_DEFAULTS {
+            let m = xenapi::message_def(wire).unwrap_or_else(|| panic!("{wire}"));
+            let tail = &m.params[m.params.len() - defaults.len()..];
+            for ((name, _), p) in defaults.iter().zip(tail) {
+                assert_eq!(*name, p.name, "{wire}");
+            }
+        }
+        // A call short of defaulted parameters only is completed; one short of more is not.
+        let full = with_defaults("VGPU.create", &vec![Value::str("s"); 3]).unwrap();
+        assert_eq!(full.len(), 6);
+        assert_eq!(full[3], Value::str("0"));
+        assert_eq!(full[5], Value::str(NULL_REF));
+        assert!(with_defaults("VGPU.create", &vec![Value::str("s"); 2]).is_none());
+        assert!(with_defaults("VGPU.create", &vec![Value::str("s"); 6]).is_none());
+        assert!(with_defaults("VM.start", &vec![Value::str("s"); 2]).is_none());
+    }
+
+    #[test]
     fn known_classes_are_the_model_in_order() {
         assert_eq!(Known::ALL.len(), classes().len());
         for (i, k) in Known::ALL.iter().enumerate() {
