@@ -7,8 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 
+mod help;
+mod params;
+
+pub use self::help::{commands, help, Command};
 use crate::client::{Client, Endpoint, TlsVerify};
-use crate::datamodel::{self, Qual, Ty, NULL_REF};
+use crate::datamodel::{self, Ty, NULL_REF};
 use crate::value::Value;
 use crate::Error;
 
@@ -152,8 +156,8 @@ fn lookup_field(look: &Lookup, r: &str, field: &str) -> String {
 }
 
 /// The xe parameter of a field that is not a reference.
-fn plain_param(f: &datamodel::Field, v: &Value) -> Option<Param> {
-    let rw = f.qual == Qual::RW;
+fn plain_param(cls: &datamodel::Class, f: &datamodel::Field, v: &Value) -> Option<Param> {
+    let rw = cls.settable(f);
     let (qual, mut value) = match f.ty {
         Ty::Ref(_) | Ty::RefSet(_) => return None,
         Ty::Map => (if rw { "MRW" } else { "MRO" }, text(v)),
@@ -178,7 +182,7 @@ pub fn params_of(class: &str, rec: &BTreeMap<String, Value>, look: &Lookup) -> V
     let mut out = Vec::new();
     for f in &cls.fields {
         let Some(v) = rec.get(f.name) else { continue };
-        let rw = f.qual == Qual::RW;
+        let rw = cls.settable(f);
         let xname = f.name.replace('_', "-");
         match f.ty {
             Ty::Ref(target) => {
@@ -218,7 +222,7 @@ pub fn params_of(class: &str, rec: &BTreeMap<String, Value>, look: &Lookup) -> V
                     value: uuids.join("; "),
                 });
             }
-            _ => out.extend(plain_param(f, v)),
+            _ => out.extend(plain_param(cls, f, v)),
         }
     }
     // Parameters xe derives from related objects.
@@ -267,25 +271,46 @@ pub fn params_of(class: &str, rec: &BTreeMap<String, Value>, look: &Lookup) -> V
     out
 }
 
+/// Escapes a value for `--minimal` output as xe does (`cli_printer.ml`: `escape_commas`):
+/// `,` becomes `\,` and `\` becomes `\\`.
+pub fn escape_commas(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == ',' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Formats records as xe does: per record, keys padded to the longest plus four (the first
-/// left-aligned, the rest right-aligned), then `: value`; two blank lines after each record.
+/// left-aligned, the rest right-aligned), then `: value`; two blank lines after each record
+/// (`cli_printer.ml`: `multi_line_record`).
 pub fn format_records(records: &[Vec<Param>]) -> String {
     let mut out = String::new();
     for rec in records {
-        let keys: Vec<String> = rec
+        let kv: Vec<(String, String)> = rec
             .iter()
-            .map(|p| format!("{} ({:>3})", p.name, p.qual))
+            .map(|p| (format!("{} ({:>3})", p.name, p.qual), p.value.clone()))
             .collect();
-        let width = keys.iter().map(String::len).max().unwrap_or(0) + 4;
-        for (i, (k, p)) in keys.iter().zip(rec).enumerate() {
-            if i == 0 {
-                out.push_str(&format!("{k:<width$}: {}\n", p.value));
-            } else {
-                out.push_str(&format!("{k:>width$}: {}\n", p.value));
-            }
-        }
-        out.push_str("\n\n");
+        out.push_str(&format_kv(&kv));
     }
+    out
+}
+
+/// One record of keys and values in xe's layout (see [`format_records`]).
+pub fn format_kv(rec: &[(String, String)]) -> String {
+    let width = rec.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 4;
+    let mut out = String::new();
+    for (i, (k, v)) in rec.iter().enumerate() {
+        if i == 0 {
+            out.push_str(&format!("{k:<width$}: {v}\n"));
+        } else {
+            out.push_str(&format!("{k:>width$}: {v}\n"));
+        }
+    }
+    out.push_str("\n\n");
     out
 }
 
@@ -302,7 +327,10 @@ struct Args {
     minimal: bool,
     force: bool,
     multiple: bool,
+    all: bool,
     command: Option<String>,
+    /// Bare words after the command (`xe help vm-start`).
+    rest: Vec<String>,
     kv: Vec<(String, String)>,
 }
 
@@ -350,8 +378,12 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--minimal" => a.minimal = true,
             "--force" => a.force = true,
             "--multiple" => a.multiple = true,
+            "--all" => a.all = true,
             s if a.command.is_none() && !s.contains('=') && !s.starts_with('-') => {
                 a.command = Some(s.to_owned())
+            }
+            s if a.command.as_deref() == Some("help") && !s.contains('=') => {
+                a.rest.push(s.to_owned())
             }
             s => match s.split_once('=') {
                 Some((k, v)) => a.kv.push((k.to_owned(), v.to_owned())),
@@ -406,6 +438,19 @@ pub fn run(argv: &[String], out: &mut dyn Write) -> Result<(), XeError> {
             1,
         ));
     };
+    if cmd == "help" {
+        // `xe help [--all] [<command>...]`: positional command names come as bare words.
+        let names: Vec<String> = a.rest.clone();
+        out.write_all(help("xe", &names, a.all, a.minimal).as_bytes())
+            .map_err(out_err)?;
+        return Ok(());
+    }
+    if !commands().iter().any(|c| c.name == cmd) {
+        return Err(XeError(
+            format!("Unknown command: {cmd}\nFor usage run: 'xe help'"),
+            1,
+        ));
+    }
     let mut c = Client::with_tls(
         endpoint(&a),
         a.verify.clone().unwrap_or(TlsVerify::SystemRoots),
@@ -434,14 +479,14 @@ fn all_records(c: &mut Client, class: &str) -> Result<Rows, XeError> {
 /// one of them is such a field: those need no other class's records.
 fn plain_fields(class: &str, names: &BTreeSet<&str>) -> Option<Vec<&'static datamodel::Field>> {
     let cls = datamodel::class(class)?;
-    names
+    let plain = |f: &datamodel::Field| !matches!(f.ty, Ty::Ref(_) | Ty::RefSet(_));
+    // In the record's order, as xe prints them.
+    let fields: Vec<&'static datamodel::Field> = cls
+        .fields
         .iter()
-        .map(|n| {
-            cls.fields.iter().find(|f| {
-                !matches!(f.ty, Ty::Ref(_) | Ty::RefSet(_)) && f.name.replace('_', "-") == *n
-            })
-        })
-        .collect()
+        .filter(|f| plain(f) && names.contains(f.name.replace('_', "-").as_str()))
+        .collect();
+    (fields.len() == names.len()).then_some(fields)
 }
 
 /// Fetches records of the classes `class`'s references point at.
@@ -454,7 +499,10 @@ fn lookup_for(c: &mut Client, class: &str) -> Result<Lookup, XeError> {
         .fields
         .iter()
         .filter_map(|f| match f.ty {
-            Ty::Ref(t) | Ty::RefSet(t) => Some(t),
+            // Only the classes the server implements can be listed.
+            Ty::Ref(t) | Ty::RefSet(t) if datamodel::class(t).is_some_and(|c| c.name == t) => {
+                Some(t)
+            }
             _ => None,
         })
         .collect();
@@ -488,8 +536,13 @@ fn select(
     let plain = shown.and_then(|s| {
         let names: BTreeSet<&str> = s
             .iter()
-            .chain(filters.iter().map(|(k, _)| k))
             .map(String::as_str)
+            // A map filter (`other-config:key=value`) reads the map field.
+            .chain(
+                filters
+                    .iter()
+                    .map(|(k, _)| k.split(':').next().unwrap_or(k)),
+            )
             .chain(["uuid"])
             .collect();
         plain_fields(class, &names)
@@ -511,17 +564,29 @@ fn select(
             let ps = match &plain {
                 Some(fields) => fields
                     .iter()
-                    .filter_map(|f| plain_param(f, r.get(f.name)?))
+                    .filter_map(|f| {
+                        let cls = datamodel::class(class)?;
+                        plain_param(cls, f, r.get(f.name)?)
+                    })
                     .collect(),
                 None => params_of(class, &r, &look),
             };
-            (k, ps)
+            (k, r, ps)
         })
-        .filter(|(_, ps)| {
-            filters
-                .iter()
-                .all(|(k, v)| ps.iter().any(|p| &p.name == k && &p.value == v))
+        .filter(|(_, r, ps)| {
+            filters.iter().all(|(k, v)| match k.split_once(':') {
+                // xe filters a map on one key (cli_operations.ml:
+                // `filter_records_on_map_param`).
+                Some((m, key)) => datamodel::class(class)
+                    .and_then(|cls| cls.fields.iter().find(|f| f.name.replace('_', "-") == m))
+                    .and_then(|f| r.get(f.name))
+                    .and_then(Value::as_struct)
+                    .and_then(|map| map.get(key))
+                    .is_some_and(|x| x.as_str() == Some(v.as_str())),
+                None => ps.iter().any(|p| &p.name == k && &p.value == v),
+            })
         })
+        .map(|(k, _, ps)| (k, ps))
         .collect();
     out.sort_by(|a, b| {
         a.1.iter()
@@ -533,6 +598,31 @@ fn select(
 }
 
 fn dispatch(c: &mut Client, cmd: &str, a: &Args, out: &mut dyn Write) -> Result<(), XeError> {
+    if let Some(obj) = cmd.strip_suffix("-destroy") {
+        if let Some((_, class)) = CLASSES.iter().find(|(o, _)| *o == obj) {
+            let uuid =
+                a.kv.iter()
+                    .find(|(k, _)| k == "uuid")
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| {
+                        XeError(
+                            "Required parameter not found: uuid\nFor usage run: 'xe help'".into(),
+                            1,
+                        )
+                    })?;
+            let r = c.call(&format!("{class}.get_by_uuid"), &[Value::String(uuid)])?;
+            c.call(&format!("{class}.destroy"), &[r])?;
+            return Ok(());
+        }
+    }
+    for verb in ["list", "get", "set", "add", "remove", "clear"] {
+        let suffix = format!("-param-{verb}");
+        if let Some(obj) = cmd.strip_suffix(suffix.as_str()) {
+            if let Some((_, class)) = CLASSES.iter().find(|(o, _)| *o == obj) {
+                return params::run(c, class, verb, a, out);
+            }
+        }
+    }
     if let Some(obj) = cmd.strip_suffix("-list") {
         let class = CLASSES
             .iter()
@@ -559,20 +649,19 @@ fn dispatch(c: &mut Client, cmd: &str, a: &Args, out: &mut dyn Write) -> Result<
             ),
         };
         let (recs, _) = select(c, class, &filters, wanted.as_deref())?;
+        // The record's order, not the requested one (cli_operations.ml: `select_fields`
+        // filters the record's fields).
         let shown: Vec<Vec<Param>> = recs
             .into_iter()
             .map(|(_, ps)| match &wanted {
                 None => ps,
-                Some(w) => w
-                    .iter()
-                    .filter_map(|n| ps.iter().find(|p| &p.name == n).cloned())
-                    .collect(),
+                Some(w) => ps.into_iter().filter(|p| w.contains(&p.name)).collect(),
             })
             .collect();
         if a.minimal {
             let vals: Vec<String> = shown
                 .iter()
-                .filter_map(|ps| ps.first().map(|p| p.value.clone()))
+                .filter_map(|ps| ps.first().map(|p| escape_commas(&p.value)))
                 .collect();
             writeln!(out, "{}", vals.join(",")).map_err(out_err)?;
         } else {
@@ -677,7 +766,10 @@ fn dispatch(c: &mut Client, cmd: &str, a: &Args, out: &mut dyn Write) -> Result<
             writeln!(out, "{}", uuid.as_str().unwrap_or_default()).map_err(out_err)?;
             Ok(())
         }
-        _ => Err(XeError(format!("Unknown command: {cmd}"), 1)),
+        _ => Err(XeError(
+            format!("Unknown command: {cmd}\nFor usage run: 'xe help'"),
+            1,
+        )),
     }
 }
 

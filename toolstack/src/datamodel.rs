@@ -1,9 +1,13 @@
-//! The XAPI object model: classes, their fields (names as in XAPI's `ocaml/idl/datamodel*.ml`)
-//! and the relations whose two ends are kept consistent.
+//! The XAPI object model: the classes the project implements, each with exactly XAPI's fields
+//! (from the generated [`xenapi`] tables: names, types, qualifiers and defaults as in xen-api's
+//! `ocaml/idl/datamodel*.ml`), and the relations whose two ends are kept consistent.
+
+pub mod xenapi;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use self::xenapi::{ClassDef, Dv, FieldDef, Type};
 use crate::value::Value;
 
 /// The null reference.
@@ -35,6 +39,23 @@ pub enum Ty {
 }
 
 impl Ty {
+    /// The storage type of a datamodel type.
+    pub fn of(t: &'static Type) -> Ty {
+        match t {
+            Type::String | Type::Void | Type::EventBatch | Type::Record(_) => Ty::Str,
+            Type::Int => Ty::Int,
+            Type::Float => Ty::Float,
+            Type::Bool => Ty::Bool,
+            Type::DateTime => Ty::DateTime,
+            Type::Enum(_) => Ty::Enum(t.enum_values().unwrap_or(&[])),
+            Type::Ref(c) => Ty::Ref(c),
+            Type::Set(Type::Ref(c)) => Ty::RefSet(c),
+            Type::Set(_) => Ty::StrSet,
+            Type::Map(..) => Ty::Map,
+            Type::Option(inner) => Ty::of(inner),
+        }
+    }
+
     /// The value a field of this type holds when nothing was given.
     pub fn default_value(self) -> Value {
         match self {
@@ -43,7 +64,7 @@ impl Ty {
             Ty::Float => Value::Double(0.0),
             Ty::Bool => Value::Bool(false),
             Ty::DateTime => Value::DateTime("19700101T00:00:00Z".into()),
-            Ty::Enum(vals) => Value::str(vals[0]),
+            Ty::Enum(vals) => Value::str(vals.first().copied().unwrap_or("")),
             Ty::Ref(_) => Value::str(NULL_REF),
             Ty::RefSet(_) | Ty::StrSet => Value::Array(vec![]),
             Ty::Map => Value::Struct(BTreeMap::new()),
@@ -114,10 +135,80 @@ pub enum Qual {
 pub struct Field {
     /// XAPI field name.
     pub name: &'static str,
-    /// Type.
+    /// Storage type.
     pub ty: Ty,
     /// Writability.
     pub qual: Qual,
+    /// The datamodel's description of the field (wire type, default, lifecycle).
+    pub def: &'static FieldDef,
+}
+
+impl Field {
+    fn of(def: &'static FieldDef) -> Field {
+        Field {
+            name: def.name,
+            ty: Ty::of(def.ty),
+            qual: match def.qual {
+                xenapi::Qualifier::RW => Qual::RW,
+                xenapi::Qualifier::StaticRO => Qual::StaticRO,
+                xenapi::Qualifier::DynamicRO => Qual::RO,
+            },
+            def,
+        }
+    }
+
+    /// The field's value in a new record: the datamodel's default, or the type's zero when
+    /// the datamodel declares none.
+    pub fn default_value(&self) -> Value {
+        match self.def.default {
+            Some(d) => dv_value(&d, self.def.ty),
+            None => REQUIRED_DEFAULTS
+                .iter()
+                .find(|(n, _)| *n == self.name)
+                .map_or_else(|| self.ty.default_value(), |(_, v)| Value::str(*v)),
+        }
+    }
+}
+
+/// Values for fields XAPI requires in `VM.create` (no datamodel default) when a caller leaves
+/// them out: what XenServer's templates set.
+const REQUIRED_DEFAULTS: &[(&str, &str)] = &[
+    ("actions_after_shutdown", "destroy"),
+    ("actions_after_reboot", "restart"),
+    ("actions_after_crash", "restart"),
+];
+
+/// A datamodel default as a stored value (`int`s as decimal strings, as on XML-RPC).
+fn dv_value(d: &Dv, t: &Type) -> Value {
+    let elem = |t: &Type| match t {
+        Type::Set(x) | Type::Option(x) => *x,
+        _ => &Type::String,
+    };
+    match d {
+        Dv::Str(x) => Value::str(*x),
+        Dv::Int(i) => Value::str(i.to_string()),
+        Dv::Float(f) => Value::Double(*f),
+        Dv::Bool(b) => Value::Bool(*b),
+        Dv::DateTime(x) => Value::DateTime((*x).to_owned()),
+        Dv::Set(xs) => Value::Array(xs.iter().map(|x| dv_value(x, elem(t))).collect()),
+        Dv::Map(kvs) => {
+            let vt = match t {
+                Type::Map(_, v) => *v,
+                _ => &Type::String,
+            };
+            Value::Struct(
+                kvs.iter()
+                    .map(|(k, v)| {
+                        let key = match dv_value(k, &Type::String) {
+                            Value::String(s) => s,
+                            other => format!("{other:?}"),
+                        };
+                        (key, dv_value(v, vt))
+                    })
+                    .collect(),
+            )
+        }
+    }
 }
 
 /// One class of the object model.
@@ -125,7 +216,9 @@ pub struct Field {
 pub struct Class {
     /// XAPI class name (`VM`, `network`, ...).
     pub name: &'static str,
-    /// Fields, `uuid` first.
+    /// The datamodel's description of the class.
+    pub def: &'static ClassDef,
+    /// Fields: exactly the datamodel's, in its order (`uuid` first).
     pub fields: Vec<Field>,
     /// Whether objects survive a restart (sessions and tasks do not).
     pub persistent: bool,
@@ -141,6 +234,12 @@ impl Class {
         self.fields.iter().find(|f| f.name == name)
     }
 
+    /// Whether a field can be set through a message: RW fields, and the others the datamodel
+    /// gives an explicit setter (`VM.set_VCPUs_max`).
+    pub fn settable(&self, f: &Field) -> bool {
+        f.qual == Qual::RW || self.def.message(&format!("set_{}", f.name)).is_some()
+    }
+
     /// Whether the class has a `name_label` field.
     pub fn has_name_label(&self) -> bool {
         self.field("name_label").is_some()
@@ -150,7 +249,7 @@ impl Class {
     pub fn default_record(&self) -> BTreeMap<String, Value> {
         self.fields
             .iter()
-            .map(|f| (f.name.to_owned(), f.ty.default_value()))
+            .map(|f| (f.name.to_owned(), f.default_value()))
             .collect()
     }
 }
@@ -207,502 +306,122 @@ const fn rel(
     }
 }
 
-const POWER: &[&str] = &["Halted", "Paused", "Running", "Suspended"];
-const TASK_STATUS: &[&str] = &["pending", "success", "failure", "cancelling", "cancelled"];
-const VDI_TYPE: &[&str] = &[
-    "user",
-    "system",
-    "ephemeral",
-    "suspend",
-    "crashdump",
-    "ha_statefile",
-    "metadata",
-    "redo_log",
-    "rrd",
-    "pvs_cache",
-    "cbt_metadata",
+/// Trailing parameters with defaults (`param_default` in `ocaml/idl/datamodel*.ml` at the
+/// facts' commit; the published `xenapi.json` does not carry them) of the messages the project
+/// implements. XAPI accepts calls without them (filling the defaults) and does not count them
+/// as expected in `MESSAGE_PARAMETER_COUNT_MISMATCH`.
+pub const PARAM_DEFAULTS: &[(&str, &[(&str, Dv)])] = &[
+    // datamodel.ml, `Session.login`.
+    (
+        "session.login_with_password",
+        &[("version", Dv::Str("1.1")), ("originator", Dv::Str(""))],
+    ),
+    // datamodel.ml, `SR.create` (the shared `sm_config` parameter).
+    ("SR.create", &[("sm_config", Dv::Map(&[]))]),
+    // datamodel.ml, `Bond.create`.
+    (
+        "Bond.create",
+        &[
+            ("mode", Dv::Str("balance-slb")),
+            ("properties", Dv::Map(&[])),
+        ],
+    ),
+    // datamodel.ml, `GPU_group.create`.
+    (
+        "GPU_group.create",
+        &[
+            ("name_label", Dv::Str("")),
+            ("name_description", Dv::Str("")),
+            ("other_config", Dv::Map(&[])),
+        ],
+    ),
+    // datamodel.ml, `VGPU.create`.
+    (
+        "VGPU.create",
+        &[
+            ("device", Dv::Str("0")),
+            ("other_config", Dv::Map(&[])),
+            ("type", Dv::Str(NULL_REF)),
+        ],
+    ),
 ];
-const BOND_MODE: &[&str] = &["balance-slb", "active-backup", "lacp"];
 
-fn f(name: &'static str, ty: Ty, qual: Qual) -> Field {
-    Field { name, ty, qual }
+fn defaults_of(wire: &str) -> &'static [(&'static str, Dv)] {
+    PARAM_DEFAULTS
+        .iter()
+        .find(|(n, _)| *n == wire)
+        .map_or(&[][..], |(_, d)| d)
 }
 
-use Qual::{StaticRO as S, RO, RW};
-use Ty::{Bool, DateTime, Enum, Float, Int, Map, Ref, RefSet, Str, StrSet};
-
-fn named(v: &mut Vec<Field>) {
-    v.push(f("name_label", Str, RW));
-    v.push(f("name_description", Str, RW));
+/// How many of a message's parameters XAPI expects (`gen_server.ml`: the parameters after the
+/// session, without defaults); `None` for a message not in the datamodel.
+pub fn expected_params(wire: &str) -> Option<usize> {
+    let m = xenapi::message_def(wire)?;
+    Some(m.counted_params() - defaults_of(wire).len())
 }
 
-fn ops(v: &mut Vec<Field>) {
-    v.push(f("allowed_operations", StrSet, RO));
-    v.push(f("current_operations", Map, RO));
+/// A call's parameters with the defaults XAPI fills in for trailing parameters left out;
+/// `None` when nothing is missing or too many are missing (the handler then reports the count).
+pub fn with_defaults(wire: &str, params: &[Value]) -> Option<Vec<Value>> {
+    let m = xenapi::message_def(wire)?;
+    let defaults = defaults_of(wire);
+    let full = m.params.len();
+    let missing = full.checked_sub(params.len())?;
+    if missing == 0 || missing > defaults.len() {
+        return None;
+    }
+    let mut out = params.to_vec();
+    for (i, p) in m.params.iter().enumerate().skip(params.len()) {
+        let (name, dv) = &defaults[defaults.len() - (full - i)];
+        debug_assert_eq!(*name, p.name);
+        out.push(dv_value(dv, p.ty));
+    }
+    Some(out)
 }
+
+/// What the project implements of each class: (class, persistent, `create` from a record,
+/// `destroy`), in [`Known`]'s order.
+const IMPLEMENTED: [(Known, bool, bool, bool); 21] = [
+    (Known::session, false, false, false),
+    (Known::task, false, false, true),
+    (Known::pool, true, false, false),
+    (Known::host, true, false, false),
+    (Known::host_metrics, true, false, false),
+    (Known::VM, true, true, true),
+    (Known::VM_metrics, true, false, false),
+    (Known::SR, true, false, true),
+    (Known::PBD, true, true, true),
+    (Known::VDI, true, true, true),
+    (Known::VBD, true, true, true),
+    (Known::network, true, true, true),
+    (Known::PIF, true, false, false),
+    (Known::VIF, true, true, true),
+    (Known::Bond, true, false, true),
+    (Known::VLAN, true, false, true),
+    (Known::PCI, true, false, false),
+    (Known::PGPU, true, false, false),
+    (Known::GPU_group, true, false, true),
+    (Known::VGPU, true, false, true),
+    (Known::VGPU_type, true, false, false),
+];
 
 fn build() -> Vec<Class> {
-    let mut out = Vec::new();
-    let mut class = |name, persistent, record_create, destroy, fields: Vec<Field>| {
-        let mut all = vec![f("uuid", Str, RO)];
-        all.extend(fields);
-        out.push(Class {
-            name,
-            fields: all,
-            persistent,
-            record_create,
-            destroy,
-        });
-    };
-    class(
-        "session",
-        false,
-        false,
-        false,
-        vec![
-            f("this_host", Ref("host"), RO),
-            f("this_user", Str, RO),
-            f("last_active", DateTime, RO),
-            f("pool", Bool, RO),
-            f("other_config", Map, RW),
-            f("is_local_superuser", Bool, RO),
-            f("validation_time", DateTime, RO),
-            f("auth_user_sid", Str, RO),
-            f("auth_user_name", Str, RO),
-            f("rbac_permissions", StrSet, RO),
-            f("originator", Str, RO),
-        ],
-    );
-    let mut v = vec![];
-    named(&mut v);
-    ops(&mut v);
-    v.extend([
-        f("created", DateTime, RO),
-        f("finished", DateTime, RO),
-        f("status", Enum(TASK_STATUS), RO),
-        f("resident_on", Ref("host"), RO),
-        f("progress", Float, RO),
-        f("type", Str, RO),
-        f("result", Str, RO),
-        f("error_info", StrSet, RO),
-        f("other_config", Map, RW),
-        f("subtask_of", Ref("task"), RO),
-        f("subtasks", RefSet("task"), RO),
-        f("backtrace", Str, RO),
-    ]);
-    class("task", false, false, true, v);
-    let mut v = vec![];
-    named(&mut v);
-    v.extend([
-        f("master", Ref("host"), RO),
-        f("default_SR", Ref("SR"), RW),
-        f("suspend_image_SR", Ref("SR"), RW),
-        f("crash_dump_SR", Ref("SR"), RW),
-        f("other_config", Map, RW),
-        f("ha_enabled", Bool, RO),
-        f("tags", StrSet, RW),
-    ]);
-    class("pool", true, false, false, v);
-    let mut v = vec![];
-    named(&mut v);
-    ops(&mut v);
-    v.extend([
-        f("API_version_major", Int, RO),
-        f("API_version_minor", Int, RO),
-        f("API_version_vendor", Str, RO),
-        f("software_version", Map, RO),
-        f("enabled", Bool, RO),
-        f("other_config", Map, RW),
-        f("capabilities", StrSet, RO),
-        f("sched_policy", Str, RO),
-        f("supported_bootloaders", StrSet, RO),
-        f("resident_VMs", RefSet("VM"), RO),
-        f("PIFs", RefSet("PIF"), RO),
-        f("PBDs", RefSet("PBD"), RO),
-        f("PCIs", RefSet("PCI"), RO),
-        f("PGPUs", RefSet("PGPU"), RO),
-        f("cpu_info", Map, RO),
-        f("hostname", Str, RW),
-        f("address", Str, RW),
-        f("metrics", Ref("host_metrics"), RO),
-        f("edition", Str, RO),
-        f("tags", StrSet, RW),
-    ]);
-    class("host", true, false, false, v);
-    class(
-        "host_metrics",
-        true,
-        false,
-        false,
-        vec![
-            f("memory_total", Int, RO),
-            f("memory_free", Int, RO),
-            f("live", Bool, RO),
-            f("last_updated", DateTime, RO),
-            f("other_config", Map, RW),
-        ],
-    );
-    let mut v = vec![];
-    ops(&mut v);
-    named(&mut v);
-    v.extend([
-        f("power_state", Enum(POWER), RO),
-        f("user_version", Int, RW),
-        f("is_a_template", Bool, RW),
-        f("suspend_VDI", Ref("VDI"), RO),
-        f("resident_on", Ref("host"), RO),
-        f("affinity", Ref("host"), RW),
-        f("memory_overhead", Int, RO),
-        f("memory_target", Int, RO),
-        f("memory_static_max", Int, RW),
-        f("memory_dynamic_max", Int, RW),
-        f("memory_dynamic_min", Int, RW),
-        f("memory_static_min", Int, RW),
-        f("VCPUs_params", Map, RW),
-        f("VCPUs_max", Int, RW),
-        f("VCPUs_at_startup", Int, RW),
-        f("actions_after_shutdown", Enum(&["destroy", "restart"]), RW),
-        f("actions_after_reboot", Enum(&["restart", "destroy"]), RW),
-        f(
-            "actions_after_crash",
-            Enum(&[
-                "restart",
-                "destroy",
-                "coredump_and_destroy",
-                "coredump_and_restart",
-                "preserve",
-                "rename_restart",
-            ]),
-            RW,
-        ),
-        f("VIFs", RefSet("VIF"), RO),
-        f("VBDs", RefSet("VBD"), RO),
-        f("VGPUs", RefSet("VGPU"), RO),
-        f("PV_bootloader", Str, RW),
-        f("PV_kernel", Str, RW),
-        f("PV_ramdisk", Str, RW),
-        f("PV_args", Str, RW),
-        f("PV_bootloader_args", Str, RW),
-        f("PV_legacy_args", Str, RW),
-        f("HVM_boot_policy", Str, RW),
-        f("HVM_boot_params", Map, RW),
-        f("platform", Map, RW),
-        f("PCI_bus", Str, RW),
-        f("other_config", Map, RW),
-        f("domid", Int, RO),
-        f("domarch", Str, RO),
-        f("is_control_domain", Bool, RO),
-        f("metrics", Ref("VM_metrics"), RO),
-        f("recommendations", Str, RW),
-        f("xenstore_data", Map, RW),
-        f("ha_always_run", Bool, RW),
-        f("tags", StrSet, RW),
-        f("blocked_operations", Map, RW),
-        f(
-            "domain_type",
-            Enum(&["pv", "hvm", "pv_in_pvh", "pvh", "unspecified"]),
-            RW,
-        ),
-    ]);
-    class("VM", true, true, true, v);
-    class(
-        "VM_metrics",
-        true,
-        false,
-        false,
-        vec![
-            f("memory_actual", Int, RO),
-            f("VCPUs_number", Int, RO),
-            f("state", StrSet, RO),
-            f("start_time", DateTime, RO),
-            f("install_time", DateTime, RO),
-            f("last_updated", DateTime, RO),
-            f("other_config", Map, RW),
-        ],
-    );
-    let mut v = vec![];
-    ops(&mut v);
-    named(&mut v);
-    v.extend([
-        f("VDIs", RefSet("VDI"), RO),
-        f("PBDs", RefSet("PBD"), RO),
-        f("virtual_allocation", Int, RO),
-        f("physical_utilisation", Int, RO),
-        f("physical_size", Int, RO),
-        f("type", Str, RO),
-        f("content_type", Str, RO),
-        f("shared", Bool, RO),
-        f("other_config", Map, RW),
-        f("tags", StrSet, RW),
-        f("sm_config", Map, RW),
-    ]);
-    class("SR", true, false, true, v);
-    class(
-        "PBD",
-        true,
-        true,
-        true,
-        vec![
-            f("host", Ref("host"), S),
-            f("SR", Ref("SR"), S),
-            f("device_config", Map, S),
-            f("currently_attached", Bool, RO),
-            f("other_config", Map, RW),
-        ],
-    );
-    let mut v = vec![];
-    ops(&mut v);
-    named(&mut v);
-    v.extend([
-        f("SR", Ref("SR"), S),
-        f("VBDs", RefSet("VBD"), RO),
-        f("virtual_size", Int, S),
-        f("physical_utilisation", Int, RO),
-        f("type", Enum(VDI_TYPE), S),
-        f("sharable", Bool, S),
-        f("read_only", Bool, S),
-        f("other_config", Map, RW),
-        f("storage_lock", Bool, RO),
-        f("location", Str, RO),
-        f("managed", Bool, RO),
-        f("missing", Bool, RO),
-        f("xenstore_data", Map, RW),
-        f("sm_config", Map, RW),
-        f("is_a_snapshot", Bool, RO),
-        f("tags", StrSet, RW),
-    ]);
-    class("VDI", true, true, true, v);
-    let mut v = vec![];
-    ops(&mut v);
-    v.extend([
-        f("VM", Ref("VM"), S),
-        f("VDI", Ref("VDI"), S),
-        f("device", Str, RO),
-        f("userdevice", Str, RW),
-        f("bootable", Bool, RW),
-        f("mode", Enum(&["RW", "RO"]), RW),
-        f("type", Enum(&["Disk", "CD", "Floppy"]), RW),
-        f("unpluggable", Bool, RW),
-        f("storage_lock", Bool, RO),
-        f("empty", Bool, S),
-        f("other_config", Map, RW),
-        f("currently_attached", Bool, RO),
-        f("status_code", Int, RO),
-        f("status_detail", Str, RO),
-        f("runtime_properties", Map, RO),
-        f("qos_algorithm_type", Str, RW),
-        f("qos_algorithm_params", Map, RW),
-        f("qos_supported_algorithms", StrSet, RO),
-    ]);
-    class("VBD", true, true, true, v);
-    let mut v = vec![];
-    ops(&mut v);
-    named(&mut v);
-    v.extend([
-        f("VIFs", RefSet("VIF"), RO),
-        f("PIFs", RefSet("PIF"), RO),
-        f("MTU", Int, RW),
-        f("other_config", Map, RW),
-        f("bridge", Str, S),
-        f("managed", Bool, S),
-        f("tags", StrSet, RW),
-        f("default_locking_mode", Enum(&["unlocked", "disabled"]), RW),
-    ]);
-    class("network", true, true, true, v);
-    class(
-        "PIF",
-        true,
-        false,
-        false,
-        vec![
-            f("device", Str, RO),
-            f("network", Ref("network"), RO),
-            f("host", Ref("host"), RO),
-            f("MAC", Str, RO),
-            f("MTU", Int, RO),
-            f("VLAN", Int, RO),
-            f("physical", Bool, RO),
-            f("currently_attached", Bool, RO),
-            f(
-                "ip_configuration_mode",
-                Enum(&["None", "DHCP", "Static"]),
-                RO,
-            ),
-            f("IP", Str, RO),
-            f("netmask", Str, RO),
-            f("gateway", Str, RO),
-            f("DNS", Str, RO),
-            f("bond_slave_of", Ref("Bond"), RO),
-            f("bond_master_of", RefSet("Bond"), RO),
-            f("VLAN_master_of", Ref("VLAN"), RO),
-            f("VLAN_slave_of", RefSet("VLAN"), RO),
-            f("management", Bool, RO),
-            f("other_config", Map, RW),
-            f("disallow_unplug", Bool, RW),
-            f("managed", Bool, RO),
-            f("properties", Map, RO),
-            f("capabilities", StrSet, RO),
-        ],
-    );
-    let mut v = vec![];
-    ops(&mut v);
-    v.extend([
-        f("device", Str, S),
-        f("network", Ref("network"), S),
-        f("VM", Ref("VM"), S),
-        f("MAC", Str, S),
-        f("MTU", Int, S),
-        f("other_config", Map, RW),
-        f("currently_attached", Bool, RO),
-        f("status_code", Int, RO),
-        f("status_detail", Str, RO),
-        f("runtime_properties", Map, RO),
-        f("qos_algorithm_type", Str, RW),
-        f("qos_algorithm_params", Map, RW),
-        f("qos_supported_algorithms", StrSet, RO),
-        f("MAC_autogenerated", Bool, RO),
-        f(
-            "locking_mode",
-            Enum(&["network_default", "locked", "unlocked", "disabled"]),
-            RW,
-        ),
-        f("ipv4_allowed", StrSet, RW),
-        f("ipv6_allowed", StrSet, RW),
-    ]);
-    class("VIF", true, true, true, v);
-    class(
-        "Bond",
-        true,
-        false,
-        true,
-        vec![
-            f("master", Ref("PIF"), RO),
-            f("slaves", RefSet("PIF"), RO),
-            f("other_config", Map, RW),
-            f("primary_slave", Ref("PIF"), RO),
-            f("mode", Enum(BOND_MODE), RO),
-            f("properties", Map, RO),
-            f("links_up", Int, RO),
-            f("auto_update_mac", Bool, RO),
-        ],
-    );
-    class(
-        "VLAN",
-        true,
-        false,
-        true,
-        vec![
-            f("tagged_PIF", Ref("PIF"), RO),
-            f("untagged_PIF", Ref("PIF"), RO),
-            f("tag", Int, RO),
-            f("other_config", Map, RW),
-        ],
-    );
-    class(
-        "PCI",
-        true,
-        false,
-        false,
-        vec![
-            f("class_name", Str, RO),
-            f("vendor_name", Str, RO),
-            f("device_name", Str, RO),
-            f("host", Ref("host"), RO),
-            f("pci_id", Str, RO),
-            f("other_config", Map, RW),
-            f("subsystem_vendor_name", Str, RO),
-            f("subsystem_device_name", Str, RO),
-            f("driver_name", Str, RO),
-        ],
-    );
-    class(
-        "PGPU",
-        true,
-        false,
-        false,
-        vec![
-            f("PCI", Ref("PCI"), RO),
-            f("GPU_group", Ref("GPU_group"), RO),
-            f("host", Ref("host"), RO),
-            f("other_config", Map, RW),
-            f("supported_VGPU_types", RefSet("VGPU_type"), RO),
-            f("enabled_VGPU_types", RefSet("VGPU_type"), RO),
-            f("resident_VGPUs", RefSet("VGPU"), RO),
-            f(
-                "dom0_access",
-                Enum(&[
-                    "enabled",
-                    "disable_on_reboot",
-                    "disabled",
-                    "enable_on_reboot",
-                ]),
-                RO,
-            ),
-            f("is_system_display_device", Bool, RO),
-            f("compatibility_metadata", Map, RO),
-        ],
-    );
-    let mut v = vec![];
-    named(&mut v);
-    v.extend([
-        f("PGPUs", RefSet("PGPU"), RO),
-        f("VGPUs", RefSet("VGPU"), RO),
-        f("GPU_types", StrSet, RO),
-        f("other_config", Map, RW),
-        f(
-            "allocation_algorithm",
-            Enum(&["depth_first", "breadth_first"]),
-            RW,
-        ),
-        f("supported_VGPU_types", RefSet("VGPU_type"), RO),
-        f("enabled_VGPU_types", RefSet("VGPU_type"), RO),
-    ]);
-    class("GPU_group", true, false, true, v);
-    class(
-        "VGPU",
-        true,
-        false,
-        true,
-        vec![
-            f("VM", Ref("VM"), RO),
-            f("GPU_group", Ref("GPU_group"), RO),
-            f("device", Str, RO),
-            f("currently_attached", Bool, RO),
-            f("other_config", Map, RW),
-            f("type", Ref("VGPU_type"), RO),
-            f("resident_on", Ref("PGPU"), RO),
-            f("scheduled_to_be_resident_on", Ref("PGPU"), RO),
-            f("compatibility_metadata", Map, RO),
-            f("extra_args", Str, RW),
-        ],
-    );
-    class(
-        "VGPU_type",
-        true,
-        false,
-        false,
-        vec![
-            f("vendor_name", Str, RO),
-            f("model_name", Str, RO),
-            f("framebuffer_size", Int, RO),
-            f("max_heads", Int, RO),
-            f("max_resolution_x", Int, RO),
-            f("max_resolution_y", Int, RO),
-            f("supported_on_PGPUs", RefSet("PGPU"), RO),
-            f("enabled_on_PGPUs", RefSet("PGPU"), RO),
-            f("VGPUs", RefSet("VGPU"), RO),
-            f("supported_on_GPU_groups", RefSet("GPU_group"), RO),
-            f("enabled_on_GPU_groups", RefSet("GPU_group"), RO),
-            f(
-                "implementation",
-                Enum(&["passthrough", "nvidia", "nvidia_sriov", "gvt_g", "mxgpu"]),
-                RO,
-            ),
-            f("identifier", Str, RO),
-            f("experimental", Bool, RO),
-        ],
-    );
-    out
+    IMPLEMENTED
+        .iter()
+        .map(|&(k, persistent, record_create, destroy)| {
+            let name = format!("{k:?}");
+            let def = xenapi::class_def(&name)
+                .unwrap_or_else(|| panic!("class {name} is not in the datamodel tables"));
+            Class {
+                name: def.name,
+                def,
+                fields: def.fields.iter().map(Field::of).collect(),
+                persistent,
+                record_create,
+                destroy,
+            }
+        })
+        .collect()
 }
 
 /// Every class of the model, in [`Known`]'s order.
@@ -802,6 +521,25 @@ pub fn inverse_of(class: &str, field: &str) -> Option<&'static Relation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameter_defaults_are_the_messages_trailing_parameters() {
+        for (wire, defaults) in PARAM_DEFAULTS {
+            let m = xenapi::message_def(wire).unwrap_or_else(|| panic!("{wire}"));
+            let tail = &m.params[m.params.len() - defaults.len()..];
+            for ((name, _), p) in defaults.iter().zip(tail) {
+                assert_eq!(*name, p.name, "{wire}");
+            }
+        }
+        // A call short of defaulted parameters only is completed; one short of more is not.
+        let full = with_defaults("VGPU.create", &vec![Value::str("s"); 3]).unwrap();
+        assert_eq!(full.len(), 6);
+        assert_eq!(full[3], Value::str("0"));
+        assert_eq!(full[5], Value::str(NULL_REF));
+        assert!(with_defaults("VGPU.create", &vec![Value::str("s"); 2]).is_none());
+        assert!(with_defaults("VGPU.create", &vec![Value::str("s"); 6]).is_none());
+        assert!(with_defaults("VM.start", &vec![Value::str("s"); 2]).is_none());
+    }
 
     #[test]
     fn known_classes_are_the_model_in_order() {

@@ -94,7 +94,6 @@ pub mod codes {
     pub const VM_SHUTDOWN_TIMEOUT: &str = "VM_SHUTDOWN_TIMEOUT";
     pub const EVENTS_LOST: &str = "EVENTS_LOST";
     pub const SESSION_NOT_REGISTERED: &str = "SESSION_NOT_REGISTERED";
-    pub const OBJECT_STILL_IN_USE: &str = "OBJECT_STILL_IN_USE";
     pub const VM_HAS_VGPU: &str = "VM_HAS_VGPU";
 }
 

@@ -79,15 +79,24 @@ pub fn handle_jsonrpc(xapi: &Arc<Xapi>, body: &[u8]) -> String {
         None => vec![],
         Some(other) => vec![Value::from_json(other)],
     };
-    let r = xapi.call(method, &params);
+    let r = xapi.call(method, &params).map(|v| json_result(method, &v));
     let resp = match (r, v2) {
-        (Ok(v), true) => serde_json::json!({"jsonrpc": "2.0", "result": v.to_json(), "id": id}),
+        (Ok(v), true) => serde_json::json!({"jsonrpc": "2.0", "result": v, "id": id}),
         (Err(e), true) => serde_json::json!({"jsonrpc": "2.0", "id": id,
             "error": {"code": 1, "message": e.code, "data": e.params}}),
-        (Ok(v), false) => serde_json::json!({"result": v.to_json(), "error": null, "id": id}),
+        (Ok(v), false) => serde_json::json!({"result": v, "error": null, "id": id}),
         (Err(e), false) => serde_json::json!({"result": null, "error": e.description(), "id": id}),
     };
     resp.to_string()
+}
+
+/// A call's result as XAPI's JSON-RPC sends it: typed by the message's result type in the
+/// datamodel (`Async.*` calls return a task reference).
+pub fn json_result(method: &str, v: &Value) -> serde_json::Value {
+    match crate::datamodel::xenapi::message_def(method).and_then(|m| m.result) {
+        Some(t) if !method.starts_with("Async.") => v.to_json_typed(t),
+        _ => v.to_json(),
+    }
 }
 
 async fn service(

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::datamodel::xenapi::{self, Type};
+
 /// A XenAPI wire value (the XML-RPC data model, which JSON-RPC maps onto).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -83,6 +85,78 @@ impl Value {
                 J::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
             }
             Value::Nil => J::Null,
+        }
+    }
+
+    /// Converts to JSON as XAPI's JSON-RPC sends a value of datamodel type `t` (ocaml-rpc's
+    /// `Jsonrpc`: `int` as a number, `float` as a number, `datetime` as a string; map keys as
+    /// strings; records typed field by field from the class's table, event snapshots by their
+    /// class).
+    pub fn to_json_typed(&self, t: &Type) -> serde_json::Value {
+        use serde_json::Value as J;
+        match (t, self) {
+            (Type::Int, Value::String(s)) => {
+                s.parse::<i64>().map_or_else(|_| self.to_json(), J::from)
+            }
+            (Type::Float, Value::String(s)) => s
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map_or_else(|| self.to_json(), J::Number),
+            (Type::Float, Value::Int(i)) => J::from(*i as f64),
+            (Type::Set(e), Value::Array(a)) => {
+                J::Array(a.iter().map(|x| x.to_json_typed(e)).collect())
+            }
+            (Type::Map(_, v), Value::Struct(m)) => J::Object(
+                m.iter()
+                    .map(|(k, x)| (k.clone(), x.to_json_typed(v)))
+                    .collect(),
+            ),
+            (Type::Option(inner), _) => self.to_json_typed(inner),
+            (Type::Record(class), Value::Struct(m)) => {
+                let snapshot_class = (*class == "event")
+                    .then(|| m.get("class").and_then(Value::as_str))
+                    .flatten()
+                    .and_then(|c| {
+                        xenapi::CLASSES
+                            .iter()
+                            .find(|d| d.name.eq_ignore_ascii_case(c))
+                    });
+                // Keys and the class's fields are both sorted by name: walk them together.
+                let mut defs = xenapi::class_def(class)
+                    .map_or(&[][..], |d| d.fields_by_name())
+                    .iter()
+                    .peekable();
+                J::Object(
+                    m.iter()
+                        .map(|(k, x)| {
+                            while defs.next_if(|f| f.name < k.as_str()).is_some() {}
+                            let def = defs.next_if(|f| f.name == k.as_str());
+                            let j = match (snapshot_class, k.as_str(), def) {
+                                (Some(c), "snapshot", _) => x.to_json_typed(&Type::Record(c.name)),
+                                (_, _, Some(f)) => x.to_json_typed(f.ty),
+                                _ => x.to_json(),
+                            };
+                            (k.clone(), j)
+                        })
+                        .collect(),
+                )
+            }
+            (Type::EventBatch, Value::Struct(m)) => J::Object(
+                m.iter()
+                    .map(|(k, x)| {
+                        let j = match k.as_str() {
+                            "events" => x.to_json_typed(&Type::Set(&Type::Record("event"))),
+                            "valid_ref_counts" => {
+                                x.to_json_typed(&Type::Map(&Type::String, &Type::Int))
+                            }
+                            _ => x.to_json(),
+                        };
+                        (k.clone(), j)
+                    })
+                    .collect(),
+            ),
+            _ => self.to_json(),
         }
     }
 

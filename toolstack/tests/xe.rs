@@ -320,8 +320,10 @@ fn xe_commands() {
     .trim()
     .to_owned();
     let bonds = ok(&d, &["bond-list", "params=uuid,slaves,mode"]);
+    // `Bond.set_mode` is an explicit message of the datamodel (ocaml/idl/datamodel.ml), so xe
+    // shows the field RW.
     assert!(
-        bonds.contains(&bond_uuid) && bonds.contains("mode ( RO): lacp"),
+        bonds.contains(&bond_uuid) && bonds.contains("mode ( RW): lacp"),
         "{bonds}"
     );
     for p in &pif_uuids {

@@ -199,9 +199,17 @@ impl Xapi {
                 .read(|v| v.field(&r, f.name).cloned())
                 .ok_or_else(|| ApiError::handle_invalid(cname, &r));
         }
+        // A field is set through `set_<field>` only when the datamodel has that message with
+        // the setter's shape `(session_id, self, value)`: implicit for RW fields, explicit for
+        // some others (`VM.set_VCPUs_max`); `host.set_power_on_mode` and the like are not
+        // plain setters.
+        let setter = class
+            .def
+            .message(msg)
+            .is_some_and(|m| m.params.len() == 3 && m.params[1].name == "self");
         let writable = |fname: &str| class.field(fname).filter(|f| f.qual == Qual::RW);
         if let Some(fname) = msg.strip_prefix("set_") {
-            let f = writable(fname).ok_or_else(unknown)?;
+            let f = class.field(fname).filter(|_| setter).ok_or_else(unknown)?;
             arity(method, 3, p.len())?;
             self.session(&p[0])?;
             let r = self.check_ref(&p[1], cname, "self")?;

@@ -127,15 +127,30 @@ pub fn now_datetime() -> Value {
     ))
 }
 
+/// Checks a call's parameter count (`want` and `got` include the session). The failure counts
+/// as XAPI counts: the parameters after the session, for the expected and the received list
+/// (`ocaml/idl/ocaml_backend/gen_server.ml`: `parameter_count_mismatch_failure __call
+/// <params without defaults> (List.length __params - 1)`).
 fn arity(method: &str, want: usize, got: usize) -> Result<(), ApiError> {
     if want == got {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            codes::MESSAGE_PARAMETER_COUNT_MISMATCH,
-            [method.to_owned(), want.to_string(), got.to_string()],
-        ))
+        return Ok(());
     }
+    Err(count_mismatch(method, want, got))
+}
+
+/// `MESSAGE_PARAMETER_COUNT_MISMATCH [method, expected, received]` as XAPI counts.
+fn count_mismatch(method: &str, want: usize, got: usize) -> ApiError {
+    let session = datamodel::xenapi::message_def(method).is_none_or(|m| m.takes_session());
+    let k = i64::from(session);
+    let expected = datamodel::expected_params(method).map_or(want as i64 - k, |e| e as i64);
+    ApiError::new(
+        codes::MESSAGE_PARAMETER_COUNT_MISMATCH,
+        [
+            method.to_owned(),
+            expected.to_string(),
+            (got as i64 - k).to_string(),
+        ],
+    )
 }
 
 fn s(v: impl Into<String>) -> Value {
@@ -198,6 +213,10 @@ impl Xapi {
 
     /// Handles one call: `method` with its wire parameters (session first, but for login).
     pub fn call(self: &Arc<Self>, method: &str, params: &[Value]) -> R {
+        // Trailing parameters with defaults may be left out, as XAPI allows.
+        if let Some(full) = datamodel::with_defaults(method, params) {
+            return self.call(method, &full);
+        }
         if let Some(inner) = method.strip_prefix("Async.") {
             return self.call_async(inner, params);
         }
@@ -223,10 +242,8 @@ impl Xapi {
 
     fn call_async(self: &Arc<Self>, method: &str, params: &[Value]) -> R {
         if params.is_empty() {
-            return Err(ApiError::new(
-                codes::MESSAGE_PARAMETER_COUNT_MISMATCH,
-                [method, "1", "0"],
-            ));
+            let want = datamodel::xenapi::message_def(method).map_or(1, |m| m.params.len());
+            return Err(count_mismatch(&format!("Async.{method}"), want, 0));
         }
         let sess = self.session(&params[0])?;
         let task_class = Known::task.class();

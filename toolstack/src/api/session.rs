@@ -20,13 +20,12 @@ impl Xapi {
 
     pub(super) fn login(&self, params: &[Value]) -> R {
         if !(2..=4).contains(&params.len()) {
-            return Err(ApiError::new(
-                codes::MESSAGE_PARAMETER_COUNT_MISMATCH,
-                [
-                    "session.login_with_password".to_owned(),
-                    "4".into(),
-                    params.len().to_string(),
-                ],
+            // XAPI counts the parameters without defaults: uname and pwd (`version` and
+            // `originator` have defaults in ocaml/idl/datamodel.ml).
+            return Err(count_mismatch(
+                "session.login_with_password",
+                4,
+                params.len(),
             ));
         }
         let user = arg_str(&params[0], "uname")?;
@@ -46,7 +45,8 @@ impl Xapi {
         let r = self.db.write(|tx| {
             let mut f = Record::new();
             f.insert("this_host".into(), s(self.host.clone()));
-            f.insert("this_user".into(), s(user));
+            // `user ref` in the datamodel (deprecated class): XAPI leaves it null.
+            f.insert("this_user".into(), s(NULL_REF));
             f.insert("last_active".into(), now_datetime());
             f.insert("validation_time".into(), now_datetime());
             f.insert("is_local_superuser".into(), Value::Bool(true));
