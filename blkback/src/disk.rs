@@ -168,6 +168,7 @@ impl Disk {
             block_device: false,
             sector_size: 512,
             physical_sector_size: 512,
+            io: IoCounters::default(),
         })
     }
 
