@@ -6,6 +6,7 @@
 //! - [`backend`]: the host VM lifecycle drives: `xenctrl` (real Xen or `xen-sim`) and a
 //!   xenstored (running, or our engine in process); [`simguest`]: the guests' side of the
 //!   simulated host;
+//! - [`tasks`]: one serialized queue of operations per VM, and `Async.*` calls as tasks;
 //! - [`xenops`]: the VM lifecycle on the host (xenopsd's role) from a typed configuration
 //!   read once from the database;
 //! - [`api`]: the XenAPI messages, split by concern (dispatch, sessions, generic fields,
@@ -37,6 +38,7 @@ pub mod error;
 pub mod host;
 pub mod server;
 pub mod simguest;
+pub mod tasks;
 pub mod value;
 pub mod xenops;
 pub mod xmlrpc;

@@ -331,7 +331,13 @@ pub fn start_error(e: Error, needed: u64, free: u64) -> ApiError {
 }
 
 /// Starts `cfg` in a new domain, paused or not; on failure nothing is left behind.
-pub fn start(be: &Backend, cfg: &VmConfig, paused: bool) -> Result<DomId, ApiError> {
+/// `progress` hears the fraction done after each step.
+pub fn start(
+    be: &Backend,
+    cfg: &VmConfig,
+    paused: bool,
+    progress: &dyn Fn(f64),
+) -> Result<DomId, ApiError> {
     let free = be.free_memory();
     if cfg.memory > free {
         return Err(not_enough_memory(cfg.memory, free));
@@ -342,13 +348,16 @@ pub fn start(be: &Backend, cfg: &VmConfig, paused: bool) -> Result<DomId, ApiErr
         .map_err(|e| start_error(e, cfg.memory, be.free_memory()))?;
     let plumb = || -> Result<(), Error> {
         be.make_domain_dirs(domid, &cfg.vm_path(), &cfg.xenstore_entries(domid))?;
+        progress(0.2);
         be.build_domain(domid, &dc)?;
+        progress(0.6);
         for vbd in &cfg.vbds {
             plug_vbd(be, domid, vbd)?;
         }
         for vif in &cfg.vifs {
             plug_vif(be, domid, vif)?;
         }
+        progress(0.9);
         if !paused {
             be.unpause(domid)?;
         }

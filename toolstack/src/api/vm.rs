@@ -57,13 +57,19 @@ impl Xapi {
     /// A domain stopped by itself: tear it down, mark its VM halted, restart it when its
     /// actions say so.
     pub(super) fn domain_stopped(self: &Arc<Self>, domid: DomId, reason: ShutdownReason) {
-        let _g = self.lifecycle.lock();
-        let cfg = self.db.read(|v| {
+        let vm = self.db.read(|v| {
             v.iter_class("VM")
                 .find(|(_, r)| r.get("domid").and_then(Value::as_i64) == Some(i64::from(domid.0)))
-                .and_then(|(k, _)| VmConfig::load(v, k))
-                .filter(|c| c.power_state.has_domain())
+                .map(|(k, _)| k.clone())
         });
+        let Some(vm) = vm else { return };
+        // In the VM's queue: an operation under way finishes first, and what it left is
+        // read again.
+        let _turn = self.queues.enter(&vm);
+        let cfg = self
+            .db
+            .read(|v| VmConfig::load(v, &vm))
+            .filter(|c| c.power_state.has_domain() && c.domid == Some(domid));
         let Some(cfg) = cfg else { return };
         let _ = xenops::teardown(&self.backend, &cfg, domid);
         self.halted(&cfg.vm);
@@ -117,7 +123,7 @@ impl Xapi {
     }
 
     pub(super) fn vm_destroy(&self, vm: &str) -> R {
-        let _g = self.lifecycle.lock();
+        let _turn = self.queues.enter(vm);
         self.db.write(|tx| {
             if tx.field(vm, "is_control_domain") == Some(&Value::Bool(true)) {
                 return Err(ApiError::new(
@@ -158,8 +164,16 @@ impl Xapi {
             .ok_or_else(|| ApiError::handle_invalid("VM", vm))
     }
 
+    /// Waits for `vm`'s turn in its queue; `TASK_CANCELLED` when its task was cancelled
+    /// meanwhile.
+    fn turn(&self, vm: &str) -> Result<crate::tasks::VmTurn<'_>, ApiError> {
+        let turn = self.queues.enter(vm);
+        self.check_cancelled()?;
+        Ok(turn)
+    }
+
     pub(super) fn vm_start(self: &Arc<Self>, vm: &str, paused: bool) -> R {
-        let _g = self.lifecycle.lock();
+        let _turn = self.turn(vm)?;
         self.start_locked(vm, paused)
     }
 
@@ -177,7 +191,8 @@ impl Xapi {
         if cfg.power_state != PowerState::Halted {
             return Err(Self::bad_power(vm, "halted", cfg.power_state));
         }
-        let domid = xenops::start(&self.backend, &cfg, paused)?;
+        self.progress(0.1);
+        let domid = xenops::start(&self.backend, &cfg, paused, &|f| self.progress(f))?;
         let state = if paused {
             PowerState::Paused
         } else {
@@ -300,19 +315,19 @@ impl Xapi {
     }
 
     pub(super) fn vm_shutdown(&self, vm: &str, hard: bool) -> R {
-        let _g = self.lifecycle.lock();
+        let _turn = self.turn(vm)?;
         self.stop(vm, hard, ShutdownReason::Poweroff)?;
         Ok(s(""))
     }
 
     pub(super) fn vm_reboot(&self, vm: &str, hard: bool) -> R {
-        let _g = self.lifecycle.lock();
+        let _turn = self.turn(vm)?;
         self.stop(vm, hard, ShutdownReason::Reboot)?;
         self.start_locked(vm, false)
     }
 
     pub(super) fn vm_pause(&self, vm: &str, pause: bool) -> R {
-        let _g = self.lifecycle.lock();
+        let _turn = self.turn(vm)?;
         let (from, to, expected) = if pause {
             (PowerState::Running, PowerState::Paused, "running")
         } else {
