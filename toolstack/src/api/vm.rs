@@ -39,6 +39,28 @@ impl Xapi {
         })
     }
 
+    /// Domains (but dom0) that no running VM of the database has: found at start, left as
+    /// they are, reported.
+    pub fn orphan_domains(&self) -> Vec<DomId> {
+        let known: std::collections::HashSet<i64> = self.db.read(|v| {
+            v.iter_class("VM")
+                .filter(|(_, r)| {
+                    PowerState::parse(r.get("power_state").and_then(Value::as_str).unwrap_or(""))
+                        .has_domain()
+                })
+                .filter_map(|(_, r)| r.get("domid").and_then(Value::as_i64))
+                .collect()
+        });
+        self.backend
+            .xen()
+            .list_domains()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.domid)
+            .filter(|d| d.0 != 0 && !known.contains(&i64::from(d.0)))
+            .collect()
+    }
+
     /// Starts the thread that notices domains dying on their own.
     pub fn spawn_monitor(self: &Arc<Self>) {
         let weak: Weak<Self> = Arc::downgrade(self);
