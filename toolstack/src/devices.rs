@@ -85,9 +85,21 @@ pub fn wait_until<T>(
     }
 }
 
+/// Whether `pid` runs: it exists and is not a zombie (a device model left by a killed xapi
+/// is reparented to init, which may not reap it at once).
 fn pid_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    // `/proc/<pid>/stat`: `pid (comm) S ...`; the state follows the last `)`.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            st.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        != Some(true)
 }
 
 fn signal(pid: i32, sig: i32) {

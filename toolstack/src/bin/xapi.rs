@@ -63,6 +63,9 @@ struct Opts {
     /// disk goes to the kernel's blkback.
     #[arg(long)]
     blkbackd: Option<String>,
+    /// How long `clean_shutdown`/`clean_reboot` wait for the guest, seconds.
+    #[arg(long, default_value_t = toolstack::api::CLEAN_SHUTDOWN_TIMEOUT.as_secs())]
+    clean_shutdown_timeout: u64,
     /// On real Xen: the vif hotplug script (`none`: no script).
     #[arg(long, default_value = "/etc/xen/scripts/vif-bridge")]
     vif_script: String,
@@ -175,6 +178,10 @@ async fn run(o: Opts) -> Result<(), Error> {
     let backend = Arc::new(host_backend(&o, &cfg)?);
     println!("hypervisor: {}", backend.hypervisor());
     let xapi = Xapi::new(db, backend, creds)?;
+    xapi.clean_shutdown_timeout_ms.store(
+        o.clean_shutdown_timeout.saturating_mul(1000),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     for d in xapi.orphan_domains() {
         println!("domain {} runs but no VM has it (left as it is)", d.0);
     }
