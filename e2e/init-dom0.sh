@@ -211,6 +211,8 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ]; then
   echo "E2E-MARK xapi-start uptime=$(up)"
   XS=/tmp/xapi-state; mkdir -p $XS
   start_xapi() {
+    # A fresh log per start: "ready" is this run's.
+    [ -e /tmp/xapi.log ] && cat /tmp/xapi.log >> /tmp/xapi-earlier.log && rm -f /tmp/xapi.log
     /e2e/bin/xapi --hypervisor real --discover --state-dir $XS --root-password e2e \
       --listen none --https-listen none --vif-script /e2e/vif-e2e --blkbackd /e2e/bin/blkbackd \
       --clean-shutdown-timeout 60 >> /tmp/xapi.log 2>&1 &
@@ -233,24 +235,30 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ]; then
     && VIF=$(xe vif-create vm-uuid="$VM" network-uuid="$NET" device=0 mac=00:16:3e:00:00:42 2>&1)
   ok xe-vm-create $? "vm $VM vdi $VDI vbd $VBD vif $VIF"
   XLOG=/var/log/xen/console/guest-xapi-guest.log
+  # xe vm-start in the background while the console log is watched, as for xl create above.
   t0=$(cs)
-  xe vm-start vm=xapi-guest > /tmp/xe-start.log 2>&1; rc=$?
-  ok xe-vm-start $rc "returned after $(( ($(cs) - t0) * 10 )) ms $(tr '\n' ' ' < /tmp/xe-start.log)"
-  XDID=$(xe vm-list name-label=xapi-guest params=domid --minimal)
-  ps=$(xe vm-list name-label=xapi-guest params=power-state --minimal)
-  [ "$ps" = running ] && [ -n "$XDID" ] && [ "$XDID" != -1 ]; ok xapi-vm-running $? "power-state=$ps domid=$XDID"
-  usm=""; upm=""
-  while [ $rc = 0 ] && [ $(( $(cs) - t0 )) -lt $((DOMU_TIMEOUT * 100)) ]; do
+  ( xe vm-start vm=xapi-guest > /tmp/xe-start.log 2>&1; echo $? > /tmp/xe-start.rc ) &
+  XEPID=$!
+  usm=""; upm=""; ret=""
+  while [ $(( $(cs) - t0 )) -lt $((DOMU_TIMEOUT * 100)) ]; do
+    [ -z "$ret" ] && [ -s /tmp/xe-start.rc ] && ret=$(cs)
     [ -z "$usm" ] && grep -q E2E-DOMU-USERSPACE $XLOG 2>/dev/null && usm=$(cs)
     if grep -q E2E-DOMU-UP $XLOG 2>/dev/null; then upm=$(cs); break; fi
+    rc=""; [ -s /tmp/xe-start.rc ] && read -r rc < /tmp/xe-start.rc
+    if [ -n "$rc" ] && [ "$rc" != 0 ]; then break; fi
     usleep 50000
   done
+  wait $XEPID; rc=$(cat /tmp/xe-start.rc 2>/dev/null || echo 255)
+  ok xe-vm-start $rc "returned after $(( (${ret:-$(cs)} - t0) * 10 )) ms $(tr '\n' ' ' < /tmp/xe-start.log)"
   if [ -n "$usm" ]; then
     echo "E2E-METRIC xapi-vm-start-to-guest-userspace $(( (usm - t0) * 10 )) ms"
     check xapi-guest-userspace PASS "console log $XLOG after $(( (usm - t0) * 10 )) ms"
   else
     check xapi-guest-userspace FAIL "no E2E-DOMU-USERSPACE in $XLOG"
   fi
+  XDID=$(xe vm-list name-label=xapi-guest params=domid --minimal)
+  ps=$(xe vm-list name-label=xapi-guest params=power-state --minimal)
+  [ "$ps" = running ] && [ -n "$XDID" ] && [ "$XDID" != -1 ]; ok xapi-vm-running $? "power-state=$ps domid=$XDID"
   grep '^E2E-DOMU-CHECK' $XLOG 2>/dev/null | sed 's/^E2E-DOMU-CHECK /E2E-CHECK domu:/'
   DMPID=$(xenstore-read /local/domain/$XDID/image/device-model-pid 2>/dev/null)
   [ -n "$DMPID" ] && kill -0 "$DMPID" 2>/dev/null; ok xapi-blkbackd-running $? "device model of domain $XDID: pid ${DMPID:-none}"
@@ -300,7 +308,7 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ]; then
   [ $rc != 0 ] && grep -q 'Error code: INTERNAL_ERROR' /tmp/xe-nokernel.log && [ "$n0" = "$n1" ]
   ok xapi-start-missing-kernel $? "rc=$rc domains before=$n0 after=$n1: $(tr '\n' ' ' < /tmp/xe-nokernel.log)"
   kill $XAPI_PID; wait $XAPI_PID 2>/dev/null
-  echo "----- xapi log -----"; tail -30 /tmp/xapi.log; echo "----- end of xapi log -----"
+  echo "----- xapi log -----"; cat /tmp/xapi-earlier.log 2>/dev/null | tail -20; tail -30 /tmp/xapi.log; echo "----- end of xapi log -----"
   echo "----- xapi guest console -----"; tail -20 $XLOG; echo "----- end of xapi guest console -----"
   echo "E2E-MARK xapi-done uptime=$(up)"
 fi

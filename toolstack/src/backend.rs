@@ -130,6 +130,10 @@ pub struct Backend {
     reported: Mutex<HashSet<u16>>,
     hosting: DeviceHosting,
     models: DeviceModels,
+    /// xenstored's socket, for the connection watching `@releaseDomain`.
+    socket: std::path::PathBuf,
+    /// That connection, opened on first use (`None` inside when it could not be).
+    release_watch: Mutex<Option<Option<xenstore::Client>>>,
     // Last: the connection above closes before the in-process daemon stops.
     inproc: Option<InProcess>,
 }
@@ -178,6 +182,8 @@ impl Backend {
             reported: Mutex::new(HashSet::new()),
             hosting: DeviceHosting::default(),
             models: DeviceModels::default(),
+            socket: socket.to_owned(),
+            release_watch: Mutex::new(None),
             inproc: None,
         })
     }
@@ -216,6 +222,8 @@ impl Backend {
             reported: Mutex::new(HashSet::new()),
             hosting: DeviceHosting::default(),
             models: DeviceModels::default(),
+            socket: dir.path().join("socket"),
+            release_watch: Mutex::new(None),
             inproc: Some(InProcess { daemon, _dir: dir }),
         })
     }
@@ -544,18 +552,23 @@ impl Backend {
         }
     }
 
-    /// Releases the domain from xenstored, destroys it (`xc_domain_destroy`) and removes
-    /// its xenstore directory.
+    /// Destroys the domain (`xc_domain_destroy`), releases it from xenstored and removes its
+    /// xenstore directory. On real Xen the release comes after the destroy: its
+    /// `@releaseDomain` then finds the domain dying, so xenconsoled unmaps the console ring
+    /// (released first, xenconsoled sees a live domain and keeps the ring mapped, and the
+    /// dead domain stays a zombie).
     pub fn destroy_domain(&self, domid: DomId) -> Result<(), Error> {
         if let Some(g) = &self.guests {
             g.gone(domid);
+            self.xen.destroy(domid)?;
         } else {
+            let destroyed = self.xen.destroy(domid);
             match self.store.client().release(domid) {
                 Ok(()) | Err(xenstore::Error::Xs(Errno::ENOENT | Errno::EINVAL)) => {}
                 Err(e) => return Err(e.into()),
             }
+            destroyed?;
         }
-        self.xen.destroy(domid)?;
         self.xs_rm(&xenbus::paths::domain_path(domid))
     }
 
@@ -577,6 +590,8 @@ impl Backend {
     }
 
     /// Waits up to `timeout` for domains that shut down on their own; returns each once.
+    /// Woken by xenstored's `@releaseDomain` (fired when a domain shuts down or dies), and
+    /// looks at the domain list every 200 ms besides.
     pub fn wait_shutdowns(&self, timeout: Duration) -> Vec<(DomId, ShutdownReason)> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -593,7 +608,32 @@ impl Backend {
             if !out.is_empty() || now >= deadline {
                 return out;
             }
-            std::thread::sleep(Duration::from_millis(50).min(deadline - now));
+            self.wait_release(Duration::from_millis(200).min(deadline - now));
+        }
+    }
+
+    /// Waits up to `wait` for an `@releaseDomain` event (or sleeps when no watch could be
+    /// set).
+    fn wait_release(&self, wait: Duration) {
+        let mut w = self.release_watch.lock();
+        let client = w.get_or_insert_with(|| {
+            let c = xenstore::Client::connect_socket(&self.socket).ok()?;
+            c.watch("@releaseDomain", "xapi-release").ok()?;
+            Some(c)
+        });
+        match client {
+            Some(c) => {
+                if c.next_event_timeout(wait).is_err() {
+                    // The connection broke: open a new one next time.
+                    *w = None;
+                } else {
+                    let _ = c.pending_events();
+                }
+            }
+            None => {
+                drop(w);
+                std::thread::sleep(wait.min(Duration::from_millis(50)));
+            }
         }
     }
 }
