@@ -213,7 +213,7 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ]; then
   start_xapi() {
     # A fresh log per start: "ready" is this run's.
     [ -e /tmp/xapi.log ] && cat /tmp/xapi.log >> /tmp/xapi-earlier.log && rm -f /tmp/xapi.log
-    /e2e/bin/xapi --hypervisor real --discover --state-dir $XS --root-password e2e \
+    RUST_LOG=toolstack=info /e2e/bin/xapi --hypervisor real --discover --state-dir $XS --root-password e2e \
       --listen none --https-listen none --vif-script /e2e/vif-e2e --blkbackd /e2e/bin/blkbackd \
       --clean-shutdown-timeout 60 >> /tmp/xapi.log 2>&1 &
     XAPI_PID=$!
@@ -222,7 +222,8 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ]; then
   }
   xe() { timeout 180 /e2e/bin/xe -pw e2e "$@"; }
   start_xapi; ok xapi-start $? "xapi --hypervisor real: $(grep -m1 '^hypervisor' /tmp/xapi.log)"
-  SR=$(xe sr-list --minimal | cut -d, -f1)
+  t=$(cs); SR=$(xe sr-list --minimal | cut -d, -f1)
+  echo "E2E-METRIC xe-sr-list $(( ($(cs) - t) * 10 )) ms"
   NET=$(xe network-create name-label=guests)
   BR=$(xe network-list uuid="$NET" params=bridge --minimal)
   # xcp-networkd's part: the network's bridge.
@@ -279,6 +280,18 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ]; then
   [ $rc = 0 ] && [ "$ps" = running ] && [ "$d2" = "$XDID" ]
   ok xapi-restart-keeps-vm $? "after kill -9 and restart: power-state=$ps domid=$d2 (was $XDID)"
 
+  # Clean reboot: the guest acknowledges control/shutdown and reboots; xapi starts the VM
+  # again in a new domain (actions_after_reboot = restart), with a new device model.
+  OLDDID=$XDID; OLDDM=$DMPID; n0=$(grep -c E2E-DOMU-UP $XLOG)
+  t=$(cs); xe vm-reboot vm=xapi-guest > /tmp/xe-reboot.log 2>&1; rc=$?; tr=$(( ($(cs) - t) * 10 ))
+  XDID=$(xe vm-list name-label=xapi-guest params=domid --minimal)
+  i=0; while [ "$(grep -c E2E-DOMU-UP $XLOG)" -le "$n0" ] && [ $i -lt $((DOMU_TIMEOUT * 10)) ]; do usleep 100000; i=$((i+1)); done
+  [ $rc = 0 ] && [ -n "$XDID" ] && [ "$XDID" != "$OLDDID" ] && [ "$XDID" != -1 ] && [ "$(grep -c E2E-DOMU-UP $XLOG)" -gt "$n0" ]
+  ok xe-vm-reboot $? "xe returned after $tr ms; domid $OLDDID -> $XDID; guest up again: $(grep -c E2E-DOMU-UP $XLOG) times $(tr '\n' ' ' < /tmp/xe-reboot.log)"
+  DMPID=$(xenstore-read /local/domain/$XDID/image/device-model-pid 2>/dev/null)
+  [ -n "$OLDDM" ] && [ "$OLDDM" != "$DMPID" ] && ! { [ -d /proc/$OLDDM ] && ! grep -q '^State:.*Z' /proc/$OLDDM/status; }
+  ok xapi-reboot-new-device-model $? "blkbackd pid $OLDDM stopped, now $DMPID"
+
   t1=$(cs)
   xe vm-shutdown vm=xapi-guest > /tmp/xe-shutdown.log 2>&1; rc=$?
   t2=$(cs)
@@ -287,8 +300,9 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ]; then
   ps=$(xe vm-list name-label=xapi-guest params=power-state --minimal)
   [ "$ps" = halted ]; ok xapi-vm-halted $? "power-state=$ps"
   # Nothing left: domain, device model, backend and domain directories.
-  i=0; while xl list 2>/dev/null | awk '{print $2}' | grep -qx "$XDID" && [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done
-  ! xl list 2>/dev/null | awk '{print $2}' | grep -qx "$XDID"; ok xapi-no-domain-left $? "$(xl list 2>&1 | tail -n +2 | tr -s ' ' | tr '\n' ';')"
+  ids="$XDID|${OLDDID:-$XDID}"
+  i=0; while xl list 2>/dev/null | awk '{print $2}' | grep -qxE "$ids" && [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done
+  ! xl list 2>/dev/null | awk '{print $2}' | grep -qxE "$ids"; ok xapi-no-domain-left $? "domains $ids gone: $(xl list 2>&1 | tail -n +2 | tr -s ' ' | tr '\n' ';')"
   ! { [ -n "$DMPID" ] && [ -d /proc/$DMPID ] && ! grep -q '^State:.*Z' /proc/$DMPID/status; }
   ok xapi-no-blkbackd-left $? "device model pid ${DMPID:-none}"
   left=""

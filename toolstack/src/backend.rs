@@ -444,15 +444,25 @@ impl Backend {
         )?)
     }
 
-    /// Starts `blkbackd` as `domid`'s device model and waits until it says `running`
-    /// (`/local/domain/0/device-model/<domid>/state`).
-    pub fn start_device_model(&self, domid: DomId) -> Result<(), Error> {
+    /// Starts `blkbackd` as `domid`'s device model (see [`Backend::wait_device_model`]).
+    pub fn spawn_device_model(&self, domid: DomId) -> Result<(), Error> {
         let Some(bin) = &self.hosting.blkbackd else {
             return Err(Error::Device("no device model configured".into()));
         };
         let _ = std::fs::create_dir_all("/var/log/xen");
-        let log = format!("/var/log/xen/blkbackd-{}.log", domid.0);
-        self.models.spawn(bin, domid, &log)?;
+        self.models
+            .spawn(bin, domid, &Self::device_model_log(domid))
+            .map(drop)
+    }
+
+    fn device_model_log(domid: DomId) -> String {
+        format!("/var/log/xen/blkbackd-{}.log", domid.0)
+    }
+
+    /// Waits until `domid`'s device model says `running`
+    /// (`/local/domain/0/device-model/<domid>/state`); stops it when it does not.
+    pub fn wait_device_model(&self, domid: DomId) -> Result<(), Error> {
+        let log = Self::device_model_log(domid);
         let state = format!("/local/domain/0/device-model/{}/state", domid.0);
         let up = devices::wait_until(devices::BACKEND_TIMEOUT, || {
             if let Some(st) = self.models.exited(domid) {

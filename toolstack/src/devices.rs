@@ -17,8 +17,8 @@ use xen_types::DomId;
 use crate::Error;
 
 /// How long a backend may take to reach `InitWait`, and a device model to say `running`
-/// (libxl waits 10 s too).
-pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// (libxl waits 10 s; a dom0 under emulation on a busy machine needs more).
+pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a device model gets to stop on SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);

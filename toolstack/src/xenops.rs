@@ -369,26 +369,46 @@ pub fn start(
     let domid = be
         .create_domain(&dc)
         .map_err(|e| start_error(e, cfg.memory, be.free_memory()))?;
+    let t0 = std::time::Instant::now();
+    let step = |what: &str| {
+        tracing::info!(
+            vm = cfg.vm,
+            domid = domid.0,
+            ms = t0.elapsed().as_millis() as u64,
+            "start: {what}"
+        );
+    };
     let plumb = || -> Result<(), Error> {
         be.make_domain_dirs(domid, &cfg.vm_path(), &cfg.xenstore_entries(domid))?;
         progress(0.2);
         be.build_domain(domid, &dc)?;
+        step("built");
         progress(0.6);
         let mut device_model = false;
         for vbd in &cfg.vbds {
             device_model |= plug_vbd(be, domid, vbd)?;
         }
+        // As libxl, devices come up side by side: the device model starts while netback
+        // takes the vifs, and is waited for last.
         if device_model {
-            be.start_device_model(domid)?;
+            be.spawn_device_model(domid)?;
         }
         for vif in &cfg.vifs {
             plug_vif(be, domid, vif)?;
+        }
+        for vif in &cfg.vifs {
             be.vif_hotplug(domid, vif.devid)?;
+        }
+        step("vifs hotplugged");
+        if device_model {
+            be.wait_device_model(domid)?;
+            step("device model running");
         }
         progress(0.9);
         if !paused {
             be.unpause(domid)?;
         }
+        step("unpaused");
         Ok(())
     };
     if let Err(e) = plumb() {
