@@ -321,6 +321,24 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ]; then
   n1=$(xl list 2>/dev/null | grep -c .)
   [ $rc != 0 ] && grep -q 'Error code: INTERNAL_ERROR' /tmp/xe-nokernel.log && [ "$n0" = "$n1" ]
   ok xapi-start-missing-kernel $? "rc=$rc domains before=$n0 after=$n1: $(tr '\n' ' ' < /tmp/xe-nokernel.log)"
+  # The guest powers off without xapi asking (someone else writes control/shutdown): xapi
+  # notices through @releaseDomain, tears the domain down (actions_after_shutdown =
+  # destroy) and marks the VM Halted.
+  n0=$(grep -c E2E-DOMU-UP $XLOG)
+  xe vm-start vm=xapi-guest > /tmp/xe-start2.log 2>&1; rc=$?
+  i=0; while [ "$(grep -c E2E-DOMU-UP $XLOG)" -le "$n0" ] && [ $i -lt $((DOMU_TIMEOUT * 10)) ]; do usleep 100000; i=$((i+1)); done
+  D4=$(xe vm-list name-label=xapi-guest params=domid --minimal)
+  DM4=$(xenstore-read /local/domain/$D4/image/device-model-pid 2>/dev/null)
+  xenstore-write /local/domain/$D4/control/shutdown poweroff
+  i=0; while [ "$(xe vm-list name-label=xapi-guest params=power-state --minimal)" != halted ] && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done
+  ps=$(xe vm-list name-label=xapi-guest params=power-state --minimal)
+  j=0; while xl list 2>/dev/null | awk '{print $2}' | grep -qx "$D4" && [ $j -lt 100 ]; do usleep 100000; j=$((j+1)); done
+  gone=1; xl list 2>/dev/null | awk '{print $2}' | grep -qx "$D4" && gone=0
+  [ -n "$DM4" ] && [ -d /proc/$DM4 ] && ! grep -q '^State:.*Z' /proc/$DM4/status && gone=0
+  xenstore-exists /local/domain/0/backend/qdisk/$D4 2>/dev/null && gone=0
+  [ $rc = 0 ] && [ "$ps" = halted ] && [ $gone = 1 ]
+  ok xapi-guest-poweroff-noticed $? "domain $D4 powered off by itself: power-state=$ps, domain, blkbackd $DM4 and backend dirs gone: $gone"
+
   kill $XAPI_PID; wait $XAPI_PID 2>/dev/null
   echo "----- xapi log -----"; cat /tmp/xapi-earlier.log 2>/dev/null | tail -20; tail -30 /tmp/xapi.log; echo "----- end of xapi log -----"
   echo "----- xapi guest console -----"; tail -20 $XLOG; echo "----- end of xapi guest console -----"
