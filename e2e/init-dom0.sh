@@ -12,7 +12,7 @@
 #   E2E-DONE                                 everything ran; dom0 powers off next
 /bin/busybox --install -s /bin
 export PATH=/usr/lib/xen-4.17/bin:/bin:/sbin:/usr/bin:/usr/sbin
-XENSTORED=c; XS_ITERS=0; DOMU=1; TEST_TIMEOUT=120; HOTPLUG=e2e; DOMU_TIMEOUT=180; DOMU_CPUS=""
+XENSTORED=c; XS_ITERS=0; DOMU=1; TEST_TIMEOUT=120; HOTPLUG=e2e; DOMU_TIMEOUT=420; DOMU_CPUS=""
 . /e2e/env
 
 up() { cut -d' ' -f1 /proc/uptime; }
@@ -221,6 +221,150 @@ CFG
   echo "----- guest console -----"; tail -40 $LOG; echo "----- end of guest console -----"
   if [ -s /var/log/xen/xen-hotplug.log ]; then grep -iE 'error|fail' /var/log/xen/xen-hotplug.log | tail -20; fi
   echo "E2E-MARK domu-done uptime=$(up)"
+fi
+
+# ---- the project's xapi on real Xen, driven by xe: a PV guest with a disk and a vif ----
+# xapi starts blkbackd as the guest's device model for its disk (backend/qdisk), runs the vif
+# script once netback waits, and xenconsoled logs the console. Same guest kernel and initramfs
+# as the xl guest above, for the side-by-side timing.
+if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ]; then
+  echo "E2E-MARK xapi-start uptime=$(up)"
+  XS=/tmp/xapi-state; mkdir -p $XS
+  start_xapi() {
+    # A fresh log per start: "ready" is this run's.
+    [ -e /tmp/xapi.log ] && cat /tmp/xapi.log >> /tmp/xapi-earlier.log && rm -f /tmp/xapi.log
+    RUST_LOG=toolstack=info /e2e/bin/xapi --hypervisor real --discover --state-dir $XS --root-password e2e \
+      --listen none --https-listen none --vif-script /e2e/vif-e2e --blkbackd /e2e/bin/blkbackd \
+      --clean-shutdown-timeout 60 >> /tmp/xapi.log 2>&1 &
+    XAPI_PID=$!
+    i=0; while ! grep -q '^ready' /tmp/xapi.log 2>/dev/null && kill -0 $XAPI_PID 2>/dev/null && [ $i -lt 300 ]; do usleep 100000; i=$((i+1)); done
+    grep -q '^ready' /tmp/xapi.log
+  }
+  xe() { timeout 180 /e2e/bin/xe -pw e2e "$@"; }
+  start_xapi; ok xapi-start $? "xapi --hypervisor real: $(grep -m1 '^hypervisor' /tmp/xapi.log)"
+  # What one xe call costs here: the program alone (usage, no connection), then a call.
+  t=$(cs); /e2e/bin/xe > /dev/null 2>&1; echo "E2E-METRIC xe-no-connection $(( ($(cs) - t) * 10 )) ms"
+  t=$(cs); SR=$(xe sr-list --minimal | cut -d, -f1)
+  echo "E2E-METRIC xe-sr-list $(( ($(cs) - t) * 10 )) ms"
+  NET=$(xe network-create name-label=guests)
+  BR=$(xe network-list uuid="$NET" params=bridge --minimal)
+  # xcp-networkd's part: the network's bridge.
+  brctl addbr "$BR" && ip link set "$BR" up; ok xapi-network $? "network $NET on bridge $BR"
+  dd if=/dev/zero of=/tmp/xapi-disk.img bs=1M count=16 2>/dev/null
+  VM=$(xe vm-create name-label=xapi-guest memory=128 PV-kernel=/boot/domu-kernel \
+       PV-ramdisk=/boot/domu-initrd "PV-args=console=hvc0 rdinit=/init e2e=xapi" 2>&1) \
+    && VDI=$(xe vdi-create sr-uuid="$SR" name-label=disk virtual-size=16777216 sm-config:path=/tmp/xapi-disk.img 2>&1) \
+    && VBD=$(xe vbd-create vm-uuid="$VM" vdi-uuid="$VDI" device=0 2>&1) \
+    && VIF=$(xe vif-create vm-uuid="$VM" network-uuid="$NET" device=0 mac=00:16:3e:00:00:42 2>&1)
+  ok xe-vm-create $? "vm $VM vdi $VDI vbd $VBD vif $VIF"
+  XLOG=/var/log/xen/console/guest-xapi-guest.log
+  # xe vm-start in the background while the console log is watched, as for xl create above.
+  t0=$(cs)
+  ( xe vm-start vm=xapi-guest > /tmp/xe-start.log 2>&1; echo $? > /tmp/xe-start.rc ) &
+  XEPID=$!
+  usm=""; upm=""; ret=""
+  while [ $(( $(cs) - t0 )) -lt $((DOMU_TIMEOUT * 100)) ]; do
+    [ -z "$ret" ] && [ -s /tmp/xe-start.rc ] && ret=$(cs)
+    [ -z "$usm" ] && grep -q E2E-DOMU-USERSPACE $XLOG 2>/dev/null && usm=$(cs)
+    if grep -q E2E-DOMU-UP $XLOG 2>/dev/null; then upm=$(cs); break; fi
+    rc=""; [ -s /tmp/xe-start.rc ] && read -r rc < /tmp/xe-start.rc
+    if [ -n "$rc" ] && [ "$rc" != 0 ]; then break; fi
+    usleep 50000
+  done
+  wait $XEPID; rc=$(cat /tmp/xe-start.rc 2>/dev/null || echo 255)
+  ok xe-vm-start $rc "returned after $(( (${ret:-$(cs)} - t0) * 10 )) ms $(tr '\n' ' ' < /tmp/xe-start.log)"
+  if [ -n "$usm" ]; then
+    echo "E2E-METRIC xapi-vm-start-to-guest-userspace $(( (usm - t0) * 10 )) ms"
+    check xapi-guest-userspace PASS "console log $XLOG after $(( (usm - t0) * 10 )) ms"
+  else
+    check xapi-guest-userspace FAIL "no E2E-DOMU-USERSPACE in $XLOG"
+  fi
+  XDID=$(xe vm-list name-label=xapi-guest params=domid --minimal)
+  ps=$(xe vm-list name-label=xapi-guest params=power-state --minimal)
+  [ "$ps" = running ] && [ -n "$XDID" ] && [ "$XDID" != -1 ]; ok xapi-vm-running $? "power-state=$ps domid=$XDID"
+  grep '^E2E-DOMU-CHECK' $XLOG 2>/dev/null | sed 's/^E2E-DOMU-CHECK /E2E-CHECK domu:/'
+  DMPID=$(xenstore-read /local/domain/$XDID/image/device-model-pid 2>/dev/null)
+  [ -n "$DMPID" ] && kill -0 "$DMPID" 2>/dev/null; ok xapi-blkbackd-running $? "device model of domain $XDID: pid ${DMPID:-none}"
+  if [ -n "$upm" ]; then
+    for dev in vbd/51712:qdisk vif/0:vif; do
+      d=${dev%%:*}; bt=${dev#*:}
+      fe=$(xenstore-read /local/domain/$XDID/device/$d/state 2>/dev/null)
+      be=$(xenstore-read /local/domain/0/backend/$bt/$XDID/${d#*/}/state 2>/dev/null)
+      [ "$fe" = 4 ] && [ "$be" = 4 ]; ok "xapi-frontend-connected:$bt" $? "frontend state=$fe backend state=$be (4 = Connected)"
+    done
+  fi
+
+  # Fault: kill -9 xapi while the VM runs; the restarted xapi still has it Running, same domid.
+  kill -9 $XAPI_PID; wait $XAPI_PID 2>/dev/null
+  start_xapi; rc=$?
+  ps=$(xe vm-list name-label=xapi-guest params=power-state --minimal)
+  d2=$(xe vm-list name-label=xapi-guest params=domid --minimal)
+  [ $rc = 0 ] && [ "$ps" = running ] && [ "$d2" = "$XDID" ]
+  ok xapi-restart-keeps-vm $? "after kill -9 and restart: power-state=$ps domid=$d2 (was $XDID)"
+
+  # Clean reboot: the guest acknowledges control/shutdown and reboots; xapi starts the VM
+  # again in a new domain (actions_after_reboot = restart), with a new device model.
+  OLDDID=$XDID; OLDDM=$DMPID; n0=$(grep -c E2E-DOMU-UP $XLOG)
+  t=$(cs); xe vm-reboot vm=xapi-guest > /tmp/xe-reboot.log 2>&1; rc=$?; tr=$(( ($(cs) - t) * 10 ))
+  XDID=$(xe vm-list name-label=xapi-guest params=domid --minimal)
+  i=0; while [ "$(grep -c E2E-DOMU-UP $XLOG)" -le "$n0" ] && [ $i -lt $((DOMU_TIMEOUT * 10)) ]; do usleep 100000; i=$((i+1)); done
+  [ $rc = 0 ] && [ -n "$XDID" ] && [ "$XDID" != "$OLDDID" ] && [ "$XDID" != -1 ] && [ "$(grep -c E2E-DOMU-UP $XLOG)" -gt "$n0" ]
+  ok xe-vm-reboot $? "xe returned after $tr ms; domid $OLDDID -> $XDID; guest up again: $(grep -c E2E-DOMU-UP $XLOG) times $(tr '\n' ' ' < /tmp/xe-reboot.log)"
+  DMPID=$(xenstore-read /local/domain/$XDID/image/device-model-pid 2>/dev/null)
+  [ -n "$OLDDM" ] && [ "$OLDDM" != "$DMPID" ] && ! { [ -d /proc/$OLDDM ] && ! grep -q '^State:.*Z' /proc/$OLDDM/status; }
+  ok xapi-reboot-new-device-model $? "blkbackd pid $OLDDM stopped, now $DMPID"
+
+  t1=$(cs)
+  xe vm-shutdown vm=xapi-guest > /tmp/xe-shutdown.log 2>&1; rc=$?
+  t2=$(cs)
+  ok xe-vm-shutdown $rc "$(tr '\n' ' ' < /tmp/xe-shutdown.log)"
+  [ $rc = 0 ] && echo "E2E-METRIC xapi-vm-clean-shutdown $(( (t2 - t1) * 10 )) ms"
+  ps=$(xe vm-list name-label=xapi-guest params=power-state --minimal)
+  [ "$ps" = halted ]; ok xapi-vm-halted $? "power-state=$ps"
+  # Nothing left: domain, device model, backend and domain directories.
+  ids="$XDID|${OLDDID:-$XDID}"
+  i=0; while xl list 2>/dev/null | awk '{print $2}' | grep -qxE "$ids" && [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done
+  ! xl list 2>/dev/null | awk '{print $2}' | grep -qxE "$ids"; ok xapi-no-domain-left $? "domains $ids gone: $(xl list 2>&1 | tail -n +2 | tr -s ' ' | tr '\n' ';')"
+  ! { [ -n "$DMPID" ] && [ -d /proc/$DMPID ] && ! grep -q '^State:.*Z' /proc/$DMPID/status; }
+  ok xapi-no-blkbackd-left $? "device model pid ${DMPID:-none}"
+  left=""
+  for p in /local/domain/0/backend/qdisk/$XDID /local/domain/0/backend/vif/$XDID /local/domain/0/backend/vbd/$XDID \
+           /local/domain/0/device-model/$XDID /local/domain/$XDID; do
+    xenstore-exists "$p" 2>/dev/null && left="$left $p"
+  done
+  [ -z "$left" ]; ok xapi-no-backend-dirs-left $? "${left:-none left}"
+  got=$(dd if=/tmp/xapi-disk.img bs=64 count=1 2>/dev/null | tr -d '\000\n')
+  [ "$got" = HELLO-FROM-XAPI-GUEST-VIA-BLKBACKD ]; ok xapi-guest-disk-write $? "image holds '$got'"
+
+  # Fault: a kernel that does not exist: XAPI's error, and no domain left.
+  n0=$(xl list 2>/dev/null | grep -c .)
+  xe vm-create name-label=no-kernel memory=64 PV-kernel=/nonexistent/vmlinuz > /dev/null 2>&1
+  xe vm-start vm=no-kernel > /tmp/xe-nokernel.log 2>&1; rc=$?
+  n1=$(xl list 2>/dev/null | grep -c .)
+  [ $rc != 0 ] && grep -q 'Error code: INTERNAL_ERROR' /tmp/xe-nokernel.log && [ "$n0" = "$n1" ]
+  ok xapi-start-missing-kernel $? "rc=$rc domains before=$n0 after=$n1: $(tr '\n' ' ' < /tmp/xe-nokernel.log)"
+  # The guest powers off without xapi asking (someone else writes control/shutdown): xapi
+  # notices through @releaseDomain, tears the domain down (actions_after_shutdown =
+  # destroy) and marks the VM Halted.
+  n0=$(grep -c E2E-DOMU-UP $XLOG)
+  xe vm-start vm=xapi-guest > /tmp/xe-start2.log 2>&1; rc=$?
+  i=0; while [ "$(grep -c E2E-DOMU-UP $XLOG)" -le "$n0" ] && [ $i -lt $((DOMU_TIMEOUT * 10)) ]; do usleep 100000; i=$((i+1)); done
+  D4=$(xe vm-list name-label=xapi-guest params=domid --minimal)
+  DM4=$(xenstore-read /local/domain/$D4/image/device-model-pid 2>/dev/null)
+  xenstore-write /local/domain/$D4/control/shutdown poweroff
+  i=0; while [ "$(xe vm-list name-label=xapi-guest params=power-state --minimal)" != halted ] && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done
+  ps=$(xe vm-list name-label=xapi-guest params=power-state --minimal)
+  j=0; while xl list 2>/dev/null | awk '{print $2}' | grep -qx "$D4" && [ $j -lt 100 ]; do usleep 100000; j=$((j+1)); done
+  gone=1; xl list 2>/dev/null | awk '{print $2}' | grep -qx "$D4" && gone=0
+  [ -n "$DM4" ] && [ -d /proc/$DM4 ] && ! grep -q '^State:.*Z' /proc/$DM4/status && gone=0
+  xenstore-exists /local/domain/0/backend/qdisk/$D4 2>/dev/null && gone=0
+  [ $rc = 0 ] && [ "$ps" = halted ] && [ $gone = 1 ]
+  ok xapi-guest-poweroff-noticed $? "domain $D4 powered off by itself: power-state=$ps, domain, blkbackd $DM4 and backend dirs gone: $gone"
+
+  kill $XAPI_PID; wait $XAPI_PID 2>/dev/null
+  echo "----- xapi log -----"; cat /tmp/xapi-earlier.log 2>/dev/null | tail -20; tail -30 /tmp/xapi.log; echo "----- end of xapi log -----"
+  echo "----- xapi guest console -----"; tail -20 $XLOG; echo "----- end of xapi guest console -----"
+  echo "E2E-MARK xapi-done uptime=$(up)"
 fi
 
 # ---- xenstored peer measurement: test-xenstore against the running daemon(s) ----

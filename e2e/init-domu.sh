@@ -12,6 +12,30 @@ K=/lib/modules/$(uname -r)/kernel
 insmod $K/drivers/block/xen-blkfront.ko; insmod $K/drivers/net/xen-netfront.ko
 check() { n=$1; r=$2; shift 2; echo "E2E-DOMU-CHECK $n $r $*"; }
 waitfor() { i=0; while [ ! -e "$1" ] && [ $i -lt $2 ]; do usleep 100000; i=$((i+1)); done; [ -e "$1" ]; }
+# Started by xapi (`e2e=xapi` on the command line): one disk (xvda, served by blkbackd as this
+# domain's device model) and eth0, then wait for dom0's clean shutdown or reboot: the kernel
+# acknowledges control/shutdown and runs /sbin/poweroff or /sbin/reboot.
+if grep -q 'e2e=xapi' /proc/cmdline; then
+  mkdir -p /sbin
+  printf '#!/bin/sh\nexec /bin/busybox poweroff -f\n' > /sbin/poweroff
+  printf '#!/bin/sh\nexec /bin/busybox reboot -f\n' > /sbin/reboot
+  chmod 755 /sbin/poweroff /sbin/reboot
+  waitfor /dev/xvda 100
+  waitfor /sys/class/net/eth0 100
+  if [ -b /dev/xvda ]; then
+    echo "HELLO-FROM-XAPI-GUEST-VIA-BLKBACKD" | dd of=/dev/xvda conv=fsync 2>/dev/null \
+      && check xapi-blkfront PASS "wrote xvda" || check xapi-blkfront FAIL "write to xvda failed"
+  else
+    check xapi-blkfront FAIL "no /dev/xvda"
+  fi
+  if ip link set eth0 up 2>/dev/null; then
+    check xapi-netfront PASS "eth0 $(cat /sys/class/net/eth0/address)"
+  else
+    check xapi-netfront FAIL "no eth0"
+  fi
+  echo "E2E-DOMU-UP"
+  while :; do sleep 1; done
+fi
 waitfor /dev/xvda 100
 waitfor /sys/class/net/eth0 100
 if [ -b /dev/xvda ]; then

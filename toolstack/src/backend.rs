@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use xen_types::{DomId, Errno, Pages};
+use xen_types::{DomId, Errno, Pages, Pfn};
 use xenbus::{Store as _, XsStore};
 use xenctrl::{GuestImage, ImageSource, Xen};
 use xenstore::{Access, Perm};
 
+use crate::devices::{self, DeviceHosting, DeviceModels};
 use crate::simguest::SimGuests;
 use crate::Error;
 
@@ -127,6 +128,12 @@ pub struct Backend {
     store: XsStore,
     guests: Option<SimGuests>,
     reported: Mutex<HashSet<u16>>,
+    hosting: DeviceHosting,
+    models: DeviceModels,
+    /// xenstored's socket, for the connection watching `@releaseDomain`.
+    socket: std::path::PathBuf,
+    /// That connection, opened on first use (`None` inside when it could not be).
+    release_watch: Mutex<Option<Option<xenstore::Client>>>,
     // Last: the connection above closes before the in-process daemon stops.
     inproc: Option<InProcess>,
 }
@@ -173,6 +180,10 @@ impl Backend {
             store: XsStore::new(client)?,
             guests,
             reported: Mutex::new(HashSet::new()),
+            hosting: DeviceHosting::default(),
+            models: DeviceModels::default(),
+            socket: socket.to_owned(),
+            release_watch: Mutex::new(None),
             inproc: None,
         })
     }
@@ -209,6 +220,10 @@ impl Backend {
             store: XsStore::new(client)?,
             guests,
             reported: Mutex::new(HashSet::new()),
+            hosting: DeviceHosting::default(),
+            models: DeviceModels::default(),
+            socket: dir.path().join("socket"),
+            release_watch: Mutex::new(None),
             inproc: Some(InProcess { daemon, _dir: dir }),
         })
     }
@@ -217,6 +232,17 @@ impl Backend {
     /// CPUs, and the xenstored engine in process.
     pub fn simulated(memory: u64, dom0: u64, cpus: u32) -> Result<Self, Error> {
         Self::with_xenstored_in_process(sim_host(memory, dom0, cpus))
+    }
+
+    /// Serves devices as `hosting` says (a real host: device models, hotplug scripts).
+    pub fn with_device_hosting(mut self, hosting: DeviceHosting) -> Self {
+        self.hosting = hosting;
+        self
+    }
+
+    /// What serves this host's devices.
+    pub fn device_hosting(&self) -> &DeviceHosting {
+        &self.hosting
     }
 
     /// The `xenctrl` handle.
@@ -356,6 +382,14 @@ impl Backend {
         image.cmdline = cfg.cmdline.clone();
         let built = self.xen.build(domid, &image)?;
         let dom = xenbus::paths::domain_path(domid);
+        // As libxl: the console for xenconsoled (type first: it reads the ring once
+        // ring-ref and port are there).
+        self.store.write_all(&[
+            (format!("{dom}/console/type"), "xenconsoled".to_owned()),
+            (format!("{dom}/console/output"), "pty".to_owned()),
+            (format!("{dom}/console/limit"), "1048576".to_owned()),
+            (format!("{dom}/console/backend-id"), "0".to_owned()),
+        ])?;
         self.store.write_all(&[
             (
                 format!("{dom}/store/ring-ref"),
@@ -374,7 +408,7 @@ impl Backend {
         if self.guests.is_none() {
             self.store
                 .client()
-                .introduce(domid, built.store.pfn, built.store.port)?;
+                .introduce(domid, Pfn(built.store.mfn.0), built.store.port)?;
         }
         Ok(())
     }
@@ -398,6 +432,102 @@ impl Backend {
             backend_keys,
             frontend_keys,
         )?)
+    }
+
+    /// [`Backend::add_device`] with a backend directory of another type, as libxl writes
+    /// `backend/qdisk/...` for a `device/vbd/...` served by a device model.
+    pub fn add_device_as(
+        &self,
+        backend_type: &str,
+        kind: DeviceKind,
+        frontend: DomId,
+        devid: u32,
+        backend_keys: &[(&str, &str)],
+        frontend_keys: &[(&str, &str)],
+    ) -> Result<(), Error> {
+        Ok(xenbus::create_device_split(
+            &self.store,
+            (DomId::DOM0, backend_type),
+            (frontend, kind.dir()),
+            devid,
+            backend_keys,
+            frontend_keys,
+        )?)
+    }
+
+    /// Starts `blkbackd` as `domid`'s device model (see [`Backend::wait_device_model`]).
+    pub fn spawn_device_model(&self, domid: DomId) -> Result<(), Error> {
+        let Some(bin) = &self.hosting.blkbackd else {
+            return Err(Error::Device("no device model configured".into()));
+        };
+        let _ = std::fs::create_dir_all("/var/log/xen");
+        self.models
+            .spawn(bin, domid, &Self::device_model_log(domid))
+            .map(drop)
+    }
+
+    fn device_model_log(domid: DomId) -> String {
+        format!("/var/log/xen/blkbackd-{}.log", domid.0)
+    }
+
+    /// Waits until `domid`'s device model says `running`
+    /// (`/local/domain/0/device-model/<domid>/state`); stops it when it does not.
+    pub fn wait_device_model(&self, domid: DomId) -> Result<(), Error> {
+        let log = Self::device_model_log(domid);
+        let state = format!("/local/domain/0/device-model/{}/state", domid.0);
+        let up = devices::wait_until(devices::BACKEND_TIMEOUT, || {
+            if let Some(st) = self.models.exited(domid) {
+                return Err(Error::Device(format!(
+                    "device model of domain {} exited: {st} (see {log})",
+                    domid.0
+                )));
+            }
+            Ok(self.xs_read(&state)?.filter(|s| s == "running"))
+        })?;
+        if up.is_none() {
+            self.models.stop(domid, None);
+            return Err(Error::Device(format!(
+                "device model of domain {} not running after {} s (see {log})",
+                domid.0,
+                devices::BACKEND_TIMEOUT.as_secs()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stops `domid`'s device model (started by this process, or named by xenstore's
+    /// `image/device-model-pid` after a restart) and removes its xenstore directory.
+    pub fn stop_device_model(&self, domid: DomId) -> Result<(), Error> {
+        let dom = xenbus::paths::domain_path(domid);
+        let pid = self
+            .xs_read(&format!("{dom}/image/device-model-pid"))?
+            .and_then(|p| p.trim().parse().ok());
+        self.models.stop(domid, pid);
+        self.xs_rm(&format!("/local/domain/0/device-model/{}", domid.0))
+    }
+
+    /// Waits for a device's backend to reach `InitWait` and runs the vif hotplug script
+    /// `online` (libxl's order: netback waits for `hotplug-status` before connecting).
+    pub fn vif_hotplug(&self, domid: DomId, devid: u32) -> Result<(), Error> {
+        let Some(script) = &self.hosting.vif_script else {
+            return Ok(());
+        };
+        let state = format!(
+            "{}/state",
+            xenbus::paths::backend_path(DomId::DOM0, "vif", domid, devid)
+        );
+        let waiting = devices::wait_until(devices::BACKEND_TIMEOUT, || {
+            Ok(self
+                .xs_read(&state)?
+                .filter(|s| s.parse::<u32>().is_ok_and(|n| n >= 2)))
+        })?;
+        if waiting.is_none() {
+            return Err(Error::Device(format!(
+                "{state} did not reach InitWait in {} s (is xen-netback loaded?)",
+                devices::BACKEND_TIMEOUT.as_secs()
+            )));
+        }
+        devices::run_vif_script(script, "online", domid, devid)
     }
 
     /// Unpauses (`xc_domain_unpause`).
@@ -443,18 +573,23 @@ impl Backend {
         }
     }
 
-    /// Releases the domain from xenstored, destroys it (`xc_domain_destroy`) and removes
-    /// its xenstore directory.
+    /// Destroys the domain (`xc_domain_destroy`), releases it from xenstored and removes its
+    /// xenstore directory. On real Xen the release comes after the destroy: its
+    /// `@releaseDomain` then finds the domain dying, so xenconsoled unmaps the console ring
+    /// (released first, xenconsoled sees a live domain and keeps the ring mapped, and the
+    /// dead domain stays a zombie).
     pub fn destroy_domain(&self, domid: DomId) -> Result<(), Error> {
         if let Some(g) = &self.guests {
             g.gone(domid);
+            self.xen.destroy(domid)?;
         } else {
+            let destroyed = self.xen.destroy(domid);
             match self.store.client().release(domid) {
                 Ok(()) | Err(xenstore::Error::Xs(Errno::ENOENT | Errno::EINVAL)) => {}
                 Err(e) => return Err(e.into()),
             }
+            destroyed?;
         }
-        self.xen.destroy(domid)?;
         self.xs_rm(&xenbus::paths::domain_path(domid))
     }
 
@@ -476,6 +611,8 @@ impl Backend {
     }
 
     /// Waits up to `timeout` for domains that shut down on their own; returns each once.
+    /// Woken by xenstored's `@releaseDomain` (fired when a domain shuts down or dies), and
+    /// looks at the domain list every 200 ms besides.
     pub fn wait_shutdowns(&self, timeout: Duration) -> Vec<(DomId, ShutdownReason)> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -492,7 +629,32 @@ impl Backend {
             if !out.is_empty() || now >= deadline {
                 return out;
             }
-            std::thread::sleep(Duration::from_millis(50).min(deadline - now));
+            self.wait_release(Duration::from_millis(200).min(deadline - now));
+        }
+    }
+
+    /// Waits up to `wait` for an `@releaseDomain` event (or sleeps when no watch could be
+    /// set).
+    fn wait_release(&self, wait: Duration) {
+        let mut w = self.release_watch.lock();
+        let client = w.get_or_insert_with(|| {
+            let c = xenstore::Client::connect_socket(&self.socket).ok()?;
+            c.watch("@releaseDomain", "xapi-release").ok()?;
+            Some(c)
+        });
+        match client {
+            Some(c) => {
+                if c.next_event_timeout(wait).is_err() {
+                    // The connection broke: open a new one next time.
+                    *w = None;
+                } else {
+                    let _ = c.pending_events();
+                }
+            }
+            None => {
+                drop(w);
+                std::thread::sleep(wait.min(Duration::from_millis(50)));
+            }
         }
     }
 }

@@ -686,11 +686,13 @@ fn dispatch(c: &mut Client, cmd: &str, a: &Args, out: &mut dyn Write) -> Result<
             // `vm=` takes a name or a UUID.
             let by_uuid: Option<String> =
                 a.kv.iter().find(|(k, _)| k == "vm").map(|(_, v)| v.clone());
-            let (mut recs, _) = select(c, "VM", &filters, None)?;
+            // Only the parameters looked at: plain fields, no other classes fetched.
+            let shown = ["name-label".to_owned(), "is-control-domain".to_owned()];
+            let (mut recs, _) = select(c, "VM", &filters, Some(&shown))?;
             if recs.is_empty() {
                 if let Some(u) = by_uuid {
                     let f: Vec<(String, String)> = vec![("uuid".into(), u)];
-                    recs = select(c, "VM", &f, None)?.0;
+                    recs = select(c, "VM", &f, Some(&shown))?.0;
                 }
             }
             recs.retain(|(_, ps)| {
@@ -766,10 +768,12 @@ fn dispatch(c: &mut Client, cmd: &str, a: &Args, out: &mut dyn Write) -> Result<
             writeln!(out, "{}", uuid.as_str().unwrap_or_default()).map_err(out_err)?;
             Ok(())
         }
-        _ => Err(XeError(
-            format!("Unknown command: {cmd}\nFor usage run: 'xe help'"),
-            1,
-        )),
+        _ => crate::cli_create::dispatch(c, cmd, &a.kv, out).unwrap_or_else(|| {
+            Err(XeError(
+                format!("Unknown command: {cmd}\nFor usage run: 'xe help'"),
+                1,
+            ))
+        }),
     }
 }
 

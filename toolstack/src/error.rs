@@ -131,6 +131,9 @@ pub enum Error {
     /// A protocol error talking to a server.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// A device's backend could not be set up or stopped (device model, hotplug).
+    #[error("device: {0}")]
+    Device(String),
     /// Password hashing failed.
     #[error("password hashing failed")]
     Password,

@@ -4,8 +4,10 @@
 //! - [`datamodel`]: XAPI's classes and fields; [`db`]: the object database, written through
 //!   to SQLite (crash-safe) with generations for `event.from`;
 //! - [`backend`]: the host VM lifecycle drives: `xenctrl` (real Xen or `xen-sim`) and a
-//!   xenstored (running, or our engine in process); [`simguest`]: the guests' side of the
+//!   xenstored (running, or our engine in process); [`devices`]: what serves a real host's
+//!   devices (device models, hotplug); [`simguest`]: the guests' side of the
 //!   simulated host;
+//! - [`tasks`]: one serialized queue of operations per VM, and `Async.*` calls as tasks;
 //! - [`xenops`]: the VM lifecycle on the host (xenopsd's role) from a typed configuration
 //!   read once from the database;
 //! - [`api`]: the XenAPI messages, split by concern (dispatch, sessions, generic fields,
@@ -30,14 +32,17 @@
 pub mod api;
 pub mod backend;
 pub mod cli;
+mod cli_create;
 pub mod client;
 pub mod datamodel;
 pub mod db;
+pub mod devices;
 pub mod error;
 pub mod host;
 pub mod memory;
 pub mod server;
 pub mod simguest;
+pub mod tasks;
 pub mod value;
 pub mod xenops;
 pub mod xmlrpc;

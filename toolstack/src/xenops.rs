@@ -94,8 +94,12 @@ pub struct VbdConfig {
     pub read_only: bool,
     /// A CD drive rather than a disk.
     pub cdrom: bool,
-    /// What the backend opens: the VDI's location, else its UUID (empty drive: empty).
+    /// What the backend opens: the VDI's location, else its `sm_config:path`, else its UUID
+    /// (empty drive: empty).
     pub params: String,
+    /// Served by the kernel's blkback (`other_config:backend-kind=vbd`) rather than by
+    /// the domain's device model.
+    pub kernel_backend: bool,
 }
 
 /// A network device as the backend sees it.
@@ -192,14 +196,29 @@ impl VmConfig {
                     .get(bs("VDI"))
                     .map(|vdi| {
                         let ds = |k: &str| vdi.get(k).and_then(Value::as_str).unwrap_or("");
-                        if ds("location").is_empty() {
-                            ds("uuid").to_owned()
-                        } else {
-                            ds("location").to_owned()
-                        }
+                        // No storage manager here: a VDI made with `sm_config:path` is
+                        // served from that image or block device.
+                        let path = vdi
+                            .get("sm_config")
+                            .and_then(Value::as_struct)
+                            .and_then(|m| m.get("path"))
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
+                        [ds("location"), path, ds("uuid")]
+                            .into_iter()
+                            .find(|p| !p.is_empty())
+                            .unwrap_or("")
+                            .to_owned()
                     })
                     .unwrap_or_default();
+                let kernel_backend = r
+                    .get("other_config")
+                    .and_then(Value::as_struct)
+                    .and_then(|m| m.get("backend-kind"))
+                    .and_then(Value::as_str)
+                    == Some("vbd");
                 Some(VbdConfig {
+                    kernel_backend,
                     devid,
                     name,
                     read_only: bs("mode") == "RO",
@@ -286,6 +305,10 @@ impl VmConfig {
             (format!("{dom}/domid"), d.to_string()),
             (format!("{dom}/vm"), vm_path.clone()),
             (
+                format!("{dom}/control/platform-feature-xs_reset_watches"),
+                "1".into(),
+            ),
+            (
                 format!("{dom}/memory/static-max"),
                 (self.memory / 1024).to_string(),
             ),
@@ -331,7 +354,13 @@ pub fn start_error(e: Error, needed: u64, free: u64) -> ApiError {
 }
 
 /// Starts `cfg` in a new domain, paused or not; on failure nothing is left behind.
-pub fn start(be: &Backend, cfg: &VmConfig, paused: bool) -> Result<DomId, ApiError> {
+/// `progress` hears the fraction done after each step.
+pub fn start(
+    be: &Backend,
+    cfg: &VmConfig,
+    paused: bool,
+    progress: &dyn Fn(f64),
+) -> Result<DomId, ApiError> {
     let free = be.free_memory();
     if cfg.memory > free {
         return Err(not_enough_memory(cfg.memory, free));
@@ -340,18 +369,46 @@ pub fn start(be: &Backend, cfg: &VmConfig, paused: bool) -> Result<DomId, ApiErr
     let domid = be
         .create_domain(&dc)
         .map_err(|e| start_error(e, cfg.memory, be.free_memory()))?;
+    let t0 = std::time::Instant::now();
+    let step = |what: &str| {
+        tracing::info!(
+            vm = cfg.vm,
+            domid = domid.0,
+            ms = t0.elapsed().as_millis() as u64,
+            "start: {what}"
+        );
+    };
     let plumb = || -> Result<(), Error> {
         be.make_domain_dirs(domid, &cfg.vm_path(), &cfg.xenstore_entries(domid))?;
+        progress(0.2);
         be.build_domain(domid, &dc)?;
+        step("built");
+        progress(0.6);
+        let mut device_model = false;
         for vbd in &cfg.vbds {
-            plug_vbd(be, domid, vbd)?;
+            device_model |= plug_vbd(be, domid, vbd)?;
+        }
+        // As libxl, devices come up side by side: the device model starts while netback
+        // takes the vifs, and is waited for last.
+        if device_model {
+            be.spawn_device_model(domid)?;
         }
         for vif in &cfg.vifs {
             plug_vif(be, domid, vif)?;
         }
+        for vif in &cfg.vifs {
+            be.vif_hotplug(domid, vif.devid)?;
+        }
+        step("vifs hotplugged");
+        if device_model {
+            be.wait_device_model(domid)?;
+            step("device model running");
+        }
+        progress(0.9);
         if !paused {
             be.unpause(domid)?;
         }
+        step("unpaused");
         Ok(())
     };
     if let Err(e) = plumb() {
@@ -361,23 +418,44 @@ pub fn start(be: &Backend, cfg: &VmConfig, paused: bool) -> Result<DomId, ApiErr
     Ok(domid)
 }
 
-/// Writes a VBD's directories (backend in dom0, frontend in the guest).
-pub fn plug_vbd(be: &Backend, domid: DomId, vbd: &VbdConfig) -> Result<(), Error> {
+/// Writes a VBD's directories (backend in dom0, frontend in the guest): `backend/qdisk`
+/// for the domain's device model (`blkbackd`) when the host has one and the VBD does not ask
+/// for the kernel's blkback, else `backend/vbd` (with the `block` script's
+/// `physical-device` on a real host). Returns whether the device model serves it.
+pub fn plug_vbd(be: &Backend, domid: DomId, vbd: &VbdConfig) -> Result<bool, Error> {
+    let hosting = be.device_hosting();
+    let qdisk = hosting.blkbackd.is_some() && !vbd.kernel_backend;
     let dtype = if vbd.cdrom { "cdrom" } else { "disk" };
     let devid = vbd.devid.to_string();
-    be.add_device(
-        DeviceKind::Vbd,
-        domid,
-        vbd.devid,
-        &[
-            ("params", &vbd.params),
-            ("mode", if vbd.read_only { "r" } else { "w" }),
-            ("dev", &vbd.name),
-            ("device-type", dtype),
-            ("removable", "0"),
-        ],
-        &[("virtual-device", &devid), ("device-type", dtype)],
-    )
+    let params = if qdisk && !vbd.params.is_empty() {
+        format!("raw:{}", vbd.params)
+    } else {
+        vbd.params.clone()
+    };
+    let physical = if !qdisk && hosting.block_hotplug {
+        Some(crate::devices::physical_device(&vbd.params)?)
+    } else {
+        None
+    };
+    let mut keys: Vec<(&str, &str)> = vec![
+        ("params", &params),
+        ("mode", if vbd.read_only { "r" } else { "w" }),
+        ("dev", &vbd.name),
+        ("device-type", dtype),
+        ("removable", "0"),
+        ("type", if qdisk { "qdisk" } else { "phy" }),
+    ];
+    if let Some(p) = &physical {
+        keys.push(("physical-device", p));
+        keys.push(("physical-device-path", &vbd.params));
+    }
+    let fkeys = [("virtual-device", devid.as_str()), ("device-type", dtype)];
+    if qdisk {
+        be.add_device_as("qdisk", DeviceKind::Vbd, domid, vbd.devid, &keys, &fkeys)?;
+    } else {
+        be.add_device(DeviceKind::Vbd, domid, vbd.devid, &keys, &fkeys)?;
+    }
+    Ok(qdisk)
 }
 
 /// Writes a VIF's directories (backend in dom0, frontend in the guest).
@@ -398,11 +476,13 @@ pub fn plug_vif(be: &Backend, domid: DomId, vif: &VifConfig) -> Result<(), Error
     )
 }
 
-/// Removes the domain's devices, its xenstore directories and the domain itself.
+/// Stops the domain's device model, removes its devices, its xenstore directories and the
+/// domain itself (libxl's order for `xl destroy`).
 pub fn teardown(be: &Backend, cfg: &VmConfig, domid: DomId) -> Result<(), Error> {
-    for kind in [DeviceKind::Vbd, DeviceKind::Vif] {
+    be.stop_device_model(domid)?;
+    for dir in ["vbd", "qdisk", "vif"] {
         be.xs_rm(&xenbus::paths::join(
-            &xenbus::paths::backend_root(DomId::DOM0, kind.dir()),
+            &xenbus::paths::backend_root(DomId::DOM0, dir),
             &domid.0.to_string(),
         ))?;
     }

@@ -80,7 +80,7 @@ impl Xapi {
     /// the range, and on a running VM writes it for squeezed and rebalances the host.
     pub(super) fn vm_set_memory_dynamic_range(&self, vm: &str, min: &Value, max: &Value) -> R {
         let (min, max) = (int(min, "min")?, int(max, "max")?);
-        let _g = self.lifecycle.lock();
+        let _turn = self.queues.enter(vm);
         let cfg = self
             .db
             .read(|v| VmConfig::load(v, vm))
@@ -107,7 +107,7 @@ impl Xapi {
     /// keeps it there (its range for squeezed becomes `[target, target]`).
     pub(super) fn vm_set_memory_target_live(&self, vm: &str, target: &Value) -> R {
         let target = int(target, "target")?;
-        let _g = self.lifecycle.lock();
+        let _turn = self.queues.enter(vm);
         let cfg = self
             .db
             .read(|v| VmConfig::load(v, vm))

@@ -73,7 +73,10 @@ pub struct Xapi {
     backend: Arc<Backend>,
     creds: Credentials,
     host: String,
-    lifecycle: Mutex<()>,
+    /// One operation at a time per VM.
+    queues: crate::tasks::VmQueues,
+    /// The `Async.*` tasks running now.
+    tasks: crate::tasks::Tasks,
     /// `event.register` subscriptions: session -> (classes, last token).
     registrations: Mutex<HashMap<String, (HashSet<&'static str>, u64)>>,
     /// Live sessions per originator, oldest first (XAPI keeps at most
@@ -183,7 +186,8 @@ impl Xapi {
             backend,
             creds,
             host,
-            lifecycle: Mutex::new(()),
+            queues: crate::tasks::VmQueues::default(),
+            tasks: crate::tasks::Tasks::default(),
             registrations: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             max_event_wait: Duration::from_secs(60),
@@ -245,53 +249,119 @@ impl Xapi {
             let want = datamodel::xenapi::message_def(method).map_or(1, |m| m.params.len());
             return Err(count_mismatch(&format!("Async.{method}"), want, 0));
         }
-        let sess = self.session(&params[0])?;
+        self.session(&params[0])?;
         let task_class = Known::task.class();
         let task = self.db.write(|tx| {
             let mut f = Record::new();
             f.insert("name_label".into(), s(format!("Async.{method}")));
             f.insert("status".into(), s("pending"));
+            f.insert("progress".into(), Value::Double(0.0));
             f.insert("created".into(), now_datetime());
             f.insert("resident_on".into(), s(self.host.clone()));
-            let _ = &sess;
+            f.insert("allowed_operations".into(), Value::Array(vec![s("cancel")]));
             Ok::<_, ApiError>(tx.create(task_class, f))
         })?;
+        // Registered before the call returns: a cancel right after it finds the task.
+        let ctx = self.tasks.register(&task);
         let me = Arc::clone(self);
         let (m, p, t) = (method.to_owned(), params.to_vec(), task.clone());
-        std::thread::spawn(move || {
-            let res = me.call(&m, &p);
-            let _ = me.db.write(|tx| {
-                if tx.class_of(&t).is_none() {
-                    return Ok::<_, ApiError>(());
-                }
-                match res {
-                    Ok(v) => {
-                        tx.set(&t, "status", s("success"));
-                        let text = match v {
-                            Value::String(x) => x,
-                            other => {
-                                let mut out = String::new();
-                                crate::xmlrpc::encode_value(&mut out, &other);
-                                out
-                            }
-                        };
-                        tx.set(&t, "result", s(text));
-                    }
-                    Err(e) => {
-                        tx.set(&t, "status", s("failure"));
-                        tx.set(
-                            &t,
-                            "error_info",
-                            Value::Array(e.description().into_iter().map(s).collect()),
-                        );
-                    }
-                }
-                tx.set(&t, "progress", Value::Double(1.0));
-                tx.set(&t, "finished", now_datetime());
-                Ok(())
-            });
-        });
+        std::thread::Builder::new()
+            .name("xapi-task".into())
+            .spawn(move || {
+                let res = me.tasks.run_as(ctx, || me.call(&m, &p));
+                me.finish_task(&t, res);
+            })
+            .map_err(|e| ApiError::internal(format!("starting the task's thread: {e}")))?;
         Ok(s(task))
+    }
+
+    /// Records a task's outcome: `success` with its result, `cancelled`, or `failure` with
+    /// XAPI's error.
+    fn finish_task(&self, t: &str, res: R) {
+        let _ = self.db.write(|tx| {
+            if tx.class_of(t).is_none() {
+                return Ok::<_, ApiError>(());
+            }
+            match res {
+                Ok(v) => {
+                    tx.set(t, "status", s("success"));
+                    let text = match v {
+                        Value::String(x) => x,
+                        other => {
+                            let mut out = String::new();
+                            crate::xmlrpc::encode_value(&mut out, &other);
+                            out
+                        }
+                    };
+                    tx.set(t, "result", s(text));
+                }
+                Err(e) => {
+                    let cancelled = e.code == crate::tasks::TASK_CANCELLED;
+                    tx.set(
+                        t,
+                        "status",
+                        s(if cancelled { "cancelled" } else { "failure" }),
+                    );
+                    tx.set(
+                        t,
+                        "error_info",
+                        Value::Array(e.description().into_iter().map(s).collect()),
+                    );
+                }
+            }
+            tx.set(t, "progress", Value::Double(1.0));
+            tx.set(t, "allowed_operations", Value::Array(Vec::new()));
+            tx.set(t, "finished", now_datetime());
+            Ok(())
+        });
+    }
+
+    /// Records the calling task's progress (nothing for a synchronous call).
+    pub(crate) fn progress(&self, fraction: f64) {
+        if let Some(ctx) = crate::tasks::current() {
+            let _ = self.db.write(|tx| {
+                if tx.str_field(&ctx.task, "status") == "pending" {
+                    tx.set(&ctx.task, "progress", Value::Double(fraction));
+                }
+                Ok::<_, ApiError>(())
+            });
+        }
+    }
+
+    /// `TASK_CANCELLED` when the calling task was cancelled.
+    pub(crate) fn check_cancelled(&self) -> Result<(), ApiError> {
+        match crate::tasks::current() {
+            Some(ctx) if ctx.cancelled() => Err(ApiError::new(
+                crate::tasks::TASK_CANCELLED,
+                [ctx.task.as_str()],
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// `task.cancel`: a running `Async.*` task stops at its next cancellation point (while
+    /// it waits for its VM's turn, or between steps); a task a client made and still
+    /// pending is cancelled at once; a finished task cannot be.
+    fn task_cancel(&self, task: &str) -> R {
+        if self.tasks.cancel(task) {
+            return self.db.write(|tx| {
+                if tx.str_field(task, "status") == "pending" {
+                    tx.set(task, "status", s("cancelling"));
+                }
+                Ok(s(""))
+            });
+        }
+        self.db.write(|tx| {
+            if tx.str_field(task, "status") != "pending" {
+                return Err(ApiError::new(
+                    codes::OPERATION_NOT_ALLOWED,
+                    ["the task is not pending"],
+                ));
+            }
+            tx.set(task, "status", s("cancelled"));
+            tx.set(task, "finished", now_datetime());
+            Ok(s(""))
+        })
     }
 
     /// Class-specific messages; `None` falls through to the generic ones.
@@ -358,6 +428,10 @@ impl Xapi {
             ("GPU_group", "create") => {
                 self.with_session(method, p, 4, |x, p| x.gpu_group_create(p))
             }
+            ("task", "cancel") => self.with_session(method, p, 2, |x, p| {
+                let t = x.check_ref(&p[1], "task", "task")?;
+                x.task_cancel(&t)
+            }),
             ("VGPU", "create") => self.with_session(method, p, 6, |x, p| x.vgpu_create(p)),
             ("task", "create") => self.with_session(method, p, 3, |x, p| {
                 let mut f = Record::new();

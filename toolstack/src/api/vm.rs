@@ -39,6 +39,28 @@ impl Xapi {
         })
     }
 
+    /// Domains (but dom0) that no running VM of the database has: found at start, left as
+    /// they are, reported.
+    pub fn orphan_domains(&self) -> Vec<DomId> {
+        let known: std::collections::HashSet<i64> = self.db.read(|v| {
+            v.iter_class("VM")
+                .filter(|(_, r)| {
+                    PowerState::parse(r.get("power_state").and_then(Value::as_str).unwrap_or(""))
+                        .has_domain()
+                })
+                .filter_map(|(_, r)| r.get("domid").and_then(Value::as_i64))
+                .collect()
+        });
+        self.backend
+            .xen()
+            .list_domains()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.domid)
+            .filter(|d| d.0 != 0 && !known.contains(&i64::from(d.0)))
+            .collect()
+    }
+
     /// Starts the thread that notices domains dying on their own.
     pub fn spawn_monitor(self: &Arc<Self>) {
         let weak: Weak<Self> = Arc::downgrade(self);
@@ -57,13 +79,19 @@ impl Xapi {
     /// A domain stopped by itself: tear it down, mark its VM halted, restart it when its
     /// actions say so.
     pub(super) fn domain_stopped(self: &Arc<Self>, domid: DomId, reason: ShutdownReason) {
-        let _g = self.lifecycle.lock();
-        let cfg = self.db.read(|v| {
+        let vm = self.db.read(|v| {
             v.iter_class("VM")
                 .find(|(_, r)| r.get("domid").and_then(Value::as_i64) == Some(i64::from(domid.0)))
-                .and_then(|(k, _)| VmConfig::load(v, k))
-                .filter(|c| c.power_state.has_domain())
+                .map(|(k, _)| k.clone())
         });
+        let Some(vm) = vm else { return };
+        // In the VM's queue: an operation under way finishes first, and what it left is
+        // read again.
+        let _turn = self.queues.enter(&vm);
+        let cfg = self
+            .db
+            .read(|v| VmConfig::load(v, &vm))
+            .filter(|c| c.power_state.has_domain() && c.domid == Some(domid));
         let Some(cfg) = cfg else { return };
         let _ = xenops::teardown(&self.backend, &cfg, domid);
         self.halted(&cfg.vm);
@@ -117,7 +145,7 @@ impl Xapi {
     }
 
     pub(super) fn vm_destroy(&self, vm: &str) -> R {
-        let _g = self.lifecycle.lock();
+        let _turn = self.queues.enter(vm);
         self.db.write(|tx| {
             if tx.field(vm, "is_control_domain") == Some(&Value::Bool(true)) {
                 return Err(ApiError::new(
@@ -158,8 +186,16 @@ impl Xapi {
             .ok_or_else(|| ApiError::handle_invalid("VM", vm))
     }
 
+    /// Waits for `vm`'s turn in its queue; `TASK_CANCELLED` when its task was cancelled
+    /// meanwhile.
+    fn turn(&self, vm: &str) -> Result<crate::tasks::VmTurn<'_>, ApiError> {
+        let turn = self.queues.enter(vm);
+        self.check_cancelled()?;
+        Ok(turn)
+    }
+
     pub(super) fn vm_start(self: &Arc<Self>, vm: &str, paused: bool) -> R {
-        let _g = self.lifecycle.lock();
+        let _turn = self.turn(vm)?;
         self.start_locked(vm, paused)
     }
 
@@ -177,8 +213,9 @@ impl Xapi {
         if cfg.power_state != PowerState::Halted {
             return Err(Self::bad_power(vm, "halted", cfg.power_state));
         }
+        self.progress(0.1);
         let reservation = self.memory_reserve(&cfg)?;
-        let started = xenops::start(&self.backend, &cfg, paused);
+        let started = xenops::start(&self.backend, &cfg, paused, &|f| self.progress(f));
         let domid = self.memory_started(&cfg, reservation, started)?;
         let state = if paused {
             PowerState::Paused
@@ -302,19 +339,19 @@ impl Xapi {
     }
 
     pub(super) fn vm_shutdown(&self, vm: &str, hard: bool) -> R {
-        let _g = self.lifecycle.lock();
+        let _turn = self.turn(vm)?;
         self.stop(vm, hard, ShutdownReason::Poweroff)?;
         Ok(s(""))
     }
 
     pub(super) fn vm_reboot(&self, vm: &str, hard: bool) -> R {
-        let _g = self.lifecycle.lock();
+        let _turn = self.turn(vm)?;
         self.stop(vm, hard, ShutdownReason::Reboot)?;
         self.start_locked(vm, false)
     }
 
     pub(super) fn vm_pause(&self, vm: &str, pause: bool) -> R {
-        let _g = self.lifecycle.lock();
+        let _turn = self.turn(vm)?;
         let (from, to, expected) = if pause {
             (PowerState::Running, PowerState::Paused, "running")
         } else {

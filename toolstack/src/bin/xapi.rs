@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::Parser;
 use toolstack::api::{Credentials, Xapi};
 use toolstack::backend::{self, Backend};
+use toolstack::devices as backend_devices;
 use toolstack::host::{self, HostConfig};
 use toolstack::{db::Db, server, Error};
 
@@ -57,6 +58,35 @@ struct Opts {
     /// real Xen uses /var/run/xenstored/socket.
     #[arg(long)]
     xenstored_socket: Option<PathBuf>,
+    /// On real Xen: the userspace block backend started as each VM's device model for its
+    /// disks (default: `blkbackd` beside this program, else from `$PATH`); `none`: every
+    /// disk goes to the kernel's blkback.
+    #[arg(long)]
+    blkbackd: Option<String>,
+    /// How long `clean_shutdown`/`clean_reboot` wait for the guest, seconds.
+    #[arg(long, default_value_t = toolstack::api::CLEAN_SHUTDOWN_TIMEOUT.as_secs())]
+    clean_shutdown_timeout: u64,
+    /// On real Xen: the vif hotplug script (`none`: no script).
+    #[arg(long, default_value = "/etc/xen/scripts/vif-bridge")]
+    vif_script: String,
+}
+
+/// How the real host's devices are served (`--blkbackd`, `--vif-script`).
+fn device_hosting(o: &Opts) -> backend_devices::DeviceHosting {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("blkbackd")))
+        .filter(|p| p.exists());
+    let blkbackd = match o.blkbackd.as_deref() {
+        Some("none") => None,
+        Some(p) => Some(PathBuf::from(p)),
+        None => Some(beside.unwrap_or_else(|| PathBuf::from("blkbackd"))),
+    };
+    backend_devices::DeviceHosting {
+        blkbackd,
+        vif_script: (o.vif_script != "none").then(|| PathBuf::from(&o.vif_script)),
+        block_hotplug: true,
+    }
 }
 
 fn credentials(o: &Opts) -> Result<Credentials, Error> {
@@ -112,7 +142,7 @@ fn real(o: &Opts) -> Result<Backend, Error> {
         .xenstored_socket
         .clone()
         .unwrap_or_else(|| PathBuf::from(backend::XENSTORED_SOCKET));
-    Backend::with_xenstored(xen, &socket)
+    Ok(Backend::with_xenstored(xen, &socket)?.with_device_hosting(device_hosting(o)))
 }
 
 fn host_backend(o: &Opts, cfg: &HostConfig) -> Result<Backend, Error> {
@@ -148,6 +178,13 @@ async fn run(o: Opts) -> Result<(), Error> {
     let backend = Arc::new(host_backend(&o, &cfg)?);
     println!("hypervisor: {}", backend.hypervisor());
     let xapi = Xapi::new(db, backend, creds)?;
+    xapi.clean_shutdown_timeout_ms.store(
+        o.clean_shutdown_timeout.saturating_mul(1000),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    for d in xapi.orphan_domains() {
+        println!("domain {} runs but no VM has it (left as it is)", d.0);
+    }
     xapi.spawn_monitor();
     xapi.spawn_memory_balancer(std::time::Duration::from_secs(5));
     let mut tasks = Vec::new();
