@@ -87,7 +87,7 @@ macro_rules! etcd_or_skip {
 fn open(e: &Etcd, pool: &str) -> Db {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match Db::open_etcd(&[e.endpoint.clone()], pool) {
+        match Db::open_etcd(std::slice::from_ref(&e.endpoint), pool) {
             Ok(db) => return db,
             Err(err) if Instant::now() < deadline => {
                 eprintln!("waiting for etcd: {err}");
@@ -291,7 +291,7 @@ fn pools_do_not_see_each_other() {
     let b = open(&e, "two");
     assert_eq!(name(&b, &n), None);
     assert!(b.changes_since(None, 0).0.is_empty());
-    assert!(Db::open_etcd(&[e.endpoint.clone()], "a/b").is_err());
+    assert!(Db::open_etcd(std::slice::from_ref(&e.endpoint), "a/b").is_err());
 }
 
 #[test]
