@@ -104,7 +104,9 @@ pub(crate) struct Put<'a> {
     pub r: &'a str,
     pub class: &'static str,
     pub rec: &'a Record,
-    /// The generation the writer read it at; `None` when the write creates it.
+    /// The generation the writer read it at; `None` when the write creates it. (A store
+    /// shared by several writers compares on it.)
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub prev_gen: Option<u64>,
 }
 
@@ -115,6 +117,7 @@ pub(crate) struct Del<'a> {
     /// The record before deletion.
     pub snapshot: &'a Record,
     /// The generation the writer read it at.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub prev_gen: u64,
 }
 
