@@ -300,3 +300,22 @@ fn unreachable_etcd_is_a_clear_error() {
     let err = Db::open_etcd(&[format!("http://127.0.0.1:{port}")], "p").unwrap_err();
     assert!(matches!(err, Error::Store(_)), "{err}");
 }
+
+#[test]
+fn losing_etcd_fails_writes_and_changes_nothing() {
+    let mut e = etcd_or_skip!();
+    let a = open(&e, "p");
+    let n = network(&a, "x");
+    let gen = a.generation();
+    let _ = e.child.kill();
+    let _ = e.child.wait();
+    let res = a.write(|tx| {
+        tx.set(&n, "name_label", Value::str("y"));
+        tx.create(datamodel::class("network").unwrap(), BTreeMap::new());
+        Ok::<_, Error>(())
+    });
+    assert!(matches!(res, Err(Error::Store(_))), "{res:?}");
+    assert_eq!(name(&a, &n).as_deref(), Some("x"));
+    assert_eq!(a.read(|v| v.count("network")), 1);
+    assert_eq!(a.generation(), gen);
+}

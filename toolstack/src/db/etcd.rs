@@ -13,6 +13,7 @@
 //! Left for the pool operations (issue 18 parts 2 and 3): leases, election and HA keys go
 //! under the same `/xapi/<pool>/` prefix beside `objects/`, through the same client.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +45,8 @@ pub(crate) struct Etcd {
     prefix: String,
     /// The watch's changes, in revision order. Received only with the tables' write lock held.
     events: Arc<Mutex<Receiver<Remote>>>,
+    /// Set when the watch ended: the tables no longer follow the pool, so writes are refused.
+    lost: Arc<AtomicBool>,
 }
 
 fn store_err(e: etcd_client::Error) -> Error {
@@ -111,6 +114,11 @@ impl Backend for Etcd {
     }
 
     fn commit(&self, c: &Commit<'_>) -> Result<u64, Error> {
+        if self.lost.load(Ordering::Acquire) {
+            return Err(Error::Store(
+                "the etcd watch ended: this xapi no longer follows the pool; restart it".into(),
+            ));
+        }
         let mut cmps = Vec::new();
         let mut ops = Vec::new();
         for p in &c.puts {
@@ -292,7 +300,9 @@ impl Db {
         let (ev_tx, ev_rx) = mpsc::channel::<Remote>();
         let (wake_tx, wake_rx): (SyncSender<()>, Receiver<()>) = mpsc::sync_channel(1);
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let lost = Arc::new(AtomicBool::new(false));
         {
+            let lost = lost.clone();
             let mut client = client.clone();
             let prefix = prefix.clone();
             rt.spawn(async move {
@@ -309,6 +319,14 @@ impl Db {
                         return;
                     }
                 };
+                // Whatever ends the loop, the tables stop following the pool.
+                struct Lost(Arc<AtomicBool>);
+                impl Drop for Lost {
+                    fn drop(&mut self) {
+                        self.0.store(true, Ordering::Release);
+                    }
+                }
+                let _lost = Lost(lost);
                 loop {
                     match stream.message().await {
                         Ok(Some(resp)) => {
@@ -344,6 +362,7 @@ impl Db {
             client,
             prefix,
             events: events.clone(),
+            lost,
         };
         let db = Db::with_store(Box::new(store), loaded)?;
         let shared = db.shared.clone();
