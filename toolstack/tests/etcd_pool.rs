@@ -319,3 +319,59 @@ fn losing_etcd_fails_writes_and_changes_nothing() {
     assert_eq!(a.read(|v| v.count("network")), 1);
     assert_eq!(a.generation(), gen);
 }
+
+/// Same-run figures, not assertions: `cargo test -p toolstack --features etcd --test
+/// etcd_pool -- --ignored --nocapture`. One-object writes per second on the one-host SQLite
+/// store and on a one-node etcd (interleaved rounds, medians), and how long a write on one
+/// xapi takes to reach another's `event.from`.
+#[test]
+#[ignore]
+fn measure_write_rate_and_propagation() {
+    const ROUNDS: usize = 7;
+    const WRITES: usize = 200;
+    let e = etcd_or_skip!();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Db::open(dir.path()).unwrap();
+    let a = open(&e, "p");
+    let b = open(&e, "p");
+    let rate = |db: &Db| {
+        let n = network(db, "0");
+        let t = Instant::now();
+        for i in 0..WRITES {
+            db.write(|tx| {
+                tx.set(&n, "name_label", Value::str(i.to_string()));
+                Ok::<_, Error>(())
+            })
+            .unwrap();
+        }
+        WRITES as f64 / t.elapsed().as_secs_f64()
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (mut s, mut et, mut prop) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        s.push(rate(&sqlite));
+        et.push(rate(&a));
+        let n = network(&a, "p");
+        eventually(&b, &n, Some("p"));
+        let since = b.generation();
+        let t = Instant::now();
+        a.write(|tx| {
+            tx.set(&n, "name_label", Value::str("q"));
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+        while b.changes_since(None, since).0.is_empty() {
+            b.wait_past(since, Duration::from_secs(5));
+        }
+        prop.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let (s, et) = (median(s), median(et));
+    println!(
+        "writes/s: sqlite {s:.0}, etcd {et:.0} (etcd/sqlite {:.2}); a->b event.from propagation: median {:.0} us",
+        et / s,
+        median(prop)
+    );
+}
