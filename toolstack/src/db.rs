@@ -7,7 +7,7 @@
 //! closure fails, or whose commit fails, leaves the tables as they were.
 //!
 //! The store is behind [`Backend`]: SQLite on one host (the default), or etcd for a pool
-//! (feature `etcd`, [`etcd`]). Object generations, creation generations, the event counter
+//! (feature `etcd`, module `etcd`). Object generations, creation generations, the event counter
 //! and the tombstones of deleted objects are persisted with the objects, so `event.from`
 //! tokens stay valid across a restart.
 
