@@ -19,7 +19,9 @@ done
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
-pkgs=(build-essential pkg-config libxen-dev libclang-dev xen-utils-4.17 xenstore-utils python3 python3-pip)
+# protobuf-compiler: etcd-client's build script (toolstack feature `etcd`); etcd-server: the
+# etcd the pool-store tests start on loopback.
+pkgs=(build-essential pkg-config libxen-dev libclang-dev xen-utils-4.17 xenstore-utils python3 python3-pip protobuf-compiler etcd-server)
 if [ "$e2e" = 1 ]; then
     pkgs+=(xz-utils binutils util-linux)
 fi

@@ -1,16 +1,26 @@
-//! The object database: in-memory tables written through to SQLite, with generation counters
-//! that `event.from` reads.
+//! The object database: in-memory tables written through to a persistent store, with
+//! generation counters that `event.from` reads.
 //!
-//! Every write goes through [`Db::write`]; the closure's changes are committed to SQLite in
-//! one transaction (WAL, so a `kill -9` after the call returned loses nothing) before the
-//! write lock is released and before the API call is acknowledged.
+//! Every write goes through [`Db::write`]; the closure's changes are committed to the store
+//! in one transaction (SQLite with WAL, so a `kill -9` after the call returned loses nothing)
+//! before the write lock is released and before the API call is acknowledged. A write whose
+//! closure fails, or whose commit fails, leaves the tables as they were.
+//!
+//! The store is behind [`Backend`]: SQLite on one host (the default), or etcd for a pool
+//! (feature `etcd`, module `etcd`). Object generations, creation generations, the event counter
+//! and the tombstones of deleted objects are persisted with the objects, so `event.from`
+//! tokens stay valid across a restart.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod sqlite;
+
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
-use rusqlite::{params, Connection};
 
 use crate::datamodel::{self, Class, NULL_REF};
 use crate::value::Value;
@@ -18,6 +28,9 @@ use crate::Error;
 
 /// A record: field name to value.
 pub type Record = BTreeMap<String, Value>;
+
+/// Marks a row created in the running write, before its generation is known.
+const UNSTAMPED: u64 = u64::MAX;
 
 #[derive(Debug, Clone)]
 struct Row {
@@ -50,24 +63,110 @@ pub struct Change {
 pub struct Inner {
     rows: HashMap<String, Row>,
     /// Refs per class, ordered.
-    by_class: HashMap<&'static str, std::collections::BTreeSet<String>>,
+    by_class: HashMap<&'static str, BTreeSet<String>>,
     by_uuid: HashMap<String, String>,
     gen: u64,
     tombstones: Vec<Change>,
-    /// The change log: every object changed since the database opened, keyed by the
-    /// generation of its last change (so `event.from` costs what changed, not what exists).
-    log: std::collections::BTreeSet<(u64, String)>,
+    /// Tokens below this generation may have missed deletions (trimmed tombstones, or history
+    /// from before a pool store was loaded): `event.from` answers `EVENTS_LOST` for them.
+    lost_before: u64,
+    /// Every object keyed by the generation of its last change (so `event.from` costs what
+    /// changed, not what exists).
+    log: BTreeSet<(u64, String)>,
 }
 
-/// Tombstones kept for `event.from` callers that lag behind.
-const MAX_TOMBSTONES: usize = 100_000;
+/// Tombstones kept for `event.from` callers that lag behind (in memory and on disk).
+pub(crate) const MAX_TOMBSTONES: usize = 20_000;
+
+/// An object as a store holds it.
+pub(crate) struct StoredRow {
+    pub r: String,
+    pub class: String,
+    /// The record as JSON.
+    pub data: String,
+    pub gen: u64,
+    pub created: u64,
+}
+
+/// What a store holds at open.
+#[derive(Default)]
+pub(crate) struct Loaded {
+    pub rows: Vec<StoredRow>,
+    /// Deletions still in the window, oldest first (`data` is the record before).
+    pub tombstones: Vec<StoredRow>,
+    /// The event counter (every token handed out so far is at most this).
+    pub gen: u64,
+    pub lost_before: u64,
+}
+
+/// An object a write creates or changes.
+pub(crate) struct Put<'a> {
+    pub r: &'a str,
+    pub class: &'static str,
+    pub rec: &'a Record,
+    /// The generation the writer read it at; `None` when the write creates it. (A store
+    /// shared by several writers compares on it.)
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub prev_gen: Option<u64>,
+}
+
+/// An object a write deletes.
+pub(crate) struct Del<'a> {
+    pub r: &'a str,
+    pub class: &'static str,
+    /// The record before deletion.
+    pub snapshot: &'a Record,
+    /// The generation the writer read it at.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub prev_gen: u64,
+}
+
+/// One write, as the store commits it.
+pub(crate) struct Commit<'a> {
+    /// The next local generation (a store with its own counter, like etcd, ignores it).
+    pub gen: u64,
+    pub puts: Vec<Put<'a>>,
+    pub dels: Vec<Del<'a>>,
+    /// Tombstones up to this generation leave the window.
+    pub trim_through: Option<u64>,
+}
+
+/// The persistent layer behind [`Db`]: SQLite on one host, etcd for a pool.
+///
+/// `commit` must be atomic: either every put and delete lands or none does. A store shared
+/// by several writers compares each touched object's generation with `prev_gen` and fails
+/// with [`Error::Conflict`] when another writer got there first.
+pub(crate) trait Backend: Send + Sync {
+    /// Whether objects of this class are stored (others live in memory only).
+    fn stores(&self, class: &Class) -> bool;
+    /// Commits a write; returns the generation it was given.
+    fn commit(&self, c: &Commit<'_>) -> Result<u64, Error>;
+    /// Applies other writers' changes up to (not including) `gen` to the tables, so the
+    /// generations the tables hold stay in commit order. Single-writer stores do nothing.
+    fn catch_up(&self, _inner: &mut Inner, _gen: u64) {}
+}
 
 /// The database.
 pub struct Db {
+    shared: std::sync::Arc<Shared>,
+    store: Option<Box<dyn Backend>>,
+}
+
+/// What a pool store's watch thread shares with [`Db`].
+#[derive(Default)]
+pub(crate) struct Shared {
     inner: RwLock<Inner>,
-    store: Option<Mutex<Connection>>,
     gen_lock: Mutex<u64>,
     gen_cv: Condvar,
+}
+
+impl Shared {
+    /// Wakes `event.from` callers waiting for a generation past theirs.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    fn notify(&self, gen: u64) {
+        *self.gen_lock.lock() = gen;
+        self.gen_cv.notify_all();
+    }
 }
 
 impl std::fmt::Debug for Db {
@@ -83,162 +182,193 @@ pub struct Tx<'a> {
     inner: &'a mut Inner,
     dirty: HashSet<String>,
     deleted: Vec<(String, &'static str, Record)>,
+    /// Each touched object as it was before this write (`None`: created by it).
+    undo: HashMap<String, Option<Row>>,
+}
+
+/// Decodes a stored record, giving fields added to the model since it was written their
+/// defaults and dropping fields the model no longer has.
+pub(crate) fn decode(r: &str, class: &str, data: &str) -> Result<(&'static Class, Record), Error> {
+    let json: serde_json::Value =
+        serde_json::from_str(data).map_err(|e| Error::Corrupt(format!("{r}: {e}")))?;
+    decode_json(r, class, &json)
+}
+
+/// [`decode`] from parsed JSON.
+pub(crate) fn decode_json(
+    r: &str,
+    class: &str,
+    json: &serde_json::Value,
+) -> Result<(&'static Class, Record), Error> {
+    let cls = datamodel::class(class)
+        .ok_or_else(|| Error::Corrupt(format!("{r}: unknown class {class}")))?;
+    let Value::Struct(stored) = Value::from_json(json) else {
+        return Err(Error::Corrupt(format!("{r}: not a record")));
+    };
+    let mut rec = cls.default_record();
+    for (k, v) in stored {
+        if let Some(f) = cls.field(&k) {
+            rec.insert(k, f.ty.coerce(&v).unwrap_or(v));
+        }
+    }
+    Ok((cls, rec))
+}
+
+/// Encodes a record for a store.
+pub(crate) fn encode(rec: &Record) -> String {
+    Value::Struct(rec.clone()).to_json().to_string()
 }
 
 impl Db {
     /// An in-memory database (tests, benches).
     pub fn in_memory() -> Self {
         Db {
-            inner: RwLock::new(Inner::default()),
+            shared: Default::default(),
             store: None,
-            gen_lock: Mutex::new(0),
-            gen_cv: Condvar::new(),
         }
     }
 
     /// Opens (or creates) the database in `dir/xapi.db` and loads every object.
     pub fn open(dir: &Path) -> Result<Self, Error> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Io(dir.display().to_string(), e))?;
-        let conn = Connection::open(dir.join("xapi.db"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // WAL: a committed transaction survives the process being killed (kill -9); FULL
-        // also fsyncs the log at each commit, so it survives power loss too.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS objects (ref TEXT PRIMARY KEY, class TEXT NOT NULL, data TEXT NOT NULL);",
-        )?;
-        let mut inner = Inner::default();
-        {
-            let mut st = conn.prepare("SELECT ref, class, data FROM objects")?;
-            let rows = st.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (r, class, data) = row?;
-                let cls = datamodel::class(&class)
-                    .ok_or_else(|| Error::Corrupt(format!("unknown class {class}")))?;
-                let json: serde_json::Value =
-                    serde_json::from_str(&data).map_err(|e| Error::Corrupt(format!("{r}: {e}")))?;
-                let Value::Struct(stored) = Value::from_json(&json) else {
-                    return Err(Error::Corrupt(format!("{r}: not a record")));
-                };
-                // Fields added to the model since the row was written get their defaults.
-                let mut rec = cls.default_record();
-                for (k, v) in stored {
-                    if let Some(f) = cls.field(&k) {
-                        rec.insert(k, f.ty.coerce(&v).unwrap_or(v));
-                    }
-                }
-                inner.insert_row(r, cls.name, rec, 0);
-            }
-        }
+        let (store, loaded) = sqlite::Sqlite::open(dir)?;
+        Self::with_store(Box::new(store), loaded)
+    }
+
+    fn with_store(store: Box<dyn Backend>, loaded: Loaded) -> Result<Self, Error> {
+        let inner = Inner::load(loaded)?;
+        let gen = inner.gen;
         Ok(Db {
-            inner: RwLock::new(inner),
-            store: Some(Mutex::new(conn)),
-            gen_lock: Mutex::new(0),
-            gen_cv: Condvar::new(),
+            shared: std::sync::Arc::new(Shared {
+                inner: RwLock::new(inner),
+                gen_lock: Mutex::new(gen),
+                gen_cv: Condvar::new(),
+            }),
+            store: Some(store),
         })
     }
 
-    /// Runs `f` with a write transaction and commits it (to disk, when persistent).
+    /// Runs `f` with a write transaction and commits it (to the store, when persistent).
+    /// When `f` or the commit fails, nothing of the write remains.
     pub fn write<T, E: From<Error>>(
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut inner = self.inner.write();
+        let mut inner = self.shared.inner.write();
         let mut tx = Tx {
             inner: &mut inner,
             dirty: HashSet::new(),
             deleted: Vec::new(),
+            undo: HashMap::new(),
         };
-        let out = f(&mut tx)?;
-        let Tx { dirty, deleted, .. } = tx;
-        if dirty.is_empty() && deleted.is_empty() {
+        let out = match f(&mut tx) {
+            Ok(out) => out,
+            Err(e) => {
+                tx.rollback();
+                return Err(e);
+            }
+        };
+        // Objects created and destroyed within this write leave no trace.
+        let undo = std::mem::take(&mut tx.undo);
+        tx.deleted
+            .retain(|(r, _, _)| undo.get(r).is_some_and(Option::is_some));
+        if tx.dirty.is_empty() && tx.deleted.is_empty() {
+            tx.undo = undo;
+            tx.rollback();
             return Ok(out);
         }
-        inner.gen += 1;
-        let gen = inner.gen;
-        let Inner { rows, log, .. } = &mut *inner;
-        for r in &dirty {
-            if let Some(row) = rows.get_mut(r) {
-                log.remove(&(row.gen, r.clone()));
-                log.insert((gen, r.clone()));
-                row.gen = gen;
-                if row.created == u64::MAX {
-                    row.created = gen;
+        let next = tx.inner.gen + 1;
+        let overflow =
+            (tx.inner.tombstones.len() + tx.deleted.len()).saturating_sub(MAX_TOMBSTONES);
+        let trim_through = (overflow > 0).then(|| {
+            let cut = (overflow + MAX_TOMBSTONES / 2).min(tx.inner.tombstones.len());
+            tx.inner.tombstones[..cut]
+                .last()
+                .map_or(tx.inner.gen, |t| t.gen)
+        });
+        let gen = match &self.store {
+            None => next,
+            Some(store) => {
+                let stored =
+                    |class: &'static str| datamodel::class(class).is_some_and(|c| store.stores(c));
+                let commit = Commit {
+                    gen: next,
+                    puts: tx
+                        .dirty
+                        .iter()
+                        .filter_map(|r| {
+                            let row = tx.inner.rows.get(r)?;
+                            stored(row.class).then(|| Put {
+                                r,
+                                class: row.class,
+                                rec: &row.rec,
+                                prev_gen: undo.get(r).and_then(|o| o.as_ref()).map(|o| o.gen),
+                            })
+                        })
+                        .collect(),
+                    dels: tx
+                        .deleted
+                        .iter()
+                        .filter(|(_, class, _)| stored(class))
+                        .map(|(r, class, snapshot)| Del {
+                            r,
+                            class,
+                            snapshot,
+                            prev_gen: undo.get(r).and_then(|o| o.as_ref()).map_or(0, |o| o.gen),
+                        })
+                        .collect(),
+                    trim_through,
+                };
+                match store.commit(&commit) {
+                    Ok(gen) => gen,
+                    Err(e) => {
+                        drop(commit);
+                        tx.undo = undo;
+                        tx.rollback();
+                        return Err(e.into());
+                    }
                 }
             }
-        }
-        for (r, class, snapshot) in &deleted {
-            inner.tombstones.push(Change {
-                gen,
-                class,
-                op: "del",
-                r#ref: r.clone(),
-                snapshot: snapshot.clone(),
-            });
-        }
-        if inner.tombstones.len() > MAX_TOMBSTONES {
-            let cut = inner.tombstones.len() - MAX_TOMBSTONES / 2;
-            inner.tombstones.drain(..cut);
-        }
+        };
+        let Tx { dirty, deleted, .. } = tx;
         if let Some(store) = &self.store {
-            let mut conn = store.lock();
-            let mut persist = || -> rusqlite::Result<()> {
-                let t = conn.transaction()?;
-                {
-                    let mut up = t.prepare_cached(
-                    "INSERT INTO objects (ref, class, data) VALUES (?1, ?2, ?3) ON CONFLICT(ref) DO UPDATE SET data = excluded.data",
-                )?;
-                    for r in &dirty {
-                        if let Some(row) = inner.rows.get(r) {
-                            if datamodel::class(row.class).is_some_and(|c| c.persistent) {
-                                let data = Value::Struct(row.rec.clone()).to_json().to_string();
-                                up.execute(params![r, row.class, data])?;
-                            }
-                        }
-                    }
-                    let mut del = t.prepare_cached("DELETE FROM objects WHERE ref = ?1")?;
-                    for (r, _, _) in &deleted {
-                        del.execute(params![r])?;
-                    }
-                }
-                t.commit()
-            };
-            persist().map_err(Error::from)?;
+            store.catch_up(&mut inner, gen);
         }
+        inner.stamp(gen, &dirty, deleted, trim_through);
+        let gen = inner.gen;
         drop(inner);
-        *self.gen_lock.lock() = gen;
-        self.gen_cv.notify_all();
+        self.shared.notify(gen);
         Ok(out)
     }
 
     /// Runs `f` with shared read access.
     pub fn read<T>(&self, f: impl FnOnce(&View<'_>) -> T) -> T {
-        let inner = self.inner.read();
+        let inner = self.shared.inner.read();
         f(&View { inner: &inner })
     }
 
     /// The current generation.
     pub fn generation(&self) -> u64 {
-        self.inner.read().gen
+        self.shared.inner.read().gen
+    }
+
+    /// Whether a token at generation `since` may have missed changes that are no longer
+    /// known (deletions older than the tombstone window): the caller must list everything
+    /// again (`EVENTS_LOST`). The empty token (0) never has.
+    pub fn events_lost(&self, since: u64) -> bool {
+        since != 0 && since < self.shared.inner.read().lost_before
     }
 
     /// Waits until the generation exceeds `gen` or `timeout` passes; returns the generation.
     pub fn wait_past(&self, gen: u64, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;
-        let mut g = self.gen_lock.lock();
+        let mut g = self.shared.gen_lock.lock();
         loop {
             let cur = self.generation();
             if cur > gen {
                 return cur;
             }
             *g = cur;
-            if self.gen_cv.wait_until(&mut g, deadline).timed_out() {
+            if self.shared.gen_cv.wait_until(&mut g, deadline).timed_out() {
                 return self.generation();
             }
         }
@@ -251,7 +381,7 @@ impl Db {
         classes: Option<&HashSet<&'static str>>,
         since: u64,
     ) -> (Vec<Change>, u64) {
-        let inner = self.inner.read();
+        let inner = self.shared.inner.read();
         let want = |c: &str| classes.is_none_or(|s| s.contains(c));
         let mut out: Vec<Change> = Vec::new();
         for (_, r) in inner.log.range((since + 1, String::new())..) {
@@ -284,20 +414,135 @@ impl Db {
 }
 
 impl Inner {
-    fn insert_row(&mut self, r: String, class: &'static str, rec: Record, created: u64) {
+    fn load(loaded: Loaded) -> Result<Self, Error> {
+        let mut inner = Inner {
+            gen: loaded.gen,
+            lost_before: loaded.lost_before,
+            ..Inner::default()
+        };
+        for row in loaded.rows {
+            let (cls, rec) = decode(&row.r, &row.class, &row.data)?;
+            inner.gen = inner.gen.max(row.gen);
+            inner.insert_row(row.r, cls.name, rec, row.gen, row.created);
+        }
+        for t in loaded.tombstones {
+            let (cls, rec) = decode(&t.r, &t.class, &t.data)?;
+            inner.gen = inner.gen.max(t.gen);
+            inner.tombstones.push(Change {
+                gen: t.gen,
+                class: cls.name,
+                op: "del",
+                r#ref: t.r,
+                snapshot: rec,
+            });
+        }
+        Ok(inner)
+    }
+
+    fn insert_row(&mut self, r: String, class: &'static str, rec: Record, gen: u64, created: u64) {
         if let Some(Value::String(u)) = rec.get("uuid") {
             self.by_uuid.insert(u.clone(), r.clone());
         }
         self.by_class.entry(class).or_default().insert(r.clone());
+        if gen != UNSTAMPED {
+            self.log.insert((gen, r.clone()));
+        }
         self.rows.insert(
             r,
             Row {
                 class,
                 rec,
-                gen: created,
+                gen,
                 created,
             },
         );
+    }
+
+    fn remove_row(&mut self, r: &str) -> Option<Row> {
+        let row = self.rows.remove(r)?;
+        self.log.remove(&(row.gen, r.to_owned()));
+        if let Some(Value::String(u)) = row.rec.get("uuid") {
+            if self.by_uuid.get(u).is_some_and(|x| x == r) {
+                self.by_uuid.remove(u);
+            }
+        }
+        if let Some(s) = self.by_class.get_mut(row.class) {
+            s.remove(r);
+        }
+        Some(row)
+    }
+
+    /// Gives a committed write its generation.
+    fn stamp(
+        &mut self,
+        gen: u64,
+        dirty: &HashSet<String>,
+        deleted: Vec<(String, &'static str, Record)>,
+        trim_through: Option<u64>,
+    ) {
+        self.gen = self.gen.max(gen);
+        for r in dirty {
+            if let Some(row) = self.rows.get_mut(r) {
+                self.log.remove(&(row.gen, r.clone()));
+                self.log.insert((gen, r.clone()));
+                row.gen = gen;
+                if row.created == UNSTAMPED {
+                    row.created = gen;
+                }
+            }
+        }
+        for (r, class, snapshot) in deleted {
+            self.tombstones.push(Change {
+                gen,
+                class,
+                op: "del",
+                r#ref: r,
+                snapshot,
+            });
+        }
+        if let Some(through) = trim_through {
+            self.tombstones.retain(|t| t.gen > through);
+            self.lost_before = self.lost_before.max(through);
+        }
+    }
+
+    /// Applies another writer's change (a pool store): `rec` is the record after it (`None`
+    /// for a deletion), at generation `gen`. Changes the tables already hold are skipped.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    fn apply_remote(
+        &mut self,
+        r: &str,
+        rec: Option<(&'static str, Record)>,
+        gen: u64,
+        created: u64,
+    ) {
+        if self.rows.get(r).is_some_and(|row| row.gen >= gen) {
+            return;
+        }
+        match rec {
+            Some((class, rec)) => {
+                self.remove_row(r);
+                self.insert_row(r.to_owned(), class, rec, gen, created);
+            }
+            None => {
+                if let Some(row) = self.remove_row(r) {
+                    self.tombstones.push(Change {
+                        gen,
+                        class: row.class,
+                        op: "del",
+                        r#ref: r.to_owned(),
+                        snapshot: row.rec,
+                    });
+                    if self.tombstones.len() > MAX_TOMBSTONES {
+                        let cut = self.tombstones.len() - MAX_TOMBSTONES / 2;
+                        let through = self.tombstones[cut - 1].gen;
+                        self.tombstones.drain(..cut);
+                        self.lost_before = self.lost_before.max(through);
+                    }
+                }
+            }
+        }
+        self.gen = self.gen.max(gen);
     }
 }
 
@@ -419,6 +664,27 @@ fn set_remove(v: &mut Value, item: &str) {
 }
 
 impl Tx<'_> {
+    /// Remembers an object as it was before this write first touched it.
+    fn touch(&mut self, r: &str) {
+        if !self.undo.contains_key(r) {
+            self.undo
+                .insert(r.to_owned(), self.inner.rows.get(r).cloned());
+        }
+    }
+
+    /// Puts every touched object back as it was.
+    fn rollback(&mut self) {
+        for (r, orig) in self.undo.drain() {
+            self.inner.remove_row(&r);
+            if let Some(row) = orig {
+                self.inner
+                    .insert_row(r, row.class, row.rec, row.gen, row.created);
+            }
+        }
+        self.dirty.clear();
+        self.deleted.clear();
+    }
+
     /// Creates an object of `class` from `fields` (others take defaults; a `uuid` is made
     /// when none is given). Relations are mirrored. Field values must already be checked.
     pub fn create(&mut self, class: &Class, fields: Record) -> String {
@@ -442,7 +708,9 @@ impl Tx<'_> {
                     .map(|t| (f.name, t.to_owned()))
             })
             .collect();
-        self.inner.insert_row(r.clone(), class.name, rec, u64::MAX);
+        self.touch(&r);
+        self.inner
+            .insert_row(r.clone(), class.name, rec, UNSTAMPED, UNSTAMPED);
         self.dirty.insert(r.clone());
         for (field, target) in links {
             self.link(class.name, field, &r, None, &target);
@@ -455,6 +723,7 @@ impl Tx<'_> {
             return;
         };
         if let Some(old) = old.filter(|o| *o != NULL_REF) {
+            self.touch(old);
             if let Some(row) = self.inner.rows.get_mut(old) {
                 if let Some(v) = row.rec.get_mut(rel.other_field) {
                     set_remove(v, r);
@@ -463,6 +732,7 @@ impl Tx<'_> {
             }
         }
         if new != NULL_REF {
+            self.touch(new);
             if let Some(row) = self.inner.rows.get_mut(new) {
                 if row.class == rel.other {
                     if let Some(v) = row.rec.get_mut(rel.other_field) {
@@ -476,6 +746,7 @@ impl Tx<'_> {
 
     /// Sets one field (value already checked), mirroring relations.
     pub fn set(&mut self, r: &str, field: &str, v: Value) {
+        self.touch(r);
         let Some(row) = self.inner.rows.get_mut(r) else {
             return;
         };
@@ -492,6 +763,7 @@ impl Tx<'_> {
 
     /// Updates a map field's key (`None` removes it).
     pub fn map_set(&mut self, r: &str, field: &str, key: &str, v: Option<Value>) {
+        self.touch(r);
         if let Some(Value::Struct(m)) = self
             .inner
             .rows
@@ -512,6 +784,7 @@ impl Tx<'_> {
 
     /// Adds to or removes from a string-set field.
     pub fn set_member(&mut self, r: &str, field: &str, item: &str, add: bool) {
+        self.touch(r);
         if let Some(v) = self
             .inner
             .rows
@@ -529,10 +802,10 @@ impl Tx<'_> {
 
     /// Destroys an object, unlinking its relations.
     pub fn destroy(&mut self, r: &str) {
-        let Some(row) = self.inner.rows.remove(r) else {
+        self.touch(r);
+        let Some(row) = self.inner.remove_row(r) else {
             return;
         };
-        self.inner.log.remove(&(row.gen, r.to_owned()));
         for f in datamodel::class(row.class)
             .into_iter()
             .flat_map(|c| &c.fields)
@@ -543,12 +816,6 @@ impl Tx<'_> {
                     self.link(row.class, f.name, r, Some(&t), NULL_REF);
                 }
             }
-        }
-        if let Some(Value::String(u)) = row.rec.get("uuid") {
-            self.inner.by_uuid.remove(u);
-        }
-        if let Some(s) = self.inner.by_class.get_mut(row.class) {
-            s.remove(r);
         }
         self.dirty.remove(r);
         self.deleted.push((r.to_owned(), row.class, row.rec));

@@ -110,6 +110,12 @@ pub enum Error {
     /// The database holds something this crate cannot read.
     #[error("database corrupt: {0}")]
     Corrupt(String),
+    /// Another writer changed an object this write touched (a pool store); nothing was written.
+    #[error("database conflict: {0} changed under this write; retry")]
+    Conflict(String),
+    /// The pool store (etcd) failed.
+    #[error("pool store: {0}")]
+    Store(String),
     /// An I/O error on a path or address.
     #[error("{0}: {1}")]
     Io(String, #[source] std::io::Error),

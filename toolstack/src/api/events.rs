@@ -55,6 +55,10 @@ impl Xapi {
                         .parse()
                         .map_err(|_| ApiError::new("EVENT_FROM_TOKEN_PARSE_FAILURE", [token]))?
                 };
+                // Deletions before the token left the window: the caller must list again.
+                if self.db.events_lost(since) {
+                    return Err(ApiError::new(codes::EVENTS_LOST, Vec::<String>::new()));
+                }
                 let timeout = match &p[3] {
                     Value::Double(d) => *d,
                     Value::Int(i) => *i as f64,
@@ -109,6 +113,9 @@ impl Xapi {
                     .get(&sess)
                     .cloned()
                     .ok_or_else(|| ApiError::new(codes::SESSION_NOT_REGISTERED, [sess.clone()]))?;
+                if self.db.events_lost(since) {
+                    return Err(ApiError::new(codes::EVENTS_LOST, Vec::<String>::new()));
+                }
                 let deadline = std::time::Instant::now() + self.max_event_wait;
                 loop {
                     let (changes, gen) = self.db.changes_since(Some(&classes), since);
