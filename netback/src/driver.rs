@@ -10,7 +10,7 @@ use xen_types::{EvtchnPort, GrantRef, Pages};
 use xenbus::{BackendDriver, DeviceInfo, Store};
 
 use crate::port::{Ports, RxOffloads, TapPorts, VifId};
-use crate::queue::{self, QueueServer, RxCaps, RxPath, RxRing, Stats, TxPath, TxRing};
+use crate::queue::{self, QueueServer, Rate, RxCaps, RxPath, RxRing, Stats, TxPath, TxRing};
 use crate::xen::{ev, QueueChannel};
 use crate::Error;
 
@@ -194,6 +194,10 @@ impl<G: GrantMap + 'static, E: EventChannel + 'static, P: Ports> NetBack<G, E, P
             offloads.tso4 = false;
             offloads.tso6 = false;
         }
+        let rate = dev
+            .read_backend("rate")?
+            .map(|r| r.parse::<Rate>())
+            .transpose()?;
         let mut parts = Vec::new();
         for q in 0..nq {
             let dir = if nq == 1 {
@@ -229,7 +233,9 @@ impl<G: GrantMap + 'static, E: EventChannel + 'static, P: Ports> NetBack<G, E, P
             let tx = TxRing::new(txm, Pages(1))?;
             let rx = RxRing::new(rxm, Pages(1))?;
             let chan = QueueChannel::bind((self.open_evtchn)().map_err(ev)?, front, txp, rxp)?;
-            parts.push((TxPath::new(tx, front), RxPath::new(rx, front, caps), chan));
+            let mut txp = TxPath::new(tx, front);
+            txp.set_rate(rate);
+            parts.push((txp, RxPath::new(rx, front, caps), chan));
         }
         let ports = self.ports.open(vif_of(dev), nq as usize, offloads)?;
         let stop = Arc::new(AtomicBool::new(false));

@@ -15,13 +15,13 @@
 //!   netback offers (`feature-sg`, `feature-gso-tcpv4/v6`, `feature-ipv6-csum-offload`,
 //!   `feature-rx-copy`, `feature-split-event-channels`, `multi-queue-max-queues`), the wait
 //!   for the hotplug script's `hotplug-status` before Connected, one thread per queue (a
-//!   ring pair and one or two event channels each);
+//!   ring pair and one or two event channels each), the `rate` key's transmit limit;
 //! - the host underneath through [`gnttab::GrantMap`] and [`evtchn::EventChannel`]: the real
 //!   devices ([`NetBack::open`]) or, with the `sim` feature, `xen-sim` (`NetBack::sim`);
 //! - `netfront` (feature `test-utils`): a verifying Rust frontend, a guest of `xen-sim`.
 //!
 //! Not yet: the control ring (`feature-ctrl-ring`, Toeplitz hashing), multicast control,
-//! per-vif rate limiting (`rate`).
+//! tx by grant mapping (tx always copies).
 
 pub mod driver;
 #[cfg(feature = "test-utils")]

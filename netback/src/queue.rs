@@ -12,7 +12,7 @@
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use evtchn::EventChannel;
 use gnttab::{CopyDest, CopySegment, CopySource, GrantMap, GrantStatus};
@@ -102,6 +102,42 @@ pub struct TxPath<M: SharedMemory> {
     front: DomId,
     buf: Vec<u8>,
     data: Vec<netif_tx_request>,
+    credit: Option<Credit>,
+}
+
+/// A vif's transmit rate limit: the `rate` key of its backend directory, `<bytes>,<usec>`
+/// (libxl writes it from the vif's `rate=` setting), as Linux's netback reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Bytes the guest may send per period.
+    pub bytes: u64,
+    /// The period.
+    pub period: Duration,
+}
+
+impl std::str::FromStr for Rate {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Rate, Error> {
+        let bad = || Error::Config(format!("rate {s:?} is not <bytes>,<usec>"));
+        let (b, u) = s.split_once(',').ok_or_else(bad)?;
+        let bytes: u64 = b.trim().parse().map_err(|_| bad())?;
+        let usec: u64 = u.trim().parse().map_err(|_| bad())?;
+        if bytes == 0 || usec == 0 {
+            return Err(bad());
+        }
+        Ok(Rate {
+            bytes,
+            period: Duration::from_micros(usec),
+        })
+    }
+}
+
+/// The credit left of a [`Rate`] in the current period.
+#[derive(Debug)]
+struct Credit {
+    rate: Rate,
+    left: u64,
+    next: Instant,
 }
 
 impl<M: SharedMemory> std::fmt::Debug for TxPath<M> {
@@ -118,7 +154,29 @@ impl<M: SharedMemory> TxPath<M> {
             front,
             buf: vec![0; MAX_PACKET],
             data: Vec::with_capacity(FATAL_SLOTS),
+            credit: None,
         }
+    }
+
+    /// Limits what the guest may send to `rate` (none: unlimited).
+    pub fn set_rate(&mut self, rate: Option<Rate>) {
+        self.credit = rate.map(|rate| Credit {
+            rate,
+            left: rate.bytes,
+            next: Instant::now() + rate.period,
+        });
+    }
+
+    /// While the guest has used up its credit: when the next period starts. Requests wait
+    /// in the ring until then.
+    pub fn throttled_until(&mut self) -> Option<Instant> {
+        let c = self.credit.as_mut()?;
+        let now = Instant::now();
+        if now >= c.next {
+            c.left = c.rate.bytes;
+            c.next = now + c.rate.period;
+        }
+        (c.left == 0).then_some(c.next)
     }
 
     /// The ring.
@@ -152,7 +210,13 @@ impl<M: SharedMemory> TxPath<M> {
         out: &mut dyn FnMut(&VnetHdr, &[u8]),
     ) -> Result<Pass, Error> {
         let mut pass = Pass::default();
-        while let Some(first) = self.ring.take_request()? {
+        while self.throttled_until().is_none() {
+            let Some(first) = self.ring.take_request()? else {
+                break;
+            };
+            if let Some(c) = &mut self.credit {
+                c.left = c.left.saturating_sub(u64::from(first.size));
+            }
             let mut off = Offload {
                 csum_blank: first.flags & txf::CSUM_BLANK != 0,
                 data_validated: first.flags & txf::DATA_VALIDATED != 0,
@@ -536,8 +600,15 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
                 // Maybe more frames queued than one batch.
                 continue;
             }
-            if self.tx.ring_mut().final_check_for_requests()? {
-                continue;
+            let mut idle = IDLE;
+            match self.tx.throttled_until() {
+                // Over the rate: the requests wait in the ring until the next period.
+                Some(t) => idle = idle.min(t.saturating_duration_since(Instant::now())),
+                None => {
+                    if self.tx.ring_mut().final_check_for_requests()? {
+                        continue;
+                    }
+                }
             }
             let mut fds = [
                 libc::pollfd {
@@ -553,8 +624,9 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
             ];
             // Starved: wait for the guest's rx buffers, not for more frames.
             let n = if self.rx.starved() { 1 } else { 2 };
+            let ms = idle.as_micros().div_ceil(1000) as i32;
             // SAFETY: `n` valid pollfds for the duration of the call.
-            let r = unsafe { libc::poll(fds.as_mut_ptr(), n, IDLE.as_millis() as i32) };
+            let r = unsafe { libc::poll(fds.as_mut_ptr(), n, ms) };
             if r < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() != std::io::ErrorKind::Interrupted {

@@ -674,3 +674,49 @@ fn two_guests_loop_back_through_the_backend() {
     a.close().unwrap();
     b.close().unwrap();
 }
+
+#[test]
+fn rate_key_limits_what_the_guest_sends() {
+    let e = env(Config::default());
+    let fe = DomId(9);
+    // 20 000 bytes per 100 ms (libxl's `rate=` as `<bytes>,<usec>`).
+    e.xs.dom0()
+        .write("/local/domain/0/backend/vif/9/0/rate", "20000,100000")
+        .unwrap();
+    let (mut f, peers, _) = e.front(fe, 0, FrontConfig::default());
+    let pkts: Vec<TxPacket> = (0..10)
+        .map(|i| TxPacket {
+            data: tcp_frame(false, i, &payload(9946, i as u8), false),
+            off: Offload::default(),
+        })
+        .collect();
+    let start = Instant::now();
+    assert!(f.send(0, &pkts).unwrap().iter().all(|&s| s == rsp::OKAY));
+    // 100 000 bytes at 20 000 per period: the last packets wait for at least 4 periods.
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(350), "took {took:?}");
+    for p in &pkts {
+        assert_eq!(recv_peer(&peers[0]).1, p.data);
+    }
+    f.close().unwrap();
+}
+
+#[test]
+fn bad_rate_key_fails_the_connection() {
+    let e = env(Config::default());
+    let fe = DomId(10);
+    e.xs.dom0()
+        .write("/local/domain/0/backend/vif/10/0/rate", "fast")
+        .unwrap();
+    e.plug(fe, 0, true);
+    let err = Netfront::connect(
+        &e.host,
+        e.xs.guest(fe).unwrap(),
+        fe,
+        0,
+        FrontConfig::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("rate \"fast\""), "{err}");
+}
