@@ -20,6 +20,56 @@
 //!   devices ([`NetBack::open`]) or, with the `sim` feature, `xen-sim` (`NetBack::sim`);
 //! - `netfront` (feature `test-utils`): a verifying Rust frontend, a guest of `xen-sim`.
 //!
+//! # Example
+//!
+//! dom0 serves `vif` devices with a [`xenbus::Backend`] over a [`NetBack`]; the toolstack
+//! gives a guest a vif ([`xenbus::create_device`], libxl's keys), the hotplug script reports
+//! in, and the guest's netfront connects and sends a frame, which the network (here a
+//! socket-pair peer standing for the tap) receives. On a Xen dom0 the driver is
+//! `NetBack::open(Config::default())?` (tap devices) and the store an [`xenbus::XsStore`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use netback::netfront::{tcp_frame, FrontConfig, Netfront, TxPacket};
+//! use netback::port::{SocketPorts, VifId};
+//! use netback::wire::Offload;
+//! use netback::{Config, NetBack};
+//! use xen_types::DomId;
+//! use xenbus::testing::TestXenstore;
+//! use xenbus::{create_device, Backend};
+//!
+//! let host = xen_sim::Host::default();
+//! let xs = TestXenstore::start()?;
+//! let ports = Arc::new(SocketPorts::new());
+//! let driver = Arc::new(NetBack::sim(&host, DomId::DOM0, ports.clone(), Config::default())?);
+//! let backend = Backend::start(xs.dom0().clone(), DomId::DOM0, driver)?;
+//!
+//! let guest = DomId(1);
+//! create_device(
+//!     &**xs.dom0(),
+//!     DomId::DOM0,
+//!     guest,
+//!     "vif",
+//!     0,
+//!     &[("handle", "0"), ("hotplug-status", "connected")],
+//!     &[("handle", "0"), ("mac", "00:16:3e:00:00:01")],
+//! )?;
+//! let mut front = Netfront::connect(&host, xs.guest(guest)?, guest, 0, FrontConfig::default())?;
+//! let vif = VifId { domid: guest, devid: 0 };
+//! let (peers, _) = ports.take(vif, Duration::from_secs(10)).ok_or("no peer")?;
+//!
+//! let frame = tcp_frame(false, 1, b"hello", false);
+//! front.send(0, &[TxPacket { data: frame.clone(), off: Offload::default() }])?;
+//! let mut buf = vec![0; 2048];
+//! let (_, n) = peers[0].recv_timeout(&mut buf, Duration::from_secs(10))?.ok_or("no frame")?;
+//! assert_eq!(buf[..n], frame[..]);
+//! front.close()?;
+//! backend.stop();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Not yet: the control ring (`feature-ctrl-ring`, Toeplitz hashing), multicast control,
 //! tx by grant mapping (tx always copies).
 
