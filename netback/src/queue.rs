@@ -402,6 +402,9 @@ impl<M: SharedMemory> RxPath<M> {
     /// Makes a frame fit what the frontend takes: completes a partial checksum it cannot
     /// take; refuses segmentation it does not accept.
     fn adapt(&mut self, h: &VnetHdr, len: usize) -> Result<Offload, Error> {
+        if len < ETH_HLEN {
+            return Err(Error::Protocol(format!("{len}-byte frame")));
+        }
         let mut off = Offload::from_vnet(h)?;
         let frame = &mut self.buf[..len];
         if let Some(g) = off.gso {
