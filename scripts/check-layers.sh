@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-crates=(xenctrl evtchn gnttab xenbus blkback xenconsoled)
+crates=(xenctrl evtchn gnttab xenbus blkback netback xenconsoled)
 args=()
 for c in "${crates[@]}"; do args+=(-p "$c"); done
 cargo build --quiet --no-default-features "${args[@]}"

@@ -353,6 +353,19 @@ impl<M: SharedMemory, Req, Rsp> BackRing<M, Req, Rsp> {
         idx::need_notify(new, old, event)
     }
 
+    /// Asks for an event at the next request published after those seen now
+    /// (`req_event = req_prod + 1`, as Linux's netback does while it waits for enough rx
+    /// slots), then returns the requests takeable now.
+    pub fn request_event_after_published(&mut self) -> Result<u32, RingError> {
+        self.check()?;
+        self.refresh()?;
+        self.ring
+            .hdr(SringField::ReqEvent)
+            .store(self.req_prod_seen.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::SeqCst); // xen_mb
+        self.refresh()
+    }
+
     /// `RING_FINAL_CHECK_FOR_REQUESTS`: true when requests can be taken; otherwise asks for
     /// an event at the next request (`req_event = req_cons + 1`) and checks again. Sleep on
     /// the event channel only when this returns false.

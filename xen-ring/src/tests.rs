@@ -562,3 +562,22 @@ fn entries_filled_and_read_in_place() {
     assert!(matches!(b.next_request(), Err(RingError::Overflow { .. })));
     assert!(b.next_response().is_err());
 }
+
+#[test]
+fn request_event_after_published_waits_for_the_next_request() {
+    // A back end that needs more requests than are published asks for an event at the
+    // first one published after them (req_event = req_prod + 1), not at req_cons + 1.
+    let (mut f, mut b, mem) = pair(1);
+    for _ in 0..3 {
+        f.push_request(TestReq::default()).unwrap();
+    }
+    f.push_requests();
+    assert_eq!(b.request_event_after_published().unwrap(), 3);
+    assert_eq!(get(&mem, SringField::ReqEvent), 4);
+    f.push_request(TestReq::default()).unwrap();
+    assert!(
+        f.push_requests_and_check_notify(),
+        "the fourth request notifies"
+    );
+    assert_eq!(b.unconsumed_requests().unwrap(), 4);
+}

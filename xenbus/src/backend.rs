@@ -85,6 +85,13 @@ pub trait BackendDriver<S: Store>: Send + Sync + 'static {
     fn device_type(&self) -> &str;
     /// Reads the toolstack's configuration and publishes features.
     fn probe(&self, dev: &DeviceInfo<S>) -> Result<(), Error>;
+    /// Whether the device may connect now that the frontend is ready: `false` defers
+    /// [`connect`](Self::connect) to a later change of the backend directory (Linux's
+    /// netback waits for the hotplug script's `hotplug-status`). Always true by default.
+    fn ready(&self, dev: &DeviceInfo<S>) -> Result<bool, Error> {
+        let _ = dev;
+        Ok(true)
+    }
     /// Reads the frontend's rings and event channels and starts serving.
     fn connect(&self, dev: &DeviceInfo<S>) -> Result<Self::Connection, Error>;
     /// Stops serving and releases everything `connect` took. Completes in-flight I/O.
@@ -359,6 +366,9 @@ impl<S: Store, D: BackendDriver<S>> DeviceRun<'_, S, D> {
             XenbusState::Initialised | XenbusState::Connected
                 if self.state == XenbusState::InitWait =>
             {
+                if !self.driver.ready(dev)? {
+                    return Ok(true);
+                }
                 match self.driver.connect(dev) {
                     Ok(c) => {
                         self.conn = Some(c);

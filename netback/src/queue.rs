@@ -1,0 +1,675 @@
+//! One queue's two rings: the tx path (guest → packet side, grant copy out of the guest)
+//! and the rx path (packet side → guest, grant copy into the guest's posted buffers), and
+//! the thread that serves both.
+//!
+//! Validation follows Linux's netback (`xenvif_count_requests`, `xenvif_get_extras`):
+//! a packet's slots must all be published together; a slot that crosses its page, more than
+//! [`FATAL_SLOTS`] slots, a missing or bad extra-info slot, or an impossible producer index
+//! is fatal (the queue stops); more than [`MAX_SLOTS`] slots, slot sizes that do not add up,
+//! a runt frame, a grant that does not copy or offloads that do not fit the frame drop the
+//! packet with `NETIF_RSP_ERROR` responses.
+
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use evtchn::EventChannel;
+use gnttab::{CopyDest, CopySegment, CopySource, GrantMap, GrantStatus};
+use tracing::warn;
+use xen_ring::BackRing;
+use xen_sys::{netif_rx_request, netif_rx_response, netif_tx_request, netif_tx_response};
+use xen_types::mem::SharedMemory;
+use xen_types::{DomId, GrantRef};
+
+use crate::port::{PacketQueue, RxOffloads};
+use crate::wire::{
+    fill_checksum, parse_l4, rsp, rxf, txf, Extra, GsoKind, Offload, VnetHdr, ETH_HLEN,
+    FATAL_SLOTS, MAX_PACKET, MAX_SLOTS, PAGE,
+};
+use crate::xen::QueueChannel;
+use crate::Error;
+
+/// The backend end of a tx ring.
+pub type TxRing<M> = BackRing<M, netif_tx_request, netif_tx_response>;
+/// The backend end of an rx ring.
+pub type RxRing<M> = BackRing<M, netif_rx_request, netif_rx_response>;
+
+/// Counters of a backend's queues.
+#[derive(Debug, Default)]
+pub struct Stats {
+    queues_running: AtomicUsize,
+    queues_broken: AtomicUsize,
+    tx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+    tx_errors: AtomicU64,
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    rx_dropped: AtomicU64,
+}
+
+macro_rules! getters {
+    ($($(#[$m:meta])* $name:ident: $t:ty),*) => { $(
+        $(#[$m])*
+        pub fn $name(&self) -> $t {
+            self.$name.load(Ordering::SeqCst)
+        }
+    )* };
+}
+
+impl Stats {
+    getters!(
+        /// Queues served now.
+        queues_running: usize,
+        /// Queues stopped because the frontend broke the protocol (fatal errors).
+        queues_broken: usize,
+        /// Packets the guests sent and the packet side took.
+        tx_packets: u64,
+        /// Their bytes.
+        tx_bytes: u64,
+        /// Packets the guests sent that were answered `NETIF_RSP_ERROR`.
+        tx_errors: u64,
+        /// Packets given to the guests.
+        rx_packets: u64,
+        /// Their bytes.
+        rx_bytes: u64,
+        /// Packets from the packet side that no guest could take (offloads it did not
+        /// accept, grant failures).
+        rx_dropped: u64
+    );
+}
+
+/// What one pass of a path did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    /// Packets moved.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Packets dropped with error responses.
+    pub errors: u64,
+    /// The frontend asked for an event.
+    pub notify: bool,
+}
+
+fn fatal(msg: String) -> Error {
+    Error::Fatal(msg)
+}
+
+/// The tx path of a queue: requests from the guest, frames to the packet side.
+pub struct TxPath<M: SharedMemory> {
+    ring: TxRing<M>,
+    front: DomId,
+    buf: Vec<u8>,
+    data: Vec<netif_tx_request>,
+    credit: Option<Credit>,
+}
+
+/// A vif's transmit rate limit: the `rate` key of its backend directory, `<bytes>,<usec>`
+/// (libxl writes it from the vif's `rate=` setting), as Linux's netback reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Bytes the guest may send per period.
+    pub bytes: u64,
+    /// The period.
+    pub period: Duration,
+}
+
+impl std::str::FromStr for Rate {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Rate, Error> {
+        let bad = || Error::Config(format!("rate {s:?} is not <bytes>,<usec>"));
+        let (b, u) = s.split_once(',').ok_or_else(bad)?;
+        let bytes: u64 = b.trim().parse().map_err(|_| bad())?;
+        let usec: u64 = u.trim().parse().map_err(|_| bad())?;
+        if bytes == 0 || usec == 0 {
+            return Err(bad());
+        }
+        Ok(Rate {
+            bytes,
+            period: Duration::from_micros(usec),
+        })
+    }
+}
+
+/// The credit left of a [`Rate`] in the current period.
+#[derive(Debug)]
+struct Credit {
+    rate: Rate,
+    left: u64,
+    next: Instant,
+}
+
+impl<M: SharedMemory> std::fmt::Debug for TxPath<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxPath").field("ring", &self.ring).finish()
+    }
+}
+
+impl<M: SharedMemory> TxPath<M> {
+    /// The tx path of frontend `front` on `ring`.
+    pub fn new(ring: TxRing<M>, front: DomId) -> Self {
+        TxPath {
+            ring,
+            front,
+            buf: vec![0; MAX_PACKET],
+            data: Vec::with_capacity(FATAL_SLOTS),
+            credit: None,
+        }
+    }
+
+    /// Limits what the guest may send to `rate` (none: unlimited).
+    pub fn set_rate(&mut self, rate: Option<Rate>) {
+        self.credit = rate.map(|rate| Credit {
+            rate,
+            left: rate.bytes,
+            next: Instant::now() + rate.period,
+        });
+    }
+
+    /// While the guest has used up its credit: when the next period starts. Requests wait
+    /// in the ring until then.
+    pub fn throttled_until(&mut self) -> Option<Instant> {
+        let c = self.credit.as_mut()?;
+        let now = Instant::now();
+        if now >= c.next {
+            c.left = c.rate.bytes;
+            c.next = now + c.rate.period;
+        }
+        (c.left == 0).then_some(c.next)
+    }
+
+    /// The ring.
+    pub fn ring_mut(&mut self) -> &mut TxRing<M> {
+        &mut self.ring
+    }
+
+    fn respond(&mut self, id: u16, status: i16) -> Result<(), Error> {
+        self.ring.push_response(netif_tx_response { id, status })?;
+        Ok(())
+    }
+
+    /// Answers a packet: its first slot, its extras (`NETIF_RSP_NULL`), its data slots.
+    fn answer(&mut self, first: u16, extras: usize, status: i16) -> Result<(), Error> {
+        self.respond(first, status)?;
+        for _ in 0..extras {
+            self.respond(0, rsp::NULL)?;
+        }
+        for i in 0..self.data.len() {
+            let id = self.data[i].id;
+            self.respond(id, status)?;
+        }
+        Ok(())
+    }
+
+    /// Serves every packet published, handing each good one to `out`; then pushes the
+    /// responses. An `Err` is fatal: the frontend broke the protocol and the queue stops.
+    pub fn serve<G: GrantMap + ?Sized>(
+        &mut self,
+        gnttab: &G,
+        out: &mut dyn FnMut(&VnetHdr, &[u8]),
+    ) -> Result<Pass, Error> {
+        let mut pass = Pass::default();
+        while self.throttled_until().is_none() {
+            let Some(first) = self.ring.take_request()? else {
+                break;
+            };
+            if let Some(c) = &mut self.credit {
+                c.left = c.left.saturating_sub(u64::from(first.size));
+            }
+            let mut off = Offload {
+                csum_blank: first.flags & txf::CSUM_BLANK != 0,
+                data_validated: first.flags & txf::DATA_VALIDATED != 0,
+                gso: None,
+            };
+            let mut extras = 0;
+            if first.flags & txf::EXTRA_INFO != 0 {
+                loop {
+                    let x = self.ring.take_request()?.ok_or_else(|| {
+                        fatal("extra-info slot missing (not published with its packet)".into())
+                    })?;
+                    extras += 1;
+                    let (e, more) =
+                        Extra::from_tx(&x).map_err(|e| fatal(format!("extra info: {e}")))?;
+                    if let Extra::Gso(g) = e {
+                        off.gso = Some(g);
+                    }
+                    if !more {
+                        break;
+                    }
+                }
+            }
+            self.data.clear();
+            let total = usize::from(first.size);
+            let mut first_len = total;
+            let mut drop: Option<String> = None;
+            let mut more = first.flags & txf::MORE_DATA != 0;
+            while more {
+                // Slots of the packet with the next one.
+                let n = self.data.len() + 2;
+                if n > FATAL_SLOTS {
+                    return Err(fatal(format!("packet of {n}+ slots (malicious frontend)")));
+                }
+                let t = self
+                    .ring
+                    .take_request()?
+                    .ok_or_else(|| fatal(format!("slot {n} of a packet not published with it")))?;
+                if drop.is_none() && n > MAX_SLOTS {
+                    drop = Some(format!("more than {MAX_SLOTS} slots"));
+                }
+                if drop.is_none() && usize::from(t.size) > first_len {
+                    drop = Some(format!(
+                        "slot of {} bytes exceeds the {first_len} left of the packet",
+                        t.size
+                    ));
+                }
+                first_len = first_len.saturating_sub(usize::from(t.size));
+                if usize::from(t.offset) + usize::from(t.size) > PAGE {
+                    return Err(fatal(format!(
+                        "slot at offset {} of {} bytes crosses its page",
+                        t.offset, t.size
+                    )));
+                }
+                more = t.flags & txf::MORE_DATA != 0;
+                self.data.push(t);
+            }
+            if usize::from(first.offset) + first_len > PAGE {
+                return Err(fatal(format!(
+                    "first slot at offset {} of {first_len} bytes crosses its page",
+                    first.offset
+                )));
+            }
+            if drop.is_none() && total < ETH_HLEN {
+                drop = Some(format!("{total}-byte packet"));
+            }
+            let status = match drop {
+                Some(why) => {
+                    tracing::debug!("dom{} tx: dropping packet: {why}", self.front.get());
+                    rsp::ERROR
+                }
+                None => match self.copy_in(gnttab, &first, first_len, total) {
+                    Ok(()) => match off.to_vnet(&self.buf[..total]) {
+                        Ok(h) => {
+                            out(&h, &self.buf[..total]);
+                            pass.packets += 1;
+                            pass.bytes += total as u64;
+                            rsp::OKAY
+                        }
+                        Err(_) => rsp::ERROR,
+                    },
+                    Err(_) => rsp::ERROR,
+                },
+            };
+            if status != rsp::OKAY {
+                pass.errors += 1;
+            }
+            self.answer(first.id, extras, status)?;
+        }
+        pass.notify = self.ring.push_responses_and_check_notify();
+        Ok(pass)
+    }
+
+    /// Grant-copies the packet's slots into the buffer, in one batch.
+    fn copy_in<G: GrantMap + ?Sized>(
+        &mut self,
+        gnttab: &G,
+        first: &netif_tx_request,
+        first_len: usize,
+        total: usize,
+    ) -> Result<(), Error> {
+        let front = self.front;
+        let mut segs: Vec<CopySegment<'_>> = Vec::with_capacity(self.data.len() + 1);
+        let (head, mut rest) = self.buf[..total].split_at_mut(first_len);
+        fn seg(front: DomId, gref: u32, offset: u16, dst: &mut [u8]) -> CopySegment<'_> {
+            CopySegment {
+                len: dst.len() as u16,
+                source: CopySource::Gref {
+                    domid: front,
+                    gref: GrantRef(gref),
+                    offset,
+                },
+                dest: CopyDest::Local(dst),
+                status: GrantStatus::OKAY,
+            }
+        }
+        if first_len > 0 {
+            segs.push(seg(front, first.gref, first.offset, head));
+        }
+        for t in &self.data {
+            let (d, r) = rest.split_at_mut(usize::from(t.size));
+            rest = r;
+            if !d.is_empty() {
+                segs.push(seg(front, t.gref, t.offset, d));
+            }
+        }
+        gnttab.copy(&mut segs).map_err(|e| Error::Host(e.errno()))?;
+        match segs.iter().find(|s| s.status != GrantStatus::OKAY) {
+            Some(s) => Err(Error::Protocol(format!("grant copy: {:?}", s.status))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What the frontend takes on its rx path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RxCaps {
+    /// Offloads (checksum, TSO).
+    pub offloads: RxOffloads,
+    /// Partial checksums on IPv6 too (`feature-ipv6-csum-offload`).
+    pub ipv6_csum: bool,
+    /// Packets over several slots (`feature-sg`).
+    pub sg: bool,
+}
+
+/// The rx path of a queue: frames from the packet side, copied into the guest's buffers.
+pub struct RxPath<M: SharedMemory> {
+    ring: RxRing<M>,
+    front: DomId,
+    caps: RxCaps,
+    buf: Vec<u8>,
+    /// A frame read and not yet delivered (waiting for rx requests): its offloads and length.
+    pending: Option<(Offload, usize)>,
+    reqs: Vec<netif_rx_request>,
+}
+
+impl<M: SharedMemory> std::fmt::Debug for RxPath<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RxPath").field("ring", &self.ring).finish()
+    }
+}
+
+/// Packets delivered per pass before the responses are pushed.
+const RX_BATCH: usize = 64;
+
+impl<M: SharedMemory> RxPath<M> {
+    /// The rx path of frontend `front` on `ring`.
+    pub fn new(ring: RxRing<M>, front: DomId, caps: RxCaps) -> Self {
+        RxPath {
+            ring,
+            front,
+            caps,
+            buf: vec![0; MAX_PACKET + PAGE],
+            pending: None,
+            reqs: Vec::with_capacity(MAX_SLOTS + 1),
+        }
+    }
+
+    /// True when a frame waits for the guest to post rx buffers.
+    pub fn starved(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Makes a frame fit what the frontend takes: completes a partial checksum it cannot
+    /// take; refuses segmentation it does not accept.
+    fn adapt(&mut self, h: &VnetHdr, len: usize) -> Result<Offload, Error> {
+        if len < ETH_HLEN {
+            return Err(Error::Protocol(format!("{len}-byte frame")));
+        }
+        let mut off = Offload::from_vnet(h)?;
+        let frame = &mut self.buf[..len];
+        if let Some(g) = off.gso {
+            let ok = self.caps.sg
+                && match g.kind {
+                    GsoKind::TcpV4 => self.caps.offloads.tso4,
+                    GsoKind::TcpV6 => self.caps.offloads.tso6,
+                };
+            if !ok {
+                return Err(Error::Protocol(format!("frontend takes no {:?}", g.kind)));
+            }
+        }
+        if off.csum_blank {
+            let v6 = parse_l4(frame).is_some_and(|l| l.v6);
+            if !self.caps.offloads.csum || (v6 && !self.caps.ipv6_csum) {
+                if off.gso.is_some() {
+                    return Err(Error::Protocol("GSO needs checksum offload".into()));
+                }
+                fill_checksum(frame, h.csum_start.into(), h.csum_offset.into())?;
+                off.csum_blank = false;
+                off.data_validated = true;
+            }
+        }
+        if !self.caps.sg && len > PAGE {
+            return Err(Error::Protocol(format!(
+                "{len}-byte frame to a frontend without feature-sg"
+            )));
+        }
+        Ok(off)
+    }
+
+    /// Delivers frames from `q` while the guest has posted buffers for them, then pushes
+    /// the responses. An `Err` is fatal (the ring broke, or the packet side failed).
+    pub fn serve<G: GrantMap + ?Sized>(
+        &mut self,
+        gnttab: &G,
+        q: &PacketQueue,
+    ) -> Result<Pass, Error> {
+        let mut pass = Pass::default();
+        for _ in 0..RX_BATCH {
+            let (off, len) = match self.pending.take() {
+                Some(p) => p,
+                None => {
+                    let Some((h, len)) = q.recv(&mut self.buf[..MAX_PACKET + PAGE])? else {
+                        break;
+                    };
+                    match self.adapt(&h, len) {
+                        Ok(off) => (off, len),
+                        Err(e) => {
+                            tracing::debug!("dom{} rx: dropping frame: {e}", self.front.get());
+                            pass.errors += 1;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let need = len.div_ceil(PAGE).max(1) + usize::from(off.gso.is_some());
+            let mut avail = self.ring.unconsumed_requests()? as usize;
+            if avail < need {
+                avail = self.ring.request_event_after_published()? as usize;
+                if avail < need {
+                    self.pending = Some((off, len));
+                    break;
+                }
+            }
+            self.deliver(gnttab, off, len, need)?;
+            pass.packets += 1;
+            pass.bytes += len as u64;
+        }
+        pass.notify = self.ring.push_responses_and_check_notify();
+        Ok(pass)
+    }
+
+    /// Copies one frame into the next `need` posted buffers and answers each in its slot.
+    fn deliver<G: GrantMap + ?Sized>(
+        &mut self,
+        gnttab: &G,
+        off: Offload,
+        len: usize,
+        need: usize,
+    ) -> Result<(), Error> {
+        self.reqs.clear();
+        for _ in 0..need {
+            let r = self
+                .ring
+                .take_request()?
+                .ok_or_else(|| fatal("rx requests vanished".into()))?;
+            self.reqs.push(r);
+        }
+        let gso = off.gso.is_some();
+        // Request i of the data: slot 0, then (after the extra slot) 2, 3, ...
+        let data_req = |i: usize| if gso && i > 0 { i + 1 } else { i };
+        let chunks = len.div_ceil(PAGE).max(1);
+        let front = self.front;
+        let mut segs: Vec<CopySegment<'_>> = Vec::with_capacity(chunks);
+        for (i, c) in self.buf[..len].chunks(PAGE).enumerate() {
+            segs.push(CopySegment {
+                len: c.len() as u16,
+                source: CopySource::Local(c),
+                dest: CopyDest::Gref {
+                    domid: front,
+                    gref: GrantRef(self.reqs[data_req(i)].gref),
+                    offset: 0,
+                },
+                status: GrantStatus::OKAY,
+            });
+        }
+        gnttab.copy(&mut segs).map_err(|e| Error::Host(e.errno()))?;
+        let ok: Vec<bool> = segs.iter().map(|s| s.status == GrantStatus::OKAY).collect();
+        drop(segs);
+        for (i, &copied) in ok.iter().enumerate() {
+            let size = if i + 1 == chunks {
+                len - i * PAGE
+            } else {
+                PAGE
+            };
+            let mut flags = if i == 0 { off.rx_flags() } else { 0 };
+            if i + 1 < chunks {
+                flags |= rxf::MORE_DATA;
+            }
+            let status = if copied { size as i16 } else { rsp::ERROR };
+            let r = netif_rx_response {
+                id: self.reqs[data_req(i)].id,
+                offset: 0,
+                flags,
+                status,
+            };
+            // Responses go out in request order, so each lands in its request's slot.
+            self.ring.push_response(r)?;
+            if i == 0 {
+                if let Some(g) = off.gso {
+                    self.ring.push_response(Extra::Gso(g).to_rx(false))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything one queue's thread serves.
+pub(crate) struct QueueServer<G: GrantMap, E: EventChannel, M: SharedMemory> {
+    pub(crate) gnttab: Arc<G>,
+    pub(crate) tx: TxPath<M>,
+    pub(crate) rx: RxPath<M>,
+    pub(crate) chan: QueueChannel<E>,
+    pub(crate) port: PacketQueue,
+    pub(crate) stats: Arc<Stats>,
+}
+
+/// How long a queue sleeps before looking at its stop flag.
+const IDLE: Duration = Duration::from_millis(50);
+
+/// How long a queue polls its tx ring before it sleeps on the event channel (a wake-up
+/// costs tens of microseconds; a guest sending a stream publishes again sooner).
+const SPIN: Duration = Duration::from_micros(30);
+
+impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
+    /// Serves until `stop` or a fatal error.
+    pub(crate) fn run(mut self, stop: &AtomicBool, name: &str) {
+        let broken = match self.serve(stop) {
+            Ok(()) => false,
+            Err(e) => {
+                warn!("{name}: stopping the queue: {e}");
+                true
+            }
+        };
+        let s = &self.stats;
+        if broken {
+            s.queues_broken.fetch_add(1, Ordering::SeqCst);
+        }
+        s.queues_running.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Polls the tx ring (and, unless rx waits for buffers, the packet side) for [`SPIN`]:
+    /// true as soon as there is work.
+    fn spin(tx: &mut TxPath<M>, port: Option<&PacketQueue>) -> Result<bool, Error> {
+        let until = Instant::now() + SPIN;
+        while Instant::now() < until {
+            if tx.ring_mut().unconsumed_requests()? > 0 {
+                return Ok(true);
+            }
+            if let Some(p) = port {
+                if p.wait_readable(Duration::ZERO)? {
+                    return Ok(true);
+                }
+            }
+            std::hint::spin_loop();
+        }
+        Ok(false)
+    }
+
+    fn serve(&mut self, stop: &AtomicBool) -> Result<(), Error> {
+        let port = &self.port;
+        while !stop.load(Ordering::Relaxed) {
+            let mut tx_errors = 0;
+            let tx = self.tx.serve(&*self.gnttab, &mut |h, data| {
+                if let Err(e) = port.send(h, data) {
+                    tracing::debug!("tx: frame dropped: {e}");
+                    tx_errors += 1;
+                }
+            })?;
+            let s = &self.stats;
+            s.tx_packets
+                .fetch_add(tx.packets - tx_errors.min(tx.packets), Ordering::Relaxed);
+            s.tx_bytes.fetch_add(tx.bytes, Ordering::Relaxed);
+            s.tx_errors.fetch_add(tx.errors, Ordering::Relaxed);
+            if tx.notify {
+                self.chan.notify_tx()?;
+            }
+            let rx = self.rx.serve(&*self.gnttab, port)?;
+            s.rx_packets.fetch_add(rx.packets, Ordering::Relaxed);
+            s.rx_bytes.fetch_add(rx.bytes, Ordering::Relaxed);
+            s.rx_dropped.fetch_add(rx.errors, Ordering::Relaxed);
+            if rx.notify {
+                self.chan.notify_rx()?;
+            }
+            if rx.packets > 0 && !self.rx.starved() {
+                // Maybe more frames queued than one batch.
+                continue;
+            }
+            let mut idle = IDLE;
+            match self.tx.throttled_until() {
+                // Over the rate: the requests wait in the ring until the next period.
+                Some(t) => idle = idle.min(t.saturating_duration_since(Instant::now())),
+                None => {
+                    if self.tx.ring_mut().final_check_for_requests()?
+                        || Self::spin(&mut self.tx, (!self.rx.starved()).then_some(port))?
+                    {
+                        continue;
+                    }
+                }
+            }
+            let mut fds = [
+                libc::pollfd {
+                    fd: std::os::fd::AsRawFd::as_raw_fd(&self.chan.as_fd()),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: std::os::fd::AsRawFd::as_raw_fd(&port.as_fd()),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // Starved: wait for the guest's rx buffers, not for more frames.
+            let n = if self.rx.starved() { 1 } else { 2 };
+            let ms = idle.as_micros().div_ceil(1000) as i32;
+            // SAFETY: `n` valid pollfds for the duration of the call.
+            let r = unsafe { libc::poll(fds.as_mut_ptr(), n, ms) };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e.into());
+                }
+            }
+            self.chan.drain()?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn started(stats: &Stats) {
+    stats.queues_running.fetch_add(1, Ordering::SeqCst);
+}
+
+pub(crate) fn not_started(stats: &Stats) {
+    stats.queues_running.fetch_sub(1, Ordering::SeqCst);
+}
