@@ -13,6 +13,7 @@ mod fields;
 mod gpu;
 mod memory;
 mod network;
+mod operations;
 mod session;
 mod storage;
 mod vm;
@@ -25,6 +26,7 @@ use parking_lot::Mutex;
 use xen_types::DomId;
 
 pub use self::network::{random_mac, valid_mac};
+pub use self::operations::gen_mac;
 use crate::backend::{Backend, ShutdownReason};
 use crate::datamodel::{self, Class, Known, Qual, Ty, NULL_REF};
 use crate::db::{Db, Read, Record, Tx};
@@ -241,7 +243,18 @@ impl Xapi {
         if let Some(r) = self.custom(class, method, msg, params) {
             return r;
         }
-        self.generic(class, method, msg, params)
+        let r = self.generic(class, method, msg, params);
+        // XAPI recomputes a VM's allowed operations when what they depend on is set.
+        let deps = msg.contains("blocked_operations") || msg.ends_with("is_a_template");
+        if r.is_ok() && class.name == "VM" && deps {
+            if let Some(vm) = params.get(1).and_then(Value::as_str) {
+                let _ = self.db.write(|tx| {
+                    operations::refresh_vm(tx, vm);
+                    Ok::<_, ApiError>(())
+                });
+            }
+        }
+        r
     }
 
     fn call_async(self: &Arc<Self>, method: &str, params: &[Value]) -> R {
@@ -400,6 +413,9 @@ impl Xapi {
             }),
             ("VM", "set_memory_target_live") => self.vm_op(method, p, 3, |x, vm, p| {
                 x.vm_set_memory_target_live(vm, &p[2])
+            }),
+            ("VM", "assert_operation_valid") => self.vm_op(method, p, 3, |x, vm, p| {
+                x.vm_assert_operation_valid(vm, &p[2])
             }),
             ("host", "compute_free_memory") => {
                 self.with_session(method, p, 2, |x, _| x.host_compute_free_memory())

@@ -140,12 +140,21 @@ impl Xapi {
             f.insert("power_state".into(), s("Halted"));
             f.insert("domid".into(), s("-1"));
             f.insert("memory_target".into(), s(dmax.to_string()));
-            Ok(s(tx.create(vm_class, f)))
+            // XAPI gives every VM a MAC seed (xapi_vm.ml `create`).
+            let mut oc = f.get("other_config").and_then(Value::as_struct).cloned().unwrap_or_default();
+            oc.entry("mac_seed".into()).or_insert_with(|| s(uuid::Uuid::new_v4().to_string()));
+            f.insert("other_config".into(), Value::Struct(oc));
+            let vm = tx.create(vm_class, f);
+            operations::refresh_vm(tx, &vm);
+            Ok(s(vm))
         })
     }
 
     pub(super) fn vm_destroy(&self, vm: &str) -> R {
-        let _turn = self.queues.enter(vm);
+        self.with_vm_operation(vm, "destroy", || self.vm_destroy_locked(vm))
+    }
+
+    fn vm_destroy_locked(&self, vm: &str) -> R {
         self.db.write(|tx| {
             if tx.field(vm, "is_control_domain") == Some(&Value::Bool(true)) {
                 return Err(ApiError::new(
@@ -186,17 +195,8 @@ impl Xapi {
             .ok_or_else(|| ApiError::handle_invalid("VM", vm))
     }
 
-    /// Waits for `vm`'s turn in its queue; `TASK_CANCELLED` when its task was cancelled
-    /// meanwhile.
-    fn turn(&self, vm: &str) -> Result<crate::tasks::VmTurn<'_>, ApiError> {
-        let turn = self.queues.enter(vm);
-        self.check_cancelled()?;
-        Ok(turn)
-    }
-
     pub(super) fn vm_start(self: &Arc<Self>, vm: &str, paused: bool) -> R {
-        let _turn = self.turn(vm)?;
-        self.start_locked(vm, paused)
+        self.with_vm_operation(vm, "start", || self.start_locked(vm, paused))
     }
 
     fn start_locked(&self, vm: &str, paused: bool) -> R {
@@ -241,6 +241,7 @@ impl Xapi {
                 tx.set(&m, "last_updated", now_datetime());
             }
             self.update_memory_metrics(tx);
+            operations::refresh_vm(tx, vm);
             Ok(s(""))
         })
     }
@@ -259,6 +260,7 @@ impl Xapi {
             tx.set(&m, "memory_actual", s("0"));
             tx.set(&m, "last_updated", now_datetime());
         }
+        operations::refresh_vm(tx, vm);
     }
 
     /// Records that `vm` halted, and the host's memory.
@@ -339,19 +341,29 @@ impl Xapi {
     }
 
     pub(super) fn vm_shutdown(&self, vm: &str, hard: bool) -> R {
-        let _turn = self.turn(vm)?;
-        self.stop(vm, hard, ShutdownReason::Poweroff)?;
+        let op = if hard {
+            "hard_shutdown"
+        } else {
+            "clean_shutdown"
+        };
+        self.with_vm_operation(vm, op, || self.stop(vm, hard, ShutdownReason::Poweroff))?;
         Ok(s(""))
     }
 
     pub(super) fn vm_reboot(&self, vm: &str, hard: bool) -> R {
-        let _turn = self.turn(vm)?;
-        self.stop(vm, hard, ShutdownReason::Reboot)?;
-        self.start_locked(vm, false)
+        let op = if hard { "hard_reboot" } else { "clean_reboot" };
+        self.with_vm_operation(vm, op, || {
+            self.stop(vm, hard, ShutdownReason::Reboot)?;
+            self.start_locked(vm, false)
+        })
     }
 
     pub(super) fn vm_pause(&self, vm: &str, pause: bool) -> R {
-        let _turn = self.turn(vm)?;
+        let op = if pause { "pause" } else { "unpause" };
+        self.with_vm_operation(vm, op, || self.vm_pause_locked(vm, pause))
+    }
+
+    fn vm_pause_locked(&self, vm: &str, pause: bool) -> R {
         let (from, to, expected) = if pause {
             (PowerState::Running, PowerState::Paused, "running")
         } else {
@@ -366,6 +378,7 @@ impl Xapi {
         .map_err(ApiError::internal)?;
         self.db.write(|tx| {
             tx.set(vm, "power_state", s(to.as_str()));
+            operations::refresh_vm(tx, vm);
             Ok(s(""))
         })
     }

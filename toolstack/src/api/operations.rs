@@ -1,0 +1,510 @@
+//! `allowed_operations`, `current_operations` and `blocked_operations` as XAPI computes and
+//! enforces them (xen-api `ocaml/xapi/xapi_vm_lifecycle.ml`, `xapi_vif_helpers.ml`,
+//! `xapi_vbd_helpers.ml`, `xapi_vm_helpers.ml`).
+//!
+//! An operation on a VM first passes XAPI's checks (blocked, power state, other operations
+//! in progress, template, snapshot, control domain); while it runs its task is in the VM's
+//! `current_operations`. XAPI retries an operation that meets `OTHER_OPERATION_IN_PROGRESS`
+//! (`Helpers.retry_with_global_lock`, `Policy.standard`: up to two hours, woken early when
+//! the other finishes); here that wait is the VM's queue turn, after which the checks run
+//! again, so a client sees what XAPI shows.
+
+use super::*;
+use crate::xenops::PowerState;
+
+use PowerState::{Halted, Paused, Running, Suspended};
+
+/// `OTHER_OPERATION_IN_PROGRESS`.
+pub const OTHER_OPERATION_IN_PROGRESS: &str = "OTHER_OPERATION_IN_PROGRESS";
+/// `OPERATION_BLOCKED`.
+pub const OPERATION_BLOCKED: &str = "OPERATION_BLOCKED";
+/// `VM_IS_SNAPSHOT`.
+pub const VM_IS_SNAPSHOT: &str = "VM_IS_SNAPSHOT";
+/// `DEVICE_ALREADY_ATTACHED`.
+pub const DEVICE_ALREADY_ATTACHED: &str = "DEVICE_ALREADY_ATTACHED";
+/// `DEVICE_ALREADY_DETACHED`.
+pub const DEVICE_ALREADY_DETACHED: &str = "DEVICE_ALREADY_DETACHED";
+
+/// Power states in which a VM operation may run (`allowed_power_states`).
+fn vm_power_states(op: &str, control_domain: bool, snapshot: bool) -> &'static [PowerState] {
+    match op {
+        "import" => &[],
+        "changing_VCPUs" | "changing_static_range" | "changing_memory_limits" => {
+            if control_domain {
+                &[Halted, Running]
+            } else {
+                &[Halted]
+            }
+        }
+        "changing_shadow_memory"
+        | "changing_NVRAM"
+        | "make_into_template"
+        | "provision"
+        | "start"
+        | "start_on"
+        | "create_vtpm" => &[Halted],
+        "unpause" => &[Paused],
+        "csvm" | "resume" | "resume_on" => &[Suspended],
+        "awaiting_memory_live"
+        | "call_plugin"
+        | "clean_reboot"
+        | "clean_shutdown"
+        | "changing_memory_live"
+        | "changing_shadow_memory_live"
+        | "changing_VCPUs_live"
+        | "data_source_op"
+        | "pause"
+        | "pool_migrate"
+        | "send_sysrq"
+        | "send_trigger"
+        | "snapshot_with_quiesce"
+        | "sysprep"
+        | "suspend" => &[Running],
+        "changing_dynamic_range" => &[Halted, Running],
+        // Suspended too for snapshots (or when the pool allows cloning suspended VMs,
+        // which is off by default).
+        "clone" | "copy" => {
+            if snapshot {
+                &[Halted, Suspended]
+            } else {
+                &[Halted]
+            }
+        }
+        "create_template" | "destroy" | "export" => &[Halted, Suspended],
+        "hard_reboot" => &[Paused, Running],
+        "checkpoint" | "get_boot_record" | "shutdown" | "hard_shutdown" => {
+            &[Paused, Suspended, Running]
+        }
+        "migrate_send" => &[Halted, Suspended, Running],
+        _ => &[Halted, Paused, Suspended, Running],
+    }
+}
+
+/// Whether `op` may run while `current` run (`is_allowed_concurrently`).
+fn vm_concurrent(op: &str, current: &[(String, String)]) -> bool {
+    let group =
+        |ops: &[&str]| ops.contains(&op) && current.iter().all(|(_, o)| ops.contains(&o.as_str()));
+    let states: Vec<&str> = current.iter().map(|(_, o)| o.as_str()).collect();
+    let machine = match op {
+        "hard_shutdown" => !states.contains(&op),
+        "hard_reboot" => !states
+            .iter()
+            .any(|o| *o == "hard_shutdown" || *o == "hard_reboot"),
+        _ => [
+            ("snapshot_with_quiesce", "snapshot"),
+            ("migrate_send", "metadata_export"),
+            ("migrate_send", "clean_shutdown"),
+            ("migrate_send", "clean_reboot"),
+        ]
+        .iter()
+        .any(|(state, then)| states == [*state] && *then == op),
+    };
+    group(&["clone", "copy", "export"])
+        || group(&["snapshot", "checkpoint"])
+        || group(&["get_boot_record"])
+        || machine
+}
+
+/// A `(task, op)` map field as pairs, in the map's order.
+fn current_ops(r: &impl Read, obj: &str) -> Vec<(String, String)> {
+    match r.field(obj, "current_operations") {
+        Some(Value::Struct(m)) => m
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `OTHER_OPERATION_IN_PROGRESS [class, ref, op, task]`, several as `{a,b}`
+/// (`report_concurrent_operations_error`).
+fn in_progress(class: &str, obj: &str, current: &[(String, String)], sep: &str) -> ApiError {
+    let (ops, tasks) = match current {
+        [(t, o)] => (o.clone(), t.clone()),
+        l => (
+            format!(
+                "{{{}}}",
+                l.iter()
+                    .map(|(_, o)| o.as_str())
+                    .collect::<Vec<_>>()
+                    .join(sep)
+            ),
+            format!(
+                "{{{}}}",
+                l.iter()
+                    .map(|(t, _)| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(sep)
+            ),
+        ),
+    };
+    ApiError::new(OTHER_OPERATION_IN_PROGRESS, [class, obj, &ops, &tasks])
+}
+
+fn flag(r: &impl Read, obj: &str, field: &str) -> bool {
+    r.field(obj, field) == Some(&Value::Bool(true))
+}
+
+/// Why `op` cannot run on `vm` now, as XAPI reports it (`check_operation_error`).
+pub(crate) fn vm_check(r: &impl Read, vm: &str, op: &str) -> Option<ApiError> {
+    // Blocked by a user: OPERATION_BLOCKED [ref, reason].
+    if let Some(Value::Struct(b)) = r.field(vm, "blocked_operations") {
+        if let Some(reason) = b.get(op) {
+            return Some(ApiError::new(
+                OPERATION_BLOCKED,
+                [vm, reason.as_str().unwrap_or_default()],
+            ));
+        }
+    }
+    let ctrl = flag(r, vm, "is_control_domain");
+    let snapshot = flag(r, vm, "is_a_snapshot");
+    let template = flag(r, vm, "is_a_template");
+    let power = PowerState::parse(&r.str_field(vm, "power_state"));
+    let expected = vm_power_states(op, ctrl, snapshot);
+    if !expected.contains(&power) {
+        let list: Vec<String> = expected.iter().map(|p| p.lower()).collect();
+        return Some(ApiError::new(
+            codes::VM_BAD_POWER_STATE,
+            [vm.to_owned(), list.join(", "), power.lower()],
+        ));
+    }
+    let current = current_ops(r, vm);
+    if !current.is_empty() && !vm_concurrent(op, &current) {
+        return Some(in_progress("VM", vm, &current, ","));
+    }
+    if template && !snapshot {
+        let default_template = flag(r, vm, "is_default_template")
+            || matches!(r.field(vm, "other_config"), Some(Value::Struct(m))
+                if m.get("default_template").and_then(Value::as_str)
+                    .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true")));
+        let ok = [
+            "changing_dynamic_range",
+            "changing_static_range",
+            "changing_memory_limits",
+            "changing_shadow_memory",
+            "changing_VCPUs",
+            "changing_NVRAM",
+            "clone",
+            "copy",
+            "export",
+            "metadata_export",
+            "provision",
+        ]
+        .contains(&op)
+            || ((op == "destroy" || op == "migrate_send") && !default_template);
+        if !ok {
+            return Some(ApiError::new(codes::VM_IS_TEMPLATE, [vm, op]));
+        }
+    }
+    if snapshot
+        && ![
+            "revert",
+            "clone",
+            "copy",
+            "export",
+            "destroy",
+            "hard_shutdown",
+            "metadata_export",
+        ]
+        .contains(&op)
+    {
+        return Some(ApiError::new(VM_IS_SNAPSHOT, [vm, op]));
+    }
+    if op == "provision" && !template {
+        return Some(ApiError::new(
+            "ONLY_PROVISION_TEMPLATE",
+            Vec::<String>::new(),
+        ));
+    }
+    if op == "revert" && !snapshot {
+        return Some(ApiError::new("ONLY_REVERT_SNAPSHOT", Vec::<String>::new()));
+    }
+    if ctrl
+        && ![
+            "data_source_op",
+            "changing_memory_live",
+            "awaiting_memory_live",
+            "metadata_export",
+            "changing_dynamic_range",
+            "changing_memory_limits",
+            "changing_static_range",
+            "start",
+            "start_on",
+            "changing_VCPUs",
+            "destroy",
+        ]
+        .contains(&op)
+    {
+        return Some(ApiError::new(
+            codes::OPERATION_NOT_ALLOWED,
+            ["This operation is not allowed on a control domain"],
+        ));
+    }
+    if ctrl && (op == "changing_VCPUs" || op == "destroy") {
+        return Some(ApiError::new(
+            codes::OPERATION_NOT_ALLOWED,
+            ["This operation is not allowed on dom0"],
+        ));
+    }
+    if op == "snapshot_with_quiesce" {
+        return Some(ApiError::new(
+            "VM_SNAPSHOT_WITH_QUIESCE_NOT_SUPPORTED",
+            [vm],
+        ));
+    }
+    if op == "query_services" {
+        return Some(ApiError::new("NOT_SYSTEM_DOMAIN", [vm]));
+    }
+    None
+}
+
+/// Operations `update_allowed_operations` leaves out of `allowed_operations` (`ignored_ops`).
+const VM_IGNORED: &[&str] = &[
+    "create_template",
+    "power_state_reset",
+    "csvm",
+    "get_boot_record",
+    "send_sysrq",
+    "send_trigger",
+    "query_services",
+    "shutdown",
+    "call_plugin",
+    "changing_memory_live",
+    "awaiting_memory_live",
+    "changing_memory_limits",
+    "changing_shadow_memory_live",
+    "changing_VCPUs",
+    "assert_operation_valid",
+    "data_source_op",
+    "update_allowed_operations",
+    "import",
+    "reverting",
+];
+
+fn enum_values(name: &str) -> &'static [&'static str] {
+    datamodel::xenapi::enum_def(name).map_or(&[], |e| e.values)
+}
+
+/// Operations of this VM that no check refuses (`update_allowed_operations`).
+pub(crate) fn vm_allowed(r: &impl Read, vm: &str) -> Vec<&'static str> {
+    enum_values("vm_operations")
+        .iter()
+        .copied()
+        .filter(|op| !VM_IGNORED.contains(op))
+        .filter(|op| vm_check(r, vm, op).is_none())
+        .collect()
+}
+
+/// Why `op` cannot run on `vif` now (`xapi_vif_helpers.ml` `valid_operations`).
+pub(crate) fn vif_check(r: &impl Read, vif: &str, op: &str) -> Option<ApiError> {
+    let current = current_ops(r, vif);
+    if !current.is_empty() {
+        return Some(in_progress("VIF", vif, &current, "; "));
+    }
+    let vm = r.str_field(vif, "VM");
+    if op == "plug" && flag(r, &vm, "is_control_domain") {
+        return Some(ApiError::new(
+            codes::OPERATION_NOT_ALLOWED,
+            ["Control domain does not support hotplug"],
+        ));
+    }
+    device_power_check(r, &vm, vif, op, flag(r, vif, "reserved"))
+}
+
+/// The power-state part shared by VIFs and VBDs: a running VM plugs what is unplugged and
+/// unplugs what is plugged; any other state refuses both with `VM_BAD_POWER_STATE`.
+fn device_power_check(
+    r: &impl Read,
+    vm: &str,
+    dev: &str,
+    op: &str,
+    reserved: bool,
+) -> Option<ApiError> {
+    if op == "attach" {
+        return None;
+    }
+    let power = PowerState::parse(&r.str_field(vm, "power_state"));
+    let plugged = flag(r, dev, "currently_attached") || reserved;
+    let unplug = matches!(op, "unplug" | "unplug_force");
+    match (power, plugged) {
+        (Running, true) if op == "plug" => Some(ApiError::new(DEVICE_ALREADY_ATTACHED, [dev])),
+        (Running, false) if unplug => Some(ApiError::new(DEVICE_ALREADY_DETACHED, [dev])),
+        (Running, _) => None,
+        (p, _) if op == "plug" || unplug => Some(ApiError::new(
+            codes::VM_BAD_POWER_STATE,
+            [vm.to_owned(), "running".into(), p.lower()],
+        )),
+        _ => None,
+    }
+}
+
+/// Why `op` cannot run on `vbd` now (`xapi_vbd_helpers.ml` `valid_operations`, the parts
+/// for the states this toolstack has: other operations, power state and attachment).
+pub(crate) fn vbd_check(r: &impl Read, vbd: &str, op: &str) -> Option<ApiError> {
+    let current = current_ops(r, vbd);
+    if !current.is_empty() {
+        return Some(in_progress("VBD", vbd, &current, ","));
+    }
+    let vm = r.str_field(vbd, "VM");
+    let cd = r.str_field(vbd, "type") == "CD";
+    let empty = flag(r, vbd, "empty");
+    match op {
+        "eject" | "insert" if !cd => return Some(ApiError::new("VBD_NOT_REMOVABLE_MEDIA", [vbd])),
+        "eject" if empty => return Some(ApiError::new("VBD_IS_EMPTY", [vbd])),
+        "insert" if !empty => return Some(ApiError::new("VBD_NOT_EMPTY", [vbd])),
+        "pause" | "unpause" => {
+            let power = PowerState::parse(&r.str_field(&vm, "power_state"));
+            if power != Running || !flag(r, vbd, "currently_attached") {
+                return Some(ApiError::new(
+                    codes::OPERATION_NOT_ALLOWED,
+                    ["VBD pause/unpause needs a running VM with the VBD attached"],
+                ));
+            }
+            return None;
+        }
+        _ => {}
+    }
+    device_power_check(r, &vm, vbd, op, false)
+}
+
+/// Recomputes `allowed_operations` of a VM and of its VBDs and VIFs.
+pub(crate) fn refresh_vm(tx: &mut Tx<'_>, vm: &str) {
+    if tx.class_of(vm) != Some("VM") {
+        return;
+    }
+    let ops = vm_allowed(tx, vm);
+    tx.set(
+        vm,
+        "allowed_operations",
+        Value::Array(ops.into_iter().map(s).collect()),
+    );
+    for d in tx.refs_field(vm, "VIFs") {
+        refresh_device(tx, &d);
+    }
+    for d in tx.refs_field(vm, "VBDs") {
+        refresh_device(tx, &d);
+    }
+}
+
+/// Recomputes `allowed_operations` of a VIF or VBD.
+pub(crate) fn refresh_device(tx: &mut Tx<'_>, dev: &str) {
+    let (class, en) = match tx.class_of(dev) {
+        Some("VIF") => ("VIF", "vif_operations"),
+        Some("VBD") => ("VBD", "vbd_operations"),
+        _ => return,
+    };
+    let ops: Vec<Value> = enum_values(en)
+        .iter()
+        .copied()
+        .filter(|op| {
+            if class == "VIF" {
+                vif_check(tx, dev, op).is_none()
+            } else {
+                vbd_check(tx, dev, op).is_none()
+            }
+        })
+        .map(s)
+        .collect();
+    tx.set(dev, "allowed_operations", Value::Array(ops));
+}
+
+/// XAPI's MAC for device `dev` of a VM with `mac_seed` (`Xapi_vif_helpers.gen_mac`): the
+/// seed hashed `2 * dev + 1` times with MD5, bytes 0-3 of that and 1-2 of its MD5, made
+/// locally administered unicast (`Record_util.mac_from_int_array`).
+pub fn gen_mac(dev: u32, seed: &str) -> String {
+    use md5::{Digest, Md5};
+    let mut h: Vec<u8> = seed.as_bytes().to_vec();
+    for _ in 0..(u64::from(dev) * 2 + 1) {
+        h = Md5::digest(&h).to_vec();
+    }
+    let h2 = Md5::digest(&h);
+    let b = [(h[0] | 0x02) & !0x01, h[1], h[2], h[3], h2[1], h2[2]];
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0], b[1], b[2], b[3], b[4], b[5]
+    )
+}
+
+impl Xapi {
+    /// Runs `f` as VM operation `op` (`Xapi_vm_helpers.with_vm_operation`): checked as XAPI
+    /// checks, waiting its turn while another operation holds the VM, recorded in
+    /// `current_operations` under the caller's task while it runs.
+    pub(super) fn with_vm_operation<T>(
+        &self,
+        vm: &str,
+        op: &str,
+        f: impl FnOnce() -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        // A failure other than another operation is reported at once, as XAPI's retry
+        // loop only waits on OTHER_OPERATION_IN_PROGRESS.
+        if let Some(e) = self.db.read(|v| vm_check(v, vm, op)) {
+            if e.code != OTHER_OPERATION_IN_PROGRESS {
+                return Err(e);
+            }
+        }
+        let turn = self.queues.enter(vm);
+        self.check_cancelled()?;
+        let key = crate::tasks::current().map_or_else(crate::db::new_ref, |c| c.task);
+        self.db.write(|tx| {
+            if tx.class_of(vm) != Some("VM") {
+                return Err(ApiError::handle_invalid("VM", vm));
+            }
+            if let Some(e) = vm_check(tx, vm, op) {
+                return Err(e);
+            }
+            tx.map_set(vm, "current_operations", &key, Some(s(op)));
+            refresh_vm(tx, vm);
+            Ok(())
+        })?;
+        let out = f();
+        let _ = self.db.write(|tx| {
+            if tx.class_of(vm) == Some("VM") {
+                tx.map_set(vm, "current_operations", &key, None);
+                refresh_vm(tx, vm);
+            }
+            Ok::<_, ApiError>(())
+        });
+        drop(turn);
+        out
+    }
+
+    /// `VM.assert_operation_valid`: the check alone, without waiting.
+    pub(super) fn vm_assert_operation_valid(&self, vm: &str, op: &Value) -> R {
+        let op = arg_str(op, "op")?;
+        if !enum_values("vm_operations").contains(&op) {
+            return Err(ApiError::new("ENUM_UNKNOWN_VALUE", ["vm_operations", op]));
+        }
+        match self.db.read(|v| vm_check(v, vm, op)) {
+            Some(e) => Err(e),
+            None => Ok(s("")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrency_table_is_xapis() {
+        let cur = |o: &str| vec![("OpaqueRef:t".to_owned(), o.to_owned())];
+        assert!(vm_concurrent("hard_shutdown", &cur("clean_shutdown")));
+        assert!(!vm_concurrent("hard_shutdown", &cur("hard_shutdown")));
+        assert!(!vm_concurrent("hard_reboot", &cur("hard_shutdown")));
+        assert!(vm_concurrent("copy", &cur("clone")));
+        assert!(!vm_concurrent("start", &cur("clone")));
+        assert!(vm_concurrent("clean_shutdown", &cur("migrate_send")));
+        assert!(!vm_concurrent("pause", &cur("start")));
+    }
+
+    #[test]
+    fn gen_mac_is_locally_administered_unicast_and_depends_on_device() {
+        let a = gen_mac(0, "seed");
+        let b = gen_mac(1, "seed");
+        assert_ne!(a, b);
+        assert_eq!(a, gen_mac(0, "seed"));
+        let first = u8::from_str_radix(&a[..2], 16).unwrap();
+        assert_eq!(first & 0x03, 0x02);
+        assert!(valid_mac(&a));
+    }
+}
