@@ -295,7 +295,8 @@ pub(crate) fn vm_allowed(r: &impl Read, vm: &str) -> Vec<&'static str> {
         .collect()
 }
 
-/// Why `op` cannot run on `vif` now (`xapi_vif_helpers.ml` `valid_operations`).
+/// Why `op` cannot run on `vif` now (`xapi_vif_helpers.ml` `valid_operations`; the first
+/// error found in XAPI's order wins).
 pub(crate) fn vif_check(r: &impl Read, vif: &str, op: &str) -> Option<ApiError> {
     let current = current_ops(r, vif);
     if !current.is_empty() {
@@ -308,63 +309,114 @@ pub(crate) fn vif_check(r: &impl Read, vif: &str, op: &str) -> Option<ApiError> 
             ["Control domain does not support hotplug"],
         ));
     }
-    device_power_check(r, &vm, vif, op, flag(r, vif, "reserved"))
+    let plugged = flag(r, vif, "currently_attached") || flag(r, vif, "reserved");
+    let power = PowerState::parse(&r.str_field(&vm, "power_state"));
+    match (power, plugged, op) {
+        (Running, true, "plug") => return Some(ApiError::new(DEVICE_ALREADY_ATTACHED, [vif])),
+        (Running, false, "unplug") => return Some(ApiError::new(DEVICE_ALREADY_DETACHED, [vif])),
+        (Running, _, _) | (_, _, "attach") => {}
+        (p, _, _) => return Some(bad_power(&vm, p)),
+    }
+    vm_busy(r, &vm, op)
 }
 
-/// The power-state part shared by VIFs and VBDs: a running VM plugs what is unplugged and
-/// unplugs what is plugged; any other state refuses both with `VM_BAD_POWER_STATE`.
-fn device_power_check(
-    r: &impl Read,
-    vm: &str,
-    dev: &str,
-    op: &str,
-    reserved: bool,
-) -> Option<ApiError> {
-    if op == "attach" {
+/// `VM_BAD_POWER_STATE [vm, "running", actual]` of a device operation.
+fn bad_power(vm: &str, actual: PowerState) -> ApiError {
+    ApiError::new(
+        codes::VM_BAD_POWER_STATE,
+        [vm.to_owned(), "running".into(), actual.lower()],
+    )
+}
+
+/// Plug and unplug wait for no VM shutdown, suspend or pause in progress.
+fn vm_busy(r: &impl Read, vm: &str, op: &str) -> Option<ApiError> {
+    if op != "plug" && op != "unplug" {
         return None;
     }
-    let power = PowerState::parse(&r.str_field(vm, "power_state"));
-    let plugged = flag(r, dev, "currently_attached") || reserved;
-    let unplug = matches!(op, "unplug" | "unplug_force");
-    match (power, plugged) {
-        (Running, true) if op == "plug" => Some(ApiError::new(DEVICE_ALREADY_ATTACHED, [dev])),
-        (Running, false) if unplug => Some(ApiError::new(DEVICE_ALREADY_DETACHED, [dev])),
-        (Running, _) => None,
-        (p, _) if op == "plug" || unplug => Some(ApiError::new(
-            codes::VM_BAD_POWER_STATE,
-            [vm.to_owned(), "running".into(), p.lower()],
-        )),
-        _ => None,
-    }
+    current_ops(r, vm)
+        .into_iter()
+        .find(|(_, o)| {
+            ["clean_shutdown", "hard_shutdown", "suspend", "pause"].contains(&o.as_str())
+        })
+        .map(|(_, o)| {
+            ApiError::new(
+                codes::OPERATION_NOT_ALLOWED,
+                [format!("Current operation on VM:{vm} is {o}")],
+            )
+        })
 }
 
-/// Why `op` cannot run on `vbd` now (`xapi_vbd_helpers.ml` `valid_operations`, the parts
-/// for the states this toolstack has: other operations, power state and attachment).
+/// Why `op` cannot run on `vbd` now (`xapi_vbd_helpers.ml` `valid_operations`, for what
+/// this toolstack has: no HVM hotplug rules, no VDI operations; the first error found in
+/// XAPI's order wins).
 pub(crate) fn vbd_check(r: &impl Read, vbd: &str, op: &str) -> Option<ApiError> {
     let current = current_ops(r, vbd);
-    if !current.is_empty() {
-        return Some(in_progress("VBD", vbd, &current, ","));
+    let parallel = |o: &str| o == "pause" || o == "unpause";
+    let busy = |ops: &mut dyn Iterator<Item = &(String, String)>| {
+        ops.next().map(|(t, o)| {
+            ApiError::new(
+                OTHER_OPERATION_IN_PROGRESS,
+                ["VBD", vbd, o.as_str(), t.as_str()],
+            )
+        })
+    };
+    if !parallel(op) {
+        if let Some(e) = busy(&mut current.iter()) {
+            return Some(e);
+        }
+    }
+    if op == "pause" {
+        if let Some(e) = busy(&mut current.iter().filter(|(_, o)| !parallel(o))) {
+            return Some(e);
+        }
+    }
+    if op == "unpause" {
+        let mut other = current
+            .iter()
+            .filter(|(_, o)| !parallel(o) && o != "attach");
+        if let Some(e) = busy(&mut other) {
+            return Some(e);
+        }
+    }
+    let unplug = op == "unplug" || op == "unplug_force";
+    if unplug && r.field(vbd, "unpluggable") == Some(&Value::Bool(false)) {
+        return Some(ApiError::new("VBD_NOT_UNPLUGGABLE", [vbd]));
+    }
+    let cd = r.str_field(vbd, "type") == "CD";
+    if !cd && (op == "insert" || op == "eject") {
+        return Some(ApiError::new("VBD_NOT_REMOVABLE_MEDIA", [vbd]));
+    }
+    let empty = flag(r, vbd, "empty");
+    if empty && op == "eject" {
+        return Some(ApiError::new("VBD_IS_EMPTY", [vbd]));
+    }
+    if !empty && op == "insert" {
+        return Some(ApiError::new("VBD_NOT_EMPTY", [vbd]));
     }
     let vm = r.str_field(vbd, "VM");
-    let cd = r.str_field(vbd, "type") == "CD";
-    let empty = flag(r, vbd, "empty");
-    match op {
-        "eject" | "insert" if !cd => return Some(ApiError::new("VBD_NOT_REMOVABLE_MEDIA", [vbd])),
-        "eject" if empty => return Some(ApiError::new("VBD_IS_EMPTY", [vbd])),
-        "insert" if !empty => return Some(ApiError::new("VBD_NOT_EMPTY", [vbd])),
-        "pause" | "unpause" => {
-            let power = PowerState::parse(&r.str_field(&vm, "power_state"));
-            if power != Running || !flag(r, vbd, "currently_attached") {
-                return Some(ApiError::new(
-                    codes::OPERATION_NOT_ALLOWED,
-                    ["VBD pause/unpause needs a running VM with the VBD attached"],
-                ));
-            }
-            return None;
+    let plugged = flag(r, vbd, "currently_attached") || flag(r, vbd, "reserved");
+    let power = PowerState::parse(&r.str_field(&vm, "power_state"));
+    match (power, plugged) {
+        (Running, true) if op == "plug" => {
+            return Some(ApiError::new(DEVICE_ALREADY_ATTACHED, [vbd]))
+        }
+        (Running, false) if unplug => return Some(ApiError::new(DEVICE_ALREADY_DETACHED, [vbd])),
+        (Running, _) => {}
+        (p, _) if op == "plug" || unplug || (p != Paused && parallel(op)) => {
+            return Some(bad_power(&vm, p))
         }
         _ => {}
     }
-    device_power_check(r, &vm, vbd, op, false)
+    if let Some(e) = vm_busy(r, &vm, op) {
+        return Some(e);
+    }
+    if cd && power == Suspended && (op == "insert" || op == "eject") {
+        return Some(ApiError::new(
+            codes::VM_BAD_POWER_STATE,
+            [vm, "halted, running".into(), "suspended".into()],
+        ));
+    }
+    None
 }
 
 /// Recomputes `allowed_operations` of a VM and of its VBDs and VIFs.
