@@ -235,7 +235,7 @@ fn operations_not_allowed_fail_with_xapis_power_state_parameters() {
     assert_eq!(
         t.err("VM.assert_operation_valid", &[vm, Value::str("fly")])
             .code,
-        "ENUM_UNKNOWN_VALUE"
+        "FIELD_TYPE_ERROR"
     );
 }
 
@@ -545,4 +545,63 @@ fn destroy_rules_for_devices_and_running_vms() {
     t.ok("VIF.destroy", &[vif]);
     t.ok("VBD.destroy", &[vbd]);
     t.ok("VM.destroy", &[vm]);
+}
+
+/// `xapi_event.ml` `Subscription`: `"vm/<ref>"` selects that object only (`object_matches`);
+/// `valid_ref_counts` holds every table, lower case, with its number of rows (`from_inner`).
+/// `current_operations` changes are seen as events, as XAPI writes them to the database.
+#[test]
+fn event_from_per_object_subscriptions_and_valid_ref_counts() {
+    let t = T::new();
+    let (a, b) = (t.vm(), t.vm());
+    let from = |classes: &[&str], token: &str| {
+        t.ok(
+            "event.from",
+            &[
+                Value::Array(classes.iter().map(|c| Value::str(*c)).collect()),
+                Value::str(token),
+                Value::Double(1.0),
+            ],
+        )
+    };
+    let sub = format!("vm/{}", str_of(&a));
+    let r = from(&[&sub], "");
+    let r = r.as_struct().unwrap();
+    let refs: Vec<String> = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| str_of(&e.as_struct().unwrap()["ref"]))
+        .collect();
+    assert_eq!(refs, [str_of(&a)]);
+    let counts = r["valid_ref_counts"].as_struct().unwrap();
+    let vms = t.ok("VM.get_all", &[]).as_array().unwrap().len() as i64;
+    assert_eq!(counts["vm"], Value::Int(vms));
+    assert_eq!(counts["vif"], Value::Int(0));
+    assert!(counts.contains_key("host") && counts.contains_key("task"));
+    // A change to b is not delivered to a's subscriber; a change to a is.
+    let token = str_of(&r["token"]);
+    t.ok("VM.set_name_label", &[b.clone(), Value::str("b2")]);
+    let r = from(&[&sub], &token);
+    assert!(r.as_struct().unwrap()["events"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let token = str_of(&r.as_struct().unwrap()["token"]);
+    t.start(&a);
+    let r = from(&[&sub], &token);
+    let events = r.as_struct().unwrap()["events"]
+        .as_array()
+        .unwrap()
+        .to_vec();
+    assert!(!events.is_empty());
+    for e in &events {
+        assert_eq!(str_of(&e.as_struct().unwrap()["ref"]), str_of(&a));
+    }
+    // The last snapshot shows the VM running with its new allowed operations.
+    let snap = events.last().unwrap().as_struct().unwrap()["snapshot"].clone();
+    let snap = snap.as_struct().unwrap();
+    assert_eq!(snap["power_state"], Value::str("Running"));
+    let allowed = snap["allowed_operations"].as_array().unwrap();
+    assert!(allowed.contains(&Value::str("clean_shutdown")));
 }

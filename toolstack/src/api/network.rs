@@ -46,7 +46,7 @@ impl Xapi {
                 .to_owned();
             // xapi_vif_helpers.ml `create`: an unsigned decimal, else INVALID_DEVICE.
             let Ok(devnum) = device.parse::<u32>() else {
-                return Err(ApiError::new("INVALID_DEVICE", [device]));
+                return Err(ApiError::new(codes::INVALID_DEVICE, [device]));
             };
             if tx
                 .refs_field(&vm, "VIFs")

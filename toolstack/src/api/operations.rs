@@ -14,16 +14,10 @@ use crate::xenops::PowerState;
 
 use PowerState::{Halted, Paused, Running, Suspended};
 
-/// `OTHER_OPERATION_IN_PROGRESS`.
-pub const OTHER_OPERATION_IN_PROGRESS: &str = "OTHER_OPERATION_IN_PROGRESS";
-/// `OPERATION_BLOCKED`.
-pub const OPERATION_BLOCKED: &str = "OPERATION_BLOCKED";
-/// `VM_IS_SNAPSHOT`.
-pub const VM_IS_SNAPSHOT: &str = "VM_IS_SNAPSHOT";
-/// `DEVICE_ALREADY_ATTACHED`.
-pub const DEVICE_ALREADY_ATTACHED: &str = "DEVICE_ALREADY_ATTACHED";
-/// `DEVICE_ALREADY_DETACHED`.
-pub const DEVICE_ALREADY_DETACHED: &str = "DEVICE_ALREADY_DETACHED";
+/// XAPI's codes (`ocaml/xapi-consts/api_errors.ml`) that its published error table
+/// (`datamodel_errors.ml`) lacks; reached only by snapshots and `revert`.
+const VM_IS_SNAPSHOT: &str = "VM_IS_SNAPSHOT";
+const REVERT_ONLY_ALLOWED_ON_SNAPSHOT: &str = "REVERT_ONLY_ALLOWED_ON_SNAPSHOT";
 
 /// Power states in which a VM operation may run (`allowed_power_states`).
 fn vm_power_states(op: &str, control_domain: bool, snapshot: bool) -> &'static [PowerState] {
@@ -138,7 +132,10 @@ fn in_progress(class: &str, obj: &str, current: &[(String, String)], sep: &str) 
             ),
         ),
     };
-    ApiError::new(OTHER_OPERATION_IN_PROGRESS, [class, obj, &ops, &tasks])
+    ApiError::new(
+        codes::OTHER_OPERATION_IN_PROGRESS,
+        [class, obj, &ops, &tasks],
+    )
 }
 
 fn flag(r: &impl Read, obj: &str, field: &str) -> bool {
@@ -151,7 +148,7 @@ pub(crate) fn vm_check(r: &impl Read, vm: &str, op: &str) -> Option<ApiError> {
     if let Some(Value::Struct(b)) = r.field(vm, "blocked_operations") {
         if let Some(reason) = b.get(op) {
             return Some(ApiError::new(
-                OPERATION_BLOCKED,
+                codes::OPERATION_BLOCKED,
                 [vm, reason.as_str().unwrap_or_default()],
             ));
         }
@@ -212,12 +209,15 @@ pub(crate) fn vm_check(r: &impl Read, vm: &str, op: &str) -> Option<ApiError> {
     }
     if op == "provision" && !template {
         return Some(ApiError::new(
-            "ONLY_PROVISION_TEMPLATE",
+            codes::PROVISION_ONLY_ALLOWED_ON_TEMPLATE,
             Vec::<String>::new(),
         ));
     }
     if op == "revert" && !snapshot {
-        return Some(ApiError::new("ONLY_REVERT_SNAPSHOT", Vec::<String>::new()));
+        return Some(ApiError::new(
+            REVERT_ONLY_ALLOWED_ON_SNAPSHOT,
+            Vec::<String>::new(),
+        ));
     }
     if ctrl
         && ![
@@ -312,8 +312,12 @@ pub(crate) fn vif_check(r: &impl Read, vif: &str, op: &str) -> Option<ApiError> 
     let plugged = flag(r, vif, "currently_attached") || flag(r, vif, "reserved");
     let power = PowerState::parse(&r.str_field(&vm, "power_state"));
     match (power, plugged, op) {
-        (Running, true, "plug") => return Some(ApiError::new(DEVICE_ALREADY_ATTACHED, [vif])),
-        (Running, false, "unplug") => return Some(ApiError::new(DEVICE_ALREADY_DETACHED, [vif])),
+        (Running, true, "plug") => {
+            return Some(ApiError::new(codes::DEVICE_ALREADY_ATTACHED, [vif]))
+        }
+        (Running, false, "unplug") => {
+            return Some(ApiError::new(codes::DEVICE_ALREADY_DETACHED, [vif]))
+        }
         (Running, _, _) | (_, _, "attach") => {}
         (p, _, _) => return Some(bad_power(&vm, p)),
     }
@@ -355,7 +359,7 @@ pub(crate) fn vbd_check(r: &impl Read, vbd: &str, op: &str) -> Option<ApiError> 
     let busy = |ops: &mut dyn Iterator<Item = &(String, String)>| {
         ops.next().map(|(t, o)| {
             ApiError::new(
-                OTHER_OPERATION_IN_PROGRESS,
+                codes::OTHER_OPERATION_IN_PROGRESS,
                 ["VBD", vbd, o.as_str(), t.as_str()],
             )
         })
@@ -398,9 +402,11 @@ pub(crate) fn vbd_check(r: &impl Read, vbd: &str, op: &str) -> Option<ApiError> 
     let power = PowerState::parse(&r.str_field(&vm, "power_state"));
     match (power, plugged) {
         (Running, true) if op == "plug" => {
-            return Some(ApiError::new(DEVICE_ALREADY_ATTACHED, [vbd]))
+            return Some(ApiError::new(codes::DEVICE_ALREADY_ATTACHED, [vbd]))
         }
-        (Running, false) if unplug => return Some(ApiError::new(DEVICE_ALREADY_DETACHED, [vbd])),
+        (Running, false) if unplug => {
+            return Some(ApiError::new(codes::DEVICE_ALREADY_DETACHED, [vbd]))
+        }
         (Running, _) => {}
         (p, _) if op == "plug" || unplug || (p != Paused && parallel(op)) => {
             return Some(bad_power(&vm, p))
@@ -490,7 +496,7 @@ impl Xapi {
         // A failure other than another operation is reported at once, as XAPI's retry
         // loop only waits on OTHER_OPERATION_IN_PROGRESS.
         if let Some(e) = self.db.read(|v| vm_check(v, vm, op)) {
-            if e.code != OTHER_OPERATION_IN_PROGRESS {
+            if e.code != codes::OTHER_OPERATION_IN_PROGRESS {
                 return Err(e);
             }
         }
@@ -524,7 +530,7 @@ impl Xapi {
     pub(super) fn vm_assert_operation_valid(&self, vm: &str, op: &Value) -> R {
         let op = arg_str(op, "op")?;
         if !enum_values("vm_operations").contains(&op) {
-            return Err(ApiError::new("ENUM_UNKNOWN_VALUE", ["vm_operations", op]));
+            return Err(ApiError::field_type("op"));
         }
         match self.db.read(|v| vm_check(v, vm, op)) {
             Some(e) => Err(e),

@@ -41,7 +41,7 @@ impl Xapi {
             // xapi_vbd.ml `create`: INVALID_DEVICE [userdevice].
             let n: u32 = ud
                 .parse()
-                .map_err(|_| ApiError::new("INVALID_DEVICE", [ud.clone()]))?;
+                .map_err(|_| ApiError::new(codes::INVALID_DEVICE, [ud.clone()]))?;
             if used.contains(&ud) {
                 return Err(ApiError::new(codes::DEVICE_ALREADY_EXISTS, [ud]));
             }

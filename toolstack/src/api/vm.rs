@@ -208,7 +208,7 @@ impl Xapi {
             ));
         }
         if cfg.is_a_template {
-            return Err(ApiError::new(codes::VM_IS_TEMPLATE, [vm]));
+            return Err(ApiError::new(codes::VM_IS_TEMPLATE, [vm, "start"]));
         }
         if cfg.power_state != PowerState::Halted {
             return Err(Self::bad_power(vm, "halted", cfg.power_state));
