@@ -605,3 +605,23 @@ fn event_from_per_object_subscriptions_and_valid_ref_counts() {
     let allowed = snap["allowed_operations"].as_array().unwrap();
     assert!(allowed.contains(&Value::str("clean_shutdown")));
 }
+
+/// `xapi_host_helpers.ml` `valid_operations`: an enabled, live host without a power-on
+/// plugin allows everything but reboot, shutdown, apply_updates (HOST_NOT_DISABLED) and
+/// power_on (HOST_IS_LIVE).
+#[test]
+fn host_allowed_operations_are_xapis_for_an_enabled_live_host() {
+    let t = T::new();
+    let host = t.ok("host.get_all", &[]).as_array().unwrap()[0].clone();
+    assert_eq!(
+        t.allowed("host", &host),
+        sorted(&[
+            "provision",
+            "evacuate",
+            "vm_start",
+            "vm_resume",
+            "vm_migrate",
+            "enable",
+        ])
+    );
+}

@@ -245,11 +245,15 @@ impl Xapi {
         }
         let r = self.generic(class, method, msg, params);
         // XAPI recomputes a VM's allowed operations when what they depend on is set.
-        let deps = msg.contains("blocked_operations") || msg.ends_with("is_a_template");
-        if r.is_ok() && class.name == "VM" && deps {
-            if let Some(vm) = params.get(1).and_then(Value::as_str) {
+        let deps = msg.contains("blocked_operations")
+            || msg.ends_with("is_a_template")
+            || msg.ends_with("enabled")
+            || msg.ends_with("power_on_mode");
+        if r.is_ok() && deps {
+            if let Some(obj) = params.get(1).and_then(Value::as_str) {
                 let _ = self.db.write(|tx| {
-                    operations::refresh_vm(tx, vm);
+                    operations::refresh_vm(tx, obj);
+                    operations::refresh_host(tx, obj);
                     Ok::<_, ApiError>(())
                 });
             }

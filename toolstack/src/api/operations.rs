@@ -425,6 +425,73 @@ pub(crate) fn vbd_check(r: &impl Read, vbd: &str, op: &str) -> Option<ApiError> 
     None
 }
 
+/// Why `op` cannot run on `host` now (`xapi_host_helpers.ml` `valid_operations`, for one
+/// host without clustered SRs; the first error found in XAPI's order wins).
+pub(crate) fn host_check(r: &impl Read, host: &str, op: &str) -> Option<ApiError> {
+    let current = current_ops(r, host);
+    let creating = |o: &str| ["provision", "vm_resume", "vm_migrate"].contains(&o);
+    let removing = |o: &str| ["evacuate", "reboot", "shutdown"].contains(&o);
+    let busy = |(t, o): &(String, String)| {
+        ApiError::new(
+            codes::OTHER_OPERATION_IN_PROGRESS,
+            ["host", host, o.as_str(), t.as_str()],
+        )
+    };
+    if op != "power_on" {
+        let against = current
+            .iter()
+            .find(|(_, o)| (creating(op) && removing(o)) || (removing(op) && creating(o)));
+        if let Some(c) = against {
+            return Some(busy(c));
+        }
+    }
+    let exclusive: [(&str, &[&str]); 4] = [
+        ("reboot", &["shutdown", "apply_updates"]),
+        ("shutdown", &["reboot", "apply_updates"]),
+        ("apply_updates", &["reboot", "shutdown", "enable"]),
+        ("provision", &["provision"]),
+    ];
+    for (running, blocks) in exclusive {
+        if let Some((t, _)) = current.iter().find(|(_, o)| o == running) {
+            if blocks.contains(&op) {
+                return Some(busy(&(t.clone(), running.to_owned())));
+            }
+        }
+    }
+    if flag(r, host, "enabled") && ["reboot", "shutdown", "apply_updates"].contains(&op) {
+        return Some(ApiError::new("HOST_NOT_DISABLED", Vec::<String>::new()));
+    }
+    if op == "power_on" {
+        let metrics = r.str_field(host, "metrics");
+        if flag(r, &metrics, "live") {
+            return Some(ApiError::new("HOST_IS_LIVE", [host]));
+        }
+        if r.str_field(host, "power_on_mode").is_empty() {
+            return Some(ApiError::new(
+                "HOST_POWER_ON_MODE_DISABLED",
+                Vec::<String>::new(),
+            ));
+        }
+        // This toolstack has no power-on plugin.
+        return Some(ApiError::new("XENAPI_MISSING_PLUGIN", ["power-on-host"]));
+    }
+    None
+}
+
+/// Recomputes a host's `allowed_operations`.
+pub(crate) fn refresh_host(tx: &mut Tx<'_>, host: &str) {
+    if tx.class_of(host) != Some("host") {
+        return;
+    }
+    let ops: Vec<Value> = enum_values("host_allowed_operations")
+        .iter()
+        .copied()
+        .filter(|op| host_check(tx, host, op).is_none())
+        .map(s)
+        .collect();
+    tx.set(host, "allowed_operations", Value::Array(ops));
+}
+
 /// Recomputes `allowed_operations` of a VM and of its VBDs and VIFs.
 pub(crate) fn refresh_vm(tx: &mut Tx<'_>, vm: &str) {
     if tx.class_of(vm) != Some("VM") {

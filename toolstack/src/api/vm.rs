@@ -35,6 +35,7 @@ impl Xapi {
                 Some(s(self.backend.hypervisor())),
             );
             self.update_host_memory(tx);
+            operations::refresh_host(tx, &self.host);
             Ok::<_, crate::Error>(())
         })
     }
