@@ -26,7 +26,10 @@ struct T {
 
 impl T {
     fn new() -> T {
-        let db = Db::in_memory();
+        Self::with_db(Db::in_memory())
+    }
+
+    fn with_db(db: Db) -> T {
         let be = Arc::new(Backend::simulated(4 * GIB, GIB, 4).unwrap());
         host::bootstrap(&db, &HostConfig::simulated()).unwrap();
         let x = Xapi::new(db, be.clone(), Credentials::new("root", "pw").unwrap()).unwrap();
@@ -624,4 +627,47 @@ fn host_allowed_operations_are_xapis_for_an_enabled_live_host() {
             "enable",
         ])
     );
+}
+
+/// A daemon stopped in the middle of an operation leaves its task in `current_operations`;
+/// XAPI clears the operations of tasks that no longer exist at start (`cancel_tasks.ml`
+/// `cleanup_db`, `Xapi_vm_lifecycle.cancel_tasks`), so the VM is not blocked forever.
+#[test]
+fn a_restart_clears_operations_of_tasks_that_died_with_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let vm = {
+        let t = T::with_db(Db::open(dir.path()).unwrap());
+        let vm = t.vm();
+        let r = str_of(&vm);
+        // What a crash during VM.start leaves in the database.
+        t.x.db()
+            .write(|tx| {
+                tx.map_set(
+                    &r,
+                    "current_operations",
+                    "OpaqueRef:dead",
+                    Some(Value::str("start")),
+                );
+                tx.set(&r, "allowed_operations", Value::Array(Vec::new()));
+                Ok::<_, ApiError>(())
+            })
+            .unwrap();
+        assert_eq!(
+            t.err(
+                "VM.assert_operation_valid",
+                &[vm.clone(), Value::str("start")]
+            )
+            .code,
+            "OTHER_OPERATION_IN_PROGRESS"
+        );
+        vm
+    };
+    let t = T::with_db(Db::open(dir.path()).unwrap());
+    assert!(t
+        .get("VM", "current_operations", &vm)
+        .as_struct()
+        .unwrap()
+        .is_empty());
+    assert!(t.allowed("VM", &vm).contains(&"start".to_owned()));
+    t.start(&vm);
 }

@@ -492,6 +492,23 @@ pub(crate) fn refresh_host(tx: &mut Tx<'_>, host: &str) {
     tx.set(host, "allowed_operations", Value::Array(ops));
 }
 
+/// Empties every VM's, VBD's, VIF's and host's `current_operations` and recomputes what
+/// is allowed: at start, the tasks of a previous run are gone.
+pub(crate) fn clear_current_operations(tx: &mut Tx<'_>) {
+    for class in ["VM", "VBD", "VIF", "host"] {
+        for r in tx.all(class) {
+            let busy = matches!(tx.field(&r, "current_operations"),
+                Some(Value::Struct(m)) if !m.is_empty());
+            if busy {
+                tx.set(&r, "current_operations", Value::Struct(BTreeMap::new()));
+            }
+        }
+    }
+    for vm in tx.all("VM") {
+        refresh_vm(tx, &vm);
+    }
+}
+
 /// Recomputes `allowed_operations` of a VM and of its VBDs and VIFs.
 pub(crate) fn refresh_vm(tx: &mut Tx<'_>, vm: &str) {
     if tx.class_of(vm) != Some("VM") {
@@ -567,8 +584,7 @@ impl Xapi {
                 return Err(e);
             }
         }
-        let turn = self.queues.enter(vm);
-        self.check_cancelled()?;
+        let turn = self.turn(vm)?;
         let key = crate::tasks::current().map_or_else(crate::db::new_ref, |c| c.task);
         self.db.write(|tx| {
             if tx.class_of(vm) != Some("VM") {

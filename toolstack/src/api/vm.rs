@@ -25,6 +25,8 @@ impl Xapi {
                 .collect()
         });
         self.db.write(|tx| {
+            // No operation survives a restart (xapi's `Cancel_tasks.cleanup_db`).
+            operations::clear_current_operations(tx);
             for vm in &stale {
                 self.mark_halted(tx, vm);
             }
@@ -194,6 +196,14 @@ impl Xapi {
         self.db
             .read(|v| VmConfig::load(v, vm))
             .ok_or_else(|| ApiError::handle_invalid("VM", vm))
+    }
+
+    /// Waits for `vm`'s turn in its queue; `TASK_CANCELLED` when its task was cancelled
+    /// meanwhile.
+    pub(super) fn turn(&self, vm: &str) -> Result<crate::tasks::VmTurn<'_>, ApiError> {
+        let turn = self.queues.enter(vm);
+        self.check_cancelled()?;
+        Ok(turn)
     }
 
     pub(super) fn vm_start(self: &Arc<Self>, vm: &str, paused: bool) -> R {
