@@ -235,6 +235,10 @@ fn operations_not_allowed_fail_with_xapis_power_state_parameters() {
         "VM.assert_operation_valid",
         &[vm.clone(), Value::str("pause")],
     );
+    // message_forwarding.ml `set_is_a_template`: the `make_into_template` operation.
+    let e = t.err("VM.set_is_a_template", &[vm.clone(), Value::Bool(true)]);
+    assert_eq!(e.params, [v.as_str(), "halted", "running"]);
+    assert_eq!(t.get("VM", "is_a_template", &vm), Value::Bool(false));
     assert_eq!(
         t.err("VM.assert_operation_valid", &[vm, Value::str("fly")])
             .code,
@@ -383,7 +387,9 @@ fn templates_refuse_start_as_xapi_does() {
             Value::str("true"),
         ],
     );
-    t.ok("VM.set_is_a_template", &[vm.clone(), Value::Bool(true)]);
+    // Already a template: make_into_template is refused too.
+    let e = t.err("VM.set_is_a_template", &[vm.clone(), Value::Bool(true)]);
+    assert_eq!(e.params, [str_of(&vm), "make_into_template".to_owned()]);
     let e = t.err("VM.destroy", &[vm.clone()]);
     assert_eq!(e.params, [str_of(&vm), "destroy".to_owned()]);
     // Made a VM again, it starts.

@@ -418,6 +418,14 @@ impl Xapi {
             ("VM", "set_memory_target_live") => self.vm_op(method, p, 3, |x, vm, p| {
                 x.vm_set_memory_target_live(vm, &p[2])
             }),
+            // message_forwarding.ml: making a template is the `make_into_template` operation.
+            ("VM", "set_is_a_template") if p.get(2) == Some(&Value::Bool(true)) => {
+                self.vm_op(method, p, 3, |x, vm, p| {
+                    x.with_vm_operation(vm, "make_into_template", || {
+                        x.generic(class, method, msg, p)
+                    })
+                })
+            }
             ("VM", "assert_operation_valid") => self.vm_op(method, p, 3, |x, vm, p| {
                 x.vm_assert_operation_valid(vm, &p[2])
             }),
