@@ -95,6 +95,12 @@ pub mod codes {
     pub const EVENTS_LOST: &str = "EVENTS_LOST";
     pub const SESSION_NOT_REGISTERED: &str = "SESSION_NOT_REGISTERED";
     pub const VM_HAS_VGPU: &str = "VM_HAS_VGPU";
+    pub const OTHER_OPERATION_IN_PROGRESS: &str = "OTHER_OPERATION_IN_PROGRESS";
+    pub const OPERATION_BLOCKED: &str = "OPERATION_BLOCKED";
+    pub const DEVICE_ALREADY_ATTACHED: &str = "DEVICE_ALREADY_ATTACHED";
+    pub const DEVICE_ALREADY_DETACHED: &str = "DEVICE_ALREADY_DETACHED";
+    pub const INVALID_DEVICE: &str = "INVALID_DEVICE";
+    pub const PROVISION_ONLY_ALLOWED_ON_TEMPLATE: &str = "PROVISION_ONLY_ALLOWED_ON_TEMPLATE";
 }
 
 /// The crate's error type.

@@ -430,9 +430,10 @@ fn relations_and_destroy_checks() {
         .into_iter()
         .find(|v| t.get("VM", "is_control_domain", v) == Value::Bool(true))
         .unwrap();
+    // xapi_vm_lifecycle.ml `check_operation_error` checks the power state first: dom0 runs.
     assert_eq!(
         t.err("VM.destroy", &[dom0.clone()]).code,
-        "OPERATION_NOT_ALLOWED"
+        "VM_BAD_POWER_STATE"
     );
     assert_eq!(
         t.err("VM.hard_shutdown", &[dom0]).code,

@@ -23,6 +23,60 @@ impl Xapi {
         Ok(Some(out))
     }
 
+    /// `event.from`'s subscriptions (`xapi_event.ml` `Subscription`): `*`, a class, or one
+    /// object as `class/ref`. Returns the classes to read and, per class, the only objects
+    /// wanted (`None`: the whole class).
+    #[allow(clippy::type_complexity)]
+    fn subscriptions(
+        v: &Value,
+    ) -> Result<Option<HashMap<&'static str, Option<HashSet<String>>>>, ApiError> {
+        let a = v
+            .as_array()
+            .ok_or_else(|| ApiError::field_type("classes"))?;
+        let mut out: HashMap<&'static str, Option<HashSet<String>>> = HashMap::new();
+        for c in a {
+            let c = c.as_str().ok_or_else(|| ApiError::field_type("classes"))?;
+            if c == "*" {
+                return Ok(None);
+            }
+            let (cls, obj) = match c.split_once('/') {
+                Some((cls, obj)) => (cls, Some(obj)),
+                None => (c, None),
+            };
+            let Some(cls) = datamodel::class(cls) else {
+                continue;
+            };
+            match (
+                out.entry(cls.name).or_insert_with(|| Some(HashSet::new())),
+                obj,
+            ) {
+                (whole @ Some(_), None) => *whole = None,
+                (Some(objs), Some(o)) => {
+                    objs.insert(o.to_owned());
+                }
+                (None, _) => {}
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// `valid_ref_counts`: every class (lower case) and how many objects it has now.
+    fn valid_ref_counts(&self) -> Value {
+        self.db.read(|v| {
+            Value::Struct(
+                datamodel::classes()
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.name.to_ascii_lowercase(),
+                            Value::Int(v.count(c.name) as i64),
+                        )
+                    })
+                    .collect(),
+            )
+        })
+    }
+
     pub(super) fn event_records(changes: Vec<crate::db::Change>) -> Value {
         Value::Array(
             changes
@@ -46,7 +100,15 @@ impl Xapi {
             "from" => {
                 arity(method, 4, p.len())?;
                 self.session(&p[0])?;
-                let classes = Self::classes_arg(&p[1])?;
+                let subs = Self::subscriptions(&p[1])?;
+                let classes: Option<HashSet<&'static str>> =
+                    subs.as_ref().map(|m| m.keys().copied().collect());
+                let wanted = |c: &crate::db::Change| match &subs {
+                    None => true,
+                    Some(m) => m
+                        .get(c.class)
+                        .is_some_and(|objs| objs.as_ref().is_none_or(|o| o.contains(&c.r#ref))),
+                };
                 let token = arg_str(&p[2], "token")?;
                 let since: u64 = if token.is_empty() {
                     0
@@ -68,12 +130,13 @@ impl Xapi {
                     Duration::from_secs_f64(timeout.clamp(0.0, self.max_event_wait.as_secs_f64()));
                 let deadline = std::time::Instant::now() + wait;
                 loop {
-                    let (changes, gen) = self.db.changes_since(classes.as_ref(), since);
+                    let (mut changes, gen) = self.db.changes_since(classes.as_ref(), since);
+                    changes.retain(wanted);
                     let now = std::time::Instant::now();
                     if !changes.is_empty() || since == 0 || now >= deadline {
                         let mut m = BTreeMap::new();
                         m.insert("events".into(), Self::event_records(changes));
-                        m.insert("valid_ref_counts".into(), Value::Struct(BTreeMap::new()));
+                        m.insert("valid_ref_counts".into(), self.valid_ref_counts());
                         m.insert("token".into(), s(gen.to_string()));
                         return Ok(Value::Struct(m));
                     }

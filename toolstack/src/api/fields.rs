@@ -137,6 +137,7 @@ impl Xapi {
     /// XAPI's refusal to destroy an object others still use.
     pub(super) fn check_destroy(&self, tx: &Tx<'_>, class: &str, r: &str) -> Result<(), ApiError> {
         let busy = |field: &str| tx.refs_field(r, field);
+        let attached = |r: &str| tx.field(r, "currently_attached") == Some(&Value::Bool(true));
         match class {
             "network" => {
                 let vifs = busy("VIFs");
@@ -167,9 +168,29 @@ impl Xapi {
                     return Err(ApiError::new("GPU_GROUP_CONTAINS_VGPU", busy("VGPUs")));
                 }
             }
-            "VBD" | "VIF" | "PBD" | "VGPU"
-                if tx.field(r, "currently_attached") == Some(&Value::Bool(true)) =>
-            {
+            // xapi_vbd_helpers.ml `destroy`: attached or reserved, with both UUIDs.
+            "VBD" if attached(r) || tx.field(r, "reserved") == Some(&Value::Bool(true)) => {
+                let vm = tx.str_field(r, "VM");
+                return Err(ApiError::new(
+                    codes::OPERATION_NOT_ALLOWED,
+                    [format!(
+                        "VBD '{}' still attached to '{}'",
+                        tx.str_field(r, "uuid"),
+                        tx.str_field(&vm, "uuid")
+                    )],
+                ));
+            }
+            // xapi_vif_helpers.ml `destroy`: only while its VM runs.
+            "VIF" if attached(r) => {
+                let vm = tx.str_field(r, "VM");
+                if tx.str_field(&vm, "power_state") == "Running" {
+                    return Err(ApiError::new(
+                        codes::OPERATION_NOT_ALLOWED,
+                        ["VIF currently attached to a running VM"],
+                    ));
+                }
+            }
+            "PBD" | "VGPU" if attached(r) => {
                 return Err(ApiError::new(
                     codes::OPERATION_NOT_ALLOWED,
                     [format!("{class} is currently attached")],

@@ -13,6 +13,7 @@ mod fields;
 mod gpu;
 mod memory;
 mod network;
+mod operations;
 mod session;
 mod storage;
 mod vm;
@@ -25,6 +26,7 @@ use parking_lot::Mutex;
 use xen_types::DomId;
 
 pub use self::network::{random_mac, valid_mac};
+pub use self::operations::gen_mac;
 use crate::backend::{Backend, ShutdownReason};
 use crate::datamodel::{self, Class, Known, Qual, Ty, NULL_REF};
 use crate::db::{Db, Read, Record, Tx};
@@ -241,7 +243,22 @@ impl Xapi {
         if let Some(r) = self.custom(class, method, msg, params) {
             return r;
         }
-        self.generic(class, method, msg, params)
+        let r = self.generic(class, method, msg, params);
+        // XAPI recomputes a VM's allowed operations when what they depend on is set.
+        let deps = msg.contains("blocked_operations")
+            || msg.ends_with("is_a_template")
+            || msg.ends_with("enabled")
+            || msg.ends_with("power_on_mode");
+        if r.is_ok() && deps {
+            if let Some(obj) = params.get(1).and_then(Value::as_str) {
+                let _ = self.db.write(|tx| {
+                    operations::refresh_vm(tx, obj);
+                    operations::refresh_host(tx, obj);
+                    Ok::<_, ApiError>(())
+                });
+            }
+        }
+        r
     }
 
     fn call_async(self: &Arc<Self>, method: &str, params: &[Value]) -> R {
@@ -400,6 +417,17 @@ impl Xapi {
             }),
             ("VM", "set_memory_target_live") => self.vm_op(method, p, 3, |x, vm, p| {
                 x.vm_set_memory_target_live(vm, &p[2])
+            }),
+            // message_forwarding.ml: making a template is the `make_into_template` operation.
+            ("VM", "set_is_a_template") if p.get(2) == Some(&Value::Bool(true)) => {
+                self.vm_op(method, p, 3, |x, vm, p| {
+                    x.with_vm_operation(vm, "make_into_template", || {
+                        x.generic(class, method, msg, p)
+                    })
+                })
+            }
+            ("VM", "assert_operation_valid") => self.vm_op(method, p, 3, |x, vm, p| {
+                x.vm_assert_operation_valid(vm, &p[2])
             }),
             ("host", "compute_free_memory") => {
                 self.with_session(method, p, 2, |x, _| x.host_compute_free_memory())

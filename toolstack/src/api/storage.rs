@@ -38,18 +38,18 @@ impl Xapi {
                     .find(|c| !used.contains(c))
                     .expect("free slot");
             }
-            let n: u32 = ud.parse().map_err(|_| {
-                ApiError::new(
-                    codes::VALUE_NOT_SUPPORTED,
-                    ["userdevice", &ud, "must be a number"],
-                )
-            })?;
+            // xapi_vbd.ml `create`: INVALID_DEVICE [userdevice].
+            let n: u32 = ud
+                .parse()
+                .map_err(|_| ApiError::new(codes::INVALID_DEVICE, [ud.clone()]))?;
             if used.contains(&ud) {
                 return Err(ApiError::new(codes::DEVICE_ALREADY_EXISTS, [ud]));
             }
             f.insert("userdevice".into(), s(ud));
             f.insert("device".into(), s(vbd_device(n).1));
-            Ok(s(tx.create(class, f)))
+            let vbd = tx.create(class, f);
+            super::operations::refresh_device(tx, &vbd);
+            Ok(s(vbd))
         })
     }
 

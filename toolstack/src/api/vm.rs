@@ -25,6 +25,8 @@ impl Xapi {
                 .collect()
         });
         self.db.write(|tx| {
+            // No operation survives a restart (xapi's `Cancel_tasks.cleanup_db`).
+            operations::clear_current_operations(tx);
             for vm in &stale {
                 self.mark_halted(tx, vm);
             }
@@ -35,6 +37,7 @@ impl Xapi {
                 Some(s(self.backend.hypervisor())),
             );
             self.update_host_memory(tx);
+            operations::refresh_host(tx, &self.host);
             Ok::<_, crate::Error>(())
         })
     }
@@ -140,12 +143,21 @@ impl Xapi {
             f.insert("power_state".into(), s("Halted"));
             f.insert("domid".into(), s("-1"));
             f.insert("memory_target".into(), s(dmax.to_string()));
-            Ok(s(tx.create(vm_class, f)))
+            // XAPI gives every VM a MAC seed (xapi_vm.ml `create`).
+            let mut oc = f.get("other_config").and_then(Value::as_struct).cloned().unwrap_or_default();
+            oc.entry("mac_seed".into()).or_insert_with(|| s(uuid::Uuid::new_v4().to_string()));
+            f.insert("other_config".into(), Value::Struct(oc));
+            let vm = tx.create(vm_class, f);
+            operations::refresh_vm(tx, &vm);
+            Ok(s(vm))
         })
     }
 
     pub(super) fn vm_destroy(&self, vm: &str) -> R {
-        let _turn = self.queues.enter(vm);
+        self.with_vm_operation(vm, "destroy", || self.vm_destroy_locked(vm))
+    }
+
+    fn vm_destroy_locked(&self, vm: &str) -> R {
         self.db.write(|tx| {
             if tx.field(vm, "is_control_domain") == Some(&Value::Bool(true)) {
                 return Err(ApiError::new(
@@ -188,15 +200,14 @@ impl Xapi {
 
     /// Waits for `vm`'s turn in its queue; `TASK_CANCELLED` when its task was cancelled
     /// meanwhile.
-    fn turn(&self, vm: &str) -> Result<crate::tasks::VmTurn<'_>, ApiError> {
+    pub(super) fn turn(&self, vm: &str) -> Result<crate::tasks::VmTurn<'_>, ApiError> {
         let turn = self.queues.enter(vm);
         self.check_cancelled()?;
         Ok(turn)
     }
 
     pub(super) fn vm_start(self: &Arc<Self>, vm: &str, paused: bool) -> R {
-        let _turn = self.turn(vm)?;
-        self.start_locked(vm, paused)
+        self.with_vm_operation(vm, "start", || self.start_locked(vm, paused))
     }
 
     fn start_locked(&self, vm: &str, paused: bool) -> R {
@@ -208,7 +219,7 @@ impl Xapi {
             ));
         }
         if cfg.is_a_template {
-            return Err(ApiError::new(codes::VM_IS_TEMPLATE, [vm]));
+            return Err(ApiError::new(codes::VM_IS_TEMPLATE, [vm, "start"]));
         }
         if cfg.power_state != PowerState::Halted {
             return Err(Self::bad_power(vm, "halted", cfg.power_state));
@@ -241,6 +252,7 @@ impl Xapi {
                 tx.set(&m, "last_updated", now_datetime());
             }
             self.update_memory_metrics(tx);
+            operations::refresh_vm(tx, vm);
             Ok(s(""))
         })
     }
@@ -259,6 +271,7 @@ impl Xapi {
             tx.set(&m, "memory_actual", s("0"));
             tx.set(&m, "last_updated", now_datetime());
         }
+        operations::refresh_vm(tx, vm);
     }
 
     /// Records that `vm` halted, and the host's memory.
@@ -339,19 +352,29 @@ impl Xapi {
     }
 
     pub(super) fn vm_shutdown(&self, vm: &str, hard: bool) -> R {
-        let _turn = self.turn(vm)?;
-        self.stop(vm, hard, ShutdownReason::Poweroff)?;
+        let op = if hard {
+            "hard_shutdown"
+        } else {
+            "clean_shutdown"
+        };
+        self.with_vm_operation(vm, op, || self.stop(vm, hard, ShutdownReason::Poweroff))?;
         Ok(s(""))
     }
 
     pub(super) fn vm_reboot(&self, vm: &str, hard: bool) -> R {
-        let _turn = self.turn(vm)?;
-        self.stop(vm, hard, ShutdownReason::Reboot)?;
-        self.start_locked(vm, false)
+        let op = if hard { "hard_reboot" } else { "clean_reboot" };
+        self.with_vm_operation(vm, op, || {
+            self.stop(vm, hard, ShutdownReason::Reboot)?;
+            self.start_locked(vm, false)
+        })
     }
 
     pub(super) fn vm_pause(&self, vm: &str, pause: bool) -> R {
-        let _turn = self.turn(vm)?;
+        let op = if pause { "pause" } else { "unpause" };
+        self.with_vm_operation(vm, op, || self.vm_pause_locked(vm, pause))
+    }
+
+    fn vm_pause_locked(&self, vm: &str, pause: bool) -> R {
         let (from, to, expected) = if pause {
             (PowerState::Running, PowerState::Paused, "running")
         } else {
@@ -366,6 +389,7 @@ impl Xapi {
         .map_err(ApiError::internal)?;
         self.db.write(|tx| {
             tx.set(vm, "power_state", s(to.as_str()));
+            operations::refresh_vm(tx, vm);
             Ok(s(""))
         })
     }
