@@ -210,7 +210,7 @@ struct Meta {
     datasources: Ordered,
 }
 
-fn field<'a>(o: &'a serde_json::Map<String, serde_json::Value>, k: &str) -> Option<String> {
+fn field(o: &serde_json::Map<String, serde_json::Value>, k: &str) -> Option<String> {
     o.get(k).map(|v| match v {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),

@@ -572,6 +572,7 @@ fn process_ds_value(ds: &mut Ds, value: DsValue, interval: f64, new_rrd: bool) -
 mod smallvec_like {
     const INLINE: usize = 32;
 
+    #[allow(clippy::large_enum_variant)] // on the stack on purpose: no allocation per update
     pub(super) enum Buf {
         Inline([f64; INLINE]),
         Heap(Vec<f64>),
