@@ -137,8 +137,8 @@ fn wave_rrd(ty: DsType, check_each: bool) -> Rrd {
         let vals: Vec<_> = (0..4).map(|k| (k, DsValue::Float(w[k]), ID)).collect();
         rrd.update(t, &vals, false);
         if check_each {
-            for k in 0..4 {
-                compare_float("CA-404597", rrd.dss[k].value, w[k]);
+            for (ds, want) in rrd.dss.iter().zip(w) {
+                compare_float("CA-404597", ds.value, want);
             }
         }
     }

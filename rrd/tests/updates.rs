@@ -132,8 +132,11 @@ fn relative_start_and_coarser_interval() {
     let u = create_multi(&[(format!("vm:{VM}:"), &r)], -60, 0, Some(Cf::Average)).unwrap();
     // Rows at last, last-5, ..., last-60: both ends included, as xapi-rrd.
     assert_eq!(u.data.len(), 13);
-    let u = create_multi(&[(format!("vm:{VM}:"), &r)], 0, 60, Some(Cf::Max)).unwrap();
+    let u = create_multi(&[(format!("vm:{VM}:"), &r)], -600, 60, Some(Cf::Max)).unwrap();
     assert_eq!(u.step, 60);
+    // From the beginning of time: the coarsest archive (1 day), as xapi-rrd.
+    let all = create_multi(&[(format!("vm:{VM}:"), &r)], 0, 0, Some(Cf::Average)).unwrap();
+    assert_eq!(all.step, 86400);
     assert!(u.legend[0].starts_with("MAX:vm:"));
     assert!(matches!(
         create_multi(&[(format!("vm:{VM}:"), &r)], 0, 0, Some(Cf::Last)),
