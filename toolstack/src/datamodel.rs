@@ -702,6 +702,7 @@ fn build() -> Vec<Class> {
             f("experimental", Bool, RO),
         ],
     );
+    crate::api::message::class_fields(&mut class);
     out
 }
 
@@ -737,11 +738,12 @@ pub enum Known {
     GPU_group,
     VGPU,
     VGPU_type,
+    message,
 }
 
 impl Known {
     /// Every variant, in order.
-    pub const ALL: [Known; 21] = [
+    pub const ALL: [Known; 22] = [
         Known::session,
         Known::task,
         Known::pool,
@@ -763,6 +765,7 @@ impl Known {
         Known::GPU_group,
         Known::VGPU,
         Known::VGPU_type,
+        Known::message,
     ];
 
     /// The class.

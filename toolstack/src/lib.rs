@@ -35,6 +35,8 @@ pub mod datamodel;
 pub mod db;
 pub mod error;
 pub mod host;
+pub mod metrics;
+pub mod metrics_http;
 pub mod server;
 pub mod simguest;
 pub mod value;

@@ -149,6 +149,8 @@ async fn run(o: Opts) -> Result<(), Error> {
     println!("hypervisor: {}", backend.hypervisor());
     let xapi = Xapi::new(db, backend, creds)?;
     xapi.spawn_monitor();
+    xapi.enable_metrics(Some(&o.state_dir.join("rrd")));
+    xapi.spawn_metrics();
     let mut tasks = Vec::new();
     if let Some(a) = addr(&o.listen)? {
         let l = tokio::net::TcpListener::bind(a)
