@@ -16,12 +16,16 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 use rrd::archive::{self, DsSpec};
 use rrd::perfmon::{Alarm, Monitor, ObjectKind, ObjectReport};
+use rrd::plugin::{FileReader, Owner};
 use rrd::{Cf, DsType, DsValue, Rrd, Transform};
 use xen_types::DomId;
 use xenctrl::{VcpuId, XenControl};
 
 /// Seconds between samples.
 pub const STEP: u64 = archive::STEP;
+
+/// Where rrdd plugins write their shared-memory files.
+pub const PLUGIN_DIR: &str = "/dev/shm/metrics";
 
 /// Samples between two saves of the archives (one minute).
 pub const SAVE_EVERY: u64 = 12;
@@ -236,6 +240,9 @@ struct State {
     vms: BTreeMap<String, Arch>,
     monitors: HashMap<String, Monitor>,
     samples: u64,
+    plugin_dir: Option<PathBuf>,
+    plugins: BTreeMap<PathBuf, FileReader>,
+    plugin_errors: Vec<(PathBuf, String)>,
     scratch: Vec<(usize, DsValue, Transform)>,
     values: Vec<(usize, DsValue)>,
 }
@@ -342,10 +349,25 @@ impl Metrics {
             ));
             r.feed(now, vm_specs, n, &st.values, &mut st.scratch);
         }
+        read_plugins(st);
         st.samples += 1;
         if st.samples % SAVE_EVERY == 0 {
             drop_save(self, st);
         }
+    }
+
+    /// Reads rrdd plugins' shared-memory files (protocol v2) from `dir` at each step, as
+    /// xcp-rrdd reads `/dev/shm/metrics`: their default-enabled data sources of the host and
+    /// of VMs with an archive are added and updated with the plugin's timestamp.
+    pub fn set_plugin_dir(&self, dir: Option<&Path>) {
+        let mut st = self.state.lock();
+        st.plugin_dir = dir.map(Path::to_owned);
+        st.plugins.clear();
+    }
+
+    /// The plugin files that could not be read at the last step, and why.
+    pub fn plugin_errors(&self) -> Vec<(PathBuf, String)> {
+        self.state.lock().plugin_errors.clone()
     }
 
     /// Forgets a VM's archive (the VM was destroyed).
@@ -464,6 +486,76 @@ impl Metrics {
     /// Number of VM archives.
     pub fn vm_count(&self) -> usize {
         self.state.lock().vms.len()
+    }
+}
+
+/// Reads every plugin file once; a file that fails (bad CRC, truncated, too large, bad
+/// metadata) is reported and skipped, the others are used.
+fn read_plugins(st: &mut State) {
+    st.plugin_errors.clear();
+    let Some(dir) = st.plugin_dir.clone() else {
+        return;
+    };
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    st.plugins.retain(|p, _| paths.contains(p));
+    for p in paths {
+        let reader = st
+            .plugins
+            .entry(p.clone())
+            .or_insert_with(|| FileReader::new(&p, rrd::plugin::DEFAULT_LIMIT));
+        let payload = match reader.read() {
+            Ok(x) => x,
+            Err(rrd::Error::NoUpdate) => continue,
+            Err(e) => {
+                tracing::warn!(path = %p.display(), %e, "rrdd plugin");
+                st.plugin_errors.push((p, e.to_string()));
+                continue;
+            }
+        };
+        // One update per owner, all at the plugin's timestamp.
+        let mut by_owner: BTreeMap<Option<String>, Vec<(usize, DsValue, Transform)>> =
+            BTreeMap::new();
+        for ds in payload.datasources.iter().filter(|d| d.default) {
+            let (key, arch) = match &ds.owner {
+                Owner::Host => (None, st.host.as_mut()),
+                Owner::Vm(u) => (Some(u.clone()), st.vms.get_mut(u)),
+                _ => continue,
+            };
+            let Some(arch) = arch else { continue };
+            let i = match arch.rrd.ds_index(&ds.name) {
+                Some(i) => i,
+                None => {
+                    let spec =
+                        DsSpec::new(&ds.name, ds.ty, ds.min, ds.max, &ds.units, &ds.description);
+                    let mut d = spec.to_ds();
+                    // Rates from the archive's last update on, not from the epoch.
+                    d.last_updated = arch.rrd.last_updated;
+                    arch.rrd.add_ds(payload.timestamp, d);
+                    arch.rrd.dss.len() - 1
+                }
+            };
+            by_owner
+                .entry(key)
+                .or_default()
+                .push((i, ds.value, ds.transform));
+        }
+        for (key, vals) in by_owner {
+            let arch = match &key {
+                None => st.host.as_mut(),
+                Some(u) => st.vms.get_mut(u),
+            };
+            if let Some(a) = arch {
+                a.rrd.update(payload.timestamp, &vals, false);
+            }
+        }
     }
 }
 

@@ -393,3 +393,64 @@ fn message_create_checks_its_arguments() {
         "MESSAGE_PARAMETER_COUNT_MISMATCH"
     );
 }
+
+#[test]
+fn plugins_add_data_sources_through_protocol_v2() {
+    use rrd::plugin::{FileWriter, Owner, Payload, PluginDs};
+    use rrd::{DsType, DsValue, Transform};
+    let mut t = T::new();
+    let (_, vm, _) = t.running_vm();
+    let host = t.host_uuid();
+    let dir = tempfile::tempdir().unwrap();
+    let m = t.x.enable_metrics(None);
+    m.set_plugin_dir(Some(dir.path()));
+    let ds = |name: &str, owner: Owner, v: f64| PluginDs {
+        name: name.into(),
+        owner,
+        description: String::new(),
+        units: "degC".into(),
+        ty: DsType::Gauge,
+        value: DsValue::Float(v),
+        min: f64::NEG_INFINITY,
+        max: f64::INFINITY,
+        default: true,
+        transform: Transform::Identity,
+    };
+    let w = FileWriter::new(&dir.path().join("temp"), 1 << 16);
+    // A broken plugin next to it changes nothing for the good one.
+    std::fs::write(dir.path().join("broken"), b"DATASOURCES\0\0").unwrap();
+    for k in 0..6 {
+        let ts = t.t as f64;
+        w.write(&Payload {
+            timestamp: ts,
+            datasources: vec![
+                ds("cpu-temp-cpu0", Owner::Host, 60.0 + k as f64),
+                ds("guest_metric", Owner::Vm(vm.clone()), 7.0),
+            ],
+        })
+        .unwrap();
+        t.step();
+    }
+    let errs = m.plugin_errors();
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0].0.ends_with("broken") && errs[0].1.contains("truncated"),
+        "{errs:?}"
+    );
+    let r = t.get(
+        "/rrd_updates",
+        &format!("start={}&cf=AVERAGE&host=true", T0 + 10),
+    );
+    let u = Updates::from_xml(&r.body).unwrap();
+    let col = |l: String| {
+        u.legend
+            .iter()
+            .position(|x| *x == l)
+            .unwrap_or_else(|| panic!("{l}"))
+    };
+    let temp = col(format!("AVERAGE:host:{host}:cpu-temp-cpu0"));
+    let g = col(format!("AVERAGE:vm:{vm}:guest_metric"));
+    assert_eq!(u.data[0].data[temp], 65.0);
+    assert_eq!(u.data[1].data[temp], 64.0);
+    assert_eq!(u.data[0].data[g], 7.0);
+}

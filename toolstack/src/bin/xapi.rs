@@ -149,7 +149,8 @@ async fn run(o: Opts) -> Result<(), Error> {
     println!("hypervisor: {}", backend.hypervisor());
     let xapi = Xapi::new(db, backend, creds)?;
     xapi.spawn_monitor();
-    xapi.enable_metrics(Some(&o.state_dir.join("rrd")));
+    xapi.enable_metrics(Some(&o.state_dir.join("rrd")))
+        .set_plugin_dir(Some(std::path::Path::new(toolstack::metrics::PLUGIN_DIR)));
     xapi.spawn_metrics();
     let mut tasks = Vec::new();
     if let Some(a) = addr(&o.listen)? {
