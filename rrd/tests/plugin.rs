@@ -221,3 +221,43 @@ fn c_writer_trailing_nul_is_accepted() {
     b[15..19].copy_from_slice(&crc32fast::hash(meta.as_bytes()).to_be_bytes());
     assert_eq!(Reader::default().read(&b).unwrap().datasources.len(), n);
 }
+
+mod prop {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any bytes: an answer, never a panic.
+        #[test]
+        fn any_bytes_get_an_answer(b in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = Reader::default().read(&b);
+            let mut with_header = b"DATASOURCES".to_vec();
+            with_header.extend_from_slice(&b);
+            let _ = Reader::new(4096).read(&with_header);
+            if let Ok(s) = std::str::from_utf8(&b) {
+                let _ = rrd::Rrd::from_xml(s);
+                let _ = rrd::updates::Updates::from_xml(s);
+                let _ = rrd::perfmon::parse_config(rrd::perfmon::ObjectKind::Vm, s);
+            }
+        }
+
+        /// One flipped byte of a valid payload is refused or read consistently; a flipped
+        /// timestamp or value byte is always a data checksum error.
+        #[test]
+        fn flipped_bytes_are_caught(at in 0usize..400, bit in 0u8..8) {
+            let good = encode(&payload(5.0)).unwrap();
+            let at = at % good.len();
+            let mut b = good.clone();
+            b[at] ^= 1 << bit;
+            let r = Reader::default().read(&b);
+            if (23..63).contains(&at) {
+                let is_data_crc_error = matches!(r, Err(Error::InvalidChecksum { what: "data", .. }));
+                prop_assert!(is_data_crc_error);
+            }
+            if let Ok(p) = r {
+                prop_assert_eq!(p.datasources.len(), 4);
+            }
+        }
+    }
+}
