@@ -370,11 +370,16 @@ impl Metrics {
         self.state.lock().plugin_errors.clone()
     }
 
-    /// Forgets a VM's archive (the VM was destroyed).
-    pub fn forget_vm(&self, uuid: &str) {
-        self.state.lock().vms.remove(uuid);
-        if let Some(d) = &self.dir {
-            let _ = std::fs::remove_file(d.join(format!("vm-{uuid}.xml")));
+    /// Forgets the archives of VMs for which `exists` is false (destroyed VMs), on disk too.
+    pub fn retain_vms(&self, exists: impl Fn(&str) -> bool) {
+        let mut st = self.state.lock();
+        let gone: Vec<String> = st.vms.keys().filter(|u| !exists(u)).cloned().collect();
+        for uuid in gone {
+            st.vms.remove(&uuid);
+            st.monitors.remove(&uuid);
+            if let Some(d) = &self.dir {
+                let _ = std::fs::remove_file(d.join(format!("vm-{uuid}.xml")));
+            }
         }
     }
 

@@ -285,6 +285,7 @@ const PERFMON: &str = "<config><variable><name value=\"cpu_usage\"/><alarm_trigg
 fn alarm_fires_when_cpu_stays_above_threshold_not_when_it_dips() {
     let mut t = T::new();
     let (vm, uuid, domid) = t.running_vm();
+    let f_uuid = uuid.clone();
     t.call(
         "VM.add_to_other_config",
         &[vm, Value::str("perfmon"), Value::str(PERFMON)],
@@ -352,6 +353,14 @@ fn alarm_fires_when_cpu_stays_above_threshold_not_when_it_dips() {
     assert_eq!(since.as_struct().map(|m| m.len()), Some(1));
     t.call("message.destroy", &[Value::str(fired[0].clone())]);
     assert_eq!(t.call("message.get_all", &[]).as_array().unwrap().len(), 0);
+    // A destroyed VM's archive goes at the next step.
+    let vm = t.call("VM.get_by_uuid", &[Value::str(f_uuid.clone())]);
+    t.call("VM.hard_shutdown", std::slice::from_ref(&vm));
+    t.call("VM.destroy", &[vm]);
+    let m = t.x.metrics().unwrap().clone();
+    assert!(m.vm_rrd(&f_uuid, false).is_some());
+    t.step();
+    assert!(m.vm_rrd(&f_uuid, false).is_none());
 }
 
 #[test]

@@ -30,11 +30,13 @@ impl Xapi {
     /// alarms as messages. Returns the new messages' references.
     pub fn metrics_step(self: &Arc<Self>, now: f64) -> Vec<String> {
         let m = self.enable_metrics(None);
-        let (vms, mut configs) = self.db.read(|v| {
+        let (vms, mut configs, known) = self.db.read(|v| {
             let mut vms = HashMap::new();
             let mut configs = Vec::new();
+            let mut known = HashSet::new();
             for (_, rec) in v.iter_class("VM") {
                 let uuid = rec.get("uuid").and_then(Value::as_str).unwrap_or_default();
+                known.insert(uuid.to_owned());
                 let running = matches!(
                     rec.get("power_state").and_then(Value::as_str),
                     Some("Running" | "Paused")
@@ -45,8 +47,10 @@ impl Xapi {
                     configs.push((ObjectKind::Vm, uuid.to_owned(), perfmon_of(rec)));
                 }
             }
-            (vms, configs)
+            (vms, configs, known)
         });
+        // A destroyed VM's history goes with it.
+        m.retain_vms(|u| known.contains(u));
         let host_cfg = self.db.read(|v| v.get(&self.host).and_then(perfmon_of));
         configs.push((ObjectKind::Host, m.host_uuid().to_owned(), host_cfg));
         let be = &self.backend;
