@@ -26,6 +26,7 @@ fn host_sample(t: f64) -> HostSample {
         memory_total_kib: 16 << 20,
         memory_free_kib: 8 << 20,
         loadavg: Some(0.5),
+        counters: vec![],
     }
 }
 
@@ -36,6 +37,7 @@ fn vm_samples(n: usize, t: f64) -> Vec<VmSample> {
             vcpu_time: vec![t * 0.25, t * 0.5],
             memory: 1 << 30,
             memory_target: Some(1 << 30),
+            counters: vec![],
         })
         .collect()
 }

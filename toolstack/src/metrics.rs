@@ -41,6 +41,8 @@ pub struct HostSample {
     pub memory_free_kib: u64,
     /// dom0's 1-minute load average, when known.
     pub loadavg: Option<f64>,
+    /// Byte counters by data-source name (`pif_<dev>_rx`/`_tx`), stored as rates.
+    pub counters: Vec<(String, f64)>,
 }
 
 /// A VM's values at one moment.
@@ -54,6 +56,128 @@ pub struct VmSample {
     pub memory: u64,
     /// Balloon target, bytes, when known.
     pub memory_target: Option<u64>,
+    /// Byte counters by data-source name (`vif_<n>_rx`/`_tx`, `vbd_<dev>_read`/`_write`),
+    /// stored as rates.
+    pub counters: Vec<(String, f64)>,
+}
+
+/// `/proc/net/dev`'s interfaces: `(name, rx bytes, tx bytes)`.
+pub fn parse_proc_net_dev(text: &str) -> Vec<(String, u64, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .map(|x| x.parse().ok())
+                .collect::<Option<_>>()?;
+            (f.len() >= 9).then(|| (name.trim().to_owned(), f[0], f[8]))
+        })
+        .collect()
+}
+
+/// The guest device name of a VBD's `devid` (51712 is `xvda`; the extended form
+/// `1 << 28 | disk << 8` too), the inverse of [`crate::xenops::vbd_device`].
+pub fn vbd_name(devid: u32) -> String {
+    let disk = if devid & (1 << 28) != 0 {
+        (devid >> 8) & 0xf_ffff
+    } else {
+        (devid & 0xff) >> 4
+    };
+    let mut n = disk + 1;
+    let mut letters = Vec::new();
+    while n > 0 {
+        n -= 1;
+        letters.push(b'a' + (n % 26) as u8);
+        n /= 26;
+    }
+    letters.reverse();
+    format!("xvd{}", String::from_utf8_lossy(&letters))
+}
+
+/// Where the host's network and block counters are read (`/proc/net/dev`, the kernel
+/// blkback's `/sys/bus/xen-backend/devices/vbd-<domid>-<devid>/statistics`).
+#[derive(Debug, Clone)]
+pub struct CounterPaths {
+    /// `/proc/net/dev`.
+    pub net_dev: PathBuf,
+    /// `/sys/bus/xen-backend/devices`.
+    pub xen_backend: PathBuf,
+}
+
+impl Default for CounterPaths {
+    fn default() -> Self {
+        CounterPaths {
+            net_dev: "/proc/net/dev".into(),
+            xen_backend: "/sys/bus/xen-backend/devices".into(),
+        }
+    }
+}
+
+/// Adds the counters found under `paths` to the samples: physical interfaces as the host's
+/// `pif_<dev>_rx/tx`, `vif<domid>.<n>` as the VM's `vif_<n>_rx/tx` (the guest's receive is
+/// dom0's transmit), kernel blkback disks as `vbd_<dev>_read/write` (sectors × 512).
+pub fn add_counters(
+    paths: &CounterPaths,
+    domids: &HashMap<DomId, String>,
+    host: &mut HostSample,
+    vms: &mut [VmSample],
+) {
+    let idx: HashMap<String, usize> = vms
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.uuid.clone(), i))
+        .collect();
+    let vm_of = |d: u16| domids.get(&DomId(d)).and_then(|u| idx.get(u).copied());
+    if let Ok(text) = std::fs::read_to_string(&paths.net_dev) {
+        for (name, rx, tx) in parse_proc_net_dev(&text) {
+            if let Some(rest) = name.strip_prefix("vif") {
+                let Some((d, n)) = rest.split_once('.') else {
+                    continue;
+                };
+                let (Ok(d), Ok(n)) = (d.parse::<u16>(), n.parse::<u32>()) else {
+                    continue;
+                };
+                if let Some(i) = vm_of(d) {
+                    vms[i].counters.push((format!("vif_{n}_rx"), tx as f64));
+                    vms[i].counters.push((format!("vif_{n}_tx"), rx as f64));
+                }
+            } else if name != "lo" && !name.starts_with("tap") {
+                host.counters.push((format!("pif_{name}_rx"), rx as f64));
+                host.counters.push((format!("pif_{name}_tx"), tx as f64));
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(&paths.xen_backend) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix("vbd-") else {
+                continue;
+            };
+            let Some((d, dev)) = rest.split_once('-') else {
+                continue;
+            };
+            let (Ok(d), Ok(dev)) = (d.parse::<u16>(), dev.parse::<u32>()) else {
+                continue;
+            };
+            let Some(i) = vm_of(d) else { continue };
+            let stat = |f: &str| {
+                std::fs::read_to_string(e.path().join("statistics").join(f))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+            };
+            let disk = vbd_name(dev);
+            if let Some(r) = stat("rd_sect") {
+                vms[i]
+                    .counters
+                    .push((format!("vbd_{disk}_read"), (r * 512) as f64));
+            }
+            if let Some(w) = stat("wr_sect") {
+                vms[i]
+                    .counters
+                    .push((format!("vbd_{disk}_write"), (w * 512) as f64));
+            }
+        }
+    }
 }
 
 /// Reads the host's and the given domains' values through `xenctrl` (`xc_physinfo`,
@@ -95,6 +219,7 @@ pub fn collect(
                 vcpu_time,
                 memory: d.tot_pages.bytes(),
                 memory_target: target(d.domid).map(|k| k * 1024),
+                counters: vec![],
             });
         }
     }
@@ -207,6 +332,7 @@ impl Arch {
         specs: fn(usize) -> Vec<DsSpec>,
         n: usize,
         values: &[(usize, DsValue)],
+        counters: &[(String, f64)],
         scratch: &mut Vec<(usize, DsValue, Transform)>,
     ) {
         if self.n != Some(n) {
@@ -229,6 +355,19 @@ impl Arch {
                 .iter()
                 .map(|&(k, v)| (self.map[k], v, Transform::Identity)),
         );
+        for (name, v) in counters {
+            let i = match self.rrd.ds_index(name) {
+                Some(i) => i,
+                None => {
+                    let spec = DsSpec::new(name, DsType::Derive, 0.0, f64::INFINITY, "B/s", name);
+                    let mut d = spec.to_ds();
+                    d.last_updated = now;
+                    self.rrd.add_ds(now, d);
+                    self.rrd.dss.len() - 1
+                }
+            };
+            scratch.push((i, DsValue::Float(*v), Transform::Identity));
+        }
         self.rrd.update(now, scratch, false);
     }
 }
@@ -253,6 +392,7 @@ pub struct Metrics {
     host_uuid: String,
     dir: Option<PathBuf>,
     use_min_max: bool,
+    counters: Mutex<Option<CounterPaths>>,
     state: Mutex<State>,
 }
 
@@ -296,6 +436,7 @@ impl Metrics {
             host_uuid: host_uuid.to_owned(),
             dir: dir.map(Path::to_owned),
             use_min_max: true,
+            counters: Mutex::new(Some(CounterPaths::default())),
             state: Mutex::new(st),
         }
     }
@@ -327,7 +468,14 @@ impl Metrics {
             .push((n + 2, DsValue::Int64(host.memory_free_kib as i64)));
         st.values
             .push((n + 3, host.loadavg.map_or(DsValue::Unknown, DsValue::Float)));
-        hrrd.feed(now, host_specs, n, &st.values, &mut st.scratch);
+        hrrd.feed(
+            now,
+            host_specs,
+            n,
+            &st.values,
+            &host.counters,
+            &mut st.scratch,
+        );
         for s in vms {
             let n = s.vcpu_time.len();
             let r = match st.vms.get_mut(&s.uuid) {
@@ -347,7 +495,7 @@ impl Metrics {
                 s.memory_target
                     .map_or(DsValue::Unknown, |t| DsValue::Int64(t as i64)),
             ));
-            r.feed(now, vm_specs, n, &st.values, &mut st.scratch);
+            r.feed(now, vm_specs, n, &st.values, &s.counters, &mut st.scratch);
         }
         read_plugins(st);
         st.samples += 1;
@@ -363,6 +511,16 @@ impl Metrics {
         let mut st = self.state.lock();
         st.plugin_dir = dir.map(Path::to_owned);
         st.plugins.clear();
+    }
+
+    /// Where network and block counters are read (`None`: not read).
+    pub fn set_counter_paths(&self, p: Option<CounterPaths>) {
+        *self.counters.lock() = p;
+    }
+
+    /// Where network and block counters are read.
+    pub fn counter_paths(&self) -> Option<CounterPaths> {
+        self.counters.lock().clone()
     }
 
     /// The plugin files that could not be read at the last step, and why.

@@ -463,3 +463,70 @@ fn plugins_add_data_sources_through_protocol_v2() {
     assert_eq!(u.data[1].data[temp], 64.0);
     assert_eq!(u.data[0].data[g], 7.0);
 }
+
+#[test]
+fn network_and_disk_counters_become_pif_vif_vbd_rates() {
+    let mut t = T::new();
+    let (_, vm, domid) = t.running_vm();
+    let host = t.host_uuid();
+    let root = tempfile::tempdir().unwrap();
+    let net_dev = root.path().join("net_dev");
+    let xb = root.path().join("xen-backend");
+    let stats = xb.join(format!("vbd-{}-51712/statistics", domid.0));
+    std::fs::create_dir_all(&stats).unwrap();
+    let m = t.x.enable_metrics(None);
+    m.set_counter_paths(Some(toolstack::metrics::CounterPaths {
+        net_dev: net_dev.clone(),
+        xen_backend: xb.clone(),
+    }));
+    for k in 0..5u64 {
+        // eth0 receives 1000 B/s and sends 500 B/s; the guest's vif0 sends 200 B/s (dom0's
+        // rx) and receives 100 B/s; its xvda reads 8 sectors/s and writes 2.
+        std::fs::write(
+            &net_dev,
+            format!(
+                "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo: 99 1 0 0 0 0 0 0 99 1 0 0 0 0 0 0\n  eth0: {} 10 0 0 0 0 0 0 {} 5 0 0 0 0 0 0\nvif{}.0: {} 1 0 0 0 0 0 0 {} 1 0 0 0 0 0 0\n",
+                5000 * k,
+                2500 * k,
+                domid.0,
+                1000 * k,
+                500 * k
+            ),
+        )
+        .unwrap();
+        std::fs::write(stats.join("rd_sect"), (40 * k).to_string()).unwrap();
+        std::fs::write(stats.join("wr_sect"), (10 * k).to_string()).unwrap();
+        t.step();
+    }
+    let r = t.get(
+        "/rrd_updates",
+        &format!("start={}&cf=AVERAGE&host=true", T0 + 15),
+    );
+    let u = Updates::from_xml(&r.body).unwrap();
+    let v = |l: String| {
+        let i = u
+            .legend
+            .iter()
+            .position(|x| *x == l)
+            .unwrap_or_else(|| panic!("{l} in {:?}", u.legend));
+        u.data[0].data[i]
+    };
+    assert_eq!(v(format!("AVERAGE:host:{host}:pif_eth0_rx")), 1000.0);
+    assert_eq!(v(format!("AVERAGE:host:{host}:pif_eth0_tx")), 500.0);
+    assert_eq!(v(format!("AVERAGE:vm:{vm}:vif_0_rx")), 100.0);
+    assert_eq!(v(format!("AVERAGE:vm:{vm}:vif_0_tx")), 200.0);
+    assert_eq!(v(format!("AVERAGE:vm:{vm}:vbd_xvda_read")), 8.0 * 512.0);
+    assert_eq!(v(format!("AVERAGE:vm:{vm}:vbd_xvda_write")), 2.0 * 512.0);
+    assert!(!u.legend.iter().any(|l| l.contains("pif_lo")));
+}
+
+#[test]
+fn vbd_names_follow_xen_numbering() {
+    use toolstack::metrics::vbd_name;
+    // Up to xvdz: beyond, xenops names disks `xvd26` where Linux says `xvdaa` (vbd_name).
+    for ud in [0u32, 1, 15, 16, 25] {
+        let (devid, name) = toolstack::xenops::vbd_device(ud);
+        assert_eq!(vbd_name(devid), name, "userdevice {ud}");
+    }
+    assert_eq!(vbd_name((1 << 28) | (26 << 8)), "xvdaa");
+}

@@ -60,7 +60,10 @@ impl Xapi {
                 .flatten()
                 .and_then(|t| t.trim().parse().ok())
         };
-        let (host, samples) = metrics::collect(&**be.xen(), &vms, &target);
+        let (mut host, mut samples) = metrics::collect(&**be.xen(), &vms, &target);
+        if let Some(paths) = m.counter_paths() {
+            metrics::add_counters(&paths, &vms, &mut host, &mut samples);
+        }
         m.update(now, &host, &samples);
         let (alarms, errors) = m.evaluate_alarms(now, &configs);
         for (uuid, err) in errors {
