@@ -96,7 +96,8 @@ pub fn handle(
     let Some(m) = xapi.metrics() else {
         return Some(reply(503, "text/plain", "metrics are not enabled\n"));
     };
-    let json = get("json").is_some_and(|v| v == "true" || v.is_empty());
+    // As xcp-rrdd: the `json` parameter's presence asks for JSON, whatever its value.
+    let json = get("json").is_some();
     let ctype = if json { "application/json" } else { "text/xml" };
     Some(match path {
         "/rrd_updates" => {
