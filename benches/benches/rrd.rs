@@ -9,6 +9,13 @@
 //! - `rrd_updates_1000vms/{xml,json}`: the last 10 minutes (119 rows) of the host and 1,000
 //!   VMs at 5-second resolution, built as XAPI serves it; XML and JSON are each other's peer.
 
+//!
+//! Seen on the shared 2-core machine (load ~12, `CARGO_PROFILE_BENCH_LTO=false`), per VM per
+//! step: archive_update 0.50 / 0.43 / 1.8 µs and sample_and_update 2.3 / 0.83 / 4.4 µs at
+//! 10 / 100 / 1,000 VMs (at 1,000 the archives, ~33 MB, leave the caches): 4.4 ms per 5 s
+//! step at 1,000 VMs is 0.09 % of a core. `/rrd_updates` at 1,000 VMs: 127 ms XML, 122 ms
+//! JSON (555 / 448 ms before `%.15g` stopped allocating, same machine).
+
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
 use std::collections::HashMap;
