@@ -40,6 +40,8 @@ pub mod devices;
 pub mod error;
 pub mod host;
 pub mod memory;
+pub mod metrics;
+pub mod metrics_http;
 pub mod server;
 pub mod simguest;
 pub mod tasks;

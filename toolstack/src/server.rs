@@ -110,6 +110,26 @@ async fn service(
             .body(Full::new(Bytes::from(body)))
             .expect("valid response"))
     };
+    if req.method() == Method::GET {
+        let (path, query) = (
+            req.uri().path().to_owned(),
+            req.uri().query().map(str::to_owned),
+        );
+        let auth = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let x = Arc::clone(&xapi);
+        let r = tokio::task::spawn_blocking(move || {
+            crate::metrics_http::handle(&x, &path, query.as_deref(), auth.as_deref())
+        })
+        .await;
+        if let Ok(Some(r)) = r {
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
+            return reply(status, r.content_type, r.body);
+        }
+    }
     if req.method() != Method::POST {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -12,6 +12,8 @@ mod events;
 mod fields;
 mod gpu;
 mod memory;
+pub mod message;
+mod metrics;
 mod network;
 mod operations;
 mod session;
@@ -93,6 +95,8 @@ pub struct Xapi {
     pub clean_shutdown_timeout_ms: std::sync::atomic::AtomicU64,
     /// Dynamic memory control (squeezed).
     memory: crate::memory::Memory,
+    /// The archives and alarms, once [`Xapi::enable_metrics`] ran.
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 /// How long a clean shutdown or reboot waits for the guest by default.
@@ -197,6 +201,7 @@ impl Xapi {
             clean_shutdown_timeout_ms: std::sync::atomic::AtomicU64::new(
                 CLEAN_SHUTDOWN_TIMEOUT.as_millis() as u64,
             ),
+            metrics: std::sync::OnceLock::new(),
         });
         x.reconcile()?;
         Ok(x)
@@ -240,6 +245,11 @@ impl Xapi {
         let class = datamodel::class(cls)
             .filter(|c| c.name == cls)
             .ok_or_else(|| ApiError::new(codes::MESSAGE_METHOD_UNKNOWN, [method]))?;
+        if class.name == "message" {
+            if let Some(r) = self.message(method, msg, params) {
+                return r;
+            }
+        }
         if let Some(r) = self.custom(class, method, msg, params) {
             return r;
         }

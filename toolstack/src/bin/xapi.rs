@@ -187,6 +187,9 @@ async fn run(o: Opts) -> Result<(), Error> {
     }
     xapi.spawn_monitor();
     xapi.spawn_memory_balancer(std::time::Duration::from_secs(5));
+    xapi.enable_metrics(Some(&o.state_dir.join("rrd")))
+        .set_plugin_dir(Some(std::path::Path::new(toolstack::metrics::PLUGIN_DIR)));
+    xapi.spawn_metrics();
     let mut tasks = Vec::new();
     if let Some(a) = addr(&o.listen)? {
         let l = tokio::net::TcpListener::bind(a)
