@@ -42,6 +42,7 @@ pub mod host;
 pub mod memory;
 pub mod server;
 pub mod simguest;
+pub mod storage;
 pub mod tasks;
 pub mod value;
 pub mod xenops;

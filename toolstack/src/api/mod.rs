@@ -14,6 +14,7 @@ mod gpu;
 mod memory;
 mod network;
 mod session;
+mod sr;
 mod storage;
 mod vm;
 
@@ -91,6 +92,8 @@ pub struct Xapi {
     pub clean_shutdown_timeout_ms: std::sync::atomic::AtomicU64,
     /// Dynamic memory control (squeezed).
     memory: crate::memory::Memory,
+    /// The SR drivers (storage manager).
+    storage: crate::storage::Drivers,
 }
 
 /// How long a clean shutdown or reboot waits for the guest by default.
@@ -182,6 +185,7 @@ impl Xapi {
         let memory = crate::memory::Memory::new(&backend);
         let x = Arc::new(Xapi {
             memory,
+            storage: crate::storage::Drivers::default(),
             db,
             backend,
             creds,
@@ -238,6 +242,9 @@ impl Xapi {
         let class = datamodel::class(cls)
             .filter(|c| c.name == cls)
             .ok_or_else(|| ApiError::new(codes::MESSAGE_METHOD_UNKNOWN, [method]))?;
+        if let Some(r) = self.sr_custom(class.name, method, msg, params) {
+            return r;
+        }
         if let Some(r) = self.custom(class, method, msg, params) {
             return r;
         }
@@ -414,7 +421,6 @@ impl Xapi {
             ("network", "create") => {
                 self.with_session(method, p, 2, |x, p| x.network_create(&p[1]))
             }
-            ("SR", "create") => self.with_session(method, p, 10, |x, p| x.sr_create(p)),
             ("Bond", "create") => self.with_session(method, p, 6, |x, p| x.bond_create(p)),
             ("Bond", "destroy") => self.with_session(method, p, 2, |x, p| {
                 let b = x.check_ref(&p[1], "Bond", "self")?;
