@@ -606,4 +606,61 @@ impl Xapi {
         self.refresh_sr(&sr, d.as_ref())?;
         Ok(s(r))
     }
+
+    /// Attaches and activates the SR-backed VDIs of a VM about to start, pointing each
+    /// VBD's backend `params` at the image the driver serves (a file SR's qcow2 leaf).
+    pub(super) fn sr_attach_vbds(&self, cfg: &mut crate::xenops::VmConfig) -> Result<(), ApiError> {
+        let mut done: Vec<(Arc<dyn sm::SrDriver>, sm::VdiUuid)> = Vec::new();
+        let release = |done: &[(Arc<dyn sm::SrDriver>, sm::VdiUuid)]| {
+            for (d, u) in done {
+                let _ = d.vdi_deactivate(*u);
+                let _ = d.vdi_detach(*u);
+            }
+        };
+        for b in &mut cfg.vbds {
+            let vdi = self.db.read(|v| v.str_field(&b.vbd, "VDI"));
+            if vdi.is_empty() || vdi == NULL_REF {
+                continue;
+            }
+            let (sr, u) = self.vdi_sr(&vdi)?;
+            let d = match self.attached_driver(&sr) {
+                Ok(Some(d)) => d,
+                Ok(None) => continue,
+                Err(e) => {
+                    release(&done);
+                    return Err(e);
+                }
+            };
+            let info = match d.vdi_attach(u, !b.read_only) {
+                Ok(i) => i,
+                Err(e) => {
+                    release(&done);
+                    return Err(sm_err(e));
+                }
+            };
+            done.push((Arc::clone(&d), u));
+            if let Err(e) = d.vdi_activate(u) {
+                release(&done);
+                return Err(sm_err(e));
+            }
+            b.params = info.path.display().to_string();
+            b.read_only |= info.readonly;
+        }
+        Ok(())
+    }
+
+    /// Deactivates and detaches the SR-backed VDIs of a VM that stopped (or did not start).
+    pub(super) fn sr_release_vbds(&self, tx: &impl crate::db::Read, vm: &str) {
+        for vbd in tx.refs_field(vm, "VBDs") {
+            let vdi = tx.str_field(&vbd, "VDI");
+            let Some(d) = self.storage.get(&tx.str_field(&vdi, "SR")) else {
+                continue;
+            };
+            let Ok(u) = tx.str_field(&vdi, "uuid").parse::<sm::VdiUuid>() else {
+                continue;
+            };
+            let _ = d.vdi_deactivate(u);
+            let _ = d.vdi_detach(u);
+        }
+    }
 }
