@@ -483,3 +483,77 @@ fn a_running_vm_is_served_the_qcow2_leaf_and_its_disk_is_in_use() {
     t.ok("VM.destroy", &[vm]);
     t.ok("VDI.destroy", &[vdi.clone()]);
 }
+
+fn vm_disk(t: &T, vm: &Value) -> Value {
+    let vbd = t.get("VM", "VBDs", vm).as_array().unwrap()[0].clone();
+    t.get("VBD", "VDI", &vbd)
+}
+
+#[test]
+fn vm_snapshot_clone_copy_and_revert_carry_the_disks() {
+    let t = T::new();
+    let dir = tempfile::tempdir().unwrap();
+    let sr = t.file_sr(dir.path());
+    let vdi = t.vdi(&sr, "root", 16 * MIB);
+    let vm = t.vm_with_disk(&vdi);
+    let disk = image(dir.path(), &t, &vdi);
+    write(&disk, b'A', 0, 4096);
+
+    let snap = t.ok(
+        "VM.snapshot",
+        &[vm.clone(), Value::str("snap"), Value::Array(vec![])],
+    );
+    assert_eq!(t.get("VM", "is_a_snapshot", &snap), Value::Bool(true));
+    assert_eq!(t.get("VM", "snapshot_of", &snap), vm);
+    assert_eq!(
+        t.get("VM", "snapshots", &vm),
+        Value::Array(vec![snap.clone()])
+    );
+    assert_eq!(t.get("VM", "name_label", &snap), Value::str("snap"));
+    let snap_disk = vm_disk(&t, &snap);
+    assert_eq!(t.get("VDI", "is_a_snapshot", &snap_disk), Value::Bool(true));
+    assert_eq!(t.get("VDI", "snapshot_of", &snap_disk), vdi);
+
+    write(&disk, b'B', 0, 4096);
+    let clone = t.ok("VM.clone", &[vm.clone(), Value::str("clone")]);
+    assert_eq!(t.get("VM", "is_a_snapshot", &clone), Value::Bool(false));
+    let clone_disk = image(dir.path(), &t, &vm_disk(&t, &clone));
+    assert_eq!(read(&clone_disk, 0, 4096), vec![b'B'; 4096]);
+    let copy = t.ok("VM.copy", &[vm.clone(), Value::str("copy"), sr.clone()]);
+    let copy_vdi = vm_disk(&t, &copy);
+    assert_eq!(
+        read(&image(dir.path(), &t, &copy_vdi), 0, 4096),
+        vec![b'B'; 4096]
+    );
+    assert!(t
+        .get("VDI", "sm_config", &copy_vdi)
+        .as_struct()
+        .is_none_or(|m| !m.contains_key("vhd-parent")));
+    assert_eq!(
+        read(&image(dir.path(), &t, &snap_disk), 0, 4096),
+        vec![b'A'; 4096]
+    );
+
+    // Revert: the VM's disk reads the snapshot's data again, through a fresh VDI.
+    t.ok("VM.revert", std::slice::from_ref(&snap));
+    let reverted = vm_disk(&t, &vm);
+    assert_ne!(reverted, vdi);
+    assert!(t.call("VDI.get_uuid", std::slice::from_ref(&vdi)).is_err());
+    assert_eq!(
+        read(&image(dir.path(), &t, &reverted), 0, 4096),
+        vec![b'A'; 4096]
+    );
+    let e = t.err("VM.revert", std::slice::from_ref(&vm));
+    assert_eq!(e.code, "OPERATION_NOT_ALLOWED", "{e}");
+
+    // A running VM is neither cloned nor copied.
+    t.ok(
+        "VM.start",
+        &[clone.clone(), Value::Bool(false), Value::Bool(false)],
+    );
+    let e = t.err("VM.clone", &[clone.clone(), Value::str("x")]);
+    assert_eq!(e.code, "VM_BAD_POWER_STATE", "{e}");
+    let e = t.err("VM.copy", &[clone.clone(), Value::str("x"), sr]);
+    assert_eq!(e.code, "VM_BAD_POWER_STATE", "{e}");
+    t.ok("VM.hard_shutdown", &[clone]);
+}

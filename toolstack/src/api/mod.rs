@@ -17,6 +17,7 @@ mod session;
 mod sr;
 mod storage;
 mod vm;
+mod vm_snapshot;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Weak};

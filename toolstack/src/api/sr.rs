@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use super::vm_snapshot::DiskOp;
 use super::*;
 use crate::db::Read as _;
 
@@ -85,6 +86,37 @@ impl Xapi {
                 let vdi = x.check_ref(&p[1], "VDI", "vdi")?;
                 let sr = x.check_ref(&p[2], "SR", "sr")?;
                 x.vdi_copy(&vdi, &sr)
+            }),
+            ("VM", "snapshot") => self.with_session(method, p, 4, |x, p| {
+                let vm = x.check_ref(&p[1], "VM", "vm")?;
+                let ignore: Vec<String> = p[3]
+                    .as_array()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect();
+                let name = arg_str(&p[2], "new_name")?;
+                x.vm_copy_as(&vm, name, DiskOp::Snapshot, None, &ignore)
+            }),
+            ("VM", "clone") => self.with_session(method, p, 3, |x, p| {
+                let vm = x.check_ref(&p[1], "VM", "vm")?;
+                let name = arg_str(&p[2], "new_name")?;
+                x.vm_copy_as(&vm, name, DiskOp::Clone, None, &[])
+            }),
+            ("VM", "copy") => self.with_session(method, p, 4, |x, p| {
+                let vm = x.check_ref(&p[1], "VM", "vm")?;
+                let name = arg_str(&p[2], "new_name")?;
+                let sr = arg_str(&p[3], "sr")?;
+                let dest = if sr == NULL_REF {
+                    None
+                } else {
+                    Some(x.check_ref(&p[3], "SR", "sr")?)
+                };
+                x.vm_copy_as(&vm, name, DiskOp::Copy, dest.as_deref(), &[])
+            }),
+            ("VM", "revert") => self.with_session(method, p, 2, |x, p| {
+                let snap = x.check_ref(&p[1], "VM", "snapshot")?;
+                x.vm_revert(&snap)
             }),
             _ => return None,
         };
@@ -290,7 +322,10 @@ impl Xapi {
     }
 
     /// The driver of a plugged SR; `SR_HAS_NO_PBDS` when it is not plugged.
-    fn attached_driver(&self, sr: &str) -> Result<Option<Arc<dyn sm::SrDriver>>, ApiError> {
+    pub(super) fn attached_driver(
+        &self,
+        sr: &str,
+    ) -> Result<Option<Arc<dyn sm::SrDriver>>, ApiError> {
         let Some(d) = self.driver(sr)? else {
             return Ok(None);
         };
@@ -505,7 +540,7 @@ impl Xapi {
         Ok(s(r))
     }
 
-    fn vdi_destroy(&self, vdi: &str) -> R {
+    pub(super) fn vdi_destroy(&self, vdi: &str) -> R {
         let (sr, u) = self.vdi_sr(vdi)?;
         let Some(d) = self.attached_driver(&sr)? else {
             return self.db.write(|tx| {
@@ -542,7 +577,7 @@ impl Xapi {
         Ok(s(""))
     }
 
-    fn vdi_snapshot_clone(&self, vdi: &str, snapshot: bool) -> R {
+    pub(super) fn vdi_snapshot_clone(&self, vdi: &str, snapshot: bool) -> R {
         let (sr, u) = self.vdi_sr(vdi)?;
         let Some(d) = self.attached_driver(&sr)? else {
             return Err(ApiError::new("SR_OPERATION_NOT_SUPPORTED", [sr.as_str()]));
@@ -593,7 +628,7 @@ impl Xapi {
         })
     }
 
-    fn vdi_copy(&self, vdi: &str, dest: &str) -> R {
+    pub(super) fn vdi_copy(&self, vdi: &str, dest: &str) -> R {
         let (sr, u) = self.vdi_sr(vdi)?;
         let Some(d) = self.attached_driver(&sr)? else {
             return Err(ApiError::new("SR_OPERATION_NOT_SUPPORTED", [sr.as_str()]));
