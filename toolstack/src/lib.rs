@@ -33,6 +33,7 @@ pub mod api;
 pub mod backend;
 pub mod cli;
 mod cli_create;
+mod cli_storage;
 pub mod client;
 pub mod datamodel;
 pub mod db;
