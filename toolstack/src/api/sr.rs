@@ -310,8 +310,9 @@ impl Xapi {
         if pbds.is_empty() {
             return Err(ApiError::new("SR_HAS_NO_PBDS", [sr]));
         }
+        // The driver is dropped with the records (a detach now would lock the SR's
+        // directory again).
         d.sr_delete().map_err(sm_err)?;
-        let _ = d.sr_detach();
         self.db.write(|tx| {
             for pbd in &pbds {
                 tx.set(pbd, "currently_attached", Value::Bool(false));
