@@ -66,3 +66,61 @@ impl Drivers {
         self.map.lock().remove(sr);
     }
 }
+
+/// One attached disk's data: a qcow2 image (with its chain) or a raw file or device.
+enum Disk {
+    Qcow2(sm::image::Image),
+    Raw(std::fs::File),
+}
+
+impl Disk {
+    fn open(path: &std::path::Path, writable: bool) -> std::io::Result<Disk> {
+        if sm::image::is_qcow2(path)? {
+            return Ok(Disk::Qcow2(sm::image::Image::open(path, writable)?));
+        }
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(path)?;
+        Ok(Disk::Raw(f))
+    }
+
+    fn read(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        match self {
+            Disk::Qcow2(i) => i.read(buf, off),
+            Disk::Raw(f) => std::os::unix::fs::FileExt::read_exact_at(f, buf, off),
+        }
+    }
+
+    fn write(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
+        match self {
+            Disk::Qcow2(i) => i.write(buf, off),
+            Disk::Raw(f) => std::os::unix::fs::FileExt::write_all_at(f, buf, off),
+        }
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        match self {
+            Disk::Qcow2(i) => i.flush(),
+            Disk::Raw(f) => f.sync_data(),
+        }
+    }
+}
+
+/// Copies the first `size` bytes of the disk at `src` to the (new, zeroed) disk at `dst`,
+/// leaving the all-zero chunks unwritten so that the copy stays sparse.
+pub fn copy_data(src: &std::path::Path, dst: &std::path::Path, size: u64) -> std::io::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let (from, to) = (Disk::open(src, false)?, Disk::open(dst, true)?);
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut off = 0;
+    while off < size {
+        let n = CHUNK.min(size - off) as usize;
+        from.read(&mut buf[..n], off)?;
+        if buf[..n].iter().any(|b| *b != 0) {
+            to.write(&buf[..n], off)?;
+        }
+        off += n as u64;
+    }
+    to.flush()
+}

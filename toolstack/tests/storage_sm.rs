@@ -612,3 +612,42 @@ fn vm_snapshot_clone_copy_and_revert_carry_the_disks() {
     assert_eq!(e.code, "VM_BAD_POWER_STATE", "{e}");
     t.ok("VM.hard_shutdown", &[clone]);
 }
+
+#[test]
+fn vdi_copy_into_another_sr_copies_the_chain_flat() {
+    let t = T::new();
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (sr1, sr2) = (t.file_sr(d1.path()), t.file_sr(d2.path()));
+    let vdi = t.vdi(&sr1, "disk", 8 * MIB);
+    let disk = image(d1.path(), &t, &vdi);
+    write(&disk, b'A', 0, 8192);
+    write(&disk, b'Z', 6 * MIB, 4096);
+    t.ok("VDI.snapshot", &[vdi.clone(), map(&[])]);
+    write(&disk, b'B', 0, 4096);
+
+    let null = Value::str("OpaqueRef:NULL");
+    let copy = t.ok("VDI.copy", &[vdi.clone(), sr2.clone(), null.clone(), null]);
+    assert_eq!(t.get("VDI", "SR", &copy), sr2);
+    assert_eq!(t.int("VDI", "virtual_size", &copy), 8 * MIB);
+    let cpath = image(d2.path(), &t, &copy);
+    assert_eq!(read(&cpath, 0, 4096), vec![b'B'; 4096]);
+    assert_eq!(read(&cpath, 4096, 4096), vec![b'A'; 4096]);
+    assert_eq!(read(&cpath, 6 * MIB, 4096), vec![b'Z'; 4096]);
+    assert_eq!(read(&cpath, 2 * MIB, 4096), vec![0; 4096]);
+    // Sparse: only the chunks with data were written.
+    assert!(t.int("VDI", "physical_utilisation", &copy) < 4 * MIB);
+    assert!(t
+        .get("VDI", "sm_config", &copy)
+        .as_struct()
+        .is_none_or(|m| !m.contains_key("vhd-parent")));
+    // The source is untouched and free again (attached for the copy only).
+    t.ok(
+        "VDI.resize",
+        &[vdi.clone(), Value::str((16 * MIB).to_string())],
+    );
+    // Into an SR that is not plugged: refused.
+    t.ok("PBD.unplug", &[t.pbd(&sr2)]);
+    let null = Value::str("OpaqueRef:NULL");
+    let e = t.err("VDI.copy", &[vdi, sr2, null.clone(), null]);
+    assert_eq!(e.code, "SR_HAS_NO_PBDS", "{e}");
+}

@@ -634,13 +634,54 @@ impl Xapi {
         let Some(d) = self.attached_driver(&sr)? else {
             return Err(ApiError::new("SR_OPERATION_NOT_SUPPORTED", [sr.as_str()]));
         };
-        if dest != sr {
-            return Err(ApiError::new("SR_OPERATION_NOT_SUPPORTED", [dest]));
+        if dest == sr {
+            let info = d.vdi_copy(u).map_err(sm_err)?;
+            let r = self.new_vdi_record(&sr, vdi, &info, false)?;
+            self.refresh_sr(&sr, d.as_ref())?;
+            return Ok(s(r));
         }
-        let info = d.vdi_copy(u).map_err(sm_err)?;
-        let r = self.new_vdi_record(&sr, vdi, &info, false)?;
-        self.refresh_sr(&sr, d.as_ref())?;
+        let Some(dd) = self.attached_driver(dest)? else {
+            return Err(ApiError::new("SR_OPERATION_NOT_SUPPORTED", [dest]));
+        };
+        let from = d.vdi_info(u).map_err(sm_err)?;
+        let info = dd
+            .vdi_create(&from.name_label, from.virtual_size)
+            .map_err(sm_err)?;
+        if let Err(e) = Self::copy_between(d.as_ref(), u, dd.as_ref(), info.uuid, from.virtual_size)
+        {
+            let _ = dd.vdi_destroy(info.uuid);
+            return Err(e);
+        }
+        let r = self.new_vdi_record(dest, vdi, &info, false)?;
+        self.refresh_sr(dest, dd.as_ref())?;
         Ok(s(r))
+    }
+
+    /// Copies a VDI's data into a new VDI of another SR, both attached for the copy only.
+    fn copy_between(
+        d: &dyn sm::SrDriver,
+        u: sm::VdiUuid,
+        dd: &dyn sm::SrDriver,
+        to: sm::VdiUuid,
+        size: u64,
+    ) -> Result<(), ApiError> {
+        let a = d.vdi_attach(u, false).map_err(sm_err)?;
+        let b = match dd.vdi_attach(to, true) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = d.vdi_detach(u);
+                return Err(sm_err(e));
+            }
+        };
+        let r = crate::storage::copy_data(&a.path, &b.path, size);
+        let _ = d.vdi_detach(u);
+        let _ = dd.vdi_detach(to);
+        r.map_err(|e| {
+            ApiError::new(
+                "SR_BACKEND_FAILURE",
+                ["SR_BACKEND_FAILURE", "", &format!("copying the data: {e}")],
+            )
+        })
     }
 
     /// Attaches and activates the SR-backed VDIs of a VM about to start, pointing each
