@@ -158,3 +158,49 @@ fn xe_drives_a_file_sr() {
     ok(&d, &["sr-scan", &format!("uuid={sr}")]);
     fails(&d, &["sr-destroy", &format!("uuid={sr}")], "SR_NOT_EMPTY");
 }
+
+#[test]
+fn the_local_sr_is_a_file_sr_in_the_state_dir() {
+    let state = tempfile::tempdir().unwrap();
+    let d = Daemon::start(state.path());
+    let sr = ok(&d, &["sr-list", "name-label=Local storage", "--minimal"]);
+    let pbd = ok(&d, &["pbd-list", &format!("sr-uuid={sr}"), "--minimal"]);
+    let dir = state.path().join("sr");
+    assert_eq!(
+        ok(
+            &d,
+            &[
+                "pbd-param-get",
+                &format!("uuid={pbd}"),
+                "param-name=device-config",
+                "param-key=location"
+            ]
+        ),
+        dir.display().to_string()
+    );
+    let vdi = ok(
+        &d,
+        &[
+            "vdi-create",
+            &format!("sr-uuid={sr}"),
+            "name-label=local",
+            "virtual-size=4194304",
+        ],
+    );
+    assert!(dir.join(format!("{vdi}.qcow2")).exists());
+    // A disk named by sm-config:path stays outside the SR, and a scan keeps its record.
+    let ext = ok(
+        &d,
+        &[
+            "vdi-create",
+            &format!("sr-uuid={sr}"),
+            "name-label=external",
+            "virtual-size=4194304",
+            "sm-config:path=/nonexistent/disk.img",
+        ],
+    );
+    assert!(!dir.join(format!("{ext}.qcow2")).exists());
+    ok(&d, &["sr-scan", &format!("uuid={sr}")]);
+    assert_eq!(param(&d, "vdi", &ext, "name-label"), "external");
+    assert_eq!(param(&d, "vdi", &vdi, "virtual-size"), "4194304");
+}

@@ -397,7 +397,7 @@ impl Xapi {
             }
             if prune {
                 for (u, r) in &by_uuid {
-                    if !refs.contains_key(u) {
+                    if !refs.contains_key(u) && !Self::external(tx, r) {
                         for vbd in tx.refs_field(r, "VBDs") {
                             tx.destroy(&vbd);
                         }
@@ -472,6 +472,13 @@ impl Xapi {
         Ok(s(""))
     }
 
+    /// A VDI served from its `sm_config:path`, not by its SR's driver.
+    fn external(v: &impl crate::db::Read, vdi: &str) -> bool {
+        v.field(vdi, "sm_config")
+            .and_then(Value::as_struct)
+            .is_some_and(|m| m.contains_key("path"))
+    }
+
     /// Whether a VM that is not halted has a VBD on the VDI.
     fn vdi_running(&self, v: &impl crate::db::Read, vdi: &str) -> bool {
         v.refs_field(vdi, "VBDs").iter().any(|vbd| {
@@ -504,8 +511,15 @@ impl Xapi {
             Ok((sr.to_owned(), f.clone()))
         });
         let (sr, fields) = f?;
-        let Some(d) = self.attached_driver(&sr)? else {
-            return self.generic(class, "VDI.create", "create", p);
+        // A disk the caller names by `sm_config:path` (an image or block device outside the
+        // SR) stays a record, served from that path.
+        let external = fields
+            .get("sm_config")
+            .and_then(Value::as_struct)
+            .is_some_and(|m| m.contains_key("path"));
+        let d = match self.attached_driver(&sr)? {
+            Some(d) if !external => d,
+            _ => return self.generic(class, "VDI.create", "create", p),
         };
         let size = fields
             .get("virtual_size")
@@ -543,21 +557,24 @@ impl Xapi {
 
     pub(super) fn vdi_destroy(&self, vdi: &str) -> R {
         let (sr, u) = self.vdi_sr(vdi)?;
-        let Some(d) = self.attached_driver(&sr)? else {
+        let d = if self.db.read(|v| Self::external(v, vdi)) {
+            None
+        } else {
+            self.attached_driver(&sr)?
+        };
+        let Some(d) = d else {
             return self.db.write(|tx| {
                 self.check_destroy(tx, "VDI", vdi)?;
                 tx.destroy(vdi);
                 Ok(s(""))
             });
         };
-        if self.db.read(|v| self.vdi_running(v, vdi)) {
+        // As for a record-only VDI (`check_destroy`): refused while any VBD uses it.
+        if self.db.read(|v| !v.refs_field(vdi, "VBDs").is_empty()) {
             return Err(ApiError::new(codes::VDI_IN_USE, [vdi, "destroy"]));
         }
         d.vdi_destroy(u).map_err(sm_err)?;
         self.db.write(|tx| {
-            for vbd in tx.refs_field(vdi, "VBDs") {
-                tx.destroy(&vbd);
-            }
             tx.destroy(vdi);
             Ok::<_, ApiError>(())
         })?;
@@ -696,7 +713,7 @@ impl Xapi {
         };
         for b in &mut cfg.vbds {
             let vdi = self.db.read(|v| v.str_field(&b.vbd, "VDI"));
-            if vdi.is_empty() || vdi == NULL_REF {
+            if vdi.is_empty() || vdi == NULL_REF || self.db.read(|v| Self::external(v, &vdi)) {
                 continue;
             }
             let (sr, u) = self.vdi_sr(&vdi)?;
@@ -730,6 +747,9 @@ impl Xapi {
     pub(super) fn sr_release_vbds(&self, tx: &impl crate::db::Read, vm: &str) {
         for vbd in tx.refs_field(vm, "VBDs") {
             let vdi = tx.str_field(&vbd, "VDI");
+            if Self::external(tx, &vdi) {
+                continue;
+            }
             let Some(d) = self.storage.get(&tx.str_field(&vdi, "SR")) else {
                 continue;
             };
@@ -739,5 +759,53 @@ impl Xapi {
             let _ = d.vdi_deactivate(u);
             let _ = d.vdi_detach(u);
         }
+    }
+
+    /// Makes the pool's default SR (the host's "Local storage", type `ext`) a file SR in
+    /// `dir` when its PBD names no storage yet, as XenServer's installer makes the local SR;
+    /// then scans it.
+    pub fn attach_local_sr(&self, dir: &std::path::Path) -> Result<(), ApiError> {
+        let (sr, pbd) = self.db.read(|v| {
+            let pool = v.all("pool").into_iter().next().unwrap_or_default();
+            let sr = v.str_field(&pool, "default_SR");
+            let pbd = v.refs_field(&sr, "PBDs").into_iter().next();
+            (sr, pbd)
+        });
+        let Some(pbd) = pbd else {
+            return Ok(());
+        };
+        let (ty, uuid, has_dc) = self.db.read(|v| {
+            let dc = v
+                .field(&pbd, "device_config")
+                .map(str_map)
+                .unwrap_or_default();
+            (
+                v.str_field(&sr, "type"),
+                v.str_field(&sr, "uuid"),
+                !dc.is_empty(),
+            )
+        });
+        if !has_dc && matches!(ty.as_str(), "ext" | "file") {
+            let uuid: sm::SrUuid = uuid
+                .parse()
+                .map_err(|_| ApiError::new(codes::UUID_INVALID, ["SR", uuid.as_str()]))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| ApiError::internal(format!("{}: {e}", dir.display())))?;
+            let location = dir.display().to_string();
+            let dc: HashMap<String, String> = [("location".to_owned(), location.clone())].into();
+            let d = crate::storage::make(&ty, uuid, &dc)
+                .map_err(sm_err)?
+                .expect("a file SR type");
+            if !d.sr_probe().map_err(sm_err)?.contains(&uuid) {
+                d.sr_create().map_err(sm_err)?;
+            }
+            self.db.write(|tx| {
+                tx.map_set(&pbd, "device_config", "location", Some(s(location)));
+                tx.set(&pbd, "currently_attached", Value::Bool(true));
+                Ok::<_, ApiError>(())
+            })?;
+        }
+        self.sr_scan(&sr)?;
+        Ok(())
     }
 }
