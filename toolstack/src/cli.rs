@@ -768,12 +768,14 @@ fn dispatch(c: &mut Client, cmd: &str, a: &Args, out: &mut dyn Write) -> Result<
             writeln!(out, "{}", uuid.as_str().unwrap_or_default()).map_err(out_err)?;
             Ok(())
         }
-        _ => crate::cli_create::dispatch(c, cmd, &a.kv, out).unwrap_or_else(|| {
-            Err(XeError(
-                format!("Unknown command: {cmd}\nFor usage run: 'xe help'"),
-                1,
-            ))
-        }),
+        _ => crate::cli_create::dispatch(c, cmd, &a.kv, out)
+            .or_else(|| crate::cli_storage::dispatch(c, cmd, &a.kv, out))
+            .unwrap_or_else(|| {
+                Err(XeError(
+                    format!("Unknown command: {cmd}\nFor usage run: 'xe help'"),
+                    1,
+                ))
+            }),
     }
 }
 

@@ -17,8 +17,10 @@ mod metrics;
 mod network;
 mod operations;
 mod session;
+mod sr;
 mod storage;
 mod vm;
+mod vm_snapshot;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Weak};
@@ -97,6 +99,8 @@ pub struct Xapi {
     memory: crate::memory::Memory,
     /// The archives and alarms, once [`Xapi::enable_metrics`] ran.
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    /// The SR drivers (storage manager).
+    storage: crate::storage::Drivers,
 }
 
 /// How long a clean shutdown or reboot waits for the guest by default.
@@ -188,6 +192,7 @@ impl Xapi {
         let memory = crate::memory::Memory::new(&backend);
         let x = Arc::new(Xapi {
             memory,
+            storage: crate::storage::Drivers::default(),
             db,
             backend,
             creds,
@@ -249,6 +254,9 @@ impl Xapi {
             if let Some(r) = self.message(method, msg, params) {
                 return r;
             }
+        }
+        if let Some(r) = self.sr_custom(class.name, method, msg, params) {
+            return r;
         }
         if let Some(r) = self.custom(class, method, msg, params) {
             return r;
@@ -452,7 +460,6 @@ impl Xapi {
             ("network", "create") => {
                 self.with_session(method, p, 2, |x, p| x.network_create(&p[1]))
             }
-            ("SR", "create") => self.with_session(method, p, 10, |x, p| x.sr_create(p)),
             ("Bond", "create") => self.with_session(method, p, 6, |x, p| x.bond_create(p)),
             ("Bond", "destroy") => self.with_session(method, p, 2, |x, p| {
                 let b = x.check_ref(&p[1], "Bond", "self")?;

@@ -1,4 +1,4 @@
-//! SRs (with their PBD) and VBDs (userdevice allocation).
+//! VBDs (userdevice allocation); SRs and VDIs are in `sr`.
 
 use super::*;
 
@@ -50,42 +50,6 @@ impl Xapi {
             let vbd = tx.create(class, f);
             super::operations::refresh_device(tx, &vbd);
             Ok(s(vbd))
-        })
-    }
-
-    pub(super) fn sr_create(&self, p: &[Value]) -> R {
-        let host = self.check_ref(&p[1], "host", "host")?;
-        let dc = Ty::Map
-            .coerce(&p[2])
-            .ok_or_else(|| ApiError::field_type("device_config"))?;
-        let size = Ty::Int
-            .coerce(&p[3])
-            .ok_or_else(|| ApiError::field_type("physical_size"))?;
-        let mut f = Record::new();
-        f.insert("name_label".into(), s(arg_str(&p[4], "name_label")?));
-        f.insert(
-            "name_description".into(),
-            s(arg_str(&p[5], "name_description")?),
-        );
-        f.insert("type".into(), s(arg_str(&p[6], "type")?));
-        f.insert("content_type".into(), s(arg_str(&p[7], "content_type")?));
-        f.insert("shared".into(), Value::Bool(arg_bool(&p[8], "shared")?));
-        f.insert(
-            "sm_config".into(),
-            Ty::Map
-                .coerce(&p[9])
-                .ok_or_else(|| ApiError::field_type("sm_config"))?,
-        );
-        f.insert("physical_size".into(), size);
-        self.db.write(|tx| {
-            let sr = tx.create(Known::SR.class(), f);
-            let mut pbd = Record::new();
-            pbd.insert("host".into(), s(host.clone()));
-            pbd.insert("SR".into(), s(sr.clone()));
-            pbd.insert("device_config".into(), dc);
-            pbd.insert("currently_attached".into(), Value::Bool(true));
-            tx.create(Known::PBD.class(), pbd);
-            Ok(s(sr))
         })
     }
 }

@@ -211,7 +211,7 @@ impl Xapi {
     }
 
     fn start_locked(&self, vm: &str, paused: bool) -> R {
-        let cfg = self.vm_config(vm)?;
+        let mut cfg = self.vm_config(vm)?;
         if cfg.is_control_domain {
             return Err(ApiError::new(
                 codes::OPERATION_NOT_ALLOWED,
@@ -225,9 +225,18 @@ impl Xapi {
             return Err(Self::bad_power(vm, "halted", cfg.power_state));
         }
         self.progress(0.1);
-        let reservation = self.memory_reserve(&cfg)?;
-        let started = xenops::start(&self.backend, &cfg, paused, &|f| self.progress(f));
-        let domid = self.memory_started(&cfg, reservation, started)?;
+        self.sr_attach_vbds(&mut cfg)?;
+        let started = self.memory_reserve(&cfg).and_then(|reservation| {
+            let started = xenops::start(&self.backend, &cfg, paused, &|f| self.progress(f));
+            self.memory_started(&cfg, reservation, started)
+        });
+        let domid = match started {
+            Ok(d) => d,
+            Err(e) => {
+                self.db.read(|v| self.sr_release_vbds(v, vm));
+                return Err(e);
+            }
+        };
         let state = if paused {
             PowerState::Paused
         } else {
@@ -258,6 +267,7 @@ impl Xapi {
     }
 
     pub(super) fn mark_halted(&self, tx: &mut Tx<'_>, vm: &str) {
+        self.sr_release_vbds(tx, vm);
         tx.set(vm, "power_state", s(PowerState::Halted.as_str()));
         tx.set(vm, "domid", s("-1"));
         tx.set(vm, "resident_on", s(NULL_REF));

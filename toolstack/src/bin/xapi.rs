@@ -182,6 +182,8 @@ async fn run(o: Opts) -> Result<(), Error> {
         o.clean_shutdown_timeout.saturating_mul(1000),
         std::sync::atomic::Ordering::Relaxed,
     );
+    xapi.attach_local_sr(&o.state_dir.join("sr"))
+        .map_err(|e| Error::Corrupt(format!("the local SR: {e}")))?;
     for d in xapi.orphan_domains() {
         println!("domain {} runs but no VM has it (left as it is)", d.0);
     }

@@ -175,6 +175,9 @@ pub fn commands() -> Vec<Command> {
     );
     net.standard = true;
     out.push(net);
+    for (name, reqd, optn, help) in STORAGE {
+        out.push(cmd(*name, reqd, optn, (*help).into()));
+    }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
@@ -271,6 +274,122 @@ pub fn help(argv0: &str, names: &[String], all: bool, minimal: bool) -> String {
     }
     out
 }
+
+/// The create commands (`crate::cli_create`) and the storage commands
+/// (`crate::cli_storage`), with cli_frontend.ml's parameters.
+type CmdSpec = (
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static str,
+);
+const STORAGE: &[CmdSpec] = &[
+    (
+        "vm-create",
+        &["name-label", "memory"],
+        &["VCPUs", "PV-kernel", "PV-ramdisk", "PV-args"],
+        "Creates a PV VM (memory in MiB); prints its UUID.",
+    ),
+    (
+        "vdi-create",
+        &["sr-uuid", "name-label", "virtual-size"],
+        &["type", "sm-config:"],
+        "Creates a VDI; prints its UUID.",
+    ),
+    (
+        "vbd-create",
+        &["vm-uuid", "vdi-uuid", "device"],
+        &["mode", "type", "other-config:"],
+        "Creates a VBD; prints its UUID.",
+    ),
+    (
+        "vif-create",
+        &["vm-uuid", "network-uuid", "device"],
+        &["mac"],
+        "Creates a VIF; prints its UUID.",
+    ),
+    (
+        "sr-create",
+        &["name-label", "type"],
+        &[
+            "host-uuid",
+            "device-config:",
+            "shared",
+            "physical-size",
+            "content-type",
+            "sm-config:",
+            "name-description",
+        ],
+        "Creates an SR on the disk given in device-config; prints its UUID.",
+    ),
+    (
+        "sr-forget",
+        &["uuid"],
+        &[],
+        "Forgets an SR (its data stays).",
+    ),
+    (
+        "sr-scan",
+        &["uuid"],
+        &[],
+        "Syncs the SR's VDI records with what is on disk.",
+    ),
+    (
+        "pbd-plug",
+        &["uuid"],
+        &[],
+        "Attempts to plug in the PBD to the host.",
+    ),
+    (
+        "pbd-unplug",
+        &["uuid"],
+        &[],
+        "Attempts to unplug the PBD from the host.",
+    ),
+    ("vdi-resize", &["uuid", "disk-size"], &[], "Resizes a VDI."),
+    (
+        "vdi-snapshot",
+        &["uuid"],
+        &["driver-params:"],
+        "Snapshots a VDI; prints the snapshot's UUID.",
+    ),
+    (
+        "vdi-clone",
+        &["uuid"],
+        &["driver-params:", "new-name-label", "new-name-description"],
+        "Clones a VDI; prints the clone's UUID.",
+    ),
+    (
+        "vdi-copy",
+        &["uuid", "sr-uuid"],
+        &[],
+        "Copies a VDI into an SR; prints the copy's UUID.",
+    ),
+    (
+        "vm-snapshot",
+        &["new-name-label"],
+        &["new-name-description", "vm", "uuid"],
+        "Snapshots a VM and its disks; prints the snapshot's UUID.",
+    ),
+    (
+        "vm-clone",
+        &["new-name-label"],
+        &["new-name-description", "vm", "uuid"],
+        "Clones a halted VM, its disks sharing data; prints the clone's UUID.",
+    ),
+    (
+        "vm-copy",
+        &["new-name-label"],
+        &["new-name-description", "sr-uuid", "vm", "uuid"],
+        "Copies a halted VM with full copies of its disks; prints the copy's UUID.",
+    ),
+    (
+        "snapshot-revert",
+        &[],
+        &["uuid", "snapshot-uuid"],
+        "Reverts a VM to the state of a snapshot.",
+    ),
+];
 
 #[cfg(test)]
 mod tests {
