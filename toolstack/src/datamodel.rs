@@ -381,7 +381,7 @@ pub fn with_defaults(wire: &str, params: &[Value]) -> Option<Vec<Value>> {
 
 /// What the project implements of each class: (class, persistent, `create` from a record,
 /// `destroy`), in [`Known`]'s order.
-const IMPLEMENTED: [(Known, bool, bool, bool); 21] = [
+const IMPLEMENTED: [(Known, bool, bool, bool); 22] = [
     (Known::session, false, false, false),
     (Known::task, false, false, true),
     (Known::pool, true, false, false),
@@ -403,6 +403,7 @@ const IMPLEMENTED: [(Known, bool, bool, bool); 21] = [
     (Known::GPU_group, true, false, true),
     (Known::VGPU, true, false, true),
     (Known::VGPU_type, true, false, false),
+    (Known::VM_guest_metrics, true, false, false),
 ];
 
 fn build() -> Vec<Class> {
@@ -456,11 +457,12 @@ pub enum Known {
     GPU_group,
     VGPU,
     VGPU_type,
+    VM_guest_metrics,
 }
 
 impl Known {
     /// Every variant, in order.
-    pub const ALL: [Known; 21] = [
+    pub const ALL: [Known; 22] = [
         Known::session,
         Known::task,
         Known::pool,
@@ -482,6 +484,7 @@ impl Known {
         Known::GPU_group,
         Known::VGPU,
         Known::VGPU_type,
+        Known::VM_guest_metrics,
     ];
 
     /// The class.

@@ -16,6 +16,7 @@ mod network;
 mod session;
 mod storage;
 mod vm;
+mod vm_metrics;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Weak};
@@ -25,6 +26,8 @@ use parking_lot::Mutex;
 use xen_types::DomId;
 
 pub use self::network::{random_mac, valid_mac};
+pub use self::vm::METRICS_INTERVAL;
+pub use self::vm_metrics::CpuSamples;
 use crate::backend::{Backend, ShutdownReason};
 use crate::datamodel::{self, Class, Known, Qual, Ty, NULL_REF};
 use crate::db::{Db, Read, Record, Tx};

@@ -137,6 +137,40 @@ pub fn commands() -> Vec<Command> {
         &["mac", "mode"],
         "Bonds the PIFs (comma-separated UUIDs) onto the network; prints the bond's UUID.".into(),
     ));
+    for (name, reqd, optn, what) in [
+        (
+            "vm-create",
+            &["name-label", "memory"][..],
+            &["VCPUs", "PV-kernel", "PV-ramdisk", "PV-args"][..],
+            "Creates a PV VM (memory in MiB); prints its UUID.",
+        ),
+        (
+            "vdi-create",
+            &["sr-uuid", "name-label", "virtual-size"][..],
+            &[
+                "type",
+                "sharable",
+                "read-only",
+                "sm-config:",
+                "other-config:",
+            ][..],
+            "Creates a VDI on the SR (sm-config:path= names an image to serve); prints its UUID.",
+        ),
+        (
+            "vbd-create",
+            &["vm-uuid", "vdi-uuid", "device"][..],
+            &["mode", "type", "bootable", "other-config:"][..],
+            "Creates a VBD of the VDI for the VM; prints its UUID.",
+        ),
+        (
+            "vif-create",
+            &["vm-uuid", "network-uuid", "device"][..],
+            &["mac", "mtu", "other-config:"][..],
+            "Creates a VIF of the VM on the network; prints its UUID.",
+        ),
+    ] {
+        out.push(cmd(name, reqd, optn, what.into()));
+    }
     let mut net = cmd(
         "network-create",
         &["name-label"],
