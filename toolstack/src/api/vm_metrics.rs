@@ -114,7 +114,10 @@ impl Xapi {
         let m = tx.str_field(vm, "metrics");
         if tx.class_of(&m) == Some("VM_metrics") {
             tx.set(&m, "memory_actual", s(sm.memory_actual.to_string()));
-            tx.set(&m, "VCPUs_number", s(sm.vcpus.to_string()));
+            // Before its vCPUs come up a domain reports none: the number set at start stays.
+            if sm.vcpus > 0 {
+                tx.set(&m, "VCPUs_number", s(sm.vcpus.to_string()));
+            }
             if !sm.utilisation.is_empty() {
                 tx.set(
                     &m,
