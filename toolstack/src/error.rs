@@ -95,6 +95,7 @@ pub mod codes {
     pub const EVENTS_LOST: &str = "EVENTS_LOST";
     pub const SESSION_NOT_REGISTERED: &str = "SESSION_NOT_REGISTERED";
     pub const VM_HAS_VGPU: &str = "VM_HAS_VGPU";
+    pub const NOT_IMPLEMENTED: &str = "NOT_IMPLEMENTED";
 }
 
 /// The crate's error type.

@@ -396,6 +396,9 @@ impl Xapi {
             ("VM", "hard_shutdown") => self.vm_op(method, p, 2, |x, vm, _| x.vm_shutdown(vm, true)),
             ("VM", "clean_reboot") => self.vm_op(method, p, 2, |x, vm, _| x.vm_reboot(vm, false)),
             ("VM", "hard_reboot") => self.vm_op(method, p, 2, |x, vm, _| x.vm_reboot(vm, true)),
+            ("VM", "suspend") => self.vm_op(method, p, 2, |x, vm, _| x.vm_suspend(vm)),
+            ("VM", "resume") => self.vm_op(method, p, 4, |x, vm, _| x.vm_resume(vm)),
+            ("VM", "resume_on") => self.vm_op(method, p, 5, |x, vm, _| x.vm_resume(vm)),
             ("VM", "pause") => self.vm_op(method, p, 2, |x, vm, _| x.vm_pause(vm, true)),
             ("VM", "unpause") => self.vm_op(method, p, 2, |x, vm, _| x.vm_pause(vm, false)),
             ("VM", "set_memory_dynamic_range") => self.vm_op(method, p, 4, |x, vm, p| {
