@@ -16,7 +16,7 @@ import traceback
 URL, PASSWORD = sys.argv[1], sys.argv[2]
 failed = []
 # How long the guest may take to report (its kernel boots under TCG emulation).
-AGENT_WAIT = int(os.environ.get("SDK_AGENT_WAIT", "600"))
+AGENT_WAIT = int(os.environ.get("SDK_AGENT_WAIT", "240"))
 
 
 def check(name, ok, detail=""):
@@ -53,7 +53,7 @@ def wait(what, f, timeout):
 
 def session(originator):
     s = None
-    for _ in range(60):
+    for _ in range(30):
         try:
             s = XenAPI.Session(URL, ignore_ssl=True)
             s.xenapi.login_with_password("root", PASSWORD, "2.21", originator)
