@@ -234,7 +234,7 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ]; then
     # A fresh log per start: "ready" is this run's.
     [ -e /tmp/xapi.log ] && cat /tmp/xapi.log >> /tmp/xapi-earlier.log && rm -f /tmp/xapi.log
     RUST_LOG=toolstack=info /e2e/bin/xapi --hypervisor real --discover --state-dir $XS --root-password e2e \
-      --listen none --https-listen none --vif-script /e2e/vif-e2e --blkbackd /e2e/bin/blkbackd \
+      --listen none --https-listen 0.0.0.0:443 --vif-script /e2e/vif-e2e --blkbackd /e2e/bin/blkbackd \
       --clean-shutdown-timeout 60 >> /tmp/xapi.log 2>&1 &
     XAPI_PID=$!
     i=0; while ! grep -q '^ready' /tmp/xapi.log 2>/dev/null && kill -0 $XAPI_PID 2>/dev/null && [ $i -lt 300 ]; do usleep 100000; i=$((i+1)); done
@@ -283,6 +283,10 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ]; then
   ps=$(xe vm-list name-label=xapi-guest params=power-state --minimal)
   [ "$ps" = running ] && [ -n "$XDID" ] && [ "$XDID" != -1 ]; ok xapi-vm-running $? "power-state=$ps domid=$XDID"
   grep '^E2E-DOMU-CHECK' $XLOG 2>/dev/null | sed 's/^E2E-DOMU-CHECK /E2E-CHECK domu:/'
+  # The guest's /init wrote guest-agent keys (data/os_*, attr/vif/0/ipv4/0, data/updated).
+  i=0; while ! xenstore-exists /local/domain/$XDID/data/updated 2>/dev/null && [ $i -lt 300 ]; do usleep 100000; i=$((i+1)); done
+  ga="$(xenstore-read /local/domain/$XDID/data/os_uname 2>/dev/null) $(xenstore-read /local/domain/$XDID/attr/vif/0/ipv4/0 2>/dev/null)"
+  xenstore-exists /local/domain/$XDID/data/updated; ok xapi-guest-agent-keys $? "guest wrote: $ga"
   DMPID=$(xenstore-read /local/domain/$XDID/image/device-model-pid 2>/dev/null)
   [ -n "$DMPID" ] && kill -0 "$DMPID" 2>/dev/null; ok xapi-blkbackd-running $? "device model of domain $XDID: pid ${DMPID:-none}"
   if [ -n "$upm" ]; then
@@ -360,6 +364,34 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ]; then
   xenstore-exists /local/domain/0/backend/qdisk/$D4 2>/dev/null && gone=0
   [ $rc = 0 ] && [ "$ps" = halted ] && [ $gone = 1 ]
   ok xapi-guest-poweroff-noticed $? "domain $D4 powered off by itself: power-state=$ps, domain, blkbackd $DM4 and backend dirs gone: $gone"
+
+  # The official Python SDK on the host machine, through QEMU's forward of a loopback port to
+  # 10.0.2.15:443 (e1000 on QEMU's user network): xtask starts it on E2E-SDK-READY and the
+  # script sets pool other-config:sdk-done when it is finished.
+  insmod $K/drivers/net/ethernet/intel/e1000/e1000.ko
+  i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done
+  ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up && ip route add default via 10.0.2.2
+  nic=$?; ok sdk-dom0-nic $nic "eth0 $(cat /sys/class/net/eth0/address 2>/dev/null) 10.0.2.15/24"
+  dd if=/dev/zero of=/tmp/sdk-disk.img bs=1M count=16 2>/dev/null
+  POOL=$(xe pool-list --minimal)
+  # Without the NIC the host cannot connect: no E2E-SDK-READY (xtask reports sdk-start FAIL).
+  [ $nic = 0 ] && echo "E2E-SDK-READY https 10.0.2.15:443"
+  t=$(cs); done_=""
+  while [ $nic = 0 ] && [ $(( $(cs) - t )) -lt 60000 ]; do
+    done_=$(xe pool-param-get uuid="$POOL" param-name=other-config param-key=sdk-done 2>/dev/null)
+    [ -n "$done_" ] && break
+    echo "E2E-MARK sdk-wait $(( ($(cs) - t) / 100 )) s uptime=$(up)"
+    sleep 15
+  done
+  [ "$done_" = PASS ]; ok sdk-host-script $? "sdk-done=${done_:-never set} after $(( ($(cs) - t) / 100 )) s"
+  left=$(xl list 2>/dev/null | tail -n +3 | awk '{print $1":"$2}' | tr '\n' ' ')
+  [ -z "$left" ]; ok sdk-no-domain-left $? "domains but dom0: ${left:-none}"
+  bb=$(pidof blkbackd)
+  [ -z "$bb" ]; ok sdk-no-blkbackd-left $? "blkbackd pids: ${bb:-none}"
+  bd=$(xenstore-list /local/domain/0/backend/qdisk 2>/dev/null; xenstore-list /local/domain/0/backend/vif 2>/dev/null)
+  [ -z "$bd" ]; ok sdk-no-backend-dirs-left $? "backend dirs: $(echo $bd)"
+  grep -q E2E-DOMU-USERSPACE /var/log/xen/console/guest-sdk-guest.log 2>/dev/null
+  ok sdk-guest-console $? "$(grep -c E2E-DOMU-UP /var/log/xen/console/guest-sdk-guest.log 2>/dev/null) boots reached E2E-DOMU-UP in guest-sdk-guest.log"
 
   kill $XAPI_PID; wait $XAPI_PID 2>/dev/null
   echo "----- xapi log -----"; cat /tmp/xapi-earlier.log 2>/dev/null | tail -20; tail -30 /tmp/xapi.log; echo "----- end of xapi log -----"

@@ -33,6 +33,16 @@ if grep -q 'e2e=xapi' /proc/cmdline; then
   else
     check xapi-netfront FAIL "no eth0"
   fi
+  # A guest agent's report, as xapi_guest_agent reads it: XS_WRITE (type 11) messages on
+  # /dev/xen/xenbus, paths relative to this domain's directory, data/updated last.
+  le32() { printf "\\$(printf %o $(($1 & 255)))\\$(printf %o $((($1 >> 8) & 255)))\\$(printf %o $((($1 >> 16) & 255)))\\$(printf %o $((($1 >> 24) & 255)))"; }
+  xs_write() { { le32 11; le32 0; le32 0; le32 $((${#1} + 1 + ${#2})); printf '%s\000%s' "$1" "$2"; } > /dev/xen/xenbus; }
+  ip addr add 10.0.42.2/24 dev eth0 2>/dev/null
+  xs_write data/os_name "Linux $(uname -r) e2e guest" && xs_write data/os_uname "$(uname -r)" \
+    && xs_write data/os_distro busybox && xs_write attr/vif/0/ipv4/0 10.0.42.2 \
+    && xs_write data/updated 1 \
+    && check xapi-guest-agent PASS "wrote data/os_* and attr/vif/0/ipv4/0 through /dev/xen/xenbus" \
+    || check xapi-guest-agent FAIL "writing /dev/xen/xenbus failed ($(ls -l /dev/xen 2>&1 | tr '\n' ' '))"
   echo "E2E-DOMU-UP"
   while :; do sleep 1; done
 fi

@@ -381,7 +381,7 @@ pub fn with_defaults(wire: &str, params: &[Value]) -> Option<Vec<Value>> {
 
 /// What the project implements of each class: (class, persistent, `create` from a record,
 /// `destroy`), in [`Known`]'s order.
-const IMPLEMENTED: [(Known, bool, bool, bool); 22] = [
+const IMPLEMENTED: [(Known, bool, bool, bool); 23] = [
     (Known::session, false, false, false),
     (Known::task, false, false, true),
     (Known::pool, true, false, false),
@@ -404,6 +404,7 @@ const IMPLEMENTED: [(Known, bool, bool, bool); 22] = [
     (Known::VGPU, true, false, true),
     (Known::VGPU_type, true, false, false),
     (Known::message, true, false, true),
+    (Known::VM_guest_metrics, true, false, false),
 ];
 
 fn build() -> Vec<Class> {
@@ -458,11 +459,12 @@ pub enum Known {
     VGPU,
     VGPU_type,
     message,
+    VM_guest_metrics,
 }
 
 impl Known {
     /// Every variant, in order.
-    pub const ALL: [Known; 22] = [
+    pub const ALL: [Known; 23] = [
         Known::session,
         Known::task,
         Known::pool,
@@ -485,6 +487,7 @@ impl Known {
         Known::VGPU,
         Known::VGPU_type,
         Known::message,
+        Known::VM_guest_metrics,
     ];
 
     /// The class.

@@ -101,6 +101,7 @@ pub mod codes {
     pub const DEVICE_ALREADY_DETACHED: &str = "DEVICE_ALREADY_DETACHED";
     pub const INVALID_DEVICE: &str = "INVALID_DEVICE";
     pub const PROVISION_ONLY_ALLOWED_ON_TEMPLATE: &str = "PROVISION_ONLY_ALLOWED_ON_TEMPLATE";
+    pub const NOT_IMPLEMENTED: &str = "NOT_IMPLEMENTED";
 }
 
 /// The crate's error type.

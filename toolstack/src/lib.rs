@@ -39,6 +39,7 @@ pub mod datamodel;
 pub mod db;
 pub mod devices;
 pub mod error;
+pub mod guest_agent;
 pub mod host;
 pub mod memory;
 pub mod metrics;

@@ -1136,3 +1136,137 @@ fn event_from_reports_each_change_once_in_order() {
     assert_eq!(evs.len(), 1);
     assert_eq!((evs[0].0.clone(), evs[0].1.clone()), (v, Value::str("add")));
 }
+
+#[test]
+fn metrics_and_guest_agent_report_as_xapi() {
+    let t = T::new();
+    let vm = t.vm("metered", GIB / 4);
+    t.ok(
+        "VM.start",
+        &[vm.clone(), Value::Bool(false), Value::Bool(false)],
+    );
+    let domid = DomId(t.get("VM", "domid", &vm).as_i64().unwrap() as u16);
+    assert_eq!(
+        t.get("VM", "resident_on", &vm),
+        t.ok("host.get_all", &[]).as_array().unwrap()[0]
+    );
+    let m = t.get("VM", "metrics", &vm);
+    assert_eq!(t.get("VM_metrics", "VCPUs_number", &m), Value::str("1"));
+    assert_eq!(
+        t.get("VM_metrics", "state", &m),
+        Value::Array(vec![Value::str("running")])
+    );
+    let start = t.get("VM_metrics", "start_time", &m);
+    assert!(
+        matches!(&start, Value::DateTime(d) if !d.starts_with("1970")),
+        "{start:?}"
+    );
+    let null = Value::str("OpaqueRef:NULL");
+    assert_eq!(t.get("VM", "guest_metrics", &vm), null);
+
+    let mut samples = toolstack::api::CpuSamples::default();
+    t.x.refresh_metrics(&mut samples);
+    let actual = t.get("VM_metrics", "memory_actual", &m).as_i64().unwrap();
+    let info = t.be.xen().domain_info(domid).unwrap();
+    assert_eq!(actual as u64, info.tot_pages.0 * 4096);
+    assert!(actual > 0);
+
+    // The guest's agent writes its report; nothing counts before `data/updated`.
+    let g = t.guests().xenstore(domid).unwrap();
+    let base = format!("/local/domain/{}", domid.0);
+    for (k, v) in [
+        ("attr/PVAddons/MajorVersion", "9"),
+        ("attr/PVAddons/MinorVersion", "2"),
+        ("attr/PVAddons/MicroVersion", "0"),
+        ("data/os_name", "Debian GNU/Linux 12"),
+        ("data/os_distro", "debian"),
+        ("attr/vif/0/ipv4/0", "10.1.2.3"),
+    ] {
+        g.write(&format!("{base}/{k}"), v).unwrap();
+    }
+    t.x.refresh_metrics(&mut samples);
+    assert_eq!(t.get("VM", "guest_metrics", &vm), null);
+    g.write(&format!("{base}/data/updated"), "1").unwrap();
+    t.x.refresh_metrics(&mut samples);
+    let gm = t.get("VM", "guest_metrics", &vm);
+    assert_ne!(gm, null);
+    let os = t.get("VM_guest_metrics", "os_version", &gm);
+    assert_eq!(
+        os.as_struct().unwrap().get("distro"),
+        Some(&Value::str("debian"))
+    );
+    let nets = t.get("VM_guest_metrics", "networks", &gm);
+    assert_eq!(
+        nets.as_struct().unwrap().get("0/ip"),
+        Some(&Value::str("10.1.2.3"))
+    );
+    let pv = t.get("VM_guest_metrics", "PV_drivers_version", &gm);
+    assert_eq!(pv.as_struct().unwrap().get("major"), Some(&Value::str("9")));
+    assert_eq!(
+        t.get("VM_guest_metrics", "PV_drivers_detected", &gm),
+        Value::Bool(true)
+    );
+    let other = t.get("VM_guest_metrics", "other", &gm);
+    assert!(
+        other.as_struct().unwrap().contains_key("feature-poweroff"),
+        "control/* keys in other: {other:?}"
+    );
+    // Two samples give a utilisation per vCPU, a fraction.
+    let util = t.get("VM_metrics", "VCPUs_utilisation", &m);
+    let u = util.as_struct().unwrap().get("0").cloned();
+    assert!(
+        matches!(u, Some(Value::Double(f)) if (0.0..=1.0).contains(&f)),
+        "{util:?}"
+    );
+
+    // The monitor keeps it current: a new address shows up without a call.
+    t.x.spawn_monitor();
+    g.write(&format!("{base}/attr/vif/0/ipv4/0"), "10.9.9.9")
+        .unwrap();
+    wait_for("new address", || {
+        t.get("VM_guest_metrics", "networks", &gm)
+            .as_struct()
+            .and_then(|n| n.get("0/ip").cloned())
+            == Some(Value::str("10.9.9.9"))
+    });
+
+    // Halted: the guest metrics go, memory_actual is 0.
+    t.ok("VM.hard_shutdown", &[vm.clone()]);
+    assert_eq!(t.get("VM", "guest_metrics", &vm), null);
+    assert_eq!(t.ok("VM_guest_metrics.get_all", &[]), Value::Array(vec![]));
+    assert_eq!(t.get("VM_metrics", "memory_actual", &m), Value::str("0"));
+    assert_eq!(t.get("VM", "resident_on", &vm), null);
+}
+
+#[test]
+fn suspend_and_resume_check_power_state_then_say_not_implemented() {
+    let t = T::new();
+    let vm = t.vm("sleepy", GIB / 4);
+    let e = t.err("VM.suspend", &[vm.clone()]);
+    assert_eq!(e.code, "VM_BAD_POWER_STATE");
+    assert_eq!(e.params[1..], ["running".to_owned(), "halted".to_owned()]);
+    t.ok(
+        "VM.start",
+        &[vm.clone(), Value::Bool(false), Value::Bool(false)],
+    );
+    let domid = t.get("VM", "domid", &vm);
+    let e = t.err("VM.suspend", &[vm.clone()]);
+    assert_eq!(
+        (e.code.as_str(), e.params.as_slice()),
+        ("NOT_IMPLEMENTED", &["VM.suspend".to_owned()][..])
+    );
+    // Nothing changed: still running in the same domain.
+    assert_eq!(t.get("VM", "power_state", &vm), Value::str("Running"));
+    assert_eq!(t.get("VM", "domid", &vm), domid);
+    assert_eq!(t.domain_count(), 1);
+    let e = t.err(
+        "VM.resume",
+        &[vm.clone(), Value::Bool(false), Value::Bool(false)],
+    );
+    assert_eq!(e.code, "VM_BAD_POWER_STATE");
+    assert_eq!(
+        e.params[1..],
+        ["suspended".to_owned(), "running".to_owned()]
+    );
+    t.ok("VM.hard_shutdown", &[vm]);
+}

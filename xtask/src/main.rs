@@ -20,6 +20,7 @@ mod initramfs;
 mod proc;
 mod qemu;
 mod report;
+mod sdk;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -367,7 +368,9 @@ fn e2e(args: E2eArgs) -> Result<bool> {
         smp: args.smp,
         memory_mb: args.memory,
         dom0_mem_mb: args.dom0_memory,
+        https_forward: if args.no_domu { None } else { sdk::free_port() },
     };
+    let mut host_sdk = boot.https_forward.map(|p| sdk::HostSdk::new(p, "e2e"));
     let log = args.log.clone().unwrap_or_else(|| cache.join("serial.log"));
     let mut last_step = String::from("(nothing from dom0's /init yet)");
     let end = qemu::run(&boot, &log, deadline, |line| {
@@ -375,7 +378,17 @@ fn e2e(args: E2eArgs) -> Result<bool> {
             last_step = line[i..].to_string();
         }
         report.feed(line);
+        for l in host_sdk
+            .as_mut()
+            .map(|s| s.on_line(line))
+            .unwrap_or_default()
+        {
+            report.feed(&l);
+        }
     })?;
+    for l in host_sdk.map(sdk::HostSdk::finish).unwrap_or_default() {
+        report.feed(&l);
+    }
     let boot_secs = t.elapsed().as_secs_f64();
     match end {
         qemu::End::TimedOut => report.add(

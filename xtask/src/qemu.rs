@@ -27,6 +27,9 @@ pub struct Boot {
     pub memory_mb: u32,
     /// dom0's memory in MiB.
     pub dom0_mem_mb: u32,
+    /// A loopback port of this machine forwarded to dom0's port 443 (an e1000 NIC on
+    /// QEMU's user network, dom0 at 10.0.2.15), for the host-side XenAPI SDK.
+    pub https_forward: Option<u16>,
 }
 
 /// The guest's `cpus` setting for `xl` on a machine of `smp` CPUs: every physical CPU but
@@ -93,6 +96,14 @@ impl Boot {
                 "-no-reboot",
                 "-nodefaults",
             ])
+            .args(self.https_forward.iter().flat_map(|p| {
+                [
+                    "-netdev".to_owned(),
+                    format!("user,id=host,hostfwd=tcp:127.0.0.1:{p}-10.0.2.15:443"),
+                    "-device".to_owned(),
+                    "e1000,netdev=host".to_owned(),
+                ]
+            }))
             .arg("-kernel")
             .arg(&self.xen)
             .args(["-append", &self.xen_args()])
@@ -181,6 +192,7 @@ mod tests {
             smp: 2,
             memory_mb: 2048,
             dom0_mem_mb: 1024,
+            https_forward: Some(4443),
         };
         let cmd = b.command();
         let args: Vec<String> = cmd
@@ -189,6 +201,11 @@ mod tests {
             .collect();
         let i = args.iter().position(|a| a == "-initrd").unwrap();
         assert_eq!(args[i + 1], "/c/vmlinux console=hvc0 a=1,,2,/c/initrd");
+        let n = args.iter().position(|a| a == "-netdev").unwrap();
+        assert_eq!(
+            args[n + 1],
+            "user,id=host,hostfwd=tcp:127.0.0.1:4443-10.0.2.15:443"
+        );
         assert!(b.xen_args().contains("smap=0 smep=0"));
         assert!(b.xen_args().contains("dom0_mem=1024M,max:1024M"));
         assert!(b.xen_args().contains("dom0_max_vcpus=1 dom0_vcpus_pin"));

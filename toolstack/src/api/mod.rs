@@ -20,6 +20,7 @@ mod session;
 mod sr;
 mod storage;
 mod vm;
+mod vm_metrics;
 mod vm_snapshot;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -31,6 +32,8 @@ use xen_types::DomId;
 
 pub use self::network::{random_mac, valid_mac};
 pub use self::operations::gen_mac;
+pub use self::vm::METRICS_INTERVAL;
+pub use self::vm_metrics::CpuSamples;
 use crate::backend::{Backend, ShutdownReason};
 use crate::datamodel::{self, Class, Known, Qual, Ty, NULL_REF};
 use crate::db::{Db, Read, Record, Tx};
@@ -428,6 +431,9 @@ impl Xapi {
             ("VM", "hard_shutdown") => self.vm_op(method, p, 2, |x, vm, _| x.vm_shutdown(vm, true)),
             ("VM", "clean_reboot") => self.vm_op(method, p, 2, |x, vm, _| x.vm_reboot(vm, false)),
             ("VM", "hard_reboot") => self.vm_op(method, p, 2, |x, vm, _| x.vm_reboot(vm, true)),
+            ("VM", "suspend") => self.vm_op(method, p, 2, |x, vm, _| x.vm_suspend(vm)),
+            ("VM", "resume") => self.vm_op(method, p, 4, |x, vm, _| x.vm_resume(vm)),
+            ("VM", "resume_on") => self.vm_op(method, p, 5, |x, vm, _| x.vm_resume(vm)),
             ("VM", "pause") => self.vm_op(method, p, 2, |x, vm, _| x.vm_pause(vm, true)),
             ("VM", "unpause") => self.vm_op(method, p, 2, |x, vm, _| x.vm_pause(vm, false)),
             ("VM", "set_memory_dynamic_range") => self.vm_op(method, p, 4, |x, vm, p| {

@@ -4,6 +4,9 @@
 use super::*;
 use crate::xenops::{self, AfterStop, PowerState, VmConfig};
 
+/// How often the monitor refreshes `VM_metrics` and `VM_guest_metrics`.
+pub const METRICS_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Xapi {
     /// VMs the database says run but whose domains are gone are marked Halted (after a
     /// restart of the daemon or of the host).
@@ -64,16 +67,25 @@ impl Xapi {
             .collect()
     }
 
-    /// Starts the thread that notices domains dying on their own.
+    /// Starts the thread that notices domains dying on their own and refreshes the
+    /// running VMs' metrics every [`METRICS_INTERVAL`].
     pub fn spawn_monitor(self: &Arc<Self>) {
         let weak: Weak<Self> = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("xapi-monitor".into())
-            .spawn(move || loop {
-                let Some(x) = weak.upgrade() else { return };
-                let dead = x.backend.wait_shutdowns(Duration::from_millis(200));
-                for (domid, reason) in dead {
-                    x.domain_stopped(domid, reason);
+            .spawn(move || {
+                let mut samples = super::vm_metrics::CpuSamples::default();
+                let mut next_metrics = std::time::Instant::now();
+                loop {
+                    let Some(x) = weak.upgrade() else { return };
+                    let dead = x.backend.wait_shutdowns(Duration::from_millis(200));
+                    for (domid, reason) in dead {
+                        x.domain_stopped(domid, reason);
+                    }
+                    if std::time::Instant::now() >= next_metrics {
+                        x.refresh_metrics(&mut samples);
+                        next_metrics = std::time::Instant::now() + METRICS_INTERVAL;
+                    }
                 }
             })
             .expect("spawn monitor thread");
@@ -182,6 +194,7 @@ impl Xapi {
             if tx.class_of(&metrics).is_some() {
                 tx.destroy(&metrics);
             }
+            self.drop_guest_metrics(tx, vm);
             tx.destroy(vm);
             Ok(s(""))
         })
@@ -257,7 +270,15 @@ impl Xapi {
             if tx.class_of(&m) == Some("VM_metrics") {
                 tx.set(&m, "start_time", now_datetime());
                 tx.set(&m, "memory_actual", s(cfg.memory.to_string()));
-                tx.set(&m, "VCPUs_number", s(cfg.vcpus_max.to_string()));
+                tx.set(&m, "VCPUs_number", s(cfg.vcpus_at_startup.to_string()));
+                tx.set(&m, "VCPUs_utilisation", Value::Struct(BTreeMap::new()));
+                tx.set(
+                    &m,
+                    "state",
+                    Value::Array(vec![s(state.as_str().to_lowercase())]),
+                );
+                tx.set(&m, "current_domain_type", s("pv"));
+                tx.set(&m, "hvm", Value::Bool(false));
                 tx.set(&m, "last_updated", now_datetime());
             }
             self.update_memory_metrics(tx);
@@ -279,9 +300,13 @@ impl Xapi {
         let m = tx.str_field(vm, "metrics");
         if tx.class_of(&m) == Some("VM_metrics") {
             tx.set(&m, "memory_actual", s("0"));
+            tx.set(&m, "VCPUs_utilisation", Value::Struct(BTreeMap::new()));
+            tx.set(&m, "state", Value::Array(Vec::new()));
+            tx.set(&m, "current_domain_type", s("unspecified"));
             tx.set(&m, "last_updated", now_datetime());
         }
         operations::refresh_vm(tx, vm);
+        self.drop_guest_metrics(tx, vm);
     }
 
     /// Records that `vm` halted, and the host's memory.
@@ -402,5 +427,34 @@ impl Xapi {
             operations::refresh_vm(tx, vm);
             Ok(s(""))
         })
+    }
+
+    /// `VM.suspend`: a Running VM is checked as XAPI does, then refused with
+    /// `NOT_IMPLEMENTED`: saving a domain needs libxenguest's save stream
+    /// (`xc_domain_save`), which `xenctrl` does not bind yet.
+    pub(super) fn vm_suspend(&self, vm: &str) -> R {
+        let _turn = self.turn(vm)?;
+        let cfg = self.vm_config(vm)?;
+        if cfg.is_control_domain {
+            return Err(ApiError::new(
+                codes::OPERATION_NOT_ALLOWED,
+                ["the control domain cannot be suspended"],
+            ));
+        }
+        if cfg.power_state != PowerState::Running {
+            return Err(Self::bad_power(vm, "running", cfg.power_state));
+        }
+        Err(ApiError::new(codes::NOT_IMPLEMENTED, ["VM.suspend"]))
+    }
+
+    /// `VM.resume`/`resume_on`: only a Suspended VM, and none can be suspended yet
+    /// ([`Self::vm_suspend`]).
+    pub(super) fn vm_resume(&self, vm: &str) -> R {
+        let _turn = self.turn(vm)?;
+        let cfg = self.vm_config(vm)?;
+        if cfg.power_state != PowerState::Suspended {
+            return Err(Self::bad_power(vm, "suspended", cfg.power_state));
+        }
+        Err(ApiError::new(codes::NOT_IMPLEMENTED, ["VM.resume"]))
     }
 }

@@ -137,36 +137,6 @@ pub fn commands() -> Vec<Command> {
         &["mac", "mode"],
         "Bonds the PIFs (comma-separated UUIDs) onto the network; prints the bond's UUID.".into(),
     ));
-    // `cli_create.rs`: xe's `vdi-create`, `vbd-create`, `vif-create`, and this project's
-    // `vm-create` (a PV VM without a template).
-    for (name, reqd, optn, what) in [
-        (
-            "vm-create",
-            &["name-label", "memory"][..],
-            &["VCPUs", "PV-kernel", "PV-ramdisk", "PV-args"][..],
-            "Creates a PV VM (memory in MiB); prints its UUID.",
-        ),
-        (
-            "vdi-create",
-            &["sr-uuid", "name-label", "virtual-size"][..],
-            &["type", "sm-config:"][..],
-            "Creates a VDI; prints its UUID.",
-        ),
-        (
-            "vbd-create",
-            &["vm-uuid", "vdi-uuid", "device"][..],
-            &["mode", "type", "other-config:"][..],
-            "Creates a VBD; prints its UUID.",
-        ),
-        (
-            "vif-create",
-            &["vm-uuid", "network-uuid", "device"][..],
-            &["mac"][..],
-            "Creates a VIF; prints its UUID.",
-        ),
-    ] {
-        out.push(cmd(name, reqd, optn, what.into()));
-    }
     let mut net = cmd(
         "network-create",
         &["name-label"],
@@ -294,19 +264,19 @@ const STORAGE: &[CmdSpec] = &[
         "vdi-create",
         &["sr-uuid", "name-label", "virtual-size"],
         &["type", "sm-config:"],
-        "Creates a VDI; prints its UUID.",
+        "Creates a VDI on the SR (sm-config:path= names an image to serve); prints its UUID.",
     ),
     (
         "vbd-create",
         &["vm-uuid", "vdi-uuid", "device"],
         &["mode", "type", "other-config:"],
-        "Creates a VBD; prints its UUID.",
+        "Creates a VBD of the VDI for the VM; prints its UUID.",
     ),
     (
         "vif-create",
         &["vm-uuid", "network-uuid", "device"],
         &["mac"],
-        "Creates a VIF; prints its UUID.",
+        "Creates a VIF of the VM on the network; prints its UUID.",
     ),
     (
         "sr-create",
