@@ -48,6 +48,7 @@ pub mod simguest;
 pub mod storage;
 pub mod tasks;
 pub mod value;
+pub mod web;
 pub mod xenops;
 pub mod xmlrpc;
 

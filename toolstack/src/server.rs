@@ -111,6 +111,9 @@ async fn service(
             .expect("valid response"))
     };
     if req.method() == Method::GET {
+        if let Some((ctype, body)) = crate::web::handle(req.uri().path()) {
+            return reply(StatusCode::OK, ctype, body.to_owned());
+        }
         let (path, query) = (
             req.uri().path().to_owned(),
             req.uri().query().map(str::to_owned),
