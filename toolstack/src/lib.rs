@@ -30,6 +30,7 @@
 //! ```
 
 pub mod api;
+pub mod audit;
 pub mod backend;
 pub mod cli;
 mod cli_create;
