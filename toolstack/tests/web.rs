@@ -250,6 +250,24 @@ fn page_shows_vms_and_live_graphs_in_headless_chromium() {
         assert!(inked > 100, "{g}: only {inked} pixels drawn");
     }
 
+    // A session that is not (or no longer) valid brings the login form back.
+    let stale = run_chromium(
+        &browser,
+        &out.join("stale.html"),
+        &[
+            "--virtual-time-budget=4000".into(),
+            "--dump-dom".into(),
+            format!("http://127.0.0.1:{port}/#session_id=OpaqueRef%3Agone"),
+        ],
+        Duration::from_secs(90),
+    );
+    assert!(
+        stale.contains("Session ended: please log in again."),
+        "{stale}"
+    );
+    assert!(stale.contains("<div id=\"main\" hidden=\"\">"), "{stale}");
+    assert!(!stale.contains("<td>web-frontend</td>"), "{stale}");
+
     // The screenshot, kept in the test's output directory.
     let png = out.join("page.png");
     let _ = std::fs::remove_file(&png);

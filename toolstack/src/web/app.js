@@ -16,6 +16,7 @@ async function rpc(method, params) {
   });
   const j = await r.json();
   if (j.error) {
+    if (j.error.message === "SESSION_INVALID") loggedOut();
     throw new Error([j.error.message].concat(j.error.data || []).join(" "));
   }
   return j.result;
@@ -150,12 +151,14 @@ function draw(id, lines, t0, t1) {
 }
 
 async function poll() {
+  if (session === null) return;
   const now = Math.floor(Date.now() / 1000);
   const q = "start=" + (now - WINDOW_S) + "&cf=AVERAGE&interval=5&host=true&json=true&session_id=" +
     encodeURIComponent(session);
   const status = document.getElementById("status");
   try {
     const r = await fetch("/rrd_updates?" + q);
+    if (r.status === 401) loggedOut();
     if (!r.ok) throw new Error("rrd_updates: HTTP " + r.status + " " + (await r.text()).trim());
     const x = await r.json();
     const s = series(x);
@@ -169,6 +172,19 @@ async function poll() {
   }
 }
 
+let timer = null;
+
+// Back to the login form when the session is gone (logged out elsewhere, xapi restarted).
+function loggedOut() {
+  session = null;
+  sessionStorage.removeItem("session_id");
+  if (timer !== null) clearInterval(timer);
+  timer = null;
+  document.getElementById("main").hidden = true;
+  document.getElementById("login").hidden = false;
+  document.getElementById("error").textContent = "Session ended: please log in again.";
+}
+
 async function start() {
   document.getElementById("login").hidden = true;
   document.getElementById("main").hidden = false;
@@ -178,7 +194,8 @@ async function start() {
     document.getElementById("status").textContent = String(e.message || e);
   }
   await poll();
-  setInterval(async () => {
+  if (timer !== null) clearInterval(timer);
+  timer = setInterval(async () => {
     await loadInventory().catch(() => {});
     await poll();
   }, POLL_MS);
@@ -204,5 +221,9 @@ document.getElementById("login").addEventListener("submit", async (ev) => {
 
 // A session handed over in the URL (`#session_id=...`) or kept from an earlier login.
 const fromHash = new URLSearchParams(location.hash.slice(1)).get("session_id");
-session = fromHash || sessionStorage.getItem("session_id");
+if (fromHash) {
+  sessionStorage.setItem("session_id", fromHash);
+  history.replaceState(null, "", location.pathname);
+}
+session = sessionStorage.getItem("session_id");
 if (session) start();
