@@ -20,8 +20,9 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
 # protobuf-compiler: etcd-client's build script (toolstack feature `etcd`); etcd-server: the
-# etcd the pool-store tests start on loopback.
-pkgs=(build-essential pkg-config libxen-dev libclang-dev xen-utils-4.17 xenstore-utils python3 python3-pip protobuf-compiler etcd-server)
+# etcd the pool-store tests start on loopback; chromium: the headless browser the web page test
+# loads the page in.
+pkgs=(build-essential pkg-config libxen-dev libclang-dev xen-utils-4.17 xenstore-utils python3 python3-pip protobuf-compiler etcd-server chromium)
 if [ "$e2e" = 1 ]; then
     pkgs+=(xz-utils binutils util-linux)
 fi

@@ -30,6 +30,7 @@
 //! ```
 
 pub mod api;
+pub mod audit;
 pub mod backend;
 pub mod cli;
 mod cli_create;
@@ -49,6 +50,7 @@ pub mod simguest;
 pub mod storage;
 pub mod tasks;
 pub mod value;
+pub mod web;
 pub mod xenops;
 pub mod xmlrpc;
 

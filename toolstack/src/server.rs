@@ -51,7 +51,7 @@ pub fn handle_xmlrpc(xapi: &Arc<Xapi>, body: &[u8]) -> String {
             if let Some(fast) = xapi.get_all_records_xml(&method, &params) {
                 return fast;
             }
-            xmlrpc::encode_response(&wrap_result(xapi.call(&method, &params)))
+            xmlrpc::encode_response(&wrap_result(xapi.call_audited(&method, &params)))
         }
         Err(e) => xmlrpc::encode_fault(-32700, &e.to_string()),
     }
@@ -79,7 +79,9 @@ pub fn handle_jsonrpc(xapi: &Arc<Xapi>, body: &[u8]) -> String {
         None => vec![],
         Some(other) => vec![Value::from_json(other)],
     };
-    let r = xapi.call(method, &params).map(|v| json_result(method, &v));
+    let r = xapi
+        .call_audited(method, &params)
+        .map(|v| json_result(method, &v));
     let resp = match (r, v2) {
         (Ok(v), true) => serde_json::json!({"jsonrpc": "2.0", "result": v, "id": id}),
         (Err(e), true) => serde_json::json!({"jsonrpc": "2.0", "id": id,
@@ -111,6 +113,9 @@ async fn service(
             .expect("valid response"))
     };
     if req.method() == Method::GET {
+        if let Some((ctype, body)) = crate::web::handle(req.uri().path()) {
+            return reply(StatusCode::OK, ctype, body.to_owned());
+        }
         let (path, query) = (
             req.uri().path().to_owned(),
             req.uri().query().map(str::to_owned),

@@ -268,8 +268,9 @@ fn handlers_are_served_over_http() {
     assert!(ok.contains("<xport>"));
     let no = get("/rrd_updates?start=0&host=true", "");
     assert!(no.starts_with("HTTP/1.1 401"), "{no}");
-    // XML-RPC still answers POSTs, and other GETs are refused as before.
-    assert!(get("/", "").starts_with("HTTP/1.1 405"));
+    // `/` is the web page; other GETs are refused as before.
+    assert!(get("/", "").starts_with("HTTP/1.1 200"));
+    assert!(get("/nothing", "").starts_with("HTTP/1.1 405"));
 }
 
 fn f(v: &Value, k: &str) -> Value {

@@ -8,6 +8,7 @@
 //! - `network` (networks, VIFs, bonds, VLANs), `storage` (SRs, VBDs), `gpu`;
 //! - `events`: `event.from`, `event.register`/`next`.
 
+mod audit;
 mod events;
 mod fields;
 mod gpu;
@@ -102,6 +103,8 @@ pub struct Xapi {
     memory: crate::memory::Memory,
     /// The archives and alarms, once [`Xapi::enable_metrics`] ran.
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    /// `audit.log`, once [`Xapi::enable_audit`] ran.
+    audit: std::sync::OnceLock<crate::audit::AuditLog>,
     /// The SR drivers (storage manager).
     storage: crate::storage::Drivers,
 }
@@ -210,6 +213,7 @@ impl Xapi {
                 CLEAN_SHUTDOWN_TIMEOUT.as_millis() as u64,
             ),
             metrics: std::sync::OnceLock::new(),
+            audit: std::sync::OnceLock::new(),
         });
         x.reconcile()?;
         Ok(x)

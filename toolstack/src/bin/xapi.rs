@@ -69,6 +69,51 @@ struct Opts {
     /// On real Xen: the vif hotplug script (`none`: no script).
     #[arg(long, default_value = "/etc/xen/scripts/vif-bridge")]
     vif_script: String,
+    /// Where `xensource.log` and `audit.log` are written (default: `<state-dir>/log`).
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// A log is rotated (`name.1` … `name.N`) when it would grow past this many bytes.
+    #[arg(long, default_value_t = 10 << 20)]
+    log_max_bytes: u64,
+    /// How many rotated files of each log are kept.
+    #[arg(long, default_value_t = 5)]
+    log_keep: usize,
+}
+
+fn log_dir(o: &Opts) -> PathBuf {
+    o.log_dir.clone().unwrap_or_else(|| o.state_dir.join("log"))
+}
+
+/// Logs to stderr (filtered by `RUST_LOG`) and to `xensource.log` in the log directory
+/// (`RUST_LOG`, else `info` and the toolstack's `debug`, as XAPI's debug-level file).
+fn init_logging(o: &Opts) -> std::io::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+    let dir = log_dir(o);
+    std::fs::create_dir_all(&dir)?;
+    let file = toolstack::audit::RotatingFile::open(
+        &dir.join("xensource.log"),
+        o.log_max_bytes,
+        o.log_keep,
+    )?;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(EnvFilter::from_default_env()),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .with_filter(
+                    EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| EnvFilter::new("info,toolstack=debug,xapi=debug")),
+                ),
+        )
+        .init();
+    Ok(())
 }
 
 /// How the real host's devices are served (`--blkbackd`, `--vif-script`).
@@ -177,7 +222,12 @@ async fn run(o: Opts) -> Result<(), Error> {
     host::bootstrap(&db, &cfg)?;
     let backend = Arc::new(host_backend(&o, &cfg)?);
     println!("hypervisor: {}", backend.hypervisor());
+    let backend_name = backend.hypervisor().to_string();
     let xapi = Xapi::new(db, backend, creds)?;
+    let logs = log_dir(&o);
+    xapi.enable_audit_in(&logs, o.log_max_bytes, o.log_keep)
+        .map_err(|e| Error::Io(logs.join("audit.log").display().to_string(), e))?;
+    tracing::info!(state_dir = %o.state_dir.display(), hypervisor = backend_name, "xapi starting");
     xapi.clean_shutdown_timeout_ms.store(
         o.clean_shutdown_timeout.saturating_mul(1000),
         std::sync::atomic::Ordering::Relaxed,
@@ -235,11 +285,11 @@ async fn run(o: Opts) -> Result<(), Error> {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
     let o = Opts::parse();
+    if let Err(e) = init_logging(&o) {
+        eprintln!("xapi: {}: {e}", log_dir(&o).display());
+        std::process::exit(1);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
