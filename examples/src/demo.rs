@@ -115,45 +115,7 @@ const GUESTS: [Guest; 3] = [
     },
 ];
 
-/// A tiny x86-64 Xen ELF image: one loadable segment of `mem` bytes and a `Xen` ELF note
-/// (`XEN_ELFNOTE_GUEST_OS` = "linux"). Enough for the simulated builder's checks; it is not
-/// a kernel that boots.
-pub fn sample_kernel(mem: u64) -> Vec<u8> {
-    let mut k = vec![0u8; 64 + 2 * 56];
-    k[..4].copy_from_slice(b"\x7fELF");
-    k[4] = 2; // ELFCLASS64
-    k[5] = 1; // ELFDATA2LSB
-    k[6] = 1; // EV_CURRENT
-    k[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    k[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
-    k[24..32].copy_from_slice(&0xffff_ffff_8100_0000u64.to_le_bytes()); // e_entry
-    k[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
-    k[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
-    k[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
-    k[56..58].copy_from_slice(&2u16.to_le_bytes()); // e_phnum
-    let note_off = k.len() as u64;
-    let mut note = Vec::new();
-    for w in [4u32, 6, 6] {
-        note.extend_from_slice(&w.to_le_bytes());
-    }
-    note.extend_from_slice(b"Xen\0linux\0\0\0");
-    k.extend_from_slice(&note);
-    k.extend_from_slice(&[0xf4; 16]); // hlt
-    let len = k.len() as u64;
-    let mut ph = |i: usize, ty: u32, off: u64, vaddr: u64, filesz: u64, memsz: u64| {
-        let b = 64 + i * 56;
-        k[b..b + 4].copy_from_slice(&ty.to_le_bytes());
-        k[b + 4..b + 8].copy_from_slice(&5u32.to_le_bytes()); // R+X
-        k[b + 8..b + 16].copy_from_slice(&off.to_le_bytes());
-        k[b + 16..b + 24].copy_from_slice(&vaddr.to_le_bytes());
-        k[b + 24..b + 32].copy_from_slice(&vaddr.to_le_bytes());
-        k[b + 32..b + 40].copy_from_slice(&filesz.to_le_bytes());
-        k[b + 40..b + 48].copy_from_slice(&memsz.to_le_bytes());
-    };
-    ph(0, 1, 0, 0xffff_ffff_8100_0000, len, mem);
-    ph(1, 4, note_off, 0, note.len() as u64, note.len() as u64);
-    k
-}
+pub use xen_sim::domain::sample_kernel;
 
 fn mib(p: Pages) -> u64 {
     p.mib()
