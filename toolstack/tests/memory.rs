@@ -4,58 +4,16 @@
 
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
-use std::sync::Arc;
+#[path = "common/api.rs"]
+mod api;
 
-use toolstack::api::{Credentials, Xapi};
-use toolstack::backend::Backend;
-use toolstack::db::Db;
-use toolstack::host::{self, HostConfig};
+use api::{GIB, MIB, T};
+
 use toolstack::value::Value;
 use toolstack::ApiError;
 use xen_types::DomId;
 
-const GIB: u64 = 1 << 30;
-const MIB: u64 = 1 << 20;
-
-struct T {
-    x: Arc<Xapi>,
-    be: Arc<Backend>,
-    s: Value,
-}
-
 impl T {
-    /// A 4 GiB simulated host, 1 GiB of it for dom0.
-    fn new() -> T {
-        let db = Db::in_memory();
-        let be = Arc::new(Backend::simulated(4 * GIB, GIB, 4).unwrap());
-        host::bootstrap(&db, &HostConfig::simulated()).unwrap();
-        let x = Xapi::new(db, be.clone(), Credentials::new("root", "pw").unwrap()).unwrap();
-        let s = x
-            .call(
-                "session.login_with_password",
-                &[Value::str("root"), Value::str("pw")],
-            )
-            .unwrap();
-        T { x, be, s }
-    }
-
-    fn call(&self, m: &str, args: &[Value]) -> Result<Value, ApiError> {
-        let mut p = vec![self.s.clone()];
-        p.extend_from_slice(args);
-        self.x.call(m, &p)
-    }
-
-    fn ok(&self, m: &str, args: &[Value]) -> Value {
-        self.call(m, args).unwrap_or_else(|e| panic!("{m}: {e}"))
-    }
-
-    fn err(&self, m: &str, args: &[Value]) -> ApiError {
-        match self.call(m, args) {
-            Ok(v) => panic!("{m} succeeded: {v:?}"),
-            Err(e) => e,
-        }
-    }
-
     /// A VM of `static_max` bytes allowed to balloon between `min` and `max`.
     fn vm(&self, name: &str, min: u64, max: u64, static_max: u64) -> Value {
         let v = |b: u64| Value::String(b.to_string());

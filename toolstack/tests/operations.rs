@@ -5,60 +5,20 @@
 
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
-use std::sync::Arc;
+#[path = "common/api.rs"]
+mod api;
+
+use api::{GIB, T};
+
 use std::time::{Duration, Instant};
 
-use toolstack::api::{gen_mac, Credentials, Xapi};
-use toolstack::backend::Backend;
+use toolstack::api::gen_mac;
 use toolstack::db::Db;
-use toolstack::host::{self, HostConfig};
 use toolstack::simguest::ShutdownAnswer;
 use toolstack::value::Value;
 use toolstack::ApiError;
 
-const GIB: u64 = 1 << 30;
-
-struct T {
-    x: Arc<Xapi>,
-    be: Arc<Backend>,
-    s: Value,
-}
-
 impl T {
-    fn new() -> T {
-        Self::with_db(Db::in_memory())
-    }
-
-    fn with_db(db: Db) -> T {
-        let be = Arc::new(Backend::simulated(4 * GIB, GIB, 4).unwrap());
-        host::bootstrap(&db, &HostConfig::simulated()).unwrap();
-        let x = Xapi::new(db, be.clone(), Credentials::new("root", "pw").unwrap()).unwrap();
-        let s = x
-            .call(
-                "session.login_with_password",
-                &[Value::str("root"), Value::str("pw")],
-            )
-            .unwrap();
-        T { x, be, s }
-    }
-
-    fn call(&self, m: &str, args: &[Value]) -> Result<Value, ApiError> {
-        let mut p = vec![self.s.clone()];
-        p.extend_from_slice(args);
-        self.x.call(m, &p)
-    }
-
-    fn ok(&self, m: &str, args: &[Value]) -> Value {
-        self.call(m, args).unwrap_or_else(|e| panic!("{m}: {e}"))
-    }
-
-    fn err(&self, m: &str, args: &[Value]) -> ApiError {
-        match self.call(m, args) {
-            Ok(v) => panic!("{m} succeeded: {v:?}"),
-            Err(e) => e,
-        }
-    }
-
     fn vm_with(&self, extra: &[(&str, Value)]) -> Value {
         let m = Value::String((GIB / 4).to_string());
         let mut r = vec![

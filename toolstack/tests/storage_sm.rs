@@ -3,57 +3,19 @@
 
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
-use std::path::Path;
-use std::sync::Arc;
+#[path = "common/api.rs"]
+mod api;
 
-use toolstack::api::{Credentials, Xapi};
-use toolstack::backend::Backend;
-use toolstack::db::Db;
-use toolstack::host::{self, HostConfig};
+use api::{MIB, T};
+
+use std::path::Path;
+
 use toolstack::value::Value;
 use toolstack::ApiError;
 
-const GIB: u64 = 1 << 30;
-const MIB: u64 = 1 << 20;
-
-struct T {
-    x: Arc<Xapi>,
-    be: Arc<Backend>,
-    s: Value,
-    host: Value,
-}
-
 impl T {
-    fn new() -> T {
-        let db = Db::in_memory();
-        let be = Arc::new(Backend::simulated(4 * GIB, GIB, 4).unwrap());
-        host::bootstrap(&db, &HostConfig::simulated()).unwrap();
-        let x = Xapi::new(db, be.clone(), Credentials::new("root", "pw").unwrap()).unwrap();
-        let s = x
-            .call(
-                "session.login_with_password",
-                &[Value::str("root"), Value::str("pw")],
-            )
-            .unwrap();
-        let host = Value::str(x.host_ref());
-        T { x, be, s, host }
-    }
-
-    fn call(&self, m: &str, args: &[Value]) -> Result<Value, ApiError> {
-        let mut p = vec![self.s.clone()];
-        p.extend_from_slice(args);
-        self.x.call(m, &p)
-    }
-
-    fn ok(&self, m: &str, args: &[Value]) -> Value {
-        self.call(m, args).unwrap_or_else(|e| panic!("{m}: {e}"))
-    }
-
-    fn err(&self, m: &str, args: &[Value]) -> ApiError {
-        match self.call(m, args) {
-            Ok(v) => panic!("{m} succeeded: {v:?}"),
-            Err(e) => e,
-        }
+    fn host(&self) -> Value {
+        Value::str(self.x.host_ref())
     }
 
     fn get(&self, class: &str, field: &str, r: &Value) -> Value {
@@ -68,7 +30,7 @@ impl T {
         self.ok(
             "SR.create",
             &[
-                self.host.clone(),
+                self.host(),
                 map(&[("location", dir.to_str().unwrap())]),
                 Value::str("0"),
                 Value::str("local"),
@@ -205,7 +167,7 @@ fn file_sr_create_scan_and_space_are_true_to_the_disk() {
     let probe = t.ok(
         "SR.probe",
         &[
-            t.host.clone(),
+            t.host(),
             map(&[("location", dir.path().to_str().unwrap())]),
             Value::str("ext"),
             map(&[]),
@@ -380,7 +342,7 @@ fn forget_keeps_the_data_and_introduce_plug_scan_finds_it() {
         "PBD.create",
         &[Value::Struct(
             [
-                ("host".to_owned(), t.host.clone()),
+                ("host".to_owned(), t.host()),
                 ("SR".to_owned(), sr.clone()),
                 (
                     "device_config".to_owned(),
@@ -424,7 +386,7 @@ fn lvm_sr(t: &T, device: &str) -> Result<Value, ApiError> {
     t.call(
         "SR.create",
         &[
-            t.host.clone(),
+            t.host(),
             map(&[("device", device)]),
             Value::str("0"),
             Value::str("lvm"),
