@@ -5,41 +5,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
-use common::{wait_output, Daemon, PASSWORD};
+use common::xe::{ok, xe};
+use common::Daemon;
 use toolstack::value::Value;
-
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn xe(d: &Daemon, args: &[&str]) -> Out {
-    let child = Command::new(env!("CARGO_BIN_EXE_xe"))
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(["-u", "root", "-pw", PASSWORD])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let o = wait_output(child, Duration::from_secs(60));
-    Out {
-        ok: o.status.success(),
-        stdout: String::from_utf8_lossy(&o.stdout).trim().to_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-fn ok(d: &Daemon, args: &[&str]) -> String {
-    let o = xe(d, args);
-    assert!(o.ok, "xe {args:?} failed: {}", o.stderr);
-    o.stdout
-}
 
 #[test]
 fn xe_creates_a_pv_vm_with_a_disk_and_a_vif() {
