@@ -25,6 +25,12 @@ cs() {
 }
 check() { n=$1; r=$2; shift 2; echo "E2E-CHECK $n $r $*"; }
 ok() { if [ "$2" = 0 ]; then check "$1" PASS "$3"; else check "$1" FAIL "rc=$2 $3"; fi; }
+# want PART: whether this run includes PART (`cargo xtask e2e --only`; everything without it).
+want() {
+  [ -z "$E2E_ONLY" ] && return 0
+  case "$E2E_ONLY" in *",$1,"*) return 0 ;; esac
+  case "$1" in tests:*) want tests ;; *) return 1 ;; esac
+}
 
 mkdir -p /proc /sys /dev /run /tmp /var/log/xen/console /var/lib/xen /var/lib/xenstored /var/lock
 ln -sfn /run /var/run
@@ -78,6 +84,7 @@ export RUST_BACKTRACE=1
 for t in /e2e/tests/*; do
   [ -x "$t" ] || continue
   b=${t##*/}
+  want "tests:$b" || continue
   if ! "$t" --list --ignored > /tmp/list 2>&1; then
     cat /tmp/list; check "list:$b" FAIL "the test binary would not list its tests"; continue
   fi
@@ -97,8 +104,13 @@ for t in /e2e/tests/*; do
 done
 echo "E2E-MARK tests-done uptime=$(up)"
 
-# ---- a PV guest with a blkback disk and a netback vif ----
+# The bridge the guests' vifs join (the xl guest below and the parts).
 if [ "$DOMU" = 1 ]; then
+  brctl addbr xenbr0 && ip link set xenbr0 up; ok bridge $? "xenbr0"
+fi
+
+# ---- a PV guest with a blkback disk and a netback vif ----
+if [ "$DOMU" = 1 ] && want xl-domu; then
   # xvda: the kernel's blkback on loop0. xvdb: the project's blkbackd (backendtype=qdisk) on
   # loop1, filled with random bytes the guest reads back. Same size and backing for both, so
   # the guest's dd workloads compare the two backends.
@@ -107,7 +119,6 @@ if [ "$DOMU" = 1 ]; then
   dd if=/dev/urandom of=/tmp/ours.img bs=1M count=16 2>/dev/null
   OURS_MD5=$(md5sum < /tmp/ours.img | cut -d' ' -f1)
   losetup /dev/loop1 /tmp/ours.img; ok loop-device:ours $? ""
-  brctl addbr xenbr0 && ip link set xenbr0 up; ok bridge $? "xenbr0"
   if [ "$HOTPLUG" = debian ]; then DISK_SCRIPT=""; VIF_SCRIPT=""; else
     DISK_SCRIPT="script=/e2e/block-e2e,"; VIF_SCRIPT=",script=/e2e/vif-e2e"; fi
   cat > /tmp/domu.cfg <<CFG
@@ -227,7 +238,7 @@ fi
 # xapi starts blkbackd as the guest's device model for its disk (backend/qdisk), runs the vif
 # script once netback waits, and xenconsoled logs the console. Same guest kernel and initramfs
 # as the xl guest above, for the side-by-side timing.
-if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ]; then
+if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ] && want xapi; then
   echo "E2E-MARK xapi-start uptime=$(up)"
   XS=/tmp/xapi-state; mkdir -p $XS
   start_xapi() {
@@ -399,6 +410,19 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ]; then
   echo "E2E-MARK xapi-done uptime=$(up)"
 fi
 
+# ---- parts: e2e/parts/<name>.sh, each sourced in a subshell (the functions above are there;
+# its variables and an `exit` stay its own). A part prints its own E2E-CHECK/E2E-METRIC lines;
+# a guest it starts with `e2e_part=<name>` runs e2e/guest-parts/<name>.sh. ----
+for p in /e2e/parts/*.sh; do
+  [ -f "$p" ] || continue
+  n=${p##*/}; n=${n%.sh}
+  want "$n" || continue
+  echo "E2E-MARK part-$n uptime=$(up)"
+  ( . "$p" ); rc=$?
+  [ $rc = 0 ] || check "part:$n" FAIL "its script exited $rc"
+  echo "E2E-MARK part-$n-done uptime=$(up)"
+done
+
 # ---- xenstored peer measurement: test-xenstore against the running daemon(s) ----
 xsbench() {
   echo "E2E-MARK test-xenstore $1 uptime=$(up)"
@@ -413,7 +437,7 @@ xsbench() {
     ok "xs-load:$1" "$(cat /tmp/xsl.rc)" "read/write/directory/tx-rmw at 1 and 64 connections"
   fi
 }
-if [ "$XS_ITERS" -gt 0 ]; then
+if [ "$XS_ITERS" -gt 0 ] && want xsbench; then
   xsbench "$XENSTORED"
   if [ -n "$XENSTORED_OTHER" ]; then
     kill "$(cat /run/xenstored.pid)" 2>/dev/null; i=0

@@ -12,6 +12,13 @@ K=/lib/modules/$(uname -r)/kernel
 insmod $K/drivers/block/xen-blkfront.ko; insmod $K/drivers/net/xen-netfront.ko
 check() { n=$1; r=$2; shift 2; echo "E2E-DOMU-CHECK $n $r $*"; }
 waitfor() { i=0; while [ ! -e "$1" ] && [ $i -lt $2 ]; do usleep 100000; i=$((i+1)); done; [ -e "$1" ]; }
+# Started for a part of dom0's run (`e2e_part=<name>` on the command line): that part's guest
+# script (e2e/guest-parts/<name>.sh) does the rest.
+part=$(sed -n 's/.*e2e_part=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$part" ]; then
+  if [ -f "/parts/$part.sh" ]; then . "/parts/$part.sh"; else check "part:$part" FAIL "no /parts/$part.sh in the guest"; fi
+  while :; do sleep 1; done
+fi
 # Started by xapi (`e2e=xapi` on the command line): one disk (xvda, served by blkbackd as this
 # domain's device model) and eth0, then wait for dom0's clean shutdown or reboot: the kernel
 # acknowledges control/shutdown and runs /sbin/poweroff or /sbin/reboot.

@@ -232,7 +232,12 @@ pub fn dom0_base(
 
 /// Builds the guest's initramfs: busybox, /init, the two frontend modules, and `tools`
 /// (`(name, static executable)`) in `/bin`.
-pub fn domu(root: &Path, kver: &str, tools: &[(String, PathBuf)]) -> Result<Vec<u8>> {
+pub fn domu(
+    root: &Path,
+    kver: &str,
+    tools: &[(String, PathBuf)],
+    parts: &[Part],
+) -> Result<Vec<u8>> {
     let mut a = Archive::new();
     for d in ["proc", "sys", "dev", "tmp"] {
         a.dir(d);
@@ -243,6 +248,9 @@ pub fn domu(root: &Path, kver: &str, tools: &[(String, PathBuf)]) -> Result<Vec<
         a.file(&format!("bin/{name}"), exe)?;
     }
     a.bytes("init", 0o755, INIT_DOMU);
+    for p in parts {
+        a.bytes(&format!("parts/{}.sh", p.name), 0o755, p.script.clone());
+    }
     add_modules(&mut a, root, kver, DOMU_MODULES)?;
     let mut out = Vec::new();
     a.write_to(&mut out)?;
@@ -261,6 +269,49 @@ pub struct Dom0Extra<'a> {
     pub domu_initrd: Vec<u8>,
     /// The guest's kernel.
     pub domu_kernel: PathBuf,
+    /// dom0's part scripts, to `/e2e/parts/<name>.sh`.
+    pub parts: &'a [Part],
+}
+
+/// A part of the run kept in its own script: `e2e/parts/<name>.sh` runs in dom0 (sourced in a
+/// subshell by `init-dom0.sh`, after the xapi section, when `--only` allows `<name>`), and
+/// `e2e/guest-parts/<name>.sh` in a guest started with `e2e_part=<name>` on its command line.
+pub struct Part {
+    /// The file's name without `.sh`.
+    pub name: String,
+    /// The script.
+    pub script: String,
+}
+
+/// The scripts of `e2e/<dir>/*.sh`, sorted by name (read at run time, so a new part needs no
+/// change here).
+pub fn parts(dir: &str) -> Result<Vec<Part>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../e2e")
+        .join(dir);
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(ioerr("read", &dir)(e)),
+    };
+    for e in entries {
+        let path = e.map_err(ioerr("read", &dir))?.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".sh"))
+        else {
+            continue;
+        };
+        let script = std::fs::read_to_string(&path).map_err(ioerr("read", &path))?;
+        out.push(Part {
+            name: name.to_string(),
+            script,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 /// Writes dom0's complete image: the base followed by the per-run archive.
@@ -279,6 +330,10 @@ pub fn dom0(
     a.bytes("e2e/vif-e2e", 0o755, VIF_SCRIPT);
     a.dir("e2e/tests");
     a.dir("e2e/bin");
+    a.dir("e2e/parts");
+    for p in extra.parts {
+        a.bytes(&format!("e2e/parts/{}.sh", p.name), 0o755, p.script.clone());
+    }
     for (name, exe) in extra.tests {
         a.file(&format!("e2e/tests/{name}"), exe)?;
     }

@@ -154,6 +154,19 @@ struct E2eArgs {
     /// SKIP; repeatable. Every other skip fails the run.
     #[arg(long = "allow-skip", value_name = "NAME")]
     allow_skip: Vec<String>,
+    /// Run only these parts of dom0's script (comma separated, repeatable): `tests` (every
+    /// real-Xen test binary), `tests:<binary>` (one, e.g. `tests:squeezed-real_xen`), `xl-domu`,
+    /// `xapi` (with the host's SDK run), `xsbench`, or a script's name in `e2e/parts/`. For
+    /// working on one part; a partial run says so in its summary. [default: everything]
+    #[arg(long, value_delimiter = ',', value_name = "PART")]
+    only: Vec<String>,
+}
+
+impl E2eArgs {
+    /// Whether `part` runs: everything runs when `--only` was not given.
+    fn wants(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
+    }
 }
 
 /// Results that may skip in every run, and why: every other real-Xen test must run.
@@ -320,7 +333,7 @@ fn e2e(args: E2eArgs) -> Result<bool> {
         (Xenstored::C, false) => "",
     };
     let env = format!(
-        "XENSTORED={}\nXENCONSOLED={}\nXENSTORED_OTHER={}\nXENSTORED_OURS_ARGS=\"\"\nXS_ITERS={}\nDOMU={}\nTEST_TIMEOUT={}\nHOTPLUG={}\nDOMU_CPUS=\"{}\"\n",
+        "XENSTORED={}\nXENCONSOLED={}\nXENSTORED_OTHER={}\nXENSTORED_OURS_ARGS=\"\"\nXS_ITERS={}\nDOMU={}\nTEST_TIMEOUT={}\nHOTPLUG={}\nDOMU_CPUS=\"{}\"\nE2E_ONLY=\"{}\"\n",
         args.xenstored.name(),
         args.xenconsoled.name(),
         if args.xs_iters > 0 { other } else { "" },
@@ -329,6 +342,11 @@ fn e2e(args: E2eArgs) -> Result<bool> {
         args.test_timeout,
         if args.hotplug == Hotplug::E2e { "e2e" } else { "debian" },
         qemu::guest_cpus(args.smp),
+        if args.only.is_empty() {
+            String::new()
+        } else {
+            format!(",{},", args.only.join(","))
+        },
     );
     let vmlinuz = root.join(format!("boot/vmlinuz-{kver}"));
     let vmlinux = cache.join(format!("vmlinux-{kver}"));
@@ -342,12 +360,15 @@ fn e2e(args: E2eArgs) -> Result<bool> {
             vmlinuz.clone()
         }
     };
+    let parts = initramfs::parts("parts")?;
+    let guest_parts = initramfs::parts("guest-parts")?;
     let initrd = cache.join("dom0-initrd.cpio");
     let extra = initramfs::Dom0Extra {
         env,
         tests: &tests,
         bins: &bins,
-        domu_initrd: initramfs::domu(&root, &kver, &guest_tools)?,
+        domu_initrd: initramfs::domu(&root, &kver, &guest_tools, &guest_parts)?,
+        parts: &parts,
         domu_kernel: pick(args.domu_kernel),
     };
     initramfs::dom0(&base, &base_paths, &root, extra, &initrd, deadline)?;
@@ -368,7 +389,11 @@ fn e2e(args: E2eArgs) -> Result<bool> {
         smp: args.smp,
         memory_mb: args.memory,
         dom0_mem_mb: args.dom0_memory,
-        https_forward: if args.no_domu { None } else { sdk::free_port() },
+        https_forward: if args.no_domu || !args.wants("xapi") {
+            None
+        } else {
+            sdk::free_port()
+        },
     };
     let mut host_sdk = boot.https_forward.map(|p| sdk::HostSdk::new(p, "e2e"));
     let log = args.log.clone().unwrap_or_else(|| cache.join("serial.log"));
@@ -417,6 +442,12 @@ fn e2e(args: E2eArgs) -> Result<bool> {
         unit: "s".into(),
     });
     println!("{}", report.summary());
+    if !args.only.is_empty() {
+        println!(
+            "e2e: partial run (--only {}): not the whole end to end",
+            args.only.join(",")
+        );
+    }
     eprintln!(
         "e2e: xenstored in dom0: {}; serial log: {}",
         args.xenstored.name(),
