@@ -278,8 +278,10 @@ fn refusals_carry_xapi_codes() {
     );
     assert_eq!(e.code, "VDI_TOO_SMALL", "{e}");
 
+    // xapi_sr_operations.ml (CA-70294): destroy and forget need the PBDs unplugged, then
+    // destroy needs the SR empty.
     let e = t.err("SR.destroy", &[sr.clone()]);
-    assert_eq!(e.code, "SR_NOT_EMPTY", "{e}");
+    assert_eq!(e.code, "SR_HAS_PBD", "{e}");
     let e = t.err("SR.forget", &[sr.clone()]);
     assert_eq!(e.code, "SR_HAS_PBD", "{e}");
 
@@ -291,12 +293,15 @@ fn refusals_carry_xapi_codes() {
     assert_eq!(e.code, "SR_HAS_NO_PBDS", "{e}");
     let e = t.err("VDI.snapshot", &[vdi.clone(), map(&[])]);
     assert_eq!(e.code, "SR_HAS_NO_PBDS", "{e}");
+    let e = t.err("SR.destroy", &[sr.clone()]);
+    assert_eq!(e.code, "SR_NOT_EMPTY", "{e}");
     t.ok("PBD.plug", &[pbd.clone()]);
     assert!(image(dir.path(), &t, &vdi).exists());
 
     let path = image(dir.path(), &t, &vdi);
     t.ok("VDI.destroy", &[vdi.clone()]);
     assert!(!path.exists());
+    t.ok("PBD.unplug", &[pbd]);
     t.ok("SR.destroy", &[sr.clone()]);
     assert!(t.call("SR.get_uuid", &[sr]).is_err());
 }
@@ -447,10 +452,11 @@ fn lvm_sr_through_xapi_on_a_loop_device() {
     let e = t.err("VDI.create", &[vdi_rec(&sr, "huge", 1 << 50)]);
     assert_eq!(e.code, "SR_FULL", "{e}");
     let e = t.err("SR.destroy", std::slice::from_ref(&sr));
-    assert_eq!(e.code, "SR_NOT_EMPTY", "{e}");
+    assert_eq!(e.code, "SR_HAS_PBD", "{e}");
     for v in [clone, snap, vdi] {
         t.ok("VDI.destroy", &[v]);
     }
+    t.ok("PBD.unplug", &[t.pbd(&sr)]);
     t.ok("SR.destroy", &[sr]);
 }
 
@@ -612,4 +618,97 @@ fn vdi_copy_into_another_sr_copies_the_chain_flat() {
     let null = Value::str("OpaqueRef:NULL");
     let e = t.err("VDI.copy", &[vdi, sr2, null.clone(), null]);
     assert_eq!(e.code, "SR_HAS_NO_PBDS", "{e}");
+}
+
+fn ops(t: &T, class: &str, r: &Value) -> Vec<String> {
+    let mut v: Vec<String> = t
+        .get(class, "allowed_operations", r)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap().to_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// xapi_vdi.ml `update_allowed_operations`/`check_operation_error` and
+/// xapi_sr_operations.ml `valid_operations`, as a client reads them: an idle VDI of a file
+/// SR allows what the driver does; attached to a running VM, only the live operations
+/// (`VDI_IN_USE [vdi, op]` for the others); a plugged SR is neither destroyed nor forgotten.
+#[test]
+fn vdi_and_sr_allowed_operations_follow_attachment() {
+    let t = T::new();
+    let dir = tempfile::tempdir().unwrap();
+    let sr = t.file_sr(dir.path());
+    let vdi = t.vdi(&sr, "root", 16 * MIB);
+    assert_eq!(
+        ops(&t, "VDI", &vdi),
+        ["clone", "copy", "destroy", "forget", "resize", "snapshot"]
+    );
+    let sr_ops = ops(&t, "SR", &sr);
+    assert!(sr_ops.contains(&"vdi_create".to_owned()), "{sr_ops:?}");
+    assert!(!sr_ops.contains(&"destroy".to_owned()), "{sr_ops:?}");
+    assert!(!sr_ops.contains(&"forget".to_owned()), "{sr_ops:?}");
+    assert_eq!(
+        t.get("VDI", "current_operations", &vdi),
+        Value::Struct(Default::default())
+    );
+
+    let vm = t.vm_with_disk(&vdi);
+    t.ok(
+        "VM.start",
+        &[vm.clone(), Value::Bool(false), Value::Bool(false)],
+    );
+    assert_eq!(ops(&t, "VDI", &vdi), ["clone", "snapshot"]);
+    let e = t.err("VDI.destroy", &[vdi.clone()]);
+    assert_eq!(e.code, "VDI_IN_USE", "{e}");
+    assert_eq!(e.params, [vdi.as_str().unwrap(), "destroy"]);
+    t.ok("VM.hard_shutdown", &[vm]);
+    assert!(ops(&t, "VDI", &vdi).contains(&"destroy".to_owned()));
+}
+
+/// message_forwarding.ml `with_sr_andor_vdi` over helpers.ml `retry_with_global_lock`: an
+/// operation meeting another on the same VDI waits (the VDI shows the other in
+/// `current_operations` and allows nothing), then runs when the other ends.
+#[test]
+fn a_vdi_operation_waits_for_the_one_in_progress() {
+    let t = T::new();
+    let dir = tempfile::tempdir().unwrap();
+    let sr = t.file_sr(dir.path());
+    let vdi = t.vdi(&sr, "root", 8 * MIB);
+    let r = vdi.as_str().unwrap().to_owned();
+    let hold = |op: Option<&str>| {
+        t.x.db()
+            .write(|tx| {
+                tx.map_set(
+                    &r,
+                    "current_operations",
+                    "OpaqueRef:other",
+                    op.map(Value::str),
+                );
+                Ok::<_, ApiError>(())
+            })
+            .unwrap()
+    };
+    hold(Some("clone"));
+    let task = t.ok(
+        "Async.VDI.resize",
+        &[vdi.clone(), Value::str((16 * MIB).to_string())],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(t.get("task", "status", &task), Value::str("pending"));
+    assert_eq!(t.int("VDI", "virtual_size", &vdi), 8 * MIB);
+    hold(None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while t.get("task", "status", &task) == Value::str("pending") {
+        assert!(std::time::Instant::now() < deadline, "the resize never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(t.get("task", "status", &task), Value::str("success"));
+    assert_eq!(t.int("VDI", "virtual_size", &vdi), 16 * MIB);
+    assert_eq!(
+        t.get("VDI", "current_operations", &vdi),
+        Value::Struct(Default::default())
+    );
 }

@@ -124,6 +124,9 @@ fn xe_drives_a_file_sr() {
     );
     ok(&d, &["pbd-plug", &format!("uuid={pbd}")]);
     ok(&d, &["sr-scan", &format!("uuid={sr}")]);
+    // xapi_sr_operations.ml: destroy needs the PBDs unplugged, then an empty SR.
+    fails(&d, &["sr-destroy", &format!("uuid={sr}")], "SR_HAS_PBD");
+    ok(&d, &["pbd-unplug", &format!("uuid={pbd}")]);
     fails(&d, &["sr-destroy", &format!("uuid={sr}")], "SR_NOT_EMPTY");
 }
 

@@ -20,6 +20,7 @@ mod operations;
 mod session;
 mod sr;
 mod storage;
+mod storage_operations;
 mod vm;
 mod vm_metrics;
 mod vm_snapshot;

@@ -100,7 +100,7 @@ fn vm_concurrent(op: &str, current: &[(String, String)]) -> bool {
 }
 
 /// A `(task, op)` map field as pairs, in the map's order.
-fn current_ops(r: &impl Read, obj: &str) -> Vec<(String, String)> {
+pub(super) fn current_ops(r: &impl Read, obj: &str) -> Vec<(String, String)> {
     match r.field(obj, "current_operations") {
         Some(Value::Struct(m)) => m
             .iter()
@@ -138,7 +138,7 @@ fn in_progress(class: &str, obj: &str, current: &[(String, String)], sep: &str) 
     )
 }
 
-fn flag(r: &impl Read, obj: &str, field: &str) -> bool {
+pub(super) fn flag(r: &impl Read, obj: &str, field: &str) -> bool {
     r.field(obj, field) == Some(&Value::Bool(true))
 }
 
@@ -492,10 +492,10 @@ pub(crate) fn refresh_host(tx: &mut Tx<'_>, host: &str) {
     tx.set(host, "allowed_operations", Value::Array(ops));
 }
 
-/// Empties every VM's, VBD's, VIF's and host's `current_operations` and recomputes what
-/// is allowed: at start, the tasks of a previous run are gone.
+/// Empties every VM's, VBD's, VIF's, host's, VDI's and SR's `current_operations` and
+/// recomputes what is allowed: at start, the tasks of a previous run are gone.
 pub(crate) fn clear_current_operations(tx: &mut Tx<'_>) {
-    for class in ["VM", "VBD", "VIF", "host"] {
+    for class in ["VM", "VBD", "VIF", "host", "VDI", "SR"] {
         for r in tx.all(class) {
             let busy = matches!(tx.field(&r, "current_operations"),
                 Some(Value::Struct(m)) if !m.is_empty());
@@ -506,6 +506,9 @@ pub(crate) fn clear_current_operations(tx: &mut Tx<'_>) {
     }
     for vm in tx.all("VM") {
         refresh_vm(tx, &vm);
+    }
+    for sr in tx.all("SR") {
+        super::storage_operations::refresh_storage(tx, &sr);
     }
 }
 
@@ -548,6 +551,11 @@ pub(crate) fn refresh_device(tx: &mut Tx<'_>, dev: &str) {
         .map(s)
         .collect();
     tx.set(dev, "allowed_operations", Value::Array(ops));
+    // What a VDI allows depends on its VBDs being attached or busy.
+    if class == "VBD" {
+        let vdi = tx.str_field(dev, "VDI");
+        super::storage_operations::refresh_vdi(tx, &vdi);
+    }
 }
 
 /// XAPI's MAC for device `dev` of a VM with `mac_seed` (`Xapi_vif_helpers.gen_mac`): the

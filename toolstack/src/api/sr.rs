@@ -54,20 +54,31 @@ impl Xapi {
             ("SR", "probe") => self.with_session(method, p, 5, |x, p| x.sr_probe(p)),
             ("SR", "forget" | "destroy" | "scan") => self.with_session(method, p, 2, |x, p| {
                 let sr = x.check_ref(&p[1], "SR", "sr")?;
-                match msg {
+                x.with_storage_operation(Some((&sr, msg)), None, || match msg {
                     "forget" => x.sr_forget(&sr),
                     "destroy" => x.sr_destroy(&sr),
                     _ => x.sr_scan(&sr),
-                }
+                })
             }),
             ("PBD", "plug" | "unplug") => self.with_session(method, p, 2, |x, p| {
                 let pbd = x.check_ref(&p[1], "PBD", "self")?;
-                x.pbd_plug(&pbd, msg == "plug")
+                let sr = x.db.read(|v| v.str_field(&pbd, "SR"));
+                let sr = (x.db.read(|v| v.class_of(&sr)) == Some("SR")).then_some(sr);
+                x.with_storage_operation(sr.as_deref().map(|sr| (sr, msg)), None, || {
+                    x.pbd_plug(&pbd, msg == "plug")
+                })
             }),
-            ("VDI", "create") => self.with_session(method, p, 2, |x, p| x.vdi_create(p)),
+            ("VDI", "create") => self.with_session(method, p, 2, |x, p| {
+                let sr = p[1]
+                    .as_struct()
+                    .and_then(|f| f.get("SR"))
+                    .and_then(Value::as_str)
+                    .filter(|sr| x.db.read(|v| v.class_of(sr)) == Some("SR"));
+                x.with_storage_operation(sr.map(|sr| (sr, "vdi_create")), None, || x.vdi_create(p))
+            }),
             ("VDI", "destroy") => self.with_session(method, p, 2, |x, p| {
                 let vdi = x.check_ref(&p[1], "VDI", "self")?;
-                x.vdi_destroy(&vdi)
+                x.with_vdi_operation(&vdi, "destroy", || x.vdi_destroy(&vdi))
             }),
             ("VDI", "resize") => self.with_session(method, p, 3, |x, p| {
                 let vdi = x.check_ref(&p[1], "VDI", "vdi")?;
@@ -76,16 +87,16 @@ impl Xapi {
                     .and_then(|v| v.as_i64())
                     .filter(|n| *n > 0)
                     .ok_or_else(|| ApiError::field_type("size"))?;
-                x.vdi_resize(&vdi, size as u64)
+                x.with_vdi_operation(&vdi, "resize", || x.vdi_resize(&vdi, size as u64))
             }),
             ("VDI", "snapshot" | "clone") => self.with_session(method, p, 3, |x, p| {
                 let vdi = x.check_ref(&p[1], "VDI", "vdi")?;
-                x.vdi_snapshot_clone(&vdi, msg == "snapshot")
+                x.with_vdi_operation(&vdi, msg, || x.vdi_snapshot_clone(&vdi, msg == "snapshot"))
             }),
             ("VDI", "copy") => self.with_session(method, p, 5, |x, p| {
                 let vdi = x.check_ref(&p[1], "VDI", "vdi")?;
                 let sr = x.check_ref(&p[2], "SR", "sr")?;
-                x.vdi_copy(&vdi, &sr)
+                x.with_vdi_operation(&vdi, "copy", || x.vdi_copy(&vdi, &sr))
             }),
             ("VM", "snapshot") => self.with_session(method, p, 4, |x, p| {
                 let vm = x.check_ref(&p[1], "VM", "vm")?;
@@ -293,32 +304,28 @@ impl Xapi {
         })
     }
 
-    /// `SR.destroy`: removes the SR from its substrate (refused while it holds VDIs, and
-    /// unless it is plugged), then forgets it.
+    /// `SR.destroy`: removes the SR from its substrate, then forgets it. As XAPI
+    /// (`Xapi_sr_operations` CA-70294), the SR's PBDs must be unplugged and it must hold no
+    /// VDIs (checked before, by [`Xapi::with_storage_operation`]); the driver attaches the SR
+    /// for the deletion only (SM's `sr_delete` from an unplugged PBD).
     fn sr_destroy(&self, sr: &str) -> R {
         let Some(d) = self.driver(sr)? else {
             return self.db.write(|tx| {
+                for pbd in tx.refs_field(sr, "PBDs") {
+                    tx.destroy(&pbd);
+                }
                 self.check_destroy(tx, "SR", sr)?;
                 tx.destroy(sr);
                 Ok(s(""))
             });
         };
-        if self.db.read(|v| !v.refs_field(sr, "VDIs").is_empty()) {
-            return Err(ApiError::new(codes::SR_NOT_EMPTY, Vec::<String>::new()));
-        }
-        let pbds = self.plugged_pbds(sr);
-        if pbds.is_empty() {
-            return Err(ApiError::new("SR_HAS_NO_PBDS", [sr]));
+        d.sr_attach().map_err(sm_err)?;
+        if let Err(e) = d.sr_delete() {
+            let _ = d.sr_detach();
+            return Err(sm_err(e));
         }
         // The driver is dropped with the records (a detach now would lock the SR's
         // directory again).
-        d.sr_delete().map_err(sm_err)?;
-        self.db.write(|tx| {
-            for pbd in &pbds {
-                tx.set(pbd, "currently_attached", Value::Bool(false));
-            }
-            Ok::<_, ApiError>(())
-        })?;
         self.sr_forget(sr)
     }
 

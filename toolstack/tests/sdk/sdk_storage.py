@@ -62,9 +62,10 @@ x.PBD.unplug(pbd)
 expect_failure("SR_HAS_NO_PBDS", x.VDI.snapshot, vdi, {})
 x.PBD.plug(pbd)
 x.SR.scan(sr)
-expect_failure("SR_NOT_EMPTY", x.SR.destroy, sr)
+expect_failure("SR_HAS_PBD", x.SR.destroy, sr)
 for v in [clone, vdi, snap]:
     x.VDI.destroy(v)
+x.PBD.unplug(pbd)
 x.SR.destroy(sr)
 check(sr not in x.SR.get_all(), "SR destroyed")
 # The images and the SR's metadata are gone (sm keeps its flock file, sr.lock).
