@@ -318,6 +318,20 @@ pub const PARAM_DEFAULTS: &[(&str, &[(&str, Dv)])] = &[
     ),
     // datamodel.ml, `SR.create` (the shared `sm_config` parameter).
     ("SR.create", &[("sm_config", Dv::Map(&[]))]),
+    // datamodel.ml, `VDI.snapshot` and `VDI.clone`.
+    ("VDI.snapshot", &[("driver_params", Dv::Map(&[]))]),
+    ("VDI.clone", &[("driver_params", Dv::Map(&[]))]),
+    // datamodel.ml, `VDI.copy` (the destination SR, a base VDI, a VDI to copy into).
+    (
+        "VDI.copy",
+        &[
+            ("sr", Dv::Str(NULL_REF)),
+            ("base_vdi", Dv::Str(NULL_REF)),
+            ("into_vdi", Dv::Str(NULL_REF)),
+        ],
+    ),
+    // datamodel_vm.ml, `VM.snapshot`.
+    ("VM.snapshot", &[("ignore_vdis", Dv::Set(&[]))]),
     // datamodel.ml, `Bond.create`.
     (
         "Bond.create",

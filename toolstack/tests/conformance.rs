@@ -489,3 +489,48 @@ fn trailing_parameters_with_defaults_may_be_left_out() {
         .unwrap_err();
     assert_eq!(e.params, ["VGPU.create", "2", "1"]);
 }
+
+#[test]
+fn storage_and_snapshot_calls_take_the_datamodels_defaults() {
+    let (x, s) = xapi();
+    let call = |m: &str, p: &[Value]| {
+        let mut all = vec![s.clone()];
+        all.extend_from_slice(p);
+        x.call(m, &all)
+    };
+    // datamodel_vm.ml: VM.snapshot's `ignore_vdis` defaults to the empty set.
+    let m = Value::str((256u64 << 20).to_string());
+    let vm = call(
+        "VM.create",
+        &[Value::Struct(
+            [
+                ("name_label", Value::str("v")),
+                ("memory_static_max", m.clone()),
+                ("memory_dynamic_max", m.clone()),
+                ("memory_dynamic_min", m),
+                ("VCPUs_max", Value::str("1")),
+                ("VCPUs_at_startup", Value::str("1")),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        )],
+    )
+    .unwrap();
+    let snap = call("VM.snapshot", &[vm.clone(), Value::str("s")]).unwrap();
+    let of = call("VM.get_snapshot_of", &[snap]).unwrap();
+    assert_eq!(of, vm);
+    // datamodel.ml: VDI.snapshot/clone's `driver_params` default to {}, VDI.copy's `sr`,
+    // `base_vdi` and `into_vdi` to the null reference: the call reaches the handler (a
+    // VDI of an SR without a driver is not snapshotted), not the parameter count.
+    let vdi = x.db().read(|v| v.all("VDI")[0].clone());
+    for m in ["VDI.snapshot", "VDI.clone"] {
+        let e = call(m, &[Value::str(&vdi)]).unwrap_err();
+        assert_ne!(e.code, "MESSAGE_PARAMETER_COUNT_MISMATCH", "{m}: {e}");
+    }
+    let e = call("VDI.copy", &[Value::str(&vdi)]).unwrap_err();
+    assert_eq!(e.code, "HANDLE_INVALID", "{e}");
+    // Only the parameters without defaults are counted as expected.
+    let e = call("VDI.copy", &[]).unwrap_err();
+    assert_eq!(e.params, ["VDI.copy", "1", "0"]);
+}
