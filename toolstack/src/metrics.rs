@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 use rrd::archive::{self, DsSpec};
-use rrd::perfmon::{Alarm, Monitor, ObjectKind, ObjectReport};
+use rrd::perfmon::{Alarm, Monitor, ObjectKind};
 use rrd::plugin::{FileReader, Owner};
 use rrd::{Cf, DsType, DsValue, Rrd, Transform};
 use xen_types::DomId;
@@ -384,6 +384,29 @@ struct State {
     plugin_errors: Vec<(PathBuf, String)>,
     scratch: Vec<(usize, DsValue, Transform)>,
     values: Vec<(usize, DsValue)>,
+    cadence: PerfmonCadence,
+    /// When perfmon runs next (`None`: at the next step).
+    perfmon_next: Option<f64>,
+    /// The `start` of perfmon's next read: one past the newest row it has read.
+    perfmon_start: Option<i64>,
+}
+
+/// perfmon's schedule (python3/bin/perfmon's `interval` and `rrd_step`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PerfmonCadence {
+    /// Seconds between two reads of `/rrd_updates` (perfmon's default: 300).
+    pub interval: f64,
+    /// Seconds per row read, 5 or 60 (perfmon's default: 60, the 1-minute averages).
+    pub rrd_step: i64,
+}
+
+impl Default for PerfmonCadence {
+    fn default() -> Self {
+        PerfmonCadence {
+            interval: 300.0,
+            rrd_step: 60,
+        }
+    }
 }
 
 /// The host's archives and alarms.
@@ -547,9 +570,21 @@ impl Metrics {
         save_all(self.dir.as_deref(), &st)
     }
 
-    /// perfmon's pass over the newest 5-second values: `configs` holds each object's kind,
-    /// UUID and `other-config:perfmon` text. Returns the alarms due and the configuration
-    /// errors (object UUID, message).
+    /// Sets perfmon's cadence (its `--interval` and `--rrdstep` options).
+    pub fn set_perfmon_cadence(&self, c: PerfmonCadence) {
+        let mut st = self.state.lock();
+        st.cadence = c;
+        st.perfmon_next = None;
+    }
+
+    /// perfmon's loop at `now`: once every [`PerfmonCadence::interval`] seconds it reads the
+    /// AVERAGE rows of `rrd_step` seconds made since its last read (from `interval` seconds
+    /// back on its first run: `/rrd_updates?start=&cf=AVERAGE&interval=rrd_step&host=true`),
+    /// refreshes each object's configuration and updates its variables row by row, each row
+    /// counting `rrd_step` seconds towards the trigger period (python3/bin/perfmon `main`,
+    /// `RRDUpdates.refresh`, `process_rrd_updates`). Between runs nothing is evaluated.
+    /// `configs` holds each object's kind, UUID and `other-config:perfmon` text. Returns the
+    /// alarms due and the configuration errors (object UUID, message).
     pub fn evaluate_alarms(
         &self,
         now: f64,
@@ -559,8 +594,30 @@ impl Metrics {
         let st = &mut *st;
         let mut alarms = Vec::new();
         let mut errors = Vec::new();
+        if st.perfmon_next.is_some_and(|n| now < n) {
+            return (alarms, errors);
+        }
+        let c = st.cadence;
+        st.perfmon_next = Some(now + c.interval);
+        let start = st
+            .perfmon_start
+            .unwrap_or((now - c.interval).floor() as i64);
         st.monitors
             .retain(|u, _| configs.iter().any(|(_, c, x)| c == u && x.is_some()));
+        let mut list: Vec<(String, &Rrd)> = Vec::with_capacity(st.vms.len() + 1);
+        if let Some(h) = &st.host {
+            list.push((format!("host:{}:", self.host_uuid), &h.rrd));
+        }
+        for (u, r) in &st.vms {
+            list.push((format!("vm:{u}:"), &r.rrd));
+        }
+        let Ok(u) = rrd::updates::create_multi(&list, start, c.rrd_step, Some(Cf::Average)) else {
+            return (alarms, errors);
+        };
+        // Avoid reading the same rows twice.
+        st.perfmon_start = Some(u.end + 1);
+        let rows = u.data.len();
+        let reports = rrd::perfmon::reports(&u);
         for (kind, uuid, xml) in configs {
             let Some(xml) = xml else { continue };
             let m = st
@@ -570,14 +627,10 @@ impl Metrics {
             if let Err(e) = m.refresh(Some(xml), now) {
                 errors.push((uuid.clone(), e.to_string()));
             }
-            let rrd = match kind {
-                ObjectKind::Host if *uuid == self.host_uuid => st.host.as_ref().map(|a| &a.rrd),
-                ObjectKind::Vm => st.vms.get(uuid).map(|a| &a.rrd),
-                _ => None,
+            let Some((_, _, report)) = reports.iter().find(|(_, u, _)| u == uuid) else {
+                continue;
             };
-            let Some(rrd) = rrd else { continue };
-            let report = latest(rrd);
-            alarms.extend(m.process(&report, 1, STEP as i64, now, &|_| f64::NAN));
+            alarms.extend(m.process(report, rows, c.rrd_step, now, &|_| f64::NAN));
         }
         (alarms, errors)
     }
@@ -720,22 +773,6 @@ fn read_plugins(st: &mut State) {
             }
         }
     }
-}
-
-/// The newest 5-second AVERAGE of each data source, as perfmon's one-row report.
-fn latest(rrd: &Rrd) -> ObjectReport {
-    let Some(rra) = rrd
-        .rras
-        .iter()
-        .find(|r| r.cf == Cf::Average && r.pdp_cnt == 1)
-    else {
-        return vec![];
-    };
-    rrd.dss
-        .iter()
-        .zip(&rra.data)
-        .map(|(d, ring)| (d.name.clone(), vec![ring.peek(0)]))
-        .collect()
 }
 
 fn save_all(dir: Option<&Path>, st: &State) -> Result<(), rrd::Error> {

@@ -10,6 +10,7 @@ use toolstack::api::{Credentials, Xapi};
 use toolstack::backend::Backend;
 use toolstack::db::Db;
 use toolstack::host::{self, HostConfig};
+use toolstack::metrics::PerfmonCadence;
 use toolstack::metrics_http::handle;
 use toolstack::value::Value;
 use xen_types::{DomId, Pages, VcpuId};
@@ -300,6 +301,12 @@ fn alarm_fires_when_cpu_stays_above_threshold_not_when_it_dips() {
         ],
     );
     let token = f(&token, "token");
+    // perfmon run as `perfmon --interval=5 --rrdstep=5`: every 5 s row is evaluated.
+    t.x.enable_metrics(None)
+        .set_perfmon_cadence(PerfmonCadence {
+            interval: 5.0,
+            rrd_step: 5,
+        });
     let sim = t.sim.clone();
     let block = |b: bool| sim.guest_vcpu_set_blocked(domid, VcpuId(0), b).unwrap();
     // Busy for 20 s, idle for 5 s, again and again: never 30 s above the level.
@@ -530,4 +537,36 @@ fn vbd_names_follow_xen_numbering() {
         assert_eq!(vbd_name(devid), name, "userdevice {ud}");
     }
     assert_eq!(vbd_name((1 << 28) | (26 << 8)), "xvdaa");
+}
+
+/// python3/bin/perfmon's defaults: every 300 s (`interval`) it reads the 1-minute AVERAGE rows
+/// (`rrd_step` 60) made since its last read, so a VM busy 25 s of every minute (above the
+/// level in its 5 s values, 0.42 on average) raises nothing, and a VM busy without a break
+/// raises its alarm at perfmon's next run, not before.
+#[test]
+fn perfmon_evaluates_minute_averages_every_five_minutes() {
+    let mut t = T::new();
+    let (vm, _, domid) = t.running_vm();
+    let cfg = "<config><variable><name value=\"cpu_usage\"/><alarm_trigger_level value=\"0.5\"/></variable></config>";
+    t.call(
+        "VM.add_to_other_config",
+        &[vm, Value::str("perfmon"), Value::str(cfg)],
+    );
+    let sim = t.sim.clone();
+    let block = |b: bool| sim.guest_vcpu_set_blocked(domid, VcpuId(0), b).unwrap();
+    // Ten minutes of 25 s busy, 35 s idle: runs at 0, 300 s and 600 s find no bad minute.
+    for i in 0..=120 {
+        block(i % 12 >= 5);
+        let fired = t.step();
+        assert!(fired.is_empty(), "step {i}: {fired:?}");
+    }
+    // Busy from 605 s: the next run, at 900 s, raises the one alarm.
+    block(false);
+    let mut at = Vec::new();
+    for i in 121..=200 {
+        if !t.step().is_empty() {
+            at.push(i);
+        }
+    }
+    assert_eq!(at, [180], "alarms at steps {at:?}");
 }

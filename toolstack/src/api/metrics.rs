@@ -26,11 +26,9 @@ impl Xapi {
     }
 
     /// One sampler step at `now` (seconds since the epoch): reads the host and the running
-    /// VMs through the backend, archives the sample, runs perfmon over it and raises its
-    /// alarms as messages. Returns the new messages' references. perfmon itself reads 60 s
-    /// rows of `/rrd_updates` every few minutes; here each 5 s row is evaluated as it is
-    /// made, with the trigger and inhibit periods kept in seconds, so alarms come sooner
-    /// and a dip shorter than a minute still resets the trigger count.
+    /// VMs through the backend, archives the sample, and when perfmon's run is due (see
+    /// [`Metrics::evaluate_alarms`]: every 300 s over the 1-minute averages by default)
+    /// raises its alarms as messages. Returns the new messages' references.
     pub fn metrics_step(self: &Arc<Self>, now: f64) -> Vec<String> {
         let m = self.enable_metrics(None);
         let (vms, mut configs, known) = self.db.read(|v| {
