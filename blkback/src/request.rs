@@ -268,6 +268,7 @@ pub fn execute<P: SegmentPages + ?Sized>(
     // Only requests with a range use the offset; it fits (the range is inside the disk).
     // An empty flush's sector is arbitrary (Linux sends `(sector_t)-1`).
     let offset = v.sector.wrapping_mul(SECTOR_SIZE);
+    let started = std::time::Instant::now();
     let res = match v.kind {
         Kind::Read | Kind::Write { .. } => {
             let io = segs.iter().enumerate().map(|(i, s)| {
@@ -309,7 +310,7 @@ pub fn execute<P: SegmentPages + ?Sized>(
         Kind::Flush => IoOp::Flush,
         Kind::Discard { .. } => IoOp::Discard,
     };
-    disk.io().record(op, res.is_ok());
+    disk.io().record_timed(op, res.is_ok(), started.elapsed());
     match res {
         Ok(()) => Status::Okay,
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Status::NotSupported,

@@ -340,7 +340,7 @@ impl Session {
     }
 }
 
-/// A disk's `query-blockstats` entry (times are not measured: 0).
+/// A disk's `query-blockstats` entry.
 fn blockstats(d: &ConnectedDisk) -> Value {
     let io = d.disk.io().snapshot();
     json!({
@@ -357,9 +357,9 @@ fn blockstats(d: &ConnectedDisk) -> Value {
             "failed_flush_operations": 0,
             "invalid_rd_operations": 0,
             "invalid_wr_operations": 0,
-            "rd_total_time_ns": 0,
-            "wr_total_time_ns": 0,
-            "flush_total_time_ns": 0,
+            "rd_total_time_ns": io.rd_total_time_ns,
+            "wr_total_time_ns": io.wr_total_time_ns,
+            "flush_total_time_ns": io.flush_total_time_ns,
             "wr_highest_offset": 0,
             "rd_merged": 0,
             "wr_merged": 0,

@@ -56,9 +56,13 @@ pub struct VmSample {
     pub memory: u64,
     /// Balloon target, bytes, when known.
     pub memory_target: Option<u64>,
-    /// Byte counters by data-source name (`vif_<n>_rx`/`_tx`, `vbd_<dev>_read`/`_write`),
-    /// stored as rates.
+    /// Counters by data-source name (`vif_<n>_rx`/`_tx`, `vbd_<dev>_read`/`_write` in
+    /// bytes, `vbd_<dev>_iops_read`/`_write`/`_total` in requests), stored as rates.
     pub counters: Vec<(String, f64)>,
+    /// Latency sources by data-source name (`vbd_<dev>_read_latency`, `_write_latency`,
+    /// `_latency`): completed requests and their nanoseconds, cumulative. Stored as the mean
+    /// microseconds per request completed during the step (0 when none), as a gauge.
+    pub latency: Vec<(String, u64, u64)>,
 }
 
 /// `/proc/net/dev`'s interfaces: `(name, rx bytes, tx bytes)`.
@@ -95,13 +99,16 @@ pub fn vbd_name(devid: u32) -> String {
 }
 
 /// Where the host's network and block counters are read (`/proc/net/dev`, the kernel
-/// blkback's `/sys/bus/xen-backend/devices/vbd-<domid>-<devid>/statistics`).
+/// blkback's `/sys/bus/xen-backend/devices/vbd-<domid>-<devid>/statistics`, and qdisk
+/// backends' QMP sockets `qmp-libxenstat-<domid>`, blkbackd's).
 #[derive(Debug, Clone)]
 pub struct CounterPaths {
     /// `/proc/net/dev`.
     pub net_dev: PathBuf,
     /// `/sys/bus/xen-backend/devices`.
     pub xen_backend: PathBuf,
+    /// The directory of the QMP sockets (`/var/run/xen`); `None`: not read.
+    pub qmp_dir: Option<PathBuf>,
 }
 
 impl Default for CounterPaths {
@@ -109,13 +116,42 @@ impl Default for CounterPaths {
         CounterPaths {
             net_dev: "/proc/net/dev".into(),
             xen_backend: "/sys/bus/xen-backend/devices".into(),
+            qmp_dir: Some("/var/run/xen".into()),
         }
+    }
+}
+
+/// How long the sampler waits for a QMP answer.
+const QMP_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The data sources xcp-rrdd's iostat plugin (`rrdp_iostat.ml`, `vbd_<dev>_<key>`) makes of
+/// one disk's cumulative counters: bytes, requests and their times (`None`: not known).
+fn vbd_sources(
+    vm: &mut VmSample,
+    disk: &str,
+    bytes: (u64, u64),
+    reqs: (u64, u64),
+    ns: Option<(u64, u64)>,
+) {
+    let c = &mut vm.counters;
+    c.push((format!("vbd_{disk}_read"), bytes.0 as f64));
+    c.push((format!("vbd_{disk}_write"), bytes.1 as f64));
+    c.push((format!("vbd_{disk}_iops_read"), reqs.0 as f64));
+    c.push((format!("vbd_{disk}_iops_write"), reqs.1 as f64));
+    c.push((format!("vbd_{disk}_iops_total"), (reqs.0 + reqs.1) as f64));
+    if let Some((rd, wr)) = ns {
+        let l = &mut vm.latency;
+        l.push((format!("vbd_{disk}_read_latency"), reqs.0, rd));
+        l.push((format!("vbd_{disk}_write_latency"), reqs.1, wr));
+        l.push((format!("vbd_{disk}_latency"), reqs.0 + reqs.1, rd + wr));
     }
 }
 
 /// Adds the counters found under `paths` to the samples: physical interfaces as the host's
 /// `pif_<dev>_rx/tx`, `vif<domid>.<n>` as the VM's `vif_<n>_rx/tx` (the guest's receive is
-/// dom0's transmit), kernel blkback disks as `vbd_<dev>_read/write` (sectors × 512).
+/// dom0's transmit), kernel blkback disks as `vbd_<dev>_read/write` (sectors × 512) and
+/// `vbd_<dev>_iops_read/write/total`, and a qdisk backend's disks (QMP `query-blockstats`)
+/// as those and `vbd_<dev>_read_latency`/`_write_latency`/`_latency`.
 pub fn add_counters(
     paths: &CounterPaths,
     domids: &HashMap<DomId, String>,
@@ -166,15 +202,33 @@ pub fn add_counters(
                     .and_then(|s| s.trim().parse::<u64>().ok())
             };
             let disk = vbd_name(dev);
-            if let Some(r) = stat("rd_sect") {
-                vms[i]
-                    .counters
-                    .push((format!("vbd_{disk}_read"), (r * 512) as f64));
-            }
-            if let Some(w) = stat("wr_sect") {
-                vms[i]
-                    .counters
-                    .push((format!("vbd_{disk}_write"), (w * 512) as f64));
+            // The kernel's blkback counts requests and sectors, not their times.
+            let (Some(rs), Some(ws)) = (stat("rd_sect"), stat("wr_sect")) else {
+                continue;
+            };
+            let (rr, wr) = (stat("rd_req").unwrap_or(0), stat("wr_req").unwrap_or(0));
+            vbd_sources(&mut vms[i], &disk, (rs * 512, ws * 512), (rr, wr), None);
+        }
+    }
+    if let Some(dir) = &paths.qmp_dir {
+        for (d, _) in domids.iter() {
+            let sock = dir.join(format!("qmp-libxenstat-{}", d.0));
+            let Some(i) = vm_of(d.0).filter(|_| sock.exists()) else {
+                continue;
+            };
+            match crate::metrics_qmp::blockstats(&sock, QMP_TIMEOUT) {
+                Ok(devs) => {
+                    for s in devs {
+                        vbd_sources(
+                            &mut vms[i],
+                            &s.device,
+                            (s.rd_bytes, s.wr_bytes),
+                            (s.rd_operations, s.wr_operations),
+                            Some((s.rd_total_time_ns, s.wr_total_time_ns)),
+                        );
+                    }
+                }
+                Err(err) => tracing::debug!(path = %sock.display(), err, "QMP blockstats"),
             }
         }
     }
@@ -220,6 +274,7 @@ pub fn collect(
                 memory: d.tot_pages.bytes(),
                 memory_target: target(d.domid).map(|k| k * 1024),
                 counters: vec![],
+                latency: vec![],
             });
         }
     }
@@ -306,6 +361,9 @@ fn vm_specs(nvcpus: usize) -> Vec<DsSpec> {
     v
 }
 
+/// A named value of a sample (data-source name, value).
+type Named = (String, f64);
+
 /// An RRD and where each data source of the current layout (`specs(n)`) sits in it: a
 /// restored or grown RRD need not follow the layout order.
 #[derive(Debug)]
@@ -325,14 +383,15 @@ impl Arch {
     }
 
     /// Feeds `values` (layout index, value) taken at `now`, first adding the data sources
-    /// the RRD lacks (a vCPU brought online) when the layout changed. `scratch` is reused.
+    /// the RRD lacks (a vCPU brought online) when the layout changed, then the named counters
+    /// (rates) and gauges, each data source made on first sight. `scratch` is reused.
     fn feed(
         &mut self,
         now: f64,
         specs: fn(usize) -> Vec<DsSpec>,
         n: usize,
         values: &[(usize, DsValue)],
-        counters: &[(String, f64)],
+        (counters, gauges): (&[Named], &[Named]),
         scratch: &mut Vec<(usize, DsValue, Transform)>,
     ) {
         if self.n != Some(n) {
@@ -355,11 +414,22 @@ impl Arch {
                 .iter()
                 .map(|&(k, v)| (self.map[k], v, Transform::Identity)),
         );
-        for (name, v) in counters {
+        let kinds = counters
+            .iter()
+            .map(|c| (c, DsType::Derive))
+            .chain(gauges.iter().map(|g| (g, DsType::Gauge)));
+        for ((name, v), ty) in kinds {
             let i = match self.rrd.ds_index(name) {
                 Some(i) => i,
                 None => {
-                    let spec = DsSpec::new(name, DsType::Derive, 0.0, f64::INFINITY, "B/s", name);
+                    let units = if name.ends_with("latency") {
+                        "μs"
+                    } else if name.contains("_iops_") {
+                        "requests/s"
+                    } else {
+                        "B/s"
+                    };
+                    let spec = DsSpec::new(name, ty, 0.0, f64::INFINITY, units, name);
                     let mut d = spec.to_ds();
                     d.last_updated = now;
                     self.rrd.add_ds(now, d);
@@ -389,6 +459,9 @@ struct State {
     perfmon_next: Option<f64>,
     /// The `start` of perfmon's next read: one past the newest row it has read.
     perfmon_start: Option<i64>,
+    /// Each VM's latency sources at the previous step: (requests, nanoseconds).
+    last_latency: HashMap<String, HashMap<String, (u64, u64)>>,
+    gauges: Vec<(String, f64)>,
 }
 
 /// perfmon's schedule (python3/bin/perfmon's `interval` and `rrd_step`).
@@ -496,7 +569,7 @@ impl Metrics {
             host_specs,
             n,
             &st.values,
-            &host.counters,
+            (&host.counters, &[]),
             &mut st.scratch,
         );
         for s in vms {
@@ -518,7 +591,27 @@ impl Metrics {
                 s.memory_target
                     .map_or(DsValue::Unknown, |t| DsValue::Int64(t as i64)),
             ));
-            r.feed(now, vm_specs, n, &st.values, &s.counters, &mut st.scratch);
+            // Mean microseconds per request completed since the previous step.
+            st.gauges.clear();
+            let last = st.last_latency.entry(s.uuid.clone()).or_default();
+            for (name, reqs, ns) in &s.latency {
+                let (r0, n0) = last.insert(name.clone(), (*reqs, *ns)).unwrap_or((0, 0));
+                let (dr, dn) = (reqs.saturating_sub(r0), ns.saturating_sub(n0));
+                let us = if dr == 0 {
+                    0.0
+                } else {
+                    dn as f64 / dr as f64 / 1000.0
+                };
+                st.gauges.push((name.clone(), us));
+            }
+            r.feed(
+                now,
+                vm_specs,
+                n,
+                &st.values,
+                (&s.counters, &st.gauges),
+                &mut st.scratch,
+            );
         }
         read_plugins(st);
         st.samples += 1;
@@ -558,6 +651,7 @@ impl Metrics {
         for uuid in gone {
             st.vms.remove(&uuid);
             st.monitors.remove(&uuid);
+            st.last_latency.remove(&uuid);
             if let Some(d) = &self.dir {
                 let _ = std::fs::remove_file(d.join(format!("vm-{uuid}.xml")));
             }

@@ -486,6 +486,7 @@ fn network_and_disk_counters_become_pif_vif_vbd_rates() {
     m.set_counter_paths(Some(toolstack::metrics::CounterPaths {
         net_dev: net_dev.clone(),
         xen_backend: xb.clone(),
+        qmp_dir: None,
     }));
     for k in 0..5u64 {
         // eth0 receives 1000 B/s and sends 500 B/s; the guest's vif0 sends 200 B/s (dom0's
@@ -504,6 +505,8 @@ fn network_and_disk_counters_become_pif_vif_vbd_rates() {
         .unwrap();
         std::fs::write(stats.join("rd_sect"), (40 * k).to_string()).unwrap();
         std::fs::write(stats.join("wr_sect"), (10 * k).to_string()).unwrap();
+        std::fs::write(stats.join("rd_req"), (5 * k).to_string()).unwrap();
+        std::fs::write(stats.join("wr_req"), (k).to_string()).unwrap();
         t.step();
     }
     let r = t.get(
@@ -525,6 +528,14 @@ fn network_and_disk_counters_become_pif_vif_vbd_rates() {
     assert_eq!(v(format!("AVERAGE:vm:{vm}:vif_0_tx")), 200.0);
     assert_eq!(v(format!("AVERAGE:vm:{vm}:vbd_xvda_read")), 8.0 * 512.0);
     assert_eq!(v(format!("AVERAGE:vm:{vm}:vbd_xvda_write")), 2.0 * 512.0);
+    // rrdp_iostat.ml's `iops_read`/`iops_write`/`iops_total` from blkback's rd_req/wr_req;
+    // the kernel's blkback has no request times: no latency.
+    assert_eq!(v(format!("AVERAGE:vm:{vm}:vbd_xvda_iops_read")), 1.0);
+    // The archives hold single-precision values.
+    let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-6, "{a} != {b}");
+    close(v(format!("AVERAGE:vm:{vm}:vbd_xvda_iops_write")), 0.2);
+    close(v(format!("AVERAGE:vm:{vm}:vbd_xvda_iops_total")), 1.2);
+    assert!(!u.legend.iter().any(|l| l.contains("latency")));
     assert!(!u.legend.iter().any(|l| l.contains("pif_lo")));
 }
 
@@ -569,4 +580,84 @@ fn perfmon_evaluates_minute_averages_every_five_minutes() {
         }
     }
     assert_eq!(at, [180], "alarms at steps {at:?}");
+}
+
+/// A qdisk backend's disks (blkbackd answers QMP on `qmp-libxenstat-<domid>` as QEMU does)
+/// become rrdp_iostat.ml's `vbd_<dev>_read/write`, `iops_read/write/total` and the
+/// `read_latency`/`write_latency`/`latency` gauges (mean µs per request of the step).
+#[test]
+fn qdisk_blockstats_become_vbd_iops_and_latency() {
+    use std::io::{Read, Write};
+    let mut t = T::new();
+    let (_, vm, domid) = t.running_vm();
+    let dir = tempfile::tempdir().unwrap();
+    let l = std::os::unix::net::UnixListener::bind(
+        dir.path().join(format!("qmp-libxenstat-{}", domid.0)),
+    )
+    .unwrap();
+    // The peer answers as blkbackd's qmp.rs does; each connection is one step later:
+    // per step 10 reads of 2 ms and 5 writes of 0.5 ms.
+    std::thread::spawn(move || {
+        for (k, c) in l.incoming().enumerate() {
+            let Ok(mut c) = c else { return };
+            let k = k as u64 + 1;
+            c.write_all(br#"{"QMP": {"version": {}, "capabilities": []}}"#)
+                .unwrap();
+            let mut got = String::new();
+            let mut buf = [0u8; 512];
+            while !got.contains("query-blockstats") {
+                let n = c.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+                if got.contains("qmp_capabilities") && !got.contains("caps-done") {
+                    c.write_all(br#"{"return": {}}"#).unwrap();
+                    got.push_str("caps-done");
+                }
+            }
+            let reply = format!(
+                r#"{{"return": [{{"device": "xvdb", "stats": {{"rd_bytes": {}, "wr_bytes": {}, "rd_operations": {}, "wr_operations": {}, "rd_total_time_ns": {}, "wr_total_time_ns": {}}}}}]}}"#,
+                k * 40960,
+                k * 20480,
+                k * 10,
+                k * 5,
+                k * 10 * 2_000_000,
+                k * 5 * 500_000
+            );
+            c.write_all(reply.as_bytes()).unwrap();
+        }
+    });
+    let m = t.x.enable_metrics(None);
+    m.set_counter_paths(Some(toolstack::metrics::CounterPaths {
+        net_dev: dir.path().join("none"),
+        xen_backend: dir.path().join("none"),
+        qmp_dir: Some(dir.path().to_owned()),
+    }));
+    for _ in 0..5 {
+        t.step();
+    }
+    let r = t.get(
+        "/rrd_updates",
+        &format!("start={}&cf=AVERAGE&host=true", T0 + 15),
+    );
+    let u = Updates::from_xml(&r.body).unwrap();
+    let v = |name: &str| {
+        let l = format!("AVERAGE:vm:{vm}:vbd_xvdb_{name}");
+        let i = u
+            .legend
+            .iter()
+            .position(|x| *x == l)
+            .unwrap_or_else(|| panic!("{l} in {:?}", u.legend));
+        u.data[0].data[i]
+    };
+    assert_eq!(v("read"), 40960.0 / 5.0);
+    assert_eq!(v("write"), 20480.0 / 5.0);
+    assert_eq!(v("iops_read"), 2.0);
+    assert_eq!(v("iops_write"), 1.0);
+    assert_eq!(v("iops_total"), 3.0);
+    assert_eq!(v("read_latency"), 2000.0);
+    assert_eq!(v("write_latency"), 500.0);
+    // (10 × 2 ms + 5 × 0.5 ms) / 15 requests.
+    assert_eq!(v("latency"), 1500.0);
 }

@@ -154,6 +154,7 @@ fn page_shows_vms_and_live_graphs_in_headless_chromium() {
     m.set_counter_paths(Some(toolstack::metrics::CounterPaths {
         net_dev: net_dev.clone(),
         xen_backend: xb.clone(),
+        qmp_dir: None,
     }));
     let stats: Vec<PathBuf> = [web, db_vm]
         .iter()
