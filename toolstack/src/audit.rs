@@ -1,10 +1,32 @@
 //! xapi's logs: `audit.log`, one line per API call (time, user, session, call, object,
 //! result), and the size-rotated files behind it and `xensource.log` (`name`, `name.1` …
-//! `name.N`, as logrotate leaves them for XAPI).
+//! `name.N`, as logrotate leaves them for XAPI). After logrotate moves a log away it sends
+//! SIGHUP (XAPI's `/etc/logrotate.d/xapi` `postrotate`): every log then reopens its path
+//! before its next line ([`reopen_on_sighup`], [`request_reopen`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bumped by each reopen request; a [`RotatingFile`] that has seen an older value reopens.
+static REOPEN: AtomicU64 = AtomicU64::new(0);
+
+/// Asks every [`RotatingFile`] of the process to reopen its path before its next write.
+pub fn request_reopen() {
+    REOPEN.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Makes SIGHUP [`request_reopen`] (logrotate's way of telling a daemon its logs moved).
+pub fn reopen_on_sighup() -> io::Result<signal_hook::SigId> {
+    // SAFETY: the action only increments an atomic, which is async-signal-safe; it does
+    // not allocate, lock or panic.
+    unsafe {
+        signal_hook::low_level::register(signal_hook::consts::SIGHUP, || {
+            REOPEN.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+}
 
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
@@ -17,6 +39,8 @@ pub struct RotatingFile {
     keep: usize,
     file: File,
     size: u64,
+    /// The reopen requests seen.
+    seen: u64,
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -34,7 +58,16 @@ impl RotatingFile {
             keep,
             file,
             size,
+            seen: REOPEN.load(Ordering::SeqCst),
         })
+    }
+
+    /// Opens the path again (appending, created if moved away) and writes there from now on.
+    pub fn reopen(&mut self) -> io::Result<()> {
+        let _ = self.file.flush();
+        self.file = open_append(&self.path)?;
+        self.size = self.file.metadata()?.len();
+        Ok(())
     }
 
     fn numbered(&self, n: usize) -> PathBuf {
@@ -66,6 +99,11 @@ impl RotatingFile {
 
 impl Write for RotatingFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let asked = REOPEN.load(Ordering::SeqCst);
+        if asked != self.seen {
+            self.seen = asked;
+            self.reopen()?;
+        }
         if self.size > 0 && self.size + buf.len() as u64 > self.max_bytes {
             self.rotate()?;
         }
@@ -201,6 +239,23 @@ mod tests {
             "{l}"
         );
         assert_eq!(l.lines().count(), 1);
+    }
+
+    #[test]
+    fn a_reopen_request_moves_writing_to_a_fresh_file_at_the_path() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.log");
+        let mut f = RotatingFile::open(&p, 1 << 20, 2).unwrap();
+        f.write_all(b"before\n").unwrap();
+        std::fs::rename(&p, d.path().join("x.log-20261207")).unwrap();
+        // Without a request, writing goes on in the moved file (an open descriptor).
+        f.write_all(b"still\n").unwrap();
+        assert!(!p.exists());
+        request_reopen();
+        f.write_all(b"after\n").unwrap();
+        let read = |s: &str| std::fs::read_to_string(d.path().join(s)).unwrap();
+        assert_eq!(read("x.log"), "after\n");
+        assert_eq!(read("x.log-20261207"), "before\nstill\n");
     }
 
     #[test]

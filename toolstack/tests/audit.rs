@@ -112,3 +112,46 @@ fn logs_rotate_by_size_keeping_n_files() {
     let old = std::fs::read_to_string(logs.join("audit.log.2")).unwrap();
     assert!(old.lines().all(|l| l.ends_with("result=OK")), "{old}");
 }
+
+/// logrotate's way (XAPI's `/etc/logrotate.d/xapi`): the logs are moved away, then SIGHUP;
+/// xapi writes its next lines to fresh files at the old paths, nothing lost or mixed.
+#[test]
+fn sighup_reopens_the_logs_after_logrotate_moves_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let d = Daemon::start_with(dir.path(), &["--log-dir", logs.to_str().unwrap()]);
+    let mut c = d.client();
+    c.call("VM.get_all", &[]).unwrap();
+    for f in ["audit.log", "xensource.log"] {
+        std::fs::rename(logs.join(f), logs.join(format!("{f}.rotated"))).unwrap();
+    }
+    // SAFETY: kill(2) on our own child's pid with SIGHUP; no memory is involved.
+    let rc = unsafe { libc::kill(d.child.id() as libc::pid_t, libc::SIGHUP) };
+    assert_eq!(rc, 0);
+    // The signal is asynchronous: calls until one lands in a fresh audit.log.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !logs.join("audit.log").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "audit.log never reopened"
+        );
+        c.call("host.get_all", &[]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let fresh = std::fs::read_to_string(logs.join("audit.log")).unwrap();
+    let old = std::fs::read_to_string(logs.join("audit.log.rotated")).unwrap();
+    assert!(fresh.contains("call=host.get_all"), "{fresh}");
+    assert!(!fresh.contains("call=VM.get_all"), "{fresh}");
+    assert!(old.contains("call=VM.get_all"), "{old}");
+    // The daemon survived the signal and xensource.log reopens at its next line.
+    c.call("session.logout", &[]).unwrap();
+    while !logs.join("xensource.log").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "xensource.log never reopened"
+        );
+        let mut again = d.client();
+        again.call("VM.get_all", &[]).unwrap();
+        again.call("session.logout", &[]).unwrap();
+    }
+}

@@ -290,6 +290,11 @@ fn main() {
         eprintln!("xapi: {}: {e}", log_dir(&o).display());
         std::process::exit(1);
     }
+    // logrotate moves xensource.log and audit.log away, then sends SIGHUP.
+    if let Err(e) = toolstack::audit::reopen_on_sighup() {
+        eprintln!("xapi: registering SIGHUP: {e}");
+        std::process::exit(1);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
