@@ -664,8 +664,13 @@ fn vdi_and_sr_allowed_operations_follow_attachment() {
     let e = t.err("VDI.destroy", &[vdi.clone()]);
     assert_eq!(e.code, "VDI_IN_USE", "{e}");
     assert_eq!(e.params, [vdi.as_str().unwrap(), "destroy"]);
-    t.ok("VM.hard_shutdown", &[vm]);
+    t.ok("VM.hard_shutdown", std::slice::from_ref(&vm));
     assert!(ops(&t, "VDI", &vdi).contains(&"destroy".to_owned()));
+    // A VM snapshot's disk, made through the driver, has its operations too.
+    let snap = t.ok("VM.snapshot", &[vm, Value::str("s"), Value::Array(vec![])]);
+    let disk = vm_disk(&t, &snap);
+    assert_ne!(disk, vdi);
+    assert!(ops(&t, "VDI", &disk).contains(&"destroy".to_owned()));
 }
 
 /// message_forwarding.ml `with_sr_andor_vdi` over helpers.ml `retry_with_global_lock`: an

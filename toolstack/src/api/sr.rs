@@ -68,6 +68,25 @@ impl Xapi {
                     x.pbd_plug(&pbd, msg == "plug")
                 })
             }),
+            // Message_forwarding.PBD.create/destroy mark the SR.
+            ("PBD", "create") => self.with_session(method, p, 2, |x, p| {
+                let sr = p[1]
+                    .as_struct()
+                    .and_then(|f| f.get("SR"))
+                    .and_then(Value::as_str)
+                    .filter(|sr| x.db.read(|v| v.class_of(sr)) == Some("SR"));
+                x.with_storage_operation(sr.map(|sr| (sr, "pbd_create")), None, || {
+                    x.generic(Known::PBD.class(), method, msg, p)
+                })
+            }),
+            ("PBD", "destroy") => self.with_session(method, p, 2, |x, p| {
+                let pbd = x.check_ref(&p[1], "PBD", "self")?;
+                let sr = x.db.read(|v| v.str_field(&pbd, "SR"));
+                let sr = (x.db.read(|v| v.class_of(&sr)) == Some("SR")).then_some(sr);
+                x.with_storage_operation(sr.as_deref().map(|sr| (sr, "pbd_destroy")), None, || {
+                    x.generic(Known::PBD.class(), method, msg, p)
+                })
+            }),
             ("VDI", "create") => self.with_session(method, p, 2, |x, p| {
                 let sr = p[1]
                     .as_struct()
@@ -425,6 +444,8 @@ impl Xapi {
             tx.set(sr, "physical_size", int(st.physical_size));
             tx.set(sr, "physical_utilisation", int(st.physical_utilisation));
             tx.set(sr, "virtual_allocation", int(st.virtual_allocation));
+            // New records (a VM's snapshot, a scan) get what XAPI allows them.
+            super::storage_operations::refresh_storage(tx, sr);
             Ok(())
         })
     }
