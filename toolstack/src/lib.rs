@@ -41,6 +41,7 @@ pub mod db;
 pub mod devices;
 pub mod error;
 pub mod guest_agent;
+pub mod ha;
 pub mod host;
 pub mod memory;
 pub mod metrics;
