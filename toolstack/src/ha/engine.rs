@@ -146,6 +146,31 @@ impl Shared {
     }
 }
 
+/// HA's runtime: the etcd client's connections live on it, and end with it.
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("xapi-ha")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io("HA runtime".into(), e))
+}
+
+/// A client of `endpoints` whose requests give up after `timeout`.
+fn connect(
+    rt: &tokio::runtime::Runtime,
+    endpoints: &[String],
+    timeout: Duration,
+) -> Result<Client, Error> {
+    let eps = endpoints.to_vec();
+    let opts = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(timeout)
+        .with_timeout(timeout);
+    block_on(rt, timeout * 2, async move {
+        Client::connect(eps, Some(opts)).await
+    })
+}
+
 /// Runs `fut` on `rt`, giving up after `timeout`.
 fn block_on<T>(
     rt: &tokio::runtime::Runtime,
@@ -170,16 +195,12 @@ impl Ha {
     /// Starts HA on this host: takes a lease (or adopts the live one a previous xapi of this
     /// host left, with its watchdog), arms the watchdog, publishes the host and starts the
     /// renewal and recovery threads.
-    pub fn start(cfg: HaConfig, client: Client, host: Arc<dyn HaHost>) -> Result<Ha, Error> {
+    pub fn start(cfg: HaConfig, endpoints: &[String], host: Arc<dyn HaHost>) -> Result<Ha, Error> {
         cfg.validate().map_err(Error::Store)?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("xapi-ha")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Io("HA runtime".into(), e))?;
+        let rt = runtime()?;
         let host_key = format!("{}/ha/host/{}", cfg.prefix, cfg.host);
         let timeout = cfg.renew.max(Duration::from_millis(500));
+        let client = connect(&rt, endpoints, timeout)?;
         let xen = host.xen();
         // A previous xapi of this host may have left a live lease and an armed watchdog.
         let mut c = client.clone();
@@ -369,18 +390,15 @@ impl Ha {
 
     /// Removes every protection of the pool (`pool.disable_ha`, before each host's
     /// [`Ha::stop`]): no VM is an orphan any more, so none is restarted.
-    pub fn disable_pool(client: &Client, prefix: &str) -> Result<(), Error> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Io("HA runtime".into(), e))?;
-        let mut c = client.clone();
+    pub fn disable_pool(endpoints: &[String], prefix: &str) -> Result<(), Error> {
+        let rt = runtime()?;
+        let timeout = Duration::from_secs(5);
+        let mut c = connect(&rt, endpoints, timeout)?;
         let key = format!("{prefix}/ha/vm/");
-        rt.block_on(async move {
+        block_on(&rt, timeout, async move {
             c.delete(key, Some(etcd_client::DeleteOptions::new().with_prefix()))
                 .await
         })
-        .map_err(store)
         .map(drop)
     }
 

@@ -33,10 +33,11 @@
 //! # Wiring (for the pool side)
 //!
 //! ```text
-//! let ha = Ha::start(HaConfig::new("/xapi/<pool>", host_uuid), client, Arc::new(my_host))?;
+//! let ha = Ha::start(HaConfig::new("/xapi/<pool>", host_uuid), &endpoints, Arc::new(my_host))?;
 //! ha.protect(&HaVm { vm: vm_uuid, priority: Priority::Restart, order: 0, memory })?; // VM.start here
 //! ha.unprotect(&vm_uuid)?;  // clean VM shutdown, or ha_restart_priority set to ""
-//! ha.stop()?;               // pool.disable_ha: disarm the watchdog, revoke the lease
+//! Ha::disable_pool(&endpoints, "/xapi/<pool>")?; // pool.disable_ha, then on each host:
+//! ha.stop()?;               // disarm the watchdog, revoke the lease
 //! ```
 //!
 //! [`plan::max_host_failures_to_tolerate`] is `pool.ha_compute_max_host_failures_to_tolerate`.
