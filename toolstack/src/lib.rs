@@ -49,6 +49,7 @@ pub mod metrics_http;
 pub mod server;
 pub mod simguest;
 pub mod storage;
+pub mod supervise;
 pub mod tasks;
 pub mod value;
 pub mod web;

@@ -213,13 +213,15 @@ impl HaHost for SimHost {
     }
 }
 
+/// (vm, host index) -> first and last time seen.
+type Sightings = BTreeMap<(String, usize), (Instant, Instant)>;
+
 /// Watches every host's domains; records where and when each VM was seen and fails on a VM
 /// seen on two hosts in one pass.
 struct Observer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    /// (vm, host index) -> first and last time seen.
-    seen: Arc<Mutex<BTreeMap<(String, usize), (Instant, Instant)>>>,
+    seen: Arc<Mutex<Sightings>>,
     twice: Arc<Mutex<Vec<String>>>,
     passes: Arc<Mutex<u64>>,
 }
