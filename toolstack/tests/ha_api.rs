@@ -3,6 +3,8 @@
 //! `VM.set_ha_restart_priority` and `pool.set_ha_host_failures_to_tolerate`, and
 //! `pool.ha_compute_max_host_failures_to_tolerate` from the running VMs.
 
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
 #[path = "common/api.rs"]
 mod api;
 
