@@ -62,8 +62,9 @@ struct Shared {
     stop: AtomicBool,
     /// Set by [`Ha::hang`]: renewals stop as in a hung xapi.
     hung: AtomicBool,
-    /// The last published fence deadline of each host whose key was deleted (from the watch).
-    dead: Mutex<HashMap<String, u64>>,
+    /// The last published fence deadline of each host whose key was deleted, with the
+    /// revision of the deletion (from the watch).
+    dead: Mutex<HashMap<String, (u64, i64)>>,
     /// VMs this host restarted, in order.
     restarted: Mutex<Vec<String>>,
 }
@@ -518,6 +519,7 @@ fn spawn_watch(s: &Arc<Shared>) {
                     continue;
                 }
                 let Some(prev) = ev.prev_kv() else { continue };
+                let deleted_at = ev.kv().map_or(0, |kv| kv.mod_revision());
                 let (Ok(k), Ok(hk)) = (
                     prev.key_str(),
                     serde_json::from_slice::<HostKey>(prev.value()),
@@ -525,7 +527,9 @@ fn spawn_watch(s: &Arc<Shared>) {
                     continue;
                 };
                 if let Some(h) = k.strip_prefix(&key) {
-                    s.dead.lock().insert(h.to_owned(), hk.deadline_ms);
+                    s.dead
+                        .lock()
+                        .insert(h.to_owned(), (hk.deadline_ms, deleted_at));
                 }
             }
         }
@@ -607,19 +611,25 @@ fn recover_loop(s: &Shared) {
                 &b.0.vm.vm,
             ))
         });
+        // One clock reading and one copy of the lost hosts' deadlines per scan, so every
+        // orphan of one host becomes eligible in the same scan, in priority order.
+        let now = Instant::now();
+        let wall = wall_ms(SystemTime::now());
+        let dead = s.dead.lock().clone();
         for (intent, rev) in orphans {
             let vm = &intent.vm;
-            let now = Instant::now();
             let seen = *first_seen.entry(vm.vm.clone()).or_insert(now);
             if backoff.get(&vm.vm).is_some_and(|t| now < *t) {
                 continue;
             }
             // The last host must be fenced by now: its last published deadline (plus the
-            // margin for clock skew) has passed, or, unknown, one TTL since first seen.
+            // margin for clock skew) has passed, or, unknown, one TTL since first seen. A
+            // deadline is that of the host's life that owned the VM only if its deletion
+            // came after the VM's protection was written.
             let fenced = if v.hosts.contains_key(&intent.host) && intent.host != s.cfg.host {
                 false
-            } else if let Some(d) = s.dead.lock().get(&intent.host) {
-                wall_ms(SystemTime::now()) >= d + ms(s.cfg.margin)
+            } else if let Some((d, _)) = dead.get(&intent.host).filter(|(_, at)| at >= rev) {
+                wall >= d + ms(s.cfg.margin)
             } else {
                 now >= seen + s.ttl
             };
