@@ -645,7 +645,7 @@ fn random_round(e: &Etcd, probe: &Probe, seed: u64) -> String {
         })
         .collect();
     let n_victims = 1 + rng.below(2) as usize;
-    let mut order = vec![0usize, 1, 2];
+    let mut order = [0usize, 1, 2];
     for i in (1..3).rev() {
         order.swap(i, rng.below(i as u64 + 1) as usize);
     }
