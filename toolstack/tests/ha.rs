@@ -521,6 +521,35 @@ fn a_revoked_lease_waits_for_the_fence_deadline() {
 }
 
 #[test]
+fn a_host_fenced_while_still_connected_gives_its_lease_up() {
+    let e = etcd_or_skip!();
+    let prefix = "/xapi/stall";
+    let (a_host, b_host) = (SimHost::new(8192), SimHost::new(8192));
+    let a = start(&e.endpoint, cfg(prefix, "a"), &a_host);
+    let b = start(&e.endpoint, cfg(prefix, "b"), &b_host);
+    let v = vm(Priority::Restart, 0, 256);
+    run_protected(&a_host, &a, std::slice::from_ref(&v));
+    let obs = Observer::new(vec![a_host.clone(), b_host.clone()]);
+    // A stall longer than the fence window: the watchdog reboots a, then a renews again.
+    a.hang();
+    wait_for("a's watchdog", Duration::from_secs(20), || {
+        a_host.sim.boots() == 2
+    });
+    a.resume();
+    wait_for("a to see it was fenced", Duration::from_secs(20), || {
+        a.state() == HaState::Fenced
+    });
+    wait_for("the VM on b", Duration::from_secs(20), || {
+        b_host.vms() == vec![v.vm.clone()]
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(b.restarted(), vec![v.vm.clone()]);
+    assert!(a_host.vms().is_empty());
+    obs.finish();
+    b.stop().unwrap();
+}
+
+#[test]
 fn scarce_memory_goes_to_restart_priority_then_order() {
     let e = etcd_or_skip!();
     let prefix = "/xapi/scarce";

@@ -363,6 +363,12 @@ impl Ha {
         self.shared.hung.store(true, Ordering::SeqCst);
     }
 
+    /// Renews again after [`Ha::hang`]: if the watchdog fired meanwhile the host is
+    /// [`HaState::Fenced`] and gives its lease up.
+    pub fn resume(&self) {
+        self.shared.hung.store(false, Ordering::SeqCst);
+    }
+
     /// Stops HA on this host in order (`pool.disable_ha`, or the host leaving): drops the
     /// protection of the VMs it owns (their keys), revokes the lease and disarms the watchdog.
     /// Nothing is restarted elsewhere.
@@ -495,9 +501,13 @@ fn renew_loop(s: &Shared) {
             continue;
         };
         if let Err(e) = s.host.xen().watchdog_kick(s.watchdog, secs) {
-            // The watchdog is gone: the host was rebooted (fenced).
+            // The watchdog is gone: the host was rebooted (fenced), its domains with it. The
+            // lease goes now, so the others restart its VMs without waiting for it to expire.
             tracing::error!(host = %s.cfg.host, "HA watchdog lost ({e}): fenced");
             s.set_state(HaState::Fenced);
+            let mut c = s.client.clone();
+            let lease = s.lease;
+            let _ = s.run(s.op_timeout(), async move { c.lease_revoke(lease).await });
         }
     }
 }
