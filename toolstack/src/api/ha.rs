@@ -46,7 +46,7 @@ impl Xapi {
                     if enabled && n > i64::from(x.ha_max_failures()) {
                         return Err(ApiError::new(
                             "HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN",
-                            [""; 0],
+                            [] as [&str; 0],
                         ));
                     }
                     x.generic(class, method, msg, p)
@@ -75,8 +75,8 @@ impl Xapi {
                 .ok_or_else(|| ApiError::internal("no pool object"))?;
             let was = tx.field(pool, "ha_enabled") == Some(&Value::Bool(true));
             match (was, on) {
-                (true, true) => return Err(ApiError::new("HA_IS_ENABLED", [""; 0])),
-                (false, false) => return Err(ApiError::new("HA_NOT_ENABLED", [""; 0])),
+                (true, true) => return Err(ApiError::new("HA_IS_ENABLED", [] as [&str; 0])),
+                (false, false) => return Err(ApiError::new("HA_NOT_ENABLED", [] as [&str; 0])),
                 _ => {}
             }
             tx.set(pool, "ha_enabled", Value::Bool(on));
