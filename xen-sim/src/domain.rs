@@ -163,6 +163,8 @@ pub struct Domain {
     pub grants: crate::grant::DomainGrants,
     /// The guest's balloon driver, once it loaded one ([`Host::balloon_load`]).
     pub balloon: Option<crate::balloon::BalloonDriver>,
+    /// Its watchdog timers (`SCHEDOP_watchdog`).
+    pub watchdogs: crate::watchdog::DomainWatchdogs,
 }
 
 impl Domain {
@@ -194,6 +196,7 @@ impl Domain {
             evtchn: crate::evtchn::DomainPorts::default(),
             grants: crate::grant::DomainGrants::default(),
             balloon: None,
+            watchdogs: crate::watchdog::DomainWatchdogs::default(),
         }
     }
 
@@ -410,33 +413,40 @@ impl Host {
     pub(crate) fn boot_dom0(&self) {
         let cfg = self.config().clone();
         let mut st = self.lock();
-        let now = st.clock.now_ns();
-        let nr_cpus = cfg.nr_cpus().max(1);
-        let mut d = Domain::new(DomId::DOM0, now);
-        let pages = cfg.dom0_memory.min(st.free);
-        st.free = st.free.checked_sub(pages).unwrap_or(Pages::ZERO);
-        let mfn = alloc_mfns(&mut st, pages.0);
-        d.p2m.insert(0, pages.0, mfn);
-        d.tot_pages = pages;
-        d.max_pages = pages;
-        d.max_vcpus = cfg.dom0_vcpus;
-        d.vcpus = (0..cfg.dom0_vcpus)
-            .map(|i| Vcpu {
-                online: true,
-                cpu: i % nr_cpus,
-                ..Vcpu::default()
-            })
-            .collect();
-        d.pause_count = 0;
-        d.creation_finished = true;
-        d.max_evtchn_port = crate::evtchn::DEFAULT_MAX_PORT.get();
-        d.max_grant_frames = cfg.max_grant_frames;
-        d.max_maptrack_frames = cfg.max_maptrack_frames;
-        d.max_grant_version = cfg.max_grant_version;
-        d.grants = crate::grant::DomainGrants::new(cfg.max_grant_frames);
-        st.domains.insert(DomId::DOM0, d);
+        boot_dom0(&mut st, &cfg);
     }
+}
 
+/// Boots dom0: its memory, vCPUs, running.
+pub(crate) fn boot_dom0(st: &mut HostState, cfg: &crate::HostConfig) {
+    let now = st.clock.now_ns();
+    let nr_cpus = cfg.nr_cpus().max(1);
+    let mut d = Domain::new(DomId::DOM0, now);
+    let pages = cfg.dom0_memory.min(st.free);
+    st.free = st.free.checked_sub(pages).unwrap_or(Pages::ZERO);
+    let mfn = alloc_mfns(st, pages.0);
+    d.p2m.insert(0, pages.0, mfn);
+    d.tot_pages = pages;
+    d.max_pages = pages;
+    d.max_vcpus = cfg.dom0_vcpus;
+    d.vcpus = (0..cfg.dom0_vcpus)
+        .map(|i| Vcpu {
+            online: true,
+            cpu: i % nr_cpus,
+            ..Vcpu::default()
+        })
+        .collect();
+    d.pause_count = 0;
+    d.creation_finished = true;
+    d.max_evtchn_port = crate::evtchn::DEFAULT_MAX_PORT.get();
+    d.max_grant_frames = cfg.max_grant_frames;
+    d.max_maptrack_frames = cfg.max_maptrack_frames;
+    d.max_grant_version = cfg.max_grant_version;
+    d.grants = crate::grant::DomainGrants::new(cfg.max_grant_frames);
+    st.domains.insert(DomId::DOM0, d);
+}
+
+impl Host {
     /// Creates a domain (`XEN_DOMCTL_createdomain`), paused, with no memory and no vCPUs yet.
     ///
     /// `domid` 0 or a reserved id (e.g. `DomId::INVALID`) lets the host pick one with Xen's

@@ -43,6 +43,11 @@ impl Clock {
         Clock(ClockKind::Manual(Arc::new(AtomicU64::new(0))))
     }
 
+    /// True for a [`Clock::manual`] clock.
+    pub fn is_manual(&self) -> bool {
+        matches!(self.0, ClockKind::Manual(_))
+    }
+
     /// Time since the clock started.
     pub fn now(&self) -> Duration {
         match &self.0 {
@@ -167,12 +172,17 @@ pub struct HostState {
     pub(crate) dom_exc_cond: Arc<Condvar>,
     /// The hypervisor's console ring.
     pub(crate) conring: crate::console::ConRing,
+    /// Clock reading at the last boot (the first, or a watchdog's reboot).
+    pub(crate) booted: Duration,
+    /// Boots so far: 1, plus one per reboot ([`Host::boots`]).
+    pub(crate) boots: u32,
+    /// Set while a thread fires watchdog timers on a system clock.
+    pub(crate) timer_thread: bool,
 }
 
 #[derive(Debug)]
 pub(crate) struct HostInner {
     pub(crate) config: HostConfig,
-    pub(crate) booted: Duration,
     pub(crate) state: Mutex<HostState>,
 }
 
@@ -187,7 +197,6 @@ impl Host {
     pub fn new(config: HostConfig) -> Host {
         let host = Host {
             inner: Arc::new(HostInner {
-                booted: config.clock.now(),
                 state: Mutex::new(HostState {
                     domains: BTreeMap::new(),
                     free: config.memory,
@@ -198,6 +207,9 @@ impl Host {
                     next_mfn: 0x1000,
                     dom_exc_cond: Arc::new(Condvar::new()),
                     conring: crate::console::ConRing::default(),
+                    booted: config.clock.now(),
+                    boots: 1,
+                    timer_thread: false,
                 }),
                 config,
             }),
@@ -211,13 +223,15 @@ impl Host {
         &self.inner.config
     }
 
-    /// Time since the host booted.
+    /// Time since the host booted (last rebooted).
     pub fn uptime(&self) -> Duration {
-        self.inner
-            .config
-            .clock
-            .now()
-            .saturating_sub(self.inner.booted)
+        let booted = self.lock().booted;
+        self.inner.config.clock.now().saturating_sub(booted)
+    }
+
+    /// How many times the host has booted: 1, plus one per reboot (a watchdog's).
+    pub fn boots(&self) -> u32 {
+        self.lock().boots
     }
 
     /// The host's clock.

@@ -16,7 +16,8 @@
 //! - [`evtchn`]: per-domain port tables with Xen's states, delivered through eventfds;
 //! - [`grant`]: per-domain grant tables with page-granular permissions;
 //! - [`foreign`]: dom0's mappings of other domains' frames by number (privcmd);
-//! - [`console`]: the hypervisor's console ring and a guest's PV console page.
+//! - [`console`]: the hypervisor's console ring and a guest's PV console page;
+//! - [`watchdog`]: domain watchdogs (`SCHEDOP_watchdog`); dom0's expiring reboots the host.
 //!
 //! All state lives behind one [`Host`] handle (cheap to clone, `Send + Sync`), so separate
 //! crates can hang their view of a domain off the same host.
@@ -49,5 +50,6 @@ pub mod host;
 mod kernel_image;
 pub mod memory;
 mod p2m;
+pub mod watchdog;
 
 pub use host::{Clock, Host, HostConfig};

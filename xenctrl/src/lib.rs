@@ -160,6 +160,39 @@ pub trait XenControl: Send + Sync + fmt::Debug {
         })
     }
 
+    /// Arms a new watchdog timer of dom0 (`xc_watchdog(xch, 0, secs)`, as `xenwatchdogd`
+    /// does): unless kicked ([`XenControl::watchdog_kick`]) or disarmed within `timeout`
+    /// (whole seconds, at least 1), Xen shuts dom0 down with `SHUTDOWN_watchdog`, which
+    /// reboots the machine and with it every domain. Xen has two timers per domain; a third
+    /// is `ENOSPC` ([`Error::Os`]).
+    fn watchdog_arm(&self, timeout: std::time::Duration) -> Result<WatchdogId> {
+        let _ = timeout;
+        Err(Error::Unsupported {
+            op: "xc_watchdog",
+            backend: self.backend(),
+        })
+    }
+
+    /// Restarts watchdog `id` with `timeout` from now (`xc_watchdog(xch, id, secs)`). An id
+    /// not armed is [`Error::InvalidArgument`].
+    fn watchdog_kick(&self, id: WatchdogId, timeout: std::time::Duration) -> Result<()> {
+        let _ = (id, timeout);
+        Err(Error::Unsupported {
+            op: "xc_watchdog",
+            backend: self.backend(),
+        })
+    }
+
+    /// Stops and frees watchdog `id` (`xc_watchdog(xch, id, 0)`). An id not armed is
+    /// [`Error::InvalidArgument`].
+    fn watchdog_disarm(&self, id: WatchdogId) -> Result<()> {
+        let _ = id;
+        Err(Error::Unsupported {
+            op: "xc_watchdog",
+            backend: self.backend(),
+        })
+    }
+
     /// One domain's information.
     fn domain_info(&self, dom: DomId) -> Result<DomainInfo> {
         self.domain_info_chunk(dom, 1)?

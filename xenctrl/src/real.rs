@@ -12,7 +12,8 @@ use xen_types::{DomId, Errno, EvtchnPort, Mfn, Pages, Pfn, VcpuId};
 
 use crate::{
     BuiltGuest, ConsoleRead, DomainConfig, DomainInfo, Error, ForeignMapping, GuestImage,
-    ImageSource, PhysInfo, Result, RingPage, ShutdownReason, VcpuInfo, XenControl, XenVersion,
+    ImageSource, PhysInfo, Result, RingPage, ShutdownReason, VcpuInfo, WatchdogId, XenControl,
+    XenVersion,
 };
 
 /// The privcmd device a dom0 has.
@@ -329,6 +330,36 @@ impl XenControl for Real {
         Ok(ForeignMapping::new(Box::new(RealForeign::map(
             dom, frames, writable,
         )?)))
+    }
+
+    fn watchdog_arm(&self, timeout: std::time::Duration) -> Result<WatchdogId> {
+        let secs = crate::types::watchdog_secs("xc_watchdog", timeout)?;
+        let f = sym!(self.lib, "libxenctrl", xc_watchdog);
+        // SAFETY: plain integer arguments; id 0 arms a new timer.
+        let id = self.call("xc_watchdog", None, |x| unsafe { f(x, 0, secs) })?;
+        Ok(WatchdogId(id as u32))
+    }
+
+    fn watchdog_kick(&self, id: WatchdogId, timeout: std::time::Duration) -> Result<()> {
+        let secs = crate::types::watchdog_secs("xc_watchdog", timeout)?;
+        if id.0 == 0 {
+            return Err(Error::InvalidArgument { op: "xc_watchdog" });
+        }
+        let f = sym!(self.lib, "libxenctrl", xc_watchdog);
+        // SAFETY: plain integer arguments; a non-zero id and timeout restart that timer.
+        self.call("xc_watchdog", None, |x| unsafe { f(x, id.0, secs) })
+            .map(drop)
+    }
+
+    fn watchdog_disarm(&self, id: WatchdogId) -> Result<()> {
+        // Id 0 with timeout 0 would arm a timer that fires at once: refused here.
+        if id.0 == 0 {
+            return Err(Error::InvalidArgument { op: "xc_watchdog" });
+        }
+        let f = sym!(self.lib, "libxenctrl", xc_watchdog);
+        // SAFETY: plain integer arguments; timeout 0 stops and frees timer `id`.
+        self.call("xc_watchdog", None, |x| unsafe { f(x, id.0, 0) })
+            .map(drop)
     }
 
     fn build_image(

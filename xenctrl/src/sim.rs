@@ -6,7 +6,7 @@ use xen_types::{DomId, Errno, EvtchnPort, Pages, Pfn, VcpuId};
 
 use crate::{
     BuiltGuest, ConsoleRead, DomainConfig, DomainInfo, Error, ForeignMapping, GuestImage, PhysInfo,
-    Result, RingPage, ShutdownReason, VcpuInfo, XenControl, XenVersion,
+    Result, RingPage, ShutdownReason, VcpuInfo, WatchdogId, XenControl, XenVersion,
 };
 
 /// Control of a [`xen_sim::Host`] (as dom0 of that host).
@@ -154,6 +154,35 @@ impl XenControl for Sim {
             .map_foreign(DomId::DOM0, dom, frames, writable)
             .map_err(err("xenforeignmemory_map", dom))?;
         Ok(ForeignMapping::new(Box::new(m)))
+    }
+
+    fn watchdog_arm(&self, timeout: std::time::Duration) -> Result<WatchdogId> {
+        let secs = crate::types::watchdog_secs("xc_watchdog", timeout)?;
+        self.host
+            .watchdog(DomId::DOM0, 0, secs)
+            .map(WatchdogId)
+            .map_err(|e| Error::from_errno("xc_watchdog", None, e))
+    }
+
+    fn watchdog_kick(&self, id: WatchdogId, timeout: std::time::Duration) -> Result<()> {
+        let secs = crate::types::watchdog_secs("xc_watchdog", timeout)?;
+        if id.0 == 0 {
+            return Err(Error::InvalidArgument { op: "xc_watchdog" });
+        }
+        self.host
+            .watchdog(DomId::DOM0, id.0, secs)
+            .map(drop)
+            .map_err(|e| Error::from_errno("xc_watchdog", None, e))
+    }
+
+    fn watchdog_disarm(&self, id: WatchdogId) -> Result<()> {
+        if id.0 == 0 {
+            return Err(Error::InvalidArgument { op: "xc_watchdog" });
+        }
+        self.host
+            .watchdog(DomId::DOM0, id.0, 0)
+            .map(drop)
+            .map_err(|e| Error::from_errno("xc_watchdog", None, e))
     }
 
     fn build_image(

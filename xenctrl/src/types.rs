@@ -492,3 +492,23 @@ pub struct BuiltGuest {
     /// The xenstore ring.
     pub store: RingPage,
 }
+
+/// A watchdog timer of dom0, from 1 (what `xc_watchdog(xch, 0, timeout)` answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WatchdogId(pub u32);
+
+impl fmt::Display for WatchdogId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "watchdog {}", self.0)
+    }
+}
+
+/// A watchdog timeout in whole seconds, as `SCHEDOP_watchdog` takes it: rounded down (a
+/// fencing timeout must not grow), and refused when under one second (0 would stop a timer,
+/// or fire a new one at once) or past `u32::MAX` seconds.
+pub(crate) fn watchdog_secs(op: &'static str, timeout: Duration) -> crate::Result<u32> {
+    match u32::try_from(timeout.as_secs()) {
+        Ok(s) if s > 0 => Ok(s),
+        _ => Err(crate::Error::InvalidArgument { op }),
+    }
+}

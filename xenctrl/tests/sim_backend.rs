@@ -291,3 +291,45 @@ fn claims_hold_memory_and_are_accounted_in_physinfo_and_domain_info() {
     xen.increase_reservation(dom, Pages::from_mib(16)).unwrap();
     assert_eq!(xen.physinfo().unwrap().outstanding_pages, Pages::ZERO);
 }
+
+#[test]
+fn the_watchdog_arms_kicks_disarms_and_reboots_the_host_on_expiry() {
+    let (x, host) = sim();
+    let s = Duration::from_secs;
+    // Bad timeouts and ids are refused before reaching the hypervisor.
+    assert!(matches!(
+        x.watchdog_arm(Duration::from_millis(999)),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        x.watchdog_disarm(xenctrl::WatchdogId(0)),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        x.watchdog_kick(xenctrl::WatchdogId(1), s(5)),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let a = x.watchdog_arm(s(30)).unwrap();
+    let b = x.watchdog_arm(s(30)).unwrap();
+    assert_ne!(a, b);
+    let third = x.watchdog_arm(s(30)).unwrap_err();
+    assert_eq!(third.errno(), Some(xen_types::Errno(libc::ENOSPC)));
+    x.watchdog_disarm(b).unwrap();
+
+    let dom = x.create_domain(&DomainConfig::pvh(1)).unwrap();
+    x.set_max_mem(dom, Pages::from_mib(16)).unwrap();
+    x.increase_reservation(dom, Pages::from_mib(16)).unwrap();
+    for _ in 0..5 {
+        host.clock().advance(s(29));
+        x.watchdog_kick(a, s(30)).unwrap();
+    }
+    assert!(x.domain_info(dom).is_ok());
+    host.clock().advance(s(30));
+    assert_eq!(host.run_timers().len(), 1);
+    assert!(matches!(
+        x.domain_info(dom),
+        Err(Error::NoSuchDomain { .. })
+    ));
+    assert_eq!(host.boots(), 2);
+    assert_eq!(x.list_domains().unwrap().len(), 1);
+}

@@ -12,6 +12,7 @@ mod audit;
 mod events;
 mod fields;
 mod gpu;
+mod ha;
 mod memory;
 pub mod message;
 mod metrics;
@@ -415,6 +416,9 @@ impl Xapi {
         msg: &str,
         p: &[Value],
     ) -> Option<R> {
+        if let Some(r) = self.ha_message(class, method, msg, p) {
+            return Some(r);
+        }
         let r = match (class.name, msg) {
             ("VM", "start") => self.vm_op(method, p, 4, |x, vm, p| {
                 let paused = arg_bool(&p[2], "start_paused")?;
