@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use xen_ring::testing::{
-    cref, run_back, run_front, Bells, CKind, Doorbell, EchoWorkload, TestReq, TestRsp,
+    cref, run_back, run_back_batched, run_front, run_front_batched, Bells, CKind, Doorbell,
+    EchoWorkload, TestReq, TestRsp,
 };
 use xen_ring::{BackRing, FrontRing};
 use xen_types::mem::PageBuf;
@@ -18,6 +19,8 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 #[allow(dead_code)] // each bench uses its own pairs
 pub enum Pair {
     Rust,
+    /// Rust at both ends, on the batch API (`run_front_batched`, `run_back_batched`).
+    RustBatched,
     C,
     CFrontRustBack,
     RustFrontCBack,
@@ -28,6 +31,7 @@ impl Pair {
     pub fn name(self) -> &'static str {
         match self {
             Pair::Rust => "rust",
+            Pair::RustBatched => "rust_batched",
             Pair::C => "c",
             Pair::CFrontRustBack => "c_front_rust_back",
             Pair::RustFrontCBack => "rust_front_c_back",
@@ -41,8 +45,9 @@ pub fn exchange(pair: Pair, n: u64, bells: bool) -> u64 {
     let to_back = Doorbell::new().expect("eventfd");
     let to_front = Doorbell::new().expect("eventfd");
     let (fb, bb) = Bells::pair(&to_back, &to_front, bells);
-    let rust_front = matches!(pair, Pair::Rust | Pair::RustFrontCBack);
-    let rust_back = matches!(pair, Pair::Rust | Pair::CFrontRustBack);
+    let rust_front = matches!(pair, Pair::Rust | Pair::RustBatched | Pair::RustFrontCBack);
+    let rust_back = matches!(pair, Pair::Rust | Pair::RustBatched | Pair::CFrontRustBack);
+    let batched = matches!(pair, Pair::RustBatched);
     let mut front: Option<FrontRing<_, TestReq, TestRsp>> = None;
     if rust_front {
         front = Some(FrontRing::new(mem.clone(), Pages(1)).expect("front"));
@@ -53,7 +58,11 @@ pub fn exchange(pair: Pair, n: u64, bells: bool) -> u64 {
         BackRing::new(mem.clone(), Pages(1)).expect("back");
     std::thread::scope(|s| {
         let h = s.spawn(|| {
-            if rust_back {
+            if batched {
+                run_back_batched::<EchoWorkload, _>(&mut back, n, bb, TIMEOUT)
+                    .expect("rust back")
+                    .notifies
+            } else if rust_back {
                 run_back::<EchoWorkload, _>(&mut back, n, bb, TIMEOUT)
                     .expect("rust back")
                     .notifies
@@ -64,6 +73,11 @@ pub fn exchange(pair: Pair, n: u64, bells: bool) -> u64 {
             }
         });
         let f = match front.as_mut() {
+            Some(f) if batched => {
+                run_front_batched::<EchoWorkload, _>(f, n, fb, TIMEOUT)
+                    .expect("rust front")
+                    .notifies
+            }
             Some(f) => {
                 run_front::<EchoWorkload, _>(f, n, fb, TIMEOUT)
                     .expect("rust front")
