@@ -19,7 +19,9 @@
 //! copies the response out and checks it.
 //!
 //! Each group reports elements (requests) per second; divide to get ns per request. Peers:
-//! `rust` (Rust front + Rust back), `c` (C front + C back), and the mixed pairs.
+//! `rust` (Rust front + Rust back, per-entry calls), `rust_batched` (the same on the batch
+//! API: one index check and one publish per batch), `c` (C front + C back), and the mixed
+//! pairs. `ring_rounds` runs the same exchanges in interleaved rounds.
 
 #![allow(missing_docs)] // the group macro generates an undocumented pub fn
 
@@ -28,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use xen_ring::testing::{cref, loopback, CKind, EchoWorkload, TestWorkload};
+use xen_ring::testing::{cref, loopback, loopback_batched, CKind, EchoWorkload, TestWorkload};
 use xen_types::mem::PageBuf;
 
 #[path = "ring/common.rs"]
@@ -48,6 +50,7 @@ fn two_threads(c: &mut Criterion, bells: bool, n: u64) {
     g.measurement_time(Duration::from_secs(8));
     for pair in [
         Pair::Rust,
+        Pair::RustBatched,
         Pair::C,
         Pair::CFrontRustBack,
         Pair::RustFrontCBack,
@@ -78,6 +81,15 @@ fn loopback_group(c: &mut Criterion, name: &str, kind: CKind) {
             let good = match kind {
                 CKind::Echo => loopback::<EchoWorkload, _>(&rust_mem, N, 16),
                 _ => loopback::<TestWorkload, _>(&rust_mem, N, 16),
+            };
+            assert_eq!(good.expect("loopback"), N);
+        })
+    });
+    g.bench_function("rust_batched", |b| {
+        b.iter(|| {
+            let good = match kind {
+                CKind::Echo => loopback_batched::<EchoWorkload, _>(&rust_mem, N, 16),
+                _ => loopback_batched::<TestWorkload, _>(&rust_mem, N, 16),
             };
             assert_eq!(good.expect("loopback"), N);
         })
