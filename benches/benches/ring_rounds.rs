@@ -8,6 +8,7 @@
 
 #![allow(missing_docs)]
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xen_ring::testing::{cref, loopback, loopback_batched, CKind, EchoWorkload};
@@ -31,8 +32,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(21);
-    let rust_mem = PageBuf::new(1).expect("page");
-    let batch_mem = PageBuf::new(1).expect("page");
+    let rust_mem = Arc::new(PageBuf::new(1).expect("page"));
+    let batch_mem = Arc::new(PageBuf::new(1).expect("page"));
     let c_mem = PageBuf::new(1).expect("page");
     type Step<'a> = (&'static str, Box<dyn FnMut() + 'a>);
     let mut steps: Vec<Step<'_>> = vec![

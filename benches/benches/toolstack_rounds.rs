@@ -14,7 +14,6 @@
 use std::time::{Duration, Instant};
 
 use toolstack::db::Db;
-use toolstack::value::Value;
 
 #[path = "toolstack/common.rs"]
 mod common;

@@ -89,7 +89,7 @@ impl<'a, 'k> Lexer<'a, 'k> {
                 return Ok(Tok::Eof);
             }
             if b[0] != b'<' {
-                let end = rest.find('<').unwrap_or(rest.len());
+                let end = find_byte(b, b'<').unwrap_or(b.len());
                 self.pos += end;
                 return Ok(Tok::Text(&rest[..end]));
             }
@@ -113,15 +113,18 @@ impl<'a, 'k> Lexer<'a, 'k> {
                 }
                 Some(b'/') => {
                     let r = &rest[2..];
-                    let end = r.find('>').ok_or_else(|| self.mk("unterminated end tag"))?;
+                    let end = find_byte(r.as_bytes(), b'>')
+                        .ok_or_else(|| self.mk("unterminated end tag"))?;
                     self.pos += 2 + end + 1;
                     return Ok(Tok::Close(r[..end].trim()));
                 }
                 _ => {}
             }
             let r = &rest[1..];
-            let end = match r.find('>') {
-                Some(e) if !r[..e].contains(['"', '\'']) => e,
+            // Tags without attributes (all the SDKs send) end at the first `>`.
+            let first = r.bytes().position(|c| matches!(c, b'>' | b'"' | b'\''));
+            let end = match first {
+                Some(e) if r.as_bytes()[e] == b'>' => e,
                 _ => tag_end(r).ok_or_else(|| self.mk("unterminated tag"))?,
             };
             let body = &r[..end];
@@ -130,7 +133,11 @@ impl<'a, 'k> Lexer<'a, 'k> {
                 Some(b) => (b, true),
                 None => (body, false),
             };
-            let name = body.split_ascii_whitespace().next().unwrap_or("");
+            let name = if body.bytes().any(|c| c.is_ascii_whitespace()) {
+                body.split_ascii_whitespace().next().unwrap_or("")
+            } else {
+                body
+            };
             if name.is_empty() {
                 return self.err("empty tag name");
             }
@@ -391,8 +398,14 @@ fn tag_end(r: &str) -> Option<usize> {
     None
 }
 
+/// The index of the first `byte` in `s` (a plain loop: the runs between tags are short).
+#[inline]
+fn find_byte(s: &[u8], byte: u8) -> Option<usize> {
+    s.iter().position(|&c| c == byte)
+}
+
 fn unescape(raw: &str) -> Result<Cow<'_, str>, String> {
-    if !raw.contains('&') {
+    if !raw.bytes().fold(false, |any, c| any | (c == b'&')) {
         return Ok(Cow::Borrowed(raw));
     }
     let mut out = String::with_capacity(raw.len());
@@ -427,6 +440,12 @@ fn unescape(raw: &str) -> Result<Cow<'_, str>, String> {
 }
 
 fn escape_into(out: &mut String, s: &str) {
+    // Most strings need no escape: one branch-free pass finds out.
+    let special = |c: u8| matches!(c, b'<' | b'>' | b'&' | b'\r');
+    if !s.bytes().fold(false, |any, c| any | special(c)) {
+        out.push_str(s);
+        return;
+    }
     // Runs without special characters are copied whole.
     let mut done = 0;
     for (i, b) in s.bytes().enumerate() {
