@@ -28,6 +28,7 @@ pub enum Pair {
 
 impl Pair {
     /// The peer's name in reports.
+    #[allow(dead_code)] // ring_rounds names its steps itself
     pub fn name(self) -> &'static str {
         match self {
             Pair::Rust => "rust",
