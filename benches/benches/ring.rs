@@ -19,7 +19,9 @@
 //! copies the response out and checks it.
 //!
 //! Each group reports elements (requests) per second; divide to get ns per request. Peers:
-//! `rust` (Rust front + Rust back), `c` (C front + C back), and the mixed pairs.
+//! `rust` (Rust front + Rust back, per-entry calls), `rust_batched` (the same on the batch
+//! API: one index check and one publish per batch), `c` (C front + C back), and the mixed
+//! pairs. `ring_rounds` runs the same exchanges in interleaved rounds.
 
 #![allow(missing_docs)] // the group macro generates an undocumented pub fn
 
@@ -28,78 +30,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use xen_ring::testing::{
-    cref, loopback, run_back, run_front, Bells, CKind, Doorbell, EchoWorkload, TestReq, TestRsp,
-    TestWorkload,
-};
-use xen_ring::{BackRing, FrontRing};
+use xen_ring::testing::{cref, loopback, loopback_batched, CKind, EchoWorkload, TestWorkload};
 use xen_types::mem::PageBuf;
-use xen_types::Pages;
 
-const TIMEOUT: Duration = Duration::from_secs(60);
+#[path = "ring/common.rs"]
+mod common;
 
-#[derive(Clone, Copy, Debug)]
-enum Pair {
-    Rust,
-    C,
-    CFrontRustBack,
-    RustFrontCBack,
-}
-
-impl Pair {
-    fn name(self) -> &'static str {
-        match self {
-            Pair::Rust => "rust",
-            Pair::C => "c",
-            Pair::CFrontRustBack => "c_front_rust_back",
-            Pair::RustFrontCBack => "rust_front_c_back",
-        }
-    }
-}
-
-/// One exchange of `n` echo requests; returns the notifications sent by both ends.
-fn exchange(pair: Pair, n: u64, bells: bool) -> u64 {
-    let mem = Arc::new(PageBuf::new(1).expect("page"));
-    let to_back = Doorbell::new().expect("eventfd");
-    let to_front = Doorbell::new().expect("eventfd");
-    let (fb, bb) = Bells::pair(&to_back, &to_front, bells);
-    let rust_front = matches!(pair, Pair::Rust | Pair::RustFrontCBack);
-    let rust_back = matches!(pair, Pair::Rust | Pair::CFrontRustBack);
-    let mut front: Option<FrontRing<_, TestReq, TestRsp>> = None;
-    if rust_front {
-        front = Some(FrontRing::new(mem.clone(), Pages(1)).expect("front"));
-    } else {
-        cref::shared_ring_init(&*mem);
-    }
-    let mut back: BackRing<_, TestReq, TestRsp> =
-        BackRing::new(mem.clone(), Pages(1)).expect("back");
-    std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            if rust_back {
-                run_back::<EchoWorkload, _>(&mut back, n, bb, TIMEOUT)
-                    .expect("rust back")
-                    .notifies
-            } else {
-                cref::back_run(CKind::Echo, &*mem, 1, n, bb, TIMEOUT)
-                    .expect("c back")
-                    .notifies
-            }
-        });
-        let f = match front.as_mut() {
-            Some(f) => {
-                run_front::<EchoWorkload, _>(f, n, fb, TIMEOUT)
-                    .expect("rust front")
-                    .notifies
-            }
-            None => {
-                cref::front_run(CKind::Echo, &*mem, 1, n, fb, TIMEOUT)
-                    .expect("c front")
-                    .notifies
-            }
-        };
-        f + h.join().expect("back thread")
-    })
-}
+use common::{exchange, Pair};
 
 fn two_threads(c: &mut Criterion, bells: bool, n: u64) {
     let name = if bells {
@@ -113,6 +50,7 @@ fn two_threads(c: &mut Criterion, bells: bool, n: u64) {
     g.measurement_time(Duration::from_secs(8));
     for pair in [
         Pair::Rust,
+        Pair::RustBatched,
         Pair::C,
         Pair::CFrontRustBack,
         Pair::RustFrontCBack,
@@ -143,6 +81,15 @@ fn loopback_group(c: &mut Criterion, name: &str, kind: CKind) {
             let good = match kind {
                 CKind::Echo => loopback::<EchoWorkload, _>(&rust_mem, N, 16),
                 _ => loopback::<TestWorkload, _>(&rust_mem, N, 16),
+            };
+            assert_eq!(good.expect("loopback"), N);
+        })
+    });
+    g.bench_function("rust_batched", |b| {
+        b.iter(|| {
+            let good = match kind {
+                CKind::Echo => loopback_batched::<EchoWorkload, _>(&rust_mem, N, 16),
+                _ => loopback_batched::<TestWorkload, _>(&rust_mem, N, 16),
             };
             assert_eq!(good.expect("loopback"), N);
         })

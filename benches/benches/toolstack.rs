@@ -7,88 +7,20 @@
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
-use toolstack::api::{Credentials, Xapi};
-use toolstack::backend::Backend;
-use toolstack::client::{Client, Endpoint};
+use toolstack::client::Client;
 use toolstack::db::Db;
-use toolstack::host::{self, HostConfig};
 use toolstack::value::Value;
 
-const GIB: u64 = 1 << 30;
+#[path = "toolstack/common.rs"]
+mod common;
 
-/// xenctrl over xen-sim (16 GiB, 1 GiB for dom0) with our xenstored in process.
-fn sim() -> Arc<Backend> {
-    Arc::new(Backend::simulated(16 * GIB, GIB, 4).unwrap())
-}
-
-struct Server {
-    xapi: Arc<Xapi>,
-    port: u16,
-    session: Value,
-}
-
-fn server(backend: Arc<Backend>, db: Db) -> Server {
-    host::bootstrap(&db, &HostConfig::simulated()).unwrap();
-    let xapi = Xapi::new(db, backend, Credentials::new("root", "pw").unwrap()).unwrap();
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.set_nonblocking(true).unwrap();
-    let port = l.local_addr().unwrap().port();
-    let x = Arc::clone(&xapi);
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::from_std(l).unwrap();
-            toolstack::server::serve_tcp(l, x, None).await;
-        });
-    });
-    let session = xapi
-        .call(
-            "session.login_with_password",
-            &[Value::str("root"), Value::str("pw")],
-        )
-        .unwrap();
-    Server {
-        xapi,
-        port,
-        session,
-    }
-}
-
-fn client(port: u16) -> Client {
-    let mut c = Client::new(Endpoint::Tcp("127.0.0.1".into(), port));
-    c.login("root", "pw").unwrap();
-    c
-}
-
-fn add_vms(s: &Server, n: usize) {
-    for i in 0..n {
-        let m = Value::str("268435456");
-        let rec = Value::Struct(
-            [
-                ("name_label", Value::String(format!("vm-{i}"))),
-                ("memory_static_max", m.clone()),
-                ("memory_dynamic_max", m.clone()),
-                ("memory_dynamic_min", m),
-                ("VCPUs_max", Value::str("1")),
-                ("VCPUs_at_startup", Value::str("1")),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
-        );
-        s.xapi.call("VM.create", &[s.session.clone(), rec]).unwrap();
-    }
-}
+use common::{add_vms, client, server, sim, Server};
 
 fn get_all_records(c: &mut Criterion) {
     let mut g = c.benchmark_group("toolstack/VM.get_all_records");

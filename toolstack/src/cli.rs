@@ -461,8 +461,12 @@ pub fn run(argv: &[String], out: &mut dyn Write) -> Result<(), XeError> {
     r
 }
 
-fn all_records(c: &mut Client, class: &str) -> Result<Rows, XeError> {
-    let v = c.call(&format!("{class}.get_all_records"), &[])?;
+/// Every record of `class`; with `fields`, records holding only those fields.
+fn all_records(c: &mut Client, class: &str, fields: Option<&[&str]>) -> Result<Rows, XeError> {
+    let v = match fields {
+        Some(f) => c.get_all_records_fields(class, f)?,
+        None => c.call(&format!("{class}.get_all_records"), &[])?,
+    };
     Ok(match v {
         Value::Struct(m) => m
             .into_iter()
@@ -512,7 +516,7 @@ fn lookup_for(c: &mut Client, class: &str) -> Result<Lookup, XeError> {
     targets.sort_unstable();
     targets.dedup();
     for t in targets {
-        for (k, r) in all_records(c, t)? {
+        for (k, r) in all_records(c, t, None)? {
             look.insert(k, r);
         }
     }
@@ -551,7 +555,16 @@ fn select(
         Some(_) => Lookup::new(),
         None => lookup_for(c, class)?,
     };
-    let mut recs = all_records(c, class)?;
+    // With only plain fields to show, only those are read from the reply (and whether a VM is
+    // a template).
+    let read: Option<Vec<&str>> = plain.as_ref().map(|fields| {
+        fields
+            .iter()
+            .map(|f| f.name)
+            .chain((class == "VM").then_some("is_a_template"))
+            .collect()
+    });
+    let mut recs = all_records(c, class, read.as_deref())?;
     if class == "VM" {
         // xe hides templates unless asked for them.
         if !filters.iter().any(|(k, _)| k == "is-a-template") {

@@ -390,7 +390,8 @@ impl Client {
             Err(e) => return (Err(e), None),
         };
         let conn = (!conn.is_closed()).then_some(conn);
-        let text = match String::from_utf8(body.to_vec()) {
+        // The collected body is one buffer: it becomes the string without a copy.
+        let text = match String::from_utf8(Vec::from(body)) {
             Ok(t) => t,
             Err(_) => return (Err(proto("response not UTF-8".into())), conn),
         };
@@ -407,35 +408,16 @@ impl Client {
     /// success or the failure as [`Error::Api`].
     pub fn call_raw(&mut self, method: &str, params: &[Value]) -> Result<Value, Error> {
         let text = self.post("/", xmlrpc::encode_call(method, params))?;
-        let resp = xmlrpc::parse_response(&text).map_err(|e| Error::Protocol(e.to_string()))?;
-        let v = resp.map_err(|f| Error::Protocol(format!("XML-RPC fault {f:?}")))?;
-        let m = v
-            .as_struct()
-            .ok_or_else(|| Error::Protocol("response is not a struct".into()))?;
-        match m.get("Status").and_then(Value::as_str) {
-            Some("Success") => m
-                .get("Value")
-                .cloned()
-                .ok_or_else(|| Error::Protocol("no Value".into())),
-            Some("Failure") => {
-                let d: Vec<String> = m
-                    .get("ErrorDescription")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .map(|x| x.as_str().unwrap_or_default().to_owned())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let mut it = d.into_iter();
-                let code = it.next().unwrap_or_default();
-                Err(Error::Api(ApiError {
-                    code,
-                    params: it.collect(),
-                }))
-            }
-            _ => Err(Error::Protocol("no Status".into())),
-        }
+        outcome(xmlrpc::parse_response(&text))
+    }
+
+    /// `<class>.get_all_records`, reading only `fields` of each record (the reply on the
+    /// wire is the whole one; the other fields are skipped as it is parsed).
+    pub fn get_all_records_fields(&mut self, class: &str, fields: &[&str]) -> Result<Value, Error> {
+        let session = Value::str(self.session.clone().unwrap_or_default());
+        let call = xmlrpc::encode_call(&format!("{class}.get_all_records"), &[session]);
+        let text = self.post("/", call)?;
+        outcome(xmlrpc::parse_records_response(&text, fields))
     }
 
     /// Logs in.
@@ -463,6 +445,38 @@ impl Client {
         p.push(Value::str(self.session.clone().unwrap_or_default()));
         p.extend_from_slice(args);
         self.call_raw(method, &p)
+    }
+}
+
+/// The `Value` of a parsed `{Status: Success, Value}` reply, or its failure as [`Error::Api`].
+fn outcome(resp: Result<Result<Value, Value>, xmlrpc::XmlError>) -> Result<Value, Error> {
+    let resp = resp.map_err(|e| Error::Protocol(e.to_string()))?;
+    let v = resp.map_err(|f| Error::Protocol(format!("XML-RPC fault {f:?}")))?;
+    let Value::Struct(mut m) = v else {
+        return Err(Error::Protocol("response is not a struct".into()));
+    };
+    match m.get("Status").and_then(Value::as_str) {
+        Some("Success") => m
+            .remove("Value")
+            .ok_or_else(|| Error::Protocol("no Value".into())),
+        Some("Failure") => {
+            let d: Vec<String> = m
+                .get("ErrorDescription")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|x| x.as_str().unwrap_or_default().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut it = d.into_iter();
+            let code = it.next().unwrap_or_default();
+            Err(Error::Api(ApiError {
+                code,
+                params: it.collect(),
+            }))
+        }
+        _ => Err(Error::Protocol("no Status".into())),
     }
 }
 

@@ -3,6 +3,7 @@
 //! Parsing is bounded: nesting deeper than [`MAX_DEPTH`] is rejected, so a hostile body cannot
 //! exhaust the stack. The HTTP layer bounds the body size.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -27,22 +28,33 @@ enum Tok<'a> {
     /// A self-closing tag, `<nil/>`.
     Empty(&'a str),
     Close(&'a str),
-    Text(String),
+    /// Character data as it stands in the body (entities resolved when it is used).
+    Text(&'a str),
     Eof,
 }
 
-struct Lexer<'a> {
-    s: &'a str,
-    pos: usize,
-    peeked: Option<(Tok<'a>, usize)>,
+/// Which struct members to read: in structs at `depth`, only those named in `names` (the
+/// others are skipped without building their values).
+#[derive(Debug, Clone, Copy)]
+struct Keep<'k> {
+    depth: usize,
+    names: &'k [&'k str],
 }
 
-impl<'a> Lexer<'a> {
+struct Lexer<'a, 'k> {
+    s: &'a str,
+    pos: usize,
+    peeked: Option<Tok<'a>>,
+    keep: Option<Keep<'k>>,
+}
+
+impl<'a, 'k> Lexer<'a, 'k> {
     fn new(s: &'a str) -> Self {
         Lexer {
             s,
             pos: 0,
             peeked: None,
+            keep: None,
         }
     }
 
@@ -56,13 +68,13 @@ impl<'a> Lexer<'a> {
     fn peek(&mut self) -> Result<&Tok<'a>, XmlError> {
         if self.peeked.is_none() {
             let t = self.lex()?;
-            self.peeked = Some((t, self.pos));
+            self.peeked = Some(t);
         }
-        Ok(&self.peeked.as_ref().expect("just filled").0)
+        Ok(self.peeked.as_ref().expect("just filled"))
     }
 
     fn next(&mut self) -> Result<Tok<'a>, XmlError> {
-        if let Some((t, _)) = self.peeked.take() {
+        if let Some(t) = self.peeked.take() {
             return Ok(t);
         }
         self.lex()
@@ -70,71 +82,70 @@ impl<'a> Lexer<'a> {
 
     fn lex(&mut self) -> Result<Tok<'a>, XmlError> {
         loop {
-            let rest = &self.s[self.pos..];
-            if rest.is_empty() {
+            let s: &'a str = self.s;
+            let rest = &s[self.pos..];
+            let b = rest.as_bytes();
+            if b.is_empty() {
                 return Ok(Tok::Eof);
             }
-            if let Some(r) = rest.strip_prefix("<?") {
-                let end = r.find("?>").ok_or_else(|| self.mk("unterminated <?"))?;
-                self.pos += 2 + end + 2;
-                continue;
+            if b[0] != b'<' {
+                let end = find_byte(b, b'<').unwrap_or(b.len());
+                self.pos += end;
+                return Ok(Tok::Text(&rest[..end]));
             }
-            if let Some(r) = rest.strip_prefix("<!--") {
-                let end = r
-                    .find("-->")
-                    .ok_or_else(|| self.mk("unterminated comment"))?;
-                self.pos += 4 + end + 3;
-                continue;
-            }
-            if rest.starts_with("<!") {
-                return self.err("DTDs and CDATA are not accepted");
-            }
-            if let Some(r) = rest.strip_prefix("</") {
-                let end = r.find('>').ok_or_else(|| self.mk("unterminated end tag"))?;
-                let name = r[..end].trim();
-                self.pos += 2 + end + 1;
-                return Ok(Tok::Close(name));
-            }
-            if let Some(r) = rest.strip_prefix('<') {
-                // Find the end of the tag, skipping quoted attribute values.
-                let mut quote = None;
-                let mut end = None;
-                for (i, c) in r.char_indices() {
-                    match (quote, c) {
-                        (Some(q), c) if c == q => quote = None,
-                        (Some(_), _) => {}
-                        (None, '"' | '\'') => quote = Some(c),
-                        (None, '>') => {
-                            end = Some(i);
-                            break;
-                        }
-                        _ => {}
-                    }
+            match b.get(1) {
+                Some(b'?') => {
+                    let end = rest[2..]
+                        .find("?>")
+                        .ok_or_else(|| self.mk("unterminated <?"))?;
+                    self.pos += 2 + end + 2;
+                    continue;
                 }
-                let end = end.ok_or_else(|| self.mk("unterminated tag"))?;
-                let body = &r[..end];
-                self.pos += 1 + end + 1;
-                let (body, empty) = match body.strip_suffix('/') {
-                    Some(b) => (b, true),
-                    None => (body, false),
-                };
-                let name = body.split_ascii_whitespace().next().unwrap_or("");
-                if name.is_empty() {
-                    return self.err("empty tag name");
+                Some(b'!') => {
+                    let Some(r) = rest.strip_prefix("<!--") else {
+                        return self.err("DTDs and CDATA are not accepted");
+                    };
+                    let end = r
+                        .find("-->")
+                        .ok_or_else(|| self.mk("unterminated comment"))?;
+                    self.pos += 4 + end + 3;
+                    continue;
                 }
-                return Ok(if empty {
-                    Tok::Empty(name)
-                } else {
-                    Tok::Open(name)
-                });
+                Some(b'/') => {
+                    let r = &rest[2..];
+                    let end = find_byte(r.as_bytes(), b'>')
+                        .ok_or_else(|| self.mk("unterminated end tag"))?;
+                    self.pos += 2 + end + 1;
+                    return Ok(Tok::Close(r[..end].trim()));
+                }
+                _ => {}
             }
-            let end = rest.find('<').unwrap_or(rest.len());
-            let raw = &rest[..end];
-            let start = self.pos;
-            self.pos += end;
-            return unescape(raw)
-                .map(Tok::Text)
-                .map_err(|msg| XmlError { pos: start, msg });
+            let r = &rest[1..];
+            // Tags without attributes (all the SDKs send) end at the first `>`.
+            let first = r.bytes().position(|c| matches!(c, b'>' | b'"' | b'\''));
+            let end = match first {
+                Some(e) if r.as_bytes()[e] == b'>' => e,
+                _ => tag_end(r).ok_or_else(|| self.mk("unterminated tag"))?,
+            };
+            let body = &r[..end];
+            self.pos += 1 + end + 1;
+            let (body, empty) = match body.strip_suffix('/') {
+                Some(b) => (b, true),
+                None => (body, false),
+            };
+            let name = if body.bytes().any(|c| c.is_ascii_whitespace()) {
+                body.split_ascii_whitespace().next().unwrap_or("")
+            } else {
+                body
+            };
+            if name.is_empty() {
+                return self.err("empty tag name");
+            }
+            return Ok(if empty {
+                Tok::Empty(name)
+            } else {
+                Tok::Open(name)
+            });
         }
     }
 
@@ -145,11 +156,24 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    /// Resolves the entities of `raw`, a slice of the body (errors point at its start).
+    fn text(&self, raw: &'a str) -> Result<Cow<'a, str>, XmlError> {
+        unescape(raw).map_err(|msg| XmlError {
+            pos: raw.as_ptr() as usize - self.s.as_ptr() as usize,
+            msg,
+        })
+    }
+
+    /// Whether `raw` is only whitespace once its entities are resolved.
+    fn blank(&self, raw: &'a str) -> Result<bool, XmlError> {
+        Ok(self.text(raw)?.trim().is_empty())
+    }
+
     /// Skips whitespace-only text.
     fn skip_ws(&mut self) -> Result<(), XmlError> {
-        while let Tok::Text(t) = self.peek()? {
-            if !t.trim().is_empty() {
-                let msg = format!("unexpected text {t:?}");
+        while let Tok::Text(t) = *self.peek()? {
+            if !self.blank(t)? {
+                let msg = format!("unexpected text {:?}", self.text(t)?);
                 return self.err(msg);
             }
             self.next()?;
@@ -174,18 +198,43 @@ impl<'a> Lexer<'a> {
     }
 
     /// Text up to `</name>` (possibly empty).
-    fn text_until_close(&mut self, name: &str) -> Result<String, XmlError> {
+    fn text_until_close(&mut self, name: &str) -> Result<Cow<'a, str>, XmlError> {
         let text = match self.peek()? {
             Tok::Text(_) => match self.next()? {
-                Tok::Text(t) => t,
+                Tok::Text(t) => self.text(t)?,
                 _ => unreachable!("peeked text"),
             },
-            _ => String::new(),
+            _ => Cow::Borrowed(""),
         };
         match self.next()? {
             Tok::Close(n) if n == name => Ok(text),
             t => self.err(format!("expected </{name}>, found {t:?}")),
         }
+    }
+
+    /// Skips the inside of a `<value>` and its `</value>` without building it: only the
+    /// balance of `<value>` tags is checked.
+    fn skip_value_body(&mut self) -> Result<(), XmlError> {
+        let mut open = 1usize;
+        loop {
+            match self.next()? {
+                Tok::Open("value") => open += 1,
+                Tok::Close("value") => {
+                    open -= 1;
+                    if open == 0 {
+                        return Ok(());
+                    }
+                }
+                Tok::Eof => return self.err("unterminated <value>"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether a member named `name` of a struct at `depth` is to be skipped.
+    fn skipped(&self, depth: usize, name: &str) -> bool {
+        self.keep
+            .is_some_and(|k| k.depth == depth && !k.names.contains(&name))
     }
 
     /// Parses the inside of `<value>` and its `</value>`.
@@ -201,12 +250,19 @@ impl<'a> Lexer<'a> {
             },
             _ => None,
         };
+        let typed = |lx: &Self| -> Result<(), XmlError> {
+            match text {
+                Some(t) if !lx.blank(t)? => lx.err("text before a typed value"),
+                _ => Ok(()),
+            }
+        };
         match self.next()? {
-            Tok::Close("value") => Ok(Value::String(text.unwrap_or_default())),
+            Tok::Close("value") => Ok(Value::String(match text {
+                Some(t) => self.text(t)?.into_owned(),
+                None => String::new(),
+            })),
             Tok::Empty(tag) => {
-                if text.as_deref().is_some_and(|t| !t.trim().is_empty()) {
-                    return self.err("text before a typed value");
-                }
+                typed(self)?;
                 let v = match tag {
                     "nil" => Value::Nil,
                     "string" => Value::String(String::new()),
@@ -218,11 +274,9 @@ impl<'a> Lexer<'a> {
                 Ok(v)
             }
             Tok::Open(tag) => {
-                if text.as_deref().is_some_and(|t| !t.trim().is_empty()) {
-                    return self.err("text before a typed value");
-                }
+                typed(self)?;
                 let v = match tag {
-                    "string" | "base64" => Value::String(self.text_until_close(tag)?),
+                    "string" | "base64" => Value::String(self.text_until_close(tag)?.into_owned()),
                     "int" | "i4" | "i8" => {
                         let t = self.text_until_close(tag)?;
                         Value::Int(t.trim().parse().or_else(|_| self.err("bad integer"))?)
@@ -236,7 +290,7 @@ impl<'a> Lexer<'a> {
                         let t = self.text_until_close(tag)?;
                         Value::Double(t.trim().parse().or_else(|_| self.err("bad double"))?)
                     }
-                    "dateTime.iso8601" => Value::DateTime(self.text_until_close(tag)?),
+                    "dateTime.iso8601" => Value::DateTime(self.text_until_close(tag)?.into_owned()),
                     "nil" => {
                         self.text_until_close(tag)?;
                         Value::Nil
@@ -260,7 +314,9 @@ impl<'a> Lexer<'a> {
                         Value::Array(items)
                     }
                     "struct" => {
-                        let mut m = BTreeMap::new();
+                        // Members in the order sent (sorted, from our encoder): the map is
+                        // built in bulk at the end; a repeated name keeps its last value.
+                        let mut members = Vec::new();
                         loop {
                             self.skip_ws()?;
                             match self.next()? {
@@ -268,15 +324,19 @@ impl<'a> Lexer<'a> {
                                     self.expect_open("name")?;
                                     let k = self.text_until_close("name")?;
                                     self.expect_open("value")?;
-                                    let v = self.value_body(depth + 1)?;
+                                    if self.skipped(depth, &k) {
+                                        self.skip_value_body()?;
+                                    } else {
+                                        let v = self.value_body(depth + 1)?;
+                                        members.push((k.into_owned(), v));
+                                    }
                                     self.expect_close("member")?;
-                                    m.insert(k, v);
                                 }
                                 Tok::Close("struct") => break,
                                 t => return self.err(format!("in <struct>: {t:?}")),
                             }
                         }
-                        Value::Struct(m)
+                        Value::Struct(members.into_iter().collect())
                     }
                     t => return self.err(format!("unknown type <{t}>")),
                 };
@@ -323,9 +383,30 @@ impl<'a> Lexer<'a> {
     }
 }
 
-fn unescape(raw: &str) -> Result<String, String> {
-    if !raw.contains('&') {
-        return Ok(raw.to_owned());
+/// The end of a tag's inside (the index of its `>`), skipping quoted attribute values.
+fn tag_end(r: &str) -> Option<usize> {
+    let mut quote = None;
+    for (i, c) in r.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '>') => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The index of the first `byte` in `s` (a plain loop: the runs between tags are short).
+#[inline]
+fn find_byte(s: &[u8], byte: u8) -> Option<usize> {
+    s.iter().position(|&c| c == byte)
+}
+
+fn unescape(raw: &str) -> Result<Cow<'_, str>, String> {
+    if !raw.bytes().fold(false, |any, c| any | (c == b'&')) {
+        return Ok(Cow::Borrowed(raw));
     }
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
@@ -355,19 +436,31 @@ fn unescape(raw: &str) -> Result<String, String> {
         rest = &r[end + 1..];
     }
     out.push_str(rest);
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 fn escape_into(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '\r' => out.push_str("&#13;"),
-            c => out.push(c),
-        }
+    // Most strings need no escape: one branch-free pass finds out.
+    let special = |c: u8| matches!(c, b'<' | b'>' | b'&' | b'\r');
+    if !s.bytes().fold(false, |any, c| any | special(c)) {
+        out.push_str(s);
+        return;
     }
+    // Runs without special characters are copied whole.
+    let mut done = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let entity = match b {
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'&' => "&amp;",
+            b'\r' => "&#13;",
+            _ => continue,
+        };
+        out.push_str(&s[done..i]);
+        out.push_str(entity);
+        done = i + 1;
+    }
+    out.push_str(&s[done..]);
 }
 
 /// Parses a `<methodCall>` into its method name and parameters.
@@ -384,7 +477,26 @@ pub fn parse_call(body: &str) -> Result<(String, Vec<Value>), XmlError> {
 
 /// Parses a `<methodResponse>`: the value, or a fault as `Err((code, string))` inside `Ok`.
 pub fn parse_response(body: &str) -> Result<Result<Value, Value>, XmlError> {
+    response(Lexer::new(body))
+}
+
+/// [`parse_response`] for a `get_all_records` reply (`{Status, Value: {ref: record}}`) that
+/// reads only the `fields` of each record: the other fields are skipped, not built (their
+/// inside is not checked beyond the balance of `<value>` tags).
+pub fn parse_records_response(
+    body: &str,
+    fields: &[&str],
+) -> Result<Result<Value, Value>, XmlError> {
     let mut lx = Lexer::new(body);
+    // The reply struct is at depth 0, its `Value` at 1, each record at 2.
+    lx.keep = Some(Keep {
+        depth: 2,
+        names: fields,
+    });
+    response(lx)
+}
+
+fn response(mut lx: Lexer<'_, '_>) -> Result<Result<Value, Value>, XmlError> {
     lx.expect_open("methodResponse")?;
     lx.skip_ws()?;
     let r = match lx.peek()? {
@@ -535,6 +647,84 @@ mod tests {
         assert!(parse_call(&deep).unwrap_err().msg.contains("deep"));
     }
 
+    fn records_reply() -> Value {
+        let rec = |i: i64| {
+            Value::Struct(
+                [
+                    ("uuid", Value::String(format!("u{i}"))),
+                    ("name_label", Value::str("a<&>b")),
+                    ("other_config", {
+                        let inner = [("k".to_owned(), Value::Array(vec![Value::Int(i)]))];
+                        Value::Struct(inner.into_iter().collect())
+                    }),
+                    ("VCPUs", Value::Int(i)),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            )
+        };
+        let recs = (0..3).map(|i| (format!("OpaqueRef:{i}"), rec(i))).collect();
+        Value::Struct(
+            [
+                ("Status".to_owned(), Value::str("Success")),
+                ("Value".to_owned(), Value::Struct(recs)),
+            ]
+            .into_iter()
+            .collect(),
+        )
+    }
+
+    #[test]
+    fn records_reply_keeps_only_the_fields_asked_for() {
+        let full = records_reply();
+        let body = encode_response(&full);
+        let Ok(Value::Struct(got)) =
+            parse_records_response(&body, &["name_label", "VCPUs"]).unwrap()
+        else {
+            panic!("not a struct");
+        };
+        assert_eq!(got["Status"], Value::str("Success"));
+        let want = full.as_struct().unwrap()["Value"].as_struct().unwrap();
+        let got = got["Value"].as_struct().unwrap();
+        assert_eq!(got.len(), 3);
+        for (r, rec) in want {
+            let mut rec = rec.as_struct().unwrap().clone();
+            rec.retain(|k, _| k == "name_label" || k == "VCPUs");
+            assert_eq!(got[r], Value::Struct(rec), "{r}");
+        }
+        // Nothing asked for: empty records, still one per reference.
+        let none = parse_records_response(&body, &[]).unwrap().unwrap();
+        let none = none.as_struct().unwrap()["Value"].as_struct().unwrap();
+        assert!(none.values().all(|r| r == &Value::Struct(BTreeMap::new())));
+        assert_eq!(none.len(), 3);
+        // A failure is read whole.
+        let fail = encode_response(&Value::Struct(
+            [
+                ("Status".to_owned(), Value::str("Failure")),
+                (
+                    "ErrorDescription".to_owned(),
+                    Value::Array(vec![Value::str("SESSION_INVALID"), Value::str("x")]),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        ));
+        assert_eq!(parse_records_response(&fail, &[]), parse_response(&fail));
+    }
+
+    #[test]
+    fn a_skipped_field_must_still_be_balanced() {
+        let body = encode_response(&records_reply());
+        // Cut inside a skipped map: an error, not a shorter answer.
+        let cut = &body[..body.find("<name>k</name>").unwrap()];
+        let e = parse_records_response(cut, &["uuid"]).unwrap_err();
+        assert!(e.msg.contains("unterminated <value>"), "{e}");
+        // An extra `</value>` in a skipped field ends it early, and the rest does not fit.
+        let extra = body.replacen("<name>k</name><value>", "<name>k</name><value></value>", 1);
+        assert!(parse_records_response(&extra, &["uuid"]).is_err());
+    }
+
     fn arb_value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             any::<String>().prop_map(|s| Value::String(s.replace('\r', ""))),
@@ -569,9 +759,29 @@ mod tests {
         }
 
         #[test]
+        fn records_reply_reads_what_it_keeps(v in arb_value(), keep in prop::collection::vec("[a-zA-Z_ <&>]{0,12}", 0..4)) {
+            // Any value as one record: the kept members are exactly those of the full parse.
+            let reply = Value::Struct([
+                ("Status".to_owned(), Value::str("Success")),
+                ("Value".to_owned(), Value::Struct([("r".to_owned(), v.clone())].into_iter().collect())),
+            ].into_iter().collect());
+            let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+            let got = parse_records_response(&encode_response(&reply), &keep).unwrap().unwrap();
+            let want = match v {
+                Value::Struct(mut m) => {
+                    m.retain(|k, _| keep.contains(&k.as_str()));
+                    Value::Struct(m)
+                }
+                other => other,
+            };
+            prop_assert_eq!(&got.as_struct().unwrap()["Value"].as_struct().unwrap()["r"], &want);
+        }
+
+        #[test]
         fn garbage_never_panics(s in ".{0,200}") {
             let _ = parse_call(&s);
             let _ = parse_response(&s);
+            let _ = parse_records_response(&s, &["a"]);
         }
     }
 }

@@ -10,7 +10,7 @@ use xen_types::Pages;
 use crate::idx;
 use crate::layout::{RingLayout, SringField};
 use crate::slot::{read_volatile_words, RingMem, Slot, SlotMut};
-use crate::{RingError, Untyped, RING_IDX};
+use crate::{Pushed, RingError, Untyped, RING_IDX};
 
 /// The back end of a shared ring (`struct X_back_ring`): the end that serves requests
 /// (blkback, netback) and produces responses.
@@ -89,6 +89,42 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
             })),
             None => Ok(None),
         }
+    }
+
+    /// Serves up to `max` published requests, reading (and checking) `req_prod` once:
+    /// `serve(request)` reads each request in place and returns its response, which is
+    /// written into the next response slot; then the responses are published
+    /// (`RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`). The batch form of
+    /// [`next_request`](Self::next_request) + [`push_response`](Self::push_response) + push,
+    /// answering in order; capped, as those are, by the free response slots.
+    ///
+    /// The response may go to the slot the request came from: `serve` reads the request and
+    /// returns the response, the ring writes it after `serve` returns.
+    #[inline]
+    pub fn serve_requests_with(
+        &mut self,
+        max: u32,
+        mut serve: impl FnMut(&Slot<'_, Req>) -> Rsp,
+    ) -> Result<Pushed, RingError> {
+        self.check()?;
+        let count = self.refresh()?.min(max);
+        let (cons, prod) = (self.req_cons, self.rsp_prod_pvt);
+        for k in 0..count {
+            // SAFETY: `RingMem::typed` checked that a Req and an Rsp fit every slot, aligned;
+            // the slots live for this iteration, while the ring is borrowed. The request is
+            // read (inside `serve`) before its response is written, which may be to the same
+            // slot; `refresh` capped `count` so that response slots `prod + k` are never
+            // requests not yet consumed.
+            unsafe {
+                let q = Slot::new(self.ring.typed_slot::<Req, Rsp>(cons.wrapping_add(k)));
+                let rsp = serve(&q);
+                SlotMut::new(self.ring.typed_slot::<Req, Rsp>(prod.wrapping_add(k))).write(rsp);
+            }
+        }
+        self.req_cons = cons.wrapping_add(count);
+        self.rsp_prod_pvt = prod.wrapping_add(count);
+        let notify = self.push_responses_and_check_notify();
+        Ok(Pushed { count, notify })
     }
 
     /// Copies out up to `out.len()` requests (as many as [`take_request`](Self::take_request)

@@ -10,7 +10,7 @@ use xen_types::Pages;
 use crate::idx;
 use crate::layout::{init_shared_ring, RingLayout, SringField};
 use crate::slot::{read_volatile_words, RingMem, Slot, SlotMut};
-use crate::{RingError, Untyped, RING_IDX};
+use crate::{Pushed, RingError, Untyped, RING_IDX};
 
 /// The front end of a shared ring (`struct X_front_ring`): the end that issues requests
 /// (blkfront, netfront) and consumes responses.
@@ -140,6 +140,67 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
             })),
             None => Ok(None),
         }
+    }
+
+    /// Fills up to `n` free request slots in place, `fill(slot, k)` for the `k`th, then
+    /// publishes them (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`): the batch form of
+    /// [`next_request`](Self::next_request) + push, with one check of the free space and one
+    /// index store for the batch. Requests queued before and not pushed are published too.
+    ///
+    /// ```
+    /// # use std::{mem::offset_of, sync::Arc};
+    /// # use xen_ring::FrontRing;
+    /// # use xen_sys::{blkif_request, blkif_response};
+    /// # use xen_types::{mem::PageBuf, Pages};
+    /// let page = Arc::new(PageBuf::new(1).unwrap());
+    /// let mut front: FrontRing<_, blkif_request, blkif_response> =
+    ///     FrontRing::new(page, Pages(1)).unwrap();
+    /// let pushed = front
+    ///     .push_requests_with(4, |slot, k| slot.set(offset_of!(blkif_request, id), u64::from(k)))
+    ///     .unwrap();
+    /// assert_eq!(pushed.count, 4);
+    /// ```
+    #[inline]
+    pub fn push_requests_with(
+        &mut self,
+        n: u32,
+        mut fill: impl FnMut(&mut SlotMut<'_, Req>, u32),
+    ) -> Result<Pushed, RingError> {
+        self.check()?;
+        let count = n.min(self.free_requests());
+        let prod = self.req_prod_pvt;
+        for k in 0..count {
+            // SAFETY: `RingMem::typed` checked that a Req fits every slot, aligned; the slot
+            // lives for this call, while the ring (and so the mapping) is borrowed.
+            let mut slot =
+                unsafe { SlotMut::new(self.ring.typed_slot::<Req, Rsp>(prod.wrapping_add(k))) };
+            fill(&mut slot, k);
+        }
+        self.req_prod_pvt = prod.wrapping_add(count);
+        let notify = self.push_requests_and_check_notify();
+        Ok(Pushed { count, notify })
+    }
+
+    /// Consumes up to `max` published responses in place, `take(slot)` for each in order,
+    /// reading (and checking) `rsp_prod` once: the batch form of
+    /// [`next_response`](Self::next_response). Returns how many were consumed.
+    #[inline]
+    pub fn take_responses_with(
+        &mut self,
+        max: u32,
+        mut take: impl FnMut(&Slot<'_, Rsp>),
+    ) -> Result<u32, RingError> {
+        self.check()?;
+        let count = self.refresh()?.min(max);
+        let cons = self.rsp_cons;
+        for k in 0..count {
+            // SAFETY: `RingMem::typed` checked that an Rsp fits every slot, aligned; the slot
+            // lives for this call, while the ring (and so the mapping) is borrowed.
+            let slot = unsafe { Slot::new(self.ring.typed_slot::<Req, Rsp>(cons.wrapping_add(k))) };
+            take(&slot);
+        }
+        self.rsp_cons = cons.wrapping_add(count);
+        Ok(count)
     }
 
     /// Copies out up to `out.len()` responses (reading `rsp_prod` once); returns how many.

@@ -112,6 +112,16 @@ pub enum RingError {
     Memory(#[from] MemError),
 }
 
+/// What a batch call published: how many entries, and whether the peer asked for an event
+/// (notify its event channel when `notify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    /// Entries written and published.
+    pub count: u32,
+    /// The `*_AND_CHECK_NOTIFY` result.
+    pub notify: bool,
+}
+
 /// The error of an impossible producer index (out of line: the hot paths only test for it,
 /// and keep the ring's state in registers).
 #[cold]

@@ -548,6 +548,131 @@ pub fn loopback<W: Workload, M: SharedMemory + Clone>(
     Ok(good)
 }
 
+/// [`run_front`] on the batch API ([`FrontRing::push_requests_with`],
+/// [`FrontRing::take_responses_with`]): each round fills every free slot and publishes them
+/// at once, then consumes every published response with one index read.
+pub fn run_front_batched<W: Workload, M: SharedMemory>(
+    ring: &mut FrontRing<M, W::Req, W::Rsp>,
+    n: u64,
+    bells: Bells<'_>,
+    timeout: Duration,
+) -> Result<Stats, DriveError> {
+    let mut st = Stats::default();
+    let (mut sent, mut recv) = (0u64, 0u64);
+    let deadline = Instant::now() + timeout;
+    while recv < n {
+        let mut progressed = false;
+        let want = u32::try_from(n - sent).unwrap_or(u32::MAX);
+        if want > 0 && !ring.is_full() {
+            let p = ring.push_requests_with(want, |slot, k| W::fill(slot, sent + u64::from(k)))?;
+            sent += u64::from(p.count);
+            if p.notify {
+                st.notifies += 1;
+                bells.kick()?;
+            }
+            progressed = true;
+        }
+        let mut bad = None;
+        let got = ring.take_responses_with(u32::MAX, |rsp| {
+            if bad.is_none() && !W::check(&rsp.read(), recv) {
+                bad = Some(recv);
+            }
+            recv += 1;
+        })?;
+        if let Some(i) = bad {
+            return Err(DriveError::Bad(i));
+        }
+        if got > 0 || progressed || recv == n {
+            continue;
+        }
+        if ring.final_check_for_responses()? || (sent < n && !ring.is_full()) {
+            continue;
+        }
+        st.waits += 1;
+        bells.wait(timeout, deadline, st.waits)?;
+    }
+    Ok(st)
+}
+
+/// [`run_back`] on the batch API ([`BackRing::serve_requests_with`]): each round serves every
+/// published request with one index read and publishes the responses at once.
+pub fn run_back_batched<W: Workload, M: SharedMemory>(
+    ring: &mut BackRing<M, W::Req, W::Rsp>,
+    n: u64,
+    bells: Bells<'_>,
+    timeout: Duration,
+) -> Result<Stats, DriveError> {
+    let mut st = Stats::default();
+    let mut done = 0u64;
+    let deadline = Instant::now() + timeout;
+    while done < n {
+        let (mut bad, mut i) = (None, done);
+        let p = ring.serve_requests_with(u32::MAX, |q| {
+            let rsp = W::serve_slot(q).unwrap_or_else(|| {
+                bad = bad.or(Some(i));
+                W::Rsp::default()
+            });
+            i += 1;
+            rsp
+        })?;
+        if let Some(i) = bad {
+            return Err(DriveError::Bad(i));
+        }
+        done += u64::from(p.count);
+        if p.notify {
+            st.notifies += 1;
+            bells.kick()?;
+        }
+        if p.count > 0 {
+            continue;
+        }
+        if ring.final_check_for_requests()? {
+            continue;
+        }
+        st.waits += 1;
+        bells.wait(timeout, deadline, st.waits)?;
+    }
+    Ok(st)
+}
+
+/// [`loopback`] on the batch API: fill and publish up to `batch` requests, serve and publish
+/// them, consume the responses, each step one call.
+pub fn loopback_batched<W: Workload, M: SharedMemory + Clone>(
+    mem: &M,
+    n: u64,
+    batch: u32,
+) -> Result<u64, DriveError> {
+    let mut front: FrontRing<M, W::Req, W::Rsp> = FrontRing::new(mem.clone(), xen_types::Pages(1))?;
+    let mut back: BackRing<M, W::Req, W::Rsp> = BackRing::new(mem.clone(), xen_types::Pages(1))?;
+    let (mut sent, mut good) = (0u64, 0u64);
+    while good < n {
+        let want = batch.min(u32::try_from(n - sent).unwrap_or(u32::MAX));
+        let p = front.push_requests_with(want, |slot, k| W::fill(slot, sent + u64::from(k)))?;
+        sent += u64::from(p.count);
+        let mut bad = false;
+        back.serve_requests_with(u32::MAX, |q| {
+            W::serve_slot(q).unwrap_or_else(|| {
+                bad = true;
+                W::Rsp::default()
+            })
+        })?;
+        if bad {
+            return Err(DriveError::Bad(good));
+        }
+        back.final_check_for_requests()?;
+        let mut ok = true;
+        front.take_responses_with(u32::MAX, |s| {
+            ok = ok && W::check(&s.read(), good);
+            good += u64::from(ok);
+        })?;
+        if !ok {
+            return Ok(good);
+        }
+        front.final_check_for_responses()?;
+    }
+    Ok(good)
+}
+
 /// Ring kinds the C peer knows (`which` in `csrc/ring_ref.c`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(i32)]

@@ -11,7 +11,8 @@ use xen_types::Pages;
 
 use crate::idx;
 use crate::testing::{
-    run_back, run_front, Bells, BlkifWorkload, Doorbell, TestReq, TestRsp, TestWorkload,
+    run_back, run_back_batched, run_front, run_front_batched, Bells, BlkifWorkload, Doorbell,
+    TestReq, TestRsp, TestWorkload,
 };
 use crate::{BackRing, FrontRing, RingError, RingLayout, SringField};
 
@@ -266,13 +267,25 @@ fn attach_resumes_at_an_index_across_the_wrap() {
 }
 
 fn threaded_rust_exchange(pages: u64, n: u64, bells: bool) {
+    threaded_exchange(pages, n, bells, false);
+}
+
+/// `n` requests between a Rust front end and back end in two threads, with the per-entry
+/// driver loops or the batched ones.
+fn threaded_exchange(pages: u64, n: u64, bells: bool, batched: bool) {
     let (mut f, mut b, _mem) = pair(pages);
     let to_back = Doorbell::new().unwrap();
     let to_front = Doorbell::new().unwrap();
     let (fb, bb) = Bells::pair(&to_back, &to_front, bells);
     let (fs, bs) = std::thread::scope(|s| {
-        let back = s.spawn(|| run_back::<TestWorkload, _>(&mut b, n, bb, TIMEOUT));
-        let fs = run_front::<TestWorkload, _>(&mut f, n, fb, TIMEOUT);
+        let back = s.spawn(|| match batched {
+            true => run_back_batched::<TestWorkload, _>(&mut b, n, bb, TIMEOUT),
+            false => run_back::<TestWorkload, _>(&mut b, n, bb, TIMEOUT),
+        });
+        let fs = match batched {
+            true => run_front_batched::<TestWorkload, _>(&mut f, n, fb, TIMEOUT),
+            false => run_front::<TestWorkload, _>(&mut f, n, fb, TIMEOUT),
+        };
         (fs, back.join().unwrap())
     });
     let (fs, bs) = (fs.unwrap(), bs.unwrap());
@@ -291,6 +304,81 @@ fn threaded_rust_exchange(pages: u64, n: u64, bells: bool) {
 fn rust_front_and_back_in_two_threads() {
     threaded_rust_exchange(1, 200_000, true);
     threaded_rust_exchange(4, 100_000, false);
+}
+
+#[test]
+fn batched_front_and_back_in_two_threads() {
+    threaded_exchange(1, 100_000, true, true);
+    threaded_exchange(2, 50_000, false, true);
+}
+
+#[test]
+fn batch_calls_fill_serve_and_take_in_order() {
+    let (mut f, mut b, mem) = pair(1);
+    // More than fit: the batch stops at the ring's 32 free slots.
+    let p = f
+        .push_requests_with(40, |slot, k| slot.write(TestReq::nth(u64::from(k))))
+        .unwrap();
+    assert_eq!(p.count, 32);
+    assert_eq!(get(&mem, SringField::ReqProd), 32);
+    assert!(f.is_full());
+    // A cap below what is published: the rest waits for the next call.
+    let p = b
+        .serve_requests_with(5, |q| TestRsp {
+            id: q.read().id,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!((p.count, b.req_cons(), b.rsp_prod_pvt()), (5, 5, 5));
+    assert_eq!(get(&mem, SringField::RspProd), 5);
+    let p = b
+        .serve_requests_with(u32::MAX, |q| TestRsp {
+            id: q.read().id,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(p.count, 27);
+    let mut ids = Vec::new();
+    assert_eq!(
+        f.take_responses_with(u32::MAX, |s| ids.push(s.read().id))
+            .unwrap(),
+        32
+    );
+    assert_eq!(ids, (0..32).collect::<Vec<u64>>());
+    // Nothing more published: nothing taken, nothing served.
+    assert_eq!(f.take_responses_with(u32::MAX, |_| panic!()).unwrap(), 0);
+    assert_eq!(
+        b.serve_requests_with(u32::MAX, |_| panic!()).unwrap().count,
+        0
+    );
+}
+
+#[test]
+fn batch_calls_refuse_hostile_indexes() {
+    let (mut f, mut b, mem) = pair(1);
+    f.push_requests_with(4, |slot, k| slot.write(TestReq::nth(u64::from(k))))
+        .unwrap();
+    // The back end published more responses than there were requests.
+    set(&mem, SringField::RspProd, 5);
+    assert_eq!(
+        f.take_responses_with(u32::MAX, |_| panic!("read past the published requests")),
+        Err(RingError::Overflow {
+            prod: 5,
+            cons: 0,
+            size: 32
+        })
+    );
+    assert_eq!(
+        f.push_requests_with(1, |_, _| panic!("filled on a broken ring")),
+        Err(f.broken().unwrap())
+    );
+    // The front end published more requests than the ring holds.
+    set(&mem, SringField::ReqProd, 33);
+    assert!(matches!(
+        b.serve_requests_with(u32::MAX, |_| panic!("served a hostile index")),
+        Err(RingError::Overflow { prod: 33, .. })
+    ));
+    assert_eq!(b.rsp_prod_pvt(), 0);
 }
 
 proptest! {

@@ -123,6 +123,9 @@ fn shared_ring_init_matches_c() {
 enum Side {
     CFrontRustBack,
     RustFrontCBack,
+    /// As above, with the Rust driver loop on the batch API.
+    CFrontRustBackBatched,
+    RustFrontCBackBatched,
 }
 
 /// One exchange of `n` requests of kind `W` over `pages` pages, C on one side and Rust on
@@ -142,23 +145,31 @@ fn exchange<W: Workload>(
     let (fb, bb) = Bells::pair(&to_back, &to_front, bells);
     let np = pages as usize;
     let (front, back) = match side {
-        Side::CFrontRustBack => {
+        Side::CFrontRustBack | Side::CFrontRustBackBatched => {
             cref::shared_ring_init(&*mem);
             let mut b: BackRing<_, W::Req, W::Rsp> =
                 BackRing::new(mem.clone(), Pages(pages)).unwrap();
+            let batched = matches!(side, Side::CFrontRustBackBatched);
             std::thread::scope(|s| {
-                let h = s.spawn(|| run_back::<W, _>(&mut b, n, bb, TIMEOUT));
+                let h = s.spawn(|| match batched {
+                    true => testing::run_back_batched::<W, _>(&mut b, n, bb, TIMEOUT),
+                    false => run_back::<W, _>(&mut b, n, bb, TIMEOUT),
+                });
                 let f = cref::front_run(kind, &*mem, np, n, fb, TIMEOUT);
                 let b = h.join().unwrap();
                 (f.unwrap(), b.unwrap())
             })
         }
-        Side::RustFrontCBack => {
+        Side::RustFrontCBack | Side::RustFrontCBackBatched => {
             let mut f: FrontRing<_, W::Req, W::Rsp> =
                 FrontRing::new(mem.clone(), Pages(pages)).unwrap();
+            let batched = matches!(side, Side::RustFrontCBackBatched);
             std::thread::scope(|s| {
                 let h = s.spawn(|| cref::back_run(kind, &*mem, np, n, bb, TIMEOUT));
-                let fr = run_front::<W, _>(&mut f, n, fb, TIMEOUT);
+                let fr = match batched {
+                    true => testing::run_front_batched::<W, _>(&mut f, n, fb, TIMEOUT),
+                    false => run_front::<W, _>(&mut f, n, fb, TIMEOUT),
+                };
                 let b = h.join().unwrap();
                 (fr.unwrap(), b.unwrap())
             })
@@ -192,6 +203,16 @@ fn c_front_rust_back_million_requests() {
 fn rust_front_c_back_million_requests() {
     let (f, b) = exchange::<TestWorkload>(CKind::Test, Side::RustFrontCBack, 1, 1_000_000, true);
     eprintln!("Rust front {f:?}, C back {b:?}");
+}
+
+#[test]
+fn batched_rust_against_c_both_ways() {
+    for bells in [true, false] {
+        exchange::<TestWorkload>(CKind::Test, Side::CFrontRustBackBatched, 1, 50_000, bells);
+        exchange::<TestWorkload>(CKind::Test, Side::RustFrontCBackBatched, 1, 50_000, bells);
+    }
+    exchange::<BlkifWorkload>(CKind::Blkif, Side::CFrontRustBackBatched, 4, 20_000, true);
+    exchange::<BlkifWorkload>(CKind::Blkif, Side::RustFrontCBackBatched, 4, 20_000, true);
 }
 
 #[test]
@@ -378,5 +399,13 @@ fn loopback_rust_and_c_agree() {
         // Same header after the same exchange, and the same entries (the C peer wrote the
         // entries the Rust side would have).
         assert_eq!(x, y, "{kind:?}");
+        // The batch API writes the same page.
+        let good = match kind {
+            CKind::Echo => testing::loopback_batched::<EchoWorkload, _>(&b, 10_000, batch),
+            _ => testing::loopback_batched::<TestWorkload, _>(&b, 10_000, batch),
+        };
+        assert_eq!(good.unwrap(), 10_000);
+        b.read_bytes(0, &mut y).unwrap();
+        assert_eq!(x, y, "{kind:?} batched");
     }
 }
