@@ -626,6 +626,15 @@ pub trait Read {
         self.tables().by_uuid.get(uuid)
     }
 
+    /// Every object: reference, class and record.
+    fn dump(&self) -> Vec<(String, &'static str, Record)> {
+        let t = self.tables();
+        t.rows
+            .iter()
+            .map(|(r, row)| (r.clone(), row.class, row.rec.clone()))
+            .collect()
+    }
+
     /// Number of objects of a class.
     fn count(&self, class: &str) -> usize {
         self.tables().by_class.get(class).map_or(0, |s| s.len())
@@ -798,6 +807,16 @@ impl Tx<'_> {
             }
             self.dirty.insert(r.to_owned());
         }
+    }
+
+    /// Puts an object under a given reference as it is (a pool join or a store migration
+    /// moves objects with their references; relation ends are taken as given).
+    pub fn insert(&mut self, r: &str, class: &Class, rec: Record) {
+        self.touch(r);
+        self.inner.remove_row(r);
+        self.inner
+            .insert_row(r.to_owned(), class.name, rec, UNSTAMPED, UNSTAMPED);
+        self.dirty.insert(r.to_owned());
     }
 
     /// Destroys an object, unlinking its relations.

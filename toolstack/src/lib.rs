@@ -45,6 +45,7 @@ pub mod host;
 pub mod memory;
 pub mod metrics;
 pub mod metrics_http;
+pub mod pool;
 pub mod server;
 pub mod simguest;
 pub mod storage;

@@ -40,7 +40,8 @@ impl Xapi {
             for (_, rec) in v.iter_class("VM") {
                 let uuid = rec.get("uuid").and_then(Value::as_str).unwrap_or_default();
                 known.insert(uuid.to_owned());
-                let running = matches!(
+                let running = self.is_here(rec)
+                    && matches!(
                     rec.get("power_state").and_then(Value::as_str),
                     Some("Running" | "Paused")
                 );
