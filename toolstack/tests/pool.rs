@@ -61,7 +61,11 @@ impl Host {
             .args(extra)
             .env("XAPI_ROOT_PASSWORD", PASSWORD)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(if std::env::var_os("POOL_TEST_STDERR").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("spawn xapi");
         let out = child.stdout.take().unwrap();

@@ -60,8 +60,14 @@ impl Xapi {
                 if m.is_master() {
                     return None;
                 }
-                let master = m.master()?;
-                let addr = m.peer(self, &master)?.display();
+                // The elected master, else the one pool.conf names (a slave just started).
+                let addr = match m.master().and_then(|h| m.peer(self, &h)) {
+                    Some(p) => p.display(),
+                    None => match Role::read(self.state_dir.get()?) {
+                        Ok(Role::Slave(a)) => a,
+                        _ => return None,
+                    },
+                };
                 Err(ApiError::new("HOST_IS_SLAVE", [addr]))
             }
             ("session", "slave_local_login_with_password") => {

@@ -226,9 +226,18 @@ impl Member {
         Some(self.master.lock().clone()).filter(|m| !m.is_empty())
     }
 
-    /// Whether `host` holds its liveness key (as of the last sweep; this host always is).
+    /// Whether `host` holds its liveness key (this host always does). A host the last
+    /// sweep did not see is asked of etcd (it may have started since).
     pub fn is_live(&self, host: &str) -> bool {
-        host == self.host || self.live.lock().contains(host)
+        if host == self.host || self.live.lock().contains(host) {
+            return true;
+        }
+        let mut c = self.client.clone();
+        let key = self.key(&format!("alive/{host}"));
+        self.run(async move { c.get(key, None).await })
+            .ok()
+            .and_then(Result::ok)
+            .is_some_and(|r| !r.kvs().is_empty())
     }
 
     /// Stops taking part (the host leaves the pool or exits): resigns, ends the leases.
