@@ -390,6 +390,17 @@ fn the_master_is_unique_designated_and_reelected_after_kill_9() {
         (pool.hosts[0].pool_conf() == format!("slave:127.0.0.1:{}", pool.hosts[1].https))
             .then_some(())
     });
+    // And back: the role returns to host 0, host 1 follows it.
+    c.call("pool.designate_new_master", &[s(&hosts[0])]).unwrap();
+    eventually(10, "host 1 a slave again", || {
+        (pool.hosts[1].pool_conf() == format!("slave:127.0.0.1:{}", pool.hosts[0].https))
+            .then_some(())
+    });
+    assert_eq!(pool.hosts[0].pool_conf(), "master");
+    c.call("pool.designate_new_master", &[s(&hosts[1])]).unwrap();
+    eventually(10, "host 1 master again", || {
+        (pool.hosts[1].pool_conf() == "master").then_some(())
+    });
     // The new master answers logins; the old one refuses them.
     pool.hosts[1].client();
     let mut direct = Client::new(Endpoint::Tcp("127.0.0.1".into(), pool.hosts[0].http));

@@ -366,9 +366,9 @@ impl Xapi {
             Ok::<_, ApiError>(())
         })?;
         let internal = |e: crate::Error| ApiError::internal(e.to_string());
+        m.shutdown();
         EtcdSettings::remove(&dir).map_err(internal)?;
         Role::Master.write(&dir).map_err(internal)?;
-        m.shutdown();
         self.restart_soon();
         Ok(s(""))
     }
@@ -497,11 +497,11 @@ impl Xapi {
         let mine = self.db.read(|v| host_objects(v, &self.host, true));
         move_into(&pool_db, mine).map_err(internal)?;
         drop(pool_db);
-        settings.write(&dir).map_err(internal)?;
-        Role::Slave(addr.to_owned()).write(&dir).map_err(internal)?;
         if let Some(m) = self.pool() {
             m.shutdown();
         }
+        settings.write(&dir).map_err(internal)?;
+        Role::Slave(addr.to_owned()).write(&dir).map_err(internal)?;
         self.restart_soon();
         Ok(s(""))
     }

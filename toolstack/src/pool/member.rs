@@ -400,6 +400,19 @@ impl Member {
                 _ = &mut lost_rx => None,
                 _ = self.other_designated() => None,
             };
+            // A designation made while this host waited in the queue wins over the queue.
+            let won = match won {
+                Some(l) => match self.designated(&mut c).await {
+                    Some(d) if d != self.host && self.designee_live(&mut c, &d).await => {
+                        let _ = c
+                            .resign(Some(etcd_client::ResignOptions::new().with_leader(l)))
+                            .await;
+                        None
+                    }
+                    _ => Some(l),
+                },
+                None => None,
+            };
             if let Some(leader) = won {
                 self.last_campaign_ms
                     .store(began.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -478,9 +491,7 @@ impl Member {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            if let Err(e) = Role::Master.write(&me.state_dir) {
-                tracing::error!(%e, "writing pool.conf");
-            }
+            me.write_role();
             for h in me.hooks.lock().clone() {
                 h.became_master(&x);
             }
@@ -494,7 +505,6 @@ impl Member {
         let name = self.key("election");
         let alive = self.key("alive/");
         let mut c = self.client.clone();
-        let mut last_leader = String::new();
         while !self.stop.load(Ordering::Acquire) {
             tokio::time::sleep(Duration::from_millis(250)).await;
             if let Ok(r) = c.leader(name.clone()).await {
@@ -503,18 +513,11 @@ impl Member {
                     .and_then(|kv| kv.value_str().ok())
                     .unwrap_or_default()
                     .to_owned();
-                if !leader.is_empty() && leader != last_leader {
-                    last_leader = leader.clone();
-                    *self.master.lock() = leader.clone();
-                    if leader != self.host {
-                        if let Some(x) = self.xapi.upgrade() {
-                            if let Some(p) = self.peer(&x, &leader) {
-                                let _ = Role::Slave(p.display()).write(&self.state_dir);
-                            }
-                        }
-                    }
+                if !leader.is_empty() {
+                    *self.master.lock() = leader;
                 }
             }
+            self.write_role();
             let Ok(r) = c.get(alive.clone(), Some(GetOptions::new().with_prefix())).await else {
                 continue;
             };
@@ -527,6 +530,32 @@ impl Member {
             if self.is_master() {
                 let me = Arc::clone(&self);
                 let _ = tokio::task::spawn_blocking(move || me.sweep(&before, &now)).await;
+            }
+        }
+    }
+
+    /// Brings `pool.conf` in line with the election: `master` while this host leads,
+    /// else `slave:<the leader's address>` (written only when it changes).
+    fn write_role(&self) {
+        if self.stop.load(Ordering::Acquire) {
+            // Leaving the pool: pool.join or pool.eject writes the role.
+            return;
+        }
+        let role = if self.is_master() {
+            Role::Master
+        } else {
+            let Some(x) = self.xapi.upgrade() else { return };
+            let Some(p) = self.master().and_then(|m| self.peer(&x, &m)) else {
+                return;
+            };
+            if self.master().as_deref() == Some(self.host.as_str()) {
+                return;
+            }
+            Role::Slave(p.display())
+        };
+        if Role::read(&self.state_dir).ok().as_ref() != Some(&role) {
+            if let Err(e) = role.write(&self.state_dir) {
+                tracing::error!(%e, "writing pool.conf");
             }
         }
     }

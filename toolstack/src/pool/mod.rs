@@ -60,7 +60,9 @@ impl Role {
 }
 
 fn write_atomic(p: &Path, data: &[u8]) -> Result<(), Error> {
-    let tmp = p.with_extension("tmp");
+    let mut name = p.file_name().unwrap_or_default().to_owned();
+    name.push(".tmp");
+    let tmp = p.with_file_name(name);
     std::fs::write(&tmp, data)
         .and_then(|_| std::fs::rename(&tmp, p))
         .map_err(|e| Error::Io(p.display().to_string(), e))
