@@ -340,6 +340,26 @@ impl Db {
         Ok(out)
     }
 
+    /// [`Db::write`] run again (up to 10 times) when a pool store reports that another
+    /// writer changed a touched object first, once the tables have caught up with it: for
+    /// writes that only depend on the database (start-up reconciliation, bookkeeping).
+    pub fn write_retrying<T>(
+        &self,
+        mut f: impl FnMut(&mut Tx<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut tries = 0;
+        loop {
+            let gen = self.generation();
+            match self.write(&mut f) {
+                Err(Error::Conflict(_)) if tries < 10 => {
+                    tries += 1;
+                    self.wait_past(gen, Duration::from_millis(200));
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Runs `f` with shared read access.
     pub fn read<T>(&self, f: impl FnOnce(&View<'_>) -> T) -> T {
         let inner = self.shared.inner.read();

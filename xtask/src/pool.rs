@@ -181,6 +181,8 @@ pub struct Harness {
     pub elections: Vec<f64>,
     rng: u64,
     writes: u64,
+    /// Remove the folder of logs and state at the end (nothing failed).
+    pub clean: bool,
 }
 
 impl Drop for Harness {
@@ -200,7 +202,11 @@ impl Drop for Harness {
                 let _ = c.wait();
             }
         }
-        let _ = std::fs::remove_dir_all(&self.root);
+        if self.clean {
+            let _ = std::fs::remove_dir_all(&self.root);
+        } else {
+            println!("pool: logs kept in {}", self.root.display());
+        }
     }
 }
 
@@ -316,6 +322,7 @@ impl Harness {
             elections: Vec::new(),
             rng: seed | 1,
             writes: 0,
+            clean: false,
         };
         let cluster = h.cluster();
         for e in &mut h.etcd {
@@ -600,6 +607,19 @@ impl Harness {
                 o.conf_masters
             ));
         }
+        // Every running host still takes writes (its database follows the pool).
+        if let Some(vm) = self.ledger.keys().next() {
+            for i in self.running() {
+                let key = format!("probe-{i}");
+                if let Err(e) = self.call(
+                    i,
+                    "VM.remove_from_other_config",
+                    json!([vm, key]),
+                ) {
+                    bad.push(format!("host {i} refuses a write: {e}"));
+                }
+            }
+        }
         for (vm, d) in &self.ledger {
             match self.call_any("VM.get_name_description", json!([vm])) {
                 Ok(v) if v.as_str() == Some(d.as_str()) => {}
@@ -684,8 +704,13 @@ impl Harness {
             }
         }
         // Settled: one master, elected, with pool.conf saying so.
-        let settled = self.until(15, "one master in pool.conf", |h| {
-            h.observe().conf_masters.len() == 1
+        let settled = self.until(30, "one master, named by every host and its pool.conf", |h| {
+            let o = h.observe();
+            let named: Vec<&String> = o.masters.values().collect();
+            let m = named.first().and_then(|m| h.index_of(m));
+            o.masters.len() == h.running().len()
+                && named.windows(2).all(|w| w[0] == w[1])
+                && m.is_some_and(|m| o.conf_masters == [m])
         });
         if let Err(e) = settled {
             bad.push(e.to_string());
@@ -841,17 +866,17 @@ pub fn run(args: PoolArgs, root: &Path, ha: &mut dyn HaHooks) -> bool {
             .map_or(1, |d| d.as_nanos() as u64)
     });
     println!("pool: seed {seed} (replay with --seed {seed})");
-    let (mut passed, mut failed) = (0usize, 0usize);
-    let mut record = |name: &str, bad: Vec<String>| {
+    let (passed, failed) = (std::cell::Cell::new(0usize), std::cell::Cell::new(0usize));
+    let record = |name: &str, bad: Vec<String>| {
         if bad.is_empty() {
             println!("pool: ok   {name}");
-            passed += 1;
+            passed.set(passed.get() + 1);
         } else {
             println!("pool: FAIL {name}");
             for b in bad {
                 println!("pool:      {b}");
             }
-            failed += 1;
+            failed.set(failed.get() + 1);
         }
     };
     let started = Instant::now();
@@ -920,12 +945,13 @@ pub fn run(args: PoolArgs, root: &Path, ha: &mut dyn HaHooks) -> bool {
         if args.bench_secs > 0 {
             bench(&h, args.bench_secs)?;
         }
+        h.clean = failed.get() == 0;
         Ok(())
     })();
     if let Err(e) = outcome {
         record("harness", vec![e.to_string()]);
     }
     println!("pool: ran in {:.1} s", started.elapsed().as_secs_f64());
-    println!("pool: {passed} passed, {failed} failed");
-    failed == 0
+    println!("pool: {} passed, {} failed", passed.get(), failed.get());
+    failed.get() == 0
 }

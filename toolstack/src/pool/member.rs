@@ -82,7 +82,7 @@ pub(crate) fn copy_rows(
 ) -> Result<(), Error> {
     let rows: Vec<_> = rows.collect();
     for chunk in rows.chunks(100) {
-        db.write(|tx| {
+        db.write_retrying(|tx| {
             for (r, class, rec) in chunk {
                 let cls = datamodel::class(class)
                     .ok_or_else(|| Error::Corrupt(format!("{r}: unknown class {class}")))?;
@@ -122,6 +122,9 @@ pub struct Member {
     stop: AtomicBool,
     /// Milliseconds this host waited in its last successful campaign.
     pub last_campaign_ms: AtomicU64,
+    /// When the election lease was last refreshed, milliseconds since `epoch`.
+    refreshed_ms: Arc<AtomicU64>,
+    epoch: Instant,
 }
 
 impl std::fmt::Debug for Member {
@@ -173,6 +176,10 @@ impl Member {
                 return Err(e);
             }
         };
+        rt.spawn(crate::db::etcd::follow_endpoints(
+            client.clone(),
+            settings.endpoints.clone(),
+        ));
         let host = xapi.host_ref().to_owned();
         let m = Arc::new(Member {
             prefix: format!("/xapi/{}/", settings.pool),
@@ -189,6 +196,8 @@ impl Member {
             clients: Mutex::new(HashMap::new()),
             stop: AtomicBool::new(false),
             last_campaign_ms: AtomicU64::new(0),
+            refreshed_ms: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
         });
         m.rt.spawn(Arc::clone(&m).alive_loop());
         m.rt.spawn(Arc::clone(&m).election_loop());
@@ -217,8 +226,13 @@ impl Member {
     }
 
     /// Whether this host is the elected master now.
+    /// A master whose lease was not refreshed for 60% of its TTL (it was stopped, or lost
+    /// etcd) stops acting as master at once, before another can be elected.
     pub fn is_master(&self) -> bool {
-        self.is_master.load(Ordering::Acquire)
+        let fresh = self.epoch.elapsed().as_millis() as u64
+            - self.refreshed_ms.load(Ordering::Acquire)
+            < ELECTION_TTL as u64 * 600;
+        self.is_master.load(Ordering::Acquire) && fresh
     }
 
     /// The elected master's host reference, once known.
@@ -355,7 +369,7 @@ impl Member {
                 )
                 .await;
             if put.is_ok() {
-                keep_alive(&mut c, lease, &self.stop).await;
+                keep_alive(&mut c, lease, &self.stop, None).await;
             }
             let _ = c.lease_revoke(lease).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -387,7 +401,8 @@ impl Member {
                 let mut c = c.clone();
                 let me = Arc::clone(&self);
                 tokio::spawn(async move {
-                    keep_alive(&mut c, lease, &me.stop).await;
+                    let fresh = (Arc::clone(&me.refreshed_ms), me.epoch);
+                    keep_alive(&mut c, lease, &me.stop, Some(fresh)).await;
                     let _ = lost_tx.send(());
                 })
             };
@@ -564,7 +579,7 @@ impl Member {
     /// hear of deaths and returns.
     fn sweep(&self, before: &HashSet<String>, now: &HashSet<String>) {
         let Some(x) = self.xapi.upgrade() else { return };
-        let _ = x.db().write(|tx| {
+        let _ = x.db().write_retrying(|tx| {
             for h in tx.all("host") {
                 let live = h == self.host || now.contains(&h);
                 let m = tx.str_field(&h, "metrics");
@@ -609,11 +624,17 @@ pub(crate) const PORT_KEY: &str = "xen-rs:https-port";
 pub(crate) const FINGERPRINT_KEY: &str = "xen-rs:tls-fingerprint";
 
 /// Keeps `lease` alive until a refresh fails or the lease expired (or `stop` is set).
-async fn keep_alive(c: &mut Client, lease: i64, stop: &AtomicBool) {
+/// `refreshed` records when each refresh succeeded (milliseconds since its instant).
+async fn keep_alive(
+    c: &mut Client,
+    lease: i64,
+    stop: &AtomicBool,
+    refreshed: Option<(Arc<AtomicU64>, Instant)>,
+) {
     let Ok((mut keeper, mut stream)) = c.lease_keep_alive(lease).await else {
         return;
     };
-    let period = Duration::from_millis((ELECTION_TTL as u64 * 1000) / 4);
+    let period = Duration::from_millis((ELECTION_TTL as u64 * 1000) / 5);
     while !stop.load(Ordering::Acquire) {
         let ok = tokio::time::timeout(period, async {
             keeper.keep_alive().await.ok()?;
@@ -622,6 +643,9 @@ async fn keep_alive(c: &mut Client, lease: i64, stop: &AtomicBool) {
         .await;
         if !matches!(ok, Ok(Some(_))) {
             return;
+        }
+        if let Some((at, epoch)) = &refreshed {
+            at.store(epoch.elapsed().as_millis() as u64, Ordering::Release);
         }
         tokio::time::sleep(period).await;
     }
@@ -636,7 +660,7 @@ fn register(
     fingerprint: Option<String>,
 ) -> Result<(), Error> {
     let host = xapi.host_ref().to_owned();
-    xapi.db().write(|tx| {
+    xapi.db().write_retrying(|tx| {
         if let Some(a) = https {
             tx.set(&host, "address", Value::str(a.ip().to_string()));
             tx.map_set(
@@ -646,8 +670,8 @@ fn register(
                 Some(Value::str(a.port().to_string())),
             );
         }
-        if let Some(fp) = fingerprint {
-            tx.map_set(&host, "other_config", FINGERPRINT_KEY, Some(Value::str(fp)));
+        if let Some(fp) = &fingerprint {
+            tx.map_set(&host, "other_config", FINGERPRINT_KEY, Some(Value::str(fp.clone())));
         }
         for p in tx.all("pool") {
             tx.map_set(
