@@ -375,7 +375,7 @@ impl Db {
                     let opts = WatchOptions::new()
                         .with_prefix()
                         .with_start_revision(next as i64);
-                    let (_watcher, mut stream) =
+                    let (mut watcher, mut stream) =
                         match client.watch(prefix.clone(), Some(opts)).await {
                             Ok(w) => {
                                 if let Some(r) = ready.take() {
@@ -393,8 +393,25 @@ impl Db {
                                 continue;
                             }
                         };
+                    // A watch on a member that died may neither fail nor deliver: each
+                    // second it is asked for progress, and reopened when two go unanswered.
+                    let mut tick = tokio::time::interval(Duration::from_secs(1));
+                    let mut unanswered = 0u32;
                     loop {
-                        match stream.message().await {
+                        let msg = tokio::select! {
+                            m = stream.message() => m,
+                            _ = tick.tick() => {
+                                if unanswered >= 2 {
+                                    tracing::warn!("etcd watch silent: opening it again");
+                                    break;
+                                }
+                                unanswered += 1;
+                                let _ = watcher.request_progress().await;
+                                continue;
+                            }
+                        };
+                        unanswered = 0;
+                        match msg {
                             Ok(Some(resp)) => {
                                 if resp.compact_revision() > 0 {
                                     tracing::error!(
