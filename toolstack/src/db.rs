@@ -177,6 +177,14 @@ impl std::fmt::Debug for Db {
     }
 }
 
+/// Why one attempt of a write failed.
+enum Retry<E> {
+    /// Another writer changed a touched object first: run the write again.
+    Conflict(Error),
+    /// The write's own failure.
+    Fail(E),
+}
+
 /// A write transaction: changes made through it are committed together.
 pub struct Tx<'a> {
     inner: &'a mut Inner,
@@ -248,11 +256,33 @@ impl Db {
     }
 
     /// Runs `f` with a write transaction and commits it (to the store, when persistent).
-    /// When `f` or the commit fails, nothing of the write remains.
+    /// When `f` or the commit fails, nothing of the write remains. On a pool's store, a
+    /// write that lost a race with another writer (`Error::Conflict`) runs `f` again once
+    /// the tables caught up (up to 10 times), as XAPI's master serialises writes: `f` must
+    /// only read the database and the values it captured.
     pub fn write<T, E: From<Error>>(
         &self,
-        f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
+        mut f: impl FnMut(&mut Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        let mut tries = 0;
+        loop {
+            let gen = self.generation();
+            match self.write_once(&mut f) {
+                Err(Retry::Conflict(e)) if tries >= 10 => return Err(e.into()),
+                Err(Retry::Conflict(_)) => {
+                    tries += 1;
+                    self.wait_past(gen, Duration::from_millis(200));
+                }
+                Err(Retry::Fail(e)) => return Err(e),
+                Ok(v) => return Ok(v),
+            }
+        }
+    }
+
+    fn write_once<T, E: From<Error>>(
+        &self,
+        f: &mut impl FnMut(&mut Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, Retry<E>> {
         let mut inner = self.shared.inner.write();
         let mut tx = Tx {
             inner: &mut inner,
@@ -264,7 +294,7 @@ impl Db {
             Ok(out) => out,
             Err(e) => {
                 tx.rollback();
-                return Err(e);
+                return Err(Retry::Fail(e));
             }
         };
         // Objects created and destroyed within this write leave no trace.
@@ -324,7 +354,10 @@ impl Db {
                         drop(commit);
                         tx.undo = undo;
                         tx.rollback();
-                        return Err(e.into());
+                        return Err(match e {
+                            Error::Conflict(c) => Retry::Conflict(Error::Conflict(c)),
+                            e => Retry::Fail(e.into()),
+                        });
                     }
                 }
             }
@@ -338,26 +371,6 @@ impl Db {
         drop(inner);
         self.shared.notify(gen);
         Ok(out)
-    }
-
-    /// [`Db::write`] run again (up to 10 times) when a pool store reports that another
-    /// writer changed a touched object first, once the tables have caught up with it: for
-    /// writes that only depend on the database (start-up reconciliation, bookkeeping).
-    pub fn write_retrying<T>(
-        &self,
-        mut f: impl FnMut(&mut Tx<'_>) -> Result<T, Error>,
-    ) -> Result<T, Error> {
-        let mut tries = 0;
-        loop {
-            let gen = self.generation();
-            match self.write(&mut f) {
-                Err(Error::Conflict(_)) if tries < 10 => {
-                    tries += 1;
-                    self.wait_past(gen, Duration::from_millis(200));
-                }
-                r => return r,
-            }
-        }
     }
 
     /// Runs `f` with shared read access.

@@ -429,7 +429,10 @@ fn the_master_is_unique_designated_and_reelected_after_kill_9() {
     pool.on(other)
         .call("pool.emergency_transition_to_master", &[])
         .unwrap();
-    assert_eq!(pool.master(idx), hosts[other]);
+    assert_eq!(pool.master(other), hosts[other]);
+    eventually(10, "every survivor sees the new master", || {
+        (pool.master(idx) == hosts[other]).then_some(())
+    });
 }
 
 #[test]

@@ -65,6 +65,9 @@ pub struct Observation {
     pub masters: BTreeMap<usize, String>,
     /// Running hosts whose `pool.conf` says `master`.
     pub conf_masters: Vec<usize>,
+    /// Running hosts that act as master (accept a login; the others answer
+    /// `HOST_IS_SLAVE`).
+    pub acting: Vec<usize>,
 }
 
 /// Where the HA engine's restart logic and checks plug in.
@@ -575,6 +578,15 @@ impl Harness {
             if self.hosts[i].pool_conf() == "master" {
                 o.conf_masters.push(i);
             }
+            let login = rpc(
+                self.hosts[i].http,
+                "session.login_with_password",
+                json!(["root", PASSWORD, "2.21", "observer"]),
+            );
+            if let Ok(s) = login {
+                o.acting.push(i);
+                let _ = rpc(self.hosts[i].http, "session.logout", json!([s]));
+            }
         }
         o
     }
@@ -601,11 +613,8 @@ impl Harness {
                 _ => bad.push(format!("the master {m} is not a running host")),
             }
         }
-        if o.conf_masters.len() > 1 {
-            bad.push(format!(
-                "pool.conf says master on hosts {:?}",
-                o.conf_masters
-            ));
+        if o.acting.len() > 1 {
+            bad.push(format!("hosts {:?} act as master at once", o.acting));
         }
         // Every running host still takes writes (its database follows the pool).
         if let Some(vm) = self.ledger.keys().next() {
@@ -710,7 +719,7 @@ impl Harness {
             let m = named.first().and_then(|m| h.index_of(m));
             o.masters.len() == h.running().len()
                 && named.windows(2).all(|w| w[0] == w[1])
-                && m.is_some_and(|m| o.conf_masters == [m])
+                && m.is_some_and(|m| o.conf_masters == [m] && o.acting == [m])
         });
         if let Err(e) = settled {
             bad.push(e.to_string());

@@ -50,9 +50,6 @@ pub const MAX_SESSIONS_PER_ORIGINATOR: usize = 500;
 /// API version reported by `host.get_API_version_*` (XenServer 8).
 pub const API_VERSION: (i64, i64) = (2, 21);
 
-/// How [`crate::Error::Conflict`] reads once it is an `INTERNAL_ERROR`.
-const CONFLICT_PREFIX: &str = "database conflict:";
-
 /// The one local user and its hashed password.
 #[derive(Debug, Clone)]
 pub struct Credentials {
@@ -280,34 +277,10 @@ impl Xapi {
     }
 
     /// Handles one call: `method` with its wire parameters (session first, but for login).
-    ///
-    /// On a pool's store a write can lose a race with another host's write to the same
-    /// object (nothing is written then); calls that only change the database are run again
-    /// once this host's tables have caught up, as XAPI's master serialises them.
     pub fn call(self: &Arc<Self>, method: &str, params: &[Value]) -> R {
-        let msg = method.rsplit('.').next().unwrap_or_default();
-        let db_only = ["set_", "add_", "remove_"]
-            .iter()
-            .any(|p| msg.starts_with(p))
-            || matches!(msg, "create" | "destroy");
-        let mut tries = 0;
-        loop {
-            let gen = self.db.generation();
-            let r = self.call_once(method, params);
-            let conflict = matches!(&r, Err(e) if e.code == codes::INTERNAL_ERROR
-                && e.params.first().is_some_and(|m| m.starts_with(CONFLICT_PREFIX)));
-            if !(conflict && db_only && tries < 5) {
-                return r;
-            }
-            tries += 1;
-            self.db.wait_past(gen, Duration::from_millis(100));
-        }
-    }
-
-    fn call_once(self: &Arc<Self>, method: &str, params: &[Value]) -> R {
         // Trailing parameters with defaults may be left out, as XAPI allows.
         if let Some(full) = datamodel::with_defaults(method, params) {
-            return self.call_once(method, &full);
+            return self.call(method, &full);
         }
         if let Some(inner) = method.strip_prefix("Async.") {
             return self.call_async(inner, params);
@@ -397,7 +370,7 @@ impl Xapi {
             if tx.class_of(t).is_none() {
                 return Ok::<_, ApiError>(());
             }
-            match res {
+            match res.clone() {
                 Ok(v) => {
                     tx.set(t, "status", s("success"));
                     let text = match v {
@@ -569,7 +542,7 @@ impl Xapi {
                 f.insert("created".into(), now_datetime());
                 f.insert("resident_on".into(), s(x.host.clone()));
                 let c = Known::task.class();
-                x.db.write(|tx| Ok(s(tx.create(c, f))))
+                x.db.write(|tx| Ok(s(tx.create(c, f.clone()))))
             }),
             _ => return None,
         };
@@ -602,14 +575,3 @@ impl Xapi {
     }
 }
 
-#[cfg(test)]
-mod conflict_tests {
-    use super::*;
-
-    #[test]
-    fn a_store_conflict_reads_as_the_retried_prefix() {
-        let e = ApiError::from(crate::Error::Conflict("OpaqueRef:x".into()));
-        assert_eq!(e.code, codes::INTERNAL_ERROR);
-        assert!(e.params[0].starts_with(CONFLICT_PREFIX), "{:?}", e.params);
-    }
-}

@@ -60,12 +60,15 @@ impl Xapi {
                 if m.is_master() {
                     return None;
                 }
-                // The elected master, else the one pool.conf names (a slave just started).
-                let addr = match m.master().and_then(|h| m.peer(self, &h)) {
-                    Some(p) => p.display(),
-                    None => match Role::read(self.state_dir.get()?) {
-                        Ok(Role::Slave(a)) => a,
-                        _ => return None,
+                // The elected master, else the one pool.conf names (a slave just started);
+                // a host that is not the elected master never acts as one, even when its
+                // pool.conf still says so (a master that lost the election): it answers
+                // with an empty address until the next master is known.
+                let addr = match m.master().filter(|h| *h != self.host) {
+                    Some(h) => m.peer(self, &h).map(|p| p.display()).unwrap_or_default(),
+                    None => match self.state_dir.get().map(|d| Role::read(d)) {
+                        Some(Ok(Role::Slave(a))) => a,
+                        _ => String::new(),
                     },
                 };
                 Err(ApiError::new("HOST_IS_SLAVE", [addr]))

@@ -28,7 +28,7 @@ impl Xapi {
                 .map(|(k, _)| k.clone())
                 .collect()
         });
-        self.db.write_retrying(|tx| {
+        self.db.write(|tx| {
             // No operation survives a restart (xapi's `Cancel_tasks.cleanup_db`).
             operations::clear_current_operations(tx);
             for vm in &stale {

@@ -82,7 +82,7 @@ pub(crate) fn copy_rows(
 ) -> Result<(), Error> {
     let rows: Vec<_> = rows.collect();
     for chunk in rows.chunks(100) {
-        db.write_retrying(|tx| {
+        db.write(|tx| {
             for (r, class, rec) in chunk {
                 let cls = datamodel::class(class)
                     .ok_or_else(|| Error::Corrupt(format!("{r}: unknown class {class}")))?;
@@ -579,7 +579,7 @@ impl Member {
     /// hear of deaths and returns.
     fn sweep(&self, before: &HashSet<String>, now: &HashSet<String>) {
         let Some(x) = self.xapi.upgrade() else { return };
-        let _ = x.db().write_retrying(|tx| {
+        let _ = x.db().write(|tx| {
             for h in tx.all("host") {
                 let live = h == self.host || now.contains(&h);
                 let m = tx.str_field(&h, "metrics");
@@ -660,7 +660,7 @@ fn register(
     fingerprint: Option<String>,
 ) -> Result<(), Error> {
     let host = xapi.host_ref().to_owned();
-    xapi.db().write_retrying(|tx| {
+    xapi.db().write(|tx| {
         if let Some(a) = https {
             tx.set(&host, "address", Value::str(a.ip().to_string()));
             tx.map_set(
