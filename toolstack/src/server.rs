@@ -145,7 +145,11 @@ async fn service(
             .flatten();
             return match body {
                 Some(b) => reply(StatusCode::OK, "application/json", b),
-                None => reply(StatusCode::FORBIDDEN, "text/plain", "session_id needed\n".into()),
+                None => reply(
+                    StatusCode::FORBIDDEN,
+                    "text/plain",
+                    "session_id needed\n".into(),
+                ),
             };
         }
         let x = Arc::clone(&xapi);

@@ -128,7 +128,8 @@ impl Host {
         let mut text = String::new();
         s.read_to_string(&mut text).unwrap();
         let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let v: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
         v.as_array()
             .unwrap()
             .iter()
@@ -341,8 +342,11 @@ fn join_eject_and_every_host_sees_every_object() {
     );
     assert_eq!(code, "HOST_IS_SLAVE");
     let busy = vm(&mut lc, "busy");
-    lc.call("VM.start", &[s(&busy), Value::Bool(false), Value::Bool(false)])
-        .unwrap();
+    lc.call(
+        "VM.start",
+        &[s(&busy), Value::Bool(false), Value::Bool(false)],
+    )
+    .unwrap();
     let code = api_code(
         lc.call("pool.join", &[master_addr, s("root"), s(PASSWORD)])
             .unwrap_err(),
@@ -364,7 +368,10 @@ fn join_eject_and_every_host_sees_every_object() {
     });
     assert_eq!(pool.hosts[2].pool_conf(), "master");
     let mut alone = pool.hosts[2].client();
-    assert_eq!(refs(alone.call("host.get_all", &[]).unwrap()), [hosts[2].clone()]);
+    assert_eq!(
+        refs(alone.call("host.get_all", &[]).unwrap()),
+        [hosts[2].clone()]
+    );
 }
 
 #[test]
@@ -377,7 +384,8 @@ fn the_master_is_unique_designated_and_reelected_after_kill_9() {
     }
     // designate_new_master moves the role; pool.conf follows on both sides.
     let mut c = pool.on(0);
-    c.call("pool.designate_new_master", &[s(&hosts[1])]).unwrap();
+    c.call("pool.designate_new_master", &[s(&hosts[1])])
+        .unwrap();
     for i in 0..3 {
         eventually(10, "the designated master everywhere", || {
             (pool.master(i) == hosts[1]).then_some(())
@@ -391,13 +399,15 @@ fn the_master_is_unique_designated_and_reelected_after_kill_9() {
             .then_some(())
     });
     // And back: the role returns to host 0, host 1 follows it.
-    c.call("pool.designate_new_master", &[s(&hosts[0])]).unwrap();
+    c.call("pool.designate_new_master", &[s(&hosts[0])])
+        .unwrap();
     eventually(10, "host 1 a slave again", || {
         (pool.hosts[1].pool_conf() == format!("slave:127.0.0.1:{}", pool.hosts[0].https))
             .then_some(())
     });
     assert_eq!(pool.hosts[0].pool_conf(), "master");
-    c.call("pool.designate_new_master", &[s(&hosts[1])]).unwrap();
+    c.call("pool.designate_new_master", &[s(&hosts[1])])
+        .unwrap();
     eventually(10, "host 1 master again", || {
         (pool.hosts[1].pool_conf() == "master").then_some(())
     });
@@ -451,7 +461,7 @@ fn forwarded_calls_run_on_the_right_host_and_domains_move() {
         &[s(&a), s(&hosts[1]), Value::Bool(false), Value::Bool(false)],
     )
     .unwrap();
-    assert_eq!(doms(1), [ua.clone()]);
+    assert_eq!(doms(1), std::slice::from_ref(&ua));
     assert!(doms(0).is_empty() && doms(2).is_empty());
     assert_eq!(
         c.call("VM.get_resident_on", &[s(&a)]).unwrap().as_str(),
@@ -472,7 +482,7 @@ fn forwarded_calls_run_on_the_right_host_and_domains_move() {
         .position(|h| Some(h.as_str()) == on_b.as_str())
         .unwrap();
     assert_ne!(ib, 1, "b went to a host with more free memory");
-    assert_eq!(doms(ib), [ub.clone()]);
+    assert_eq!(doms(ib), std::slice::from_ref(&ub));
     // pool_migrate moves a's domain from host 1 to host 2.
     c.call(
         "VM.pool_migrate",

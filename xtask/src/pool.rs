@@ -373,11 +373,19 @@ impl Harness {
         }
         h.session = h.login(0)?;
         for i in 1..3 {
-            let s = rpc(h.hosts[i].http, "session.login_with_password", json!(["root", PASSWORD, "2.21", "harness"]))
-                .map_err(|e| Error::Other(format!("login on host {i}: {e:?}")))?;
+            let s = rpc(
+                h.hosts[i].http,
+                "session.login_with_password",
+                json!(["root", PASSWORD, "2.21", "harness"]),
+            )
+            .map_err(|e| Error::Other(format!("login on host {i}: {e:?}")))?;
             let master = format!("127.0.0.1:{}", h.hosts[0].https);
-            rpc(h.hosts[i].http, "pool.join", json!([s, master, "root", PASSWORD]))
-                .map_err(|e| Error::Other(format!("pool.join of host {i}: {e:?}")))?;
+            rpc(
+                h.hosts[i].http,
+                "pool.join",
+                json!([s, master, "root", PASSWORD]),
+            )
+            .map_err(|e| Error::Other(format!("pool.join of host {i}: {e:?}")))?;
         }
         // The joined hosts restart on the pool's database.
         h.until(30, "three hosts in the pool", |h| {
@@ -620,11 +628,7 @@ impl Harness {
         if let Some(vm) = self.ledger.keys().next() {
             for i in self.running() {
                 let key = format!("probe-{i}");
-                if let Err(e) = self.call(
-                    i,
-                    "VM.remove_from_other_config",
-                    json!([vm, key]),
-                ) {
+                if let Err(e) = self.call(i, "VM.remove_from_other_config", json!([vm, key])) {
                     bad.push(format!("host {i} refuses a write: {e}"));
                 }
             }
@@ -674,7 +678,8 @@ impl Harness {
                     }
                 }
                 if matches!(f, Fault::StopMember(_)) {
-                    let left = (LEASE_TTL + Duration::from_millis(1500)).saturating_sub(t.elapsed());
+                    let left =
+                        (LEASE_TTL + Duration::from_millis(1500)).saturating_sub(t.elapsed());
                     std::thread::sleep(left);
                     bad.extend(self.check(&self.observe()));
                     if let Some(c) = &self.hosts[i].child {
@@ -713,14 +718,18 @@ impl Harness {
             }
         }
         // Settled: one master, elected, with pool.conf saying so.
-        let settled = self.until(30, "one master, named by every host and its pool.conf", |h| {
-            let o = h.observe();
-            let named: Vec<&String> = o.masters.values().collect();
-            let m = named.first().and_then(|m| h.index_of(m));
-            o.masters.len() == h.running().len()
-                && named.windows(2).all(|w| w[0] == w[1])
-                && m.is_some_and(|m| o.conf_masters == [m] && o.acting == [m])
-        });
+        let settled = self.until(
+            30,
+            "one master, named by every host and its pool.conf",
+            |h| {
+                let o = h.observe();
+                let named: Vec<&String> = o.masters.values().collect();
+                let m = named.first().and_then(|m| h.index_of(m));
+                o.masters.len() == h.running().len()
+                    && named.windows(2).all(|w| w[0] == w[1])
+                    && m.is_some_and(|m| o.conf_masters == [m] && o.acting == [m])
+            },
+        );
         if let Err(e) = settled {
             bad.push(e.to_string());
         }
@@ -761,8 +770,12 @@ fn rate(port: u16, session: &str, vm: &str, secs: u64) -> f64 {
                     if rpc(port, "VM.get_record", json!([s, v])).is_ok() {
                         n += 1;
                     }
-                    if rpc(port, "VM.set_name_description", json!([s, v, format!("{t}-{n}")]))
-                        .is_ok()
+                    if rpc(
+                        port,
+                        "VM.set_name_description",
+                        json!([s, v, format!("{t}-{n}")]),
+                    )
+                    .is_ok()
                     {
                         n += 1;
                     }
@@ -805,8 +818,12 @@ fn bench(h: &Harness, secs: u64) -> Result<()> {
         host_ref: String::new(),
     };
     single.spawn(&h.xapi_bin)?;
-    let ss = rpc(http, "session.login_with_password", json!(["root", PASSWORD, "2.21", "bench"]))
-        .map_err(|e| Error::Other(format!("{e:?}")))?;
+    let ss = rpc(
+        http,
+        "session.login_with_password",
+        json!(["root", PASSWORD, "2.21", "bench"]),
+    )
+    .map_err(|e| Error::Other(format!("{e:?}")))?;
     let ss = ss.as_str().unwrap_or_default().to_owned();
     let mk = |port: u16, s: &str| {
         rpc(
@@ -847,7 +864,15 @@ fn xapi_binary(args: &PoolArgs, root: &Path) -> Result<PathBuf> {
         return Ok(p.clone());
     }
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "-p", "toolstack", "--features", "etcd", "--bin", "xapi"])
+        .args([
+            "build",
+            "-p",
+            "toolstack",
+            "--features",
+            "etcd",
+            "--bin",
+            "xapi",
+        ])
         .current_dir(root)
         .status()
         .map_err(|source| Error::Spawn {
@@ -893,14 +918,20 @@ pub fn run(args: PoolArgs, root: &Path, ha: &mut dyn HaHooks) -> bool {
         let bin = xapi_binary(&args, root)?;
         let t = Instant::now();
         let mut h = Harness::start(&bin, seed)?;
-        println!("pool: formed a 3-host pool in {:.1} s", t.elapsed().as_secs_f64());
+        println!(
+            "pool: formed a 3-host pool in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
         ha.setup(&mut h).map_err(Error::Other)?;
         h.workload();
         h.workload();
         let o = h.observe();
         let mut bad = h.check(&o);
         if o.masters.len() != 3 {
-            bad.push(format!("not every host reports the master: {:?}", o.masters));
+            bad.push(format!(
+                "not every host reports the master: {:?}",
+                o.masters
+            ));
         }
         record("join: every host sees every object, one master", bad);
         // designate host 1, then back to host 0.

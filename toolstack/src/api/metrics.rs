@@ -42,9 +42,9 @@ impl Xapi {
                 known.insert(uuid.to_owned());
                 let running = self.is_here(rec)
                     && matches!(
-                    rec.get("power_state").and_then(Value::as_str),
-                    Some("Running" | "Paused")
-                );
+                        rec.get("power_state").and_then(Value::as_str),
+                        Some("Running" | "Paused")
+                    );
                 let domid = rec.get("domid").and_then(Value::as_i64).unwrap_or(-1);
                 if running && (0..i64::from(u16::MAX)).contains(&domid) {
                     vms.insert(DomId(domid as u16), uuid.to_owned());

@@ -574,4 +574,3 @@ impl Xapi {
         f(self, &vm, p)
     }
 }
-

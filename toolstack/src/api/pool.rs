@@ -96,7 +96,10 @@ impl Xapi {
             }
             ("pool", "emergency_reset_master") => self.with_session(method, p, 2, |x, p| {
                 let a = arg_str(&p[1], "master_address")?;
-                let dir = x.state_dir.get().ok_or_else(|| not_allowed("no state folder"))?;
+                let dir = x
+                    .state_dir
+                    .get()
+                    .ok_or_else(|| not_allowed("no state folder"))?;
                 Role::Slave(a.to_owned())
                     .write(dir)
                     .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -206,7 +209,10 @@ impl Xapi {
             return Ok(None);
         }
         hosts.retain(|(h, _)| m.is_live(h));
-        hosts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| (a.0 != self.host).cmp(&(b.0 != self.host))));
+        hosts.sort_by(|a, b| {
+            b.1.cmp(&a.1)
+                .then_with(|| (a.0 != self.host).cmp(&(b.0 != self.host)))
+        });
         match hosts.first() {
             Some((h, free)) if *free >= need => Ok((*h != self.host).then(|| h.clone())),
             Some((_, free)) => Err(ApiError::new(
@@ -248,7 +254,13 @@ impl Xapi {
             ));
         }
         self.vm_shutdown(vm, true)?;
-        let args = [p[0].clone(), s(vm), s(dest), Value::Bool(false), Value::Bool(false)];
+        let args = [
+            p[0].clone(),
+            s(vm),
+            s(dest),
+            Value::Bool(false),
+            Value::Bool(false),
+        ];
         match m.forward(self, dest, "VM.start_on", &args) {
             Ok(_) => Ok(s("")),
             Err(e) => {
@@ -285,8 +297,14 @@ impl Xapi {
                     .max_by_key(|(_, free)| *free)
                     .map(|(h, _)| h)
             });
-            let dest = dest.ok_or_else(|| ApiError::new("NO_HOSTS_AVAILABLE", Vec::<String>::new()))?;
-            let args = [session.clone(), s(vm.clone()), s(dest.clone()), Value::Struct(Record::new())];
+            let dest =
+                dest.ok_or_else(|| ApiError::new("NO_HOSTS_AVAILABLE", Vec::<String>::new()))?;
+            let args = [
+                session.clone(),
+                s(vm.clone()),
+                s(dest.clone()),
+                Value::Struct(Record::new()),
+            ];
             self.pool_migrate(m, &args, &vm, &dest)?;
         }
         Ok(s(""))
@@ -303,7 +321,8 @@ impl Xapi {
         if !m.is_live(host) {
             return Err(ApiError::new("HOST_OFFLINE", [host]));
         }
-        m.designate(host).map_err(|e| ApiError::internal(e.to_string()))?;
+        m.designate(host)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::time::Instant::now() < deadline {
             let done = self.db.read(|v| {
@@ -458,7 +477,8 @@ impl Xapi {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         };
-        let (Some(eps), Some(name)) = (get("xen-rs:etcd-endpoints"), get("xen-rs:etcd-pool")) else {
+        let (Some(eps), Some(name)) = (get("xen-rs:etcd-endpoints"), get("xen-rs:etcd-pool"))
+        else {
             return Err(ApiError::new(
                 "JOINING_HOST_SERVICE_FAILED",
                 Vec::<String>::new(),
@@ -496,7 +516,8 @@ impl Xapi {
             pool: name,
         };
         let internal = |e: crate::Error| ApiError::internal(e.to_string());
-        let pool_db = crate::db::Db::open_etcd(&settings.endpoints, &settings.pool).map_err(internal)?;
+        let pool_db =
+            crate::db::Db::open_etcd(&settings.endpoints, &settings.pool).map_err(internal)?;
         let mine = self.db.read(|v| host_objects(v, &self.host, true));
         move_into(&pool_db, mine).map_err(internal)?;
         drop(pool_db);
@@ -526,7 +547,11 @@ impl Xapi {
 /// control domain, PIFs, PBDs, local SRs and their VDIs, PCI devices, PGPUs,
 /// and the networks, GPU groups and VGPU types they use (merged into the pool's own by
 /// bridge or name when it has them).
-fn host_objects(v: &impl Read, host: &str, with_shared: bool) -> Vec<(String, &'static str, Record)> {
+fn host_objects(
+    v: &impl Read,
+    host: &str,
+    with_shared: bool,
+) -> Vec<(String, &'static str, Record)> {
     let mut out: Vec<String> = vec![host.to_owned()];
     let metrics = v.str_field(host, "metrics");
     out.push(metrics);
@@ -642,7 +667,11 @@ fn move_into(
                 _ => &[],
             };
             for (field, other) in back {
-                if let Some(t) = rec.get(*field).and_then(Value::as_str).and_then(|x| map.get(x)) {
+                if let Some(t) = rec
+                    .get(*field)
+                    .and_then(Value::as_str)
+                    .and_then(|x| map.get(x))
+                {
                     tx.set_member(t, other, r, true);
                 }
             }

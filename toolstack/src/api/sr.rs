@@ -242,7 +242,8 @@ impl Xapi {
                 .coerce(&p[7])
                 .ok_or_else(|| ApiError::field_type("sm_config"))?,
         );
-        self.db.write(|tx| Ok(s(tx.create(Known::SR.class(), f.clone()))))
+        self.db
+            .write(|tx| Ok(s(tx.create(Known::SR.class(), f.clone()))))
     }
 
     /// `SR.probe`: the SRs found on the substrate, as XAPI's XML list.

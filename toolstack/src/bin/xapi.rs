@@ -7,9 +7,9 @@ use std::sync::Arc;
 use clap::Parser;
 use toolstack::api::{Credentials, Xapi};
 use toolstack::backend::{self, Backend};
+use toolstack::db::{Db, Read};
 use toolstack::devices as backend_devices;
 use toolstack::host::{self, HostConfig};
-use toolstack::db::{Db, Read};
 use toolstack::{server, Error};
 
 /// Which hypervisor serves the host.
@@ -245,13 +245,20 @@ async fn run(o: Opts) -> Result<(), Error> {
     let backend = Arc::new(host_backend(&o, &cfg)?);
     println!("hypervisor: {}", backend.hypervisor());
     let backend_name = backend.hypervisor().to_string();
-    println!("pool role: {:?}", toolstack::pool::Role::read(&o.state_dir)?);
+    println!(
+        "pool role: {:?}",
+        toolstack::pool::Role::read(&o.state_dir)?
+    );
     #[cfg(feature = "etcd")]
     let (xapi, pool) = match pool_settings(&o)? {
         Some(settings) => {
             let (pool_db, host) = toolstack::pool::open_pool_db(&db, &local_host, &settings)?;
             drop(db);
-            println!("pool database: etcd {} pool {}", settings.endpoints.join(","), settings.pool);
+            println!(
+                "pool database: etcd {} pool {}",
+                settings.endpoints.join(","),
+                settings.pool
+            );
             (Xapi::new_on(pool_db, backend, creds, host)?, Some(settings))
         }
         None => (Xapi::new_on(db, backend, creds, local_host)?, None),
@@ -316,14 +323,13 @@ async fn run(o: Opts) -> Result<(), Error> {
     }
     #[cfg(feature = "etcd")]
     if let Some(settings) = pool {
-        let fingerprint = match toolstack::client::TlsVerify::roots_from_pem(
-            &o.state_dir.join("xapi-ssl.pem"),
-        ) {
-            Ok(toolstack::client::TlsVerify::Roots(c)) => c
-                .first()
-                .map(|c| toolstack::client::certificate_fingerprint(c)),
-            _ => None,
-        };
+        let fingerprint =
+            match toolstack::client::TlsVerify::roots_from_pem(&o.state_dir.join("xapi-ssl.pem")) {
+                Ok(toolstack::client::TlsVerify::Roots(c)) => c
+                    .first()
+                    .map(|c| toolstack::client::certificate_fingerprint(c)),
+                _ => None,
+            };
         let m = toolstack::pool::Member::start(
             &xapi,
             settings,

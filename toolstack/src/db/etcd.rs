@@ -93,7 +93,10 @@ pub(crate) async fn follow_endpoints(client: Client, endpoints: Vec<String>) {
             .await
             .is_ok_and(|r| r.is_ok());
             if !up && endpoints.len() - out.len() > 1 && out.insert(e.clone()) {
-                tracing::warn!(endpoint = e, "etcd member unreachable: not used until it answers");
+                tracing::warn!(
+                    endpoint = e,
+                    "etcd member unreachable: not used until it answers"
+                );
                 let _ = client.remove_endpoint(e).await;
             } else if up && out.remove(e) {
                 tracing::info!(endpoint = e, "etcd member answers again");

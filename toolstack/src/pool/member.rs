@@ -70,7 +70,10 @@ pub fn open_pool_db(
         )));
     }
     let rows: Vec<_> = local.read(|v| v.dump());
-    copy_rows(&db, rows.into_iter().filter(|(_, c, _)| !TRANSIENT.contains(c)))?;
+    copy_rows(
+        &db,
+        rows.into_iter().filter(|(_, c, _)| !TRANSIENT.contains(c)),
+    )?;
     Ok((db, local_host.to_owned()))
 }
 
@@ -335,11 +338,19 @@ impl Member {
         };
         match c.call_raw(method, params) {
             Ok(v) => {
-                self.clients.lock().entry(host.to_owned()).or_default().push(c);
+                self.clients
+                    .lock()
+                    .entry(host.to_owned())
+                    .or_default()
+                    .push(c);
                 Ok(v)
             }
             Err(Error::Api(e)) => {
-                self.clients.lock().entry(host.to_owned()).or_default().push(c);
+                self.clients
+                    .lock()
+                    .entry(host.to_owned())
+                    .or_default()
+                    .push(c);
                 Err(e)
             }
             Err(e) => {
@@ -533,7 +544,10 @@ impl Member {
                 }
             }
             self.write_role();
-            let Ok(r) = c.get(alive.clone(), Some(GetOptions::new().with_prefix())).await else {
+            let Ok(r) = c
+                .get(alive.clone(), Some(GetOptions::new().with_prefix()))
+                .await
+            else {
                 continue;
             };
             let now: HashSet<String> = r
@@ -671,7 +685,12 @@ fn register(
             );
         }
         if let Some(fp) = &fingerprint {
-            tx.map_set(&host, "other_config", FINGERPRINT_KEY, Some(Value::str(fp.clone())));
+            tx.map_set(
+                &host,
+                "other_config",
+                FINGERPRINT_KEY,
+                Some(Value::str(fp.clone())),
+            );
         }
         for p in tx.all("pool") {
             tx.map_set(

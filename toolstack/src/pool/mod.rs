@@ -115,7 +115,11 @@ impl EtcdSettings {
 
     /// Writes `dir/pool.etcd`.
     pub fn write(&self, dir: &Path) -> Result<(), Error> {
-        let text = format!("endpoints={}\npool={}\n", self.endpoints.join(","), self.pool);
+        let text = format!(
+            "endpoints={}\npool={}\n",
+            self.endpoints.join(","),
+            self.pool
+        );
         write_atomic(&dir.join(Self::FILE), text.as_bytes())
     }
 

@@ -63,4 +63,3 @@ pub fn etcd() -> Result<Etcd, String> {
     }
     Ok(e)
 }
-
