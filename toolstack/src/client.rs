@@ -420,6 +420,11 @@ impl Client {
         outcome(xmlrpc::parse_records_response(&text, fields))
     }
 
+    /// Uses an existing session (a pool's sessions are valid on each of its hosts).
+    pub fn use_session(&mut self, session: &str) {
+        self.session = Some(session.to_owned());
+    }
+
     /// Logs in.
     pub fn login(&mut self, user: &str, password: &str) -> Result<(), Error> {
         let v = self.call_raw(

@@ -177,6 +177,14 @@ impl std::fmt::Debug for Db {
     }
 }
 
+/// Why one attempt of a write failed.
+enum Retry<E> {
+    /// Another writer changed a touched object first: run the write again.
+    Conflict(Error),
+    /// The write's own failure.
+    Fail(E),
+}
+
 /// A write transaction: changes made through it are committed together.
 pub struct Tx<'a> {
     inner: &'a mut Inner,
@@ -248,11 +256,33 @@ impl Db {
     }
 
     /// Runs `f` with a write transaction and commits it (to the store, when persistent).
-    /// When `f` or the commit fails, nothing of the write remains.
+    /// When `f` or the commit fails, nothing of the write remains. On a pool's store, a
+    /// write that lost a race with another writer (`Error::Conflict`) runs `f` again once
+    /// the tables caught up (up to 10 times), as XAPI's master serialises writes: `f` must
+    /// only read the database and the values it captured.
     pub fn write<T, E: From<Error>>(
         &self,
-        f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
+        mut f: impl FnMut(&mut Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        let mut tries = 0;
+        loop {
+            let gen = self.generation();
+            match self.write_once(&mut f) {
+                Err(Retry::Conflict(e)) if tries >= 10 => return Err(e.into()),
+                Err(Retry::Conflict(_)) => {
+                    tries += 1;
+                    self.wait_past(gen, Duration::from_millis(200));
+                }
+                Err(Retry::Fail(e)) => return Err(e),
+                Ok(v) => return Ok(v),
+            }
+        }
+    }
+
+    fn write_once<T, E: From<Error>>(
+        &self,
+        f: &mut impl FnMut(&mut Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, Retry<E>> {
         let mut inner = self.shared.inner.write();
         let mut tx = Tx {
             inner: &mut inner,
@@ -264,7 +294,7 @@ impl Db {
             Ok(out) => out,
             Err(e) => {
                 tx.rollback();
-                return Err(e);
+                return Err(Retry::Fail(e));
             }
         };
         // Objects created and destroyed within this write leave no trace.
@@ -324,7 +354,10 @@ impl Db {
                         drop(commit);
                         tx.undo = undo;
                         tx.rollback();
-                        return Err(e.into());
+                        return Err(match e {
+                            Error::Conflict(c) => Retry::Conflict(Error::Conflict(c)),
+                            e => Retry::Fail(e.into()),
+                        });
                     }
                 }
             }
@@ -626,6 +659,15 @@ pub trait Read {
         self.tables().by_uuid.get(uuid)
     }
 
+    /// Every object: reference, class and record.
+    fn dump(&self) -> Vec<(String, &'static str, Record)> {
+        let t = self.tables();
+        t.rows
+            .iter()
+            .map(|(r, row)| (r.clone(), row.class, row.rec.clone()))
+            .collect()
+    }
+
     /// Number of objects of a class.
     fn count(&self, class: &str) -> usize {
         self.tables().by_class.get(class).map_or(0, |s| s.len())
@@ -798,6 +840,16 @@ impl Tx<'_> {
             }
             self.dirty.insert(r.to_owned());
         }
+    }
+
+    /// Puts an object under a given reference as it is (a pool join or a store migration
+    /// moves objects with their references; relation ends are taken as given).
+    pub fn insert(&mut self, r: &str, class: &Class, rec: Record) {
+        self.touch(r);
+        self.inner.remove_row(r);
+        self.inner
+            .insert_row(r.to_owned(), class.name, rec, UNSTAMPED, UNSTAMPED);
+        self.dirty.insert(r.to_owned());
     }
 
     /// Destroys an object, unlinking its relations.

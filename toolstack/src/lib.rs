@@ -47,6 +47,7 @@ pub mod memory;
 pub mod metrics;
 pub mod metrics_http;
 pub mod metrics_qmp;
+pub mod pool;
 pub mod server;
 pub mod simguest;
 pub mod storage;

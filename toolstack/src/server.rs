@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::api::Xapi;
+use crate::db::Read;
 use crate::error::ApiError;
 use crate::value::Value;
 use crate::{xmlrpc, Error};
@@ -125,6 +126,32 @@ async fn service(
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        if path == "/domains" {
+            // The domains this host runs, for a pool's observer (needs a live session).
+            let session = query
+                .as_deref()
+                .unwrap_or_default()
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("session_id="))
+                .unwrap_or_default()
+                .to_owned();
+            let x = Arc::clone(&xapi);
+            let body = tokio::task::spawn_blocking(move || {
+                (x.db().read(|v| v.class_of(&session)) == Some("session"))
+                    .then(|| x.domains_json().to_string())
+            })
+            .await
+            .ok()
+            .flatten();
+            return match body {
+                Some(b) => reply(StatusCode::OK, "application/json", b),
+                None => reply(
+                    StatusCode::FORBIDDEN,
+                    "text/plain",
+                    "session_id needed\n".into(),
+                ),
+            };
+        }
         let x = Arc::clone(&xapi);
         let r = tokio::task::spawn_blocking(move || {
             crate::metrics_http::handle(&x, &path, query.as_deref(), auth.as_deref())

@@ -4,9 +4,10 @@
 
 #![cfg(feature = "etcd")]
 
+#[path = "common/etcd.rs"]
+mod etcd;
+
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use toolstack::datamodel;
@@ -14,67 +15,9 @@ use toolstack::db::{Db, Read};
 use toolstack::value::Value;
 use toolstack::Error;
 
-/// An etcd on loopback with a temporary data directory, stopped on drop.
-struct Etcd {
-    child: Child,
-    endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts etcd, or says why it cannot (the binary is missing).
-fn etcd() -> Result<Etcd, String> {
-    let bin = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .ok_or("etcd is not installed (Debian: etcd-server; scripts/deps.sh)")?;
-    let dir = tempfile::tempdir().unwrap();
-    let (client, peer) = (free_port(), free_port());
-    let endpoint = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let child = Command::new(bin)
-        .args(["--name", "t", "--data-dir"])
-        .arg(dir.path())
-        .args(["--listen-client-urls", &endpoint])
-        .args(["--advertise-client-urls", &endpoint])
-        .args(["--listen-peer-urls", &peer_url])
-        .args(["--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("t={peer_url}")])
-        .args(["--max-txn-ops", "10000"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{bin}: {e}"))?;
-    let e = Etcd {
-        child,
-        endpoint,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
-        assert!(Instant::now() < deadline, "etcd did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(e)
-}
-
 macro_rules! etcd_or_skip {
     () => {
-        match etcd() {
+        match etcd::etcd() {
             Ok(e) => e,
             Err(why) => {
                 eprintln!("SKIP: {why}");
@@ -84,7 +27,7 @@ macro_rules! etcd_or_skip {
     };
 }
 
-fn open(e: &Etcd, pool: &str) -> Db {
+fn open(e: &etcd::Etcd, pool: &str) -> Db {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match Db::open_etcd(std::slice::from_ref(&e.endpoint), pool) {
@@ -296,7 +239,7 @@ fn pools_do_not_see_each_other() {
 
 #[test]
 fn unreachable_etcd_is_a_clear_error() {
-    let port = free_port();
+    let port = etcd::free_port();
     let err = Db::open_etcd(&[format!("http://127.0.0.1:{port}")], "p").unwrap_err();
     assert!(matches!(err, Error::Store(_)), "{err}");
 }

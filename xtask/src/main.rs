@@ -17,6 +17,7 @@ mod cpio;
 mod debs;
 mod error;
 mod initramfs;
+mod pool;
 mod proc;
 mod qemu;
 mod report;
@@ -42,6 +43,9 @@ struct Cli {
 enum Cmd {
     /// Boot real Xen under QEMU and run the real-Xen tests, checks and peer measurements in dom0.
     E2e(E2eArgs),
+    /// Run a 3-member etcd cluster and a pool of 3 xapi on simulated hosts on loopback
+    /// through fault steps and randomized fault schedules (`pool: N passed, M failed`).
+    Pool(pool::PoolArgs),
 }
 
 /// Which xenstored dom0 runs.
@@ -203,6 +207,13 @@ fn repo_root() -> PathBuf {
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
+        Cmd::Pool(args) => {
+            if pool::run(args, &repo_root(), &mut pool::NoHa) {
+                0
+            } else {
+                1
+            }
+        }
         Cmd::E2e(args) => match e2e(args) {
             Ok(true) => 0,
             Ok(false) => 1,

@@ -258,7 +258,7 @@ impl Xapi {
                         ],
                     ));
                 }
-                tx.set(&r, f.name, v);
+                tx.set(&r, f.name, v.clone());
                 Ok(s(""))
             });
         }

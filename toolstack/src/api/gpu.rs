@@ -17,7 +17,7 @@ impl Xapi {
                 .ok_or_else(|| ApiError::field_type("other_config"))?,
         );
         self.db
-            .write(|tx| Ok(s(tx.create(Known::GPU_group.class(), f))))
+            .write(|tx| Ok(s(tx.create(Known::GPU_group.class(), f.clone()))))
     }
 
     pub(super) fn vgpu_create(&self, p: &[Value]) -> R {
@@ -43,7 +43,7 @@ impl Xapi {
             f.insert("VM".into(), s(vm.clone()));
             f.insert("GPU_group".into(), s(group.clone()));
             f.insert("device".into(), s(device.clone()));
-            f.insert("other_config".into(), oc);
+            f.insert("other_config".into(), oc.clone());
             f.insert("type".into(), s(ty.clone()));
             Ok(s(tx.create(Known::VGPU.class(), f)))
         })

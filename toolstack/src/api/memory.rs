@@ -182,6 +182,7 @@ impl Xapi {
     pub(super) fn update_memory_metrics(&self, tx: &mut Tx<'_>) {
         let running: Vec<(String, DomId)> = tx
             .iter_class("VM")
+            .filter(|(_, r)| self.is_here(r))
             .filter(|(_, r)| {
                 PowerState::parse(r.get("power_state").and_then(Value::as_str).unwrap_or(""))
                     .has_domain()

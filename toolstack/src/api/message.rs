@@ -54,7 +54,7 @@ impl Xapi {
         f.insert("timestamp".into(), now_datetime());
         f.insert("body".into(), s(body));
         let c = Known::message.class();
-        self.db.write(|tx| Ok(tx.create(c, f)))
+        self.db.write(|tx| Ok(tx.create(c, f.clone())))
     }
 
     /// The `message` messages XAPI handles itself; `None` for the generic ones.

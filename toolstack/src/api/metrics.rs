@@ -38,10 +38,11 @@ impl Xapi {
             for (_, rec) in v.iter_class("VM") {
                 let uuid = rec.get("uuid").and_then(Value::as_str).unwrap_or_default();
                 known.insert(uuid.to_owned());
-                let running = matches!(
-                    rec.get("power_state").and_then(Value::as_str),
-                    Some("Running" | "Paused")
-                );
+                let running = self.is_here(rec)
+                    && matches!(
+                        rec.get("power_state").and_then(Value::as_str),
+                        Some("Running" | "Paused")
+                    );
                 let domid = rec.get("domid").and_then(Value::as_i64).unwrap_or(-1);
                 if running && (0..i64::from(u16::MAX)).contains(&domid) {
                     vms.insert(DomId(domid as u16), uuid.to_owned());

@@ -18,6 +18,8 @@ pub mod message;
 mod metrics;
 mod network;
 mod operations;
+#[cfg(feature = "etcd")]
+mod pool;
 mod session;
 mod sr;
 mod storage;
@@ -109,6 +111,13 @@ pub struct Xapi {
     audit: std::sync::OnceLock<crate::audit::AuditLog>,
     /// The SR drivers (storage manager).
     storage: crate::storage::Drivers,
+    /// The state folder (`pool.conf`), once [`Xapi::set_state_dir`] ran.
+    state_dir: std::sync::OnceLock<std::path::PathBuf>,
+    /// Restarts the daemon (after a change of pool role), once set.
+    restart: std::sync::OnceLock<Arc<dyn Fn() + Send + Sync>>,
+    /// The pool membership, when the database is a pool's.
+    #[cfg(feature = "etcd")]
+    pool: std::sync::OnceLock<Arc<crate::pool::Member>>,
 }
 
 /// How long a clean shutdown or reboot waits for the guest by default.
@@ -197,6 +206,19 @@ impl Xapi {
         let host = db
             .read(|v| v.all("host").into_iter().next())
             .ok_or_else(|| crate::Error::Corrupt("no host object".into()))?;
+        Self::new_on(db, backend, creds, host)
+    }
+
+    /// Builds the server for host `host` of a database that may hold several (a pool's).
+    pub fn new_on(
+        db: Db,
+        backend: Arc<Backend>,
+        creds: Credentials,
+        host: String,
+    ) -> Result<Arc<Self>, crate::Error> {
+        if db.read(|v| v.class_of(&host)) != Some("host") {
+            return Err(crate::Error::Corrupt(format!("{host} is not a host")));
+        }
         let memory = crate::memory::Memory::new(&backend);
         let x = Arc::new(Xapi {
             memory,
@@ -216,9 +238,24 @@ impl Xapi {
             ),
             metrics: std::sync::OnceLock::new(),
             audit: std::sync::OnceLock::new(),
+            state_dir: std::sync::OnceLock::new(),
+            restart: std::sync::OnceLock::new(),
+            #[cfg(feature = "etcd")]
+            pool: std::sync::OnceLock::new(),
         });
         x.reconcile()?;
         Ok(x)
+    }
+
+    /// Records the state folder, where a change of pool role is written (`pool.conf`).
+    pub fn set_state_dir(&self, dir: &std::path::Path) {
+        let _ = self.state_dir.set(dir.to_owned());
+    }
+
+    /// Sets how the daemon restarts itself when its pool role changes (`pool.join`,
+    /// `pool.eject`); without it the change waits for the next start.
+    pub fn set_restart(&self, f: Arc<dyn Fn() + Send + Sync>) {
+        let _ = self.restart.set(f);
     }
 
     /// The database.
@@ -236,6 +273,11 @@ impl Xapi {
         &self.host
     }
 
+    /// Whether a VM record is resident on this host (a pool's other hosts run the rest).
+    pub(crate) fn is_here(&self, rec: &Record) -> bool {
+        rec.get("resident_on").and_then(Value::as_str) == Some(self.host.as_str())
+    }
+
     /// Handles one call: `method` with its wire parameters (session first, but for login).
     pub fn call(self: &Arc<Self>, method: &str, params: &[Value]) -> R {
         // Trailing parameters with defaults may be left out, as XAPI allows.
@@ -244,6 +286,10 @@ impl Xapi {
         }
         if let Some(inner) = method.strip_prefix("Async.") {
             return self.call_async(inner, params);
+        }
+        #[cfg(feature = "etcd")]
+        if let Some(r) = self.pool_call(method, params) {
+            return r;
         }
         match method {
             "session.login_with_password" => return self.login(params),
@@ -326,7 +372,7 @@ impl Xapi {
             if tx.class_of(t).is_none() {
                 return Ok::<_, ApiError>(());
             }
-            match res {
+            match res.clone() {
                 Ok(v) => {
                     tx.set(t, "status", s("success"));
                     let text = match v {
@@ -501,7 +547,7 @@ impl Xapi {
                 f.insert("created".into(), now_datetime());
                 f.insert("resident_on".into(), s(x.host.clone()));
                 let c = Known::task.class();
-                x.db.write(|tx| Ok(s(tx.create(c, f))))
+                x.db.write(|tx| Ok(s(tx.create(c, f.clone()))))
             }),
             _ => return None,
         };

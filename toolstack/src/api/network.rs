@@ -206,8 +206,8 @@ impl Xapi {
             let mut b = Record::new();
             b.insert("master".into(), s(master));
             b.insert("primary_slave".into(), s(members[0].clone()));
-            b.insert("mode".into(), mode);
-            b.insert("properties".into(), props);
+            b.insert("mode".into(), mode.clone());
+            b.insert("properties".into(), props.clone());
             b.insert("links_up".into(), s(members.len().to_string()));
             b.insert("auto_update_mac".into(), Value::Bool(true));
             let bond = tx.create(Known::Bond.class(), b);

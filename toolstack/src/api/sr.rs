@@ -233,11 +233,11 @@ impl Xapi {
             driver = Some(d);
         }
         let sr = self.db.write(|tx| {
-            let sr = tx.create(Known::SR.class(), f);
+            let sr = tx.create(Known::SR.class(), f.clone());
             let mut pbd = Record::new();
             pbd.insert("host".into(), s(host.clone()));
             pbd.insert("SR".into(), s(sr.clone()));
-            pbd.insert("device_config".into(), dc);
+            pbd.insert("device_config".into(), dc.clone());
             pbd.insert("currently_attached".into(), Value::Bool(true));
             tx.create(Known::PBD.class(), pbd);
             Ok::<_, ApiError>(sr)
@@ -272,7 +272,8 @@ impl Xapi {
                 .coerce(&p[7])
                 .ok_or_else(|| ApiError::field_type("sm_config"))?,
         );
-        self.db.write(|tx| Ok(s(tx.create(Known::SR.class(), f))))
+        self.db
+            .write(|tx| Ok(s(tx.create(Known::SR.class(), f.clone()))))
     }
 
     /// `SR.probe`: the SRs found on the substrate, as XAPI's XML list.
@@ -828,7 +829,7 @@ impl Xapi {
                 d.sr_create().map_err(sm_err)?;
             }
             self.db.write(|tx| {
-                tx.map_set(&pbd, "device_config", "location", Some(s(location)));
+                tx.map_set(&pbd, "device_config", "location", Some(s(location.clone())));
                 tx.set(&pbd, "currently_attached", Value::Bool(true));
                 Ok::<_, ApiError>(())
             })?;

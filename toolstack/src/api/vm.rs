@@ -13,6 +13,7 @@ impl Xapi {
     pub(super) fn reconcile(&self) -> Result<(), crate::Error> {
         let stale: Vec<String> = self.db.read(|v| {
             v.iter_class("VM")
+                .filter(|(_, r)| self.is_here(r))
                 .filter(|(_, r)| {
                     r.get("is_control_domain") != Some(&Value::Bool(true))
                         && PowerState::parse(
@@ -50,6 +51,7 @@ impl Xapi {
     pub fn orphan_domains(&self) -> Vec<DomId> {
         let known: std::collections::HashSet<i64> = self.db.read(|v| {
             v.iter_class("VM")
+                .filter(|(_, r)| self.is_here(r))
                 .filter(|(_, r)| {
                     PowerState::parse(r.get("power_state").and_then(Value::as_str).unwrap_or(""))
                         .has_domain()
@@ -65,6 +67,24 @@ impl Xapi {
             .map(|d| d.domid)
             .filter(|d| d.0 != 0 && !known.contains(&i64::from(d.0)))
             .collect()
+    }
+
+    /// The domains this host runs (but dom0), as JSON: `domid`, `uuid` (the handle, the
+    /// VM's UUID) and `pages` — what a pool's observer compares between hosts.
+    pub fn domains_json(&self) -> serde_json::Value {
+        let doms = self.backend.xen().list_domains().unwrap_or_default();
+        serde_json::Value::Array(
+            doms.into_iter()
+                .filter(|d| d.domid.0 != 0)
+                .map(|d| {
+                    serde_json::json!({
+                        "domid": d.domid.0,
+                        "uuid": d.handle.to_string(),
+                        "pages": d.tot_pages.0,
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// Starts the thread that notices domains dying on their own and refreshes the
@@ -96,6 +116,7 @@ impl Xapi {
     pub(super) fn domain_stopped(self: &Arc<Self>, domid: DomId, reason: ShutdownReason) {
         let vm = self.db.read(|v| {
             v.iter_class("VM")
+                .filter(|(_, r)| self.is_here(r))
                 .find(|(_, r)| r.get("domid").and_then(Value::as_i64) == Some(i64::from(domid.0)))
                 .map(|(k, _)| k.clone())
         });

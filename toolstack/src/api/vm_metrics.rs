@@ -35,6 +35,7 @@ impl Xapi {
     pub fn refresh_metrics(&self, samples: &mut CpuSamples) {
         let running: Vec<(String, DomId)> = self.db.read(|v| {
             v.iter_class("VM")
+                .filter(|(_, r)| self.is_here(r))
                 .filter(|(_, r)| r.get("is_control_domain") != Some(&Value::Bool(true)))
                 .filter(|(_, r)| {
                     PowerState::parse(r.get("power_state").and_then(Value::as_str).unwrap_or(""))

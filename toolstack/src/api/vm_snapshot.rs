@@ -151,7 +151,7 @@ impl Xapi {
                 tx.set(&new, "snapshot_time", now_datetime());
                 tx.set_member(vm, "snapshots", &new, true);
             }
-            for (vdi, rec) in disks {
+            for (vdi, rec) in disks.clone() {
                 let mut f = Record::new();
                 for k in VBD_FIELDS {
                     if let Some(x) = rec.get(*k) {
@@ -255,7 +255,7 @@ impl Xapi {
                     tx.set(&vm, k, x);
                 }
             }
-            for (vdi, rec) in disks {
+            for (vdi, rec) in disks.clone() {
                 let mut f = Record::new();
                 for k in VBD_FIELDS {
                     if let Some(x) = rec.get(*k) {

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use clap::Parser;
 use toolstack::api::{Credentials, Xapi};
 use toolstack::backend::{self, Backend};
+use toolstack::db::{Db, Read};
 use toolstack::devices as backend_devices;
 use toolstack::host::{self, HostConfig};
-use toolstack::{db::Db, server, Error};
+use toolstack::{server, Error};
 
 /// Which hypervisor serves the host.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +79,16 @@ struct Opts {
     /// How many rotated files of each log are kept.
     #[arg(long, default_value_t = 5)]
     log_keep: usize,
+    /// The pool's database in etcd at these endpoints (comma-separated `http://host:port`);
+    /// used at the first start (kept in `pool.etcd`); a host that joins a pool learns them
+    /// from its master.
+    #[cfg(feature = "etcd")]
+    #[arg(long, value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// The pool's name in etcd (its keys live under `/xapi/<name>/`).
+    #[cfg(feature = "etcd")]
+    #[arg(long, default_value = "pool")]
+    pool_name: String,
 }
 
 fn log_dir(o: &Opts) -> PathBuf {
@@ -219,11 +230,43 @@ async fn run(o: Opts) -> Result<(), Error> {
         (None, false) => HostConfig::simulated(),
     };
     let db = Db::open(&o.state_dir)?;
-    host::bootstrap(&db, &cfg)?;
+    let local_host = host::bootstrap(&db, &cfg)?;
+    if toolstack::pool::installation_uuid(&o.state_dir).is_none() {
+        let uuid = db.read(|v| v.str_field(&local_host, "uuid"));
+        toolstack::pool::write_installation_uuid(&o.state_dir, &uuid)?;
+    }
+    let tls = match addr(&o.https_listen)? {
+        Some(a) => Some((
+            a,
+            server::tls_acceptor(&o.state_dir, vec!["localhost".into(), a.ip().to_string()])?,
+        )),
+        None => None,
+    };
     let backend = Arc::new(host_backend(&o, &cfg)?);
     println!("hypervisor: {}", backend.hypervisor());
     let backend_name = backend.hypervisor().to_string();
-    let xapi = Xapi::new(db, backend, creds)?;
+    println!(
+        "pool role: {:?}",
+        toolstack::pool::Role::read(&o.state_dir)?
+    );
+    #[cfg(feature = "etcd")]
+    let (xapi, pool) = match pool_settings(&o)? {
+        Some(settings) => {
+            let (pool_db, host) = toolstack::pool::open_pool_db(&db, &local_host, &settings)?;
+            drop(db);
+            println!(
+                "pool database: etcd {} pool {}",
+                settings.endpoints.join(","),
+                settings.pool
+            );
+            (Xapi::new_on(pool_db, backend, creds, host)?, Some(settings))
+        }
+        None => (Xapi::new_on(db, backend, creds, local_host)?, None),
+    };
+    #[cfg(not(feature = "etcd"))]
+    let xapi = Xapi::new_on(db, backend, creds, local_host)?;
+    xapi.set_state_dir(&o.state_dir);
+    xapi.set_restart(restart_hook());
     let logs = log_dir(&o);
     xapi.enable_audit_in(&logs, o.log_max_bytes, o.log_keep)
         .map_err(|e| Error::Io(logs.join("audit.log").display().to_string(), e))?;
@@ -251,13 +294,14 @@ async fn run(o: Opts) -> Result<(), Error> {
         println!("listening on http://{bound}");
         tasks.push(tokio::spawn(server::serve_tcp(l, Arc::clone(&xapi), None)));
     }
-    if let Some(a) = addr(&o.https_listen)? {
-        let acc = server::tls_acceptor(&o.state_dir, vec!["localhost".into(), a.ip().to_string()])?;
+    let mut https_bound = None;
+    if let Some((a, acc)) = tls {
         let l = tokio::net::TcpListener::bind(a)
             .await
             .map_err(|e| Error::Io(a.to_string(), e))?;
         let bound = l.local_addr().map_err(|e| Error::Io(a.to_string(), e))?;
         println!("listening on https://{bound}");
+        https_bound = Some(bound);
         tasks.push(tokio::spawn(server::serve_tcp(
             l,
             Arc::clone(&xapi),
@@ -277,11 +321,62 @@ async fn run(o: Opts) -> Result<(), Error> {
         println!("listening on unix:{}", p.display());
         tasks.push(tokio::spawn(server::serve_unix(l, Arc::clone(&xapi))));
     }
+    #[cfg(feature = "etcd")]
+    if let Some(settings) = pool {
+        let fingerprint =
+            match toolstack::client::TlsVerify::roots_from_pem(&o.state_dir.join("xapi-ssl.pem")) {
+                Ok(toolstack::client::TlsVerify::Roots(c)) => c
+                    .first()
+                    .map(|c| toolstack::client::certificate_fingerprint(c)),
+                _ => None,
+            };
+        let m = toolstack::pool::Member::start(
+            &xapi,
+            settings,
+            &o.state_dir,
+            https_bound,
+            fingerprint,
+        )?;
+        xapi.set_pool(m);
+    }
+    #[cfg(not(feature = "etcd"))]
+    let _ = https_bound;
     println!("ready");
     for t in tasks {
         let _ = t.await;
     }
     Ok(())
+}
+
+/// The pool's etcd settings: `--etcd` at a first start (no `pool.conf` yet), else what
+/// `pool.etcd` in the state folder says (written at that first start or by `pool.join`).
+#[cfg(feature = "etcd")]
+fn pool_settings(o: &Opts) -> Result<Option<toolstack::pool::EtcdSettings>, Error> {
+    use toolstack::pool::{EtcdSettings, Role};
+    let first = !o.state_dir.join("pool.conf").exists();
+    if first && !o.etcd.is_empty() {
+        let s = EtcdSettings {
+            endpoints: o.etcd.clone(),
+            pool: o.pool_name.clone(),
+        };
+        s.write(&o.state_dir)?;
+        Role::Master.write(&o.state_dir)?;
+        return Ok(Some(s));
+    }
+    EtcdSettings::read(&o.state_dir)
+}
+
+/// Re-executes this program with its arguments (a change of pool role: XAPI restarts too).
+fn restart_hook() -> Arc<dyn Fn() + Send + Sync> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    Arc::new(move || {
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+        tracing::info!("restarting xapi for its new pool role");
+        let e = std::process::Command::new(&exe).args(&args).exec();
+        eprintln!("xapi: restarting {}: {e}", exe.display());
+        std::process::exit(1);
+    })
 }
 
 fn main() {

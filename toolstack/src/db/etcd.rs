@@ -10,8 +10,10 @@
 //! writers' changes to the tables in revision order, so `event.from` on every xapi of the
 //! pool sees every change.
 //!
-//! Left for the pool operations (issue 18 parts 2 and 3): leases, election and HA keys go
-//! under the same `/xapi/<pool>/` prefix beside `objects/`, through the same client.
+//! A watch that fails (its etcd member died) is opened again on another member from the
+//! next revision the tables need; only a compaction past it stops this xapi following the
+//! pool. The membership keys (election, liveness) live beside `objects/` under the same
+//! `/xapi/<pool>/` prefix ([`crate::pool`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
@@ -70,6 +72,47 @@ fn parse_value(r: &str, v: &[u8]) -> Result<(String, serde_json::Value), Error> 
         .ok_or_else(|| Error::Corrupt(format!("{r}: no class")))?
         .to_owned();
     Ok((class, j["record"].take()))
+}
+
+/// Keeps `client`'s balancer on the endpoints that accept connections: one that refuses is
+/// taken out and put back once it answers again (etcd-client's balancer otherwise keeps
+/// failing requests on a dead member, etcdv3/etcd-client#39).
+pub(crate) async fn follow_endpoints(client: Client, endpoints: Vec<String>) {
+    let mut out: std::collections::HashSet<String> = Default::default();
+    loop {
+        for e in &endpoints {
+            let addr = e
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .trim_end_matches('/')
+                .to_owned();
+            let up = tokio::time::timeout(
+                Duration::from_millis(300),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok());
+            if !up && endpoints.len() - out.len() > 1 && out.insert(e.clone()) {
+                tracing::warn!(
+                    endpoint = e,
+                    "etcd member unreachable: not used until it answers"
+                );
+                let _ = client.remove_endpoint(e).await;
+            } else if up && out.remove(e) {
+                tracing::info!(endpoint = e, "etcd member answers again");
+                let _ = client.add_endpoint(e).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Whether an etcd error is a transport failure (the request never reached a member).
+pub(crate) fn unreachable(e: &etcd_client::Error) -> bool {
+    /// gRPC's `UNAVAILABLE` status code.
+    const UNAVAILABLE: i32 = 14;
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() as i32 == UNAVAILABLE)
+        || matches!(e, etcd_client::Error::TransportError(_))
 }
 
 impl Etcd {
@@ -144,10 +187,23 @@ impl Backend for Etcd {
             .map(|p| p.r)
             .chain(c.dels.iter().map(|d| d.r))
             .collect();
-        let mut client = self.client.clone();
+        let client = self.client.clone();
         let txn = Txn::new().when(cmps).and_then(ops);
+        // A member that cannot be reached is retried on the others (the request never
+        // left: no double application).
         let resp = self
-            .run(async move { client.txn(txn).await })?
+            .run(async move {
+                let mut tries = 0;
+                loop {
+                    match client.clone().txn(txn.clone()).await {
+                        Err(e) if unreachable(&e) && tries < 8 => {
+                            tries += 1;
+                            tokio::time::sleep(Duration::from_millis(150)).await;
+                        }
+                        r => return r,
+                    }
+                }
+            })?
             .map_err(store_err)?;
         if !resp.succeeded() {
             let mut list = touched
@@ -306,20 +362,7 @@ impl Db {
             let mut client = client.clone();
             let prefix = prefix.clone();
             rt.spawn(async move {
-                let opts = WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(rev as i64 + 1);
-                let (_watcher, mut stream) = match client.watch(prefix.clone(), Some(opts)).await {
-                    Ok(w) => {
-                        let _ = ready_tx.send(Ok(()));
-                        w
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(store_err(e)));
-                        return;
-                    }
-                };
-                // Whatever ends the loop, the tables stop following the pool.
+                // Whatever ends the task, the tables stop following the pool.
                 struct Lost(Arc<AtomicBool>);
                 impl Drop for Lost {
                     fn drop(&mut self) {
@@ -327,32 +370,86 @@ impl Db {
                     }
                 }
                 let _lost = Lost(lost);
+                let mut ready = Some(ready_tx);
+                // The next revision the tables need: a watch that fails (its etcd member
+                // died) is opened again from there on another member.
+                let mut next = rev + 1;
                 loop {
-                    match stream.message().await {
-                        Ok(Some(resp)) => {
-                            if resp.canceled() || resp.compact_revision() > 0 {
-                                tracing::error!(
-                                    reason = resp.cancel_reason(),
-                                    "etcd watch cancelled: this xapi no longer follows the pool"
-                                );
-                                return;
+                    let opts = WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(next as i64);
+                    let (mut watcher, mut stream) =
+                        match client.watch(prefix.clone(), Some(opts)).await {
+                            Ok(w) => {
+                                if let Some(r) = ready.take() {
+                                    let _ = r.send(Ok(()));
+                                }
+                                w
                             }
-                            for ev in remotes(&prefix, &resp) {
-                                if ev_tx.send(ev).is_err() {
+                            Err(e) => {
+                                if let Some(r) = ready.take() {
+                                    let _ = r.send(Err(store_err(e)));
                                     return;
                                 }
+                                tracing::warn!(%e, "etcd watch: opening it again");
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                continue;
                             }
-                            let _ = wake_tx.try_send(());
-                        }
-                        Ok(None) => return,
-                        Err(e) => {
-                            tracing::error!(%e, "etcd watch failed: this xapi no longer follows the pool");
-                            return;
+                        };
+                    // A watch on a member that died may neither fail nor deliver: each
+                    // second it is asked for progress, and reopened when two go unanswered.
+                    let mut tick = tokio::time::interval(Duration::from_secs(1));
+                    let mut unanswered = 0u32;
+                    loop {
+                        let msg = tokio::select! {
+                            m = stream.message() => m,
+                            _ = tick.tick() => {
+                                if unanswered >= 2 {
+                                    tracing::warn!("etcd watch silent: opening it again");
+                                    break;
+                                }
+                                unanswered += 1;
+                                let _ = watcher.request_progress().await;
+                                continue;
+                            }
+                        };
+                        unanswered = 0;
+                        match msg {
+                            Ok(Some(resp)) => {
+                                if resp.compact_revision() > 0 {
+                                    tracing::error!(
+                                        compacted = resp.compact_revision(),
+                                        "etcd watch: revisions compacted away: this xapi no longer follows the pool"
+                                    );
+                                    return;
+                                }
+                                if resp.canceled() {
+                                    tracing::warn!(
+                                        reason = resp.cancel_reason(),
+                                        "etcd watch cancelled: opening it again"
+                                    );
+                                    break;
+                                }
+                                for ev in remotes(&prefix, &resp) {
+                                    next = next.max(ev.rev + 1);
+                                    if ev_tx.send(ev).is_err() {
+                                        return;
+                                    }
+                                }
+                                let _ = wake_tx.try_send(());
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::warn!(%e, "etcd watch failed: opening it again");
+                                break;
+                            }
                         }
                     }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             });
         }
+        rt.spawn(follow_endpoints(client.clone(), endpoints.to_vec()));
         ready_rx
             .recv()
             .map_err(|_| Error::Store("the etcd client stopped".into()))??;
