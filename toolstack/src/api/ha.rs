@@ -80,7 +80,7 @@ impl Xapi {
                 _ => {}
             }
             tx.set(pool, "ha_enabled", Value::Bool(on));
-            tx.set(pool, "ha_configuration", Value::Struct(config));
+            tx.set(pool, "ha_configuration", Value::Struct(config.clone()));
             let plan = if on { i64::from(max) } else { 0 };
             tx.set(pool, "ha_plan_exists_for", s(plan.to_string()));
             Ok(s(""))

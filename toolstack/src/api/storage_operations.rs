@@ -565,7 +565,7 @@ mod tests {
         let (db, sr, vdi, _) = setup("Halted", false, "RW");
         let set = |obj: &str, f: &str, v: Value| {
             db.write(|tx| {
-                tx.set(obj, f, v);
+                tx.set(obj, f, v.clone());
                 Ok::<_, ApiError>(())
             })
             .unwrap()
