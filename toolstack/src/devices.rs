@@ -224,6 +224,60 @@ pub fn run_vif_script(
     }
 }
 
+/// Where `blkbackd` (as QEMU) listens for QMP, one socket per domain
+/// (`qmp-libxenstat-<domid>`).
+pub const QMP_DIR: &str = "/var/run/xen";
+
+/// How long a QMP command may take (a pause waits for the requests in flight and a flush).
+const QMP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs one command on domain `domid`'s device model over QMP (greeting,
+/// `qmp_capabilities`, the command), as libxl talks to QEMU: `x-blkbackd-pause` /
+/// `x-blkbackd-resume` around a snapshot of a running guest's disk (`tap-ctl
+/// pause`/`unpause` in XenServer). A QMP error comes back as [`Error::Device`].
+pub fn qmp_command(
+    dir: &std::path::Path,
+    domid: DomId,
+    command: &str,
+    arguments: serde_json::Value,
+) -> Result<(), Error> {
+    use std::io::{BufRead, BufReader, Write};
+    let path = dir.join(format!("qmp-libxenstat-{}", domid.0));
+    let io = |e| Error::Io(path.display().to_string(), e);
+    let conn = std::os::unix::net::UnixStream::connect(&path).map_err(io)?;
+    conn.set_read_timeout(Some(QMP_TIMEOUT)).map_err(io)?;
+    let mut w = conn.try_clone().map_err(io)?;
+    let mut r = BufReader::new(conn);
+    let mut line = String::new();
+    // One JSON value per line: the greeting, then one reply per command.
+    let mut next =
+        |r: &mut BufReader<std::os::unix::net::UnixStream>| -> Result<serde_json::Value, Error> {
+            line.clear();
+            if r.read_line(&mut line).map_err(io)? == 0 {
+                return Err(Error::Device(format!("{}: closed", path.display())));
+            }
+            serde_json::from_str(line.trim())
+                .map_err(|e| Error::Device(format!("{}: bad reply {line:?}: {e}", path.display())))
+        };
+    next(&mut r)?;
+    for cmd in [
+        serde_json::json!({"execute": "qmp_capabilities"}),
+        serde_json::json!({"execute": command, "arguments": arguments}),
+    ] {
+        w.write_all(format!("{cmd}\r\n").as_bytes()).map_err(io)?;
+        let reply = next(&mut r)?;
+        if let Some(e) = reply.get("error") {
+            return Err(Error::Device(format!(
+                "{} on domain {}: {}",
+                cmd["execute"],
+                domid.0,
+                e.get("desc").and_then(|d| d.as_str()).unwrap_or("error")
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
