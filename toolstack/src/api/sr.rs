@@ -473,7 +473,7 @@ impl Xapi {
     }
 
     /// A VDI served from its `sm_config:path`, not by its SR's driver.
-    fn external(v: &impl crate::db::Read, vdi: &str) -> bool {
+    pub(super) fn external(v: &impl crate::db::Read, vdi: &str) -> bool {
         v.field(vdi, "sm_config")
             .and_then(Value::as_struct)
             .is_some_and(|m| m.contains_key("path"))
