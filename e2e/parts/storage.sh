@@ -32,7 +32,7 @@ finish() {
 guest_line() {
   i=0
   while [ $i -lt 3000 ]; do
-    l=$(grep -a "E2E-STORAGE $2" $LOGS/guest-$1.log 2>/dev/null | head -n 1 | tr -d '\r')
+    l=$(tr -d '\r' 2>/dev/null < $LOGS/guest-$1.log | grep -a -E "E2E-STORAGE $2( |\$)" | head -n 1)
     [ -n "$l" ] && { echo "${l#*E2E-STORAGE $2}" | sed 's/^ *//'; return 0; }
     usleep 100000; i=$((i+1))
   done
@@ -106,7 +106,7 @@ done
 for x in $times; do echo "E2E-METRIC storage-vdi-snapshot-running $x ms"; done
 printf 'GO' | dd of=$ST/mbox2.img conv=notrunc,fsync 2>/dev/null
 if guest_line st-bench BENCH-DONE > /dev/null; then
-  grep -a 'E2E-STORAGE BENCH ' $LOGS/guest-st-bench.log | tr -d '\r' | sed 's/.*E2E-STORAGE BENCH //' > $ST/bench
+  tr -d '\r' < $LOGS/guest-st-bench.log | grep -a 'E2E-STORAGE BENCH ' | sed 's/.*E2E-STORAGE BENCH //' > $ST/bench
   bad=""
   while read -r c d fl; do
     case "$d$fl" in ''|*[!0-9]*) bad="$bad $c"; continue ;; esac

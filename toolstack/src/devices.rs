@@ -298,6 +298,59 @@ mod tests {
         }
     }
 
+    /// A QMP peer on `dir`'s socket for domain 7: the greeting, then `replies` in turn, one
+    /// per command received; returns the commands.
+    fn qmp_peer(
+        dir: &std::path::Path,
+        replies: Vec<&'static str>,
+    ) -> std::thread::JoinHandle<Vec<serde_json::Value>> {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::os::unix::net::UnixListener::bind(dir.join("qmp-libxenstat-7")).unwrap();
+        std::thread::spawn(move || {
+            let (c, _) = l.accept().unwrap();
+            let mut w = c.try_clone().unwrap();
+            w.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n")
+                .unwrap();
+            let mut r = BufReader::new(c);
+            let mut got = Vec::new();
+            for reply in replies {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                got.push(serde_json::from_str(line.trim()).unwrap());
+                w.write_all(format!("{reply}\r\n").as_bytes()).unwrap();
+            }
+            got
+        })
+    }
+
+    #[test]
+    fn qmp_commands_negotiate_first_and_errors_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let peer = qmp_peer(dir.path(), vec![r#"{"return": {}}"#, r#"{"return": {}}"#]);
+        let args = serde_json::json!({"device": "51712"});
+        qmp_command(dir.path(), DomId(7), "x-blkbackd-pause", args.clone()).unwrap();
+        let got = peer.join().unwrap();
+        assert_eq!(got[0], serde_json::json!({"execute": "qmp_capabilities"}));
+        assert_eq!(
+            got[1],
+            serde_json::json!({"execute": "x-blkbackd-pause", "arguments": args})
+        );
+        std::fs::remove_file(dir.path().join("qmp-libxenstat-7")).unwrap();
+        let peer = qmp_peer(
+            dir.path(),
+            vec![
+                r#"{"return": {}}"#,
+                r#"{"error": {"class": "DeviceNotFound", "desc": "Device 'xvdz' not found"}}"#,
+            ],
+        );
+        let e = qmp_command(dir.path(), DomId(7), "x-blkbackd-pause", args.clone()).unwrap_err();
+        assert!(matches!(&e, Error::Device(m) if m.contains("xvdz")), "{e}");
+        peer.join().unwrap();
+        // No device model: an I/O error naming the socket.
+        let e = qmp_command(dir.path(), DomId(8), "x-blkbackd-pause", args).unwrap_err();
+        assert!(matches!(&e, Error::Io(p, _) if p.ends_with("qmp-libxenstat-8")), "{e}");
+    }
+
     #[test]
     fn a_failing_or_missing_script_is_an_error() {
         let e = run_vif_script(&PathBuf::from("/bin/false"), "online", DomId(3), 0);
