@@ -334,6 +334,8 @@ fn a_snapshot_of_a_disk_being_written_loses_nothing_and_holds_the_data_before_it
     let p = e.plug(v, true);
     let phase = AtomicU8::new(0);
     let done = AtomicBool::new(false);
+    // The guest issued a batch after the pause began (it waits for the resume).
+    let blocked = AtomicBool::new(false);
     let written = std::thread::scope(|scope| {
         // The guest: batches of four 32 KiB writes in flight, round the disk, until told
         // to stop; each generation once.
@@ -351,6 +353,9 @@ fn a_snapshot_of_a_disk_being_written_loses_nothing_and_holds_the_data_before_it
                     stamp(&mut buf, first * 8, g);
                     batch.push(IoReq::new(Op::Write, first * 8, buf));
                     meta.push((first, g));
+                }
+                if issued == 1 {
+                    blocked.store(true, Ordering::SeqCst);
                 }
                 p.front.run(0, &mut batch).unwrap();
                 let acked = phase.load(Ordering::SeqCst);
@@ -374,8 +379,13 @@ fn a_snapshot_of_a_disk_being_written_loses_nothing_and_holds_the_data_before_it
         e.sr.vdi_deactivate(v).unwrap();
         let snap = e.sr.vdi_snapshot(v).unwrap().uuid;
         e.sr.vdi_activate(v).unwrap();
-        // The guest's requests wait meanwhile.
-        std::thread::sleep(Duration::from_millis(100));
+        // The guest's requests wait meanwhile: one batch at least is issued now.
+        let t = Instant::now();
+        while !blocked.load(Ordering::SeqCst) {
+            assert!(t.elapsed() < Duration::from_secs(30), "the guest issued nothing");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
         // A new image of another size is refused and the disk stays paused.
         let other = e.sr.dir().join("other.qcow2");
         sm::image::create(&other, MIB, None).unwrap();
