@@ -382,7 +382,10 @@ fn a_snapshot_of_a_disk_being_written_loses_nothing_and_holds_the_data_before_it
         // The guest's requests wait meanwhile: one batch at least is issued now.
         let t = Instant::now();
         while !blocked.load(Ordering::SeqCst) {
-            assert!(t.elapsed() < Duration::from_secs(30), "the guest issued nothing");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "the guest issued nothing"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         std::thread::sleep(Duration::from_millis(50));

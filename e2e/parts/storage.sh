@@ -63,6 +63,9 @@ t=$(cs); SNAP=$(xe vm-snapshot vm=st-writer new-name-label=st-snap 2>&1); rc=$?;
 ps=$(xe vm-list name-label=st-writer params=power-state --minimal)
 [ $rc = 0 ] && [ "$ps" = running ]; ok storage-live-snapshot $? "vm-snapshot -> $SNAP in $ms ms, writer $ps; $(grep -a 'datapath' $ST/xapi.log | tail -1)"
 [ $rc = 0 ] && echo "E2E-METRIC storage-vm-snapshot-running $ms ms"
+# How long the guest's disk stood paused (xapi's log): pause, snapshot, resume.
+pw=$(sed -n 's/.*datapath(s) paused for \([0-9]*\) ms.*/\1/p' $ST/xapi.log | tail -1)
+[ -n "$pw" ] && echo "E2E-METRIC storage-datapath-paused $pw ms"
 printf 'GO-B' | dd of=$ST/mbox.img conv=notrunc,fsync 2>/dev/null
 B=$(guest_line st-writer B); rcb=$?
 bg=$(guest_line st-writer BACKGROUND)
@@ -79,7 +82,14 @@ vm st-orig reader $V > /dev/null && start st-orig
 got=$(guest_line st-clone READ)
 [ -n "$A" ] && [ "$got" = "$A" ]; ok storage-clone-sees-old-data $? "clone read $got, A was $A (B $B)"
 got=$(guest_line st-orig READ)
-[ -n "$B" ] && [ "$got" = "$B" ]; ok storage-original-sees-new-data $? "original read $got, B was $B (A $A)"
+[ -n "$B" ] && [ "$got" = "$B" ]; rc=$?
+ok storage-original-sees-new-data $rc "original read $got, B was $B (A $A)"
+if [ $rc != 0 ]; then
+  ls -la $ST/sr
+  for g in st-writer st-orig; do echo "----- console of $g -----"; tr -d '\r' < $LOGS/guest-$g.log | grep -v '^\[' | tail -20; done
+  for l in /var/log/xen/blkbackd-*.log; do echo "----- $l -----"; tail -20 "$l"; done
+  grep -a 'VDI\|datapath\|WARN\|ERROR' $ST/xapi.log | tail -20
+fi
 xe vm-shutdown --force vm=st-clone > /dev/null 2>&1; xe vm-shutdown --force vm=st-orig > /dev/null 2>&1
 
 # Three snapshots deep against flat, in one guest: snapshots taken while it runs.

@@ -348,7 +348,10 @@ mod tests {
         peer.join().unwrap();
         // No device model: an I/O error naming the socket.
         let e = qmp_command(dir.path(), DomId(8), "x-blkbackd-pause", args).unwrap_err();
-        assert!(matches!(&e, Error::Io(p, _) if p.ends_with("qmp-libxenstat-8")), "{e}");
+        assert!(
+            matches!(&e, Error::Io(p, _) if p.ends_with("qmp-libxenstat-8")),
+            "{e}"
+        );
     }
 
     #[test]
