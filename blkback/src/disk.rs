@@ -1,14 +1,20 @@
 //! The disk image behind a device: a raw file or a block device (positioned vectored I/O
 //! straight into the shared pages), or a qcow2 image with its backing chain (through
 //! `sm::image`, with a bounce buffer).
+//!
+//! A disk can be paused and resumed on another image, as tapdisk is by `tap-ctl pause` and
+//! `tap-ctl unpause -a <image>` around a snapshot: [`Disk::pause`] stops new requests (they
+//! wait), lets the ones in flight finish and flushes; [`Disk::resume`] reopens the image
+//! (the new leaf of the chain the snapshot made) and lets the waiting requests go on there.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 use xen_types::mem::{SharedMemory, SharedMemoryExt};
 
 use sm::image::{Image, QCOW2_MAGIC};
@@ -35,12 +41,26 @@ impl std::fmt::Debug for IoSeg<'_> {
     }
 }
 
-/// An open disk.
+/// The open image under a disk, replaced by [`Disk::resume`].
 #[derive(Debug)]
-pub struct Disk {
+struct Backing {
     file: File,
     /// A qcow2 image: I/O goes through its chain instead of straight to `file`.
     qcow2: Option<Image>,
+}
+
+/// An open disk.
+#[derive(Debug)]
+pub struct Disk {
+    /// Every request holds it shared while it runs; [`Disk::pause`] takes it exclusively to
+    /// wait for the requests in flight, [`Disk::resume`] to swap the image.
+    backing: RwLock<Backing>,
+    /// Paused: requests wait on `resumed` (set under `gate`).
+    paused: AtomicBool,
+    /// Closed while paused: waiting requests fail instead of waiting for a resume.
+    closed: AtomicBool,
+    gate: Mutex<()>,
+    resumed: Condvar,
     sectors: u64,
     readonly: bool,
     block_device: bool,
@@ -184,21 +204,130 @@ impl Disk {
             return Disk::from_file(file, readonly);
         }
         let image = Image::open(path, !readonly)?;
-        Ok(Disk {
-            file,
-            sectors: image.size() / SECTOR_SIZE,
-            qcow2: Some(image),
+        let sectors = image.size() / SECTOR_SIZE;
+        Ok(Disk::with_backing(
+            Backing {
+                file,
+                qcow2: Some(image),
+            },
+            sectors,
             readonly,
-            block_device: false,
-            sector_size: 512,
-            physical_sector_size: 512,
+            false,
+            (512, 512),
+        ))
+    }
+
+    fn with_backing(
+        backing: Backing,
+        sectors: u64,
+        readonly: bool,
+        block_device: bool,
+        (sector_size, physical_sector_size): (u32, u32),
+    ) -> Disk {
+        Disk {
+            backing: RwLock::new(backing),
+            paused: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            gate: Mutex::new(()),
+            resumed: Condvar::new(),
+            sectors,
+            readonly,
+            block_device,
+            sector_size,
+            physical_sector_size,
             io: IoCounters::default(),
-        })
+        }
+    }
+
+    /// The image to run one request on: waits while the disk is paused; fails once it was
+    /// closed while paused.
+    fn enter(&self) -> io::Result<RwLockReadGuard<'_, Backing>> {
+        loop {
+            let b = self.backing.read();
+            // Checked under the shared lock: `pause` sets the flag before it takes the lock
+            // exclusively, so a request either runs before the pause completes or waits.
+            if !self.paused.load(Ordering::SeqCst) {
+                return Ok(b);
+            }
+            drop(b);
+            let mut g = self.gate.lock();
+            while self.paused.load(Ordering::SeqCst) && !self.closed.load(Ordering::SeqCst) {
+                self.resumed.wait(&mut g);
+            }
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(io::Error::from_raw_os_error(libc::ESHUTDOWN));
+            }
+        }
+    }
+
+    /// Stops serving requests (new ones wait), waits for those in flight and flushes the
+    /// image, as `tap-ctl pause` does. Pausing a paused disk flushes again.
+    pub fn pause(&self) -> io::Result<()> {
+        self.paused.store(true, Ordering::SeqCst);
+        let b = self.backing.write();
+        b.flush()
+    }
+
+    /// Whether the disk is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Serves requests again, on `path` reopened (the chain's new leaf after a snapshot, as
+    /// `tap-ctl unpause -a`) or, with `None`, on the same open image. The new image must
+    /// have the disk's size and kind (file or block device); if it cannot be opened the disk
+    /// stays paused. Fails on a disk that is not paused.
+    pub fn resume(&self, path: Option<&Path>) -> io::Result<()> {
+        if !self.is_paused() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the disk is not paused",
+            ));
+        }
+        let mut b = self.backing.write();
+        if let Some(path) = path {
+            let new = Disk::open(path, self.readonly)?;
+            if new.sectors != self.sectors || new.block_device != self.block_device {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{} has {} sectors{}, the disk {}",
+                        path.display(),
+                        new.sectors,
+                        if new.block_device {
+                            " (block device)"
+                        } else {
+                            ""
+                        },
+                        self.sectors
+                    ),
+                ));
+            }
+            *b = new.backing.into_inner();
+        }
+        {
+            let _g = self.gate.lock();
+            self.paused.store(false, Ordering::SeqCst);
+        }
+        drop(b);
+        self.resumed.notify_all();
+        Ok(())
+    }
+
+    /// Ends a pause for good: the requests waiting on it fail (`ESHUTDOWN`), as do later
+    /// ones while paused. Used when the device closes during a pause: the image it was
+    /// paused on may be a snapshot now, which must not be written.
+    pub fn close(&self) {
+        {
+            let _g = self.gate.lock();
+            self.closed.store(true, Ordering::SeqCst);
+        }
+        self.resumed.notify_all();
     }
 
     /// A qcow2 image (served through its backing chain).
     pub fn is_qcow2(&self) -> bool {
-        self.qcow2.is_some()
+        self.backing.read().qcow2.is_some()
     }
 
     /// Reads or writes `segs` at `offset` through the qcow2 chain, through the calling
@@ -266,16 +395,13 @@ impl Disk {
                 "not a regular file or block device",
             ));
         };
-        Ok(Disk {
-            file,
-            qcow2: None,
-            sectors: bytes / SECTOR_SIZE,
+        Ok(Disk::with_backing(
+            Backing { file, qcow2: None },
+            bytes / SECTOR_SIZE,
             readonly,
             block_device,
-            sector_size: ss,
-            physical_sector_size: pss,
-            io: IoCounters::default(),
-        })
+            (ss, pss),
+        ))
     }
 
     /// The requests served on this disk so far.
@@ -351,11 +477,12 @@ impl Disk {
         segs: impl IntoIterator<Item = IoSeg<'a>>,
         iov: &mut Vec<libc::iovec>,
     ) -> io::Result<()> {
-        if let Some(img) = &self.qcow2 {
+        let b = self.enter()?;
+        if let Some(img) = &b.qcow2 {
             return Self::qcow2_rw(img, offset, segs, false);
         }
         Self::iovecs(segs, true, iov)?;
-        self.rw(offset, iov, false)
+        b.rw(offset, iov, false)
     }
 
     /// Writes `segs` in order at byte `offset` (`pwritev`).
@@ -378,13 +505,31 @@ impl Disk {
         if self.readonly {
             return Err(io::Error::from_raw_os_error(libc::EROFS));
         }
-        if let Some(img) = &self.qcow2 {
+        let b = self.enter()?;
+        if let Some(img) = &b.qcow2 {
             return Self::qcow2_rw(img, offset, segs, true);
         }
         Self::iovecs(segs, false, iov)?;
-        self.rw(offset, iov, true)
+        b.rw(offset, iov, true)
     }
 
+    /// Makes written data durable (`fdatasync`).
+    pub fn flush(&self) -> io::Result<()> {
+        self.enter()?.flush()
+    }
+
+    /// Discards `len` bytes at `offset`: punches a hole in an image file, `BLKDISCARD`
+    /// (`BLKSECDISCARD` when `secure`) on a block device.
+    pub fn discard(&self, offset: u64, len: u64, secure: bool) -> io::Result<()> {
+        if self.readonly {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        self.enter()?
+            .discard(offset, len, secure, self.block_device)
+    }
+}
+
+impl Backing {
     fn rw(&self, mut offset: u64, iov: &mut [libc::iovec], write: bool) -> io::Result<()> {
         let mut first = 0;
         while first < iov.len() {
@@ -429,20 +574,14 @@ impl Disk {
         Ok(())
     }
 
-    /// Makes written data durable (`fdatasync`).
-    pub fn flush(&self) -> io::Result<()> {
+    fn flush(&self) -> io::Result<()> {
         if let Some(img) = &self.qcow2 {
             return img.flush();
         }
         self.file.sync_data()
     }
 
-    /// Discards `len` bytes at `offset`: punches a hole in an image file, `BLKDISCARD`
-    /// (`BLKSECDISCARD` when `secure`) on a block device.
-    pub fn discard(&self, offset: u64, len: u64, secure: bool) -> io::Result<()> {
-        if self.readonly {
-            return Err(io::Error::from_raw_os_error(libc::EROFS));
-        }
+    fn discard(&self, offset: u64, len: u64, secure: bool, block_device: bool) -> io::Result<()> {
         if let Some(img) = &self.qcow2 {
             // Zeroes in the top image: the range no longer reads the backing chain's data.
             if secure {
@@ -451,7 +590,7 @@ impl Disk {
             return img.write_zeroes(offset, len);
         }
         let fd = self.file.as_raw_fd();
-        if self.block_device {
+        if block_device {
             let range = [offset, len];
             let req = if secure { BLKSECDISCARD } else { BLKDISCARD };
             // SAFETY: the ioctl reads two u64s from the pointer.

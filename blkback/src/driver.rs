@@ -286,6 +286,39 @@ impl<G: GrantMap, E: EventChannel> BlkBack<G, E> {
         self.devices.lock().values().cloned().collect()
     }
 
+    /// The connected disk of `frontend`'s device `devid`.
+    fn device(&self, frontend: DomId, devid: u32) -> Result<Arc<Disk>, Error> {
+        self.devices
+            .lock()
+            .get(&(frontend, devid))
+            .map(|d| d.disk.clone())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "domain {} has no connected disk {devid}",
+                    frontend.get()
+                ))
+            })
+    }
+
+    /// Pauses `frontend`'s disk `devid` ([`Disk::pause`]): requests wait, those in flight
+    /// finish, the image is flushed. Then its image may be snapshotted.
+    pub fn pause(&self, frontend: DomId, devid: u32) -> Result<(), Error> {
+        Ok(self.device(frontend, devid)?.pause()?)
+    }
+
+    /// Resumes a paused disk ([`Disk::resume`]) on `path` reopened (the new leaf of its
+    /// chain after a snapshot), or on its open image with `None`.
+    pub fn resume(&self, frontend: DomId, devid: u32, path: Option<&str>) -> Result<(), Error> {
+        let disk = self.device(frontend, devid)?;
+        disk.resume(path.map(std::path::Path::new))?;
+        if let Some(p) = path {
+            if let Some(d) = self.devices.lock().get_mut(&(frontend, devid)) {
+                d.path = p.to_owned();
+            }
+        }
+        Ok(())
+    }
+
     fn discard_enabled(&self, spec: &DiskSpec) -> bool {
         self.cfg.discard && !spec.readonly
     }
@@ -295,6 +328,7 @@ impl<G: GrantMap, E: EventChannel> BlkBack<G, E> {
 /// requests (their data reaches the disk and they are answered), then unmaps everything.
 pub struct Connection<E: EventChannel = Evtchn> {
     stop: Arc<AtomicBool>,
+    disk: Arc<Disk>,
     rings: Vec<JoinHandle<()>>,
     pool: Pool<E>,
     /// Its entry in [`BlkBack::devices`], removed when it is dropped.
@@ -312,6 +346,8 @@ impl<E: EventChannel> std::fmt::Debug for Connection<E> {
 impl<E: EventChannel> Drop for Connection<E> {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // A ring thread may wait on a paused disk: its requests fail instead.
+        self.disk.close();
         for t in self.rings.drain(..) {
             let _ = t.join();
         }
@@ -466,11 +502,12 @@ impl<G: GrantMap + 'static, E: EventChannel + 'static> BlkBack<G, E> {
                 frontend: dev.frontend_id,
                 devid: dev.devid,
                 path: spec.path.clone(),
-                disk,
+                disk: disk.clone(),
             },
         );
         Ok(Connection {
             stop,
+            disk,
             rings,
             pool,
             registered: Some((self.devices.clone(), key)),

@@ -1,7 +1,8 @@
 //! blkback serving qcow2 chains of the storage manager's file SR, checked through the
 //! verifying test frontend on the simulated host: write, snapshot, write more, read the
 //! snapshot (old data) and the disk (new data); clone and diverge; delete the middle of a
-//! chain and read everything back.
+//! chain and read everything back; snapshot a disk while its guest writes on (pause,
+//! snapshot, resume on the new leaf) and lose nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ type Front = Blkfront<XsStore, XenSimGuest>;
 struct Env {
     xs: TestXenstore,
     host: XenSimGuest,
-    _drv: Arc<BlkBack<SimGnttab, SimEvtchn>>,
+    drv: Arc<BlkBack<SimGnttab, SimEvtchn>>,
     be: Backend,
     sr: FileSr,
     /// Each plug is a new guest (the simulated frontend creates its domain).
@@ -49,7 +50,7 @@ fn env() -> Env {
     Env {
         xs,
         host: XenSimGuest::new(&sim),
-        _drv: drv,
+        drv,
         be,
         sr,
         next_guest: std::cell::Cell::new(3),
@@ -63,6 +64,8 @@ struct Plugged<'e> {
     vdi: VdiUuid,
     guest: DomId,
     devid: u32,
+    /// The image the backend serves (`params`).
+    path: String,
     front: Front,
 }
 
@@ -95,6 +98,7 @@ impl Env {
             vdi,
             guest,
             devid,
+            path: a.path.to_str().unwrap().to_owned(),
             front,
         }
     }
@@ -275,4 +279,221 @@ fn a_qcow2_image_whose_backing_file_is_gone_is_refused_with_an_error_node() {
             .as_deref(),
         Some("missing-base.qcow2")
     );
+}
+
+/// One write of the live-snapshot test: blocks `first..first + PER_REQ` stamped with
+/// generation `g`, and the test's phase when it was issued and when it was answered
+/// (0: before the pause, 1: paused or snapshotting, 2: resumed).
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    first: u64,
+    g: u64,
+    issued: u8,
+    acked: u8,
+}
+
+/// Reads the whole disk; every sector must carry its own number and one of the
+/// generations `allowed[block]` allows (0: never written).
+fn check_allowed(p: &Plugged<'_>, allowed: &[Vec<u64>], what: &str) {
+    let mut reqs: Vec<IoReq> = (0..BLOCKS / PER_REQ)
+        .map(|r| {
+            IoReq::new(
+                Op::Read,
+                r * PER_REQ * 8,
+                vec![0xaa; (PER_REQ * 4096) as usize],
+            )
+        })
+        .collect();
+    for chunk in reqs.chunks_mut(16) {
+        p.front.run(0, chunk).unwrap();
+    }
+    for (r, req) in reqs.iter().enumerate() {
+        assert_eq!(req.status, Some(Status::Okay), "{what}: read {r}");
+        for i in 0..PER_REQ {
+            let block = r as u64 * PER_REQ + i;
+            for s in 0..8 {
+                let (sector, g) = read_stamp(&req.buf, (i * 8 + s) as usize);
+                let ok = allowed[block as usize].contains(&g)
+                    && (g == 0 && sector == 0 || sector == block * 8 + s);
+                assert!(
+                    ok,
+                    "{what}: block {block} sector {s} holds generation {g} (sector {sector}), allowed {:?}",
+                    allowed[block as usize]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_snapshot_of_a_disk_being_written_loses_nothing_and_holds_the_data_before_it() {
+    use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+    let e = env();
+    let v = e.sr.vdi_create("disk", BLOCKS * 4096).unwrap().uuid;
+    let p = e.plug(v, true);
+    let phase = AtomicU8::new(0);
+    let done = AtomicBool::new(false);
+    // The guest issued a batch after the pause began (it waits for the resume).
+    let blocked = AtomicBool::new(false);
+    let written = std::thread::scope(|scope| {
+        // The guest: batches of four 32 KiB writes in flight, round the disk, until told
+        // to stop; each generation once.
+        let writer = scope.spawn(|| {
+            let mut log = Vec::new();
+            let mut g = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                let issued = phase.load(Ordering::SeqCst);
+                let mut batch = Vec::new();
+                let mut meta = Vec::new();
+                for _ in 0..4 {
+                    g += 1;
+                    let first = ((g - 1) * PER_REQ) % BLOCKS;
+                    let mut buf = vec![0u8; (PER_REQ * 4096) as usize];
+                    stamp(&mut buf, first * 8, g);
+                    batch.push(IoReq::new(Op::Write, first * 8, buf));
+                    meta.push((first, g));
+                }
+                if issued == 1 {
+                    blocked.store(true, Ordering::SeqCst);
+                }
+                p.front.run(0, &mut batch).unwrap();
+                let acked = phase.load(Ordering::SeqCst);
+                for (r, (first, g)) in batch.iter().zip(meta) {
+                    assert_eq!(r.status, Some(Status::Okay), "write of generation {g}");
+                    log.push(Written {
+                        first,
+                        g,
+                        issued,
+                        acked,
+                    });
+                }
+            }
+            log
+        });
+        // Let the guest write a while, then snapshot as the toolstack does: pause, the
+        // SR's snapshot of the (deactivated) leaf, resume on the new leaf.
+        std::thread::sleep(Duration::from_millis(300));
+        phase.store(1, Ordering::SeqCst);
+        e.drv.pause(p.guest, p.devid).unwrap();
+        e.sr.vdi_deactivate(v).unwrap();
+        let snap = e.sr.vdi_snapshot(v).unwrap().uuid;
+        e.sr.vdi_activate(v).unwrap();
+        // The guest's requests wait meanwhile: one batch at least is issued now.
+        let t = Instant::now();
+        while !blocked.load(Ordering::SeqCst) {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "the guest issued nothing"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        // A new image of another size is refused and the disk stays paused.
+        let other = e.sr.dir().join("other.qcow2");
+        sm::image::create(&other, MIB, None).unwrap();
+        let err = e
+            .drv
+            .resume(p.guest, p.devid, Some(other.to_str().unwrap()))
+            .unwrap_err();
+        assert!(err.to_string().contains("sectors"), "{err}");
+        e.drv.resume(p.guest, p.devid, Some(&p.path)).unwrap();
+        phase.store(2, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        done.store(true, Ordering::SeqCst);
+        let log = writer.join().unwrap();
+        (log, snap)
+    });
+    let (log, snap) = written;
+    assert!(
+        log.iter().any(|w| w.issued == 1 && w.acked == 2),
+        "no write waited for the resume"
+    );
+    assert!(
+        log.iter().any(|w| w.issued == 2),
+        "no write after the resume"
+    );
+    assert!(
+        log.iter().any(|w| w.acked == 0),
+        "no write before the pause"
+    );
+    // The disk: every write, the last generation of each block.
+    let mut last = vec![0u64; BLOCKS as usize];
+    // The snapshot: what was answered before the pause, and maybe what was in flight.
+    let mut before = vec![0u64; BLOCKS as usize];
+    let mut maybe: Vec<Vec<u64>> = vec![Vec::new(); BLOCKS as usize];
+    for w in &log {
+        for b in w.first..w.first + PER_REQ {
+            last[b as usize] = w.g;
+            if w.acked == 0 {
+                before[b as usize] = w.g;
+            } else if w.issued < 2 {
+                maybe[b as usize].push(w.g);
+            }
+        }
+    }
+    let disk_allowed: Vec<Vec<u64>> = last.iter().map(|&g| vec![g]).collect();
+    check_allowed(&p, &disk_allowed, "disk after the live snapshot");
+    p.unplug();
+    let snap_allowed: Vec<Vec<u64>> = before
+        .iter()
+        .zip(maybe)
+        .map(|(&b, m)| {
+            std::iter::once(b)
+                .chain(m.into_iter().filter(|&g| g > b))
+                .collect()
+        })
+        .collect();
+    let s = e.plug(snap, false);
+    check_allowed(&s, &snap_allowed, "snapshot taken while the guest wrote");
+    s.unplug();
+    // Plugged again: the disk kept everything.
+    let p = e.plug(v, true);
+    check_allowed(&p, &disk_allowed, "disk plugged again");
+    p.unplug();
+}
+
+#[test]
+fn a_disk_closed_while_paused_fails_its_waiting_requests_instead_of_hanging() {
+    let e = env();
+    let v = e.sr.vdi_create("disk", BLOCKS * 4096).unwrap().uuid;
+    let p = e.plug(v, true);
+    let mut model = vec![0u64; BLOCKS as usize];
+    p.write(0, 8, 1, &mut model);
+    // Nothing connected under that name.
+    assert!(e.drv.pause(DomId(999), 51712).is_err());
+    assert!(e.drv.resume(p.guest, p.devid, None).is_err(), "not paused");
+    e.drv.pause(p.guest, p.devid).unwrap();
+    let r = std::thread::scope(|scope| {
+        let w = scope.spawn(|| {
+            let mut req = [IoReq::new(Op::Write, 0, vec![7; 4096])];
+            let _ = p.front.run(0, &mut req);
+            req[0].status
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!w.is_finished(), "a request went through a paused disk");
+        // The device goes away: the waiting write is failed, not written.
+        destroy_device(&**e.xs.dom0(), DomId::DOM0, p.guest, "vbd", p.devid).unwrap();
+        e.xs.destroy_domain(p.guest).unwrap();
+        w.join().unwrap()
+    });
+    assert_ne!(
+        r,
+        Some(Status::Okay),
+        "the write waiting on the pause was failed"
+    );
+    let t = Instant::now();
+    while e.be.devices().contains(&(p.guest, p.devid)) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the backend hung on the paused disk"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    e.sr.vdi_deactivate(v).unwrap();
+    e.sr.vdi_detach(v).unwrap();
+    let img = sm::image::Image::open(&e.sr.dir().join(format!("{v}.qcow2")), false).unwrap();
+    let mut b = vec![0u8; 4096];
+    img.read(&mut b, 0).unwrap();
+    assert_eq!(read_stamp(&b, 0), (0, 1), "the failed write did not land");
 }

@@ -18,7 +18,9 @@
 //!
 //! Like QEMU, it answers libxenstat's QMP queries on `/var/run/xen/qmp-libxenstat-<domid>`
 //! (`--qmp-dir`; `--no-qmp` to turn it off) for each domain with connected disks, so that
-//! C xentop and ours count its disks ([`qmp`]).
+//! C xentop and ours count its disks ([`qmp`]); on the same socket the toolstack pauses a
+//! disk and resumes it on the new leaf of its chain around a snapshot taken while the guest
+//! runs (`x-blkbackd-pause`, `x-blkbackd-resume`).
 
 mod qmp;
 

@@ -7,6 +7,20 @@
 //! `query-blockstats` (each disk's `rd_bytes`, `wr_bytes`, `rd_operations`,
 //! `wr_operations`, `flush_operations` from blkback's counters) and `query-block` (each
 //! disk's `inserted.file`, which libxenstat matches with the `params` in xenstore).
+//!
+//! Two commands of our own (QEMU's `x-` prefix for commands outside its schema) let the
+//! toolstack snapshot a disk while its guest runs, as XenServer does with `tap-ctl pause` and
+//! `tap-ctl unpause -a <leaf>`:
+//!
+//! - `{"execute": "x-blkbackd-pause", "arguments": {"device": "xvda"}}`: the disk takes no
+//!   more requests (they wait), those in flight finish, the image is flushed; the reply comes
+//!   once all that is done;
+//! - `{"execute": "x-blkbackd-resume", "arguments": {"device": "xvda", "file": "/sr/v.qcow2"}}`:
+//!   the disk reopens `file` (the chain's new leaf; without `file`, the open image goes on)
+//!   and serves the waiting requests there.
+//!
+//! `device` is the guest's name of the disk, as `query-block` reports it, or its device id
+//! (`"51712"`).
 //! Commands may come without a newline (libxenstat sends none) and must be answered within
 //! libxenstat's 10 ms poll. Bad input (not JSON, not an object, too long, an unknown
 //! command) gets a QMP `error` reply and the connection goes on.
@@ -332,6 +346,39 @@ impl Session {
                 json!({"return": disks().iter().map(blockstats).collect::<Vec<_>>()})
             }
             "query-block" => json!({"return": disks().iter().map(block).collect::<Vec<_>>()}),
+            "x-blkbackd-pause" | "x-blkbackd-resume" => {
+                let args = obj.get("arguments").cloned().unwrap_or(json!({}));
+                let Some(dev) = args.get("device").and_then(Value::as_str) else {
+                    return error("GenericError", "Parameter 'device' is missing");
+                };
+                let file = match args.get("file") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(f)) if !f.is_empty() => Some(f.clone()),
+                    Some(_) => return error("GenericError", "Parameter 'file' expects a path"),
+                };
+                let Some(d) = disks()
+                    .into_iter()
+                    .find(|d| vdev_name(d.devid) == dev || d.devid.to_string() == dev)
+                else {
+                    return error("DeviceNotFound", format!("Device '{dev}' not found"));
+                };
+                let r = if exec == "x-blkbackd-pause" {
+                    d.disk.pause()
+                } else {
+                    d.disk.resume(file.as_deref().map(Path::new))
+                };
+                match r {
+                    Ok(()) => {
+                        tracing::info!(
+                            "{exec} {dev} of domain {}{}",
+                            self.domid,
+                            file.map(|f| format!(" on {f}")).unwrap_or_default()
+                        );
+                        json!({"return": {}})
+                    }
+                    Err(e) => error("GenericError", format!("{exec} {dev}: {e}")),
+                }
+            }
             other => error(
                 "CommandNotFound",
                 format!("The command {other} has not been found"),
@@ -699,6 +746,73 @@ mod tests {
         assert_eq!(v["return"].as_array().unwrap().len(), 1);
         std::thread::sleep(SYNC * 2);
         assert!(!w.socket(3).exists(), "no socket for another domain");
+    }
+
+    #[test]
+    fn pause_and_resume_on_another_image() {
+        let w = world(Some(DomId(3)));
+        let mut s = w.connect(3);
+        let ask =
+            |s: &mut UnixStream, cmd: &str| values(&xenstat_query(s, cmd).unwrap()).pop().unwrap();
+        xenstat_query(&mut s, r#"{ "execute": "qmp_capabilities" }"#).unwrap();
+        let d = w.disks.lock().unwrap()[0].clone();
+        // Resume before a pause, unknown devices, bad arguments: errors, nothing changes.
+        for (cmd, class) in [
+            (
+                r#"{"execute":"x-blkbackd-resume","arguments":{"device":"xvda"}}"#,
+                "GenericError",
+            ),
+            (
+                r#"{"execute":"x-blkbackd-pause","arguments":{"device":"xvdz"}}"#,
+                "DeviceNotFound",
+            ),
+            (r#"{"execute":"x-blkbackd-pause"}"#, "GenericError"),
+            (
+                r#"{"execute":"x-blkbackd-resume","arguments":{"device":"xvda","file":5}}"#,
+                "GenericError",
+            ),
+        ] {
+            assert_eq!(ask(&mut s, cmd)["error"]["class"], class, "{cmd}");
+        }
+        assert!(!d.disk.is_paused());
+        let pause = r#"{"execute":"x-blkbackd-pause","arguments":{"device":"51712"},"id":1}"#;
+        assert_eq!(ask(&mut s, pause), json!({"return": {}, "id": 1}));
+        assert!(d.disk.is_paused());
+        // A new image of another size is refused; the disk stays paused.
+        let small = w.dir.path().join("small.img");
+        std::fs::File::create(&small).unwrap().set_len(512).unwrap();
+        let cmd = format!(
+            r#"{{"execute":"x-blkbackd-resume","arguments":{{"device":"xvda","file":"{}"}}}}"#,
+            small.display()
+        );
+        assert_eq!(ask(&mut s, &cmd)["error"]["class"], "GenericError");
+        assert!(d.disk.is_paused());
+        // The same size: served from there.
+        let next = w.dir.path().join("next.img");
+        std::fs::write(&next, [0x5a; 512]).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&next)
+            .unwrap()
+            .set_len(2048 * 512)
+            .unwrap();
+        let cmd = format!(
+            r#"{{"execute":"x-blkbackd-resume","arguments":{{"device":"xvda","file":"{}"}}}}"#,
+            next.display()
+        );
+        assert_eq!(ask(&mut s, &cmd), json!({"return": {}}));
+        assert!(!d.disk.is_paused());
+        let page = xen_types::mem::PageBuf::new(1).unwrap();
+        let mut iov = Vec::new();
+        let seg = blkback::disk::IoSeg {
+            mem: &page,
+            offset: 0,
+            len: 512,
+        };
+        d.disk.read_at(0, &[seg], &mut iov).unwrap();
+        let mut got = [0u8; 512];
+        xen_types::mem::SharedMemoryExt::read_bytes(&page, 0, &mut got).unwrap();
+        assert_eq!(got, [0x5a; 512], "reads come from the new image");
     }
 
     #[test]

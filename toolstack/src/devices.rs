@@ -224,6 +224,60 @@ pub fn run_vif_script(
     }
 }
 
+/// Where `blkbackd` (as QEMU) listens for QMP, one socket per domain
+/// (`qmp-libxenstat-<domid>`).
+pub const QMP_DIR: &str = "/var/run/xen";
+
+/// How long a QMP command may take (a pause waits for the requests in flight and a flush).
+const QMP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs one command on domain `domid`'s device model over QMP (greeting,
+/// `qmp_capabilities`, the command), as libxl talks to QEMU: `x-blkbackd-pause` /
+/// `x-blkbackd-resume` around a snapshot of a running guest's disk (`tap-ctl
+/// pause`/`unpause` in XenServer). A QMP error comes back as [`Error::Device`].
+pub fn qmp_command(
+    dir: &std::path::Path,
+    domid: DomId,
+    command: &str,
+    arguments: serde_json::Value,
+) -> Result<(), Error> {
+    use std::io::{BufRead, BufReader, Write};
+    let path = dir.join(format!("qmp-libxenstat-{}", domid.0));
+    let io = |e| Error::Io(path.display().to_string(), e);
+    let conn = std::os::unix::net::UnixStream::connect(&path).map_err(io)?;
+    conn.set_read_timeout(Some(QMP_TIMEOUT)).map_err(io)?;
+    let mut w = conn.try_clone().map_err(io)?;
+    let mut r = BufReader::new(conn);
+    let mut line = String::new();
+    // One JSON value per line: the greeting, then one reply per command.
+    let mut next =
+        |r: &mut BufReader<std::os::unix::net::UnixStream>| -> Result<serde_json::Value, Error> {
+            line.clear();
+            if r.read_line(&mut line).map_err(io)? == 0 {
+                return Err(Error::Device(format!("{}: closed", path.display())));
+            }
+            serde_json::from_str(line.trim())
+                .map_err(|e| Error::Device(format!("{}: bad reply {line:?}: {e}", path.display())))
+        };
+    next(&mut r)?;
+    for cmd in [
+        serde_json::json!({"execute": "qmp_capabilities"}),
+        serde_json::json!({"execute": command, "arguments": arguments}),
+    ] {
+        w.write_all(format!("{cmd}\r\n").as_bytes()).map_err(io)?;
+        let reply = next(&mut r)?;
+        if let Some(e) = reply.get("error") {
+            return Err(Error::Device(format!(
+                "{} on domain {}: {}",
+                cmd["execute"],
+                domid.0,
+                e.get("desc").and_then(|d| d.as_str()).unwrap_or("error")
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +296,62 @@ mod tests {
                 assert_eq!(physical_device("/dev/loop0").unwrap(), "7:0");
             }
         }
+    }
+
+    /// A QMP peer on `dir`'s socket for domain 7: the greeting, then `replies` in turn, one
+    /// per command received; returns the commands.
+    fn qmp_peer(
+        dir: &std::path::Path,
+        replies: Vec<&'static str>,
+    ) -> std::thread::JoinHandle<Vec<serde_json::Value>> {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::os::unix::net::UnixListener::bind(dir.join("qmp-libxenstat-7")).unwrap();
+        std::thread::spawn(move || {
+            let (c, _) = l.accept().unwrap();
+            let mut w = c.try_clone().unwrap();
+            w.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n")
+                .unwrap();
+            let mut r = BufReader::new(c);
+            let mut got = Vec::new();
+            for reply in replies {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                got.push(serde_json::from_str(line.trim()).unwrap());
+                w.write_all(format!("{reply}\r\n").as_bytes()).unwrap();
+            }
+            got
+        })
+    }
+
+    #[test]
+    fn qmp_commands_negotiate_first_and_errors_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let peer = qmp_peer(dir.path(), vec![r#"{"return": {}}"#, r#"{"return": {}}"#]);
+        let args = serde_json::json!({"device": "51712"});
+        qmp_command(dir.path(), DomId(7), "x-blkbackd-pause", args.clone()).unwrap();
+        let got = peer.join().unwrap();
+        assert_eq!(got[0], serde_json::json!({"execute": "qmp_capabilities"}));
+        assert_eq!(
+            got[1],
+            serde_json::json!({"execute": "x-blkbackd-pause", "arguments": args})
+        );
+        std::fs::remove_file(dir.path().join("qmp-libxenstat-7")).unwrap();
+        let peer = qmp_peer(
+            dir.path(),
+            vec![
+                r#"{"return": {}}"#,
+                r#"{"error": {"class": "DeviceNotFound", "desc": "Device 'xvdz' not found"}}"#,
+            ],
+        );
+        let e = qmp_command(dir.path(), DomId(7), "x-blkbackd-pause", args.clone()).unwrap_err();
+        assert!(matches!(&e, Error::Device(m) if m.contains("xvdz")), "{e}");
+        peer.join().unwrap();
+        // No device model: an I/O error naming the socket.
+        let e = qmp_command(dir.path(), DomId(8), "x-blkbackd-pause", args).unwrap_err();
+        assert!(
+            matches!(&e, Error::Io(p, _) if p.ends_with("qmp-libxenstat-8")),
+            "{e}"
+        );
     }
 
     #[test]

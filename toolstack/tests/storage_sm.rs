@@ -492,11 +492,26 @@ fn a_running_vm_is_served_the_qcow2_leaf_and_its_disk_is_in_use() {
     assert_eq!(e.code, "VDI_IN_USE", "{e}");
     let e = t.err("PBD.unplug", &[t.pbd(&sr)]);
     assert_eq!(e.code, "OPERATION_NOT_ALLOWED", "{e}");
-    // The sm driver does not yet snapshot a disk a datapath is writing (no quiesce with
-    // blkbackd): refused, nothing made.
-    let e = t.err("VDI.snapshot", &[vdi.clone(), map(&[])]);
-    assert_eq!(e.code, "VDI_IN_USE", "{e}");
-    assert_eq!(t.get("VDI", "snapshots", &vdi), Value::Array(vec![]));
+    // A snapshot while the VM runs: on a real host blkbackd is paused around it; on the
+    // simulated host nothing serves the disk. The disk stays served at the same path, now
+    // a new leaf over the snapshot, and stays in use.
+    let snap = t.ok("VDI.snapshot", &[vdi.clone(), map(&[])]);
+    assert_eq!(
+        t.get("VDI", "snapshots", &vdi),
+        Value::Array(vec![snap.clone()])
+    );
+    assert_eq!(t.get("VDI", "is_a_snapshot", &snap), Value::Bool(true));
+    let leaf = image(dir.path(), &t, &vdi);
+    assert_eq!(
+        sm::image::read_header(&leaf)
+            .unwrap()
+            .backing_file
+            .as_deref(),
+        Some(format!("{}.qcow2", t.get("VDI", "uuid", &snap).as_str().unwrap()).as_str()),
+        "the served path is the new leaf over the snapshot"
+    );
+    let e = t.err("VDI.destroy", &[vdi.clone()]);
+    assert_eq!(e.code, "VDI_IN_USE", "still in use after the snapshot: {e}");
 
     t.ok("VM.hard_shutdown", &[vm.clone()]);
     t.ok(

@@ -184,7 +184,32 @@ fn build_each(
             cmd.env("RUSTFLAGS", flags);
         }
         let out = proc::output(cmd.current_dir(repo), deadline)?;
-        Ok(parse_artifacts(&String::from_utf8_lossy(&out), all))
+        let mut arts = parse_artifacts(&String::from_utf8_lossy(&out), all);
+        // A program's executable is uplifted to one path per target dir (`release/blkbackd`),
+        // which a build of another checkout sharing the target dir overwrites: keep a copy of
+        // ours made right away (test executables carry a hash of their checkout already).
+        let keep = target_dir
+            .join("xtask-kept")
+            .join(std::process::id().to_string())
+            .join(args.join("-"));
+        for a in arts.iter_mut() {
+            if a.exe.parent().and_then(Path::file_name) == Some("deps".as_ref()) {
+                continue;
+            }
+            std::fs::create_dir_all(&keep).map_err(|source| Error::Io {
+                what: "creating",
+                path: keep.clone(),
+                source,
+            })?;
+            let to = keep.join(&a.target);
+            std::fs::copy(&a.exe, &to).map_err(|source| Error::Io {
+                what: "copying to",
+                path: to.clone(),
+                source,
+            })?;
+            a.exe = to;
+        }
+        Ok(arts)
     };
     match run(packages) {
         Ok(a) => built.extend(a),

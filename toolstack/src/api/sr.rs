@@ -502,7 +502,7 @@ impl Xapi {
     }
 
     /// A VDI served from its `sm_config:path`, not by its SR's driver.
-    fn external(v: &impl crate::db::Read, vdi: &str) -> bool {
+    pub(super) fn external(v: &impl crate::db::Read, vdi: &str) -> bool {
         v.field(vdi, "sm_config")
             .and_then(Value::as_struct)
             .is_some_and(|m| m.contains_key("path"))
@@ -629,15 +629,127 @@ impl Xapi {
         let Some(d) = self.attached_driver(&sr)? else {
             return Err(ApiError::new("SR_OPERATION_NOT_SUPPORTED", [sr.as_str()]));
         };
-        let info = if snapshot {
-            d.vdi_snapshot(u)
+        let op = |d: &dyn sm::SrDriver| {
+            if snapshot {
+                d.vdi_snapshot(u)
+            } else {
+                d.vdi_clone(u)
+            }
+        };
+        let live = self.db.read(|v| self.datapaths(v, vdi));
+        let info = if live.is_empty() {
+            op(d.as_ref()).map_err(sm_err)?
         } else {
-            d.vdi_clone(u)
-        }
-        .map_err(sm_err)?;
+            self.with_datapaths_paused(d.as_ref(), vdi, u, &live, op)?
+        };
         let r = self.new_vdi_record(&sr, vdi, &info, snapshot)?;
         self.refresh_sr(&sr, d.as_ref())?;
         Ok(s(r))
+    }
+
+    /// The datapaths serving `vdi` now: each running VM's domain and device id, and
+    /// whether the kernel's blkback serves it (`other_config:backend-kind=vbd`).
+    fn datapaths(&self, v: &impl crate::db::Read, vdi: &str) -> Vec<(DomId, u32, bool)> {
+        v.refs_field(vdi, "VBDs")
+            .into_iter()
+            .filter_map(|vbd| {
+                let vm = v.str_field(&vbd, "VM");
+                if matches!(v.str_field(&vm, "power_state").as_str(), "Halted" | "") {
+                    return None;
+                }
+                let domid = v.field(&vm, "domid").and_then(Value::as_i64)?;
+                let domid = u16::try_from(domid).ok().map(DomId)?;
+                let userdevice = v.str_field(&vbd, "userdevice").parse().unwrap_or(0);
+                let (devid, _) = crate::xenops::vbd_device(userdevice);
+                let kernel = v
+                    .field(&vbd, "other_config")
+                    .and_then(Value::as_struct)
+                    .and_then(|m| m.get("backend-kind"))
+                    .and_then(Value::as_str)
+                    == Some("vbd");
+                Some((domid, devid, kernel))
+            })
+            .collect()
+    }
+
+    /// Runs `op` (a snapshot or clone) on `vdi` while running guests use it, as XenServer
+    /// does with `tap-ctl pause`, the snapshot, `tap-ctl unpause -a <leaf>`: each datapath
+    /// (`blkbackd`, the domain's device model) is paused over QMP (requests wait, those in
+    /// flight finish, the image is flushed), the VDI deactivated, `op` run, the VDI activated
+    /// again and each datapath resumed on the image its `params` name (the chain's new leaf).
+    /// On the simulated host nothing serves the disks, so there is nothing to pause; a disk
+    /// the kernel's blkback serves cannot be paused here (`VDI_IN_USE`).
+    fn with_datapaths_paused(
+        &self,
+        d: &dyn sm::SrDriver,
+        vdi: &str,
+        u: sm::VdiUuid,
+        live: &[(DomId, u32, bool)],
+        op: impl FnOnce(&dyn sm::SrDriver) -> sm::Result<sm::VdiInfo>,
+    ) -> Result<sm::VdiInfo, ApiError> {
+        let real = self.backend.device_hosting().blkbackd.is_some();
+        if real && live.iter().any(|(_, _, kernel)| *kernel) {
+            return Err(ApiError::new(codes::VDI_IN_USE, [vdi, "snapshot"]));
+        }
+        let dir = std::path::Path::new(crate::devices::QMP_DIR);
+        let failed = |what: &str, e: crate::Error| {
+            ApiError::new(
+                "SR_BACKEND_FAILURE",
+                ["SR_BACKEND_FAILURE", "", &format!("{what}: {e}")],
+            )
+        };
+        let mut paused = Vec::new();
+        let resume_all = |paused: &[(DomId, u32)]| -> Result<(), ApiError> {
+            let mut first = None;
+            for &(domid, devid) in paused {
+                let params = self
+                    .backend
+                    .xs_read(&format!(
+                        "/local/domain/0/backend/qdisk/{}/{devid}/params",
+                        domid.0
+                    ))
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let file = params.strip_prefix("raw:").unwrap_or(&params);
+                let args = serde_json::json!({"device": devid.to_string(), "file": file});
+                if let Err(e) = crate::devices::qmp_command(dir, domid, "x-blkbackd-resume", args) {
+                    tracing::error!("resuming disk {devid} of domain {}: {e}", domid.0);
+                    first.get_or_insert(failed("resuming the datapath", e));
+                }
+            }
+            first.map_or(Ok(()), Err)
+        };
+        if real {
+            for &(domid, devid, _) in live {
+                let args = serde_json::json!({"device": devid.to_string()});
+                if let Err(e) = crate::devices::qmp_command(dir, domid, "x-blkbackd-pause", args) {
+                    let _ = resume_all(&paused);
+                    return Err(failed("pausing the datapath", e));
+                }
+                paused.push((domid, devid));
+            }
+        }
+        let t = std::time::Instant::now();
+        let r = d.vdi_deactivate(u).and_then(|()| {
+            let r = op(d);
+            // A failed step leaves a journal: scan finishes or rolls it back, so that the
+            // leaf the datapath resumes on exists.
+            if r.is_err() {
+                let _ = d.sr_scan();
+            }
+            let a = d.vdi_activate(u);
+            r.and_then(|info| a.map(|()| info))
+        });
+        let resumed = resume_all(&paused);
+        tracing::info!(
+            "VDI {u}: {} datapath(s) paused for {} ms",
+            paused.len(),
+            t.elapsed().as_millis()
+        );
+        let info = r.map_err(sm_err)?;
+        resumed?;
+        Ok(info)
     }
 
     /// A record for a VDI the driver just made from `from`, copying its descriptive fields.

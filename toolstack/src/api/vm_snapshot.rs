@@ -55,8 +55,11 @@ impl Xapi {
     /// A disk for the copy of a VM: the VDI snapshotted, cloned or copied (a record copy on
     /// an SR without a driver).
     fn carry_disk(&self, vdi: &str, op: DiskOp, dest: Option<&str>) -> Result<String, ApiError> {
-        let sr = self.db.read(|v| v.str_field(vdi, "SR"));
-        if self.attached_driver(&sr)?.is_some() {
+        let (sr, external) = self
+            .db
+            .read(|v| (v.str_field(vdi, "SR"), Self::external(v, vdi)));
+        // A disk named by `sm_config:path` is not the driver's: its copy is a record.
+        if !external && self.attached_driver(&sr)?.is_some() {
             let r = match op {
                 DiskOp::Snapshot => self.vdi_snapshot_clone(vdi, true)?,
                 DiskOp::Clone => self.vdi_snapshot_clone(vdi, false)?,
