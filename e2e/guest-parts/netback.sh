@@ -4,7 +4,7 @@
 # dom0 with small and with 8000-byte packets (MTU 9000: one frame over several ring slots,
 # no IP fragments), then serves net-load for dom0's measurements. Lines for dom0:
 #   E2E-DOMU-CHECK nb-<tag>:<check> PASS|FAIL ...
-#   NB-READY <tag>       (the net-load server runs)
+#   NB-READY <tag>       (its checks are done; the net-load server runs if they passed)
 arg() { sed -n "s/.*$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }
 nb_ip=$(arg nb_ip); nb_peer=$(arg nb_peer); nb_tag=$(arg nb_tag)
 # IP reassemblies in / fragments made out (ReasmReqds/FragCreates of /proc/net/snmp).
@@ -42,6 +42,6 @@ nb_main() {
   fi
   net-load serve --listen 0.0.0.0:5001 > /tmp/net-load.log 2>&1 &
   usleep 200000
-  echo "NB-READY $nb_tag"
 }
 nb_main
+echo "NB-READY $nb_tag"

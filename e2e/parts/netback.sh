@@ -22,6 +22,8 @@ AUTOPROBE=/sys/bus/xen-backend/drivers_autoprobe
 ip addr add $NB_DOM0/24 dev $NB_BR && ip link set $NB_BR up
 ok netback-bridge-address $? "$NB_BR $NB_DOM0/24"
 if [ "$HOTPLUG" = debian ]; then NB_SCRIPT=""; else NB_SCRIPT=",script=/e2e/vif-e2e"; fi
+# The same for `xl network-attach`, which takes the settings as separate arguments.
+NB_ATTACH="bridge=$NB_BR mac=00:16:3e:00:05:04 $(echo "${NB_SCRIPT#,}")"
 
 # nb_create TAG IP MAC [novif]: starts `xl create` of guest nb-TAG in the background
 # (rc in /tmp/nb-TAG.rc).
@@ -135,7 +137,7 @@ rm -f /run/netbackd-ours.pid
 RUST_LOG=${NB_LOG_LEVEL:-info} /e2e/bin/netbackd --domid "$OD" --pid-file /run/netbackd-ours.pid > /tmp/netbackd-ours.log 2>&1 &
 NB_PID=$!
 i=0; while [ ! -s /run/netbackd-ours.pid ] && kill -0 $NB_PID 2>/dev/null && [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done
-timeout 60 xl network-attach nb-ours "bridge=$NB_BR,mac=00:16:3e:00:05:04$NB_SCRIPT" > /tmp/nb-attach.log 2>&1
+timeout 60 xl network-attach nb-ours $NB_ATTACH > /tmp/nb-attach.log 2>&1
 ok netback-network-attach $? "netbackd --domid $OD; xl network-attach: $(tr '\n' ' ' < /tmp/nb-attach.log)"
 nb_wait kernel ours
 nb_report kernel; ok netback-kernel-connected $? "nb-kernel: frontend state=$fe backend state=$be"
@@ -147,7 +149,7 @@ drv=$(readlink /sys/bus/xen-backend/devices/vif-$OD-0/driver 2>/dev/null)
 # guest. Each round alternates which backend goes first.
 nb_run() { # TAG IP CASE ROUND
   case $3 in tx-*) d=recv ;; *) d=send ;; esac
-  o=$(timeout 60 /e2e/bin/net-load $d --to "$2:5001" --streams "${3#*-}" --ms 3000 2>&1 | tr '\n' ' ')
+  o=$(timeout 60 /e2e/bin/net-load $d --to "$2:5001" --streams "${3#*-}" --ms 2000 2>&1 | tr '\n' ' ')
   echo "NB-RUN $1 $3 $4 $o" | tee -a /tmp/nb-runs
 }
 rm -f /tmp/nb-runs

@@ -693,6 +693,10 @@ pub(crate) struct QueueServer<G: GrantMap, E: EventChannel, M: SharedMemory> {
     pub(crate) chan: QueueChannel<E>,
     pub(crate) port: PacketQueue,
     pub(crate) stats: Arc<Stats>,
+    /// Reports a fatal error of the queue (the driver writes it to the backend's `error`).
+    pub(crate) report: Arc<dyn Fn(&str) + Send + Sync>,
+    /// The queue's number.
+    pub(crate) index: usize,
 }
 
 /// How long a queue sleeps before looking at its stop flag.
@@ -709,6 +713,7 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
             Ok(()) => false,
             Err(e) => {
                 warn!("{name}: stopping the queue: {e}");
+                (self.report)(&format!("queue {}: {e}", self.index));
                 true
             }
         };

@@ -58,7 +58,7 @@ struct Run {
 /// Bytes per write or read.
 const CHUNK: usize = 128 * 1024;
 /// How long a client waits to connect, and for the server's count at the end.
-const TIMEOUT: Duration = Duration::from_secs(30);
+const TIMEOUT: Duration = Duration::from_secs(20);
 
 fn serve(listen: SocketAddr) -> Result<String, String> {
     let l = TcpListener::bind(listen).map_err(|e| format!("listen on {listen}: {e}"))?;
