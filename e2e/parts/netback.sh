@@ -140,6 +140,7 @@ i=0; while [ ! -s /run/netbackd-ours.pid ] && kill -0 $NB_PID 2>/dev/null && [ $
 timeout 60 xl network-attach nb-ours $NB_ATTACH > /tmp/nb-attach.log 2>&1
 ok netback-network-attach $? "netbackd --domid $OD; xl network-attach: $(tr '\n' ' ' < /tmp/nb-attach.log)"
 nb_wait kernel ours
+echo "netback: netbackd --domid $OD CPU before the load: $(awk '{print $14 + $15}' /proc/$NB_PID/stat 2>/dev/null) ticks"
 nb_report kernel; ok netback-kernel-connected $? "nb-kernel: frontend state=$fe backend state=$be"
 nb_report ours; ok netback-domid-connected $? "nb-ours: frontend state=$fe backend state=$be"
 drv=$(readlink /sys/bus/xen-backend/devices/vif-$OD-0/driver 2>/dev/null)
