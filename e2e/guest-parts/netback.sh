@@ -40,7 +40,8 @@ nb_main() {
   else
     check "nb-$nb_tag:ping-large" FAIL "ok=$ok $got/10 replies, fragments $r0 -> $r1: $(tail -2 /tmp/ping | tr '\n' ' ')"
   fi
-  net-load serve --listen 0.0.0.0:5001 > /tmp/net-load.log 2>&1 &
+  # On the console (dom0 shows its tail); restarted if it ever exits, which is reported.
+  ( while :; do net-load serve --listen 0.0.0.0:5001; echo "NB-SERVER-EXIT $nb_tag rc=$?"; sleep 1; done ) &
   usleep 200000
 }
 nb_main

@@ -36,7 +36,7 @@ type = "pv"
 kernel = "/boot/domu-kernel"
 ramdisk = "/boot/domu-initrd"
 extra = "console=hvc0 rdinit=/init e2e_part=netback nb_ip=$2 nb_peer=$NB_DOM0 nb_tag=$1"
-memory = 128
+memory = 256
 vcpus = 1
 $([ -n "$DOMU_CPUS" ] && echo "cpus = \"$DOMU_CPUS\"")
 $vif
@@ -193,4 +193,7 @@ nb_stop nb-ours; nb_stop nb-kernel
 i=0; while kill -0 $NB_PID 2>/dev/null && [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done
 ! kill -0 $NB_PID 2>/dev/null; ok netback-domid-exit $? "netbackd --domid $OD exited once its domain was gone"
 echo 1 > $AUTOPROBE
+for t in kernel ours; do
+  echo "----- nb-$t console -----"; tail -25 /var/log/xen/console/guest-nb-$t.log; echo "----- end of nb-$t console -----"
+done
 echo "----- netbackd --domid log -----"; tail -20 /tmp/netbackd-ours.log; echo "----- end of netbackd --domid log -----"
