@@ -239,6 +239,14 @@ impl<G: GrantMap + 'static, E: EventChannel + 'static, P: Ports> NetBack<G, E, P
         }
         let ports = self.ports.open(vif_of(dev), nq as usize, offloads)?;
         let stop = Arc::new(AtomicBool::new(false));
+        // A queue stopped by a fatal error says why in the backend's `error` node.
+        let store = dev.store.clone();
+        let error_node = format!("{}/error", dev.backend_path);
+        let report: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(move |msg: &str| {
+            if let Err(e) = store.write(&error_node, msg) {
+                tracing::warn!("writing {error_node}: {e}");
+            }
+        });
         let mut conn = Connection {
             stop: stop.clone(),
             queues: Vec::new(),
@@ -251,6 +259,8 @@ impl<G: GrantMap + 'static, E: EventChannel + 'static, P: Ports> NetBack<G, E, P
                 chan,
                 port,
                 stats: self.stats.clone(),
+                report: report.clone(),
+                index: i,
             };
             let name = format!("netback-{}-{}-q{i}", front.get(), dev.devid);
             let st = stop.clone();

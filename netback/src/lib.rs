@@ -6,7 +6,7 @@
 //! - [`wire`]: `xen/io/netif.h` (tx/rx slots, extra-info slots, flags) and its mapping to
 //!   and from the `virtio_net_hdr` of a tap opened with `IFF_VNET_HDR`;
 //! - [`queue`]: a queue's tx path (multi-slot packets, extra-info GSO slots, checksum flags,
-//!   grant copy out of the guest, every request validated) and rx path (grant copy into the
+//!   grant copy out of the guest in batches of packets, every request validated) and rx path (grant copy into the
 //!   guest's posted buffers in batches, each response in its request's slot, GSO extra
 //!   info), over `xen-ring`'s typed rings;
 //! - [`port`]: the packet side ([`port::Ports`]): tap devices `vif<domid>.<devid>`

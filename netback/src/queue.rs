@@ -101,9 +101,37 @@ pub struct TxPath<M: SharedMemory> {
     ring: TxRing<M>,
     front: DomId,
     buf: Vec<u8>,
+    /// The data slots (after the first) of the packets of a batch, in ring order.
     data: Vec<netif_tx_request>,
+    /// The packets of a batch.
+    batch: Vec<TxPacket>,
     credit: Option<Credit>,
 }
+
+/// One packet of a tx batch, taken from the ring and not yet answered.
+#[derive(Debug)]
+struct TxPacket {
+    first: netif_tx_request,
+    extras: usize,
+    off: Offload,
+    /// Its data slots after the first: `TxPath::data[data]`.
+    data: std::ops::Range<usize>,
+    /// Bytes of the first slot.
+    first_len: usize,
+    /// Bytes of the packet.
+    total: usize,
+    /// Where it lands in `TxPath::buf`.
+    at: usize,
+    /// Why it is dropped (answered `NETIF_RSP_ERROR` without copying).
+    drop: Option<String>,
+    /// Its grant copies all succeeded.
+    copied: bool,
+}
+
+/// Packets a tx pass copies with one grant-copy call (`IOCTL_GNTDEV_GRANT_COPY`).
+const TX_BATCH: usize = 64;
+/// The tx batch buffer: room for this many largest packets.
+const TX_BUF_PACKETS: usize = 4;
 
 /// A vif's transmit rate limit: the `rate` key of its backend directory, `<bytes>,<usec>`
 /// (libxl writes it from the vif's `rate=` setting), as Linux's netback reads it.
@@ -152,8 +180,9 @@ impl<M: SharedMemory> TxPath<M> {
         TxPath {
             ring,
             front,
-            buf: vec![0; MAX_PACKET],
-            data: Vec::with_capacity(FATAL_SLOTS),
+            buf: vec![0; TX_BUF_PACKETS * MAX_PACKET],
+            data: Vec::with_capacity(TX_BATCH * FATAL_SLOTS),
+            batch: Vec::with_capacity(TX_BATCH),
             credit: None,
         }
     }
@@ -189,137 +218,174 @@ impl<M: SharedMemory> TxPath<M> {
         Ok(())
     }
 
-    /// Answers a packet: its first slot, its extras (`NETIF_RSP_NULL`), its data slots.
-    fn answer(&mut self, first: u16, extras: usize, status: i16) -> Result<(), Error> {
+    /// Answers packet `i` of the batch: its first slot, its extras (`NETIF_RSP_NULL`), its
+    /// data slots.
+    fn answer(&mut self, i: usize, status: i16) -> Result<(), Error> {
+        let p = &self.batch[i];
+        let (first, extras, data) = (p.first.id, p.extras, p.data.clone());
         self.respond(first, status)?;
         for _ in 0..extras {
             self.respond(0, rsp::NULL)?;
         }
-        for i in 0..self.data.len() {
-            let id = self.data[i].id;
+        for j in data {
+            let id = self.data[j].id;
             self.respond(id, status)?;
         }
         Ok(())
     }
 
+    /// Takes the next packet's slots off the ring, validated: `Ok(None)` when none is
+    /// published. An `Err` is fatal.
+    fn take_packet(&mut self, at: usize) -> Result<Option<TxPacket>, Error> {
+        let Some(first) = self.ring.take_request()? else {
+            return Ok(None);
+        };
+        if let Some(c) = &mut self.credit {
+            c.left = c.left.saturating_sub(u64::from(first.size));
+        }
+        let mut off = Offload {
+            csum_blank: first.flags & txf::CSUM_BLANK != 0,
+            data_validated: first.flags & txf::DATA_VALIDATED != 0,
+            gso: None,
+        };
+        let mut extras = 0;
+        if first.flags & txf::EXTRA_INFO != 0 {
+            loop {
+                let x = self.ring.take_request()?.ok_or_else(|| {
+                    fatal("extra-info slot missing (not published with its packet)".into())
+                })?;
+                extras += 1;
+                let (e, more) =
+                    Extra::from_tx(&x).map_err(|e| fatal(format!("extra info: {e}")))?;
+                if let Extra::Gso(g) = e {
+                    off.gso = Some(g);
+                }
+                if !more {
+                    break;
+                }
+            }
+        }
+        let start = self.data.len();
+        let total = usize::from(first.size);
+        let mut first_len = total;
+        let mut drop: Option<String> = None;
+        let mut more = first.flags & txf::MORE_DATA != 0;
+        while more {
+            // Slots of the packet with the next one.
+            let n = self.data.len() - start + 2;
+            if n > FATAL_SLOTS {
+                return Err(fatal(format!("packet of {n}+ slots (malicious frontend)")));
+            }
+            let t = self
+                .ring
+                .take_request()?
+                .ok_or_else(|| fatal(format!("slot {n} of a packet not published with it")))?;
+            if drop.is_none() && n > MAX_SLOTS {
+                drop = Some(format!("more than {MAX_SLOTS} slots"));
+            }
+            if drop.is_none() && usize::from(t.size) > first_len {
+                drop = Some(format!(
+                    "slot of {} bytes exceeds the {first_len} left of the packet",
+                    t.size
+                ));
+            }
+            first_len = first_len.saturating_sub(usize::from(t.size));
+            if usize::from(t.offset) + usize::from(t.size) > PAGE {
+                return Err(fatal(format!(
+                    "slot at offset {} of {} bytes crosses its page",
+                    t.offset, t.size
+                )));
+            }
+            more = t.flags & txf::MORE_DATA != 0;
+            self.data.push(t);
+        }
+        if usize::from(first.offset) + first_len > PAGE {
+            return Err(fatal(format!(
+                "first slot at offset {} of {first_len} bytes crosses its page",
+                first.offset
+            )));
+        }
+        if drop.is_none() && total < ETH_HLEN {
+            drop = Some(format!("{total}-byte packet"));
+        }
+        Ok(Some(TxPacket {
+            first,
+            extras,
+            off,
+            data: start..self.data.len(),
+            first_len,
+            total,
+            at,
+            drop,
+            copied: false,
+        }))
+    }
+
     /// Serves every packet published, handing each good one to `out`; then pushes the
-    /// responses. An `Err` is fatal: the frontend broke the protocol and the queue stops.
+    /// responses. Packets are taken in batches whose slots are grant-copied with one call,
+    /// then handed out and answered in ring order. An `Err` is fatal: the frontend broke
+    /// the protocol and the queue stops.
     pub fn serve<G: GrantMap + ?Sized>(
         &mut self,
         gnttab: &G,
         out: &mut dyn FnMut(&VnetHdr, &[u8]),
     ) -> Result<Pass, Error> {
         let mut pass = Pass::default();
-        while self.throttled_until().is_none() {
-            let Some(first) = self.ring.take_request()? else {
-                break;
-            };
-            if let Some(c) = &mut self.credit {
-                c.left = c.left.saturating_sub(u64::from(first.size));
-            }
-            let mut off = Offload {
-                csum_blank: first.flags & txf::CSUM_BLANK != 0,
-                data_validated: first.flags & txf::DATA_VALIDATED != 0,
-                gso: None,
-            };
-            let mut extras = 0;
-            if first.flags & txf::EXTRA_INFO != 0 {
-                loop {
-                    let x = self.ring.take_request()?.ok_or_else(|| {
-                        fatal("extra-info slot missing (not published with its packet)".into())
-                    })?;
-                    extras += 1;
-                    let (e, more) =
-                        Extra::from_tx(&x).map_err(|e| fatal(format!("extra info: {e}")))?;
-                    if let Extra::Gso(g) = e {
-                        off.gso = Some(g);
-                    }
-                    if !more {
-                        break;
-                    }
-                }
-            }
+        loop {
+            self.batch.clear();
             self.data.clear();
-            let total = usize::from(first.size);
-            let mut first_len = total;
-            let mut drop: Option<String> = None;
-            let mut more = first.flags & txf::MORE_DATA != 0;
-            while more {
-                // Slots of the packet with the next one.
-                let n = self.data.len() + 2;
-                if n > FATAL_SLOTS {
-                    return Err(fatal(format!("packet of {n}+ slots (malicious frontend)")));
+            let mut at = 0;
+            while self.batch.len() < TX_BATCH
+                && at + MAX_PACKET <= self.buf.len()
+                && self.throttled_until().is_none()
+            {
+                let Some(p) = self.take_packet(at)? else {
+                    break;
+                };
+                if p.drop.is_none() {
+                    at += p.total;
                 }
-                let t = self
-                    .ring
-                    .take_request()?
-                    .ok_or_else(|| fatal(format!("slot {n} of a packet not published with it")))?;
-                if drop.is_none() && n > MAX_SLOTS {
-                    drop = Some(format!("more than {MAX_SLOTS} slots"));
-                }
-                if drop.is_none() && usize::from(t.size) > first_len {
-                    drop = Some(format!(
-                        "slot of {} bytes exceeds the {first_len} left of the packet",
-                        t.size
-                    ));
-                }
-                first_len = first_len.saturating_sub(usize::from(t.size));
-                if usize::from(t.offset) + usize::from(t.size) > PAGE {
-                    return Err(fatal(format!(
-                        "slot at offset {} of {} bytes crosses its page",
-                        t.offset, t.size
-                    )));
-                }
-                more = t.flags & txf::MORE_DATA != 0;
-                self.data.push(t);
+                self.batch.push(p);
             }
-            if usize::from(first.offset) + first_len > PAGE {
-                return Err(fatal(format!(
-                    "first slot at offset {} of {first_len} bytes crosses its page",
-                    first.offset
-                )));
+            if self.batch.is_empty() {
+                break;
             }
-            if drop.is_none() && total < ETH_HLEN {
-                drop = Some(format!("{total}-byte packet"));
-            }
-            let status = match drop {
-                Some(why) => {
-                    tracing::debug!("dom{} tx: dropping packet: {why}", self.front.get());
-                    rsp::ERROR
-                }
-                None => match self.copy_in(gnttab, &first, first_len, total) {
-                    Ok(()) => match off.to_vnet(&self.buf[..total]) {
-                        Ok(h) => {
-                            out(&h, &self.buf[..total]);
-                            pass.packets += 1;
-                            pass.bytes += total as u64;
-                            rsp::OKAY
+            self.copy_in(gnttab);
+            for i in 0..self.batch.len() {
+                let p = &self.batch[i];
+                let status = match &p.drop {
+                    Some(why) => {
+                        tracing::debug!("dom{} tx: dropping packet: {why}", self.front.get());
+                        rsp::ERROR
+                    }
+                    None if !p.copied => rsp::ERROR,
+                    None => {
+                        let frame = &self.buf[p.at..p.at + p.total];
+                        match p.off.to_vnet(frame) {
+                            Ok(h) => {
+                                out(&h, frame);
+                                pass.packets += 1;
+                                pass.bytes += p.total as u64;
+                                rsp::OKAY
+                            }
+                            Err(_) => rsp::ERROR,
                         }
-                        Err(_) => rsp::ERROR,
-                    },
-                    Err(_) => rsp::ERROR,
-                },
-            };
-            if status != rsp::OKAY {
-                pass.errors += 1;
+                    }
+                };
+                if status != rsp::OKAY {
+                    pass.errors += 1;
+                }
+                self.answer(i, status)?;
             }
-            self.answer(first.id, extras, status)?;
         }
         pass.notify = self.ring.push_responses_and_check_notify();
         Ok(pass)
     }
 
-    /// Grant-copies the packet's slots into the buffer, in one batch.
-    fn copy_in<G: GrantMap + ?Sized>(
-        &mut self,
-        gnttab: &G,
-        first: &netif_tx_request,
-        first_len: usize,
-        total: usize,
-    ) -> Result<(), Error> {
+    /// Grant-copies the slots of the batch's packets into the buffer, with one call; marks
+    /// the packets whose copies all succeeded.
+    fn copy_in<G: GrantMap + ?Sized>(&mut self, gnttab: &G) {
         let front = self.front;
-        let mut segs: Vec<CopySegment<'_>> = Vec::with_capacity(self.data.len() + 1);
-        let (head, mut rest) = self.buf[..total].split_at_mut(first_len);
         fn seg(front: DomId, gref: u32, offset: u16, dst: &mut [u8]) -> CopySegment<'_> {
             CopySegment {
                 len: dst.len() as u16,
@@ -332,20 +398,43 @@ impl<M: SharedMemory> TxPath<M> {
                 status: GrantStatus::OKAY,
             }
         }
-        if first_len > 0 {
-            segs.push(seg(front, first.gref, first.offset, head));
-        }
-        for t in &self.data {
-            let (d, r) = rest.split_at_mut(usize::from(t.size));
-            rest = r;
-            if !d.is_empty() {
-                segs.push(seg(front, t.gref, t.offset, d));
+        let mut segs: Vec<CopySegment<'_>> = Vec::with_capacity(self.batch.len() + self.data.len());
+        // Each packet's segments: `segs[ranges[i]]` (empty for a dropped one).
+        let mut ranges = Vec::with_capacity(self.batch.len());
+        let mut rest: &mut [u8] = &mut self.buf;
+        let mut pos = 0;
+        for p in &self.batch {
+            let s0 = segs.len();
+            if p.drop.is_none() {
+                let (_, r) = std::mem::take(&mut rest).split_at_mut(p.at - pos);
+                let (pkt, r) = r.split_at_mut(p.total);
+                rest = r;
+                pos = p.at + p.total;
+                let (head, mut tail) = pkt.split_at_mut(p.first_len);
+                if !head.is_empty() {
+                    segs.push(seg(front, p.first.gref, p.first.offset, head));
+                }
+                for t in &self.data[p.data.clone()] {
+                    let (d, r) = std::mem::take(&mut tail).split_at_mut(usize::from(t.size));
+                    tail = r;
+                    if !d.is_empty() {
+                        segs.push(seg(front, t.gref, t.offset, d));
+                    }
+                }
             }
+            ranges.push(s0..segs.len());
         }
-        gnttab.copy(&mut segs).map_err(|e| Error::Host(e.errno()))?;
-        match segs.iter().find(|s| s.status != GrantStatus::OKAY) {
-            Some(s) => Err(Error::Protocol(format!("grant copy: {:?}", s.status))),
-            None => Ok(()),
+        let ok = match gnttab.copy(&mut segs) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!("dom{} tx: grant copy failed: {e}", front.get());
+                false
+            }
+        };
+        let statuses: Vec<bool> = segs.iter().map(|s| s.status == GrantStatus::OKAY).collect();
+        drop(segs);
+        for (p, r) in self.batch.iter_mut().zip(ranges) {
+            p.copied = p.drop.is_none() && ok && statuses[r].iter().all(|&s| s);
         }
     }
 }
@@ -367,9 +456,22 @@ pub struct RxPath<M: SharedMemory> {
     front: DomId,
     caps: RxCaps,
     buf: Vec<u8>,
-    /// A frame read and not yet delivered (waiting for rx requests): its offloads and length.
+    /// A frame read and not yet delivered (waiting for rx requests), at the start of `buf`:
+    /// its offloads and length.
     pending: Option<(Offload, usize)>,
+    /// The rx requests taken for the frames of a batch, in ring order.
     reqs: Vec<netif_rx_request>,
+    /// The frames of a batch: offloads, place in `buf`, length, first request in `reqs`.
+    batch: Vec<RxFrame>,
+}
+
+/// One frame of an rx batch.
+#[derive(Debug, Clone, Copy)]
+struct RxFrame {
+    off: Offload,
+    at: usize,
+    len: usize,
+    req: usize,
 }
 
 impl<M: SharedMemory> std::fmt::Debug for RxPath<M> {
@@ -378,8 +480,12 @@ impl<M: SharedMemory> std::fmt::Debug for RxPath<M> {
     }
 }
 
-/// Packets delivered per pass before the responses are pushed.
+/// Frames delivered per batch (one grant-copy call) before the responses are pushed.
 const RX_BATCH: usize = 64;
+/// Room for one frame read from the packet side.
+const RX_FRAME: usize = MAX_PACKET + PAGE;
+/// The rx batch buffer: room for this many largest frames (more small ones).
+const RX_BUF_FRAMES: usize = 4;
 
 impl<M: SharedMemory> RxPath<M> {
     /// The rx path of frontend `front` on `ring`.
@@ -388,9 +494,10 @@ impl<M: SharedMemory> RxPath<M> {
             ring,
             front,
             caps,
-            buf: vec![0; MAX_PACKET + PAGE],
+            buf: vec![0; RX_BUF_FRAMES * RX_FRAME],
             pending: None,
-            reqs: Vec::with_capacity(MAX_SLOTS + 1),
+            reqs: Vec::with_capacity(RX_BATCH * (MAX_SLOTS + 1)),
+            batch: Vec::with_capacity(RX_BATCH),
         }
     }
 
@@ -399,14 +506,14 @@ impl<M: SharedMemory> RxPath<M> {
         self.pending.is_some()
     }
 
-    /// Makes a frame fit what the frontend takes: completes a partial checksum it cannot
-    /// take; refuses segmentation it does not accept.
-    fn adapt(&mut self, h: &VnetHdr, len: usize) -> Result<Offload, Error> {
+    /// Makes the frame at `buf[at..at + len]` fit what the frontend takes: completes a
+    /// partial checksum it cannot take; refuses segmentation it does not accept.
+    fn adapt(&mut self, h: &VnetHdr, at: usize, len: usize) -> Result<Offload, Error> {
         if len < ETH_HLEN {
             return Err(Error::Protocol(format!("{len}-byte frame")));
         }
         let mut off = Offload::from_vnet(h)?;
-        let frame = &mut self.buf[..len];
+        let frame = &mut self.buf[at..at + len];
         if let Some(g) = off.gso {
             let ok = self.caps.sg
                 && match g.kind {
@@ -436,22 +543,29 @@ impl<M: SharedMemory> RxPath<M> {
         Ok(off)
     }
 
-    /// Delivers frames from `q` while the guest has posted buffers for them, then pushes
-    /// the responses. An `Err` is fatal (the ring broke, or the packet side failed).
+    /// Delivers frames from `q` while the guest has posted buffers for them, in batches
+    /// copied with one grant-copy call each, then pushes the responses. An `Err` is fatal
+    /// (the ring broke, or the packet side failed).
     pub fn serve<G: GrantMap + ?Sized>(
         &mut self,
         gnttab: &G,
         q: &PacketQueue,
     ) -> Result<Pass, Error> {
         let mut pass = Pass::default();
-        for _ in 0..RX_BATCH {
+        self.batch.clear();
+        self.reqs.clear();
+        let mut at = 0;
+        // A frame that waits for buffers: where it was read.
+        let mut wait = None;
+        while self.batch.len() < RX_BATCH && at + RX_FRAME <= self.buf.len() {
             let (off, len) = match self.pending.take() {
+                // The waiting frame is at the start of the buffer (`at` is 0 here).
                 Some(p) => p,
                 None => {
-                    let Some((h, len)) = q.recv(&mut self.buf[..MAX_PACKET + PAGE])? else {
+                    let Some((h, len)) = q.recv(&mut self.buf[at..at + RX_FRAME])? else {
                         break;
                     };
-                    match self.adapt(&h, len) {
+                    match self.adapt(&h, at, len) {
                         Ok(off) => (off, len),
                         Err(e) => {
                             tracing::debug!("dom{} rx: dropping frame: {e}", self.front.get());
@@ -466,77 +580,104 @@ impl<M: SharedMemory> RxPath<M> {
             if avail < need {
                 avail = self.ring.request_event_after_published()? as usize;
                 if avail < need {
+                    wait = Some(at);
                     self.pending = Some((off, len));
                     break;
                 }
             }
-            self.deliver(gnttab, off, len, need)?;
+            let req = self.reqs.len();
+            for _ in 0..need {
+                let r = self
+                    .ring
+                    .take_request()?
+                    .ok_or_else(|| fatal("rx requests vanished".into()))?;
+                self.reqs.push(r);
+            }
+            self.batch.push(RxFrame { off, at, len, req });
+            at += len;
             pass.packets += 1;
             pass.bytes += len as u64;
+        }
+        if !self.batch.is_empty() {
+            self.deliver(gnttab)?;
+        }
+        if let (Some(at), Some((_, len))) = (wait, self.pending) {
+            // The waiting frame goes to the start of the buffer, now that the batch's
+            // frames before it were copied out.
+            self.buf.copy_within(at..at + len, 0);
         }
         pass.notify = self.ring.push_responses_and_check_notify();
         Ok(pass)
     }
 
-    /// Copies one frame into the next `need` posted buffers and answers each in its slot.
-    fn deliver<G: GrantMap + ?Sized>(
-        &mut self,
-        gnttab: &G,
-        off: Offload,
-        len: usize,
-        need: usize,
-    ) -> Result<(), Error> {
-        self.reqs.clear();
-        for _ in 0..need {
-            let r = self
-                .ring
-                .take_request()?
-                .ok_or_else(|| fatal("rx requests vanished".into()))?;
-            self.reqs.push(r);
-        }
-        let gso = off.gso.is_some();
-        // Request i of the data: slot 0, then (after the extra slot) 2, 3, ...
-        let data_req = |i: usize| if gso && i > 0 { i + 1 } else { i };
-        let chunks = len.div_ceil(PAGE).max(1);
+    /// Copies the batch's frames into their posted buffers (one grant-copy call) and
+    /// answers each request in its slot.
+    fn deliver<G: GrantMap + ?Sized>(&mut self, gnttab: &G) -> Result<(), Error> {
         let front = self.front;
-        let mut segs: Vec<CopySegment<'_>> = Vec::with_capacity(chunks);
-        for (i, c) in self.buf[..len].chunks(PAGE).enumerate() {
-            segs.push(CopySegment {
-                len: c.len() as u16,
-                source: CopySource::Local(c),
-                dest: CopyDest::Gref {
-                    domid: front,
-                    gref: GrantRef(self.reqs[data_req(i)].gref),
-                    offset: 0,
-                },
-                status: GrantStatus::OKAY,
-            });
-        }
-        gnttab.copy(&mut segs).map_err(|e| Error::Host(e.errno()))?;
-        let ok: Vec<bool> = segs.iter().map(|s| s.status == GrantStatus::OKAY).collect();
-        drop(segs);
-        for (i, &copied) in ok.iter().enumerate() {
-            let size = if i + 1 == chunks {
-                len - i * PAGE
-            } else {
-                PAGE
-            };
-            let mut flags = if i == 0 { off.rx_flags() } else { 0 };
-            if i + 1 < chunks {
-                flags |= rxf::MORE_DATA;
+        // Request of chunk i of a frame: slot 0, then (after the extra slot) 2, 3, ...
+        let data_req = |f: &RxFrame, i: usize| {
+            f.req
+                + if f.off.gso.is_some() && i > 0 {
+                    i + 1
+                } else {
+                    i
+                }
+        };
+        let mut segs: Vec<CopySegment<'_>> = Vec::with_capacity(self.reqs.len());
+        for f in &self.batch {
+            for (i, c) in self.buf[f.at..f.at + f.len].chunks(PAGE).enumerate() {
+                segs.push(CopySegment {
+                    len: c.len() as u16,
+                    source: CopySource::Local(c),
+                    dest: CopyDest::Gref {
+                        domid: front,
+                        gref: GrantRef(self.reqs[data_req(f, i)].gref),
+                        offset: 0,
+                    },
+                    status: GrantStatus::OKAY,
+                });
             }
-            let status = if copied { size as i16 } else { rsp::ERROR };
-            let r = netif_rx_response {
-                id: self.reqs[data_req(i)].id,
-                offset: 0,
-                flags,
-                status,
-            };
-            // Responses go out in request order, so each lands in its request's slot.
-            self.ring.push_response(r)?;
-            if i == 0 {
-                if let Some(g) = off.gso {
-                    self.ring.push_response(Extra::Gso(g).to_rx(false))?;
+        }
+        let all = match gnttab.copy(&mut segs) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!("dom{} rx: grant copy failed: {e}", front.get());
+                false
+            }
+        };
+        let ok: Vec<bool> = segs
+            .iter()
+            .map(|s| all && s.status == GrantStatus::OKAY)
+            .collect();
+        drop(segs);
+        let mut k = 0;
+        for fi in 0..self.batch.len() {
+            let f = self.batch[fi];
+            let chunks = f.len.div_ceil(PAGE).max(1);
+            for i in 0..chunks {
+                let size = if i + 1 == chunks {
+                    f.len - i * PAGE
+                } else {
+                    PAGE
+                };
+                let mut flags = if i == 0 { f.off.rx_flags() } else { 0 };
+                if i + 1 < chunks {
+                    flags |= rxf::MORE_DATA;
+                }
+                let status = if ok[k] { size as i16 } else { rsp::ERROR };
+                k += 1;
+                let r = netif_rx_response {
+                    id: self.reqs[data_req(&f, i)].id,
+                    offset: 0,
+                    flags,
+                    status,
+                };
+                // Responses go out in request order, so each lands in its request's slot.
+                self.ring.push_response(r)?;
+                if i == 0 {
+                    if let Some(g) = f.off.gso {
+                        self.ring.push_response(Extra::Gso(g).to_rx(false))?;
+                    }
                 }
             }
         }
@@ -552,6 +693,10 @@ pub(crate) struct QueueServer<G: GrantMap, E: EventChannel, M: SharedMemory> {
     pub(crate) chan: QueueChannel<E>,
     pub(crate) port: PacketQueue,
     pub(crate) stats: Arc<Stats>,
+    /// Reports a fatal error of the queue (the driver writes it to the backend's `error`).
+    pub(crate) report: Arc<dyn Fn(&str) + Send + Sync>,
+    /// The queue's number.
+    pub(crate) index: usize,
 }
 
 /// How long a queue sleeps before looking at its stop flag.
@@ -568,6 +713,7 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
             Ok(()) => false,
             Err(e) => {
                 warn!("{name}: stopping the queue: {e}");
+                (self.report)(&format!("queue {}: {e}", self.index));
                 true
             }
         };
@@ -578,22 +724,21 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
         s.queues_running.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Polls the tx ring (and, unless rx waits for buffers, the packet side) for [`SPIN`]:
-    /// true as soon as there is work.
-    fn spin(tx: &mut TxPath<M>, port: Option<&PacketQueue>) -> Result<bool, Error> {
+    /// Polls the tx ring for [`SPIN`]: true as soon as the guest published requests.
+    /// (Shared memory only: no system call, which a PV dom0 pays with a trip through Xen.)
+    fn spin(tx: &mut TxPath<M>) -> Result<bool, Error> {
         let until = Instant::now() + SPIN;
-        while Instant::now() < until {
-            if tx.ring_mut().unconsumed_requests()? > 0 {
-                return Ok(true);
-            }
-            if let Some(p) = port {
-                if p.wait_readable(Duration::ZERO)? {
+        loop {
+            for _ in 0..64 {
+                if tx.ring_mut().unconsumed_requests()? > 0 {
                     return Ok(true);
                 }
+                std::hint::spin_loop();
             }
-            std::hint::spin_loop();
+            if Instant::now() >= until {
+                return Ok(false);
+            }
         }
-        Ok(false)
     }
 
     fn serve(&mut self, stop: &AtomicBool) -> Result<(), Error> {
@@ -630,9 +775,7 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
                 // Over the rate: the requests wait in the ring until the next period.
                 Some(t) => idle = idle.min(t.saturating_duration_since(Instant::now())),
                 None => {
-                    if self.tx.ring_mut().final_check_for_requests()?
-                        || Self::spin(&mut self.tx, (!self.rx.starved()).then_some(port))?
-                    {
+                    if self.tx.ring_mut().final_check_for_requests()? || Self::spin(&mut self.tx)? {
                         continue;
                     }
                 }
@@ -660,7 +803,10 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
                     return Err(e.into());
                 }
             }
-            self.chan.drain()?;
+            // Events only when the channel's descriptor says so (a read costs a system call).
+            if r > 0 && fds[0].revents != 0 {
+                self.chan.drain()?;
+            }
         }
         Ok(())
     }

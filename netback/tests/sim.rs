@@ -473,12 +473,17 @@ fn good_still_works(good: &mut Front, peers: &[PacketQueue]) {
     assert_eq!(good.recv(0, T).unwrap().expect("rx").data, data);
 }
 
-fn wait_broken(e: &Env, n: usize) {
+/// Waits until `n` queues stopped; the hostile guest's (dom 5) backend directory says why
+/// in `error` (with `why` in it), the good guest's has no `error`.
+fn wait_broken(e: &Env, n: usize, why: &str) {
     let deadline = Instant::now() + T;
     while e.drv.stats().queues_broken() < n {
         assert!(Instant::now() < deadline, "queue not stopped");
         std::thread::sleep(Duration::from_millis(5));
     }
+    let err = e.backend_key(DomId(5), 0, "error").expect("error node");
+    assert!(err.starts_with("queue 0: ") && err.contains(why), "{err}");
+    assert_eq!(e.backend_key(DomId(6), 0, "error"), None);
 }
 
 #[test]
@@ -546,33 +551,33 @@ fn slot_counts_past_the_limit_drop_then_disconnect() {
         reqs.push(req(g.0, 0, more, i, 64));
     }
     bad.send_raw(0, &reqs).unwrap();
-    wait_broken(&e, 1);
+    wait_broken(&e, 1, "slots (malicious frontend)");
     good_still_works(&mut good, &gp);
 }
 
 #[test]
 fn offset_past_the_page_disconnects_that_vif_only() {
     let e = env(Config::default());
-    let ((mut bad, _), (mut good, gp)) = two(&e);
+    let ((mut bad, _bad_peers), (mut good, gp)) = two(&e);
     let g = bad.tx_page(0, 0, &[0u8; 64]).unwrap();
     bad.send_raw(0, &[req(g.0, 4000, 0, 1, 200)]).unwrap();
-    wait_broken(&e, 1);
+    wait_broken(&e, 1, "crosses its page");
     good_still_works(&mut good, &gp);
 }
 
 #[test]
 fn producer_jumping_ahead_disconnects_that_vif_only() {
     let e = env(Config::default());
-    let ((mut bad, _), (mut good, gp)) = two(&e);
+    let ((mut bad, _bad_peers), (mut good, gp)) = two(&e);
     bad.set_tx_req_prod(0, 1000).unwrap();
-    wait_broken(&e, 1);
+    wait_broken(&e, 1, "producer index");
     good_still_works(&mut good, &gp);
 }
 
 #[test]
 fn bad_extra_info_disconnects_that_vif_only() {
     let e = env(Config::default());
-    let ((mut bad, _), (mut good, gp)) = two(&e);
+    let ((mut bad, _bad_peers), (mut good, gp)) = two(&e);
     let g = bad.tx_page(0, 0, &[0u8; 64]).unwrap();
     // An extra-info slot of GSO size 0.
     let extra = netback::wire::Extra::Gso(Gso {
@@ -586,14 +591,14 @@ fn bad_extra_info_disconnects_that_vif_only() {
     };
     bad.send_raw(0, &[req(g.0, 0, txf::EXTRA_INFO, 1, 64), extra])
         .unwrap();
-    wait_broken(&e, 1);
+    wait_broken(&e, 1, "extra info");
     good_still_works(&mut good, &gp);
 }
 
 #[test]
 fn frontend_vanishing_mid_packet() {
     let e = env(Config::default());
-    let ((mut bad, _), (mut good, gp)) = two(&e);
+    let ((mut bad, _bad_peers), (mut good, gp)) = two(&e);
     let g = bad.tx_page(0, 0, &[0u8; 64]).unwrap();
     // The first slot of a two-slot packet, then the guest is gone.
     bad.send_raw(0, &[req(g.0, 0, txf::MORE_DATA, 1, 128)])

@@ -16,8 +16,9 @@ use crate::proc::{self, Deadline};
 pub const NOT_FOR_DOM0: &[&str] = &["xtask", "xen-sys-gen", "blk-load"];
 
 /// Programs for the PV guest, whose initramfs has busybox and no C library: built static
-/// (glibc's `+crt-static`) for `GUEST_TRIPLE`.
-pub const GUEST_TOOLS: &[&str] = &["blk-load"];
+/// (glibc's `+crt-static`) for `GUEST_TRIPLE`. (`net-load` runs at both ends: dom0 gets it
+/// too, as a measured program.)
+pub const GUEST_TOOLS: &[&str] = &["blk-load", "net-load"];
 
 /// The guest's target triple (an explicit `--target` keeps the static build's artifacts apart
 /// from the host builds, so neither invalidates the other).
@@ -25,8 +26,9 @@ pub const GUEST_TRIPLE: &str = "x86_64-unknown-linux-gnu";
 
 /// Programs built with `--release` because dom0 measures them against their C peers (and
 /// `xs-load`, the load generator that measures the xenstoreds; `blkbackd`, measured against
-/// the kernel's blkback from the guest).
-pub const MEASURED: &[&str] = &["xenstored", "xs-load", "blkbackd"];
+/// the kernel's blkback from the guest; `netbackd` and its load tool `net-load`, measured
+/// against the kernel's netback).
+pub const MEASURED: &[&str] = &["xenstored", "xs-load", "blkbackd", "netbackd", "net-load"];
 
 /// A workspace member, as far as the harness cares.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,6 +37,8 @@ pub const DOM0_MODULES: &[&str] = &[
     "net/bridge/bridge",
     // The NIC on QEMU's user network that carries the host's XenAPI SDK to xapi.
     "drivers/net/ethernet/intel/e1000/e1000",
+    // Tap devices, for the project's netbackd (the `netback` part loads it).
+    "drivers/net/tun",
 ];
 
 /// Kernel modules the guest loads.
@@ -167,7 +169,7 @@ pub fn dom0_base(
     let out = cache.join(format!("dom0-base-{kver}.cpio"));
     let list = cache.join(format!("dom0-base-{kver}.paths"));
     let stamp = format!(
-        "format {BASE_FORMAT}\n{}",
+        "format {BASE_FORMAT}\nmodules {DOM0_MODULES:?}\n{}",
         std::fs::read_to_string(root.join(".xtask-debs")).unwrap_or_default()
     );
     let stamp_path = cache.join(format!("dom0-base-{kver}.stamp"));
