@@ -16,7 +16,9 @@
 //! - [`evtchn`]: per-domain port tables with Xen's states, delivered through eventfds;
 //! - [`grant`]: per-domain grant tables with page-granular permissions;
 //! - [`foreign`]: dom0's mappings of other domains' frames by number (privcmd);
-//! - [`console`]: the hypervisor's console ring and a guest's PV console page.
+//! - [`console`]: the hypervisor's console ring and a guest's PV console page;
+//! - [`save`]: saving a suspended domain to a stream and restoring it (`xc_domain_save`/
+//!   `xc_domain_restore`).
 //!
 //! All state lives behind one [`Host`] handle (cheap to clone, `Send + Sync`), so separate
 //! crates can hang their view of a domain off the same host.
@@ -49,5 +51,6 @@ pub mod host;
 mod kernel_image;
 pub mod memory;
 mod p2m;
+pub mod save;
 
 pub use host::{Clock, Host, HostConfig};
