@@ -324,7 +324,7 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ] && want xapi; t
   counter() { grep -a -o 'E2E-COUNTER [0-9]*' $XLOG 2>/dev/null | tail -1 | awk '{print $2}'; }
   i=0; while [ -z "$(counter)" ] && [ $i -lt 300 ]; do usleep 100000; i=$((i+1)); done
   OLDDID=$XDID; OLDDM=$DMPID; ups=$(grep -c E2E-DOMU-UP $XLOG); c0=$(counter)
-  t=$(cs); xe vm-suspend vm=xapi-guest > /tmp/xe-suspend.log 2>&1; rc=$?; ts=$(( ($(cs) - t) * 10 ))
+  t=$(cs); xe vm-suspend vm=xapi-guest > /tmp/xe-suspend.log 2>&1; rc=$?; rcs=$rc; ts=$(( ($(cs) - t) * 10 ))
   ps=$(xe vm-list name-label=xapi-guest params=power-state --minimal)
   img=$(ls -l $XS/suspend 2>&1 | tail -n +2 | awk '{print $5" "$9}' | tr '\n' ' ')
   gone=1; xl list 2>/dev/null | awk '{print $2}' | grep -qx "$OLDDID" && gone=0
@@ -332,7 +332,7 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ] && want xapi; t
   ok xapi-vm-suspend $? "xe returned after $ts ms; power-state=$ps; domain $OLDDID gone: $gone; image: ${img:-none}; $(tr '\n' ' ' < /tmp/xe-suspend.log)"
   [ $rc = 0 ] && echo "E2E-METRIC xapi-vm-suspend $ts ms"
   c1=$(counter)
-  t=$(cs); xe vm-resume vm=xapi-guest > /tmp/xe-resume.log 2>&1; rc=$?; tres=$(( ($(cs) - t) * 10 ))
+  t=$(cs); xe vm-resume vm=xapi-guest > /tmp/xe-resume.log 2>&1; rc=$?; rcr=$rc; tres=$(( ($(cs) - t) * 10 ))
   ps=$(xe vm-list name-label=xapi-guest params=power-state --minimal)
   XDID=$(xe vm-list name-label=xapi-guest params=domid --minimal)
   [ $rc = 0 ] && [ "$ps" = running ] && [ -n "$XDID" ] && [ "$XDID" != -1 ] && [ "$XDID" != "$OLDDID" ]
@@ -340,7 +340,7 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ] && want xapi; t
   [ $rc = 0 ] && echo "E2E-METRIC xapi-vm-resume $tres ms"
   i=0; while c=$(counter); [ "${c:-0}" -le "${c1:-0}" ] && [ $i -lt $((DOMU_TIMEOUT * 10)) ]; do usleep 100000; i=$((i+1)); done
   c2=$(counter)
-  [ -n "$c1" ] && [ "${c2:-0}" -gt "$c1" ] && [ "$(grep -c E2E-DOMU-UP $XLOG)" = "$ups" ]
+  [ $rcs = 0 ] && [ $rcr = 0 ] && [ -n "$c1" ] && [ "${c2:-0}" -gt "$c1" ] && [ "$(grep -c E2E-DOMU-UP $XLOG)" = "$ups" ]
   ok xapi-guest-counter-continues $? "counter $c0 before suspend, $c1 while suspended, $c2 after resume; booted $(grep -c E2E-DOMU-UP $XLOG) times (was $ups)"
   DMPID=$(xenstore-read /local/domain/$XDID/image/device-model-pid 2>/dev/null)
   i=0; while [ $i -lt 300 ]; do
