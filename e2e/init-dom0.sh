@@ -317,6 +317,40 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ] && want xapi; t
   [ $rc = 0 ] && [ "$ps" = running ] && [ "$d2" = "$XDID" ]
   ok xapi-restart-keeps-vm $? "after kill -9 and restart: power-state=$ps domid=$d2 (was $XDID)"
 
+  # Suspend and resume (`xl save`/`xl restore`: libxenguest's save stream): the guest
+  # acknowledges control/shutdown=suspend and suspends itself, xapi saves it to
+  # $XS/suspend and destroys its domain; the resume restores it into a new domain with its
+  # devices plugged again, and the guest's console counter goes on from where it was.
+  counter() { grep -a -o 'E2E-COUNTER [0-9]*' $XLOG 2>/dev/null | tail -1 | awk '{print $2}'; }
+  i=0; while [ -z "$(counter)" ] && [ $i -lt 300 ]; do usleep 100000; i=$((i+1)); done
+  OLDDID=$XDID; OLDDM=$DMPID; ups=$(grep -c E2E-DOMU-UP $XLOG); c0=$(counter)
+  t=$(cs); xe vm-suspend vm=xapi-guest > /tmp/xe-suspend.log 2>&1; rc=$?; rcs=$rc; ts=$(( ($(cs) - t) * 10 ))
+  ps=$(xe vm-list name-label=xapi-guest params=power-state --minimal)
+  img=$(ls -l $XS/suspend 2>&1 | tail -n +2 | awk '{print $5" "$9}' | tr '\n' ' ')
+  gone=1; xl list 2>/dev/null | awk '{print $2}' | grep -qx "$OLDDID" && gone=0
+  [ $rc = 0 ] && [ "$ps" = suspended ] && [ $gone = 1 ]
+  ok xapi-vm-suspend $? "xe returned after $ts ms; power-state=$ps; domain $OLDDID gone: $gone; image: ${img:-none}; $(tr '\n' ' ' < /tmp/xe-suspend.log)"
+  [ $rc = 0 ] && echo "E2E-METRIC xapi-vm-suspend $ts ms"
+  c1=$(counter)
+  t=$(cs); xe vm-resume vm=xapi-guest > /tmp/xe-resume.log 2>&1; rc=$?; rcr=$rc; tres=$(( ($(cs) - t) * 10 ))
+  ps=$(xe vm-list name-label=xapi-guest params=power-state --minimal)
+  XDID=$(xe vm-list name-label=xapi-guest params=domid --minimal)
+  [ $rc = 0 ] && [ "$ps" = running ] && [ -n "$XDID" ] && [ "$XDID" != -1 ] && [ "$XDID" != "$OLDDID" ]
+  ok xapi-vm-resume $? "xe returned after $tres ms; power-state=$ps domid $OLDDID -> $XDID; $(tr '\n' ' ' < /tmp/xe-resume.log)"
+  [ $rc = 0 ] && echo "E2E-METRIC xapi-vm-resume $tres ms"
+  i=0; while c=$(counter); [ "${c:-0}" -le "${c1:-0}" ] && [ $i -lt $((DOMU_TIMEOUT * 10)) ]; do usleep 100000; i=$((i+1)); done
+  c2=$(counter)
+  [ $rcs = 0 ] && [ $rcr = 0 ] && [ -n "$c1" ] && [ "${c2:-0}" -gt "$c1" ] && [ "$(grep -c E2E-DOMU-UP $XLOG)" = "$ups" ]
+  ok xapi-guest-counter-continues $? "counter $c0 before suspend, $c1 while suspended, $c2 after resume; booted $(grep -c E2E-DOMU-UP $XLOG) times (was $ups)"
+  DMPID=$(xenstore-read /local/domain/$XDID/image/device-model-pid 2>/dev/null)
+  i=0; while [ $i -lt 300 ]; do
+    fe=$(xenstore-read /local/domain/$XDID/device/vbd/51712/state 2>/dev/null)
+    fv=$(xenstore-read /local/domain/$XDID/device/vif/0/state 2>/dev/null)
+    [ "$fe" = 4 ] && [ "$fv" = 4 ] && break; usleep 100000; i=$((i+1))
+  done
+  [ "$fe" = 4 ] && [ "$fv" = 4 ] && [ -n "$DMPID" ] && [ "$DMPID" != "$OLDDM" ] && kill -0 "$DMPID" 2>/dev/null
+  ok xapi-resume-devices-connected $? "vbd state=$fe vif state=$fv (4 = Connected); blkbackd pid $OLDDM -> ${DMPID:-none}"
+
   # Clean reboot: the guest acknowledges control/shutdown and reboots; xapi starts the VM
   # again in a new domain (actions_after_reboot = restart), with a new device model.
   OLDDID=$XDID; OLDDM=$DMPID; n0=$(grep -c E2E-DOMU-UP $XLOG)

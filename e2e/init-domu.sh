@@ -20,8 +20,9 @@ if [ -n "$part" ]; then
   while :; do sleep 1; done
 fi
 # Started by xapi (`e2e=xapi` on the command line): one disk (xvda, served by blkbackd as this
-# domain's device model) and eth0, then wait for dom0's clean shutdown or reboot: the kernel
-# acknowledges control/shutdown and runs /sbin/poweroff or /sbin/reboot.
+# domain's device model) and eth0, then count on the console until dom0's clean shutdown or
+# reboot (the kernel acknowledges control/shutdown and runs /sbin/poweroff or /sbin/reboot)
+# or suspend (the kernel suspends itself and runs on where it stopped once resumed).
 if grep -q 'e2e=xapi' /proc/cmdline; then
   mkdir -p /sbin
   printf '#!/bin/sh\nexec /bin/busybox poweroff -f\n' > /sbin/poweroff
@@ -51,7 +52,8 @@ if grep -q 'e2e=xapi' /proc/cmdline; then
     && check xapi-guest-agent PASS "wrote data/os_* and attr/vif/0/ipv4/0 through /dev/xen/xenbus" \
     || check xapi-guest-agent FAIL "writing /dev/xen/xenbus failed ($(ls -l /dev/xen 2>&1 | tr '\n' ' '))"
   echo "E2E-DOMU-UP"
-  while :; do sleep 1; done
+  # A counter on the console every second: dom0 sees it go on across a suspend and resume.
+  n=0; while :; do n=$((n+1)); echo "E2E-COUNTER $n"; sleep 1; done
 fi
 waitfor /dev/xvda 100
 waitfor /sys/class/net/eth0 100

@@ -129,10 +129,33 @@ def main():
         r = x.VM_guest_metrics.get_record(gm)
         return r if r["networks"].get("0/ip") else None
 
+    # Two VM.start of the halted VM at once, each on its own session: xapi runs one (the
+    # VM's queue), the other finds it Running: VM_BAD_POWER_STATE.
+    starters = [session("sdk-e2e-start-%d" % i) for i in range(2)]
+    results = [None, None]
+
+    def start(i):
+        try:
+            starters[i].xenapi.VM.start(vm, False, False)
+            results[i] = "ok"
+        except XenAPI.Failure as f:
+            results[i] = f.details
+        except Exception as f:  # noqa: BLE001 - reported as the check's detail
+            results[i] = repr(f)
+
     t0 = time.time()
-    x.VM.start(vm, False, False)
+    ths = [threading.Thread(target=start, args=(i,)) for i in range(2)]
+    for th_ in ths:
+        th_.start()
+    for th_ in ths:
+        th_.join()
     check("vm-start", x.VM.get_power_state(vm) == "Running",
           "returned after %d ms" % ((time.time() - t0) * 1000))
+    losers = [r for r in results if r != "ok"]
+    check("concurrent-start",
+          results.count("ok") == 1 and len(losers) == 1
+          and isinstance(losers[0], list) and losers[0][:1] == ["VM_BAD_POWER_STATE"],
+          "two VM.start at once: %s" % results)
     ok = wait("Running event", lambda: "Running" in seen, 60)
     check("event-running", bool(ok), "power_state changes seen through event.from: %s" % seen)
     domid = x.VM.get_domid(vm)
@@ -163,6 +186,26 @@ def main():
     gm = wait("guest agent after reboot", guest_agent_report, AGENT_WAIT)
     check("guest-metrics-after-reboot", gm is not None,
           "new boot reported %s" % (gm["networks"] if gm else "-"))
+
+    # Suspend to the suspend image and resume in a new domain; the clean shutdown below
+    # needs the resumed guest to answer.
+    d3 = x.VM.get_domid(vm)
+    t3 = time.time()
+    x.VM.suspend(vm)
+    ts = (time.time() - t3) * 1000
+    if check("vm-suspend", x.VM.get_power_state(vm) == "Suspended" and x.VM.get_domid(vm) == "-1",
+             "power_state %s domid %s after %d ms" % (
+                 x.VM.get_power_state(vm), x.VM.get_domid(vm), ts)):
+        metric("sdk-vm-suspend", ts)
+    t4 = time.time()
+    x.VM.resume(vm, False, False)
+    tr = (time.time() - t4) * 1000
+    d4 = x.VM.get_domid(vm)
+    if check("vm-resume", x.VM.get_power_state(vm) == "Running" and d4 not in ("-1", d3),
+             "power_state %s domid %s -> %s after %d ms" % (
+                 x.VM.get_power_state(vm), d3, d4, tr)):
+        metric("sdk-vm-resume", tr)
+    wait("Suspended event", lambda: "Suspended" in seen, 30)
 
     t2 = time.time()
     x.VM.clean_shutdown(vm)

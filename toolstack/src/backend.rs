@@ -381,6 +381,42 @@ impl Backend {
         }
         image.cmdline = cfg.cmdline.clone();
         let built = self.xen.build(domid, &image)?;
+        self.publish_rings(
+            domid,
+            (built.store.mfn, built.store.port),
+            (built.console.mfn, built.console.port),
+        )
+    }
+
+    /// Restores the domain from a saved image at `image`'s offset (`xc_domain_restore`, as
+    /// `xl restore`) and introduces it to xenstored, as [`Backend::build_domain`] does for
+    /// a new guest.
+    pub fn restore_domain(
+        &self,
+        domid: DomId,
+        cfg: &DomainConfig,
+        image: &std::fs::File,
+    ) -> Result<(), Error> {
+        use std::os::fd::AsFd;
+        let memory = Pages::from_kib(cfg.memory / 1024);
+        let r = self
+            .xen
+            .restore(domid, image.as_fd(), memory, DomId::DOM0, DomId::DOM0)?;
+        self.publish_rings(
+            domid,
+            (r.store_mfn, r.store_port),
+            (r.console_mfn, r.console_port),
+        )
+    }
+
+    /// Writes the console and xenstore rings of a built or restored guest to its directory
+    /// and introduces it to xenstored (libxl's `libxl__build_post`).
+    fn publish_rings(
+        &self,
+        domid: DomId,
+        store: (xen_types::Mfn, xen_types::EvtchnPort),
+        console: (xen_types::Mfn, xen_types::EvtchnPort),
+    ) -> Result<(), Error> {
         let dom = xenbus::paths::domain_path(domid);
         // As libxl: the console for xenconsoled (type first: it reads the ring once
         // ring-ref and port are there).
@@ -391,24 +427,15 @@ impl Backend {
             (format!("{dom}/console/backend-id"), "0".to_owned()),
         ])?;
         self.store.write_all(&[
-            (
-                format!("{dom}/store/ring-ref"),
-                built.store.mfn.0.to_string(),
-            ),
-            (format!("{dom}/store/port"), built.store.port.0.to_string()),
-            (
-                format!("{dom}/console/ring-ref"),
-                built.console.mfn.0.to_string(),
-            ),
-            (
-                format!("{dom}/console/port"),
-                built.console.port.0.to_string(),
-            ),
+            (format!("{dom}/store/ring-ref"), store.0 .0.to_string()),
+            (format!("{dom}/store/port"), store.1 .0.to_string()),
+            (format!("{dom}/console/ring-ref"), console.0 .0.to_string()),
+            (format!("{dom}/console/port"), console.1 .0.to_string()),
         ])?;
         if self.guests.is_none() {
             self.store
                 .client()
-                .introduce(domid, Pfn(built.store.mfn.0), built.store.port)?;
+                .introduce(domid, Pfn(store.0 .0), store.1)?;
         }
         Ok(())
     }
@@ -571,6 +598,85 @@ impl Backend {
             }
             std::thread::sleep(Duration::from_millis(20).min(deadline - now));
         }
+    }
+
+    /// Saves the domain to `image` at its offset, as `xl save` does: asks the guest to
+    /// suspend (`control/shutdown` = `suspend`, libxl's `libxl__domain_suspend`), waits up to
+    /// `timeout` for it to shut down for suspend, then writes its memory and vCPUs
+    /// (`xc_domain_save`). The domain is left shut down for the caller to destroy.
+    ///
+    /// When the guest did not take the request in time, the request is withdrawn (as libxl
+    /// does) and the error is [`Error::SuspendNotAcknowledged`]; when it took it but did not
+    /// suspend, [`Error::SuspendTimeout`]; either way the domain runs on. When the save fails
+    /// after the guest suspended, the domain is resumed in place (`xc_domain_resume`).
+    pub fn save_domain(
+        &self,
+        domid: DomId,
+        image: &std::fs::File,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        use std::os::fd::AsFd;
+        let path = format!("{}/control/shutdown", xenbus::paths::domain_path(domid));
+        let mut failure: Option<Error> = None;
+        // The toolstack asked: the monitor does not report this shutdown.
+        self.reported.lock().insert(domid.0);
+        let saved = self.xen.save_domain(domid, image.as_fd(), &mut || {
+            let r = self.suspend_guest(domid, &path, timeout);
+            r.map_err(|e| {
+                failure = Some(e);
+                xenctrl::Error::Os {
+                    op: "suspending the guest",
+                    errno: Errno::ETIMEDOUT,
+                }
+            })
+        });
+        let Err(e) = saved else { return Ok(()) };
+        let suspended = self.xen.domain_info(domid).is_ok_and(|i| {
+            i.is_shutdown() && i.shutdown_reason == Some(xenctrl::ShutdownReason::Suspend)
+        });
+        if suspended {
+            if let Err(r) = self.xen.resume_domain(domid) {
+                tracing::warn!(domid = domid.0, %r, "cannot resume after a failed save");
+            }
+        }
+        self.reported.lock().remove(&domid.0);
+        Err(failure.unwrap_or(Error::Xen(e)))
+    }
+
+    /// The suspend step of a save: the request, then the wait.
+    fn suspend_guest(&self, domid: DomId, path: &str, timeout: Duration) -> Result<(), Error> {
+        self.store
+            .write(path, ShutdownReason::Suspend.control_word())?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.xen.domain_info(domid) {
+                Ok(i) if i.is_shutdown() => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // libxl's `domain_suspend_common_guest_timeout`: withdraw a request the guest has
+        // not taken (it clears the node when it does).
+        let c = self.store.client();
+        let withdrawn = c.transaction(|tx| {
+            let pending = tx
+                .read(path)
+                .ok()
+                .is_some_and(|v| v == ShutdownReason::Suspend.control_word().as_bytes());
+            if pending {
+                tx.write(path, "")?;
+            }
+            Ok(pending)
+        })?;
+        Err(if withdrawn {
+            Error::SuspendNotAcknowledged(domid.0)
+        } else {
+            Error::SuspendTimeout(domid.0)
+        })
     }
 
     /// Destroys the domain (`xc_domain_destroy`), releases it from xenstored and removes its

@@ -684,7 +684,8 @@ fn dispatch(c: &mut Client, cmd: &str, a: &Args, out: &mut dyn Write) -> Result<
         return Ok(());
     }
     match cmd {
-        "vm-start" | "vm-shutdown" | "vm-reboot" | "vm-pause" | "vm-unpause" => {
+        "vm-start" | "vm-shutdown" | "vm-reboot" | "vm-pause" | "vm-unpause" | "vm-suspend"
+        | "vm-resume" => {
             let filters: Vec<(String, String)> =
                 a.kv.iter()
                     .filter(|(k, _)| k != "paused")
@@ -733,6 +734,11 @@ fn dispatch(c: &mut Client, cmd: &str, a: &Args, out: &mut dyn Write) -> Result<
                     "vm-reboot" if a.force => c.call("VM.hard_reboot", &[vm]),
                     "vm-reboot" => c.call("VM.clean_reboot", &[vm]),
                     "vm-pause" => c.call("VM.pause", &[vm]),
+                    "vm-suspend" => c.call("VM.suspend", &[vm]),
+                    "vm-resume" => c.call(
+                        "VM.resume",
+                        &[vm, Value::Bool(paused), Value::Bool(a.force)],
+                    ),
                     _ => c.call("VM.unpause", &[vm]),
                 }?;
             }

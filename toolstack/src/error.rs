@@ -92,6 +92,9 @@ pub mod codes {
     pub const MAP_DUPLICATE_KEY: &str = "MAP_DUPLICATE_KEY";
     pub const VM_IS_TEMPLATE: &str = "VM_IS_TEMPLATE";
     pub const VM_SHUTDOWN_TIMEOUT: &str = "VM_SHUTDOWN_TIMEOUT";
+    pub const VM_SUSPEND_TIMEOUT: &str = "VM_SUSPEND_TIMEOUT";
+    pub const VM_HAS_NO_SUSPEND_VDI: &str = "VM_HAS_NO_SUSPEND_VDI";
+    pub const VM_FAILED_SUSPEND_ACKNOWLEDGMENT: &str = "VM_FAILED_SUSPEND_ACKNOWLEDGMENT";
     pub const EVENTS_LOST: &str = "EVENTS_LOST";
     pub const SESSION_NOT_REGISTERED: &str = "SESSION_NOT_REGISTERED";
     pub const VM_HAS_VGPU: &str = "VM_HAS_VGPU";
@@ -147,6 +150,13 @@ pub enum Error {
     /// A device's backend could not be set up or stopped (device model, hotplug).
     #[error("device: {0}")]
     Device(String),
+    /// The guest did not acknowledge a suspend request (it left `control/shutdown` as it
+    /// was), so the request was withdrawn.
+    #[error("domain {0} did not acknowledge the suspend request")]
+    SuspendNotAcknowledged(u16),
+    /// The guest acknowledged a suspend request but did not suspend in time.
+    #[error("domain {0} did not suspend in time")]
+    SuspendTimeout(u16),
     /// Password hashing failed.
     #[error("password hashing failed")]
     Password,

@@ -361,6 +361,54 @@ pub fn start(
     paused: bool,
     progress: &dyn Fn(f64),
 ) -> Result<DomId, ApiError> {
+    start_from(be, cfg, paused, progress, None)
+}
+
+/// Resumes `cfg` from its suspend image in a new domain (`xl restore`): the domain is
+/// restored instead of built, then its devices are plugged as at [`start`] (new backends,
+/// the device model started again) and it is unpaused unless `paused`. On failure nothing
+/// is left behind and the image is kept.
+pub fn resume(
+    be: &Backend,
+    cfg: &VmConfig,
+    image: &std::fs::File,
+    paused: bool,
+    progress: &dyn Fn(f64),
+) -> Result<DomId, ApiError> {
+    start_from(be, cfg, paused, progress, Some(image))
+}
+
+/// Suspends the running `cfg` into `image` (`xl save`) and tears its domain down; on a
+/// failure the VM keeps running in its domain. A guest that does not take the request
+/// within `timeout` is `VM_FAILED_SUSPEND_ACKNOWLEDGMENT`, one that takes it but does not
+/// suspend `VM_SUSPEND_TIMEOUT`, as xenopsd reports them.
+pub fn suspend(
+    be: &Backend,
+    cfg: &VmConfig,
+    domid: DomId,
+    image: &std::fs::File,
+    timeout: Duration,
+) -> Result<(), ApiError> {
+    be.save_domain(domid, image, timeout).map_err(|e| match e {
+        Error::SuspendNotAcknowledged(_) => {
+            ApiError::new(codes::VM_FAILED_SUSPEND_ACKNOWLEDGMENT, [cfg.vm.clone()])
+        }
+        Error::SuspendTimeout(_) => ApiError::new(
+            codes::VM_SUSPEND_TIMEOUT,
+            [cfg.vm.clone(), timeout.as_secs_f64().to_string()],
+        ),
+        e => ApiError::internal(e),
+    })?;
+    teardown(be, cfg, domid).map_err(ApiError::internal)
+}
+
+fn start_from(
+    be: &Backend,
+    cfg: &VmConfig,
+    paused: bool,
+    progress: &dyn Fn(f64),
+    image: Option<&std::fs::File>,
+) -> Result<DomId, ApiError> {
     let free = be.free_memory();
     if cfg.memory > free {
         return Err(not_enough_memory(cfg.memory, free));
@@ -381,8 +429,16 @@ pub fn start(
     let plumb = || -> Result<(), Error> {
         be.make_domain_dirs(domid, &cfg.vm_path(), &cfg.xenstore_entries(domid))?;
         progress(0.2);
-        be.build_domain(domid, &dc)?;
-        step("built");
+        match image {
+            Some(f) => {
+                be.restore_domain(domid, &dc, f)?;
+                step("restored");
+            }
+            None => {
+                be.build_domain(domid, &dc)?;
+                step("built");
+            }
+        }
         progress(0.6);
         let mut device_model = false;
         for vbd in &cfg.vbds {

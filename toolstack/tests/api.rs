@@ -1237,36 +1237,3 @@ fn metrics_and_guest_agent_report_as_xapi() {
     assert_eq!(t.get("VM_metrics", "memory_actual", &m), Value::str("0"));
     assert_eq!(t.get("VM", "resident_on", &vm), null);
 }
-
-#[test]
-fn suspend_and_resume_check_power_state_then_say_not_implemented() {
-    let t = T::new();
-    let vm = t.vm("sleepy", GIB / 4);
-    let e = t.err("VM.suspend", &[vm.clone()]);
-    assert_eq!(e.code, "VM_BAD_POWER_STATE");
-    assert_eq!(e.params[1..], ["running".to_owned(), "halted".to_owned()]);
-    t.ok(
-        "VM.start",
-        &[vm.clone(), Value::Bool(false), Value::Bool(false)],
-    );
-    let domid = t.get("VM", "domid", &vm);
-    let e = t.err("VM.suspend", &[vm.clone()]);
-    assert_eq!(
-        (e.code.as_str(), e.params.as_slice()),
-        ("NOT_IMPLEMENTED", &["VM.suspend".to_owned()][..])
-    );
-    // Nothing changed: still running in the same domain.
-    assert_eq!(t.get("VM", "power_state", &vm), Value::str("Running"));
-    assert_eq!(t.get("VM", "domid", &vm), domid);
-    assert_eq!(t.domain_count(), 1);
-    let e = t.err(
-        "VM.resume",
-        &[vm.clone(), Value::Bool(false), Value::Bool(false)],
-    );
-    assert_eq!(e.code, "VM_BAD_POWER_STATE");
-    assert_eq!(
-        e.params[1..],
-        ["suspended".to_owned(), "running".to_owned()]
-    );
-    t.ok("VM.hard_shutdown", &[vm]);
-}

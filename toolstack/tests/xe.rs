@@ -192,6 +192,34 @@ fn xe_commands() {
         c.call("VM.get_power_state", &[vm.clone()]).unwrap(),
         Value::str("Halted")
     );
+    // Suspend and resume (the simulated guest needs a kernel to be saved).
+    let kernel = dir.path().join("vmlinuz");
+    std::fs::write(&kernel, xen_sim::domain::sample_kernel(4 << 20)).unwrap();
+    c.call(
+        "VM.set_PV_kernel",
+        &[vm.clone(), Value::str(kernel.to_str().unwrap())],
+    )
+    .unwrap();
+    ok(&d, &["vm-start", "vm=web"]);
+    let domid = c.call("VM.get_domid", &[vm.clone()]).unwrap();
+    ok(&d, &["vm-suspend", "vm=web"]);
+    assert_eq!(
+        c.call("VM.get_power_state", &[vm.clone()]).unwrap(),
+        Value::str("Suspended")
+    );
+    let o = xe(&d, &["vm-suspend", "vm=web"]);
+    assert!(
+        !o.ok && o.stderr.contains("Error code: VM_BAD_POWER_STATE"),
+        "{}",
+        o.stderr
+    );
+    ok(&d, &["vm-resume", "vm=web"]);
+    assert_eq!(
+        c.call("VM.get_power_state", &[vm.clone()]).unwrap(),
+        Value::str("Running")
+    );
+    assert_ne!(c.call("VM.get_domid", &[vm.clone()]).unwrap(), domid);
+    ok(&d, &["vm-shutdown", "vm=web", "--force"]);
     let o = xe(&d, &["vm-start", "vm=nonexistent"]);
     assert!(
         !o.ok && o.stderr.contains("No matching VMs"),

@@ -1018,7 +1018,11 @@ pub(crate) fn alloc_mfns(state: &mut HostState, n: u64) -> u64 {
 }
 
 /// Allocates the (disjoint, unpopulated) `holes` to `dom`, all or nothing.
-fn populate_holes(state: &mut HostState, dom: DomId, holes: &[(u64, u64)]) -> Result<(), Errno> {
+pub(crate) fn populate_holes(
+    state: &mut HostState,
+    dom: DomId,
+    holes: &[(u64, u64)],
+) -> Result<(), Errno> {
     let need: u64 = holes.iter().map(|(_, l)| l).sum();
     check_alloc(state, dom, Pages(need))?;
     for &(s, l) in holes {

@@ -18,6 +18,8 @@
 //! - [`foreign`]: dom0's mappings of other domains' frames by number (privcmd);
 //! - [`console`]: the hypervisor's console ring and a guest's PV console page;
 //! - [`watchdog`]: domain watchdogs (`SCHEDOP_watchdog`); dom0's expiring reboots the host.
+//! - [`save`]: saving a suspended domain to a stream and restoring it (`xc_domain_save`/
+//!   `xc_domain_restore`).
 //!
 //! All state lives behind one [`Host`] handle (cheap to clone, `Send + Sync`), so separate
 //! crates can hang their view of a domain off the same host.
@@ -50,6 +52,7 @@ pub mod host;
 mod kernel_image;
 pub mod memory;
 mod p2m;
+pub mod save;
 pub mod watchdog;
 
 pub use host::{Clock, Host, HostConfig};

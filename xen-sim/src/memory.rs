@@ -126,13 +126,30 @@ impl DomainMemory {
         Ok(file)
     }
 
-    /// Pointer to page `pfn` in the host window; the page must exist (see [`ensure`]).
+    /// The simulated guest's allocator: the pages it holds and where it looks next (what a
+    /// saved image carries, as the guest kernel's own page tables would).
+    pub(crate) fn allocator(&self) -> (Vec<u64>, u64) {
+        (self.allocated.iter().copied().collect(), self.next)
+    }
+
+    /// Puts back an allocator saved with [`DomainMemory::allocator`].
+    pub(crate) fn set_allocator(&mut self, allocated: Vec<u64>, next: u64) {
+        self.allocated = allocated.into_iter().collect();
+        self.next = next;
+    }
+
+    /// The number of pages backed by the memfd (pages past it were never touched: zero).
+    pub(crate) fn file_pages(&self) -> u64 {
+        self.file_pages
+    }
+
     /// Whether a simulated guest holds `pfn` from [`Host::alloc_pages`] (the balloon driver
     /// leaves such pages alone).
     pub(crate) fn in_use(&self, pfn: u64) -> bool {
         self.allocated.contains(&pfn)
     }
 
+    /// Pointer to page `pfn` in the host window; the page must exist (see [`ensure`]).
     pub(crate) fn page_ptr(&self, pfn: u64) -> Option<*mut u8> {
         let w = self.window.as_ref()?;
         if pfn >= self.file_pages {

@@ -29,6 +29,11 @@ impl P2m {
             .map(|(s, (_, m))| Pfn(s + (mfn.0 - m)))
     }
 
+    /// The populated extents in pfn order: (first pfn, length).
+    pub fn extents(&self) -> impl Iterator<Item = (Pfn, u64)> + '_ {
+        self.ext.iter().map(|(s, (l, _))| (Pfn(*s), *l))
+    }
+
     /// Number of populated frames.
     pub fn populated(&self) -> u64 {
         self.count

@@ -83,6 +83,23 @@ pub enum Error {
         /// The backend.
         backend: &'static str,
     },
+    /// A save found the domain not suspended after its suspend step: the guest did not
+    /// suspend itself (`xc_domain_save`'s "Domain has not been suspended").
+    #[error("domain {dom} has not been suspended (shutdown reason {reason:?})")]
+    NotSuspended {
+        /// The domain.
+        dom: DomId,
+        /// Its shutdown reason, if it is shut down at all.
+        reason: Option<crate::ShutdownReason>,
+    },
+    /// A saved image could not be read or written.
+    #[error("{op}: {source}")]
+    Stream {
+        /// The operation.
+        op: &'static str,
+        /// What went wrong.
+        source: std::io::Error,
+    },
     /// A kernel or initrd could not be read.
     #[error("reading {path}: {source}")]
     Image {
@@ -132,7 +149,10 @@ impl Error {
             Error::DomainExists { .. } => Errno::EEXIST,
             Error::InvalidArgument { .. } => Errno::EINVAL,
             Error::Unsupported { .. } => Errno::EOPNOTSUPP,
-            Error::Image { source, .. } => return source.raw_os_error().map(Errno),
+            Error::NotSuspended { .. } => Errno::EINVAL,
+            Error::Image { source, .. } | Error::Stream { source, .. } => {
+                return source.raw_os_error().map(Errno)
+            }
         })
     }
 }

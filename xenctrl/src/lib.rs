@@ -41,6 +41,7 @@ mod sim;
 mod types;
 
 use std::fmt;
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
@@ -193,6 +194,81 @@ pub trait XenControl: Send + Sync + fmt::Debug {
         })
     }
 
+    /// Saves `dom` to `fd` as `xl save` does (libxenguest's `xc_domain_save`, non-live): first
+    /// `suspend` runs, which must get the guest to suspend itself (the toolstack writes
+    /// `control/shutdown` = `suspend` and waits, as libxl's `libxl__domain_suspend`);
+    /// then the domain must be shut down for suspend ([`Error::NotSuspended`] otherwise,
+    /// as `xc_domain_save` checks), and its memory and vCPU state are written to `fd`. The
+    /// domain is left shut down: the caller destroys it, or resumes it
+    /// ([`XenControl::resume_domain`]) when the save failed after the guest suspended.
+    /// An error of `suspend` is returned as it is.
+    fn save_domain(
+        &self,
+        dom: DomId,
+        fd: BorrowedFd<'_>,
+        suspend: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
+        let _ = (dom, fd, suspend);
+        Err(Error::Unsupported {
+            op: "xc_domain_save",
+            backend: self.backend(),
+        })
+    }
+
+    /// Restores a guest saved by [`XenControl::save_domain`] from `fd` into `dom`, a
+    /// created, empty domain with its vCPUs and maximum memory set
+    /// (`xc_domain_restore`); its rings use `rings`' event channels. The domain stays
+    /// paused. Most callers want [`XenControl::restore`].
+    fn restore_domain(
+        &self,
+        dom: DomId,
+        fd: BorrowedFd<'_>,
+        rings: &RestoreRings,
+    ) -> Result<RestoredGuest> {
+        let _ = (dom, fd, rings);
+        Err(Error::Unsupported {
+            op: "xc_domain_restore",
+            backend: self.backend(),
+        })
+    }
+
+    /// Resumes a domain its guest shut down for suspend, in place (`xc_domain_resume`,
+    /// cooperative: the guest sees its suspend cancelled and runs on).
+    fn resume_domain(&self, dom: DomId) -> Result<()> {
+        let _ = dom;
+        Err(Error::Unsupported {
+            op: "xc_domain_resume",
+            backend: self.backend(),
+        })
+    }
+
+    /// Restores a guest as libxl does (`libxl__build_pre`, then
+    /// [`XenControl::restore_domain`]): raises the domain's maximum memory to `memory` plus
+    /// [`MAXMEM_SLACK`] and allocates the console and xenstore event channels for
+    /// `console_domid` and `store_domid`.
+    fn restore(
+        &self,
+        dom: DomId,
+        fd: BorrowedFd<'_>,
+        memory: Pages,
+        store_domid: DomId,
+        console_domid: DomId,
+    ) -> Result<RestoredGuest> {
+        self.set_max_mem(dom, memory + MAXMEM_SLACK)?;
+        let store_port = self.evtchn_alloc_unbound(dom, store_domid)?;
+        let console_port = self.evtchn_alloc_unbound(dom, console_domid)?;
+        self.restore_domain(
+            dom,
+            fd,
+            &RestoreRings {
+                console_port,
+                console_domid,
+                store_port,
+                store_domid,
+            },
+        )
+    }
+
     /// One domain's information.
     fn domain_info(&self, dom: DomId) -> Result<DomainInfo> {
         self.domain_info_chunk(dom, 1)?
@@ -231,6 +307,27 @@ pub trait XenControl: Send + Sync + fmt::Debug {
         let console_port = self.evtchn_alloc_unbound(dom, image.console_domid)?;
         self.build_image(dom, image, console_port, store_port)
     }
+}
+
+/// After a save's suspend step: the domain must be shut down for suspend, as
+/// `xc_domain_save` checks ([`Error::NotSuspended`]).
+pub(crate) fn check_suspended(x: &(impl XenControl + ?Sized), dom: DomId) -> Result<()> {
+    let info = x.domain_info(dom)?;
+    if info.is_shutdown() && info.shutdown_reason == Some(ShutdownReason::Suspend) {
+        Ok(())
+    } else {
+        Err(Error::NotSuspended {
+            dom,
+            reason: info.shutdown_reason.filter(|_| info.is_shutdown()),
+        })
+    }
+}
+
+/// A file on a duplicate of `fd` (same open file and offset), for a saved image.
+pub(crate) fn stream_file(op: &'static str, fd: BorrowedFd<'_>) -> Result<std::fs::File> {
+    fd.try_clone_to_owned()
+        .map(std::fs::File::from)
+        .map_err(|source| Error::Stream { op, source })
 }
 
 /// Which backend [`Xen::open`] uses.

@@ -1,6 +1,7 @@
 //! The real backend: libxenctrl and libxenguest over `/dev/xen/privcmd`.
 
 use std::ffi::{c_int, c_uint, CStr, CString};
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::ptr::{self, NonNull};
@@ -12,8 +13,8 @@ use xen_types::{DomId, Errno, EvtchnPort, Mfn, Pages, Pfn, VcpuId};
 
 use crate::{
     BuiltGuest, ConsoleRead, DomainConfig, DomainInfo, Error, ForeignMapping, GuestImage,
-    ImageSource, PhysInfo, Result, RingPage, ShutdownReason, VcpuInfo, WatchdogId, XenControl,
-    XenVersion,
+    ImageSource, PhysInfo, RestoreRings, RestoredGuest, Result, RingPage, ShutdownReason, VcpuInfo,
+    WatchdogId, XenControl, XenVersion,
 };
 
 /// The privcmd device a dom0 has.
@@ -28,6 +29,8 @@ macro_rules! sym {
         })?
     };
 }
+
+mod save;
 
 /// An open `xc_interface`.
 struct Xch(NonNull<xen_sys::xc_interface>);
@@ -360,6 +363,28 @@ impl XenControl for Real {
         // SAFETY: plain integer arguments; timeout 0 stops and frees timer `id`.
         self.call("xc_watchdog", None, |x| unsafe { f(x, id.0, 0) })
             .map(drop)
+    }
+
+    fn save_domain(
+        &self,
+        dom: DomId,
+        fd: BorrowedFd<'_>,
+        suspend: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
+        self.save(dom, fd, suspend)
+    }
+
+    fn restore_domain(
+        &self,
+        dom: DomId,
+        fd: BorrowedFd<'_>,
+        rings: &RestoreRings,
+    ) -> Result<RestoredGuest> {
+        self.restore(dom, fd, rings)
+    }
+
+    fn resume_domain(&self, dom: DomId) -> Result<()> {
+        self.resume(dom)
     }
 
     fn build_image(

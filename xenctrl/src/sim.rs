@@ -1,12 +1,15 @@
 //! The simulated-host backend.
 
+use std::os::fd::BorrowedFd;
+
 use xen_sim::domain::BuildSpec;
 use xen_sim::Host;
 use xen_types::{DomId, Errno, EvtchnPort, Pages, Pfn, VcpuId};
 
 use crate::{
     BuiltGuest, ConsoleRead, DomainConfig, DomainInfo, Error, ForeignMapping, GuestImage, PhysInfo,
-    Result, RingPage, ShutdownReason, VcpuInfo, WatchdogId, XenControl, XenVersion,
+    RestoreRings, RestoredGuest, Result, RingPage, ShutdownReason, VcpuInfo, WatchdogId,
+    XenControl, XenVersion,
 };
 
 /// Control of a [`xen_sim::Host`] (as dom0 of that host).
@@ -183,6 +186,52 @@ impl XenControl for Sim {
             .watchdog(DomId::DOM0, id.0, 0)
             .map(drop)
             .map_err(|e| Error::from_errno("xc_watchdog", None, e))
+    }
+
+    fn save_domain(
+        &self,
+        dom: DomId,
+        fd: BorrowedFd<'_>,
+        suspend: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
+        const OP: &str = "xc_domain_save";
+        let out = crate::stream_file(OP, fd)?;
+        self.host.domain_info(dom).map_err(err(OP, dom))?;
+        suspend()?;
+        crate::check_suspended(self, dom)?;
+        self.host.save_domain(dom, out).map_err(err(OP, dom))
+    }
+
+    fn restore_domain(
+        &self,
+        dom: DomId,
+        fd: BorrowedFd<'_>,
+        rings: &RestoreRings,
+    ) -> Result<RestoredGuest> {
+        const OP: &str = "xc_domain_restore";
+        let input = crate::stream_file(OP, fd)?;
+        let spec = xen_sim::save::RestoreSpec {
+            console_port: rings.console_port,
+            console_domid: rings.console_domid,
+            store_port: rings.store_port,
+            store_domid: rings.store_domid,
+        };
+        let b = self
+            .host
+            .restore_domain(dom, input, &spec)
+            .map_err(err(OP, dom))?;
+        Ok(RestoredGuest {
+            console_mfn: b.console_mfn,
+            store_mfn: b.store_mfn,
+            console_port: rings.console_port,
+            store_port: rings.store_port,
+        })
+    }
+
+    fn resume_domain(&self, dom: DomId) -> Result<()> {
+        self.host
+            .resume_domain(dom)
+            .map_err(err("xc_domain_resume", dom))
     }
 
     fn build_image(

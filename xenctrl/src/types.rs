@@ -512,3 +512,31 @@ pub(crate) fn watchdog_secs(op: &'static str, timeout: Duration) -> crate::Resul
         _ => Err(crate::Error::InvalidArgument { op }),
     }
 }
+
+/// The event channels and backends of a guest being restored (the ring arguments of
+/// `xc_domain_restore`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreRings {
+    /// The guest's end of its new console event channel.
+    pub console_port: EvtchnPort,
+    /// The domain serving the console.
+    pub console_domid: DomId,
+    /// The guest's end of its new xenstore event channel.
+    pub store_port: EvtchnPort,
+    /// The domain running xenstored.
+    pub store_domid: DomId,
+}
+
+/// What restoring a guest produced: where its rings are now, for xenconsoled and
+/// `XS_INTRODUCE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoredGuest {
+    /// The console ring's machine frame (`console/ring-ref`).
+    pub console_mfn: Mfn,
+    /// The xenstore ring's machine frame (what `XS_INTRODUCE` takes).
+    pub store_mfn: Mfn,
+    /// The guest's console event channel.
+    pub console_port: EvtchnPort,
+    /// The guest's xenstore event channel.
+    pub store_port: EvtchnPort,
+}

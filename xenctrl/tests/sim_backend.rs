@@ -333,3 +333,133 @@ fn the_watchdog_arms_kicks_disarms_and_reboots_the_host_on_expiry() {
     assert_eq!(host.boots(), 2);
     assert_eq!(x.list_domains().unwrap().len(), 1);
 }
+
+/// A built, running guest of 16 MiB.
+fn running_guest(x: &Xen) -> DomId {
+    let dom = x.create_domain(&DomainConfig::pv(1)).unwrap();
+    x.set_max_vcpus(dom, 1).unwrap();
+    let image = GuestImage::new(ImageSource::Bytes(xen_elf()), Pages::from_mib(16));
+    x.build(dom, &image).unwrap();
+    x.unpause(dom).unwrap();
+    dom
+}
+
+#[test]
+fn save_suspends_through_the_callback_and_restore_builds_a_new_domain() {
+    use std::os::fd::AsFd;
+    let (x, _host) = sim();
+    let dom = running_guest(&x);
+    let image = tempfile::tempfile().unwrap();
+    let mut asked = 0;
+    // The guest acknowledges: it shuts itself down for suspend (SCHEDOP_shutdown).
+    x.save_domain(dom, image.as_fd(), &mut || {
+        asked += 1;
+        x.shutdown(dom, ShutdownReason::Suspend)
+    })
+    .unwrap();
+    assert_eq!(asked, 1);
+    assert!(image.metadata().unwrap().len() > 0);
+    x.destroy(dom).unwrap();
+    let free = x.physinfo().unwrap().free_pages;
+
+    let new = x.create_domain(&DomainConfig::pv(1)).unwrap();
+    x.set_max_vcpus(new, 1).unwrap();
+    use std::io::Seek;
+    let mut image = image;
+    image.rewind().unwrap();
+    let r = x
+        .restore(
+            new,
+            image.as_fd(),
+            Pages::from_mib(16),
+            DomId::DOM0,
+            DomId::DOM0,
+        )
+        .unwrap();
+    assert_ne!(r.console_port, r.store_port);
+    let info = x.domain_info(new).unwrap();
+    assert_eq!(info.tot_pages, Pages::from_mib(16));
+    assert_eq!(info.max_pages, Pages::from_mib(17));
+    assert!(info.paused() && !info.is_shutdown());
+    assert_eq!(free - x.physinfo().unwrap().free_pages, Pages::from_mib(16));
+    x.unpause(new).unwrap();
+    x.destroy(new).unwrap();
+}
+
+#[test]
+fn a_guest_that_does_not_suspend_fails_the_save_and_keeps_running() {
+    use std::os::fd::AsFd;
+    let (x, _host) = sim();
+    let dom = running_guest(&x);
+    let image = tempfile::tempfile().unwrap();
+    // The suspend step returns but the guest never suspended: xc_domain_save's check.
+    let e = x
+        .save_domain(dom, image.as_fd(), &mut || Ok(()))
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::NotSuspended { dom: d, reason: None } if d == dom),
+        "{e}"
+    );
+    assert_eq!(image.metadata().unwrap().len(), 0, "nothing written");
+    // The suspend step's own error is the save's error.
+    let e = x
+        .save_domain(dom, image.as_fd(), &mut || {
+            Err(Error::Os {
+                op: "waiting for the guest",
+                errno: xen_types::Errno::ETIMEDOUT,
+            })
+        })
+        .unwrap_err();
+    assert_eq!(e.errno(), Some(xen_types::Errno::ETIMEDOUT));
+    let info = x.domain_info(dom).unwrap();
+    assert!(!info.is_shutdown() && !info.paused());
+    // Suspended for another reason: still refused.
+    x.shutdown(dom, ShutdownReason::Poweroff).unwrap();
+    let e = x
+        .save_domain(dom, image.as_fd(), &mut || Ok(()))
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        Error::NotSuspended {
+            reason: Some(ShutdownReason::Poweroff),
+            ..
+        }
+    ));
+    assert!(matches!(
+        x.save_domain(DomId(900), image.as_fd(), &mut || Ok(())),
+        Err(Error::NoSuchDomain { .. })
+    ));
+}
+
+#[test]
+fn a_suspended_guest_resumes_in_place_and_bad_images_are_refused() {
+    use std::os::fd::AsFd;
+    let (x, _host) = sim();
+    let dom = running_guest(&x);
+    x.shutdown(dom, ShutdownReason::Suspend).unwrap();
+    x.resume_domain(dom).unwrap();
+    assert!(!x.domain_info(dom).unwrap().is_shutdown());
+    assert!(matches!(
+        x.resume_domain(dom),
+        Err(Error::InvalidArgument { .. })
+    ));
+    // An image that is not one: EINVAL, as libxenguest's header check.
+    let mut bad = tempfile::tempfile().unwrap();
+    use std::io::{Seek, Write};
+    bad.write_all(b"this is no saved domain").unwrap();
+    bad.rewind().unwrap();
+    let new = x.create_domain(&DomainConfig::pv(1)).unwrap();
+    x.set_max_vcpus(new, 1).unwrap();
+    assert!(matches!(
+        x.restore(
+            new,
+            bad.as_fd(),
+            Pages::from_mib(16),
+            DomId::DOM0,
+            DomId::DOM0
+        ),
+        Err(Error::InvalidArgument {
+            op: "xc_domain_restore"
+        })
+    ));
+}

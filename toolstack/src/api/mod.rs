@@ -100,11 +100,14 @@ pub struct Xapi {
     pub max_event_wait: Duration,
     /// Most live sessions per originator (default [`MAX_SESSIONS_PER_ORIGINATOR`]).
     pub session_limit: std::sync::atomic::AtomicUsize,
-    /// How long `clean_shutdown`/`clean_reboot` wait for the guest, milliseconds (default
+    /// How long `clean_shutdown`/`clean_reboot` and `suspend` wait for the guest,
+    /// milliseconds (default
     /// [`CLEAN_SHUTDOWN_TIMEOUT`]).
     pub clean_shutdown_timeout_ms: std::sync::atomic::AtomicU64,
     /// Dynamic memory control (squeezed).
     memory: crate::memory::Memory,
+    /// Where suspend images are kept (see [`Xapi::set_suspend_dir`]).
+    suspend_dir: Mutex<std::path::PathBuf>,
     /// The archives and alarms, once [`Xapi::enable_metrics`] ran.
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
     /// `audit.log`, once [`Xapi::enable_audit`] ran.
@@ -242,9 +245,21 @@ impl Xapi {
             restart: std::sync::OnceLock::new(),
             #[cfg(feature = "etcd")]
             pool: std::sync::OnceLock::new(),
+            suspend_dir: Mutex::new(std::env::temp_dir().join("xapi-suspend")),
         });
         x.reconcile()?;
         Ok(x)
+    }
+
+    /// Keeps suspend images in `dir` (default: `xapi-suspend` in the temporary folder; the
+    /// daemon uses `<state dir>/suspend`). XAPI keeps them in a VDI of the suspend SR.
+    pub fn set_suspend_dir(&self, dir: impl Into<std::path::PathBuf>) {
+        *self.suspend_dir.lock() = dir.into();
+    }
+
+    /// Where suspend images are kept.
+    pub fn suspend_dir(&self) -> std::path::PathBuf {
+        self.suspend_dir.lock().clone()
     }
 
     /// Records the state folder, where a change of pool role is written (`pool.conf`).
@@ -487,8 +502,20 @@ impl Xapi {
             ("VM", "clean_reboot") => self.vm_op(method, p, 2, |x, vm, _| x.vm_reboot(vm, false)),
             ("VM", "hard_reboot") => self.vm_op(method, p, 2, |x, vm, _| x.vm_reboot(vm, true)),
             ("VM", "suspend") => self.vm_op(method, p, 2, |x, vm, _| x.vm_suspend(vm)),
-            ("VM", "resume") => self.vm_op(method, p, 4, |x, vm, _| x.vm_resume(vm)),
-            ("VM", "resume_on") => self.vm_op(method, p, 5, |x, vm, _| x.vm_resume(vm)),
+            ("VM", "resume") => self.vm_op(method, p, 4, |x, vm, p| {
+                let paused = arg_bool(&p[2], "start_paused")?;
+                arg_bool(&p[3], "force")?;
+                x.vm_resume(vm, paused)
+            }),
+            ("VM", "resume_on") => self.vm_op(method, p, 5, |x, vm, p| {
+                let host = x.check_ref(&p[2], "host", "host")?;
+                let paused = arg_bool(&p[3], "start_paused")?;
+                arg_bool(&p[4], "force")?;
+                if host != x.host {
+                    return Err(ApiError::handle_invalid("host", &host));
+                }
+                x.vm_resume(vm, paused)
+            }),
             ("VM", "pause") => self.vm_op(method, p, 2, |x, vm, _| x.vm_pause(vm, true)),
             ("VM", "unpause") => self.vm_op(method, p, 2, |x, vm, _| x.vm_pause(vm, false)),
             ("VM", "set_memory_dynamic_range") => self.vm_op(method, p, 4, |x, vm, p| {

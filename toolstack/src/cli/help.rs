@@ -121,6 +121,16 @@ pub fn commands() -> Vec<Command> {
         ),
         ("vm-pause", "Pauses", &["vm", "multiple"][..]),
         ("vm-unpause", "Unpauses", &["vm", "multiple"][..]),
+        (
+            "vm-suspend",
+            "Suspends (to the suspend image)",
+            &["vm", "multiple"][..],
+        ),
+        (
+            "vm-resume",
+            "Resumes",
+            &["vm", "paused", "force", "multiple"][..],
+        ),
     ] {
         let mut c = cmd(
             name,

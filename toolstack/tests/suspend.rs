@@ -1,0 +1,380 @@
+//! `VM.suspend` and `VM.resume` on the simulated host: the guest asked through
+//! `control/shutdown`, its memory saved with the save stream and restored into a new domain
+//! with its devices plugged again; XAPI's power-state checks and errors; a guest that never
+//! acknowledges; `Async.VM.*`; two starts of one VM at once.
+
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
+#[path = "common/api.rs"]
+mod api;
+
+use std::time::{Duration, Instant};
+
+use api::{GIB, T};
+use toolstack::simguest::ShutdownAnswer;
+use toolstack::value::Value;
+use xen_types::mem::SharedMemoryExt;
+use xen_types::{DomId, Pfn};
+
+/// A simulated guest kernel, written once per test.
+fn kernel(dir: &tempfile::TempDir) -> String {
+    let path = dir.path().join("vmlinuz");
+    std::fs::write(&path, xen_sim::domain::sample_kernel(4 << 20)).unwrap();
+    path.display().to_string()
+}
+
+fn rec(pairs: &[(&str, Value)]) -> Value {
+    Value::Struct(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+    )
+}
+
+struct S {
+    t: T,
+    _dir: tempfile::TempDir,
+    kernel: String,
+}
+
+impl S {
+    fn new() -> S {
+        let t = T::new();
+        let dir = tempfile::tempdir().unwrap();
+        t.x.set_suspend_dir(dir.path().join("suspend"));
+        let kernel = kernel(&dir);
+        S {
+            t,
+            _dir: dir,
+            kernel,
+        }
+    }
+
+    /// A VM of 256 MiB with the simulated kernel, a disk and a network card.
+    fn vm(&self, name: &str) -> Value {
+        let m = Value::String((GIB / 4).to_string());
+        let vm = self.t.ok(
+            "VM.create",
+            &[rec(&[
+                ("name_label", Value::str(name)),
+                ("memory_static_max", m.clone()),
+                ("memory_dynamic_max", m.clone()),
+                ("memory_dynamic_min", m),
+                ("VCPUs_max", Value::str("1")),
+                ("VCPUs_at_startup", Value::str("1")),
+                ("PV_kernel", Value::str(&self.kernel)),
+            ])],
+        );
+        let net = self
+            .t
+            .ok("network.create", &[rec(&[("name_label", Value::str("n"))])]);
+        self.t.ok(
+            "VIF.create",
+            &[rec(&[
+                ("VM", vm.clone()),
+                ("network", net),
+                ("device", Value::str("0")),
+                ("MAC", Value::str("00:16:3e:00:00:01")),
+            ])],
+        );
+        let sr = self.t.ok("SR.get_all", &[]).as_array().unwrap()[0].clone();
+        let vdi = self.t.ok(
+            "VDI.create",
+            &[rec(&[("SR", sr), ("virtual_size", Value::str("1048576"))])],
+        );
+        self.t.ok(
+            "VBD.create",
+            &[rec(&[
+                ("VM", vm.clone()),
+                ("VDI", vdi),
+                ("userdevice", Value::str("0")),
+            ])],
+        );
+        vm
+    }
+
+    fn get(&self, field: &str, vm: &Value) -> Value {
+        self.t
+            .ok(&format!("VM.get_{field}"), std::slice::from_ref(vm))
+    }
+
+    fn power(&self, vm: &Value) -> String {
+        self.get("power_state", vm).as_str().unwrap().to_owned()
+    }
+
+    fn domid(&self, vm: &Value) -> i64 {
+        self.get("domid", vm).as_i64().unwrap()
+    }
+
+    fn start(&self, vm: &Value) -> DomId {
+        self.t.ok(
+            "VM.start",
+            &[vm.clone(), Value::Bool(false), Value::Bool(false)],
+        );
+        DomId(self.domid(vm) as u16)
+    }
+
+    fn resume(&self, vm: &Value) -> Result<Value, toolstack::ApiError> {
+        self.t.call(
+            "VM.resume",
+            &[vm.clone(), Value::Bool(false), Value::Bool(false)],
+        )
+    }
+
+    fn allowed(&self, vm: &Value) -> Vec<String> {
+        self.get("allowed_operations", vm)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn image(&self, vm: &Value) -> std::path::PathBuf {
+        let uuid = self.get("uuid", vm);
+        self.t
+            .x
+            .suspend_dir()
+            .join(format!("{}.suspend", uuid.as_str().unwrap()))
+    }
+
+    fn xs(&self, path: &str) -> Option<String> {
+        self.t.be.xs_read(path).unwrap()
+    }
+
+    fn domains(&self) -> usize {
+        self.t.be.xen().list_domains().unwrap().len() - 1
+    }
+
+    fn set_timeout(&self, d: Duration) {
+        self.t
+            .x
+            .clean_shutdown_timeout_ms
+            .store(d.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn suspend_saves_the_guest_and_resume_brings_it_back_in_a_new_domain() {
+    let s = S::new();
+    let vm = s.vm("sleepy");
+    let first = s.start(&vm);
+    assert!(s.allowed(&vm).contains(&"suspend".to_owned()));
+    // The guest keeps something in its memory.
+    let host = s.t.be.xen().sim_host().unwrap();
+    let pfn: Pfn = host.alloc_pages(first, 1).unwrap()[0];
+    host.guest_pages(first, &[pfn])
+        .unwrap()
+        .write_bytes(64, b"counter=17")
+        .unwrap();
+    let free_running = s.t.be.free_memory();
+
+    s.t.ok("VM.suspend", &[vm.clone()]);
+    assert_eq!(s.power(&vm), "Suspended");
+    assert_eq!(s.domid(&vm), -1);
+    assert_eq!(s.domains(), 0, "the domain is gone");
+    assert_eq!(s.t.be.free_memory(), free_running + GIB / 4);
+    assert!(s.image(&vm).metadata().unwrap().len() > 0);
+    assert!(s.xs(&format!("/local/domain/{}", first.0)).is_none());
+    assert!(s
+        .xs(&format!("/local/domain/0/backend/vif/{}", first.0))
+        .is_none());
+    let ops = s.allowed(&vm);
+    assert!(ops.contains(&"resume".to_owned()), "{ops:?}");
+    assert!(!ops.contains(&"suspend".to_owned()), "{ops:?}");
+    assert!(!ops.contains(&"start".to_owned()), "{ops:?}");
+
+    s.resume(&vm).unwrap();
+    assert_eq!(s.power(&vm), "Running");
+    let second = DomId(s.domid(&vm) as u16);
+    assert_ne!(second, first);
+    assert_eq!(s.domains(), 1);
+    assert_eq!(s.t.be.free_memory(), free_running);
+    // Its memory came back at the same guest frame.
+    let mut got = [0u8; 10];
+    host.guest_pages(second, &[pfn])
+        .unwrap()
+        .read_bytes(64, &mut got)
+        .unwrap();
+    assert_eq!(&got, b"counter=17");
+    // Its devices and rings were written again for the new domain.
+    let dom = format!("/local/domain/{}", second.0);
+    assert!(s.xs(&format!("{dom}/device/vif/0/backend")).is_some());
+    assert!(s.xs(&format!("{dom}/device/vbd/51712/backend")).is_some());
+    assert!(s
+        .xs(&format!("/local/domain/0/backend/vif/{}/0/mac", second.0))
+        .is_some_and(|m| m == "00:16:3e:00:00:01"));
+    assert!(s.xs(&format!("{dom}/store/ring-ref")).is_some());
+    assert!(s.xs(&format!("{dom}/console/port")).is_some());
+    assert!(!s.image(&vm).exists(), "the image is dropped once resumed");
+    // It runs on: a clean shutdown is answered by the resumed guest.
+    s.t.ok("VM.clean_shutdown", &[vm.clone()]);
+    assert_eq!(s.power(&vm), "Halted");
+    assert_eq!(s.domains(), 0);
+}
+
+#[test]
+fn a_guest_that_never_acknowledges_keeps_running() {
+    let s = S::new();
+    let vm = s.vm("deaf");
+    let domid = s.start(&vm);
+    s.set_timeout(Duration::from_millis(300));
+    s.t.be
+        .sim_guests()
+        .unwrap()
+        .set_answer(ShutdownAnswer::Ignore);
+    let e = s.t.err("VM.suspend", &[vm.clone()]);
+    assert_eq!(
+        (e.code.as_str(), e.params.as_slice()),
+        (
+            "VM_FAILED_SUSPEND_ACKNOWLEDGMENT",
+            &[vm.as_str().unwrap().to_owned()][..]
+        )
+    );
+    // Nothing changed, the request was withdrawn, no image is left.
+    assert_eq!(s.power(&vm), "Running");
+    assert_eq!(s.domid(&vm), i64::from(domid.0));
+    assert!(s.t.be.is_alive(domid));
+    assert_eq!(
+        s.xs(&format!("/local/domain/{}/control/shutdown", domid.0))
+            .as_deref(),
+        Some("")
+    );
+    assert!(!s.image(&vm).exists());
+    assert!(s.allowed(&vm).contains(&"suspend".to_owned()));
+    // A guest that answers late but within the time: suspended.
+    s.set_timeout(Duration::from_secs(10));
+    s.t.be
+        .sim_guests()
+        .unwrap()
+        .set_answer(ShutdownAnswer::After(Duration::from_millis(100)));
+    s.t.ok("VM.suspend", &[vm.clone()]);
+    assert_eq!(s.power(&vm), "Suspended");
+    s.resume(&vm).unwrap();
+    s.t.ok("VM.hard_shutdown", &[vm]);
+}
+
+#[test]
+fn power_states_are_checked_as_xapi_does() {
+    let s = S::new();
+    let vm = s.vm("checked");
+    let v = vm.as_str().unwrap().to_owned();
+    let e = s.t.err("VM.suspend", &[vm.clone()]);
+    assert_eq!(e.code, "VM_BAD_POWER_STATE");
+    assert_eq!(e.params, [v.clone(), "running".into(), "halted".into()]);
+    let e = s.resume(&vm).unwrap_err();
+    assert_eq!(e.params, [v.clone(), "suspended".into(), "halted".into()]);
+    s.start(&vm);
+    let e = s.resume(&vm).unwrap_err();
+    assert_eq!(e.params, [v.clone(), "suspended".into(), "running".into()]);
+    s.t.ok("VM.pause", &[vm.clone()]);
+    let e = s.t.err("VM.suspend", &[vm.clone()]);
+    assert_eq!(e.params, [v.clone(), "running".into(), "paused".into()]);
+    s.t.ok("VM.unpause", &[vm.clone()]);
+    s.t.ok("VM.suspend", &[vm.clone()]);
+    for op in ["VM.start", "VM.suspend", "VM.clean_shutdown", "VM.pause"] {
+        let args = if op == "VM.start" {
+            vec![vm.clone(), Value::Bool(false), Value::Bool(false)]
+        } else {
+            vec![vm.clone()]
+        };
+        let e = s.t.err(op, &args);
+        assert_eq!(e.code, "VM_BAD_POWER_STATE", "{op}");
+        assert_eq!(e.params[2], "suspended", "{op}");
+    }
+    // The control domain cannot be suspended.
+    let dom0 =
+        s.t.ok("VM.get_all", &[])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| s.get("is_control_domain", r) == Value::Bool(true))
+            .cloned()
+            .unwrap();
+    assert_eq!(s.t.err("VM.suspend", &[dom0]).code, "OPERATION_NOT_ALLOWED");
+    // An image that went missing: XAPI's VM_HAS_NO_SUSPEND_VDI; the VM stays Suspended.
+    let image = s.image(&vm);
+    let kept = std::fs::read(&image).unwrap();
+    std::fs::remove_file(&image).unwrap();
+    let e = s.resume(&vm).unwrap_err();
+    assert_eq!(
+        (e.code.as_str(), e.params.as_slice()),
+        ("VM_HAS_NO_SUSPEND_VDI", &[v.clone()][..])
+    );
+    // Not an image of ours: refused, nothing started.
+    std::fs::write(&image, b"garbage").unwrap();
+    assert_eq!(s.resume(&vm).unwrap_err().code, "INTERNAL_ERROR");
+    assert_eq!((s.power(&vm).as_str(), s.domains()), ("Suspended", 0));
+    // A corrupt stream after our header: the restore fails and leaves no domain.
+    let mut bad = kept.clone();
+    bad.truncate(kept.len() / 2);
+    std::fs::write(&image, &bad).unwrap();
+    let e = s.resume(&vm).unwrap_err();
+    assert_eq!(e.code, "INTERNAL_ERROR", "{e}");
+    assert_eq!((s.power(&vm).as_str(), s.domains()), ("Suspended", 0));
+    assert_eq!(s.t.be.free_memory(), 3 * GIB, "no memory kept");
+    std::fs::write(&image, &kept).unwrap();
+    // A hard shutdown of a Suspended VM drops its image: Halted.
+    s.t.ok("VM.hard_shutdown", &[vm.clone()]);
+    assert_eq!(s.power(&vm), "Halted");
+    assert!(!image.exists());
+}
+
+#[test]
+fn async_suspend_and_resume_return_tasks() {
+    let s = S::new();
+    let vm = s.vm("async");
+    s.start(&vm);
+    for (op, args, state) in [
+        ("Async.VM.suspend", vec![vm.clone()], "Suspended"),
+        (
+            "Async.VM.resume",
+            vec![vm.clone(), Value::Bool(false), Value::Bool(false)],
+            "Running",
+        ),
+    ] {
+        let task = s.t.ok(op, &args);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = s.t.ok("task.get_status", &[task.clone()]);
+            if st != Value::str("pending") {
+                assert_eq!(st, Value::str("success"), "{op}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{op} still pending");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(s.power(&vm), state, "{op}");
+    }
+    s.t.ok("VM.hard_shutdown", &[vm]);
+}
+
+#[test]
+fn of_two_starts_at_once_one_runs_the_vm_and_the_other_is_refused() {
+    let s = S::new();
+    let vm = s.vm("twice");
+    let results: Vec<Result<Value, toolstack::ApiError>> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                sc.spawn(|| {
+                    s.t.call(
+                        "VM.start",
+                        &[vm.clone(), Value::Bool(false), Value::Bool(false)],
+                    )
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    let e = results.into_iter().find_map(Result::err).unwrap();
+    assert_eq!(e.code, "VM_BAD_POWER_STATE");
+    assert_eq!(&e.params[1..], ["halted", "running"]);
+    assert_eq!(s.domains(), 1);
+    s.t.ok("VM.hard_shutdown", &[vm]);
+}
