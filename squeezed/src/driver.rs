@@ -1,6 +1,6 @@
 //! The loop that applies the squeezer's decisions to a host, and reservations.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -88,8 +88,9 @@ pub struct Squeezed<Io> {
     config: Config,
     reservations: BTreeMap<ReservationId, Kib>,
     next_reservation: u64,
-    /// Domains marked uncooperative, until they make progress again.
-    uncooperative: BTreeSet<DomId>,
+    /// When each domain last made progress, kept across calls so that a domain stuck
+    /// through many short calls (a daemon's rounds) is still marked uncooperative.
+    squeezer: Squeezer,
 }
 
 impl<Io: HostIo> Squeezed<Io> {
@@ -100,7 +101,7 @@ impl<Io: HostIo> Squeezed<Io> {
             config,
             reservations: BTreeMap::new(),
             next_reservation: 1,
-            uncooperative: BTreeSet::new(),
+            squeezer: Squeezer::new(),
         }
     }
 
@@ -176,7 +177,21 @@ impl<Io: HostIo> Squeezed<Io> {
         if required != self.config.target_host_free && required <= host.free && all_reached {
             return Ok(());
         }
-        let mut squeezer = Squeezer::with_uncooperative(self.uncooperative.iter().copied());
+        // Every call gives each domain a fresh INACTIVE_AFTER; the uncooperative clock runs on.
+        let mut squeezer = std::mem::take(&mut self.squeezer);
+        squeezer.begin_call(self.io.now());
+        let r = self.squeeze(&mut squeezer, required, success);
+        self.squeezer = squeezer;
+        r
+    }
+
+    /// [`Squeezed::change_host_free_memory`]'s loop, with the call's squeezer.
+    fn squeeze(
+        &mut self,
+        squeezer: &mut Squeezer,
+        required: Kib,
+        success: impl Fn(Kib) -> bool,
+    ) -> Result<()> {
         loop {
             let now = self.io.now();
             let host = self.host_state()?;
@@ -184,11 +199,9 @@ impl<Io: HostIo> Squeezed<Io> {
                 squeezer.one_iteration(&host, required, &success, now, &self.config.fistpoints);
             for &domid in &it.declared_uncooperative {
                 self.io.set_uncooperative(domid, true)?;
-                self.uncooperative.insert(domid);
             }
             for &domid in &it.declared_cooperative {
                 self.io.set_uncooperative(domid, false)?;
-                self.uncooperative.remove(&domid);
             }
             let actions = match &it.decision {
                 Decision::AdjustTargets(actions) => actions.as_slice(),
