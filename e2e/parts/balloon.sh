@@ -75,9 +75,11 @@ mkvm() {
   xe vm-create name-label=$1 memory=$2 PV-kernel=/boot/domu-kernel PV-ramdisk=/boot/domu-initrd \
     "PV-args=console=hvc0 rdinit=/init e2e_part=balloon"
 }
-A=$(mkvm bal-a $A_MAX) && xe vm-memory-dynamic-range-set uuid=$A min=${A_DMIN}MiB max=${A_DMAX}MiB
+# (vm-create sets all four limits to `memory`: static-min comes down first.)
+A=$(mkvm bal-a $A_MAX) && xe vm-param-set uuid=$A memory-static-min=$((A_DMIN << 20)) \
+  && xe vm-memory-dynamic-range-set uuid=$A min=${A_DMIN}MiB max=${A_DMAX}MiB
 rc=$?
-echo "balloon: VM A $A: static-max $A_MAX MiB, dynamic $A_DMIN..$A_DMAX MiB (rc=$rc)"
+echo "balloon: VM A $A: static-max $A_MAX MiB, dynamic $A_DMIN..$A_DMAX MiB (rc=$rc): $(xe vm-list uuid=$A params=memory-static-min,memory-dynamic-min,memory-dynamic-max,memory-static-max | tr -s ' \n' ' ')"
 
 # ---- 1. A follows its targets: at boot (static max -> dynamic max), down, up ----
 t0=$(cs)
@@ -94,7 +96,7 @@ for step in boot:$A_DMAX down:256 up:448 range:$A_DMAX; do
   esac
   tgt=$(target_of bal-a)
   [ "$tgt" = $((mib * 1024)) ] || follow="$follow $what:memory/target=$tgt(want $((mib * 1024)))"
-  if converge bal-a $((mib * 1024)) 180; then
+  if converge bal-a $((mib * 1024)) 120; then
     echo "E2E-METRIC balloon-$what-to-${mib}MiB-guest $G_MS ms"
     echo "E2E-METRIC balloon-$what-to-${mib}MiB-domain $D_MS ms"
   else
