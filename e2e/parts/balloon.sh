@@ -41,7 +41,7 @@ converge() {
 }
 
 start_xapi() {
-  RUST_LOG=toolstack=info /e2e/bin/xapi --hypervisor real --discover --state-dir $XS --root-password e2e \
+  NO_COLOR=1 RUST_LOG=toolstack=info /e2e/bin/xapi --hypervisor real --discover --state-dir $XS --root-password e2e \
     --listen none --https-listen 0.0.0.0:443 --clean-shutdown-timeout 30 >> $XL 2>&1 &
   XAPI_PID=$!
   i=0; while ! grep -q '^ready' $XL 2>/dev/null && kill -0 $XAPI_PID 2>/dev/null && [ $i -lt 300 ]; do usleep 100000; i=$((i+1)); done
@@ -150,9 +150,11 @@ while [ $i -lt 240 ]; do
   usleep 250000; i=$((i+1))
 done
 sleep 6   # one more balancer round, to log the reason with "uncooperative" in it
-tail -n +$((lines0 + 1)) $XL > /tmp/bal-after-pause.log
-inactive=$(grep -m1 'rebalancing after a memory change' /tmp/bal-after-pause.log)
+# (without colours, should the log have them)
+tail -n +$((lines0 + 1)) $XL | tr -d '\033' | sed 's/\[[0-9;]*m//g' > /tmp/bal-after-pause.log
+inactive=$(grep -E 'gave up on|rebalancing after a memory change' /tmp/bal-after-pause.log | grep "domid=$DA" | grep -m1 'no progress')
 reason=$(grep "gave up on" /tmp/bal-after-pause.log | grep "domid=$DA" | grep uncooperative | tail -n 1)
+[ -n "$unco" ] || tail -n 30 /tmp/bal-after-pause.log
 [ -n "$unco" ] && echo "E2E-METRIC balloon-paused-to-uncooperative $unco ms"
 echo "balloon: after pause: target $t_before -> $(target_of bal-a) KiB, tot $(dom_kb bal-a) KiB, guest (paused) $g_before KiB"
 echo "balloon: inactive: $inactive"; echo "balloon: reason: $reason"

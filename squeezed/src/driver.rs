@@ -40,8 +40,9 @@ pub trait HostIo {
 /// What one [`Squeezed::balance_round`] did, for a log.
 #[derive(Debug, Default)]
 pub struct Report {
-    /// Every domain given up on, with the reason: uncooperative drivers and domains whose
-    /// state could not be read.
+    /// Every domain given up on, with the reason: drivers left out as inactive (also when
+    /// the host was balanced without them), uncooperative ones, and domains whose state
+    /// could not be read.
     pub given_up: Vec<GivenUp>,
     /// Why the round failed otherwise (the host refused an operation, bad limits).
     pub error: Option<Error>,
@@ -91,6 +92,8 @@ pub struct Squeezed<Io> {
     /// When each domain last made progress, kept across calls so that a domain stuck
     /// through many short calls (a daemon's rounds) is still marked uncooperative.
     squeezer: Squeezer,
+    /// Balloonable domains the last successful call left out (inactive), with the reason.
+    left_out: Vec<GivenUp>,
 }
 
 impl<Io: HostIo> Squeezed<Io> {
@@ -102,6 +105,7 @@ impl<Io: HostIo> Squeezed<Io> {
             reservations: BTreeMap::new(),
             next_reservation: 1,
             squeezer: Squeezer::new(),
+            left_out: Vec::new(),
         }
     }
 
@@ -178,6 +182,7 @@ impl<Io: HostIo> Squeezed<Io> {
             return Ok(());
         }
         // Every call gives each domain a fresh INACTIVE_AFTER; the uncooperative clock runs on.
+        self.left_out.clear();
         let mut squeezer = std::mem::take(&mut self.squeezer);
         squeezer.begin_call(self.io.now());
         let r = self.squeeze(&mut squeezer, required, success);
@@ -225,7 +230,19 @@ impl<Io: HostIo> Squeezed<Io> {
                 }
             }
             match it.decision {
-                Decision::Success => return Ok(()),
+                Decision::Success => {
+                    // Balanced without the domains left out: say which, and why.
+                    self.left_out = host
+                        .domains
+                        .iter()
+                        .filter(|d| d.can_balloon && !squeezer.is_active(d.domid))
+                        .map(|d| GivenUp {
+                            domid: d.domid,
+                            reason: squeezer.explain(d, now),
+                        })
+                        .collect();
+                    return Ok(());
+                }
                 Decision::Failed(domids) if domids.is_empty() || domids == [DomId::DOM0] => {
                     return Err(Error::CannotFree {
                         required,
@@ -284,7 +301,7 @@ impl<Io: HostIo> Squeezed<Io> {
     pub fn balance_round(&mut self) -> Report {
         let mut report = Report::default();
         match self.balance_memory() {
-            Ok(()) => {}
+            Ok(()) => report.given_up = std::mem::take(&mut self.left_out),
             Err(Error::DomainsRefused { given_up, .. }) => report.given_up = given_up,
             Err(e) => report.error = Some(e),
         }
