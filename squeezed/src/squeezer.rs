@@ -181,8 +181,12 @@ impl Squeezer {
             if progressing || idle_ok {
                 p.last_progress = now;
             }
-            if progressing || idle_ok {
+            // Only progress makes a stuck domain active again: an inactive domain's target is
+            // set to what it holds, so being on it says nothing of its driver.
+            if progressing {
                 p.stuck = false;
+            }
+            if progressing || idle_ok {
                 if p.uncooperative {
                     p.uncooperative = false;
                     co.push(d.domid);
