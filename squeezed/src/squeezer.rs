@@ -186,11 +186,9 @@ impl Squeezer {
             if progressing {
                 p.stuck = false;
             }
-            if progressing || idle_ok {
-                if p.uncooperative {
-                    p.uncooperative = false;
-                    co.push(d.domid);
-                }
+            if (progressing || idle_ok) && p.uncooperative {
+                p.uncooperative = false;
+                co.push(d.domid);
             }
             if dir.is_some() {
                 let idle = now.saturating_sub(p.last_progress.max(p.watched_since));
