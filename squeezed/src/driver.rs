@@ -1,6 +1,6 @@
 //! The loop that applies the squeezer's decisions to a host, and reservations.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -40,8 +40,9 @@ pub trait HostIo {
 /// What one [`Squeezed::balance_round`] did, for a log.
 #[derive(Debug, Default)]
 pub struct Report {
-    /// Every domain given up on, with the reason: uncooperative drivers and domains whose
-    /// state could not be read.
+    /// Every domain given up on, with the reason: drivers left out as inactive (also when
+    /// the host was balanced without them), uncooperative ones, and domains whose state
+    /// could not be read.
     pub given_up: Vec<GivenUp>,
     /// Why the round failed otherwise (the host refused an operation, bad limits).
     pub error: Option<Error>,
@@ -88,8 +89,11 @@ pub struct Squeezed<Io> {
     config: Config,
     reservations: BTreeMap<ReservationId, Kib>,
     next_reservation: u64,
-    /// Domains marked uncooperative, until they make progress again.
-    uncooperative: BTreeSet<DomId>,
+    /// When each domain last made progress, kept across calls so that a domain stuck
+    /// through many short calls (a daemon's rounds) is still marked uncooperative.
+    squeezer: Squeezer,
+    /// Balloonable domains the last successful call left out (inactive), with the reason.
+    left_out: Vec<GivenUp>,
 }
 
 impl<Io: HostIo> Squeezed<Io> {
@@ -100,7 +104,8 @@ impl<Io: HostIo> Squeezed<Io> {
             config,
             reservations: BTreeMap::new(),
             next_reservation: 1,
-            uncooperative: BTreeSet::new(),
+            squeezer: Squeezer::new(),
+            left_out: Vec::new(),
         }
     }
 
@@ -176,7 +181,22 @@ impl<Io: HostIo> Squeezed<Io> {
         if required != self.config.target_host_free && required <= host.free && all_reached {
             return Ok(());
         }
-        let mut squeezer = Squeezer::with_uncooperative(self.uncooperative.iter().copied());
+        // Every call gives each domain a fresh INACTIVE_AFTER; the uncooperative clock runs on.
+        self.left_out.clear();
+        let mut squeezer = std::mem::take(&mut self.squeezer);
+        squeezer.begin_call(self.io.now());
+        let r = self.squeeze(&mut squeezer, required, success);
+        self.squeezer = squeezer;
+        r
+    }
+
+    /// [`Squeezed::change_host_free_memory`]'s loop, with the call's squeezer.
+    fn squeeze(
+        &mut self,
+        squeezer: &mut Squeezer,
+        required: Kib,
+        success: impl Fn(Kib) -> bool,
+    ) -> Result<()> {
         loop {
             let now = self.io.now();
             let host = self.host_state()?;
@@ -184,11 +204,9 @@ impl<Io: HostIo> Squeezed<Io> {
                 squeezer.one_iteration(&host, required, &success, now, &self.config.fistpoints);
             for &domid in &it.declared_uncooperative {
                 self.io.set_uncooperative(domid, true)?;
-                self.uncooperative.insert(domid);
             }
             for &domid in &it.declared_cooperative {
                 self.io.set_uncooperative(domid, false)?;
-                self.uncooperative.remove(&domid);
             }
             let actions = match &it.decision {
                 Decision::AdjustTargets(actions) => actions.as_slice(),
@@ -212,7 +230,19 @@ impl<Io: HostIo> Squeezed<Io> {
                 }
             }
             match it.decision {
-                Decision::Success => return Ok(()),
+                Decision::Success => {
+                    // Balanced without the domains left out: say which, and why.
+                    self.left_out = host
+                        .domains
+                        .iter()
+                        .filter(|d| d.can_balloon && !squeezer.is_active(d.domid))
+                        .map(|d| GivenUp {
+                            domid: d.domid,
+                            reason: squeezer.explain(d, now),
+                        })
+                        .collect();
+                    return Ok(());
+                }
                 Decision::Failed(domids) if domids.is_empty() || domids == [DomId::DOM0] => {
                     return Err(Error::CannotFree {
                         required,
@@ -271,7 +301,7 @@ impl<Io: HostIo> Squeezed<Io> {
     pub fn balance_round(&mut self) -> Report {
         let mut report = Report::default();
         match self.balance_memory() {
-            Ok(()) => {}
+            Ok(()) => report.given_up = std::mem::take(&mut self.left_out),
             Err(Error::DomainsRefused { given_up, .. }) => report.given_up = given_up,
             Err(e) => report.error = Some(e),
         }

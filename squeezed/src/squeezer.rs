@@ -63,7 +63,10 @@ pub struct Iteration {
 #[derive(Debug, Clone, Copy)]
 struct Progress {
     last_actual: Kib,
+    /// When the domain last moved toward its target, was on it, or could not balloon.
     last_progress: Duration,
+    /// When the current call began watching it: inactivity counts from the later of the two.
+    watched_since: Duration,
     stuck: bool,
     uncooperative: bool,
     seen: u64,
@@ -101,6 +104,19 @@ impl Squeezer {
             seed_uncooperative: domids.into_iter().collect(),
             ..Self::default()
         }
+    }
+
+    /// A new call (one `change_host_free_memory`) begins at `now`: every domain gets a fresh
+    /// [`INACTIVE_AFTER`] to move toward its target, while the time since it last made
+    /// progress keeps counting toward [`UNCOOPERATIVE_AFTER`] across calls (as squeezed's
+    /// host-wide cooperation table), so a guest that stays stuck through many short calls (a
+    /// balancing daemon's rounds) is still marked uncooperative.
+    pub fn begin_call(&mut self, now: Duration) {
+        for p in self.progress.values_mut() {
+            p.stuck = false;
+            p.watched_since = now;
+        }
+        self.non_active.clear();
     }
 
     /// Whether `domid` is active (seen, not stuck).
@@ -149,6 +165,7 @@ impl Squeezer {
             let p = self.progress.entry(d.domid).or_insert_with(|| Progress {
                 last_actual: d.actual,
                 last_progress: now,
+                watched_since: now,
                 stuck: false,
                 uncooperative: seeded.contains(&d.domid),
                 seen: epoch,
@@ -157,19 +174,28 @@ impl Squeezer {
             let progressing = (d.actual > p.last_actual && dir == Some(true))
                 || (d.actual < p.last_actual && dir == Some(false));
             p.last_actual = d.actual;
-            if progressing {
+            // On its target, or without a driver to ask: nothing is expected of it now, so
+            // the clocks start when a new target is set (squeezed: "on or above target OR
+            // cannot balloon" counts as cooperative).
+            let idle_ok = dir.is_none() || !d.can_balloon;
+            if progressing || idle_ok {
                 p.last_progress = now;
+            }
+            // Only progress makes a stuck domain active again: an inactive domain's target is
+            // set to what it holds, so being on it says nothing of its driver.
+            if progressing {
                 p.stuck = false;
-                if p.uncooperative {
-                    p.uncooperative = false;
-                    co.push(d.domid);
-                }
+            }
+            if (progressing || idle_ok) && p.uncooperative {
+                p.uncooperative = false;
+                co.push(d.domid);
             }
             if dir.is_some() {
-                let idle = now.saturating_sub(p.last_progress);
+                let idle = now.saturating_sub(p.last_progress.max(p.watched_since));
                 if idle > INACTIVE_AFTER {
                     p.stuck = true;
                 }
+                let idle = now.saturating_sub(p.last_progress);
                 if idle > UNCOOPERATIVE_AFTER && !p.uncooperative {
                     p.uncooperative = true;
                     unco.push(d.domid);

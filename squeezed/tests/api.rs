@@ -339,3 +339,53 @@ fn a_balance_round_names_every_domain_given_up_on_with_its_reason() {
         "{reasons:?}"
     );
 }
+
+#[test]
+fn a_paused_guest_stuck_through_many_short_balance_rounds_is_marked_uncooperative() {
+    // A daemon's rounds: each `balance_round` gives up on the paused guest after 5 s (the
+    // host is balanced without it), but the time since it last made progress adds up across
+    // rounds, so it is marked uncooperative once that passes 20 s.
+    let w = world(0, &[ideal(dom(1, 1000, 2000, 2000))]);
+    w.xen.pause(DomId(1)).unwrap();
+    let mut sq = Squeezed::new(w.io(STEP_LIMIT), config());
+    w.xs.dom0()
+        .write("/local/domain/1/memory/dynamic-max", "1500")
+        .unwrap();
+    let mut rounds = 0;
+    let mut reason = String::new();
+    while w.read("/local/domain/1/memory/uncooperative").is_none() {
+        let report = sq.balance_round();
+        assert!(report.error.is_none(), "{:?}", report.error);
+        // Every round says it left the guest out, and why.
+        let g = report.given_up.iter().find(|g| g.domid == DomId(1));
+        reason = g.expect("the paused guest is given up on").reason.clone();
+        assert!(reason.contains("no progress"), "{reason}");
+        sq.io_mut().wait(Duration::from_secs(5)).unwrap();
+        rounds += 1;
+        assert!(rounds < 10, "not marked after {rounds} rounds");
+    }
+    assert!(rounds >= 2, "marked after {rounds} round(s)");
+    let report = sq.balance_round();
+    let g = report
+        .given_up
+        .iter()
+        .find(|g| g.domid == DomId(1))
+        .unwrap();
+    assert!(
+        g.reason.contains("marked uncooperative"),
+        "{} / {reason}",
+        g.reason
+    );
+    assert_eq!(target(&w, 1).as_deref(), Some("1500"));
+    // Unpaused, it reaches its target and is cooperative again.
+    w.xen.unpause(DomId(1)).unwrap();
+    for _ in 0..3 {
+        sq.balance_round();
+    }
+    assert_eq!(w.read("/local/domain/1/memory/uncooperative"), None);
+    assert!(
+        tot_kib(&w, 1).abs_diff(Kib(1500)) <= Kib(4),
+        "{}",
+        tot_kib(&w, 1)
+    );
+}

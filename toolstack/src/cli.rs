@@ -789,6 +789,7 @@ fn dispatch(c: &mut Client, cmd: &str, a: &Args, out: &mut dyn Write) -> Result<
         }
         _ => crate::cli_create::dispatch(c, cmd, &a.kv, out)
             .or_else(|| crate::cli_storage::dispatch(c, cmd, &a.kv, out))
+            .or_else(|| crate::cli_memory::dispatch(c, cmd, &a.kv))
             .unwrap_or_else(|| {
                 Err(XeError(
                     format!("Unknown command: {cmd}\nFor usage run: 'xe help'"),

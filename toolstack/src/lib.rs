@@ -34,6 +34,7 @@ pub mod audit;
 pub mod backend;
 pub mod cli;
 mod cli_create;
+mod cli_memory;
 mod cli_storage;
 pub mod client;
 pub mod datamodel;

@@ -24,6 +24,11 @@ use crate::backend::Backend;
 /// How fast a simulated guest's balloon driver moves memory, KiB/s (1 GiB/s).
 pub const SIM_BALLOON_RATE_KIB: u64 = 1 << 20;
 
+/// Free memory squeezed keeps on a real host: Xen's low-memory pool (`low_mem_virq_limit`,
+/// 64 MiB) and 8 MiB for the memory a domain build takes beyond the guest's pages, as
+/// XenServer's squeezed (`low_mem_emergency_pool + extra_mem_to_keep`).
+pub const REAL_HOST_FREE: squeezed::Kib = squeezed::Kib(72 << 10);
+
 /// A VM's memory limits, bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -138,6 +143,14 @@ impl Memory {
                 Duration::from_millis(50)
             } else {
                 Duration::from_millis(250)
+            },
+            // A real host keeps what Xen needs besides guests' pages free, as squeezed does
+            // (`target_host_free_mem_kib`): Xen's low-memory pool and the "special" memory
+            // a domain build takes beyond the domain's own pages.
+            target_host_free: if balloons.is_some() {
+                squeezed::Kib(0)
+            } else {
+                REAL_HOST_FREE
             },
             ..squeezed::Config::default()
         };

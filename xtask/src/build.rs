@@ -186,32 +186,10 @@ fn build_each(
             cmd.env("RUSTFLAGS", flags);
         }
         let out = proc::output(cmd.current_dir(repo), deadline)?;
-        let mut arts = parse_artifacts(&String::from_utf8_lossy(&out), all);
-        // A program's executable is uplifted to one path per target dir (`release/blkbackd`),
-        // which a build of another checkout sharing the target dir overwrites: keep a copy of
-        // ours made right away (test executables carry a hash of their checkout already).
-        let keep = target_dir
-            .join("xtask-kept")
-            .join(std::process::id().to_string())
-            .join(args.join("-"));
-        for a in arts.iter_mut() {
-            if a.exe.parent().and_then(Path::file_name) == Some("deps".as_ref()) {
-                continue;
-            }
-            std::fs::create_dir_all(&keep).map_err(|source| Error::Io {
-                what: "creating",
-                path: keep.clone(),
-                source,
-            })?;
-            let to = keep.join(&a.target);
-            std::fs::copy(&a.exe, &to).map_err(|source| Error::Io {
-                what: "copying to",
-                path: to.clone(),
-                source,
-            })?;
-            a.exe = to;
-        }
-        Ok(arts)
+        parse_artifacts(&String::from_utf8_lossy(&out), all)
+            .into_iter()
+            .map(|a| keep(a, target_dir))
+            .collect()
     };
     match run(packages) {
         Ok(a) => built.extend(a),
@@ -228,6 +206,28 @@ fn build_each(
         Err(e) => failures.push((packages[0].name.clone(), format!("cargo {}: {e}", args[0]))),
     }
     Ok(())
+}
+
+/// Copies an artifact out of cargo's folders as soon as its build is done: a target folder
+/// shared with other checkouts (whose builds take cargo's lock in between this run's builds)
+/// may hold another checkout's build of the same program by the time the run stages it.
+fn keep(mut a: Artifact, target_dir: &Path) -> Result<Artifact> {
+    let dir = kept(target_dir);
+    std::fs::create_dir_all(&dir).map_err(crate::error::io("create", &dir))?;
+    let name = a.exe.file_name().unwrap_or_default().to_owned();
+    let out = dir.join(format!("{}-{}", a.package, name.to_string_lossy()));
+    std::fs::copy(&a.exe, &out).map_err(crate::error::io("copy", &a.exe))?;
+    a.exe = out;
+    Ok(a)
+}
+
+fn kept(target_dir: &Path) -> PathBuf {
+    target_dir.join(format!("xtask-keep-{}", std::process::id()))
+}
+
+/// Removes this run's copies ([`keep`]) once they are staged.
+pub fn forget_kept(target_dir: &Path) {
+    let _ = std::fs::remove_dir_all(kept(target_dir));
 }
 
 /// Builds every `real_xen` test target and every program (dev profile; [`MEASURED`] ones release).

@@ -303,6 +303,7 @@ fn e2e(args: E2eArgs) -> Result<bool> {
         build::strip_into(&a.exe, &out, deadline)?;
         guest_tools.push((a.target.clone(), out));
     }
+    build::forget_kept(&target_dir);
     let names = |v: &[(String, PathBuf)]| {
         v.iter()
             .map(|t| t.0.as_str())

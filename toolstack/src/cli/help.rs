@@ -271,6 +271,18 @@ const STORAGE: &[CmdSpec] = &[
         "Creates a PV VM (memory in MiB); prints its UUID.",
     ),
     (
+        "vm-memory-dynamic-range-set",
+        &["min", "max"],
+        &["uuid", "vm"],
+        "Sets a VM's dynamic memory range (bytes, or with KiB/MiB/GiB).",
+    ),
+    (
+        "vm-memory-target-set",
+        &["target"],
+        &["uuid", "vm"],
+        "Sets a running VM's memory target (bytes, or with KiB/MiB/GiB).",
+    ),
+    (
         "vdi-create",
         &["sr-uuid", "name-label", "virtual-size"],
         &["type", "sm-config:"],
