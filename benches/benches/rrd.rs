@@ -45,6 +45,7 @@ fn vm_samples(n: usize, t: f64) -> Vec<VmSample> {
             memory: 1 << 30,
             memory_target: Some(1 << 30),
             counters: vec![],
+            latency: vec![],
         })
         .collect()
 }
