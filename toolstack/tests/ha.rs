@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -20,64 +19,9 @@ use xen_sim::{Host, HostConfig};
 use xen_types::Pages;
 use xenctrl::{DomainConfig, Xen, XenControl};
 
-/// An etcd on loopback with a temporary data directory, stopped on drop.
-struct Etcd {
-    child: Child,
-    endpoint: String,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts etcd, or says why it cannot (the binary is missing).
-fn etcd() -> Result<Etcd, String> {
-    let bin = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .ok_or("etcd is not installed (Debian: etcd-server; scripts/deps.sh)")?;
-    let dir = tempfile::tempdir().unwrap();
-    let (port, peer) = (free_port(), free_port());
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let child = Command::new(bin)
-        .args(["--name", "t", "--data-dir"])
-        .arg(dir.path())
-        .args(["--listen-client-urls", &endpoint])
-        .args(["--advertise-client-urls", &endpoint])
-        .args(["--listen-peer-urls", &peer_url])
-        .args(["--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("t={peer_url}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{bin}: {e}"))?;
-    let e = Etcd {
-        child,
-        endpoint,
-        port,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "etcd did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(e)
-}
+#[path = "common/etcd.rs"]
+mod etcd_peer;
+use etcd_peer::{etcd, Etcd};
 
 macro_rules! etcd_or_skip {
     () => {

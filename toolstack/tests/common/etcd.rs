@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 pub struct Etcd {
     pub child: Child,
     pub endpoint: String,
+    /// The client port on 127.0.0.1.
+    pub port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -54,6 +56,7 @@ pub fn etcd() -> Result<Etcd, String> {
     let e = Etcd {
         child,
         endpoint,
+        port: client,
         _dir: dir,
     };
     let deadline = Instant::now() + Duration::from_secs(20);
