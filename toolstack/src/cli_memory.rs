@@ -4,6 +4,7 @@
 //! or `TiB` suffix, as xe reads them.
 
 use crate::cli::XeError;
+use crate::cli_storage::one_vm;
 use crate::client::Client;
 use crate::value::Value;
 
@@ -36,25 +37,6 @@ pub(crate) fn bytes(name: &str, s: &str) -> Result<u64, XeError> {
         .unwrap_or((s, 0));
     let n: u64 = digits.trim().parse().map_err(|_| bad())?;
     n.checked_mul(1 << shift).ok_or_else(bad)
-}
-
-/// The VM named by `uuid=` or `vm=` (a UUID or a name label).
-fn one_vm(c: &mut Client, kv: &[(String, String)]) -> Result<Value, XeError> {
-    if let Some(u) = get(kv, "uuid") {
-        return Ok(c.call("VM.get_by_uuid", &[Value::str(u)])?);
-    }
-    let vm = need(kv, "vm")?;
-    if let Ok(r) = c.call("VM.get_by_uuid", &[Value::str(vm)]) {
-        return Ok(r);
-    }
-    let found = c.call("VM.get_by_name_label", &[Value::str(vm)])?;
-    match found.as_array().unwrap_or_default() {
-        [one] => Ok(one.clone()),
-        [] => Err(usage(format!("No matching VMs found for vm={vm}"))),
-        _ => Err(usage(format!(
-            "Multiple VMs match vm={vm}; give uuid= instead"
-        ))),
-    }
 }
 
 /// Runs `cmd` when it is one of this file's; `None` otherwise.

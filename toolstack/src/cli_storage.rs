@@ -43,7 +43,7 @@ fn by_uuid(c: &mut Client, class: &str, uuid: &str) -> Result<Value, XeError> {
 }
 
 /// The VM named by `uuid=` or `vm=` (a UUID or a name label), as xe selects one.
-fn one_vm(c: &mut Client, kv: &[(String, String)]) -> Result<Value, XeError> {
+pub(crate) fn one_vm(c: &mut Client, kv: &[(String, String)]) -> Result<Value, XeError> {
     if let Some(u) = get(kv, "uuid") {
         return by_uuid(c, "VM", u);
     }
