@@ -28,10 +28,17 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(21);
+    // `cargo test` runs bench targets without `--bench`: one round, as a check that it
+    // works, not a measurement.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let rounds: usize = if smoke {
+        1
+    } else {
+        std::env::var("ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(21)
+    };
     let rust_mem = Arc::new(PageBuf::new(1).expect("page"));
     let batch_mem = Arc::new(PageBuf::new(1).expect("page"));
     let c_mem = PageBuf::new(1).expect("page");
