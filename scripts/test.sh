@@ -10,5 +10,5 @@ scripts/deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo test --workspace --all-targets --no-fail-fast
 cargo test --workspace --doc --no-fail-fast
-# The toolstack's pool store against a real etcd (feature `etcd`, off by default).
-cargo test -p toolstack --features etcd --test etcd_pool --no-fail-fast
+# The toolstack's pool store, pools and HA against a real etcd (feature `etcd`, off by default).
+cargo test -p toolstack --features etcd --test etcd_pool --test pool --test ha --no-fail-fast
