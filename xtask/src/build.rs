@@ -214,8 +214,11 @@ fn build_each(
 fn keep(mut a: Artifact, target_dir: &Path) -> Result<Artifact> {
     let dir = kept(target_dir);
     std::fs::create_dir_all(&dir).map_err(crate::error::io("create", &dir))?;
-    let name = a.exe.file_name().unwrap_or_default().to_owned();
-    let out = dir.join(format!("{}-{}", a.package, name.to_string_lossy()));
+    // Named by its place in the target folder: one program built for dom0 and, static, for
+    // the guest (`net-load`) is two artifacts of one name.
+    let place = a.exe.strip_prefix(target_dir).unwrap_or(&a.exe);
+    let name = place.to_string_lossy().replace(['/', '\\'], "_");
+    let out = dir.join(format!("{}-{}", a.package, name));
     std::fs::copy(&a.exe, &out).map_err(crate::error::io("copy", &a.exe))?;
     a.exe = out;
     Ok(a)
