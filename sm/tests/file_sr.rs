@@ -219,17 +219,18 @@ fn in_use_full_and_detached_srs_are_refused_with_xapi_codes() {
     assert_eq!(code(sr.vdi_detach(v.uuid)), "VDI_IN_USE");
     sr.vdi_deactivate(v.uuid).unwrap();
     sr.vdi_detach(v.uuid).unwrap();
-    // A disk larger than the free space.
-    let free = {
-        let st = sr.sr_stats().unwrap();
-        st.physical_size - st.physical_utilisation
-    };
+    // Images are thin: a disk larger than the free space but not the SR is made...
+    let st = sr.sr_stats().unwrap();
+    let free = st.physical_size - st.physical_utilisation;
+    let thin = sr.vdi_create("thin", (free + (1 << 30)).min(st.physical_size) & !511);
+    sr.vdi_destroy(thin.unwrap().uuid).unwrap();
+    // ...one larger than the whole SR is not, nor a resize beyond it.
     let e = sr
-        .vdi_create("huge", (free + (1 << 30)) & !511)
+        .vdi_create("huge", (st.physical_size + (1 << 30)) & !511)
         .unwrap_err();
     assert_eq!(e.code(), "SR_FULL");
     assert_eq!(
-        code(sr.vdi_resize(v.uuid, (free + SIZE + (1 << 30)) & !511)),
+        code(sr.vdi_resize(v.uuid, (st.physical_size + (1 << 30)) & !511)),
         "SR_FULL"
     );
     assert_eq!(code(sr.vdi_create("odd", 1000)), "INVALID_VALUE");
