@@ -4,41 +4,11 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use common::{wait_output, Daemon, PASSWORD};
+use common::xe::{ok_raw as ok, raw as xe};
+use common::{Daemon, PASSWORD};
 use toolstack::value::Value;
-
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn xe(d: &Daemon, args: &[&str]) -> Out {
-    let child = Command::new(env!("CARGO_BIN_EXE_xe"))
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(["-u", "root", "-pw", PASSWORD])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let o = wait_output(child, Duration::from_secs(60));
-    Out {
-        ok: o.status.success(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-fn ok(d: &Daemon, args: &[&str]) -> String {
-    let o = xe(d, args);
-    assert!(o.ok, "xe {args:?} failed: {}", o.stderr);
-    o.stdout
-}
 
 fn record(pairs: &[(&str, &str)]) -> Value {
     Value::Struct(
