@@ -1176,7 +1176,10 @@ mod tests {
         let mut w = world(1);
         w.pool.shared.avg_ns.store(0, Ordering::Relaxed);
         w.put(false, 0, 0);
-        assert!(w.front.push_requests_and_check_notify(), "event armed at start");
+        assert!(
+            w.front.push_requests_and_check_notify(),
+            "event armed at start"
+        );
         w.server.drain_ready().unwrap();
         assert_eq!(w.take_responses(), vec![(0, Status::Okay)]);
         // The ring thread polls without re-arming the event: the frontend need not notify.
@@ -1231,7 +1234,10 @@ mod tests {
         one_page_read(8, gref, 8)
             .write(front.memory(), off, Protocol::Native)
             .unwrap();
-        assert!(front.push_requests_and_check_notify(), "armed before serve returned");
+        assert!(
+            front.push_requests_and_check_notify(),
+            "armed before serve returned"
+        );
         w.pool.shutdown();
     }
 
