@@ -67,7 +67,8 @@ qd1_run() { # VARIANT ARGS
   v=$1; shift
   kimg=/tmp/qd1-k.img; oimg=/tmp/qd1-o.img
   dd if=/dev/urandom of=$kimg bs=1M count=16 2>/dev/null; cp $kimg $oimg
-  KL=$(losetup -f --show $kimg) && OL=$(losetup -f --show $oimg)
+  # (busybox's losetup: -f names the first free device.)
+  KL=$(losetup -f) && losetup $KL $kimg && OL=$(losetup -f) && losetup $OL $oimg || OL=""
   [ -n "$OL" ]; ok "qd1-$v:loop" $? "kernel's on ${KL:-none}, ours on ${OL:-none}"
   [ -n "$OL" ] || return 1
   if [ "$HOTPLUG" = debian ]; then ds=""; else ds="script=/e2e/block-e2e,"; fi
