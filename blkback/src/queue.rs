@@ -51,7 +51,7 @@ use crate::abi::{Protocol, Request, Response, Segment, Status};
 use crate::disk::Disk;
 use crate::driver::Stats;
 use crate::request::{
-    check_request, check_segments, execute, read_indirect_segments, Check, Kind, Limits,
+    check_request, check_segments, execute_timed, read_indirect_segments, Check, Kind, Limits,
     SegmentPages, Validated,
 };
 use crate::ring::BackRing;
@@ -286,11 +286,13 @@ impl<E: EventChannel> Job<E> {
         matches!(self.v.kind, Kind::Read | Kind::Write { flush: false })
     }
 
-    /// Executes the request and answers it; `more` says the caller runs another request of
-    /// this ring right after (and will publish). `fast`: requests are fast, so publishing
-    /// may wait for the next one.
-    fn run(self, iov: &mut Vec<libc::iovec>, more: bool, fast: bool) {
-        let status = execute(&self.v, &self.segs, &self.pages, &self.disk, iov);
+    /// Executes the request, which starts at `started`, and answers it; returns when its
+    /// execution ended (the next request's start, for a caller that runs several). `more`
+    /// says the caller runs another request of this ring right after (and will publish).
+    /// `fast`: requests are fast, so publishing may wait for the next one.
+    fn run(self, iov: &mut Vec<libc::iovec>, more: bool, fast: bool, started: Instant) -> Instant {
+        let (status, ended) =
+            execute_timed(&self.v, &self.segs, &self.pages, &self.disk, iov, started);
         // Unmap before answering: the frontend may end the grants as soon as it sees the
         // response.
         drop(self.pages);
@@ -298,6 +300,7 @@ impl<E: EventChannel> Job<E> {
         // publishes both. (When requests are slow, waiting would only add latency.)
         let publish = !fast || (!more && self.q.queued.load(Ordering::Acquire) == 0);
         self.q.respond(self.v.id, self.v.operation, status, publish);
+        ended
     }
 }
 
@@ -439,10 +442,11 @@ impl<E: EventChannel + 'static> Pool<E> {
                     .spawn(move || {
                         let mut iov = Vec::new();
                         while let Some(job) = sh.take() {
-                            let start = job.inline_ok().then(Instant::now);
-                            job.run(&mut iov, false, sh.fast());
-                            if let Some(t) = start {
-                                sh.record(t.elapsed(), 1);
+                            let timed = job.inline_ok();
+                            let start = Instant::now();
+                            let end = job.run(&mut iov, false, sh.fast(), start);
+                            if timed {
+                                sh.record(end.saturating_duration_since(start), 1);
                             }
                         }
                     })?,
@@ -588,7 +592,7 @@ impl<G: GrantMap, E: EventChannel> RingServer<G, E> {
         loop {
             self.drain_ready()?;
             let idle_since = Instant::now();
-            if self.poll_idle(poll.window())? {
+            if self.poll_idle(idle_since, poll.window())? {
                 self.q.stats.found_by_polling();
                 continue;
             }
@@ -599,7 +603,9 @@ impl<G: GrantMap, E: EventChannel> RingServer<G, E> {
     }
 
     /// Consumes every available request, executing or queueing each, until the ring is
-    /// empty; then publishes what is left to publish and re-arms the event.
+    /// empty; then publishes what is left to publish and re-arms the event (no idle poll:
+    /// for tests and the fuzz target).
+    #[cfg(any(test, feature = "test-utils"))]
     pub(crate) fn drain(&mut self) -> Result<(), crate::Error> {
         loop {
             self.drain_ready()?;
@@ -646,13 +652,13 @@ impl<G: GrantMap, E: EventChannel> RingServer<G, E> {
         Ok(self.q.ring.lock().ring.final_check_for_requests()?)
     }
 
-    /// Polls the empty ring for requests for at most `window`, while requests are fast and
-    /// none waits for a worker (the workers may need the CPU); true when some arrived.
-    fn poll_idle(&self, window: Duration) -> Result<bool, crate::Error> {
+    /// Polls the ring, empty at `start`, for requests until `window` after it, while
+    /// requests are fast and none waits for a worker (the workers may need the CPU); true
+    /// when some arrived.
+    fn poll_idle(&self, start: Instant, window: Duration) -> Result<bool, crate::Error> {
         if window.is_zero() || !self.pool.fast() || self.q.queued.load(Ordering::Acquire) != 0 {
             return Ok(false);
         }
-        let start = Instant::now();
         loop {
             for _ in 0..POLL_CHECKS {
                 if self.q.ring.lock().ring.unconsumed_requests()? > 0 {
@@ -676,10 +682,11 @@ impl<G: GrantMap, E: EventChannel> RingServer<G, E> {
         if self.pool.run_here(&self.batch) {
             let n = self.batch.len();
             let start = Instant::now();
+            let mut t = start;
             for (i, job) in self.batch.drain(..).enumerate() {
-                job.run(iov, i + 1 < n, true);
+                t = job.run(iov, i + 1 < n, true, t);
             }
-            self.pool.record(start.elapsed(), n);
+            self.pool.record(t.saturating_duration_since(start), n);
             return;
         }
         let fast = self.pool.fast();
@@ -693,13 +700,14 @@ impl<G: GrantMap, E: EventChannel> RingServer<G, E> {
         }
         if fast {
             let start = Instant::now();
+            let mut t = start;
             let mut n = 0;
             while let Some(job) = self.pool.take_inline() {
-                job.run(iov, false, true);
+                t = job.run(iov, false, true, t);
                 n += 1;
             }
             if n > 0 {
-                self.pool.record(start.elapsed(), n);
+                self.pool.record(t.saturating_duration_since(start), n);
             }
         }
     }
@@ -1185,13 +1193,16 @@ mod tests {
         // The ring thread polls without re-arming the event: the frontend need not notify.
         w.put(false, 1, 1);
         assert!(!w.front.push_requests_and_check_notify());
-        assert!(w.server.poll_idle(T).unwrap(), "seen by polling");
+        assert!(
+            w.server.poll_idle(Instant::now(), T).unwrap(),
+            "seen by polling"
+        );
         w.server.drain_ready().unwrap();
         assert_eq!(w.take_responses(), vec![(1, Status::Okay)]);
         // Nothing more: the poll gives up after its window and the final check arms the
         // event, so the next request is notified.
         let t = Instant::now();
-        assert!(!w.server.poll_idle(Duration::from_millis(2)).unwrap());
+        assert!(!w.server.poll_idle(t, Duration::from_millis(2)).unwrap());
         assert!(t.elapsed() >= Duration::from_millis(2));
         assert!(!w.server.final_check().unwrap());
         w.put(false, 2, 2);
@@ -1219,7 +1230,7 @@ mod tests {
             window_ns: T.as_nanos() as u64,
             max_ns: T.as_nanos() as u64,
         };
-        assert!(w.server.poll_idle(poll.window()).unwrap());
+        assert!(w.server.poll_idle(Instant::now(), poll.window()).unwrap());
         let (mut front, notify) = poster.join().unwrap();
         assert!(notify, "the first request of a fresh ring is notified");
         // serve() answers it, polls for 1 ms more, arms the event and returns.
