@@ -97,7 +97,7 @@ CFG
   timeout 60 xl block-attach qd1-$v "format=raw, vdev=xvdb, access=w, backendtype=qdisk, target=$OL" > /tmp/qd1-att.log 2>&1
   ok "qd1-$v:attach" $? "blkbackd pid ${QD1_BB:-none} $(tr '\n' ' ' < /tmp/qd1-att.log)"
   seen=0; t0=$(cs); ended=""
-  while [ $(( $(cs) - t0 )) -lt 30000 ]; do
+  while [ $(( $(cs) - t0 )) -lt 90000 ]; do
     l=$(grep -a '^QD1-' $LOG 2>/dev/null | sed -n "$((seen + 1))p")
     if [ -z "$l" ]; then
       grep -q "E2E-DOMU-CHECK qd1-$v:guest FAIL" $LOG 2>/dev/null && break
