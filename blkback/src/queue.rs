@@ -1249,6 +1249,34 @@ mod tests {
             front.push_requests_and_check_notify(),
             "armed before serve returned"
         );
+        assert_eq!(w.server.q.stats.polled(), 0);
+        // serve() polling for 2 s takes request 9, posted 20 ms into it, and counts it.
+        // (Request 8 is answered first, without polling: the window of 1 ms passes.)
+        w.server.serve(&poll).unwrap();
+        let poster = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let off = front.next_request_slot().unwrap();
+            one_page_read(9, gref, 9)
+                .write(front.memory(), off, Protocol::Native)
+                .unwrap();
+            let notify = front.push_requests_and_check_notify();
+            (front, notify)
+        });
+        let poll = IdlePoll {
+            window_ns: 2_000_000_000,
+            max_ns: 2_000_000_000,
+        };
+        w.server.serve(&poll).unwrap();
+        let (mut front, notify) = poster.join().unwrap();
+        // (Notified: the last serve() armed the event before returning; polling spares
+        // the notifications of the requests after the first, as tested above.)
+        assert!(notify);
+        assert_eq!(w.server.q.stats.polled(), 1);
+        let mut ids = Vec::new();
+        while let Some(r) = front.take_response_slot().unwrap() {
+            ids.push(Response::read(front.memory(), r).unwrap().id);
+        }
+        assert_eq!(ids, [8, 9]);
         w.pool.shutdown();
     }
 
