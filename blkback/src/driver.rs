@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use xen_types::DomId;
@@ -42,6 +43,11 @@ pub struct Config {
     /// Backend directory type served: `vbd`, or `qdisk` to stand in for QEMU's block
     /// backend (libxl's `backendtype=qdisk`).
     pub device_type: String,
+    /// The longest a ring thread polls its idle ring before it sleeps on the event channel.
+    /// The window adapts to the gaps between requests (it grows while a longer poll would
+    /// have caught the next request and shrinks while rings stay idle longer), so only rings
+    /// whose frontend answers within this time are polled. Zero: never poll.
+    pub idle_poll: Duration,
 }
 
 impl Default for Config {
@@ -55,6 +61,7 @@ impl Default for Config {
             io_threads: 4,
             discard: true,
             device_type: "vbd".into(),
+            idle_poll: Duration::from_micros(1000),
         }
     }
 }
@@ -141,6 +148,8 @@ pub struct Stats {
     rings_broken: AtomicUsize,
     requests: AtomicU64,
     responses: AtomicU64,
+    polled: AtomicU64,
+    sleeps: AtomicU64,
 }
 
 impl Stats {
@@ -163,6 +172,25 @@ impl Stats {
     /// Responses written (one per consumed request, once it completed).
     pub fn responses(&self) -> u64 {
         self.responses.load(Ordering::SeqCst)
+    }
+
+    /// Times a ring thread found new requests by polling its idle ring ([`Config::idle_poll`]):
+    /// without an event, a wake-up or a notification from the frontend.
+    pub fn polled(&self) -> u64 {
+        self.polled.load(Ordering::SeqCst)
+    }
+
+    /// Times a ring thread slept on its event channel.
+    pub fn sleeps(&self) -> u64 {
+        self.sleeps.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn found_by_polling(&self) {
+        self.polled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn slept(&self) {
+        self.sleeps.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn ring_started(&self) {
@@ -418,6 +446,7 @@ impl<G: GrantMap + 'static, E: EventChannel + 'static> BlkBack<G, E> {
             limits,
             persistent,
             max_persistent_grants: self.cfg.max_persistent_grants,
+            idle_poll: self.cfg.idle_poll,
         };
         let mut pool = Pool::<E>::new(
             self.cfg.io_threads,

@@ -94,6 +94,7 @@ pub fn blkback_requests(data: &[u8]) {
         limits,
         persistent: ctl & 8 != 0,
         max_persistent_grants: 8,
+        idle_poll: std::time::Duration::ZERO,
     };
     let stats = Arc::new(Stats::default());
     let mut pool = Pool::new(1, "fuzz").expect("pool");

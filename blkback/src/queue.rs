@@ -24,6 +24,14 @@
 //!   (`RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`) when the executor has no further request of
 //!   that ring queued, or every [`PUSH_BATCH`] responses: one notification per batch
 //!   instead of one per request.
+//!
+//! Sleeping on the event channel costs the most per request at queue depth 1: the frontend's
+//! notification (a hypercall), the interrupt and wake-up, and in user space the system
+//! calls around the sleep (poll, read and unmask the port). A ring thread whose ring ran
+//! empty therefore first polls the ring for a while ([`IdlePoll`], as KVM polls before
+//! halting a vCPU) and re-arms the request event (`RING_FINAL_CHECK_FOR_REQUESTS`) only
+//! when it is about to sleep: a request that arrives meanwhile is taken without any of those
+//! costs, and the frontend, seeing the event not armed, does not notify.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -43,7 +51,7 @@ use crate::abi::{Protocol, Request, Response, Segment, Status};
 use crate::disk::Disk;
 use crate::driver::Stats;
 use crate::request::{
-    check_request, check_segments, execute, read_indirect_segments, Check, Kind, Limits,
+    check_request, check_segments, execute_timed, read_indirect_segments, Check, Kind, Limits,
     SegmentPages, Validated,
 };
 use crate::ring::BackRing;
@@ -60,6 +68,53 @@ const SAMPLE_MAX_NS: u64 = 4 * INLINE_MAX_NS;
 const WAKE_WORTH_NS: u64 = 40_000;
 /// Responses left unpublished at most.
 pub(crate) const PUSH_BATCH: u32 = 16;
+
+/// Ring checks between two clock reads while polling an idle ring.
+const POLL_CHECKS: u32 = 16;
+/// An idle-poll window grows from this (ns).
+const IDLE_POLL_START_NS: u64 = 10_000;
+
+/// The adaptive idle-poll window of one ring (KVM's `halt_poll_ns` policy): how long its
+/// thread polls the empty ring before sleeping. After a sleep, the time the ring was idle
+/// decides: a gap the maximum would have covered grows the window to cover it (doubling at
+/// least, so a few gaps suffice); a longer one halves it, down to zero. A ring whose
+/// frontend keeps it busy is polled just long enough; an idle one costs no CPU.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdlePoll {
+    window_ns: u64,
+    max_ns: u64,
+}
+
+impl IdlePoll {
+    pub(crate) fn new(max: Duration) -> Self {
+        IdlePoll {
+            window_ns: 0,
+            max_ns: u64::try_from(max.as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// How long to poll now.
+    pub(crate) fn window(&self) -> Duration {
+        Duration::from_nanos(self.window_ns)
+    }
+
+    /// The ring was idle for `idle` (polling and sleeping) before its thread woke.
+    pub(crate) fn slept(&mut self, idle: Duration) {
+        let idle = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
+        if idle <= self.max_ns {
+            let want = idle.saturating_add(idle / 4);
+            self.window_ns = (self.window_ns.saturating_mul(2))
+                .max(want)
+                .max(IDLE_POLL_START_NS)
+                .min(self.max_ns);
+        } else {
+            self.window_ns /= 2;
+            if self.window_ns < IDLE_POLL_START_NS {
+                self.window_ns = 0;
+            }
+        }
+    }
+}
 
 /// Slots per chunk of a [`Slab`].
 const SLAB_CHUNK: usize = 64;
@@ -231,11 +286,13 @@ impl<E: EventChannel> Job<E> {
         matches!(self.v.kind, Kind::Read | Kind::Write { flush: false })
     }
 
-    /// Executes the request and answers it; `more` says the caller runs another request of
-    /// this ring right after (and will publish). `fast`: requests are fast, so publishing
-    /// may wait for the next one.
-    fn run(self, iov: &mut Vec<libc::iovec>, more: bool, fast: bool) {
-        let status = execute(&self.v, &self.segs, &self.pages, &self.disk, iov);
+    /// Executes the request, which starts at `started`, and answers it; returns when its
+    /// execution ended (the next request's start, for a caller that runs several). `more`
+    /// says the caller runs another request of this ring right after (and will publish).
+    /// `fast`: requests are fast, so publishing may wait for the next one.
+    fn run(self, iov: &mut Vec<libc::iovec>, more: bool, fast: bool, started: Instant) -> Instant {
+        let (status, ended) =
+            execute_timed(&self.v, &self.segs, &self.pages, &self.disk, iov, started);
         // Unmap before answering: the frontend may end the grants as soon as it sees the
         // response.
         drop(self.pages);
@@ -243,6 +300,7 @@ impl<E: EventChannel> Job<E> {
         // publishes both. (When requests are slow, waiting would only add latency.)
         let publish = !fast || (!more && self.q.queued.load(Ordering::Acquire) == 0);
         self.q.respond(self.v.id, self.v.operation, status, publish);
+        ended
     }
 }
 
@@ -384,10 +442,11 @@ impl<E: EventChannel + 'static> Pool<E> {
                     .spawn(move || {
                         let mut iov = Vec::new();
                         while let Some(job) = sh.take() {
-                            let start = job.inline_ok().then(Instant::now);
-                            job.run(&mut iov, false, sh.fast());
-                            if let Some(t) = start {
-                                sh.record(t.elapsed(), 1);
+                            let timed = job.inline_ok();
+                            let start = Instant::now();
+                            let end = job.run(&mut iov, false, sh.fast(), start);
+                            if timed {
+                                sh.record(end.saturating_duration_since(start), 1);
                             }
                         }
                     })?,
@@ -431,6 +490,8 @@ pub(crate) struct QueueConfig {
     pub limits: Limits,
     pub persistent: bool,
     pub max_persistent_grants: usize,
+    /// The longest idle poll ([`IdlePoll`]).
+    pub idle_poll: Duration,
 }
 
 /// Serves a ring until `stop` is set, the channel closes or the frontend breaks the
@@ -499,15 +560,20 @@ impl<G: GrantMap, E: EventChannel> RingServer<G, E> {
     /// The thread body. The ring counts as running from before its thread starts (see
     /// [`Stats::ring_started`]) until this returns.
     pub(crate) fn run(mut self, stop: &AtomicBool) {
+        let mut poll = IdlePoll::new(self.cfg.idle_poll);
         while !stop.load(Ordering::Relaxed) && !self.q.broken.load(Ordering::Relaxed) {
-            if let Err(e) = self.drain() {
-                warn!("frontend {:?}: {e}; ring stopped", self.cfg.frontend);
-                self.q.broken.store(true, Ordering::Relaxed);
-                self.q.publish();
-                break;
-            }
+            let idle_since = match self.serve(&poll) {
+                Ok(t) => t,
+                Err(e) => {
+                    warn!("frontend {:?}: {e}; ring stopped", self.cfg.frontend);
+                    self.q.broken.store(true, Ordering::Relaxed);
+                    self.q.publish();
+                    break;
+                }
+            };
+            self.q.stats.slept();
             match self.q.chan.wait(POLL) {
-                Ok(_) => {}
+                Ok(_) => poll.slept(idle_since.elapsed()),
                 Err(e) => {
                     debug!("frontend {:?} event channel: {e}", self.cfg.frontend);
                     break;
@@ -519,13 +585,40 @@ impl<G: GrantMap, E: EventChannel> RingServer<G, E> {
             .ring_stopped(self.q.broken.load(Ordering::Relaxed));
     }
 
+    /// Serves requests until the ring stayed empty through an idle poll of `poll`'s window
+    /// and the final check (the request event is then armed); returns when the ring became
+    /// idle.
+    pub(crate) fn serve(&mut self, poll: &IdlePoll) -> Result<Instant, crate::Error> {
+        loop {
+            self.drain_ready()?;
+            let idle_since = Instant::now();
+            if self.poll_idle(idle_since, poll.window())? {
+                self.q.stats.found_by_polling();
+                continue;
+            }
+            if !self.final_check()? {
+                return Ok(idle_since);
+            }
+        }
+    }
+
     /// Consumes every available request, executing or queueing each, until the ring is
-    /// empty; then publishes what is left to publish and re-arms the event.
+    /// empty; then publishes what is left to publish and re-arms the event (no idle poll:
+    /// for tests and the fuzz target).
+    #[cfg(any(test, feature = "test-utils"))]
     pub(crate) fn drain(&mut self) -> Result<(), crate::Error> {
         loop {
-            if !self.consume()? {
+            self.drain_ready()?;
+            if !self.final_check()? {
                 return Ok(());
             }
+        }
+    }
+
+    /// Consumes, executes or queues requests while the ring has some, without re-arming the
+    /// request event; publishes what is left to publish once it is empty.
+    fn drain_ready(&mut self) -> Result<(), crate::Error> {
+        while self.consume()? {
             let mut reqs = std::mem::take(&mut self.reqs);
             for req in reqs.drain(..) {
                 self.handle(&req);
@@ -533,26 +626,50 @@ impl<G: GrantMap, E: EventChannel> RingServer<G, E> {
             self.reqs = reqs;
             self.dispatch();
         }
+        Ok(())
     }
 
-    /// Copies every available request out of the ring; false when there is none (the event
-    /// is then re-armed).
+    /// Copies every available request out of the ring; false when there is none (responses
+    /// written so far are published then).
     fn consume(&mut self) -> Result<bool, crate::Error> {
         let mut r = self.q.ring.lock();
         if r.ring.unconsumed_requests()? == 0 {
             if r.unpushed > 0 {
                 self.q.push_locked(r);
-                r = self.q.ring.lock();
             }
-            if !r.ring.final_check_for_requests()? {
-                return Ok(false);
-            }
+            return Ok(false);
         }
         while let Some(off) = r.ring.take_request_slot()? {
             self.reqs
                 .push(Request::read(r.ring.memory(), off, self.cfg.proto)?);
         }
         Ok(true)
+    }
+
+    /// Re-arms the request event (`RING_FINAL_CHECK_FOR_REQUESTS`): true when requests
+    /// arrived meanwhile.
+    fn final_check(&self) -> Result<bool, crate::Error> {
+        Ok(self.q.ring.lock().ring.final_check_for_requests()?)
+    }
+
+    /// Polls the ring, empty at `start`, for requests until `window` after it, while
+    /// requests are fast and none waits for a worker (the workers may need the CPU); true
+    /// when some arrived.
+    fn poll_idle(&self, start: Instant, window: Duration) -> Result<bool, crate::Error> {
+        if window.is_zero() || !self.pool.fast() || self.q.queued.load(Ordering::Acquire) != 0 {
+            return Ok(false);
+        }
+        loop {
+            for _ in 0..POLL_CHECKS {
+                if self.q.ring.lock().ring.unconsumed_requests()? > 0 {
+                    return Ok(true);
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= window {
+                return Ok(false);
+            }
+        }
     }
 
     /// Executes the batch itself or queues it; while requests are fast, executes queued
@@ -565,10 +682,11 @@ impl<G: GrantMap, E: EventChannel> RingServer<G, E> {
         if self.pool.run_here(&self.batch) {
             let n = self.batch.len();
             let start = Instant::now();
+            let mut t = start;
             for (i, job) in self.batch.drain(..).enumerate() {
-                job.run(iov, i + 1 < n, true);
+                t = job.run(iov, i + 1 < n, true, t);
             }
-            self.pool.record(start.elapsed(), n);
+            self.pool.record(t.saturating_duration_since(start), n);
             return;
         }
         let fast = self.pool.fast();
@@ -582,13 +700,14 @@ impl<G: GrantMap, E: EventChannel> RingServer<G, E> {
         }
         if fast {
             let start = Instant::now();
+            let mut t = start;
             let mut n = 0;
             while let Some(job) = self.pool.take_inline() {
-                job.run(iov, false, true);
+                t = job.run(iov, false, true, t);
                 n += 1;
             }
             if n > 0 {
-                self.pool.record(start.elapsed(), n);
+                self.pool.record(t.saturating_duration_since(start), n);
             }
         }
     }
@@ -779,6 +898,7 @@ mod tests {
             },
             persistent: true,
             max_persistent_grants,
+            idle_poll: Duration::from_millis(1),
         };
         let pool = Pool::new(workers, "test").unwrap();
         let server = RingServer::new(gnttab, back, chan, cfg, disk, pool.sender(), Arc::default());
@@ -842,6 +962,26 @@ mod tests {
                 std::thread::yield_now();
             }
             out
+        }
+    }
+
+    /// A read of one page into `gref` at block `block`.
+    fn one_page_read(id: u64, gref: GrantRef, block: u64) -> Request {
+        let mut seg = [Segment::default(); MAX_DIRECT_SEGMENTS];
+        seg[0] = Segment {
+            gref,
+            first_sect: 0,
+            last_sect: 7,
+        };
+        Request {
+            operation: xen_sys::BLKIF_OP_READ as u8,
+            id,
+            sector: block * 8,
+            handle: 0,
+            body: Body::Direct {
+                nr_segments: 1,
+                seg,
+            },
         }
     }
 
@@ -1011,6 +1151,133 @@ mod tests {
         assert_eq!((slab.get(0), slab.get(SLAB_CHUNK)), (Some(&10), Some(&12)));
         assert!(slab.get(1).is_none() && slab.get(5 * SLAB_CHUNK).is_none());
         assert!(Slab::<u32>::new(0).set(0, 1).is_err());
+    }
+
+    #[test]
+    fn idle_poll_window_follows_the_gaps_between_requests() {
+        let us = Duration::from_micros;
+        let mut p = IdlePoll::new(us(1000));
+        assert_eq!(p.window(), Duration::ZERO, "no poll before a gap was seen");
+        // A 300 us gap: a poll of 375 us would have caught it.
+        p.slept(us(300));
+        assert_eq!(p.window(), us(375));
+        // Doubling at least, never beyond the maximum.
+        p.slept(us(10));
+        assert_eq!(p.window(), us(750));
+        p.slept(us(900));
+        assert_eq!(p.window(), us(1000));
+        // Idle longer than the maximum: halved, down to zero.
+        p.slept(Duration::from_millis(50));
+        assert_eq!(p.window(), us(500));
+        for _ in 0..6 {
+            p.slept(Duration::from_millis(50));
+        }
+        assert_eq!(p.window(), Duration::ZERO);
+        // Zero maximum: never polls.
+        let mut off = IdlePoll::new(Duration::ZERO);
+        off.slept(us(1));
+        assert_eq!(off.window(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_request_found_by_polling_needs_no_notification_until_the_ring_sleeps() {
+        let mut w = world(1);
+        w.pool.shared.avg_ns.store(0, Ordering::Relaxed);
+        w.put(false, 0, 0);
+        assert!(
+            w.front.push_requests_and_check_notify(),
+            "event armed at start"
+        );
+        w.server.drain_ready().unwrap();
+        assert_eq!(w.take_responses(), vec![(0, Status::Okay)]);
+        // The ring thread polls without re-arming the event: the frontend need not notify.
+        w.put(false, 1, 1);
+        assert!(!w.front.push_requests_and_check_notify());
+        assert!(
+            w.server.poll_idle(Instant::now(), T).unwrap(),
+            "seen by polling"
+        );
+        w.server.drain_ready().unwrap();
+        assert_eq!(w.take_responses(), vec![(1, Status::Okay)]);
+        // Nothing more: the poll gives up after its window and the final check arms the
+        // event, so the next request is notified.
+        let t = Instant::now();
+        assert!(!w.server.poll_idle(t, Duration::from_millis(2)).unwrap());
+        assert!(t.elapsed() >= Duration::from_millis(2));
+        assert!(!w.server.final_check().unwrap());
+        w.put(false, 2, 2);
+        assert!(w.front.push_requests_and_check_notify());
+        w.pool.shutdown();
+    }
+
+    #[test]
+    fn idle_poll_takes_a_request_posted_meanwhile_and_serve_returns_once_idle() {
+        let mut w = world(1);
+        w.pool.shared.avg_ns.store(0, Ordering::Relaxed);
+        let gref = w.data[3];
+        let mut front = w.front;
+        let poster = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let off = front.next_request_slot().unwrap();
+            one_page_read(7, gref, 0)
+                .write(front.memory(), off, Protocol::Native)
+                .unwrap();
+            let notify = front.push_requests_and_check_notify();
+            (front, notify)
+        });
+        // A long window: the request arrives while the thread polls.
+        let poll = IdlePoll {
+            window_ns: T.as_nanos() as u64,
+            max_ns: T.as_nanos() as u64,
+        };
+        assert!(w.server.poll_idle(Instant::now(), poll.window()).unwrap());
+        let (mut front, notify) = poster.join().unwrap();
+        assert!(notify, "the first request of a fresh ring is notified");
+        // serve() answers it, polls for 1 ms more, arms the event and returns.
+        let poll = IdlePoll {
+            window_ns: 1_000_000,
+            max_ns: 1_000_000,
+        };
+        w.server.serve(&poll).unwrap();
+        let r = front.take_response_slot().unwrap().expect("answered");
+        assert_eq!(Response::read(front.memory(), r).unwrap().id, 7);
+        let off = front.next_request_slot().unwrap();
+        one_page_read(8, gref, 8)
+            .write(front.memory(), off, Protocol::Native)
+            .unwrap();
+        assert!(
+            front.push_requests_and_check_notify(),
+            "armed before serve returned"
+        );
+        assert_eq!(w.server.q.stats.polled(), 0);
+        // serve() polling for 2 s takes request 9, posted 20 ms into it, and counts it.
+        // (Request 8 is answered first, without polling: the window of 1 ms passes.)
+        w.server.serve(&poll).unwrap();
+        let poster = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let off = front.next_request_slot().unwrap();
+            one_page_read(9, gref, 9)
+                .write(front.memory(), off, Protocol::Native)
+                .unwrap();
+            let notify = front.push_requests_and_check_notify();
+            (front, notify)
+        });
+        let poll = IdlePoll {
+            window_ns: 2_000_000_000,
+            max_ns: 2_000_000_000,
+        };
+        w.server.serve(&poll).unwrap();
+        let (mut front, notify) = poster.join().unwrap();
+        // (Notified: the last serve() armed the event before returning; polling spares
+        // the notifications of the requests after the first, as tested above.)
+        assert!(notify);
+        assert_eq!(w.server.q.stats.polled(), 1);
+        let mut ids = Vec::new();
+        while let Some(r) = front.take_response_slot().unwrap() {
+            ids.push(Response::read(front.memory(), r).unwrap().id);
+        }
+        assert_eq!(ids, [8, 9]);
+        w.pool.shutdown();
     }
 
     #[test]

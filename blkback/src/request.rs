@@ -6,6 +6,8 @@
 //! (segment count, sector bounds inside a page, a range past the end of the disk, a write
 //! to a read-only disk, a grant that does not map) gets `BLKIF_RSP_ERROR`.
 
+use std::time::Instant;
+
 use xen_types::mem::{SharedMemory, SharedMemoryExt};
 use xen_types::GrantRef;
 
@@ -265,10 +267,24 @@ pub fn execute<P: SegmentPages + ?Sized>(
     disk: &Disk,
     iov: &mut Vec<libc::iovec>,
 ) -> Status {
+    execute_timed(v, segs, pages, disk, iov, Instant::now()).0
+}
+
+/// [`execute`] of a request that started at `started` (a clock read the caller already
+/// made: where the clock is a system call, as in a Xen PV dom0 on the `xen` clocksource,
+/// a ring thread running requests back to back reads it once per request); also returns
+/// when it ended.
+pub fn execute_timed<P: SegmentPages + ?Sized>(
+    v: &Validated,
+    segs: &[Segment],
+    pages: &P,
+    disk: &Disk,
+    iov: &mut Vec<libc::iovec>,
+    started: Instant,
+) -> (Status, Instant) {
     // Only requests with a range use the offset; it fits (the range is inside the disk).
     // An empty flush's sector is arbitrary (Linux sends `(sector_t)-1`).
     let offset = v.sector.wrapping_mul(SECTOR_SIZE);
-    let started = std::time::Instant::now();
     let res = match v.kind {
         Kind::Read | Kind::Write { .. } => {
             let io = segs.iter().enumerate().map(|(i, s)| {
@@ -310,15 +326,18 @@ pub fn execute<P: SegmentPages + ?Sized>(
         Kind::Flush => IoOp::Flush,
         Kind::Discard { .. } => IoOp::Discard,
     };
-    disk.io().record_timed(op, res.is_ok(), started.elapsed());
-    match res {
+    let ended = Instant::now();
+    disk.io()
+        .record_timed(op, res.is_ok(), ended.saturating_duration_since(started));
+    let status = match res {
         Ok(()) => Status::Okay,
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Status::NotSupported,
         Err(e) => {
             tracing::warn!("I/O error at sector {}: {e}", v.sector);
             Status::Error
         }
-    }
+    };
+    (status, ended)
 }
 
 #[cfg(test)]

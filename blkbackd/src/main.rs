@@ -67,6 +67,10 @@ struct Cli {
     /// Do not offer `feature-persistent`.
     #[arg(long)]
     no_persistent: bool,
+    /// The longest a ring thread polls its idle ring before sleeping on its event channel,
+    /// in microseconds (the window adapts to the frontend's pace; 0: never poll).
+    #[arg(long, value_name = "US", default_value_t = Config::default().idle_poll.as_micros() as u64)]
+    idle_poll_us: u64,
     /// Do not offer `feature-discard`.
     #[arg(long)]
     no_discard: bool,
@@ -89,6 +93,7 @@ impl Cli {
             max_indirect_segments: self.max_indirect_segments,
             persistent: !self.no_persistent,
             discard: !self.no_discard,
+            idle_poll: std::time::Duration::from_micros(self.idle_poll_us),
             ..Config::default()
         }
     }
@@ -121,6 +126,7 @@ fn run(cli: &Cli) -> Result<Signal, String> {
             }
         }
     };
+    let stats = driver.stats().clone();
     let backend_id = DomId(cli.backend_domid);
     let backend = match cli.domid {
         None => Backend::start(store.clone(), backend_id, driver),
@@ -144,6 +150,12 @@ fn run(cli: &Cli) -> Result<Signal, String> {
     let sig = signals.wait().map_err(|e| format!("waiting: {e}"))?;
     tracing::info!("{sig}: closing {} device(s)", backend.devices().len());
     backend.stop();
+    tracing::info!(
+        "served {} requests; rings found requests by polling {} times, slept {} times",
+        stats.requests(),
+        stats.polled(),
+        stats.sleeps()
+    );
     drop(model);
     if let Some(p) = &cli.pid_file {
         let _ = std::fs::remove_file(p);
