@@ -450,6 +450,17 @@ fn a_snapshot_of_a_disk_being_written_loses_nothing_and_holds_the_data_before_it
     }
     let disk_allowed: Vec<Vec<u64>> = last.iter().map(|&g| vec![g]).collect();
     check_allowed(&p, &disk_allowed, "disk after the live snapshot");
+    // The guest flushes; a new process reading the disk's image while the backend still
+    // runs (as the next start after a hard shutdown that killed it) finds every write.
+    let mut flush = [IoReq::new(Op::Flush, 0, Vec::new())];
+    p.front.run(0, &mut flush).unwrap();
+    assert_eq!(flush[0].status, Some(Status::Okay));
+    let on_disk = stamps_on_disk(&e.sr.dir().join(format!("{v}.qcow2")), BLOCKS);
+    for (b, got) in on_disk.iter().enumerate() {
+        let g = last[b];
+        let want = if g == 0 { (0, 0) } else { (b as u64 * 8, g) };
+        assert_eq!(*got, want, "disk's image after the flush, block {b}");
+    }
     p.unplug();
     let snap_allowed: Vec<Vec<u64>> = before
         .iter()
@@ -512,4 +523,48 @@ fn a_disk_closed_while_paused_fails_its_waiting_requests_instead_of_hanging() {
     let mut b = vec![0u8; 4096];
     img.read(&mut b, 0).unwrap();
     assert_eq!(read_stamp(&b, 0), (0, 1), "the failed write did not land");
+}
+
+/// Reads `blocks` 4 KiB blocks from the start of the image file at `path` as a new process
+/// would after the backend died without closing it (a device model killed by a hard
+/// shutdown), and returns each block's (sector, generation) stamp of its first sector.
+fn stamps_on_disk(path: &std::path::Path, blocks: u64) -> Vec<(u64, u64)> {
+    let img = sm::image::Image::open(path, false).unwrap();
+    let mut buf = vec![0u8; (blocks * 4096) as usize];
+    img.read(&mut buf, 0).unwrap();
+    (0..blocks)
+        .map(|b| read_stamp(&buf, (b * 8) as usize))
+        .collect()
+}
+
+#[test]
+fn a_write_flushed_after_a_live_snapshot_is_in_the_disks_image_before_the_backend_closes() {
+    let e = env();
+    let v = e.sr.vdi_create("disk", BLOCKS * 4096).unwrap().uuid;
+    let p = e.plug(v, true);
+    let mut model = vec![0u64; BLOCKS as usize];
+    // Pattern A over the first 4 MiB, flushed.
+    p.write(0, 1024, 1, &mut model);
+    // The live snapshot as the toolstack takes it.
+    e.drv.pause(p.guest, p.devid).unwrap();
+    e.sr.vdi_deactivate(v).unwrap();
+    let snap = e.sr.vdi_snapshot(v).unwrap().uuid;
+    e.sr.vdi_activate(v).unwrap();
+    e.drv.resume(p.guest, p.devid, Some(&p.path)).unwrap();
+    // Writes elsewhere, then pattern B over A, flushed.
+    p.write(1024, 512, 2, &mut model);
+    p.write(0, 1024, 3, &mut model);
+    // What a new process finds in the files while the backend still runs: the guest
+    // flushed, so the disk's image holds B and the snapshot's holds A.
+    let disk = stamps_on_disk(&e.sr.dir().join(format!("{v}.qcow2")), 1536);
+    for (b, got) in disk.iter().enumerate() {
+        let want = (b as u64 * 8, model[b]);
+        assert_eq!(*got, want, "disk's image, block {b}");
+    }
+    let s = stamps_on_disk(&e.sr.dir().join(format!("{snap}.qcow2")), 1024);
+    for (b, got) in s.iter().enumerate() {
+        assert_eq!(*got, (b as u64 * 8, 1), "snapshot's image, block {b}");
+    }
+    p.check(&model, "disk through the backend");
+    p.unplug();
 }
