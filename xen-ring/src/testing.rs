@@ -226,15 +226,17 @@ impl Workload for EchoWorkload {
     }
 
     /// `echo_serve` in place: the three fields read first (the response may overwrite
-    /// them), then the response's fields written.
+    /// them), then the 16-byte response written from registers (two stores).
     #[inline]
     fn serve_into(q: &Slot<'_, TestReq>, s: &mut SlotMut<'_, TestRsp>) -> bool {
         let id: u64 = q.get(offset_of!(TestReq, id));
         let csum: u32 = q.get(offset_of!(TestReq, csum));
         let last: u8 = q.get(offset_of!(TestReq, payload) + TEST_PAYLOAD - 1);
-        s.set(offset_of!(TestRsp, id), id);
-        s.set(offset_of!(TestRsp, csum), csum ^ u32::from(last));
-        s.set(offset_of!(TestRsp, status), 0i32);
+        s.write(TestRsp {
+            id,
+            csum: csum ^ u32::from(last),
+            status: 0,
+        });
         true
     }
 
