@@ -84,46 +84,70 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
         match self.take_slot()? {
             // SAFETY: `RingMem::typed` checked that a Req fits every slot, aligned; the slot
             // borrows the ring, which keeps the memory mapped.
-            Some(idx) => Ok(Some(unsafe {
-                Slot::new(self.ring.typed_slot::<Req, Rsp>(idx))
-            })),
+            Some(idx) => Ok(Some(unsafe { self.ring.slot::<Req, Rsp, Req>(idx) })),
             None => Ok(None),
         }
     }
 
-    /// Serves up to `max` published requests, reading (and checking) `req_prod` once:
-    /// `serve(request)` reads each request in place and returns its response, which is
-    /// written into the next response slot; then the responses are published
-    /// (`RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`). The batch form of
-    /// [`next_request`](Self::next_request) + [`push_response`](Self::push_response) + push,
+    /// Serves up to `max` published requests, reading (and checking) `req_prod` once, with
+    /// one read barrier for the batch: `serve(request, response)` reads each request in place
+    /// and fills its response slot in place; then the responses are published
+    /// (`RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`, one write barrier and one index store for the
+    /// batch, none when nothing is new). The batch form of
+    /// [`next_request`](Self::next_request) + [`next_response`](Self::next_response) + push,
     /// answering in order; capped, as those are, by the free response slots.
     ///
-    /// The response may go to the slot the request came from: `serve` reads the request and
-    /// returns the response, the ring writes it after `serve` returns.
+    /// The response slot may be the request's own slot (it is whenever every earlier request
+    /// is answered): read what you need of the request before writing the response. Both are
+    /// volatile views of shared memory, never references, so this is a question of what the
+    /// response holds, not of soundness.
+    ///
+    /// ```
+    /// # use std::{mem::offset_of, sync::Arc};
+    /// # use xen_ring::{BackRing, FrontRing};
+    /// # use xen_sys::{blkif_request, blkif_response};
+    /// # use xen_types::{mem::PageBuf, Pages};
+    /// let page = Arc::new(PageBuf::new(1).unwrap());
+    /// let mut front: FrontRing<_, blkif_request, blkif_response> =
+    ///     FrontRing::new(page.clone(), Pages(1)).unwrap();
+    /// let mut back: BackRing<_, blkif_request, blkif_response> =
+    ///     BackRing::new(page, Pages(1)).unwrap();
+    /// front.push_requests_with(3, |q, k| q.set(offset_of!(blkif_request, id), u64::from(k)))
+    ///     .unwrap();
+    /// let served = back
+    ///     .serve_requests_with(u32::MAX, |q, s| {
+    ///         let id: u64 = q.get(offset_of!(blkif_request, id));
+    ///         s.set(offset_of!(blkif_response, id), id);
+    ///         s.set(offset_of!(blkif_response, status), 0i16);
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!(served.count, 3);
+    /// ```
     #[inline]
     pub fn serve_requests_with(
         &mut self,
         max: u32,
-        mut serve: impl FnMut(&Slot<'_, Req>) -> Rsp,
+        mut serve: impl FnMut(&Slot<'_, Req>, &mut SlotMut<'_, Rsp>),
     ) -> Result<Pushed, RingError> {
         self.check()?;
         let count = self.refresh()?.min(max);
         let (cons, prod) = (self.req_cons, self.rsp_prod_pvt);
         for k in 0..count {
-            // SAFETY: `RingMem::typed` checked that a Req and an Rsp fit every slot, aligned;
-            // the slots live for this iteration, while the ring is borrowed. The request is
-            // read (inside `serve`) before its response is written, which may be to the same
-            // slot; `refresh` capped `count` so that response slots `prod + k` are never
-            // requests not yet consumed.
-            unsafe {
-                let q = Slot::new(self.ring.typed_slot::<Req, Rsp>(cons.wrapping_add(k)));
-                let rsp = serve(&q);
-                SlotMut::new(self.ring.typed_slot::<Req, Rsp>(prod.wrapping_add(k))).write(rsp);
-            }
+            // SAFETY: `RingMem::typed` made the ring for Req/Rsp; the slots live for this
+            // iteration, while the ring is borrowed. `refresh` capped `count` so that
+            // response slots `prod + k` are never requests not yet consumed (the response
+            // slot is request `cons + k`'s own or an answered one's).
+            let (q, mut s) = unsafe {
+                (
+                    self.ring.slot::<Req, Rsp, Req>(cons.wrapping_add(k)),
+                    self.ring.slot_mut::<Req, Rsp, Rsp>(prod.wrapping_add(k)),
+                )
+            };
+            serve(&q, &mut s);
         }
         self.req_cons = cons.wrapping_add(count);
         self.rsp_prod_pvt = prod.wrapping_add(count);
-        let notify = self.push_responses_and_check_notify();
+        let notify = self.rsp_prod_pvt != self.rsp_pushed && self.push_responses_and_check_notify();
         Ok(Pushed { count, notify })
     }
 
@@ -152,7 +176,7 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
         let idx = self.response_slot()?;
         // SAFETY: `RingMem::typed` checked that an Rsp fits every slot, aligned; the slot
         // borrows the ring, which keeps the memory mapped.
-        Ok(unsafe { SlotMut::new(self.ring.typed_slot::<Req, Rsp>(idx)) })
+        Ok(unsafe { self.ring.slot_mut::<Req, Rsp, Rsp>(idx) })
     }
 
     /// Writes `rsp` into the next response slot (`RING_GET_RESPONSE(r, rsp_prod_pvt++)`);
@@ -170,7 +194,7 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
         let mut prod = self.rsp_prod_pvt;
         for rsp in &rsps[..n] {
             // SAFETY: `RingMem::typed` checked that an Rsp fits every slot, aligned.
-            unsafe { SlotMut::new(self.ring.typed_slot::<Req, Rsp>(prod)) }.write(*rsp);
+            unsafe { self.ring.slot_mut::<Req, Rsp, Rsp>(prod) }.write(*rsp);
             prod = prod.wrapping_add(1);
         }
         self.rsp_prod_pvt = prod;

@@ -90,7 +90,7 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         let idx = self.request_slot()?;
         // SAFETY: `RingMem::typed` checked that a Req fits every slot, aligned; the slot
         // borrows the ring, which keeps the memory mapped.
-        Ok(unsafe { SlotMut::new(self.ring.typed_slot::<Req, Rsp>(idx)) })
+        Ok(unsafe { self.ring.slot_mut::<Req, Rsp, Req>(idx) })
     }
 
     /// Writes `req` into the next free slot (`RING_GET_REQUEST(r, req_prod_pvt++)`). The back
@@ -108,7 +108,7 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         let mut prod = self.req_prod_pvt;
         for req in &reqs[..n] {
             // SAFETY: `RingMem::typed` checked that a Req fits every slot, aligned.
-            unsafe { SlotMut::new(self.ring.typed_slot::<Req, Rsp>(prod)) }.write(*req);
+            unsafe { self.ring.slot_mut::<Req, Rsp, Req>(prod) }.write(*req);
             prod = prod.wrapping_add(1);
         }
         self.req_prod_pvt = prod;
@@ -135,17 +135,17 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         match self.response_slot()? {
             // SAFETY: `RingMem::typed` checked that an Rsp fits every slot, aligned; the
             // slot borrows the ring, which keeps the memory mapped.
-            Some(idx) => Ok(Some(unsafe {
-                Slot::new(self.ring.typed_slot::<Req, Rsp>(idx))
-            })),
+            Some(idx) => Ok(Some(unsafe { self.ring.slot::<Req, Rsp, Rsp>(idx) })),
             None => Ok(None),
         }
     }
 
     /// Fills up to `n` free request slots in place, `fill(slot, k)` for the `k`th, then
     /// publishes them (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`): the batch form of
-    /// [`next_request`](Self::next_request) + push, with one check of the free space and one
-    /// index store for the batch. Requests queued before and not pushed are published too.
+    /// [`next_request`](Self::next_request) + push, with one check of the free space, one
+    /// write barrier and one index store for the batch (none when nothing is new, so an idle
+    /// poll does not write the shared header). Requests queued before and not pushed are
+    /// published too.
     ///
     /// ```
     /// # use std::{mem::offset_of, sync::Arc};
@@ -170,20 +170,19 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         let count = n.min(self.free_requests());
         let prod = self.req_prod_pvt;
         for k in 0..count {
-            // SAFETY: `RingMem::typed` checked that a Req fits every slot, aligned; the slot
-            // lives for this call, while the ring (and so the mapping) is borrowed.
-            let mut slot =
-                unsafe { SlotMut::new(self.ring.typed_slot::<Req, Rsp>(prod.wrapping_add(k))) };
+            // SAFETY: `RingMem::typed` made the ring for Req/Rsp; the slot lives for this
+            // iteration, while the ring (and so the mapping) is borrowed.
+            let mut slot = unsafe { self.ring.slot_mut::<Req, Rsp, Req>(prod.wrapping_add(k)) };
             fill(&mut slot, k);
         }
         self.req_prod_pvt = prod.wrapping_add(count);
-        let notify = self.push_requests_and_check_notify();
+        let notify = self.req_prod_pvt != self.req_pushed && self.push_requests_and_check_notify();
         Ok(Pushed { count, notify })
     }
 
     /// Consumes up to `max` published responses in place, `take(slot)` for each in order,
-    /// reading (and checking) `rsp_prod` once: the batch form of
-    /// [`next_response`](Self::next_response). Returns how many were consumed.
+    /// reading (and checking) `rsp_prod` once, with one read barrier for the batch: the batch
+    /// form of [`next_response`](Self::next_response). Returns how many were consumed.
     #[inline]
     pub fn take_responses_with(
         &mut self,
@@ -194,9 +193,9 @@ impl<M: SharedMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         let count = self.refresh()?.min(max);
         let cons = self.rsp_cons;
         for k in 0..count {
-            // SAFETY: `RingMem::typed` checked that an Rsp fits every slot, aligned; the slot
-            // lives for this call, while the ring (and so the mapping) is borrowed.
-            let slot = unsafe { Slot::new(self.ring.typed_slot::<Req, Rsp>(cons.wrapping_add(k))) };
+            // SAFETY: `RingMem::typed` made the ring for Req/Rsp; the slot lives for this
+            // iteration, while the ring (and so the mapping) is borrowed.
+            let slot = unsafe { self.ring.slot::<Req, Rsp, Rsp>(cons.wrapping_add(k)) };
             take(&slot);
         }
         self.rsp_cons = cons.wrapping_add(count);

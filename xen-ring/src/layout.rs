@@ -177,6 +177,24 @@ pub(crate) const fn union_align<Req, Rsp>() -> usize {
     }
 }
 
+/// The alignment that every slot of `DEFINE_RING_TYPES(x, Req, Rsp)` has in page-aligned
+/// memory (`ring_offset` and the entry size are multiples of it), capped at 16 bytes: the
+/// widest store the slot copies use.
+pub(crate) const fn slot_align<Req, Rsp>() -> usize {
+    let entry = union_entry_size::<Req, Rsp>();
+    let ring_offset = HEADER_END.next_multiple_of(union_align::<Req, Rsp>());
+    let mut a = 16;
+    while entry % a != 0 || ring_offset % a != 0 {
+        a /= 2;
+    }
+    // Both are multiples of the entry's own alignment, which may exceed the cap.
+    if union_align::<Req, Rsp>() > a {
+        union_align::<Req, Rsp>()
+    } else {
+        a
+    }
+}
+
 /// `sizeof(union X_sring_entry)` of `DEFINE_RING_TYPES(x, Req, Rsp)`: a union is as large as
 /// its largest member, rounded up to its largest alignment.
 pub(crate) const fn union_entry_size<Req, Rsp>() -> usize {
@@ -209,6 +227,14 @@ mod tests {
         assert_eq!(l.entry_size(), 16);
         assert_eq!(l.ring_offset(), 64);
         assert_eq!(l.nr_ents(), 128); // (4096 - 64) / 16 = 252 -> 128
+    }
+
+    #[test]
+    fn slots_are_aligned_to_the_entry_size_up_to_16() {
+        assert_eq!(slot_align::<[u8; 64], [u8; 16]>(), 16);
+        assert_eq!(slot_align::<[u32; 25], u64>(), 8); // 100 bytes, 8-aligned: 104
+        assert_eq!(slot_align::<[u8; 12], [u8; 3]>(), 4);
+        assert_eq!(slot_align::<[u8; 3], u8>(), 1);
     }
 
     #[test]

@@ -25,6 +25,11 @@
 //! ([`BackRing::next_request`], [`FrontRing::next_response`]), or copied whole
 //! (`push_request`, `take_request`, ...), always with volatile word accesses.
 //!
+//! The batch calls are the fast path: [`FrontRing::push_requests_with`],
+//! [`BackRing::serve_requests_with`] and [`FrontRing::take_responses_with`] fill, serve and
+//! consume a whole batch in place with one index check, one barrier and one index store per
+//! batch (none for an empty one), as a C driver's loop over the macros does.
+//!
 //! ```
 //! use xen_ring::{BackRing, FrontRing};
 //! use xen_sys::{blkif_request, blkif_response};

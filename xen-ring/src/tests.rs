@@ -1,5 +1,6 @@
 //! Tests of the rings on their own, against hostile peers, and against the C macros.
 
+use std::mem::offset_of;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -324,17 +325,22 @@ fn batch_calls_fill_serve_and_take_in_order() {
     assert!(f.is_full());
     // A cap below what is published: the rest waits for the next call.
     let p = b
-        .serve_requests_with(5, |q| TestRsp {
-            id: q.read().id,
-            ..Default::default()
+        .serve_requests_with(5, |q, s| {
+            s.write(TestRsp {
+                id: q.read().id,
+                ..Default::default()
+            })
         })
         .unwrap();
     assert_eq!((p.count, b.req_cons(), b.rsp_prod_pvt()), (5, 5, 5));
     assert_eq!(get(&mem, SringField::RspProd), 5);
     let p = b
-        .serve_requests_with(u32::MAX, |q| TestRsp {
-            id: q.read().id,
-            ..Default::default()
+        .serve_requests_with(u32::MAX, |q, s| {
+            s.set(
+                offset_of!(TestRsp, id),
+                q.get::<u64>(offset_of!(TestReq, id)),
+            );
+            s.set(offset_of!(TestRsp, status), 0i32);
         })
         .unwrap();
     assert_eq!(p.count, 27);
@@ -348,9 +354,42 @@ fn batch_calls_fill_serve_and_take_in_order() {
     // Nothing more published: nothing taken, nothing served.
     assert_eq!(f.take_responses_with(u32::MAX, |_| panic!()).unwrap(), 0);
     assert_eq!(
-        b.serve_requests_with(u32::MAX, |_| panic!()).unwrap().count,
+        b.serve_requests_with(u32::MAX, |_, _| panic!())
+            .unwrap()
+            .count,
         0
     );
+}
+
+#[test]
+fn idle_batch_calls_leave_the_shared_header_alone() {
+    let (mut f, mut b, mem) = pair(1);
+    f.push_requests_with(2, |slot, k| slot.write(TestReq::nth(u64::from(k))))
+        .unwrap();
+    b.serve_requests_with(u32::MAX, |q, s| {
+        s.write(TestRsp {
+            id: q.read().id,
+            ..Default::default()
+        })
+    })
+    .unwrap();
+    // Values nobody published: a call with nothing new must not store its index again
+    // (an idle poll would otherwise bounce the header's cache line to the peer).
+    set(&mem, SringField::RspProd, 77);
+    set(&mem, SringField::ReqProd, 2);
+    assert_eq!(
+        b.serve_requests_with(u32::MAX, |_, _| panic!())
+            .unwrap()
+            .count,
+        0
+    );
+    assert_eq!(get(&mem, SringField::RspProd), 77);
+    set(&mem, SringField::RspProd, 2);
+    assert_eq!(f.take_responses_with(u32::MAX, |_| ()).unwrap(), 2);
+    set(&mem, SringField::ReqProd, 99);
+    let p = f.push_requests_with(0, |_, _| panic!()).unwrap();
+    assert_eq!((p.count, p.notify), (0, false));
+    assert_eq!(get(&mem, SringField::ReqProd), 99);
 }
 
 #[test]
@@ -375,7 +414,7 @@ fn batch_calls_refuse_hostile_indexes() {
     // The front end published more requests than the ring holds.
     set(&mem, SringField::ReqProd, 33);
     assert!(matches!(
-        b.serve_requests_with(u32::MAX, |_| panic!("served a hostile index")),
+        b.serve_requests_with(u32::MAX, |_, _| panic!("served a hostile index")),
         Err(RingError::Overflow { prod: 33, .. })
     ));
     assert_eq!(b.rsp_prod_pvt(), 0);
