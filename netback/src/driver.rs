@@ -10,7 +10,8 @@ use xen_types::{EvtchnPort, GrantRef, Pages};
 use xenbus::{BackendDriver, DeviceInfo, Store};
 
 use crate::port::{Ports, RxOffloads, TapPorts, VifId};
-use crate::queue::{self, QueueServer, Rate, RxCaps, RxPath, RxRing, Stats, TxPath, TxRing};
+use crate::queue::{self, QueueServer, Rate, RxCaps, RxPath, RxRing, TxPath, TxRing};
+use crate::stats::Stats;
 use crate::xen::{ev, QueueChannel};
 use crate::Error;
 
@@ -235,7 +236,10 @@ impl<G: GrantMap + 'static, E: EventChannel + 'static, P: Ports> NetBack<G, E, P
             let chan = QueueChannel::bind((self.open_evtchn)().map_err(ev)?, front, txp, rxp)?;
             let mut txp = TxPath::new(tx, front);
             txp.set_rate(rate);
-            parts.push((txp, RxPath::new(rx, front, caps), chan));
+            txp.set_stats(self.stats.clone());
+            let mut rxp = RxPath::new(rx, front, caps);
+            rxp.set_stats(self.stats.clone());
+            parts.push((txp, rxp, chan));
         }
         let ports = self.ports.open(vif_of(dev), nq as usize, offloads)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -330,6 +334,11 @@ impl<S: Store, G: GrantMap + 'static, E: EventChannel + 'static, P: Ports> Backe
 
     fn disconnect(&self, dev: &DeviceInfo<S>, conn: Connection) {
         drop(conn);
+        tracing::info!(
+            "{} disconnected; the backend's totals: {}",
+            vif_of(dev).ifname(),
+            self.stats
+        );
         // The device is going away (unplugged, or its directory removed): so does its
         // interface. A reconnecting frontend keeps it.
         let gone = dev.read_backend("state").ok().flatten().is_none()

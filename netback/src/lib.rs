@@ -80,11 +80,12 @@ pub mod fuzzing;
 pub mod netfront;
 pub mod port;
 pub mod queue;
+pub mod stats;
 pub mod wire;
 pub mod xen;
 
 pub use driver::{Config, Connection, NetBack};
-pub use queue::Stats;
+pub use stats::Stats;
 use xen_types::mem::MemError;
 use xen_types::Errno;
 

@@ -10,7 +10,7 @@
 //! packet with `NETIF_RSP_ERROR` responses.
 
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use crate::wire::{
     fill_checksum, parse_l4, rsp, rxf, txf, Extra, GsoKind, Offload, VnetHdr, ETH_HLEN,
     FATAL_SLOTS, MAX_PACKET, MAX_SLOTS, PAGE,
 };
+use crate::stats::{ticks, Phase, Stats};
 use crate::xen::QueueChannel;
 use crate::Error;
 
@@ -34,50 +35,6 @@ use crate::Error;
 pub type TxRing<M> = BackRing<M, netif_tx_request, netif_tx_response>;
 /// The backend end of an rx ring.
 pub type RxRing<M> = BackRing<M, netif_rx_request, netif_rx_response>;
-
-/// Counters of a backend's queues.
-#[derive(Debug, Default)]
-pub struct Stats {
-    queues_running: AtomicUsize,
-    queues_broken: AtomicUsize,
-    tx_packets: AtomicU64,
-    tx_bytes: AtomicU64,
-    tx_errors: AtomicU64,
-    rx_packets: AtomicU64,
-    rx_bytes: AtomicU64,
-    rx_dropped: AtomicU64,
-}
-
-macro_rules! getters {
-    ($($(#[$m:meta])* $name:ident: $t:ty),*) => { $(
-        $(#[$m])*
-        pub fn $name(&self) -> $t {
-            self.$name.load(Ordering::SeqCst)
-        }
-    )* };
-}
-
-impl Stats {
-    getters!(
-        /// Queues served now.
-        queues_running: usize,
-        /// Queues stopped because the frontend broke the protocol (fatal errors).
-        queues_broken: usize,
-        /// Packets the guests sent and the packet side took.
-        tx_packets: u64,
-        /// Their bytes.
-        tx_bytes: u64,
-        /// Packets the guests sent that were answered `NETIF_RSP_ERROR`.
-        tx_errors: u64,
-        /// Packets given to the guests.
-        rx_packets: u64,
-        /// Their bytes.
-        rx_bytes: u64,
-        /// Packets from the packet side that no guest could take (offloads it did not
-        /// accept, grant failures).
-        rx_dropped: u64
-    );
-}
 
 /// What one pass of a path did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +63,7 @@ pub struct TxPath<M: SharedMemory> {
     /// The packets of a batch.
     batch: Vec<TxPacket>,
     credit: Option<Credit>,
+    stats: Arc<Stats>,
 }
 
 /// One packet of a tx batch, taken from the ring and not yet answered.
@@ -184,7 +142,13 @@ impl<M: SharedMemory> TxPath<M> {
             data: Vec::with_capacity(TX_BATCH * FATAL_SLOTS),
             batch: Vec::with_capacity(TX_BATCH),
             credit: None,
+            stats: Arc::default(),
         }
+    }
+
+    /// Counts into `stats` (a fresh set by default).
+    pub fn set_stats(&mut self, stats: Arc<Stats>) {
+        self.stats = stats;
     }
 
     /// Limits what the guest may send to `rate` (none: unlimited).
@@ -331,6 +295,7 @@ impl<M: SharedMemory> TxPath<M> {
         out: &mut dyn FnMut(&VnetHdr, &[u8]),
     ) -> Result<Pass, Error> {
         let mut pass = Pass::default();
+        let mut t = ticks();
         loop {
             self.batch.clear();
             self.data.clear();
@@ -350,7 +315,9 @@ impl<M: SharedMemory> TxPath<M> {
             if self.batch.is_empty() {
                 break;
             }
+            t = self.stats.lap(Phase::TxRing, t);
             self.copy_in(gnttab);
+            t = self.stats.lap(Phase::TxCopy, t);
             for i in 0..self.batch.len() {
                 let p = &self.batch[i];
                 let status = match &p.drop {
@@ -363,7 +330,9 @@ impl<M: SharedMemory> TxPath<M> {
                         let frame = &self.buf[p.at..p.at + p.total];
                         match p.off.to_vnet(frame) {
                             Ok(h) => {
+                                t = self.stats.lap(Phase::TxRing, t);
                                 out(&h, frame);
+                                t = self.stats.lap(Phase::PortWrite, t);
                                 pass.packets += 1;
                                 pass.bytes += p.total as u64;
                                 rsp::OKAY
@@ -379,6 +348,7 @@ impl<M: SharedMemory> TxPath<M> {
             }
         }
         pass.notify = self.ring.push_responses_and_check_notify();
+        self.stats.lap(Phase::TxRing, t);
         Ok(pass)
     }
 
@@ -424,6 +394,8 @@ impl<M: SharedMemory> TxPath<M> {
             }
             ranges.push(s0..segs.len());
         }
+        self.stats.add(&self.stats.tx_copy_calls, 1);
+        self.stats.add(&self.stats.tx_copy_segs, segs.len() as u64);
         let ok = match gnttab.copy(&mut segs) {
             Ok(()) => true,
             Err(e) => {
@@ -463,6 +435,7 @@ pub struct RxPath<M: SharedMemory> {
     reqs: Vec<netif_rx_request>,
     /// The frames of a batch: offloads, place in `buf`, length, first request in `reqs`.
     batch: Vec<RxFrame>,
+    stats: Arc<Stats>,
 }
 
 /// One frame of an rx batch.
@@ -498,7 +471,13 @@ impl<M: SharedMemory> RxPath<M> {
             pending: None,
             reqs: Vec::with_capacity(RX_BATCH * (MAX_SLOTS + 1)),
             batch: Vec::with_capacity(RX_BATCH),
+            stats: Arc::default(),
         }
+    }
+
+    /// Counts into `stats` (a fresh set by default).
+    pub fn set_stats(&mut self, stats: Arc<Stats>) {
+        self.stats = stats;
     }
 
     /// True when a frame waits for the guest to post rx buffers.
@@ -552,6 +531,7 @@ impl<M: SharedMemory> RxPath<M> {
         q: &PacketQueue,
     ) -> Result<Pass, Error> {
         let mut pass = Pass::default();
+        let mut t = ticks();
         self.batch.clear();
         self.reqs.clear();
         let mut at = 0;
@@ -562,7 +542,11 @@ impl<M: SharedMemory> RxPath<M> {
                 // The waiting frame is at the start of the buffer (`at` is 0 here).
                 Some(p) => p,
                 None => {
-                    let Some((h, len)) = q.recv(&mut self.buf[at..at + RX_FRAME])? else {
+                    t = self.stats.lap(Phase::RxRing, t);
+                    let got = q.recv(&mut self.buf[at..at + RX_FRAME])?;
+                    self.stats.add(&self.stats.port_reads, 1);
+                    t = self.stats.lap(Phase::PortRead, t);
+                    let Some((h, len)) = got else {
                         break;
                     };
                     match self.adapt(&h, at, len) {
@@ -599,7 +583,9 @@ impl<M: SharedMemory> RxPath<M> {
             pass.bytes += len as u64;
         }
         if !self.batch.is_empty() {
+            t = self.stats.lap(Phase::RxRing, t);
             self.deliver(gnttab)?;
+            t = self.stats.lap(Phase::RxCopy, t);
         }
         if let (Some(at), Some((_, len))) = (wait, self.pending) {
             // The waiting frame goes to the start of the buffer, now that the batch's
@@ -607,6 +593,7 @@ impl<M: SharedMemory> RxPath<M> {
             self.buf.copy_within(at..at + len, 0);
         }
         pass.notify = self.ring.push_responses_and_check_notify();
+        self.stats.lap(Phase::RxRing, t);
         Ok(pass)
     }
 
@@ -638,6 +625,8 @@ impl<M: SharedMemory> RxPath<M> {
                 });
             }
         }
+        self.stats.add(&self.stats.rx_copy_calls, 1);
+        self.stats.add(&self.stats.rx_copy_segs, segs.len() as u64);
         let all = match gnttab.copy(&mut segs) {
             Ok(()) => true,
             Err(e) => {
@@ -744,8 +733,11 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
     fn serve(&mut self, stop: &AtomicBool) -> Result<(), Error> {
         let port = &self.port;
         while !stop.load(Ordering::Relaxed) {
+            self.stats.add(&self.stats.passes, 1);
             let mut tx_errors = 0;
+            let stats = &self.stats;
             let tx = self.tx.serve(&*self.gnttab, &mut |h, data| {
+                stats.add(&stats.port_writes, 1);
                 if let Err(e) = port.send(h, data) {
                     tracing::debug!("tx: frame dropped: {e}");
                     tx_errors += 1;
@@ -757,14 +749,20 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
             s.tx_bytes.fetch_add(tx.bytes, Ordering::Relaxed);
             s.tx_errors.fetch_add(tx.errors, Ordering::Relaxed);
             if tx.notify {
+                let t = ticks();
                 self.chan.notify_tx()?;
+                s.add(&s.notifies, 1);
+                s.lap(Phase::Notify, t);
             }
             let rx = self.rx.serve(&*self.gnttab, port)?;
             s.rx_packets.fetch_add(rx.packets, Ordering::Relaxed);
             s.rx_bytes.fetch_add(rx.bytes, Ordering::Relaxed);
             s.rx_dropped.fetch_add(rx.errors, Ordering::Relaxed);
             if rx.notify {
+                let t = ticks();
                 self.chan.notify_rx()?;
+                s.add(&s.notifies, 1);
+                s.lap(Phase::Notify, t);
             }
             if rx.packets > 0 && !self.rx.starved() {
                 // Maybe more frames queued than one batch.
@@ -775,7 +773,14 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
                 // Over the rate: the requests wait in the ring until the next period.
                 Some(t) => idle = idle.min(t.saturating_duration_since(Instant::now())),
                 None => {
-                    if self.tx.ring_mut().final_check_for_requests()? || Self::spin(&mut self.tx)? {
+                    if self.tx.ring_mut().final_check_for_requests()? {
+                        continue;
+                    }
+                    let t = ticks();
+                    let won = Self::spin(&mut self.tx)?;
+                    s.lap(Phase::Spin, t);
+                    if won {
+                        s.add(&s.spins_won, 1);
                         continue;
                     }
                 }
@@ -795,8 +800,11 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
             // Starved: wait for the guest's rx buffers, not for more frames.
             let n = if self.rx.starved() { 1 } else { 2 };
             let ms = idle.as_micros().div_ceil(1000) as i32;
+            let t = ticks();
+            s.add(&s.sleeps, 1);
             // SAFETY: `n` valid pollfds for the duration of the call.
             let r = unsafe { libc::poll(fds.as_mut_ptr(), n, ms) };
+            let t = s.lap(Phase::Sleep, t);
             if r < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() != std::io::ErrorKind::Interrupted {
@@ -806,6 +814,7 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
             // Events only when the channel's descriptor says so (a read costs a system call).
             if r > 0 && fds[0].revents != 0 {
                 self.chan.drain()?;
+                s.lap(Phase::Notify, t);
             }
         }
         Ok(())
