@@ -141,6 +141,9 @@ timeout 60 xl network-attach nb-ours $NB_ATTACH > /tmp/nb-attach.log 2>&1
 ok netback-network-attach $? "netbackd --domid $OD; xl network-attach: $(tr '\n' ' ' < /tmp/nb-attach.log)"
 nb_wait kernel ours
 echo "netback: netbackd --domid $OD CPU before the load: $(awk '{print $14 + $15}' /proc/$NB_PID/stat 2>/dev/null) ticks"
+# Which of its threads used it (user, system ticks).
+nb_threads() { for t in /proc/$NB_PID/task/*; do echo "$(cat $t/comm 2>/dev/null):$(awk '{print $14 "/" $15}' $t/stat 2>/dev/null)"; done | tr '\n' ' '; }
+echo "netback: netbackd threads before the load: $(nb_threads)"
 nb_report kernel; ok netback-kernel-connected $? "nb-kernel: frontend state=$fe backend state=$be"
 nb_report ours; ok netback-domid-connected $? "nb-ours: frontend state=$fe backend state=$be"
 drv=$(readlink /sys/bus/xen-backend/devices/vif-$OD-0/driver 2>/dev/null)
@@ -209,7 +212,7 @@ for t in kernel:kernel-netback ours:netbackd; do
 done
 [ -z "$bad" ]; ok netback-compare $? "net-load rounds on both backends; missing:${bad:- none}"
 NBT=$(awk '{print $14 + $15}' /proc/$NB_PID/stat 2>/dev/null)
-echo "netback: netbackd --domid $OD used $NBT clock ticks of CPU"
+echo "netback: netbackd --domid $OD used $NBT clock ticks of CPU; threads: $(nb_threads)"
 nb_stop nb-ours; nb_stop nb-kernel
 i=0; while kill -0 $NB_PID 2>/dev/null && [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done
 ! kill -0 $NB_PID 2>/dev/null; ok netback-domid-exit $? "netbackd --domid $OD exited once its domain was gone"
