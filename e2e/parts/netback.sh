@@ -141,6 +141,9 @@ timeout 60 xl network-attach nb-ours $NB_ATTACH > /tmp/nb-attach.log 2>&1
 ok netback-network-attach $? "netbackd --domid $OD; xl network-attach: $(tr '\n' ' ' < /tmp/nb-attach.log)"
 nb_wait kernel ours
 echo "netback: netbackd --domid $OD CPU before the load: $(awk '{print $14 + $15}' /proc/$NB_PID/stat 2>/dev/null) ticks"
+# Which of its threads used it (user, system ticks).
+nb_threads() { for t in /proc/$NB_PID/task/*; do echo "$(cat $t/comm 2>/dev/null):$(awk '{print $14 "/" $15}' $t/stat 2>/dev/null)"; done | tr '\n' ' '; }
+echo "netback: netbackd threads before the load: $(nb_threads)"
 nb_report kernel; ok netback-kernel-connected $? "nb-kernel: frontend state=$fe backend state=$be"
 nb_report ours; ok netback-domid-connected $? "nb-ours: frontend state=$fe backend state=$be"
 drv=$(readlink /sys/bus/xen-backend/devices/vif-$OD-0/driver 2>/dev/null)
@@ -148,10 +151,31 @@ drv=$(readlink /sys/bus/xen-backend/devices/vif-$OD-0/driver 2>/dev/null)
 
 # Interleaved rounds: tx = guest → dom0 (dom0 receives from the guest's server), rx = dom0 →
 # guest. Each round alternates which backend goes first.
+# Where the CPU went during a run: dom0's /proc/stat (one vCPU: busy = not idle), the
+# guest's and dom0's CPU seconds from `xl list`, netbackd's user/system ticks.
+nb_stat() { # TAG: "dom0-ticks(user nice sys idle iowait irq softirq) guest-secs dom0-secs nbd-utime nbd-stime"
+  n="nb-$1"; set -- $(head -1 /proc/stat)
+  s="$2 $3 $4 $5 $6 $7 $8"
+  g=$(xl list 2>/dev/null | awk -v n="$n" '$1 == n {print $6}')
+  z=$(xl list 2>/dev/null | awk '$2 == 0 {print $6}')
+  p=$(awk '{print $14, $15}' /proc/$NB_PID/stat 2>/dev/null)
+  echo "$s ${g:-0} ${z:-0} ${p:-0 0}"
+}
+nb_cpu() { # TAG CASE ROUND BEFORE AFTER
+  echo "$4 $5" | awk -v t="$1 $2 $3" '{
+    tot = 0; for (i = 1; i <= 7; i++) { d[i] = $(i + 11) - $i; tot += d[i] }
+    if (tot <= 0) tot = 1
+    printf "NB-CPU %s dom0: busy=%d%% usr=%d%% sys=%d%% softirq=%d%% | guest %.1fs dom0 %.1fs | netbackd usr=%d sys=%d ticks\n",
+      t, 100 * (tot - d[4]) / tot, 100 * (d[1] + d[2]) / tot, 100 * d[3] / tot, 100 * d[7] / tot,
+      $19 - $8, $20 - $9, $21 - $10, $22 - $11 }'
+}
 nb_run() { # TAG IP CASE ROUND
   case $3 in tx-*) d=recv ;; *) d=send ;; esac
+  b=$(nb_stat $1)
   o=$(timeout 60 /e2e/bin/net-load $d --to "$2:5001" --streams "${3#*-}" --ms 2000 2>&1 | tr '\n' ' ')
+  a=$(nb_stat $1)
   echo "NB-RUN $1 $3 $4 $o" | tee -a /tmp/nb-runs
+  nb_cpu $1 $3 $4 "$b" "$a"
 }
 rm -f /tmp/nb-runs
 for r in 1 2 3; do
@@ -188,7 +212,7 @@ for t in kernel:kernel-netback ours:netbackd; do
 done
 [ -z "$bad" ]; ok netback-compare $? "net-load rounds on both backends; missing:${bad:- none}"
 NBT=$(awk '{print $14 + $15}' /proc/$NB_PID/stat 2>/dev/null)
-echo "netback: netbackd --domid $OD used $NBT clock ticks of CPU"
+echo "netback: netbackd --domid $OD used $NBT clock ticks of CPU; threads: $(nb_threads)"
 nb_stop nb-ours; nb_stop nb-kernel
 i=0; while kill -0 $NB_PID 2>/dev/null && [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done
 ! kill -0 $NB_PID 2>/dev/null; ok netback-domid-exit $? "netbackd --domid $OD exited once its domain was gone"

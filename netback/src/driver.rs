@@ -1,6 +1,5 @@
 //! The `vif` backend driver: features, the handshake, one thread per queue.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -9,10 +8,14 @@ use gnttab::{Access, Gnttab, GrantMap};
 use xen_types::{EvtchnPort, GrantRef, Pages};
 use xenbus::{BackendDriver, DeviceInfo, Store};
 
+use crate::ctrl::{CtrlPath, CtrlRing};
 use crate::port::{Ports, RxOffloads, TapPorts, VifId};
-use crate::queue::{self, QueueServer, Rate, RxCaps, RxPath, RxRing, Stats, TxPath, TxRing};
+use crate::queue::{self, QueueServer, Rate, RxCaps, RxPath, RxRing, Stop, TxPath, TxRing};
+use crate::stats::Stats;
+use crate::steer::Steer;
 use crate::xen::{ev, QueueChannel};
 use crate::Error;
+use tracing::warn;
 
 /// Backend settings.
 #[derive(Debug, Clone)]
@@ -131,7 +134,7 @@ impl<G: GrantMap, E: EventChannel, P: Ports> NetBack<G, E, P> {
 
 /// A connected vif: its queue threads. Dropping it stops them and unmaps the rings.
 pub struct Connection {
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
     queues: Vec<JoinHandle<()>>,
 }
 
@@ -145,7 +148,7 @@ impl std::fmt::Debug for Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop.stop();
         for t in self.queues.drain(..) {
             let _ = t.join();
         }
@@ -235,10 +238,36 @@ impl<G: GrantMap + 'static, E: EventChannel + 'static, P: Ports> NetBack<G, E, P
             let chan = QueueChannel::bind((self.open_evtchn)().map_err(ev)?, front, txp, rxp)?;
             let mut txp = TxPath::new(tx, front);
             txp.set_rate(rate);
-            parts.push((txp, RxPath::new(rx, front, caps), chan));
+            txp.set_stats(self.stats.clone());
+            let mut rxp = RxPath::new(rx, front, caps);
+            rxp.set_stats(self.stats.clone());
+            parts.push((txp, rxp, chan));
         }
+        // The control ring (`feature-ctrl-ring`), if the frontend gave one.
+        let ctrl = match dev.read_frontend_parse::<u32>("ctrl-ring-ref")? {
+            None => None,
+            Some(r) => {
+                let port = dev
+                    .read_frontend_parse::<u32>("event-channel-ctrl")?
+                    .ok_or_else(|| Error::Config("frontend has no event-channel-ctrl".into()))?;
+                let m = self
+                    .gnttab
+                    .map_one(front, GrantRef(r), Access::ReadWrite)
+                    .map_err(gnttab_err)?;
+                let ring = CtrlRing::new(m, Pages(1))?;
+                let chan = QueueChannel::bind(
+                    (self.open_evtchn)().map_err(ev)?,
+                    front,
+                    EvtchnPort(port),
+                    None,
+                )?;
+                Some((ring, chan))
+            }
+        };
+        // Frames steered between queues by the frontend's hash settings.
+        let steer = Arc::new(Steer::new(nq as usize)?);
         let ports = self.ports.open(vif_of(dev), nq as usize, offloads)?;
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Stop::new()?);
         // A queue stopped by a fatal error says why in the backend's `error` node.
         let store = dev.store.clone();
         let error_node = format!("{}/error", dev.backend_path);
@@ -259,6 +288,7 @@ impl<G: GrantMap + 'static, E: EventChannel + 'static, P: Ports> NetBack<G, E, P
                 chan,
                 port,
                 stats: self.stats.clone(),
+                steer: (nq > 1 || ctrl.is_some()).then(|| steer.clone()),
                 report: report.clone(),
                 index: i,
             };
@@ -277,8 +307,43 @@ impl<G: GrantMap + 'static, E: EventChannel + 'static, P: Ports> NetBack<G, E, P
                 }
             }
         }
+        if let Some((ring, chan)) = ctrl {
+            let mut path = CtrlPath::new(ring, front, nq as usize, steer.hash.clone());
+            let (gnttab, st, report) = (self.gnttab.clone(), stop.clone(), report.clone());
+            let name = format!("netback-{}-{}-ctrl", front.get(), dev.devid);
+            let n = name.clone();
+            let t = std::thread::Builder::new().name(name).spawn(move || {
+                if let Err(e) = serve_ctrl(&mut path, &*gnttab, &chan, &st) {
+                    warn!("{n}: stopping the control ring: {e}");
+                    report(&format!("control ring: {e}"));
+                }
+            })?;
+            conn.queues.push(t);
+        }
         Ok(conn)
     }
+}
+
+/// Serves a control ring until `stop` or a fatal error: sleeps on its event channel.
+fn serve_ctrl<G: GrantMap + ?Sized, E: EventChannel, M: xen_types::mem::SharedMemory>(
+    path: &mut CtrlPath<M>,
+    gnttab: &G,
+    chan: &QueueChannel<E>,
+    stop: &Stop,
+) -> Result<(), Error> {
+    while !stop.stopped() {
+        if path.serve(gnttab)? {
+            chan.notify_tx()?;
+        }
+        if path.more()? {
+            continue;
+        }
+        let mut fds = [queue::pollfd(chan), stop.as_pollfd()];
+        if queue::sleep(&mut fds, None)? > 0 && fds[0].revents != 0 {
+            chan.drain()?;
+        }
+    }
+    Ok(())
 }
 
 fn xb(e: Error) -> xenbus::Error {
@@ -308,6 +373,7 @@ impl<S: Store, G: GrantMap + 'static, E: EventChannel + 'static, P: Ports> Backe
             ("feature-rx-flip", "0".into()),
             ("feature-multicast-control", "0".into()),
             ("feature-split-event-channels", "1".into()),
+            ("feature-ctrl-ring", "1".into()),
             (
                 "multi-queue-max-queues",
                 self.cfg.max_queues.max(1).to_string(),
@@ -330,6 +396,11 @@ impl<S: Store, G: GrantMap + 'static, E: EventChannel + 'static, P: Ports> Backe
 
     fn disconnect(&self, dev: &DeviceInfo<S>, conn: Connection) {
         drop(conn);
+        tracing::info!(
+            "{} disconnected; the backend's totals: {}",
+            vif_of(dev).ifname(),
+            self.stats
+        );
         // The device is going away (unplugged, or its directory removed): so does its
         // interface. A reconnecting frontend keeps it.
         let gone = dev.read_backend("state").ok().flatten().is_none()

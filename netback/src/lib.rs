@@ -9,11 +9,16 @@
 //!   grant copy out of the guest in batches of packets, every request validated) and rx path (grant copy into the
 //!   guest's posted buffers in batches, each response in its request's slot, GSO extra
 //!   info), over `xen-ring`'s typed rings;
+//! - [`ctrl`] and [`hash`]: the control ring (`feature-ctrl-ring`) and the Toeplitz hashing
+//!   it sets up, which picks the rx queue of each frame ([`steer`]) and is reported to the
+//!   frontend in a hash extra-info slot;
+//! - [`stats`]: counters and a profile of where the queue threads spend their time;
 //! - [`port`]: the packet side ([`port::Ports`]): tap devices `vif<domid>.<devid>`
 //!   ([`port::TapPorts`]) or in-process socket pairs ([`port::SocketPorts`]);
 //! - [`NetBack`]: the [`xenbus::BackendDriver`] for `vif` devices: the features Linux's
 //!   netback offers (`feature-sg`, `feature-gso-tcpv4/v6`, `feature-ipv6-csum-offload`,
-//!   `feature-rx-copy`, `feature-split-event-channels`, `multi-queue-max-queues`), the wait
+//!   `feature-rx-copy`, `feature-split-event-channels`, `multi-queue-max-queues`,
+//!   `feature-ctrl-ring`), the wait
 //!   for the hotplug script's `hotplug-status` before Connected, one thread per queue (a
 //!   ring pair and one or two event channels each), the `rate` key's transmit limit;
 //! - the host underneath through [`gnttab::GrantMap`] and [`evtchn::EventChannel`]: the real
@@ -70,21 +75,26 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Not yet: the control ring (`feature-ctrl-ring`, Toeplitz hashing), multicast control,
+//! Not yet: multicast control, static grant mappings (`*_GREF_MAPPING` control requests),
 //! tx by grant mapping (tx always copies).
 
+pub mod ctrl;
 pub mod driver;
 #[cfg(feature = "test-utils")]
 pub mod fuzzing;
+pub mod hash;
 #[cfg(feature = "test-utils")]
 pub mod netfront;
 pub mod port;
 pub mod queue;
+pub mod stats;
+pub mod steer;
+pub mod wake;
 pub mod wire;
 pub mod xen;
 
 pub use driver::{Config, Connection, NetBack};
-pub use queue::Stats;
+pub use stats::Stats;
 use xen_types::mem::MemError;
 use xen_types::Errno;
 

@@ -18,6 +18,7 @@ use xen_types::mem::SharedMemoryExt;
 use xen_types::{DomId, GrantRef, Pages, Pfn};
 use xenbus::{FrontendDevice, Store, XenbusState};
 
+use crate::ctrl::{CtrlRequest, CtrlResponse};
 use crate::wire::{
     csum_add, parse_l4, rsp, rxf, txf, Extra, Gso, GsoKind, Offload, MAX_PACKET, PAGE,
 };
@@ -45,6 +46,8 @@ pub struct FrontConfig {
     pub gso: bool,
     /// Accept partial checksums on rx (else `feature-no-csum-offload=1`).
     pub csum: bool,
+    /// Give the backend a control ring, if it offers one (`feature-ctrl-ring`).
+    pub ctrl: bool,
     /// Time limit of every wait.
     pub timeout: Duration,
 }
@@ -57,6 +60,7 @@ impl Default for FrontConfig {
             sg: true,
             gso: true,
             csum: true,
+            ctrl: false,
             timeout: Duration::from_secs(20),
         }
     }
@@ -80,6 +84,8 @@ pub struct RxPacket {
     pub flags: u16,
     /// The GSO extra info, if any.
     pub gso: Option<Gso>,
+    /// The hash extra info, if any: type bit, algorithm, value.
+    pub hash: Option<(u8, u8, u32)>,
     /// A response of the packet had an error status.
     pub error: bool,
 }
@@ -118,7 +124,20 @@ pub struct Netfront<S: Store> {
     pub domid: DomId,
     mem: Arc<PageMapping>,
     queues: Vec<FrontQueue>,
+    ctrl: Option<FrontCtrl>,
     timeout: Duration,
+}
+
+/// The frontend's control ring.
+pub type FrontCtrlRing = FrontRing<PageMapping, CtrlRequest, CtrlResponse>;
+
+/// The control ring, its event channel, and a page granted for keys and tables.
+struct FrontCtrl {
+    ring: FrontCtrlRing,
+    chan: QueueChannel<evtchn::SimEvtchn>,
+    page: usize,
+    grant: GrantRef,
+    next_id: u16,
 }
 
 impl<S: Store> std::fmt::Debug for Netfront<S> {
@@ -155,7 +174,9 @@ impl<S: Store> Netfront<S> {
         let split =
             cfg.split && dev.read_backend_parse::<u32>("feature-split-event-channels")? == Some(1);
         let nq = cfg.queues.clamp(1, max_q.max(1)) as usize;
-        let pages = nq * PAGES_PER_QUEUE;
+        let ctrl = cfg.ctrl && dev.read_backend_parse::<u32>("feature-ctrl-ring")? == Some(1);
+        // The control ring's page and its data page follow the queues' pages.
+        let pages = nq * PAGES_PER_QUEUE + 2;
         let dcfg = xen_sys::xen_domctl_createdomain {
             max_grant_frames: 64,
             ..xen_sim::domain::small_pv_guest(1023)
@@ -245,6 +266,27 @@ impl<S: Store> Netfront<S> {
             fq.post_rx()?;
             queues.push(fq);
         }
+        let ctrl = if ctrl {
+            let at = nq * PAGES_PER_QUEUE;
+            let ring = FrontRing::new(
+                host.guest_pages(d, &[Pfn(at as u64)])
+                    .map_err(Error::Host)?,
+                Pages(1),
+            )?;
+            let handle = evtchn::SimEvtchn::open(host, domid).map_err(crate::xen::ev)?;
+            let chan = QueueChannel::unbound(handle, backend, false)?;
+            keys.push(("ctrl-ring-ref".into(), grant(at)?.0.to_string()));
+            keys.push(("event-channel-ctrl".into(), chan.tx_port().0.to_string()));
+            Some(FrontCtrl {
+                ring,
+                chan,
+                page: at + 1,
+                grant: grant(at + 1)?,
+                next_id: 0,
+            })
+        } else {
+            None
+        };
         dev.write_all(&keys)?;
         dev.switch_state(XenbusState::Connected)?;
         let st = dev.wait_backend(
@@ -261,6 +303,7 @@ impl<S: Store> Netfront<S> {
             domid,
             mem,
             queues,
+            ctrl,
             timeout: cfg.timeout,
         };
         for q in &nf.queues {
@@ -367,6 +410,67 @@ impl<S: Store> Netfront<S> {
                 return Ok(None);
             }
         }
+    }
+
+    /// True when the control ring is connected.
+    pub fn has_ctrl(&self) -> bool {
+        self.ctrl.is_some()
+    }
+
+    /// Writes `data` at the start of the control data page; returns its grant (for
+    /// `SET_HASH_KEY` and `SET_HASH_MAPPING`).
+    pub fn ctrl_page(&self, data: &[u8]) -> Result<GrantRef, Error> {
+        let c = self
+            .ctrl
+            .as_ref()
+            .ok_or_else(|| cfg_err("no control ring".into()))?;
+        self.mem.write_bytes(c.page * PAGE, data)?;
+        Ok(c.grant)
+    }
+
+    /// Sends control request `type_` with `data` and waits for its response: its status
+    /// and data. Checks that the response echoes the request's id and type.
+    pub fn ctrl(&mut self, type_: u16, data: [u32; 3]) -> Result<(u32, u32), Error> {
+        let deadline = Instant::now() + self.timeout;
+        let c = self
+            .ctrl
+            .as_mut()
+            .ok_or_else(|| cfg_err("no control ring".into()))?;
+        let id = c.next_id;
+        c.next_id = c.next_id.wrapping_add(1);
+        c.ring.push_request(CtrlRequest { id, type_, data })?;
+        if c.ring.push_requests_and_check_notify() {
+            c.chan.notify_tx()?;
+        }
+        loop {
+            if let Some(r) = c.ring.take_response()? {
+                if r.id != id || r.type_ != type_ {
+                    return Err(cfg_err(format!(
+                        "control response {}/{} for request {id}/{type_}",
+                        r.id, r.type_
+                    )));
+                }
+                return Ok((r.status, r.data));
+            }
+            if c.ring.final_check_for_responses()? {
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(cfg_err("timed out waiting for a control response".into()));
+            }
+            c.chan.wait(left.min(Duration::from_millis(100)))?;
+        }
+    }
+
+    /// Writes `req_prod` of the control ring directly (a producer index jumping ahead).
+    pub fn set_ctrl_req_prod(&mut self, prod: u32) -> Result<(), Error> {
+        let c = self
+            .ctrl
+            .as_ref()
+            .ok_or_else(|| cfg_err("no control ring".into()))?;
+        c.ring.memory().write_obj(0, prod)?;
+        c.chan.notify_tx()
     }
 
     /// Closes the device (Closing, then Closed once the backend closed).
@@ -501,12 +605,14 @@ impl FrontQueue {
             }
             let done = match self.rx_partial.take() {
                 Some(mut p) if p.extra_next => {
-                    let (e, _) = Extra::from_rx(&r)?;
-                    if let Extra::Gso(g) = e {
-                        p.pkt.gso = Some(g);
+                    let (e, more) = Extra::from_rx(&r)?;
+                    match e {
+                        Extra::Gso(g) => p.pkt.gso = Some(g),
+                        Extra::Hash { kind, alg, value } => p.pkt.hash = Some((kind, alg, value)),
+                        Extra::Other(_) => {}
                     }
-                    p.extra_next = false;
-                    if p.more {
+                    p.extra_next = more;
+                    if p.more || p.extra_next {
                         self.rx_partial = Some(p);
                         None
                     } else {
@@ -519,6 +625,7 @@ impl FrontQueue {
                             data: Vec::new(),
                             flags: r.flags,
                             gso: None,
+                            hash: None,
                             error: false,
                         },
                         extra_next: r.flags & rxf::EXTRA_INFO != 0,

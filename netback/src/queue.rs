@@ -10,7 +10,7 @@
 //! packet with `NETIF_RSP_ERROR` responses.
 
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,11 @@ use xen_sys::{netif_rx_request, netif_rx_response, netif_tx_request, netif_tx_re
 use xen_types::mem::SharedMemory;
 use xen_types::{DomId, GrantRef};
 
+use crate::hash::{FrameHash, HashAlgorithm};
 use crate::port::{PacketQueue, RxOffloads};
+use crate::stats::{ticks, Phase, Stats};
+use crate::steer::{Steer, Steered};
+use crate::wake::Waker;
 use crate::wire::{
     fill_checksum, parse_l4, rsp, rxf, txf, Extra, GsoKind, Offload, VnetHdr, ETH_HLEN,
     FATAL_SLOTS, MAX_PACKET, MAX_SLOTS, PAGE,
@@ -34,50 +38,6 @@ use crate::Error;
 pub type TxRing<M> = BackRing<M, netif_tx_request, netif_tx_response>;
 /// The backend end of an rx ring.
 pub type RxRing<M> = BackRing<M, netif_rx_request, netif_rx_response>;
-
-/// Counters of a backend's queues.
-#[derive(Debug, Default)]
-pub struct Stats {
-    queues_running: AtomicUsize,
-    queues_broken: AtomicUsize,
-    tx_packets: AtomicU64,
-    tx_bytes: AtomicU64,
-    tx_errors: AtomicU64,
-    rx_packets: AtomicU64,
-    rx_bytes: AtomicU64,
-    rx_dropped: AtomicU64,
-}
-
-macro_rules! getters {
-    ($($(#[$m:meta])* $name:ident: $t:ty),*) => { $(
-        $(#[$m])*
-        pub fn $name(&self) -> $t {
-            self.$name.load(Ordering::SeqCst)
-        }
-    )* };
-}
-
-impl Stats {
-    getters!(
-        /// Queues served now.
-        queues_running: usize,
-        /// Queues stopped because the frontend broke the protocol (fatal errors).
-        queues_broken: usize,
-        /// Packets the guests sent and the packet side took.
-        tx_packets: u64,
-        /// Their bytes.
-        tx_bytes: u64,
-        /// Packets the guests sent that were answered `NETIF_RSP_ERROR`.
-        tx_errors: u64,
-        /// Packets given to the guests.
-        rx_packets: u64,
-        /// Their bytes.
-        rx_bytes: u64,
-        /// Packets from the packet side that no guest could take (offloads it did not
-        /// accept, grant failures).
-        rx_dropped: u64
-    );
-}
 
 /// What one pass of a path did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -100,12 +60,16 @@ fn fatal(msg: String) -> Error {
 pub struct TxPath<M: SharedMemory> {
     ring: TxRing<M>,
     front: DomId,
+    /// The packets of a batch, copied out of the guest.
     buf: Vec<u8>,
+    /// Where the page-aligned part of `buf` starts.
+    base: usize,
     /// The data slots (after the first) of the packets of a batch, in ring order.
     data: Vec<netif_tx_request>,
     /// The packets of a batch.
     batch: Vec<TxPacket>,
     credit: Option<Credit>,
+    stats: Arc<Stats>,
 }
 
 /// One packet of a tx batch, taken from the ring and not yet answered.
@@ -177,14 +141,23 @@ impl<M: SharedMemory> std::fmt::Debug for TxPath<M> {
 impl<M: SharedMemory> TxPath<M> {
     /// The tx path of frontend `front` on `ring`.
     pub fn new(ring: TxRing<M>, front: DomId) -> Self {
+        let buf = vec![0; TX_BUF_PACKETS * (MAX_PACKET + PAGE) + PAGE];
+        let base = buf.as_ptr().align_offset(PAGE).min(PAGE);
         TxPath {
             ring,
             front,
-            buf: vec![0; TX_BUF_PACKETS * MAX_PACKET],
+            buf,
+            base,
             data: Vec::with_capacity(TX_BATCH * FATAL_SLOTS),
             batch: Vec::with_capacity(TX_BATCH),
             credit: None,
+            stats: Arc::default(),
         }
+    }
+
+    /// Counts into `stats` (a fresh set by default).
+    pub fn set_stats(&mut self, stats: Arc<Stats>) {
+        self.stats = stats;
     }
 
     /// Limits what the guest may send to `rate` (none: unlimited).
@@ -315,7 +288,9 @@ impl<M: SharedMemory> TxPath<M> {
             data: start..self.data.len(),
             first_len,
             total,
-            at,
+            // Where the data slots (after the first) start on a page of the buffer: each
+            // whole-page slot is then one copy.
+            at: self.base + (at - self.base + first_len).next_multiple_of(PAGE) - first_len,
             drop,
             copied: false,
         }))
@@ -331,26 +306,29 @@ impl<M: SharedMemory> TxPath<M> {
         out: &mut dyn FnMut(&VnetHdr, &[u8]),
     ) -> Result<Pass, Error> {
         let mut pass = Pass::default();
+        let mut t = ticks();
         loop {
             self.batch.clear();
             self.data.clear();
-            let mut at = 0;
+            let mut at = self.base;
             while self.batch.len() < TX_BATCH
-                && at + MAX_PACKET <= self.buf.len()
+                && at + MAX_PACKET + PAGE <= self.buf.len()
                 && self.throttled_until().is_none()
             {
                 let Some(p) = self.take_packet(at)? else {
                     break;
                 };
                 if p.drop.is_none() {
-                    at += p.total;
+                    at = p.at + p.total;
                 }
                 self.batch.push(p);
             }
             if self.batch.is_empty() {
                 break;
             }
+            t = self.stats.lap(Phase::TxRing, t);
             self.copy_in(gnttab);
+            t = self.stats.lap(Phase::TxCopy, t);
             for i in 0..self.batch.len() {
                 let p = &self.batch[i];
                 let status = match &p.drop {
@@ -363,7 +341,9 @@ impl<M: SharedMemory> TxPath<M> {
                         let frame = &self.buf[p.at..p.at + p.total];
                         match p.off.to_vnet(frame) {
                             Ok(h) => {
+                                t = self.stats.lap(Phase::TxRing, t);
                                 out(&h, frame);
+                                t = self.stats.lap(Phase::PortWrite, t);
                                 pass.packets += 1;
                                 pass.bytes += p.total as u64;
                                 rsp::OKAY
@@ -379,6 +359,7 @@ impl<M: SharedMemory> TxPath<M> {
             }
         }
         pass.notify = self.ring.push_responses_and_check_notify();
+        self.stats.lap(Phase::TxRing, t);
         Ok(pass)
     }
 
@@ -424,6 +405,8 @@ impl<M: SharedMemory> TxPath<M> {
             }
             ranges.push(s0..segs.len());
         }
+        self.stats.add(&self.stats.tx_copy_calls, 1);
+        self.stats.add(&self.stats.tx_copy_segs, segs.len() as u64);
         let ok = match gnttab.copy(&mut segs) {
             Ok(()) => true,
             Err(e) => {
@@ -455,23 +438,46 @@ pub struct RxPath<M: SharedMemory> {
     ring: RxRing<M>,
     front: DomId,
     caps: RxCaps,
+    /// Frames read from the packet side, each at a page boundary of `buf[base..]`.
     buf: Vec<u8>,
-    /// A frame read and not yet delivered (waiting for rx requests), at the start of `buf`:
-    /// its offloads and length.
-    pending: Option<(Offload, usize)>,
+    /// Where the page-aligned part of `buf` starts.
+    base: usize,
+    /// A frame read and not yet delivered (waiting for rx requests), at the start of the
+    /// aligned buffer.
+    pending: Option<Held>,
     /// The rx requests taken for the frames of a batch, in ring order.
     reqs: Vec<netif_rx_request>,
-    /// The frames of a batch: offloads, place in `buf`, length, first request in `reqs`.
+    /// The frames of a batch.
     batch: Vec<RxFrame>,
+    stats: Arc<Stats>,
 }
 
-/// One frame of an rx batch.
+/// A frame's offloads, length and hash (when the frontend enabled hashing).
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    off: Offload,
+    len: usize,
+    hash: Option<FrameHash>,
+}
+
+/// One frame of an rx batch: where it is in the buffer, its first request in `reqs`.
 #[derive(Debug, Clone, Copy)]
 struct RxFrame {
-    off: Offload,
+    held: Held,
     at: usize,
-    len: usize,
     req: usize,
+}
+
+impl RxFrame {
+    /// Extra-info slots after its first data slot: GSO, then hash.
+    fn extras(&self) -> usize {
+        usize::from(self.held.off.gso.is_some()) + usize::from(self.held.hash.is_some())
+    }
+
+    /// The request of data chunk `i`: slot 0, then (after the extra slots) the next ones.
+    fn data_req(&self, i: usize) -> usize {
+        self.req + if i > 0 { i + self.extras() } else { 0 }
+    }
 }
 
 impl<M: SharedMemory> std::fmt::Debug for RxPath<M> {
@@ -487,18 +493,37 @@ const RX_FRAME: usize = MAX_PACKET + PAGE;
 /// The rx batch buffer: room for this many largest frames (more small ones).
 const RX_BUF_FRAMES: usize = 4;
 
+/// Where the frames of an rx pass come from: a queue of the packet side, and with
+/// steering, the other queues' threads.
+#[derive(Debug, Clone, Copy)]
+pub struct RxSource<'a> {
+    /// The packet queue.
+    pub port: &'a PacketQueue,
+    /// The vif's steering (hash settings and inboxes), and this queue's number.
+    pub steer: Option<(&'a Steer, usize)>,
+}
+
 impl<M: SharedMemory> RxPath<M> {
     /// The rx path of frontend `front` on `ring`.
     pub fn new(ring: RxRing<M>, front: DomId, caps: RxCaps) -> Self {
+        let buf = vec![0; RX_BUF_FRAMES * RX_FRAME + PAGE];
+        let base = buf.as_ptr().align_offset(PAGE).min(PAGE);
         RxPath {
             ring,
             front,
             caps,
-            buf: vec![0; RX_BUF_FRAMES * RX_FRAME],
+            buf,
+            base,
             pending: None,
-            reqs: Vec::with_capacity(RX_BATCH * (MAX_SLOTS + 1)),
+            reqs: Vec::with_capacity(RX_BATCH * (MAX_SLOTS + 2)),
             batch: Vec::with_capacity(RX_BATCH),
+            stats: Arc::default(),
         }
+    }
+
+    /// Counts into `stats` (a fresh set by default).
+    pub fn set_stats(&mut self, stats: Arc<Stats>) {
+        self.stats = stats;
     }
 
     /// True when a frame waits for the guest to post rx buffers.
@@ -543,45 +568,115 @@ impl<M: SharedMemory> RxPath<M> {
         Ok(off)
     }
 
-    /// Delivers frames from `q` while the guest has posted buffers for them, in batches
+    /// The next frame for this queue, read to `buf[at..]`: one handed over by another
+    /// queue, or one from the packet side (which, with steering, may belong to another
+    /// queue: it is handed over and the next one read). `Ok(None)`: nothing queued.
+    fn next_frame(
+        &mut self,
+        src: RxSource<'_>,
+        at: usize,
+        pass: &mut Pass,
+        t: &mut u64,
+    ) -> Result<Option<Held>, Error> {
+        if let Some((steer, me)) = src.steer {
+            if let Some(f) = steer.take(me) {
+                let len = f.data.len().min(RX_FRAME);
+                self.buf[at..at + len].copy_from_slice(&f.data[..len]);
+                return Ok(Some(Held {
+                    off: f.off,
+                    len,
+                    hash: Some(f.hash),
+                }));
+            }
+        }
+        loop {
+            *t = self.stats.lap(Phase::RxRing, *t);
+            let got = src.port.recv(&mut self.buf[at..at + RX_FRAME])?;
+            self.stats.add(&self.stats.port_reads, 1);
+            *t = self.stats.lap(Phase::PortRead, *t);
+            let Some((h, len)) = got else {
+                return Ok(None);
+            };
+            let off = match self.adapt(&h, at, len) {
+                Ok(off) => off,
+                Err(e) => {
+                    tracing::debug!("dom{} rx: dropping frame: {e}", self.front.get());
+                    pass.errors += 1;
+                    continue;
+                }
+            };
+            let Some((steer, me)) = src.steer else {
+                return Ok(Some(Held {
+                    off,
+                    len,
+                    hash: None,
+                }));
+            };
+            let frame = &self.buf[at..at + len];
+            let target = steer.hash.read().steer(frame, steer.queues());
+            match target {
+                Some((hash, q)) if q != me => {
+                    let f = Steered {
+                        off,
+                        hash,
+                        data: frame.to_vec(),
+                    };
+                    if !steer.give(q, f) {
+                        pass.errors += 1;
+                    }
+                }
+                Some((hash, _)) => {
+                    return Ok(Some(Held {
+                        off,
+                        len,
+                        hash: Some(hash),
+                    }))
+                }
+                None => {
+                    return Ok(Some(Held {
+                        off,
+                        len,
+                        hash: None,
+                    }))
+                }
+            }
+        }
+    }
+
+    /// Delivers frames from `src` while the guest has posted buffers for them, in batches
     /// copied with one grant-copy call each, then pushes the responses. An `Err` is fatal
     /// (the ring broke, or the packet side failed).
     pub fn serve<G: GrantMap + ?Sized>(
         &mut self,
         gnttab: &G,
-        q: &PacketQueue,
+        src: RxSource<'_>,
     ) -> Result<Pass, Error> {
         let mut pass = Pass::default();
+        let mut t = ticks();
         self.batch.clear();
         self.reqs.clear();
-        let mut at = 0;
+        let end = self.buf.len();
+        let mut at = self.base;
         // A frame that waits for buffers: where it was read.
         let mut wait = None;
-        while self.batch.len() < RX_BATCH && at + RX_FRAME <= self.buf.len() {
-            let (off, len) = match self.pending.take() {
-                // The waiting frame is at the start of the buffer (`at` is 0 here).
+        while self.batch.len() < RX_BATCH && at + RX_FRAME <= end {
+            let held = match self.pending.take() {
+                // The waiting frame is at the start of the buffer (`at` is `base` here).
                 Some(p) => p,
-                None => {
-                    let Some((h, len)) = q.recv(&mut self.buf[at..at + RX_FRAME])? else {
-                        break;
-                    };
-                    match self.adapt(&h, at, len) {
-                        Ok(off) => (off, len),
-                        Err(e) => {
-                            tracing::debug!("dom{} rx: dropping frame: {e}", self.front.get());
-                            pass.errors += 1;
-                            continue;
-                        }
-                    }
-                }
+                None => match self.next_frame(src, at, &mut pass, &mut t)? {
+                    Some(h) => h,
+                    None => break,
+                },
             };
-            let need = len.div_ceil(PAGE).max(1) + usize::from(off.gso.is_some());
+            let need = held.len.div_ceil(PAGE).max(1)
+                + usize::from(held.off.gso.is_some())
+                + usize::from(held.hash.is_some());
             let mut avail = self.ring.unconsumed_requests()? as usize;
             if avail < need {
                 avail = self.ring.request_event_after_published()? as usize;
                 if avail < need {
                     wait = Some(at);
-                    self.pending = Some((off, len));
+                    self.pending = Some(held);
                     break;
                 }
             }
@@ -593,20 +688,24 @@ impl<M: SharedMemory> RxPath<M> {
                     .ok_or_else(|| fatal("rx requests vanished".into()))?;
                 self.reqs.push(r);
             }
-            self.batch.push(RxFrame { off, at, len, req });
-            at += len;
+            self.batch.push(RxFrame { held, at, req });
+            // The next frame starts on a page: each chunk then copies from one page.
+            at += held.len.div_ceil(PAGE).max(1) * PAGE;
             pass.packets += 1;
-            pass.bytes += len as u64;
+            pass.bytes += held.len as u64;
         }
         if !self.batch.is_empty() {
+            t = self.stats.lap(Phase::RxRing, t);
             self.deliver(gnttab)?;
+            t = self.stats.lap(Phase::RxCopy, t);
         }
-        if let (Some(at), Some((_, len))) = (wait, self.pending) {
+        if let (Some(at), Some(p)) = (wait, self.pending) {
             // The waiting frame goes to the start of the buffer, now that the batch's
             // frames before it were copied out.
-            self.buf.copy_within(at..at + len, 0);
+            self.buf.copy_within(at..at + p.len, self.base);
         }
         pass.notify = self.ring.push_responses_and_check_notify();
+        self.stats.lap(Phase::RxRing, t);
         Ok(pass)
     }
 
@@ -614,30 +713,23 @@ impl<M: SharedMemory> RxPath<M> {
     /// answers each request in its slot.
     fn deliver<G: GrantMap + ?Sized>(&mut self, gnttab: &G) -> Result<(), Error> {
         let front = self.front;
-        // Request of chunk i of a frame: slot 0, then (after the extra slot) 2, 3, ...
-        let data_req = |f: &RxFrame, i: usize| {
-            f.req
-                + if f.off.gso.is_some() && i > 0 {
-                    i + 1
-                } else {
-                    i
-                }
-        };
         let mut segs: Vec<CopySegment<'_>> = Vec::with_capacity(self.reqs.len());
         for f in &self.batch {
-            for (i, c) in self.buf[f.at..f.at + f.len].chunks(PAGE).enumerate() {
+            for (i, c) in self.buf[f.at..f.at + f.held.len].chunks(PAGE).enumerate() {
                 segs.push(CopySegment {
                     len: c.len() as u16,
                     source: CopySource::Local(c),
                     dest: CopyDest::Gref {
                         domid: front,
-                        gref: GrantRef(self.reqs[data_req(f, i)].gref),
+                        gref: GrantRef(self.reqs[f.data_req(i)].gref),
                         offset: 0,
                     },
                     status: GrantStatus::OKAY,
                 });
             }
         }
+        self.stats.add(&self.stats.rx_copy_calls, 1);
+        self.stats.add(&self.stats.rx_copy_segs, segs.len() as u64);
         let all = match gnttab.copy(&mut segs) {
             Ok(()) => true,
             Err(e) => {
@@ -653,21 +745,24 @@ impl<M: SharedMemory> RxPath<M> {
         let mut k = 0;
         for fi in 0..self.batch.len() {
             let f = self.batch[fi];
-            let chunks = f.len.div_ceil(PAGE).max(1);
+            let chunks = f.held.len.div_ceil(PAGE).max(1);
             for i in 0..chunks {
                 let size = if i + 1 == chunks {
-                    f.len - i * PAGE
+                    f.held.len - i * PAGE
                 } else {
                     PAGE
                 };
-                let mut flags = if i == 0 { f.off.rx_flags() } else { 0 };
+                let mut flags = if i == 0 { f.held.off.rx_flags() } else { 0 };
+                if i == 0 && f.extras() > 0 {
+                    flags |= rxf::EXTRA_INFO;
+                }
                 if i + 1 < chunks {
                     flags |= rxf::MORE_DATA;
                 }
                 let status = if ok[k] { size as i16 } else { rsp::ERROR };
                 k += 1;
                 let r = netif_rx_response {
-                    id: self.reqs[data_req(&f, i)].id,
+                    id: self.reqs[f.data_req(i)].id,
                     offset: 0,
                     flags,
                     status,
@@ -675,8 +770,17 @@ impl<M: SharedMemory> RxPath<M> {
                 // Responses go out in request order, so each lands in its request's slot.
                 self.ring.push_response(r)?;
                 if i == 0 {
-                    if let Some(g) = f.off.gso {
-                        self.ring.push_response(Extra::Gso(g).to_rx(false))?;
+                    if let Some(g) = f.held.off.gso {
+                        let more = f.held.hash.is_some();
+                        self.ring.push_response(Extra::Gso(g).to_rx(more))?;
+                    }
+                    if let Some(h) = f.held.hash {
+                        let e = Extra::Hash {
+                            kind: h.kind.bit(),
+                            alg: HashAlgorithm::Toeplitz.raw(),
+                            value: h.value,
+                        };
+                        self.ring.push_response(e.to_rx(false))?;
                     }
                 }
             }
@@ -693,22 +797,84 @@ pub(crate) struct QueueServer<G: GrantMap, E: EventChannel, M: SharedMemory> {
     pub(crate) chan: QueueChannel<E>,
     pub(crate) port: PacketQueue,
     pub(crate) stats: Arc<Stats>,
+    /// The vif's steering, when it has several queues.
+    pub(crate) steer: Option<Arc<Steer>>,
     /// Reports a fatal error of the queue (the driver writes it to the backend's `error`).
     pub(crate) report: Arc<dyn Fn(&str) + Send + Sync>,
     /// The queue's number.
     pub(crate) index: usize,
 }
 
-/// How long a queue sleeps before looking at its stop flag.
-const IDLE: Duration = Duration::from_millis(50);
-
 /// How long a queue polls its tx ring before it sleeps on the event channel (a wake-up
-/// costs tens of microseconds; a guest sending a stream publishes again sooner).
+/// costs tens of microseconds; a guest sending a stream publishes again sooner). Only
+/// with more than one CPU: on one, polling keeps the threads that feed it from running.
 const SPIN: Duration = Duration::from_micros(30);
+
+/// Whether to poll before sleeping: this machine has more than one CPU.
+fn spin_worthwhile() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+}
+
+/// A thread's stop signal: the flag it checks, and a wake-up it sleeps on (so that it
+/// sleeps without a time limit).
+#[derive(Debug)]
+pub(crate) struct Stop {
+    flag: AtomicBool,
+    waker: Waker,
+}
+
+impl Stop {
+    pub(crate) fn new() -> std::io::Result<Stop> {
+        Ok(Stop {
+            flag: AtomicBool::new(false),
+            waker: Waker::new()?,
+        })
+    }
+
+    /// Asks every thread sleeping on it to stop (it stays signalled).
+    pub(crate) fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    pub(crate) fn stopped(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn as_pollfd(&self) -> libc::pollfd {
+        pollfd(&self.waker)
+    }
+}
+
+pub(crate) fn pollfd(fd: &impl AsFd) -> libc::pollfd {
+    libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd()),
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// Sleeps in `poll` on `fds` until one is readable or `timeout` (none: no limit). Returns
+/// the number of ready descriptors.
+pub(crate) fn sleep(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> Result<usize, Error> {
+    let ms = timeout.map_or(-1, |t| {
+        i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+    });
+    // SAFETY: `fds` is a valid array of pollfds for the duration of the call.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e.into());
+        }
+        return Ok(0);
+    }
+    Ok(r as usize)
+}
 
 impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
     /// Serves until `stop` or a fatal error.
-    pub(crate) fn run(mut self, stop: &AtomicBool, name: &str) {
+    pub(crate) fn run(mut self, stop: &Stop, name: &str) {
         let broken = match self.serve(stop) {
             Ok(()) => false,
             Err(e) => {
@@ -741,11 +907,16 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
         }
     }
 
-    fn serve(&mut self, stop: &AtomicBool) -> Result<(), Error> {
+    fn serve(&mut self, stop: &Stop) -> Result<(), Error> {
         let port = &self.port;
-        while !stop.load(Ordering::Relaxed) {
+        let spin = spin_worthwhile();
+        let steer = self.steer.as_deref().map(|s| (s, self.index));
+        while !stop.stopped() {
+            self.stats.add(&self.stats.passes, 1);
             let mut tx_errors = 0;
+            let stats = &self.stats;
             let tx = self.tx.serve(&*self.gnttab, &mut |h, data| {
+                stats.add(&stats.port_writes, 1);
                 if let Err(e) = port.send(h, data) {
                     tracing::debug!("tx: frame dropped: {e}");
                     tx_errors += 1;
@@ -757,55 +928,65 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
             s.tx_bytes.fetch_add(tx.bytes, Ordering::Relaxed);
             s.tx_errors.fetch_add(tx.errors, Ordering::Relaxed);
             if tx.notify {
+                let t = ticks();
                 self.chan.notify_tx()?;
+                s.add(&s.notifies, 1);
+                s.lap(Phase::Notify, t);
             }
-            let rx = self.rx.serve(&*self.gnttab, port)?;
+            let rx = self.rx.serve(&*self.gnttab, RxSource { port, steer })?;
             s.rx_packets.fetch_add(rx.packets, Ordering::Relaxed);
             s.rx_bytes.fetch_add(rx.bytes, Ordering::Relaxed);
             s.rx_dropped.fetch_add(rx.errors, Ordering::Relaxed);
             if rx.notify {
+                let t = ticks();
                 self.chan.notify_rx()?;
+                s.add(&s.notifies, 1);
+                s.lap(Phase::Notify, t);
             }
             if rx.packets > 0 && !self.rx.starved() {
                 // Maybe more frames queued than one batch.
                 continue;
             }
-            let mut idle = IDLE;
+            let mut timeout = None;
             match self.tx.throttled_until() {
                 // Over the rate: the requests wait in the ring until the next period.
-                Some(t) => idle = idle.min(t.saturating_duration_since(Instant::now())),
+                Some(t) => timeout = Some(t.saturating_duration_since(Instant::now())),
                 None => {
-                    if self.tx.ring_mut().final_check_for_requests()? || Self::spin(&mut self.tx)? {
+                    if self.tx.ring_mut().final_check_for_requests()? {
                         continue;
+                    }
+                    if spin {
+                        let t = ticks();
+                        let won = Self::spin(&mut self.tx)?;
+                        s.lap(Phase::Spin, t);
+                        if won {
+                            s.add(&s.spins_won, 1);
+                            continue;
+                        }
                     }
                 }
             }
-            let mut fds = [
-                libc::pollfd {
-                    fd: std::os::fd::AsRawFd::as_raw_fd(&self.chan.as_fd()),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: std::os::fd::AsRawFd::as_raw_fd(&port.as_fd()),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
             // Starved: wait for the guest's rx buffers, not for more frames.
-            let n = if self.rx.starved() { 1 } else { 2 };
-            let ms = idle.as_micros().div_ceil(1000) as i32;
-            // SAFETY: `n` valid pollfds for the duration of the call.
-            let r = unsafe { libc::poll(fds.as_mut_ptr(), n, ms) };
-            if r < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(e.into());
-                }
-            }
+            let mut fds = [
+                pollfd(&self.chan),
+                stop.as_pollfd(),
+                pollfd(port),
+                pollfd(
+                    &self
+                        .steer
+                        .as_deref()
+                        .map_or(&stop.waker, |s| s.waker(self.index)),
+                ),
+            ];
+            let n = if self.rx.starved() { 2 } else { 4 };
+            let t = ticks();
+            s.add(&s.sleeps, 1);
+            let r = sleep(&mut fds[..n], timeout)?;
+            let t = s.lap(Phase::Sleep, t);
             // Events only when the channel's descriptor says so (a read costs a system call).
             if r > 0 && fds[0].revents != 0 {
                 self.chan.drain()?;
+                s.lap(Phase::Notify, t);
             }
         }
         Ok(())

@@ -62,6 +62,7 @@ pub mod rsp {
 }
 
 const EXTRA_TYPE_GSO: u8 = xen_sys::XEN_NETIF_EXTRA_TYPE_GSO as u8;
+const EXTRA_TYPE_HASH: u8 = xen_sys::XEN_NETIF_EXTRA_TYPE_HASH as u8;
 const EXTRA_TYPE_MAX: u8 = xen_sys::XEN_NETIF_EXTRA_TYPE_MAX as u8;
 /// Another extra-info slot follows (`XEN_NETIF_EXTRA_FLAG_MORE`).
 pub const EXTRA_FLAG_MORE: u8 = xen_sys::XEN_NETIF_EXTRA_FLAG_MORE as u8;
@@ -98,6 +99,15 @@ pub struct Gso {
 pub enum Extra {
     /// `XEN_NETIF_EXTRA_TYPE_GSO`.
     Gso(Gso),
+    /// `XEN_NETIF_EXTRA_TYPE_HASH`: a packet's hash.
+    Hash {
+        /// The hash type's bit number (`_XEN_NETIF_CTRL_HASH_TYPE_*`).
+        kind: u8,
+        /// The algorithm (`XEN_NETIF_CTRL_HASH_ALGORITHM_*`).
+        alg: u8,
+        /// The value.
+        value: u32,
+    },
     /// Another known type (multicast, hash): read and ignored.
     Other(u8),
 }
@@ -110,6 +120,12 @@ fn extra_bytes(e: &Extra, more: bool) -> [u8; 8] {
             b[0] = EXTRA_TYPE_GSO;
             b[2..4].copy_from_slice(&g.size.to_ne_bytes());
             b[4] = g.kind.netif();
+        }
+        Extra::Hash { kind, alg, value } => {
+            b[0] = EXTRA_TYPE_HASH;
+            b[2] = *kind;
+            b[3] = *alg;
+            b[4..8].copy_from_slice(&value.to_ne_bytes());
         }
         Extra::Other(t) => b[0] = *t,
     }
@@ -144,6 +160,14 @@ impl Extra {
                 }
                 Ok((Extra::Gso(Gso { kind, size }), more))
             }
+            EXTRA_TYPE_HASH => Ok((
+                Extra::Hash {
+                    kind: b[2],
+                    alg: b[3],
+                    value: u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+                },
+                more,
+            )),
             t if t < EXTRA_TYPE_MAX => Ok((Extra::Other(t), more)),
             t => Err(Error::Protocol(format!("bad extra-info type {t}"))),
         }

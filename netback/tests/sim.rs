@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use evtchn::SimEvtchn;
 use gnttab::SimGnttab;
+use netback::ctrl::{CtrlStatus, CtrlType};
+use netback::hash::{HashAlgorithm, HashConfig, HashTypes};
 use netback::netfront::{gso_packet, l4_checksum_ok, tcp_frame, FrontConfig, Netfront, TxPacket};
 use netback::port::{PacketQueue, RxOffloads, SocketPorts, VifId};
 use netback::wire::{fill_checksum, rsp, rxf, txf, vnet, Gso, GsoKind, Offload, VnetHdr};
@@ -726,4 +728,263 @@ fn bad_rate_key_fails_the_connection() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("rate \"fast\""), "{err}");
+}
+
+/// The key of Microsoft's RSS verification suite (what Windows PV drivers set too).
+const RSS_KEY: [u8; 40] = [
+    0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0,
+    0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30, 0xf2, 0x0c,
+    0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
+];
+
+const OK: u32 = CtrlStatus::SUCCESS.0;
+const INVALID: u32 = CtrlStatus::INVALID_PARAMETER.0;
+const UNSUPPORTED: u32 = CtrlStatus::NOT_SUPPORTED.0;
+const OVERFLOW: u32 = CtrlStatus::BUFFER_OVERFLOW.0;
+
+fn ctrl_front(e: &Env, fe: DomId, queues: u32) -> (Front, Vec<PacketQueue>) {
+    let cfg = FrontConfig {
+        queues,
+        ctrl: true,
+        ..FrontConfig::default()
+    };
+    let (f, peers, _) = e.front(fe, 0, cfg);
+    assert!(f.has_ctrl(), "the backend offers feature-ctrl-ring");
+    assert_eq!(
+        e.backend_key(fe, 0, "feature-ctrl-ring").as_deref(),
+        Some("1")
+    );
+    (f, peers)
+}
+
+/// Toeplitz with the RSS key, all types, and `table` as the mapping.
+fn set_hashing(f: &mut Front, table: &[u32]) {
+    let alg = HashAlgorithm::Toeplitz.raw().into();
+    assert_eq!(
+        f.ctrl(CtrlType::SET_HASH_ALGORITHM.0, [alg, 0, 0]).unwrap(),
+        (OK, 0)
+    );
+    let (st, types) = f.ctrl(CtrlType::GET_HASH_FLAGS.0, [0; 3]).unwrap();
+    assert_eq!((st, types), (OK, HashTypes::ALL.0));
+    assert_eq!(
+        f.ctrl(CtrlType::SET_HASH_FLAGS.0, [types, 0, 0]).unwrap(),
+        (OK, 0)
+    );
+    let g = f.ctrl_page(&RSS_KEY).unwrap();
+    assert_eq!(
+        f.ctrl(CtrlType::SET_HASH_KEY.0, [g.0, 40, 0]).unwrap(),
+        (OK, 0)
+    );
+    let (st, max) = f.ctrl(CtrlType::GET_HASH_MAPPING_SIZE.0, [0; 3]).unwrap();
+    assert_eq!((st, max), (OK, 128));
+    let n = table.len() as u32;
+    assert_eq!(
+        f.ctrl(CtrlType::SET_HASH_MAPPING_SIZE.0, [n, 0, 0])
+            .unwrap(),
+        (OK, 0)
+    );
+    let bytes: Vec<u8> = table.iter().flat_map(|q| q.to_ne_bytes()).collect();
+    let g = f.ctrl_page(&bytes).unwrap();
+    assert_eq!(
+        f.ctrl(CtrlType::SET_HASH_MAPPING.0, [g.0, n, 0]).unwrap(),
+        (OK, 0)
+    );
+}
+
+/// A TCP frame from port `sport`.
+fn flow_frame(v6: bool, sport: u16, payload_len: usize) -> Vec<u8> {
+    let mut f = tcp_frame(
+        v6,
+        u32::from(sport),
+        &payload(payload_len, sport as u8),
+        false,
+    );
+    let l4 = if v6 { 54 } else { 34 };
+    f[l4..l4 + 2].copy_from_slice(&sport.to_be_bytes());
+    f
+}
+
+#[test]
+fn control_ring_toeplitz_hashing_steers_rx_to_the_mapped_queue() {
+    let e = env(Config::default());
+    let (mut f, peers) = ctrl_front(&e, DomId(4), 4);
+    assert_eq!(f.queues(), 4);
+    let table = [3, 1, 2, 0, 0, 2, 1, 3];
+    set_hashing(&mut f, &table);
+    let cfg = HashConfig {
+        alg: HashAlgorithm::Toeplitz,
+        types: HashTypes::ALL,
+        key: RSS_KEY,
+        mapping: table.to_vec(),
+    };
+    let mut seen = [0usize; 4];
+    for i in 0..48u16 {
+        let v6 = i % 3 == 0;
+        let frame = flow_frame(v6, 1000 + i * 7, 200 + usize::from(i));
+        let (h, q) = cfg.steer(&frame, 4).expect("a TCP frame hashes");
+        // Whichever tap queue the kernel picks, the frame reaches the mapped queue.
+        peers[usize::from(i) % 4]
+            .send(&VnetHdr::default(), &frame)
+            .unwrap();
+        let p = f.recv(q, T).unwrap().expect("rx on the mapped queue");
+        assert_eq!(p.data, frame, "frame {i}");
+        assert_eq!(
+            p.hash,
+            Some((h.kind.bit(), HashAlgorithm::Toeplitz.raw(), h.value))
+        );
+        seen[q] += 1;
+    }
+    assert!(seen.iter().all(|&n| n > 0), "every queue used: {seen:?}");
+    // A 64 KiB GSO frame carries both extra-info slots (GSO, then hash).
+    let gso = flow_frame(false, 4242, 65_000);
+    let (h, q) = cfg.steer(&gso, 4).unwrap();
+    let hdr = VnetHdr {
+        flags: vnet::F_NEEDS_CSUM,
+        gso_type: vnet::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    peers[0].send(&hdr, &gso).unwrap();
+    let p = f.recv(q, T).unwrap().expect("GSO rx on the mapped queue");
+    assert_eq!(p.data[54..], gso[54..]);
+    assert_eq!(p.gso.map(|g| g.size), Some(1448));
+    assert_eq!(p.hash.map(|h| h.2), Some(h.value));
+    // Hashing off again: no hash extra, and frames stay on the queue they came in on.
+    assert_eq!(
+        f.ctrl(CtrlType::SET_HASH_ALGORITHM.0, [0, 0, 0]).unwrap(),
+        (OK, 0)
+    );
+    let frame = flow_frame(false, 77, 100);
+    peers[2].send(&VnetHdr::default(), &frame).unwrap();
+    let p = f.recv(2, T).unwrap().expect("rx");
+    assert_eq!((p.data, p.hash), (frame, None));
+    f.close().unwrap();
+}
+
+#[test]
+fn hostile_control_requests_get_error_statuses_and_change_nothing() {
+    let e = env(Config::default());
+    let (mut f, peers) = ctrl_front(&e, DomId(5), 2);
+    let c = |f: &mut Front, t: CtrlType, d: [u32; 3]| f.ctrl(t.0, d).unwrap().0;
+    // No algorithm yet: no flags.
+    assert_eq!(c(&mut f, CtrlType::GET_HASH_FLAGS, [0; 3]), UNSUPPORTED);
+    assert_eq!(c(&mut f, CtrlType::SET_HASH_FLAGS, [1, 0, 0]), INVALID);
+    assert_eq!(c(&mut f, CtrlType::SET_HASH_ALGORITHM, [7, 0, 0]), INVALID);
+    // Unknown and unsupported types.
+    for t in [0u16, 11, 99, u16::MAX] {
+        assert_eq!(f.ctrl(t, [1, 2, 3]).unwrap().0, UNSUPPORTED, "type {t}");
+    }
+    assert_eq!(
+        c(&mut f, CtrlType::GET_GREF_MAPPING_SIZE, [0; 3]),
+        UNSUPPORTED
+    );
+    set_hashing(&mut f, &[1, 0]);
+    assert_eq!(c(&mut f, CtrlType::SET_HASH_FLAGS, [1 << 4, 0, 0]), INVALID);
+    let g = f.ctrl_page(&[0xff; 64]).unwrap();
+    assert_eq!(c(&mut f, CtrlType::SET_HASH_KEY, [g.0, 41, 0]), OVERFLOW);
+    assert_eq!(
+        c(&mut f, CtrlType::SET_HASH_KEY, [99_999, 40, 0]),
+        INVALID,
+        "bad grant"
+    );
+    assert_eq!(
+        c(&mut f, CtrlType::SET_HASH_MAPPING_SIZE, [129, 0, 0]),
+        INVALID
+    );
+    let bad_queue: Vec<u8> = [0u32, 2].iter().flat_map(|q| q.to_ne_bytes()).collect();
+    let g = f.ctrl_page(&bad_queue).unwrap();
+    assert_eq!(
+        c(&mut f, CtrlType::SET_HASH_MAPPING, [g.0, 2, 0]),
+        INVALID,
+        "queue 2 of 2"
+    );
+    assert_eq!(
+        c(&mut f, CtrlType::SET_HASH_MAPPING, [g.0, 3, 0]),
+        INVALID,
+        "past the size"
+    );
+    assert_eq!(
+        c(&mut f, CtrlType::SET_HASH_MAPPING, [g.0, 1, 2]),
+        INVALID,
+        "offset past"
+    );
+    assert_eq!(
+        c(&mut f, CtrlType::SET_HASH_MAPPING, [g.0, 1, u32::MAX]),
+        INVALID
+    );
+    assert_eq!(
+        c(&mut f, CtrlType::SET_HASH_MAPPING, [g.0, 1025, 0]),
+        OVERFLOW
+    );
+    assert_eq!(
+        c(&mut f, CtrlType::SET_HASH_MAPPING, [99_999, 1, 0]),
+        INVALID,
+        "bad grant"
+    );
+    // The settings made before are intact: frames go where the table [1, 0] says.
+    let cfg = HashConfig {
+        alg: HashAlgorithm::Toeplitz,
+        types: HashTypes::ALL,
+        key: RSS_KEY,
+        mapping: vec![1, 0],
+    };
+    for sport in [1u16, 2, 3, 4] {
+        let frame = flow_frame(false, sport, 300);
+        let (h, q) = cfg.steer(&frame, 2).unwrap();
+        peers[0].send(&VnetHdr::default(), &frame).unwrap();
+        let p = f.recv(q, T).unwrap().expect("rx");
+        assert_eq!((p.data, p.hash.map(|h| h.2)), (frame, Some(h.value)));
+    }
+    // Hashing off (frames stay on the queue they come in on); then a control ring whose
+    // producer jumps ahead stops, and the data queues go on.
+    assert_eq!(c(&mut f, CtrlType::SET_HASH_ALGORITHM, [0, 0, 0]), OK);
+    f.set_ctrl_req_prod(1_000).unwrap();
+    let deadline = Instant::now() + T;
+    while !e
+        .backend_key(DomId(5), 0, "error")
+        .is_some_and(|m| m.contains("control ring"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no error for the broken control ring"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    good_still_works(&mut f, &peers[..1]);
+    f.close().unwrap();
+}
+
+#[test]
+fn idle_queues_block_without_wake_ups() {
+    // A connected vif with no traffic: its queue threads sleep until an event, not on a
+    // timer (a daemon serving idle guests costs no CPU).
+    let e = env(Config::default());
+    let (mut f, peers, _) = e.front(
+        DomId(6),
+        0,
+        FrontConfig {
+            queues: 2,
+            ..FrontConfig::default()
+        },
+    );
+    good_still_works(&mut f, &peers[..1]);
+    let s = e.drv.stats();
+    // Settle: the last pass after the traffic has gone to sleep.
+    let mut last = (s.passes(), s.sleeps());
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = (s.passes(), s.sleeps());
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!((s.passes(), s.sleeps()), last, "idle queue threads woke up");
+    // And they still wake for work.
+    good_still_works(&mut f, &peers[..1]);
+    assert!(s.passes() > last.0);
+    f.close().unwrap();
 }

@@ -75,7 +75,9 @@ impl RecvHalf for FdHalf {
     fn recv(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> io::Result<usize> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         if let Some(t) = timeout {
-            let ms = u16::try_from(t.as_millis()).unwrap_or(u16::MAX);
+            // Rounded up: a timeout under a millisecond must not become `poll(0)`, which
+            // returns at once and turns the caller's wait into a busy loop.
+            let ms = u16::try_from(t.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
             let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
             loop {
                 match poll(&mut fds, PollTimeout::from(ms)) {
@@ -100,5 +102,26 @@ impl Transport for FdTransport {
         let rx = File::from(self.fd.try_clone()?);
         let tx = File::from(self.fd);
         Ok((Box::new(FdHalf(tx)), Box::new(FdHalf(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn a_timeout_under_a_millisecond_still_waits() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let (_, mut rx) = FdTransport::from(a).split().unwrap();
+        let mut buf = [0u8; 16];
+        let t = Duration::from_micros(300);
+        let start = Instant::now();
+        let e = rx.recv(&mut buf, Some(t)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        // poll slept (at least the timeout), instead of returning at once.
+        assert!(start.elapsed() >= t, "returned after {:?}", start.elapsed());
     }
 }
