@@ -611,15 +611,19 @@ impl<'a> View<'a> {
     /// text.
     pub fn iter_class_xml(&self, class: &str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         let t: &'a Inner = self.inner;
-        t.by_class.get(class).into_iter().flatten().filter_map(move |r| {
-            let row = t.rows.get(r)?;
-            let xml = row.xml.get_or_init(|| {
-                let mut out = String::with_capacity(64 * row.rec.len());
-                crate::xmlrpc::encode_struct(&mut out, &row.rec);
-                out.into_boxed_str()
-            });
-            Some((r.as_str(), &**xml))
-        })
+        t.by_class
+            .get(class)
+            .into_iter()
+            .flatten()
+            .filter_map(move |r| {
+                let row = t.rows.get(r)?;
+                let xml = row.xml.get_or_init(|| {
+                    let mut out = String::with_capacity(64 * row.rec.len());
+                    crate::xmlrpc::encode_struct(&mut out, &row.rec);
+                    out.into_boxed_str()
+                });
+                Some((r.as_str(), &**xml))
+            })
     }
 }
 
