@@ -3,8 +3,9 @@
 //! falls on all of them alike).
 //!
 //! Steps: the in-process dispatch that builds the reply as a value tree (the peer), the
-//! server's XML reply alone, the client's parse of that reply alone, the whole call over
-//! XML-RPC on TCP, and `xe vm-list` (login, the call, the output, logout).
+//! server's XML reply alone (with every record encoded anew, and as kept from the last
+//! call), the client's parse of that reply alone, the whole call over XML-RPC on TCP, and
+//! `xe vm-list` (login, the call, the output, logout).
 //!
 //! `cargo bench -p benches --bench toolstack_rounds`; `VMS` and `ROUNDS` in the environment
 //! change the size (10,000) and the number of rounds (11).
@@ -85,6 +86,14 @@ fn main() {
                         .call("VM.get_all_records", std::slice::from_ref(&s.session))
                         .unwrap(),
                 );
+            }),
+        ),
+        (
+            "server XML reply, cold",
+            Box::new(|| {
+                // Every record encoded anew (as after each one changed).
+                s.xapi.db().drop_encodings();
+                std::hint::black_box(toolstack::server::handle_xmlrpc(&s.xapi, call.as_bytes()));
             }),
         ),
         (

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
+use hyper::body::{Body as _, Bytes};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -25,6 +25,9 @@ use sha2::{Digest, Sha256};
 use crate::error::ApiError;
 use crate::value::Value;
 use crate::{xmlrpc, Error};
+
+/// The most a reply's announced length reserves before its bytes arrive.
+const MAX_PRESIZE: u64 = 256 << 20;
 
 /// Where the server is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -373,13 +376,18 @@ impl Client {
                     .await
                     .map_err(|e| proto(format!("request: {e}")))?;
                 let status = resp.status();
-                let body = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| proto(format!("response body: {e}")))?
-                    .to_bytes();
-                Ok::<_, Error>((status, body))
+                // One buffer of the announced length, each frame copied in once as it comes.
+                let mut body = resp.into_body();
+                let hint = body.size_hint();
+                let cap = hint.exact().unwrap_or(hint.lower()).min(MAX_PRESIZE);
+                let mut buf = Vec::with_capacity(cap as usize);
+                while let Some(frame) = body.frame().await {
+                    let frame = frame.map_err(|e| proto(format!("response body: {e}")))?;
+                    if let Ok(data) = frame.into_data() {
+                        buf.extend_from_slice(&data);
+                    }
+                }
+                Ok::<_, Error>((status, buf))
             };
             tokio::time::timeout(timeout, exchange)
                 .await
@@ -390,8 +398,7 @@ impl Client {
             Err(e) => return (Err(e), None),
         };
         let conn = (!conn.is_closed()).then_some(conn);
-        // The collected body is one buffer: it becomes the string without a copy.
-        let text = match String::from_utf8(Vec::from(body)) {
+        let text = match String::from_utf8(body) {
             Ok(t) => t,
             Err(_) => return (Err(proto("response not UTF-8".into())), conn),
         };

@@ -80,6 +80,54 @@ impl<'a, 'k> Lexer<'a, 'k> {
         self.lex()
     }
 
+    /// Consumes `lit` if the body goes on with it and no token is peeked: the fast path for
+    /// the compact form without whitespace that our encoder and XAPI write.
+    #[inline]
+    fn lit(&mut self, lit: &str) -> bool {
+        if self.peeked.is_none() && self.s.as_bytes()[self.pos..].starts_with(lit.as_bytes()) {
+            self.pos += lit.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A member written compactly, `<member><name>NAME</name><value>`: its name, with the
+    /// lexer just after `<value>`; `None`, having consumed nothing, for any other form.
+    fn compact_member(&mut self) -> Result<Option<Cow<'a, str>>, XmlError> {
+        let start = self.pos;
+        if !self.lit("<member><name>") {
+            return Ok(None);
+        }
+        let s: &'a str = self.s;
+        if let Some(end) = memchr::memchr(b'<', &s.as_bytes()[self.pos..]) {
+            let raw = &s[self.pos..self.pos + end];
+            self.pos += end;
+            if self.lit("</name><value>") {
+                return self.text(raw).map(Some);
+            }
+        }
+        self.pos = start;
+        Ok(None)
+    }
+
+    /// The inside of a `<value>` and its `</value>`: bare text (a string, the commonest
+    /// value) is taken at once, anything else goes through [`Lexer::value_body`].
+    fn value_fast(&mut self, depth: usize) -> Result<Value, XmlError> {
+        if self.peeked.is_none() {
+            let s: &'a str = self.s;
+            let b = &s.as_bytes()[self.pos..];
+            if let Some(end) = memchr::memchr(b'<', b) {
+                if b[end..].starts_with(b"</value>") {
+                    let v = self.text(&s[self.pos..self.pos + end])?.into_owned();
+                    self.pos += end + "</value>".len();
+                    return Ok(Value::String(v));
+                }
+            }
+        }
+        self.value_body(depth)
+    }
+
     fn lex(&mut self) -> Result<Tok<'a>, XmlError> {
         loop {
             let s: &'a str = self.s;
@@ -213,10 +261,33 @@ impl<'a, 'k> Lexer<'a, 'k> {
     }
 
     /// Skips the inside of a `<value>` and its `</value>` without building it: only the
-    /// balance of `<value>` tags is checked.
+    /// balance of `<value>` tags is checked. Text and the exact tags `<value>`/`</value>` are
+    /// passed over by a byte search; any other markup goes through the lexer.
     fn skip_value_body(&mut self) -> Result<(), XmlError> {
         let mut open = 1usize;
         loop {
+            if self.peeked.is_none() {
+                let b = &self.s.as_bytes()[self.pos..];
+                let Some(i) = memchr::memchr(b'<', b) else {
+                    self.pos = self.s.len();
+                    return self.err("unterminated <value>");
+                };
+                let at = &b[i..];
+                if at.starts_with(b"<value>") {
+                    open += 1;
+                    self.pos += i + "<value>".len();
+                    continue;
+                }
+                if at.starts_with(b"</value>") {
+                    self.pos += i + "</value>".len();
+                    open -= 1;
+                    if open == 0 {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                self.pos += i;
+            }
             match self.next()? {
                 Tok::Open("value") => open += 1,
                 Tok::Close("value") => {
@@ -300,9 +371,16 @@ impl<'a, 'k> Lexer<'a, 'k> {
                         self.skip_ws()?;
                         match self.next()? {
                             Tok::Open("data") => loop {
+                                if self.lit("<value>") {
+                                    items.push(self.value_fast(depth + 1)?);
+                                    continue;
+                                }
+                                if self.lit("</data>") {
+                                    break;
+                                }
                                 self.skip_ws()?;
                                 match self.next()? {
-                                    Tok::Open("value") => items.push(self.value_body(depth + 1)?),
+                                    Tok::Open("value") => items.push(self.value_fast(depth + 1)?),
                                     Tok::Close("data") => break,
                                     t => return self.err(format!("in <data>: {t:?}")),
                                 }
@@ -318,6 +396,21 @@ impl<'a, 'k> Lexer<'a, 'k> {
                         // built in bulk at the end; a repeated name keeps its last value.
                         let mut members = Vec::new();
                         loop {
+                            if let Some(k) = self.compact_member()? {
+                                if self.skipped(depth, &k) {
+                                    self.skip_value_body()?;
+                                } else {
+                                    let v = self.value_fast(depth + 1)?;
+                                    members.push((k.into_owned(), v));
+                                }
+                                if !self.lit("</member>") {
+                                    self.expect_close("member")?;
+                                }
+                                continue;
+                            }
+                            if self.lit("</struct>") {
+                                break;
+                            }
                             self.skip_ws()?;
                             match self.next()? {
                                 Tok::Open("member") => {
@@ -327,7 +420,7 @@ impl<'a, 'k> Lexer<'a, 'k> {
                                     if self.skipped(depth, &k) {
                                         self.skip_value_body()?;
                                     } else {
-                                        let v = self.value_body(depth + 1)?;
+                                        let v = self.value_fast(depth + 1)?;
                                         members.push((k.into_owned(), v));
                                     }
                                     self.expect_close("member")?;
@@ -340,7 +433,9 @@ impl<'a, 'k> Lexer<'a, 'k> {
                     }
                     t => return self.err(format!("unknown type <{t}>")),
                 };
-                self.expect_close("value")?;
+                if !self.lit("</value>") {
+                    self.expect_close("value")?;
+                }
                 Ok(v)
             }
             t => self.err(format!("in <value>: {t:?}")),
@@ -521,44 +616,52 @@ fn response(mut lx: Lexer<'_, '_>) -> Result<Result<Value, Value>, XmlError> {
 }
 
 /// Appends the XML-RPC encoding of `v` (a `<value>` element) to `out`.
+///
+/// Strings are written bare (`<value>text</value>`, as XAPI writes them); each value is a few
+/// appends of fixed text and the escaped payload, with no formatting machinery for integers.
 pub fn encode_value(out: &mut String, v: &Value) {
-    out.push_str("<value>");
     match v {
-        Value::String(s) => escape_into(out, s),
+        Value::String(s) => {
+            out.push_str("<value>");
+            escape_into(out, s);
+            out.push_str("</value>");
+        }
         Value::Int(i) => {
-            let _ = write!(out, "<int>{i}</int>");
+            out.push_str("<value><int>");
+            out.push_str(itoa::Buffer::new().format(*i));
+            out.push_str("</int></value>");
         }
-        Value::Bool(b) => {
-            let _ = write!(out, "<boolean>{}</boolean>", u8::from(*b));
-        }
+        Value::Bool(true) => out.push_str("<value><boolean>1</boolean></value>"),
+        Value::Bool(false) => out.push_str("<value><boolean>0</boolean></value>"),
         Value::Double(d) => {
-            let _ = write!(out, "<double>{d:?}</double>");
+            let _ = write!(out, "<value><double>{d:?}</double></value>");
         }
         Value::DateTime(s) => {
-            out.push_str("<dateTime.iso8601>");
+            out.push_str("<value><dateTime.iso8601>");
             escape_into(out, s);
-            out.push_str("</dateTime.iso8601>");
+            out.push_str("</dateTime.iso8601></value>");
         }
         Value::Array(a) => {
-            out.push_str("<array><data>");
+            out.push_str("<value><array><data>");
             for x in a {
                 encode_value(out, x);
             }
-            out.push_str("</data></array>");
+            out.push_str("</data></array></value>");
         }
-        Value::Struct(m) => encode_struct(out, m),
-        Value::Nil => out.push_str("<nil/>"),
+        Value::Struct(m) => {
+            out.push_str("<value>");
+            encode_struct(out, m);
+            out.push_str("</value>");
+        }
+        Value::Nil => out.push_str("<value><nil/></value>"),
     }
-    out.push_str("</value>");
 }
 
 /// Appends a `<struct>` (without the enclosing `<value>`) for a borrowed map.
 pub fn encode_struct(out: &mut String, m: &BTreeMap<String, Value>) {
     out.push_str("<struct>");
     for (k, x) in m {
-        out.push_str("<member><name>");
-        escape_into(out, k);
-        out.push_str("</name>");
+        open_member(out, k);
         encode_value(out, x);
         out.push_str("</member>");
     }
@@ -566,6 +669,7 @@ pub fn encode_struct(out: &mut String, m: &BTreeMap<String, Value>) {
 }
 
 /// Appends `<member><name>name</name>` (the caller adds the value and `</member>`).
+#[inline]
 pub fn open_member(out: &mut String, name: &str) {
     out.push_str("<member><name>");
     escape_into(out, name);
@@ -725,6 +829,28 @@ mod tests {
         assert!(parse_records_response(&extra, &["uuid"]).is_err());
     }
 
+    #[test]
+    fn a_skipped_field_may_hold_any_markup() {
+        // A comment, a typed value with attributes and a self-closing value inside a skipped
+        // field: only real `<value>` tags count.
+        let body = "<methodResponse><params><param><value><struct>\
+            <member><name>Status</name><value>Success</value></member>\
+            <member><name>Value</name><value><struct><member><name>r</name><value><struct>\
+            <member><name>skip</name><value><!-- </value> --><array a=\"1\"><data><value/>\
+            <value><string>x</string></value></data></array></value></member>\
+            <member><name>keep</name><value>k</value></member>\
+            </struct></value></member></struct></value></member></struct></value></param></params></methodResponse>";
+        let got = parse_records_response(body, &["keep"]).unwrap().unwrap();
+        let rec = &got.as_struct().unwrap()["Value"].as_struct().unwrap()["r"];
+        assert_eq!(
+            rec,
+            &Value::Struct([("keep".to_owned(), Value::str("k"))].into_iter().collect())
+        );
+        // A skipped field that ends in a DTD is refused, as the token loop refuses it.
+        let bad = body.replace("<!-- </value> -->", "<!DOCTYPE x>");
+        assert!(parse_records_response(&bad, &["keep"]).is_err());
+    }
+
     fn arb_value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             any::<String>().prop_map(|s| Value::String(s.replace('\r', ""))),
@@ -775,6 +901,24 @@ mod tests {
                 other => other,
             };
             prop_assert_eq!(&got.as_struct().unwrap()["Value"].as_struct().unwrap()["r"], &want);
+        }
+
+        #[test]
+        fn spaced_and_compact_replies_parse_alike(v in arb_value(), keep in prop::collection::vec("[a-zA-Z_ <&>]{0,12}", 0..4)) {
+            // The compact form takes the fast paths, the spaced one (as Python writes) the
+            // token loop: both give the same value, and skip the same members.
+            let compact = encode_response(&v);
+            let mut spaced = compact.clone();
+            for tag in ["<member>", "</member>", "<struct>", "<data>", "</name>", "<param>"] {
+                spaced = spaced.replace(tag, &format!("{tag}\n  "));
+            }
+            prop_assert_eq!(parse_response(&spaced).unwrap(), Ok(v.clone()));
+            prop_assert_eq!(parse_response(&compact).unwrap(), Ok(v));
+            let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+            prop_assert_eq!(
+                parse_records_response(&spaced, &keep).unwrap(),
+                parse_records_response(&compact, &keep).unwrap()
+            );
         }
 
         #[test]

@@ -534,3 +534,64 @@ fn storage_and_snapshot_calls_take_the_datamodels_defaults() {
     let e = call("VDI.copy", &[]).unwrap_err();
     assert_eq!(e.params, ["VDI.copy", "1", "0"]);
 }
+
+/// The XML encoder of `get_all_records` keeps each record's encoding: every kind of change
+/// (a field, a map key, a set member, the other end of a relation, a new object) shows in
+/// the next reply, which stays the generic path's answer.
+#[test]
+fn kept_record_encodings_follow_every_change() {
+    let (x, s) = xapi();
+    let same = |what: &str| {
+        for class in ["VM", "VBD", "VDI"] {
+            let method = format!("{class}.get_all_records");
+            let fast = xml_call(&x, &method, std::slice::from_ref(&s));
+            let generic = x.call(&method, std::slice::from_ref(&s)).unwrap();
+            assert_eq!(fast, generic, "{class} after {what}");
+        }
+    };
+    same("nothing");
+    let vm = x.call("VM.get_all", std::slice::from_ref(&s)).unwrap();
+    let vm = vm.as_array().unwrap()[0].clone();
+    x.call(
+        "VM.set_name_label",
+        &[s.clone(), vm.clone(), Value::str("renamed <&>")],
+    )
+    .unwrap();
+    same("a field");
+    x.call(
+        "VM.add_to_other_config",
+        &[s.clone(), vm.clone(), Value::str("k"), Value::str("v")],
+    )
+    .unwrap();
+    same("a map key");
+    x.call("VM.add_tags", &[s.clone(), vm.clone(), Value::str("t")])
+        .unwrap();
+    same("a set member");
+    let vdi = x.call("VDI.get_all", std::slice::from_ref(&s)).unwrap();
+    let vdi = vdi.as_array().unwrap()[0].clone();
+    let mut rec = std::collections::BTreeMap::new();
+    for (k, v) in [
+        ("VM", vm.clone()),
+        ("VDI", vdi),
+        ("userdevice", Value::str("7")),
+        ("mode", Value::str("RW")),
+        ("type", Value::str("Disk")),
+        ("bootable", Value::Bool(false)),
+        ("empty", Value::Bool(false)),
+        ("other_config", Value::Struct(Default::default())),
+        ("qos_algorithm_type", Value::str("")),
+        ("qos_algorithm_params", Value::Struct(Default::default())),
+    ] {
+        rec.insert(k.to_owned(), v);
+    }
+    x.call("VBD.create", &[s.clone(), Value::Struct(rec)])
+        .unwrap();
+    same("a relation's other end and a new object");
+    // Both paths saw the rename.
+    let vms = xml_call(&x, "VM.get_all_records", std::slice::from_ref(&s));
+    let rec = vms.as_struct().unwrap()[vm.as_str().unwrap()]
+        .as_struct()
+        .unwrap();
+    assert_eq!(rec["name_label"], Value::str("renamed <&>"));
+    assert_eq!(rec["tags"], Value::Array(vec![Value::str("t")]));
+}

@@ -15,20 +15,29 @@ impl Xapi {
             return None;
         }
         self.session(&params[0]).ok()?;
+        const HEAD: &str = "<?xml version=\"1.0\"?>\n<methodResponse><params><param><value>\
+            <struct><member><name>Status</name><value>Success</value></member>\
+            <member><name>Value</name><value><struct>";
+        const TAIL: &str =
+            "</struct></value></member></struct></value></param></params></methodResponse>\n";
+        const MEMBER: &str = "<member><name></name><value></value></member>";
         Some(self.db.read(|v| {
-            let mut out = String::with_capacity(256 + v.count(class.name) * 2048);
-            out.push_str("<?xml version=\"1.0\"?>\n<methodResponse><params><param><value><struct>");
-            out.push_str("<member><name>Status</name><value>Success</value></member>");
-            out.push_str("<member><name>Value</name><value><struct>");
-            for (r, rec) in v.iter_class(class.name) {
+            // The records' kept encodings (made now where missing) are copied into one
+            // buffer of their total size.
+            let len = v
+                .iter_class_xml(class.name)
+                .fold(HEAD.len() + TAIL.len(), |n, (r, x)| {
+                    n + MEMBER.len() + r.len() + x.len()
+                });
+            let mut out = String::with_capacity(len);
+            out.push_str(HEAD);
+            for (r, rec) in v.iter_class_xml(class.name) {
                 crate::xmlrpc::open_member(&mut out, r);
                 out.push_str("<value>");
-                crate::xmlrpc::encode_struct(&mut out, rec);
+                out.push_str(rec);
                 out.push_str("</value></member>");
             }
-            out.push_str(
-                "</struct></value></member></struct></value></param></params></methodResponse>\n",
-            );
+            out.push_str(TAIL);
             out
         }))
     }
