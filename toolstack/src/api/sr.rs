@@ -452,7 +452,7 @@ impl Xapi {
     }
 
     /// Refreshes the records of the SR's VDIs after an operation.
-    fn refresh_sr(&self, sr: &str, d: &dyn sm::SrDriver) -> Result<(), ApiError> {
+    pub(super) fn refresh_sr(&self, sr: &str, d: &dyn sm::SrDriver) -> Result<(), ApiError> {
         let uuids: Vec<String> = self.db.read(|v| {
             v.refs_field(sr, "VDIs")
                 .iter()
@@ -501,6 +501,19 @@ impl Xapi {
         Ok(s(""))
     }
 
+    /// A destroyed VDI that was a VM's suspend image is no longer its `suspend_VDI`
+    /// (`Xapi_vdi.destroy`).
+    fn forget_suspend_vdi(tx: &mut crate::db::Tx<'_>, vdi: &str) {
+        let vms: Vec<String> = tx
+            .iter_class("VM")
+            .filter(|(_, r)| r.get("suspend_VDI").and_then(Value::as_str) == Some(vdi))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for vm in vms {
+            tx.set(&vm, "suspend_VDI", s(NULL_REF));
+        }
+    }
+
     /// A VDI served from its `sm_config:path`, not by its SR's driver.
     pub(super) fn external(v: &impl crate::db::Read, vdi: &str) -> bool {
         v.field(vdi, "sm_config")
@@ -516,7 +529,7 @@ impl Xapi {
         })
     }
 
-    fn vdi_sr(&self, vdi: &str) -> Result<(String, sm::VdiUuid), ApiError> {
+    pub(super) fn vdi_sr(&self, vdi: &str) -> Result<(String, sm::VdiUuid), ApiError> {
         let (sr, u) = self
             .db
             .read(|v| (v.str_field(vdi, "SR"), v.str_field(vdi, "uuid")));
@@ -526,7 +539,7 @@ impl Xapi {
         Ok((sr, u))
     }
 
-    fn vdi_create(&self, p: &[Value]) -> R {
+    pub(super) fn vdi_create(&self, p: &[Value]) -> R {
         let rec = &p[1];
         let class = Known::VDI.class();
         let f = self.db.read(|v| {
@@ -595,6 +608,7 @@ impl Xapi {
             return self.db.write(|tx| {
                 self.check_destroy(tx, "VDI", vdi)?;
                 tx.destroy(vdi);
+                Self::forget_suspend_vdi(tx, vdi);
                 Ok(s(""))
             });
         };
@@ -605,6 +619,7 @@ impl Xapi {
         d.vdi_destroy(u).map_err(sm_err)?;
         self.db.write(|tx| {
             tx.destroy(vdi);
+            Self::forget_suspend_vdi(tx, vdi);
             Ok::<_, ApiError>(())
         })?;
         self.refresh_sr(&sr, d.as_ref())?;

@@ -286,7 +286,6 @@ async fn run(o: Opts) -> Result<(), Error> {
         o.clean_shutdown_timeout.saturating_mul(1000),
         std::sync::atomic::Ordering::Relaxed,
     );
-    xapi.set_suspend_dir(o.state_dir.join("suspend"));
     xapi.attach_local_sr(&o.state_dir.join("sr"))
         .map_err(|e| Error::Corrupt(format!("the local SR: {e}")))?;
     for d in xapi.orphan_domains() {
