@@ -268,7 +268,7 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ] && want xapi; t
   dd if=/dev/zero of=/tmp/xapi-kdisk.img bs=1M count=8 2>/dev/null
   KMARK=XAPI-KERNEL-BLKBACK-DISK-FROM-DOM0
   echo $KMARK | dd of=/tmp/xapi-kdisk.img conv=notrunc 2>/dev/null
-  KLOOP=$(losetup -f --show /tmp/xapi-kdisk.img 2>&1)
+  KLOOP=$(losetup -f 2>&1) && losetup "$KLOOP" /tmp/xapi-kdisk.img
   VM=$(xe vm-create name-label=xapi-guest memory=128 PV-kernel=/boot/domu-kernel \
        PV-ramdisk=/boot/domu-initrd "PV-args=console=hvc0 rdinit=/init e2e=xapi e2e_kbd" 2>&1) \
     && VDI=$(xe vdi-create sr-uuid="$SR" name-label=disk virtual-size=16777216 sm-config:path=/tmp/xapi-disk.img 2>&1) \
