@@ -262,12 +262,21 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ] && want xapi; t
   # xcp-networkd's part: the network's bridge.
   brctl addbr "$BR" && ip link set "$BR" up; ok xapi-network $? "network $NET on bridge $BR"
   dd if=/dev/zero of=/tmp/xapi-disk.img bs=1M count=16 2>/dev/null
+  # A second disk for the kernel's blkback (it serves block devices: a loop device), asked
+  # for by the VBD (other-config:backend-kind=vbd, the key xenopsd honours); dom0 writes a
+  # marker the guest reads.
+  dd if=/dev/zero of=/tmp/xapi-kdisk.img bs=1M count=8 2>/dev/null
+  KMARK=XAPI-KERNEL-BLKBACK-DISK-FROM-DOM0
+  echo $KMARK | dd of=/tmp/xapi-kdisk.img conv=notrunc 2>/dev/null
+  KLOOP=$(losetup -f 2>&1) && losetup "$KLOOP" /tmp/xapi-kdisk.img
   VM=$(xe vm-create name-label=xapi-guest memory=128 PV-kernel=/boot/domu-kernel \
-       PV-ramdisk=/boot/domu-initrd "PV-args=console=hvc0 rdinit=/init e2e=xapi" 2>&1) \
+       PV-ramdisk=/boot/domu-initrd "PV-args=console=hvc0 rdinit=/init e2e=xapi e2e_kbd" 2>&1) \
     && VDI=$(xe vdi-create sr-uuid="$SR" name-label=disk virtual-size=16777216 sm-config:path=/tmp/xapi-disk.img 2>&1) \
     && VBD=$(xe vbd-create vm-uuid="$VM" vdi-uuid="$VDI" device=0 2>&1) \
+    && KVDI=$(xe vdi-create sr-uuid="$SR" name-label=kdisk virtual-size=8388608 sm-config:path="$KLOOP" 2>&1) \
+    && KVBD=$(xe vbd-create vm-uuid="$VM" vdi-uuid="$KVDI" device=1 other-config:backend-kind=vbd 2>&1) \
     && VIF=$(xe vif-create vm-uuid="$VM" network-uuid="$NET" device=0 mac=00:16:3e:00:00:42 2>&1)
-  ok xe-vm-create $? "vm $VM vdi $VDI vbd $VBD vif $VIF"
+  ok xe-vm-create $? "vm $VM vdi $VDI vbd $VBD kernel-blkback vdi $KVDI on $KLOOP vbd $KVBD vif $VIF"
   XLOG=/var/log/xen/console/guest-xapi-guest.log
   # xe vm-start in the background while the console log is watched, as for xl create above.
   t0=$(cs)
@@ -301,13 +310,24 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ] && want xapi; t
   DMPID=$(xenstore-read /local/domain/$XDID/image/device-model-pid 2>/dev/null)
   [ -n "$DMPID" ] && kill -0 "$DMPID" 2>/dev/null; ok xapi-blkbackd-running $? "device model of domain $XDID: pid ${DMPID:-none}"
   if [ -n "$upm" ]; then
-    for dev in vbd/51712:qdisk vif/0:vif; do
+    for dev in vbd/51712:qdisk vbd/51728:vbd vif/0:vif; do
       d=${dev%%:*}; bt=${dev#*:}
       fe=$(xenstore-read /local/domain/$XDID/device/$d/state 2>/dev/null)
       be=$(xenstore-read /local/domain/0/backend/$bt/$XDID/${d#*/}/state 2>/dev/null)
-      [ "$fe" = 4 ] && [ "$be" = 4 ]; ok "xapi-frontend-connected:$bt" $? "frontend state=$fe backend state=$be (4 = Connected)"
+      [ "$fe" = 4 ] && [ "$be" = 4 ]; ok "xapi-frontend-connected:$bt" $? "$d: frontend state=$fe backend state=$be (4 = Connected)"
     done
   fi
+  # The second VBD asked for the kernel's blkback: its backend directory is backend/vbd
+  # (type=phy, the block script's physical-device), none under backend/qdisk; the guest read
+  # dom0's marker from it (its console says what it read and that it wrote its own).
+  KB=/local/domain/0/backend/vbd/$XDID/51728
+  kty=$(xenstore-read $KB/type 2>/dev/null); kpd=$(xenstore-read $KB/physical-device 2>/dev/null)
+  kfe=$(xenstore-read /local/domain/$XDID/device/vbd/51728/backend 2>/dev/null)
+  kq=0; xenstore-exists /local/domain/0/backend/qdisk/$XDID/51728 2>/dev/null && kq=1
+  krd=$(grep -a -o 'E2E-DOMU-KBD-READ [^ ]*' $XLOG 2>/dev/null | tail -1 | awk '{print $2}' | tr -d '\r')
+  kwr=$(grep -a -c 'E2E-DOMU-KBD-WROTE' $XLOG 2>/dev/null)
+  [ "$kty" = phy ] && [ -n "$kpd" ] && [ "$kfe" = "$KB" ] && [ $kq = 0 ] && [ "$krd" = "$KMARK" ] && [ "${kwr:-0}" -gt 0 ]
+  ok xapi-kernel-blkback-vbd $? "xvdb's frontend names $kfe (type=$kty physical-device=$kpd of $KLOOP; under backend/qdisk: $kq); the guest read '${krd:-nothing}' and wrote $kwr time(s)"
 
   # Fault: kill -9 xapi while the VM runs; the restarted xapi still has it Running, same domid.
   kill -9 $XAPI_PID; wait $XAPI_PID 2>/dev/null
@@ -326,10 +346,17 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ] && want xapi; t
   OLDDID=$XDID; OLDDM=$DMPID; ups=$(grep -c E2E-DOMU-UP $XLOG); c0=$(counter)
   t=$(cs); xe vm-suspend vm=xapi-guest > /tmp/xe-suspend.log 2>&1; rc=$?; rcs=$rc; ts=$(( ($(cs) - t) * 10 ))
   ps=$(xe vm-list name-label=xapi-guest params=power-state --minimal)
-  img=$(ls -l $XS/suspend 2>&1 | tail -n +2 | awk '{print $5" "$9}' | tr '\n' ' ')
+  # The image is in the VM's suspend VDI, a VDI of type suspend in the suspend SR.
+  SV=$(xe vm-list name-label=xapi-guest params=suspend-VDI --minimal)
+  svt=$(xe vdi-list uuid="$SV" params=type --minimal 2>/dev/null)
+  svsr=$(xe vdi-list uuid="$SV" params=sr-uuid --minimal 2>/dev/null)
+  psr=$(xe pool-list params=suspend-image-SR --minimal 2>/dev/null)
+  img=$(ls -l $XS/sr/$SV.qcow2 2>&1 | awk '{print $5}')
   gone=1; xl list 2>/dev/null | awk '{print $2}' | grep -qx "$OLDDID" && gone=0
   [ $rc = 0 ] && [ "$ps" = suspended ] && [ $gone = 1 ]
-  ok xapi-vm-suspend $? "xe returned after $ts ms; power-state=$ps; domain $OLDDID gone: $gone; image: ${img:-none}; $(tr '\n' ' ' < /tmp/xe-suspend.log)"
+  ok xapi-vm-suspend $? "xe returned after $ts ms; power-state=$ps; domain $OLDDID gone: $gone; $(tr '\n' ' ' < /tmp/xe-suspend.log)"
+  [ $rc = 0 ] && [ "$svt" = suspend ] && [ -n "$svsr" ] && [ "$svsr" = "$psr" ] && [ -n "$img" ] && [ "$img" -gt 0 ] 2>/dev/null
+  ok xapi-suspend-vdi $? "suspend-VDI $SV: type ${svt:-none} in SR ${svsr:-none} (pool suspend-image-SR ${psr:-none}), image $XS/sr/$SV.qcow2 of ${img:-no} bytes"
   [ $rc = 0 ] && echo "E2E-METRIC xapi-vm-suspend $ts ms"
   c1=$(counter)
   t=$(cs); xe vm-resume vm=xapi-guest > /tmp/xe-resume.log 2>&1; rc=$?; rcr=$rc; tres=$(( ($(cs) - t) * 10 ))
@@ -338,6 +365,10 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ] && want xapi; t
   [ $rc = 0 ] && [ "$ps" = running ] && [ -n "$XDID" ] && [ "$XDID" != -1 ] && [ "$XDID" != "$OLDDID" ]
   ok xapi-vm-resume $? "xe returned after $tres ms; power-state=$ps domid $OLDDID -> $XDID; $(tr '\n' ' ' < /tmp/xe-resume.log)"
   [ $rc = 0 ] && echo "E2E-METRIC xapi-vm-resume $tres ms"
+  sv2=$(xe vm-list name-label=xapi-guest params=suspend-VDI --minimal)
+  svleft=$(xe vdi-list uuid="$SV" --minimal 2>/dev/null)
+  [ $rc = 0 ] && [ -n "$SV" ] && [ "$sv2" = "<not in database>" ] && [ -z "$svleft" ] && [ ! -e "$XS/sr/$SV.qcow2" ]
+  ok xapi-suspend-vdi-destroyed $? "after resume: suspend-VDI ${sv2:-none}; VDI $SV listed: ${svleft:-no}; image file left: $([ -e "$XS/sr/$SV.qcow2" ] && echo yes || echo no)"
   i=0; while c=$(counter); [ "${c:-0}" -le "${c1:-0}" ] && [ $i -lt $((DOMU_TIMEOUT * 10)) ]; do usleep 100000; i=$((i+1)); done
   c2=$(counter)
   [ $rcs = 0 ] && [ $rcr = 0 ] && [ -n "$c1" ] && [ "${c2:-0}" -gt "$c1" ] && [ "$(grep -c E2E-DOMU-UP $XLOG)" = "$ups" ]
@@ -345,11 +376,12 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ] && want xapi; t
   DMPID=$(xenstore-read /local/domain/$XDID/image/device-model-pid 2>/dev/null)
   i=0; while [ $i -lt 300 ]; do
     fe=$(xenstore-read /local/domain/$XDID/device/vbd/51712/state 2>/dev/null)
+    fk=$(xenstore-read /local/domain/$XDID/device/vbd/51728/state 2>/dev/null)
     fv=$(xenstore-read /local/domain/$XDID/device/vif/0/state 2>/dev/null)
-    [ "$fe" = 4 ] && [ "$fv" = 4 ] && break; usleep 100000; i=$((i+1))
+    [ "$fe" = 4 ] && [ "$fk" = 4 ] && [ "$fv" = 4 ] && break; usleep 100000; i=$((i+1))
   done
-  [ "$fe" = 4 ] && [ "$fv" = 4 ] && [ -n "$DMPID" ] && [ "$DMPID" != "$OLDDM" ] && kill -0 "$DMPID" 2>/dev/null
-  ok xapi-resume-devices-connected $? "vbd state=$fe vif state=$fv (4 = Connected); blkbackd pid $OLDDM -> ${DMPID:-none}"
+  [ "$fe" = 4 ] && [ "$fk" = 4 ] && [ "$fv" = 4 ] && [ -n "$DMPID" ] && [ "$DMPID" != "$OLDDM" ] && kill -0 "$DMPID" 2>/dev/null
+  ok xapi-resume-devices-connected $? "vbd (qdisk) state=$fe vbd (kernel) state=$fk vif state=$fv (4 = Connected); blkbackd pid $OLDDM -> ${DMPID:-none}"
 
   # Clean reboot: the guest acknowledges control/shutdown and reboots; xapi starts the VM
   # again in a new domain (actions_after_reboot = restart), with a new device model.
@@ -384,6 +416,12 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ] && want xapi; t
   [ -z "$left" ]; ok xapi-no-backend-dirs-left $? "${left:-none left}"
   got=$(dd if=/tmp/xapi-disk.img bs=64 count=1 2>/dev/null | tr -d '\000\n')
   [ "$got" = HELLO-FROM-XAPI-GUEST-VIA-BLKBACKD ]; ok xapi-guest-disk-write $? "image holds '$got'"
+  # What the guest wrote through the kernel's blkback (at 4 KiB of xvdb) is on the loop
+  # device's image, and backend/vbd of the last domain is gone.
+  kgot=$(dd if=/tmp/xapi-kdisk.img bs=512 skip=8 count=1 2>/dev/null | tr -d '\000\n')
+  kleft=0; xenstore-exists /local/domain/0/backend/vbd/$XDID 2>/dev/null && kleft=1
+  [ "$kgot" = HELLO-FROM-XAPI-GUEST-VIA-KERNEL-BLKBACK ] && [ $kleft = 0 ]
+  ok xapi-kernel-blkback-write $? "$KLOOP's image holds '$kgot' at 4 KiB; backend/vbd/$XDID left after shutdown: $kleft"
 
   # Fault: a kernel that does not exist: XAPI's error, and no domain left.
   n0=$(xl list 2>/dev/null | grep -c .)
@@ -439,6 +477,8 @@ if [ "$DOMU" = 1 ] && [ -x /e2e/bin/xapi ] && [ -x /e2e/bin/xe ] && want xapi; t
   ok sdk-guest-console $? "$(grep -c E2E-DOMU-UP /var/log/xen/console/guest-sdk-guest.log 2>/dev/null) boots reached E2E-DOMU-UP in guest-sdk-guest.log"
 
   kill $XAPI_PID; wait $XAPI_PID 2>/dev/null
+  # Nothing holds the kernel-blkback disk any more: the loop device detaches.
+  losetup -d "$KLOOP" 2>/tmp/losetup.log; ok xapi-kernel-blkback-released $? "losetup -d $KLOOP: $(cat /tmp/losetup.log)"
   echo "----- xapi log -----"; cat /tmp/xapi-earlier.log 2>/dev/null | tail -20; tail -30 /tmp/xapi.log; echo "----- end of xapi log -----"
   echo "----- xapi guest console -----"; tail -20 $XLOG; echo "----- end of xapi guest console -----"
   echo "E2E-MARK xapi-done uptime=$(up)"

@@ -20,7 +20,7 @@ if [ -n "$part" ]; then
   while :; do sleep 1; done
 fi
 # Started by xapi (`e2e=xapi` on the command line): one disk (xvda, served by blkbackd as this
-# domain's device model) and eth0, then count on the console until dom0's clean shutdown or
+# domain's device model), with `e2e_kbd` a second one (xvdb, the kernel's blkback), and eth0, then count on the console until dom0's clean shutdown or
 # reboot (the kernel acknowledges control/shutdown and runs /sbin/poweroff or /sbin/reboot)
 # or suspend (the kernel suspends itself and runs on where it stopped once resumed).
 if grep -q 'e2e=xapi' /proc/cmdline; then
@@ -35,6 +35,18 @@ if grep -q 'e2e=xapi' /proc/cmdline; then
       && check xapi-blkfront PASS "wrote xvda" || check xapi-blkfront FAIL "write to xvda failed"
   else
     check xapi-blkfront FAIL "no /dev/xvda"
+  fi
+  # xvdb, when dom0 gives one (e2e_kbd): the kernel's blkback serves it. Read dom0's marker,
+  # write ours at 4 KiB.
+  if grep -q 'e2e_kbd' /proc/cmdline; then
+    if waitfor /dev/xvdb 100 && [ -b /dev/xvdb ]; then
+      echo "E2E-DOMU-KBD-READ $(dd if=/dev/xvdb bs=64 count=1 2>/dev/null | tr -d '\000\n')"
+      echo "HELLO-FROM-XAPI-GUEST-VIA-KERNEL-BLKBACK" | dd of=/dev/xvdb bs=512 seek=8 conv=fsync 2>/dev/null \
+        && echo "E2E-DOMU-KBD-WROTE" && check xapi-kernel-blkfront PASS "read and wrote xvdb" \
+        || check xapi-kernel-blkfront FAIL "write to xvdb failed"
+    else
+      check xapi-kernel-blkfront FAIL "no /dev/xvdb"
+    fi
   fi
   if ip link set eth0 up 2>/dev/null; then
     check xapi-netfront PASS "eth0 $(cat /sys/class/net/eth0/address)"

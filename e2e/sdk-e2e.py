@@ -197,6 +197,13 @@ def main():
              "power_state %s domid %s after %d ms" % (
                  x.VM.get_power_state(vm), x.VM.get_domid(vm), ts)):
         metric("sdk-vm-suspend", ts)
+    # The image is in the VM's suspend VDI (type suspend) in the pool's suspend SR.
+    sv = x.VM.get_suspend_VDI(vm)
+    svr = x.VDI.get_record(sv) if sv != "OpaqueRef:NULL" else None
+    check("suspend-vdi", svr is not None and svr["type"] == "suspend"
+          and svr["SR"] == x.pool.get_suspend_image_SR(pool),
+          "suspend_VDI %s: type %s SR %s virtual_size %s" % (
+              sv, svr and svr["type"], svr and svr["SR"], svr and svr["virtual_size"]))
     t4 = time.time()
     x.VM.resume(vm, False, False)
     tr = (time.time() - t4) * 1000
@@ -205,6 +212,10 @@ def main():
              "power_state %s domid %s -> %s after %d ms" % (
                  x.VM.get_power_state(vm), d3, d4, tr)):
         metric("sdk-vm-resume", tr)
+    check("suspend-vdi-destroyed",
+          x.VM.get_suspend_VDI(vm) == "OpaqueRef:NULL" and sv not in x.VDI.get_all(),
+          "after resume: suspend_VDI %s; %s among the VDIs: %s" % (
+              x.VM.get_suspend_VDI(vm), sv, sv in x.VDI.get_all()))
     wait("Suspended event", lambda: "Suspended" in seen, 30)
 
     t2 = time.time()

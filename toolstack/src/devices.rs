@@ -23,12 +23,46 @@ pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a device model gets to stop on SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Which backend serves a VBD, named as its backend directory (xenopsd's
+/// `Device_common.Vbd` kinds, `supported-vbd-backend-kinds`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VbdBackend {
+    /// The kernel's blkback (`backend/vbd`, `type=phy`, a block device): xenopsd's default
+    /// (`default-vbd-backend-kind=vbd`).
+    #[default]
+    Vbd,
+    /// The domain's device model, `blkbackd` here as QEMU for libxl (`backend/qdisk`).
+    Qdisk,
+}
+
+impl VbdBackend {
+    /// Parses a `backend-kind` value (`vbd`, `qdisk`); `None` for a kind not served here.
+    pub fn parse(s: &str) -> Option<VbdBackend> {
+        match s {
+            "vbd" => Some(VbdBackend::Vbd),
+            "qdisk" => Some(VbdBackend::Qdisk),
+            _ => None,
+        }
+    }
+
+    /// The backend directory's name (`vbd`, `qdisk`).
+    pub fn dir(self) -> &'static str {
+        match self {
+            VbdBackend::Vbd => "vbd",
+            VbdBackend::Qdisk => "qdisk",
+        }
+    }
+}
+
 /// What serves a real host's devices.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceHosting {
-    /// `blkbackd`, started as each domain's device model for its disks (backend type
-    /// `qdisk`); without it every disk goes to the kernel's blkback (`vbd`).
+    /// `blkbackd`, started as each domain's device model for its `qdisk` disks; without it
+    /// a VBD that needs a `qdisk` backend cannot be plugged.
     pub blkbackd: Option<PathBuf>,
+    /// The backend of a VBD that names none (`other_config:backend-kind`) and whose storage
+    /// has no preference: xenopsd's `default-vbd-backend-kind`.
+    pub default_vbd_backend: VbdBackend,
     /// The vif hotplug script, run `online` with `vif=vif<domid>.<devid>` once netback waits
     /// for its frontend (libxl's `vif-bridge`); without it no script runs.
     pub vif_script: Option<PathBuf>,
@@ -42,6 +76,7 @@ impl DeviceHosting {
     pub fn real() -> Self {
         DeviceHosting {
             blkbackd: Some(PathBuf::from("blkbackd")),
+            default_vbd_backend: VbdBackend::Qdisk,
             vif_script: Some(PathBuf::from("/etc/xen/scripts/vif-bridge")),
             block_hotplug: true,
         }

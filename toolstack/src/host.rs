@@ -370,6 +370,8 @@ pub fn bootstrap(db: &Db, cfg: &HostConfig) -> Result<String, Error> {
                 ("currently_attached", Value::Bool(true)),
             ]),
         );
+        // As XenServer's first boot: the local SR keeps the host's suspend images.
+        tx.set(&host, "suspend_image_sr", s(sr.clone()));
         tx.create(
             Known::pool.class(),
             rec([

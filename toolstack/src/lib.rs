@@ -53,6 +53,7 @@ pub mod server;
 pub mod simguest;
 pub mod storage;
 pub mod supervise;
+pub mod suspend_image;
 pub mod tasks;
 pub mod value;
 pub mod web;

@@ -68,13 +68,14 @@ impl Drivers {
 }
 
 /// One attached disk's data: a qcow2 image (with its chain) or a raw file or device.
-enum Disk {
+pub(crate) enum Disk {
     Qcow2(sm::image::Image),
     Raw(std::fs::File),
 }
 
 impl Disk {
-    fn open(path: &std::path::Path, writable: bool) -> std::io::Result<Disk> {
+    /// Opens the disk at `path` (a qcow2 image when it is one, else raw).
+    pub(crate) fn open(path: &std::path::Path, writable: bool) -> std::io::Result<Disk> {
         if sm::image::is_qcow2(path)? {
             return Ok(Disk::Qcow2(sm::image::Image::open(path, writable)?));
         }
@@ -85,21 +86,36 @@ impl Disk {
         Ok(Disk::Raw(f))
     }
 
-    fn read(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+    /// The disk's size in bytes.
+    pub(crate) fn size(&self) -> std::io::Result<u64> {
+        match self {
+            Disk::Qcow2(i) => Ok(i.size()),
+            Disk::Raw(f) => {
+                use std::io::Seek;
+                let mut f = f;
+                f.seek(std::io::SeekFrom::End(0))
+            }
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `off`.
+    pub(crate) fn read(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
         match self {
             Disk::Qcow2(i) => i.read(buf, off),
             Disk::Raw(f) => std::os::unix::fs::FileExt::read_exact_at(f, buf, off),
         }
     }
 
-    fn write(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
+    /// Writes `buf` at `off`.
+    pub(crate) fn write(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
         match self {
             Disk::Qcow2(i) => i.write(buf, off),
             Disk::Raw(f) => std::os::unix::fs::FileExt::write_all_at(f, buf, off),
         }
     }
 
-    fn flush(&self) -> std::io::Result<()> {
+    /// Makes what was written durable.
+    pub(crate) fn flush(&self) -> std::io::Result<()> {
         match self {
             Disk::Qcow2(i) => i.flush(),
             Disk::Raw(f) => f.sync_data(),

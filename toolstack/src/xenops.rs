@@ -12,6 +12,8 @@ use xen_types::DomId;
 
 use crate::backend::{Backend, DeviceKind, DomainConfig, ShutdownReason};
 use crate::db::Read;
+use crate::devices::DeviceHosting;
+pub use crate::devices::VbdBackend;
 use crate::error::{codes, ApiError};
 use crate::value::Value;
 use crate::Error;
@@ -81,6 +83,9 @@ impl AfterStop {
     }
 }
 
+/// The VBD `other_config` key naming its backend (xapi's `Xapi_globs.vbd_backend_key`).
+pub const BACKEND_KIND_KEY: &str = "backend-kind";
+
 /// A block device as the backend sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VbdConfig {
@@ -97,9 +102,30 @@ pub struct VbdConfig {
     /// What the backend opens: the VDI's location, else its `sm_config:path`, else its UUID
     /// (empty drive: empty).
     pub params: String,
-    /// Served by the kernel's blkback (`other_config:backend-kind=vbd`) rather than by
-    /// the domain's device model.
-    pub kernel_backend: bool,
+    /// The backend the VBD asks for: its `other_config:backend-kind` (`vbd`, `qdisk`),
+    /// which xapi passes to xenopsd among the VBD's backend keys.
+    pub backend_kind: Option<String>,
+    /// The backend its storage prefers, learnt when its VDI is attached (as xenopsd takes
+    /// the `backend_type` of the storage manager's attach): `qdisk` for a qcow2 image.
+    pub sm_backend: Option<VbdBackend>,
+}
+
+impl VbdConfig {
+    /// The backend that serves this VBD, chosen as xenopsd's `device_kind_of`: the VBD's
+    /// own `backend-kind`, else its storage's preference, else the host's default
+    /// (`default-vbd-backend-kind`). A kind not served here is an error.
+    pub fn backend(&self, hosting: &DeviceHosting) -> Result<VbdBackend, Error> {
+        match self.backend_kind.as_deref() {
+            Some(k) => VbdBackend::parse(k).ok_or_else(|| {
+                Error::Device(format!(
+                    "VBD {} (device {}): backend-kind {k:?} is not one this host serves \
+                     (vbd, qdisk)",
+                    self.vbd, self.name
+                ))
+            }),
+            None => Ok(self.sm_backend.unwrap_or(hosting.default_vbd_backend)),
+        }
+    }
 }
 
 /// A network device as the backend sees it.
@@ -211,14 +237,15 @@ impl VmConfig {
                             .to_owned()
                     })
                     .unwrap_or_default();
-                let kernel_backend = r
+                let backend_kind = r
                     .get("other_config")
                     .and_then(Value::as_struct)
-                    .and_then(|m| m.get("backend-kind"))
+                    .and_then(|m| m.get(BACKEND_KIND_KEY))
                     .and_then(Value::as_str)
-                    == Some("vbd");
+                    .map(str::to_owned);
                 Some(VbdConfig {
-                    kernel_backend,
+                    backend_kind,
+                    sm_backend: None,
                     devid,
                     name,
                     read_only: bs("mode") == "RO",
@@ -446,6 +473,7 @@ fn start_from(
         }
         // As libxl, devices come up side by side: the device model starts while netback
         // takes the vifs, and is waited for last.
+        let device_model = device_model && be.device_hosting().blkbackd.is_some();
         if device_model {
             be.spawn_device_model(domid)?;
         }
@@ -474,13 +502,21 @@ fn start_from(
     Ok(domid)
 }
 
-/// Writes a VBD's directories (backend in dom0, frontend in the guest): `backend/qdisk`
-/// for the domain's device model (`blkbackd`) when the host has one and the VBD does not ask
-/// for the kernel's blkback, else `backend/vbd` (with the `block` script's
+/// Writes a VBD's directories (backend in dom0, frontend in the guest) for the backend
+/// [`VbdConfig::backend`] chooses: `backend/qdisk` for the domain's device model
+/// (`blkbackd`), `backend/vbd` for the kernel's blkback (with the `block` script's
 /// `physical-device` on a real host). Returns whether the device model serves it.
 pub fn plug_vbd(be: &Backend, domid: DomId, vbd: &VbdConfig) -> Result<bool, Error> {
     let hosting = be.device_hosting();
-    let qdisk = hosting.blkbackd.is_some() && !vbd.kernel_backend;
+    let qdisk = vbd.backend(hosting)? == VbdBackend::Qdisk;
+    // On the simulated host nobody serves the disks, whichever directory they have.
+    if qdisk && hosting.blkbackd.is_none() && be.hypervisor() == "xen" {
+        return Err(Error::Device(format!(
+            "VBD {} (device {}) needs a qdisk backend and this host runs no device model \
+             (xapi --blkbackd)",
+            vbd.vbd, vbd.name
+        )));
+    }
     let dtype = if vbd.cdrom { "cdrom" } else { "disk" };
     let devid = vbd.devid.to_string();
     let params = if qdisk && !vbd.params.is_empty() {
@@ -582,6 +618,36 @@ mod tests {
         assert_eq!(a.params, ["100", "40"]);
         let e = Error::Xen(xenctrl::Error::InvalidArgument { op: "xc_dom_build" });
         assert_eq!(start_error(e, 100, 40).code, codes::INTERNAL_ERROR);
+    }
+
+    #[test]
+    fn a_vbds_backend_is_its_own_kind_else_its_storages_else_the_hosts() {
+        let vbd = |kind: Option<&str>, sm: Option<VbdBackend>| VbdConfig {
+            vbd: "OpaqueRef:v".into(),
+            devid: 51712,
+            name: "xvda".into(),
+            read_only: false,
+            cdrom: false,
+            params: "/dev/loop0".into(),
+            backend_kind: kind.map(str::to_owned),
+            sm_backend: sm,
+        };
+        let host = |d| DeviceHosting {
+            default_vbd_backend: d,
+            ..DeviceHosting::default()
+        };
+        use VbdBackend::{Qdisk, Vbd};
+        assert_eq!(DeviceHosting::default().default_vbd_backend, Vbd);
+        assert_eq!(vbd(None, None).backend(&host(Qdisk)).unwrap(), Qdisk);
+        assert_eq!(vbd(None, None).backend(&host(Vbd)).unwrap(), Vbd);
+        assert_eq!(vbd(None, Some(Qdisk)).backend(&host(Vbd)).unwrap(), Qdisk);
+        assert_eq!(
+            vbd(Some("vbd"), Some(Qdisk)).backend(&host(Qdisk)).unwrap(),
+            Vbd
+        );
+        assert_eq!(vbd(Some("qdisk"), None).backend(&host(Vbd)).unwrap(), Qdisk);
+        let e = vbd(Some("tap"), None).backend(&host(Vbd)).unwrap_err();
+        assert!(e.to_string().contains("\"tap\""), "{e}");
     }
 
     #[test]

@@ -436,8 +436,10 @@ fn every_error_the_code_raises_has_the_tables_parameter_count() {
             // (`check_template`), VM_SNAPSHOT_WITH_QUIESCE_NOT_SUPPORTED with [ref], and
             // OTHER_OPERATION_IN_PROGRESS with [class; ref; op; task]
             // (`report_concurrent_operations_error`, xapi_vbd_helpers.ml too).
+            // ocaml/xapi/xapi_xenops.ml `resume` raises VM_HAS_NO_SUSPEND_VDI with
+            // ["VM"; ref].
             let want = match code.as_str() {
-                "SESSION_AUTHENTICATION_FAILED" | "VM_IS_TEMPLATE" => 2,
+                "SESSION_AUTHENTICATION_FAILED" | "VM_IS_TEMPLATE" | "VM_HAS_NO_SUSPEND_VDI" => 2,
                 "VM_SNAPSHOT_WITH_QUIESCE_NOT_SUPPORTED" => 1,
                 "OTHER_OPERATION_IN_PROGRESS" => 4,
                 _ => def.params.len(),

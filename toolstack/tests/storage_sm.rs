@@ -472,15 +472,16 @@ fn a_running_vm_is_served_the_qcow2_leaf_and_its_disk_is_in_use() {
         &[vm.clone(), Value::Bool(false), Value::Bool(false)],
     );
     let domid = t.get("VM", "domid", &vm);
+    // A qcow2 leaf needs the device model's backend (its storage's preference).
     let params =
         t.be.xs_read(&format!(
-            "/local/domain/0/backend/vbd/{}/51712/params",
+            "/local/domain/0/backend/qdisk/{}/51712/params",
             domid.as_str().unwrap()
         ))
         .unwrap();
     assert_eq!(
-        params.as_deref(),
-        Some(image(dir.path(), &t, &vdi).to_str().unwrap())
+        params,
+        Some(format!("raw:{}", image(dir.path(), &t, &vdi).display()))
     );
 
     let e = t.err("VDI.destroy", &[vdi.clone()]);

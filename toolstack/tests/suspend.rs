@@ -1,7 +1,9 @@
 //! `VM.suspend` and `VM.resume` on the simulated host: the guest asked through
-//! `control/shutdown`, its memory saved with the save stream and restored into a new domain
-//! with its devices plugged again; XAPI's power-state checks and errors; a guest that never
-//! acknowledges; `Async.VM.*`; two starts of one VM at once.
+//! `control/shutdown`, its memory saved with the save stream into a suspend VDI of the
+//! suspend SR (`VM.suspend_VDI` while Suspended, destroyed after the resume) and restored
+//! into a new domain with its devices plugged again; the choice of the suspend SR; XAPI's
+//! power-state checks and errors; a guest that never acknowledges; `Async.VM.*`; two
+//! starts of one VM at once.
 
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
@@ -34,21 +36,18 @@ fn rec(pairs: &[(&str, Value)]) -> Value {
 
 struct S {
     t: T,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     kernel: String,
 }
 
 impl S {
+    /// The host's local SR is a file SR in a temporary folder (as the daemon makes it).
     fn new() -> S {
         let t = T::new();
         let dir = tempfile::tempdir().unwrap();
-        t.x.set_suspend_dir(dir.path().join("suspend"));
+        t.x.attach_local_sr(&dir.path().join("sr")).unwrap();
         let kernel = kernel(&dir);
-        S {
-            t,
-            _dir: dir,
-            kernel,
-        }
+        S { t, dir, kernel }
     }
 
     /// A VM of 256 MiB with the simulated kernel, a disk and a network card.
@@ -131,12 +130,44 @@ impl S {
             .collect()
     }
 
-    fn image(&self, vm: &Value) -> std::path::PathBuf {
-        let uuid = self.get("uuid", vm);
-        self.t
-            .x
-            .suspend_dir()
-            .join(format!("{}.suspend", uuid.as_str().unwrap()))
+    /// The VM's suspend VDI, `None` when it has none.
+    fn suspend_vdi(&self, vm: &Value) -> Option<Value> {
+        let v = self.get("suspend_VDI", vm);
+        (v != Value::str("OpaqueRef:NULL")).then_some(v)
+    }
+
+    /// The VDIs of type `suspend`.
+    fn suspend_vdis(&self) -> Vec<String> {
+        let all = self.t.ok("VDI.get_all_records", &[]);
+        all.as_struct()
+            .unwrap()
+            .iter()
+            .filter(|(_, r)| r.as_struct().unwrap()["type"] == Value::str("suspend"))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// The qcow2 image of a VDI of the local SR.
+    fn image(&self, vdi: &Value) -> std::path::PathBuf {
+        let uuid = self.t.ok("VDI.get_uuid", std::slice::from_ref(vdi));
+        self.dir
+            .path()
+            .join("sr")
+            .join(format!("{}.qcow2", uuid.as_str().unwrap()))
+    }
+
+    /// `len` bytes at `off` of a VDI's disk (its qcow2 image).
+    fn read_vdi(&self, vdi: &Value, off: u64, len: usize) -> Vec<u8> {
+        let img = sm::image::Image::open(&self.image(vdi), false).unwrap();
+        let mut buf = vec![0; len];
+        img.read(&mut buf, off).unwrap();
+        buf
+    }
+
+    fn write_vdi(&self, vdi: &Value, off: u64, data: &[u8]) {
+        let img = sm::image::Image::open(&self.image(vdi), true).unwrap();
+        img.write(data, off).unwrap();
+        img.flush().unwrap();
     }
 
     fn xs(&self, path: &str) -> Option<String> {
@@ -175,7 +206,31 @@ fn suspend_saves_the_guest_and_resume_brings_it_back_in_a_new_domain() {
     assert_eq!(s.domid(&vm), -1);
     assert_eq!(s.domains(), 0, "the domain is gone");
     assert_eq!(s.t.be.free_memory(), free_running + GIB / 4);
-    assert!(s.image(&vm).metadata().unwrap().len() > 0);
+    // The image is in a new VDI of the pool's suspend SR, as XAPI makes it.
+    let vdi = s
+        .suspend_vdi(&vm)
+        .expect("suspend_VDI is set while Suspended");
+    let r = s.t.ok("VDI.get_record", std::slice::from_ref(&vdi));
+    let r = r.as_struct().unwrap();
+    let pool = s.t.ok("pool.get_all", &[]).as_array().unwrap()[0].clone();
+    let suspend_sr = s.t.ok("pool.get_suspend_image_SR", &[pool]);
+    assert_eq!(r["SR"], suspend_sr);
+    assert_eq!(r["type"], Value::str("suspend"));
+    assert_eq!(r["name_label"], Value::str("Suspend image"));
+    let size = toolstack::api::suspend_image_size(GIB / 4);
+    assert_eq!(r["virtual_size"], Value::str(size.to_string()));
+    assert_eq!(
+        r["sm_config"].as_struct().unwrap()["vmhint"],
+        s.get("uuid", &vm)
+    );
+    assert_eq!(s.suspend_vdis(), [vdi.as_str().unwrap()]);
+    let image = s.image(&vdi);
+    assert!(image.exists());
+    // Inside: xenopsd's signature and Libxc record, then the save stream.
+    let head = s.read_vdi(&vdi, 0, 31);
+    assert_eq!(&head[..15], toolstack::suspend_image::SIGNATURE);
+    assert_eq!(head[15..23], 0xf0u64.to_le_bytes());
+    assert_ne!(s.read_vdi(&vdi, 31, 4096), vec![0u8; 4096]);
     assert!(s.xs(&format!("/local/domain/{}", first.0)).is_none());
     assert!(s
         .xs(&format!("/local/domain/0/backend/vif/{}", first.0))
@@ -207,7 +262,14 @@ fn suspend_saves_the_guest_and_resume_brings_it_back_in_a_new_domain() {
         .is_some_and(|m| m == "00:16:3e:00:00:01"));
     assert!(s.xs(&format!("{dom}/store/ring-ref")).is_some());
     assert!(s.xs(&format!("{dom}/console/port")).is_some());
-    assert!(!s.image(&vm).exists(), "the image is dropped once resumed");
+    // Once it runs, the suspend VDI is destroyed and forgotten.
+    assert_eq!(s.suspend_vdi(&vm), None);
+    assert!(s.suspend_vdis().is_empty());
+    assert_eq!(
+        s.t.err("VDI.get_uuid", std::slice::from_ref(&vdi)).code,
+        "HANDLE_INVALID"
+    );
+    assert!(!image.exists(), "its image is gone from the SR");
     // It runs on: a clean shutdown is answered by the resumed guest.
     s.t.ok("VM.clean_shutdown", &[vm.clone()]);
     assert_eq!(s.power(&vm), "Halted");
@@ -241,7 +303,8 @@ fn a_guest_that_never_acknowledges_keeps_running() {
             .as_deref(),
         Some("")
     );
-    assert!(!s.image(&vm).exists());
+    assert_eq!(s.suspend_vdi(&vm), None);
+    assert!(s.suspend_vdis().is_empty(), "the suspend VDI was destroyed");
     assert!(s.allowed(&vm).contains(&"suspend".to_owned()));
     // A guest that answers late but within the time: suspended.
     s.set_timeout(Duration::from_secs(10));
@@ -293,32 +356,115 @@ fn power_states_are_checked_as_xapi_does() {
             .cloned()
             .unwrap();
     assert_eq!(s.t.err("VM.suspend", &[dom0]).code, "OPERATION_NOT_ALLOWED");
-    // An image that went missing: XAPI's VM_HAS_NO_SUSPEND_VDI; the VM stays Suspended.
-    let image = s.image(&vm);
-    let kept = std::fs::read(&image).unwrap();
-    std::fs::remove_file(&image).unwrap();
+    // Not a suspend image: refused, nothing started, the VM stays Suspended with it.
+    let vdi = s.suspend_vdi(&vm).unwrap();
+    let kept = s.dir.path().join("kept.qcow2");
+    std::fs::copy(s.image(&vdi), &kept).unwrap();
+    s.write_vdi(&vdi, 0, b"garbage");
     let e = s.resume(&vm).unwrap_err();
-    assert_eq!(
-        (e.code.as_str(), e.params.as_slice()),
-        ("VM_HAS_NO_SUSPEND_VDI", &[v.clone()][..])
-    );
-    // Not an image of ours: refused, nothing started.
-    std::fs::write(&image, b"garbage").unwrap();
-    assert_eq!(s.resume(&vm).unwrap_err().code, "INTERNAL_ERROR");
+    assert_eq!(e.code, "INTERNAL_ERROR");
+    assert!(e.params[0].contains("not a valid signature"), "{e}");
     assert_eq!((s.power(&vm).as_str(), s.domains()), ("Suspended", 0));
-    // A corrupt stream after our header: the restore fails and leaves no domain.
-    let mut bad = kept.clone();
-    bad.truncate(kept.len() / 2);
-    std::fs::write(&image, &bad).unwrap();
+    assert_eq!(s.suspend_vdi(&vm).as_ref(), Some(&vdi));
+    // A corrupt stream behind good headers: the restore fails and leaves no domain.
+    std::fs::copy(&kept, s.image(&vdi)).unwrap();
+    s.write_vdi(&vdi, 31, &[0xff; 64]);
     let e = s.resume(&vm).unwrap_err();
     assert_eq!(e.code, "INTERNAL_ERROR", "{e}");
     assert_eq!((s.power(&vm).as_str(), s.domains()), ("Suspended", 0));
     assert_eq!(s.t.be.free_memory(), 3 * GIB, "no memory kept");
-    std::fs::write(&image, &kept).unwrap();
-    // A hard shutdown of a Suspended VM drops its image: Halted.
+    std::fs::copy(&kept, s.image(&vdi)).unwrap();
+    // A hard shutdown of a Suspended VM destroys its suspend VDI: Halted.
     s.t.ok("VM.hard_shutdown", &[vm.clone()]);
     assert_eq!(s.power(&vm), "Halted");
-    assert!(!image.exists());
+    assert_eq!(s.suspend_vdi(&vm), None);
+    assert!(s.suspend_vdis().is_empty());
+    // A suspend VDI destroyed by hand is forgotten (`Xapi_vdi.destroy`); the resume then
+    // resets the VM to Halted and fails as XAPI does: VM_HAS_NO_SUSPEND_VDI ["VM", ref].
+    s.start(&vm);
+    s.t.ok("VM.suspend", &[vm.clone()]);
+    let vdi = s.suspend_vdi(&vm).unwrap();
+    s.t.ok("VDI.destroy", &[vdi]);
+    assert_eq!(s.suspend_vdi(&vm), None);
+    let e = s.resume(&vm).unwrap_err();
+    assert_eq!(
+        (e.code.as_str(), e.params.as_slice()),
+        ("VM_HAS_NO_SUSPEND_VDI", &["VM".to_owned(), v.clone()][..])
+    );
+    assert_eq!((s.power(&vm).as_str(), s.domains()), ("Halted", 0));
+}
+
+#[test]
+fn the_suspend_sr_is_the_vms_else_the_pools_else_the_hosts() {
+    let s = S::new();
+    let vm = s.vm("where");
+    let local = s.t.ok("SR.get_all", &[]).as_array().unwrap()[0].clone();
+    let pool = s.t.ok("pool.get_all", &[]).as_array().unwrap()[0].clone();
+    let host = s.t.ok("host.get_all", &[]).as_array().unwrap()[0].clone();
+    assert_eq!(
+        s.t.ok("host.get_suspend_image_sr", std::slice::from_ref(&host)),
+        local
+    );
+    // A second file SR on this host, named as the VM's own suspend SR.
+    let other_dir = s.dir.path().join("other");
+    let map = |pairs: &[(&str, &str)]| {
+        rec(&pairs
+            .iter()
+            .map(|(k, v)| (*k, Value::str(*v)))
+            .collect::<Vec<_>>())
+    };
+    let other = s.t.ok(
+        "SR.create",
+        &[
+            host.clone(),
+            map(&[("location", other_dir.to_str().unwrap())]),
+            Value::str("0"),
+            Value::str("other"),
+            Value::str(""),
+            Value::str("ext"),
+            Value::str("user"),
+            Value::Bool(false),
+            map(&[]),
+        ],
+    );
+    let sr_of = |vm: &Value| {
+        let vdi = s.suspend_vdi(vm).unwrap();
+        s.t.ok("VDI.get_SR", &[vdi])
+    };
+    s.t.ok("VM.set_suspend_SR", &[vm.clone(), other.clone()]);
+    s.start(&vm);
+    s.t.ok("VM.suspend", &[vm.clone()]);
+    assert_eq!(sr_of(&vm), other);
+    s.resume(&vm).unwrap();
+    // Without it, the pool's; without that, the host's.
+    s.t.ok(
+        "VM.set_suspend_SR",
+        &[vm.clone(), Value::str("OpaqueRef:NULL")],
+    );
+    s.t.ok("pool.set_suspend_image_SR", &[pool.clone(), other.clone()]);
+    s.t.ok("VM.suspend", &[vm.clone()]);
+    assert_eq!(sr_of(&vm), other);
+    s.resume(&vm).unwrap();
+    s.t.ok(
+        "pool.set_suspend_image_SR",
+        &[pool.clone(), Value::str("OpaqueRef:NULL")],
+    );
+    s.t.ok("VM.suspend", &[vm.clone()]);
+    assert_eq!(sr_of(&vm), local);
+    s.resume(&vm).unwrap();
+    // None at all: VM_NO_SUSPEND_SR, and the VM runs on.
+    s.t.ok(
+        "host.set_suspend_image_sr",
+        &[host, Value::str("OpaqueRef:NULL")],
+    );
+    let e = s.t.err("VM.suspend", &[vm.clone()]);
+    assert_eq!(
+        (e.code.as_str(), e.params.as_slice()),
+        ("VM_NO_SUSPEND_SR", &[vm.as_str().unwrap().to_owned()][..])
+    );
+    assert_eq!(s.power(&vm), "Running");
+    assert!(s.suspend_vdis().is_empty());
+    s.t.ok("VM.hard_shutdown", &[vm]);
 }
 
 #[test]

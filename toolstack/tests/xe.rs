@@ -177,6 +177,30 @@ fn xe_commands() {
         c.call("VM.get_power_state", &[vm.clone()]).unwrap(),
         Value::str("Suspended")
     );
+    // The image is in a suspend VDI the VM names (xe shows it by uuid).
+    let sv = ok(
+        &d,
+        &[
+            "vm-list",
+            "name-label=web",
+            "params=suspend-VDI",
+            "--minimal",
+        ],
+    );
+    let sv = sv.trim().to_owned();
+    assert_eq!(sv.len(), 36, "{sv:?}");
+    assert_eq!(
+        ok(
+            &d,
+            &[
+                "vdi-list",
+                &format!("uuid={sv}"),
+                "params=type",
+                "--minimal"
+            ]
+        ),
+        "suspend\n"
+    );
     let o = xe(&d, &["vm-suspend", "vm=web"]);
     assert!(
         !o.ok && o.stderr.contains("Error code: VM_BAD_POWER_STATE"),
@@ -184,6 +208,22 @@ fn xe_commands() {
         o.stderr
     );
     ok(&d, &["vm-resume", "vm=web"]);
+    assert_eq!(
+        ok(
+            &d,
+            &[
+                "vm-list",
+                "name-label=web",
+                "params=suspend-VDI",
+                "--minimal"
+            ]
+        ),
+        "<not in database>\n"
+    );
+    assert_eq!(
+        ok(&d, &["vdi-list", &format!("uuid={sv}"), "--minimal"]),
+        "\n"
+    );
     assert_eq!(
         c.call("VM.get_power_state", &[vm.clone()]).unwrap(),
         Value::str("Running")

@@ -27,6 +27,7 @@ mod storage_operations;
 mod vm;
 mod vm_metrics;
 mod vm_snapshot;
+mod vm_suspend;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Weak};
@@ -39,6 +40,7 @@ pub use self::network::{random_mac, valid_mac};
 pub use self::operations::gen_mac;
 pub use self::vm::METRICS_INTERVAL;
 pub use self::vm_metrics::CpuSamples;
+pub use self::vm_suspend::suspend_image_size;
 use crate::backend::{Backend, ShutdownReason};
 use crate::datamodel::{self, Class, Known, Qual, Ty, NULL_REF};
 use crate::db::{Db, Read, Record, Tx};
@@ -106,8 +108,6 @@ pub struct Xapi {
     pub clean_shutdown_timeout_ms: std::sync::atomic::AtomicU64,
     /// Dynamic memory control (squeezed).
     memory: crate::memory::Memory,
-    /// Where suspend images are kept (see [`Xapi::set_suspend_dir`]).
-    suspend_dir: Mutex<std::path::PathBuf>,
     /// The archives and alarms, once [`Xapi::enable_metrics`] ran.
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
     /// `audit.log`, once [`Xapi::enable_audit`] ran.
@@ -245,21 +245,9 @@ impl Xapi {
             restart: std::sync::OnceLock::new(),
             #[cfg(feature = "etcd")]
             pool: std::sync::OnceLock::new(),
-            suspend_dir: Mutex::new(std::env::temp_dir().join("xapi-suspend")),
         });
         x.reconcile()?;
         Ok(x)
-    }
-
-    /// Keeps suspend images in `dir` (default: `xapi-suspend` in the temporary folder; the
-    /// daemon uses `<state dir>/suspend`). XAPI keeps them in a VDI of the suspend SR.
-    pub fn set_suspend_dir(&self, dir: impl Into<std::path::PathBuf>) {
-        *self.suspend_dir.lock() = dir.into();
-    }
-
-    /// Where suspend images are kept.
-    pub fn suspend_dir(&self) -> std::path::PathBuf {
-        self.suspend_dir.lock().clone()
     }
 
     /// Records the state folder, where a change of pool role is written (`pool.conf`).

@@ -452,7 +452,7 @@ impl Xapi {
     }
 
     /// Refreshes the records of the SR's VDIs after an operation.
-    fn refresh_sr(&self, sr: &str, d: &dyn sm::SrDriver) -> Result<(), ApiError> {
+    pub(super) fn refresh_sr(&self, sr: &str, d: &dyn sm::SrDriver) -> Result<(), ApiError> {
         let uuids: Vec<String> = self.db.read(|v| {
             v.refs_field(sr, "VDIs")
                 .iter()
@@ -501,6 +501,19 @@ impl Xapi {
         Ok(s(""))
     }
 
+    /// A destroyed VDI that was a VM's suspend image is no longer its `suspend_VDI`
+    /// (`Xapi_vdi.destroy`).
+    fn forget_suspend_vdi(tx: &mut crate::db::Tx<'_>, vdi: &str) {
+        let vms: Vec<String> = tx
+            .iter_class("VM")
+            .filter(|(_, r)| r.get("suspend_VDI").and_then(Value::as_str) == Some(vdi))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for vm in vms {
+            tx.set(&vm, "suspend_VDI", s(NULL_REF));
+        }
+    }
+
     /// A VDI served from its `sm_config:path`, not by its SR's driver.
     pub(super) fn external(v: &impl crate::db::Read, vdi: &str) -> bool {
         v.field(vdi, "sm_config")
@@ -516,7 +529,7 @@ impl Xapi {
         })
     }
 
-    fn vdi_sr(&self, vdi: &str) -> Result<(String, sm::VdiUuid), ApiError> {
+    pub(super) fn vdi_sr(&self, vdi: &str) -> Result<(String, sm::VdiUuid), ApiError> {
         let (sr, u) = self
             .db
             .read(|v| (v.str_field(vdi, "SR"), v.str_field(vdi, "uuid")));
@@ -526,7 +539,7 @@ impl Xapi {
         Ok((sr, u))
     }
 
-    fn vdi_create(&self, p: &[Value]) -> R {
+    pub(super) fn vdi_create(&self, p: &[Value]) -> R {
         let rec = &p[1];
         let class = Known::VDI.class();
         let f = self.db.read(|v| {
@@ -595,6 +608,7 @@ impl Xapi {
             return self.db.write(|tx| {
                 self.check_destroy(tx, "VDI", vdi)?;
                 tx.destroy(vdi);
+                Self::forget_suspend_vdi(tx, vdi);
                 Ok(s(""))
             });
         };
@@ -605,6 +619,7 @@ impl Xapi {
         d.vdi_destroy(u).map_err(sm_err)?;
         self.db.write(|tx| {
             tx.destroy(vdi);
+            Self::forget_suspend_vdi(tx, vdi);
             Ok::<_, ApiError>(())
         })?;
         self.refresh_sr(&sr, d.as_ref())?;
@@ -648,7 +663,7 @@ impl Xapi {
     }
 
     /// The datapaths serving `vdi` now: each running VM's domain and device id, and
-    /// whether the kernel's blkback serves it (`other_config:backend-kind=vbd`).
+    /// whether the kernel's blkback serves it (its frontend names a `backend/vbd` directory).
     fn datapaths(&self, v: &impl crate::db::Read, vdi: &str) -> Vec<(DomId, u32, bool)> {
         v.refs_field(vdi, "VBDs")
             .into_iter()
@@ -661,12 +676,16 @@ impl Xapi {
                 let domid = u16::try_from(domid).ok().map(DomId)?;
                 let userdevice = v.str_field(&vbd, "userdevice").parse().unwrap_or(0);
                 let (devid, _) = crate::xenops::vbd_device(userdevice);
-                let kernel = v
-                    .field(&vbd, "other_config")
-                    .and_then(Value::as_struct)
-                    .and_then(|m| m.get("backend-kind"))
-                    .and_then(Value::as_str)
-                    == Some("vbd");
+                let frontend = format!(
+                    "{}/device/vbd/{devid}/backend",
+                    xenbus::paths::domain_path(domid)
+                );
+                let kernel = self
+                    .backend
+                    .xs_read(&frontend)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|b| b.contains("/backend/vbd/"));
                 Some((domid, devid, kernel))
             })
             .collect()
@@ -687,7 +706,7 @@ impl Xapi {
         live: &[(DomId, u32, bool)],
         op: impl FnOnce(&dyn sm::SrDriver) -> sm::Result<sm::VdiInfo>,
     ) -> Result<sm::VdiInfo, ApiError> {
-        let real = self.backend.device_hosting().blkbackd.is_some();
+        let real = self.backend.hypervisor() == "xen";
         if real && live.iter().any(|(_, _, kernel)| *kernel) {
             return Err(ApiError::new(codes::VDI_IN_USE, [vdi, "snapshot"]));
         }
@@ -843,7 +862,8 @@ impl Xapi {
     }
 
     /// Attaches and activates the SR-backed VDIs of a VM about to start, pointing each
-    /// VBD's backend `params` at the image the driver serves (a file SR's qcow2 leaf).
+    /// VBD's backend `params` at the image the driver serves (a file SR's qcow2 leaf, whose
+    /// VBD then prefers a `qdisk` backend).
     pub(super) fn sr_attach_vbds(&self, cfg: &mut crate::xenops::VmConfig) -> Result<(), ApiError> {
         let mut done: Vec<(Arc<dyn sm::SrDriver>, sm::VdiUuid)> = Vec::new();
         let release = |done: &[(Arc<dyn sm::SrDriver>, sm::VdiUuid)]| {
@@ -880,6 +900,12 @@ impl Xapi {
             }
             b.params = info.path.display().to_string();
             b.read_only |= info.readonly;
+            // The storage's preference, as an SM's attach names its `backend_type`: the
+            // kernel's blkback reads block devices only, so a qcow2 image needs the device
+            // model.
+            if sm::image::is_qcow2(&info.path).unwrap_or(false) {
+                b.sm_backend = Some(crate::xenops::VbdBackend::Qdisk);
+            }
         }
         Ok(())
     }

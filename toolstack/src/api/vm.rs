@@ -221,12 +221,12 @@ impl Xapi {
         })
     }
 
-    fn bad_power(vm: &str, expected: &str, actual: PowerState) -> ApiError {
+    pub(super) fn bad_power(vm: &str, expected: &str, actual: PowerState) -> ApiError {
         ApiError::new(codes::VM_BAD_POWER_STATE, [vm, expected, &actual.lower()])
     }
 
     /// The VM's configuration, read once.
-    fn vm_config(&self, vm: &str) -> Result<VmConfig, ApiError> {
+    pub(super) fn vm_config(&self, vm: &str) -> Result<VmConfig, ApiError> {
         self.db
             .read(|v| VmConfig::load(v, vm))
             .ok_or_else(|| ApiError::handle_invalid("VM", vm))
@@ -262,7 +262,12 @@ impl Xapi {
     }
 
     /// Runs `cfg` in a new domain, built or restored from `image`, and records it.
-    fn run_domain(&self, cfg: &mut VmConfig, paused: bool, image: Option<&std::fs::File>) -> R {
+    pub(super) fn run_domain(
+        &self,
+        cfg: &mut VmConfig,
+        paused: bool,
+        image: Option<&std::fs::File>,
+    ) -> R {
         let vm = cfg.vm.clone();
         let vm = vm.as_str();
         self.progress(0.1);
@@ -326,7 +331,7 @@ impl Xapi {
 
     /// Records that `vm` has no domain any more: Halted, or Suspended (its devices then stay
     /// attached, as XAPI shows them, to come back at resume).
-    fn mark_stopped(&self, tx: &mut Tx<'_>, vm: &str, state: PowerState) {
+    pub(super) fn mark_stopped(&self, tx: &mut Tx<'_>, vm: &str, state: PowerState) {
         self.sr_release_vbds(tx, vm);
         tx.set(vm, "power_state", s(state.as_str()));
         tx.set(vm, "domid", s("-1"));
@@ -373,7 +378,7 @@ impl Xapi {
     }
 
     /// The configuration and domain of a VM in one of the `allowed` states.
-    fn running(
+    pub(super) fn running(
         &self,
         vm: &str,
         allowed: &[PowerState],
@@ -395,7 +400,7 @@ impl Xapi {
         Ok((cfg, domid))
     }
 
-    fn clean_shutdown_timeout(&self) -> Duration {
+    pub(super) fn clean_shutdown_timeout(&self) -> Duration {
         Duration::from_millis(
             self.clean_shutdown_timeout_ms
                 .load(std::sync::atomic::Ordering::Relaxed),
@@ -403,16 +408,11 @@ impl Xapi {
     }
 
     /// Stops the VM's domain (asking the guest first unless `hard`) and marks it halted.
-    /// A hard shutdown of a Suspended VM drops its suspend image.
+    /// A hard shutdown of a Suspended VM destroys its suspend VDI (`Xapi_vm.hard_shutdown`).
     fn stop(&self, vm: &str, hard: bool, reason: ShutdownReason) -> Result<(), ApiError> {
         let cfg = self.vm_config(vm)?;
         if hard && reason == ShutdownReason::Poweroff && cfg.power_state == PowerState::Suspended {
-            let path = self.suspend_image(&cfg);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(ApiError::internal(format!("{}: {e}", path.display()))),
-            }
+            self.drop_suspend_vdi(vm);
             return self.db.write(|tx| {
                 self.mark_halted(tx, vm);
                 Ok(())
@@ -483,94 +483,4 @@ impl Xapi {
             Ok(s(""))
         })
     }
-
-    /// Where the suspend image of `cfg` is kept: `<suspend dir>/<uuid>.suspend`.
-    fn suspend_image(&self, cfg: &VmConfig) -> std::path::PathBuf {
-        self.suspend_dir().join(format!("{}.suspend", cfg.uuid))
-    }
-
-    /// `VM.suspend`: the guest is asked to suspend (`control/shutdown`), its memory and vCPUs
-    /// are saved to its suspend image with libxenguest's save stream, its domain and device
-    /// backends are torn down, and the VM is Suspended. On any failure it keeps running.
-    pub(super) fn vm_suspend(&self, vm: &str) -> R {
-        self.with_vm_operation(vm, "suspend", || self.suspend_locked(vm))
-    }
-
-    fn suspend_locked(&self, vm: &str) -> R {
-        let (cfg, domid) = self.running(vm, &[PowerState::Running], "running")?;
-        let path = self.suspend_image(&cfg);
-        let io = |e: std::io::Error| ApiError::internal(format!("{}: {e}", path.display()));
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let t0 = std::time::Instant::now();
-        let saved = (|| {
-            let mut file = std::fs::File::create(&path).map_err(io)?;
-            std::io::Write::write_all(&mut file, SUSPEND_MAGIC).map_err(io)?;
-            self.progress(0.1);
-            xenops::suspend(
-                &self.backend,
-                &cfg,
-                domid,
-                &file,
-                self.clean_shutdown_timeout(),
-            )?;
-            file.sync_all().map_err(io)
-        })();
-        if let Err(e) = saved {
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
-        }
-        tracing::info!(
-            vm,
-            domid = domid.0,
-            ms = t0.elapsed().as_millis() as u64,
-            image = %path.display(),
-            "suspended"
-        );
-        self.db.write(|tx| {
-            self.mark_stopped(tx, vm, PowerState::Suspended);
-            self.update_host_memory(tx);
-            Ok(s(""))
-        })
-    }
-
-    /// `VM.resume`/`resume_on`: the VM's suspend image is restored into a new domain
-    /// (`xc_domain_restore`), its devices plugged again (backends and device model
-    /// restarted), and it runs on (or stays paused). The image is removed once it runs.
-    pub(super) fn vm_resume(&self, vm: &str, paused: bool) -> R {
-        self.with_vm_operation(vm, "resume", || self.resume_locked(vm, paused))
-    }
-
-    fn resume_locked(&self, vm: &str, paused: bool) -> R {
-        let mut cfg = self.vm_config(vm)?;
-        if cfg.power_state != PowerState::Suspended {
-            return Err(Self::bad_power(vm, "suspended", cfg.power_state));
-        }
-        let path = self.suspend_image(&cfg);
-        let mut file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ApiError::new(codes::VM_HAS_NO_SUSPEND_VDI, [vm]));
-            }
-            Err(e) => return Err(ApiError::internal(format!("{}: {e}", path.display()))),
-        };
-        let mut magic = [0u8; SUSPEND_MAGIC.len()];
-        if std::io::Read::read_exact(&mut file, &mut magic).is_err() || magic != *SUSPEND_MAGIC {
-            return Err(ApiError::internal(format!(
-                "{}: not a suspend image of this toolstack",
-                path.display()
-            )));
-        }
-        let t0 = std::time::Instant::now();
-        let r = self.run_domain(&mut cfg, paused, Some(&file))?;
-        tracing::info!(vm, ms = t0.elapsed().as_millis() as u64, "resumed");
-        if let Err(e) = std::fs::remove_file(&path) {
-            tracing::warn!(vm, %e, "cannot remove the suspend image {}", path.display());
-        }
-        Ok(r)
-    }
 }
-
-/// The first bytes of a suspend image, before the hypervisor's save stream.
-const SUSPEND_MAGIC: &[u8; 24] = b"xen-rs suspend image v1\n";

@@ -60,10 +60,15 @@ struct Opts {
     #[arg(long)]
     xenstored_socket: Option<PathBuf>,
     /// On real Xen: the userspace block backend started as each VM's device model for its
-    /// disks (default: `blkbackd` beside this program, else from `$PATH`); `none`: every
-    /// disk goes to the kernel's blkback.
+    /// `qdisk` disks (default: `blkbackd` beside this program, else from `$PATH`); `none`:
+    /// no device model, disks go to the kernel's blkback.
     #[arg(long)]
     blkbackd: Option<String>,
+    /// The backend of a VBD whose `other_config:backend-kind` names none and whose storage
+    /// has no preference, as xenopsd's `default-vbd-backend-kind`: `vbd` (the kernel's
+    /// blkback) or `qdisk` (the device model; the default unless `--blkbackd none`).
+    #[arg(long, value_parser = ["vbd", "qdisk"])]
+    default_vbd_backend_kind: Option<String>,
     /// How long `clean_shutdown`/`clean_reboot` wait for the guest, seconds.
     #[arg(long, default_value_t = toolstack::api::CLEAN_SHUTDOWN_TIMEOUT.as_secs())]
     clean_shutdown_timeout: u64,
@@ -138,8 +143,14 @@ fn device_hosting(o: &Opts) -> backend_devices::DeviceHosting {
         Some(p) => Some(PathBuf::from(p)),
         None => Some(beside.unwrap_or_else(|| PathBuf::from("blkbackd"))),
     };
+    let default_vbd_backend = match o.default_vbd_backend_kind.as_deref() {
+        Some(k) => backend_devices::VbdBackend::parse(k).unwrap_or_default(),
+        None if blkbackd.is_some() => backend_devices::VbdBackend::Qdisk,
+        None => backend_devices::VbdBackend::Vbd,
+    };
     backend_devices::DeviceHosting {
         blkbackd,
+        default_vbd_backend,
         vif_script: (o.vif_script != "none").then(|| PathBuf::from(&o.vif_script)),
         block_hotplug: true,
     }
@@ -275,7 +286,6 @@ async fn run(o: Opts) -> Result<(), Error> {
         o.clean_shutdown_timeout.saturating_mul(1000),
         std::sync::atomic::Ordering::Relaxed,
     );
-    xapi.set_suspend_dir(o.state_dir.join("suspend"));
     xapi.attach_local_sr(&o.state_dir.join("sr"))
         .map_err(|e| Error::Corrupt(format!("the local SR: {e}")))?;
     for d in xapi.orphan_domains() {

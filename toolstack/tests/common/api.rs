@@ -30,7 +30,12 @@ impl T {
 
     /// Over `db` (bootstrapped if it is new).
     pub fn with_db(db: Db) -> T {
-        let be = Arc::new(Backend::simulated(4 * GIB, GIB, 4).unwrap());
+        Self::with_backend(db, Backend::simulated(4 * GIB, GIB, 4).unwrap())
+    }
+
+    /// Over `db` (bootstrapped if it is new) and the host `be`.
+    pub fn with_backend(db: Db, be: Backend) -> T {
+        let be = Arc::new(be);
         host::bootstrap(&db, &HostConfig::simulated()).unwrap();
         let x = Xapi::new(db, be.clone(), Credentials::new("root", "pw").unwrap()).unwrap();
         let s = x
