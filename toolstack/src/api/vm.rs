@@ -11,7 +11,31 @@ impl Xapi {
     /// VMs the database says run but whose domains are gone are marked Halted (after a
     /// restart of the daemon or of the host).
     pub(super) fn reconcile(&self) -> Result<(), crate::Error> {
-        let stale: Vec<String> = self.db.read(|v| {
+        let stale = self.stale_here();
+        self.db.write(|tx| {
+            // No operation survives a restart (xapi's `Cancel_tasks.cleanup_db`).
+            operations::clear_current_operations(tx);
+            for vm in &stale {
+                // Unless another host restarted it meanwhile (HA).
+                if tx.str_field(vm, "resident_on") == self.host {
+                    self.mark_halted(tx, vm);
+                }
+            }
+            tx.map_set(
+                &self.host,
+                "software_version",
+                "hypervisor",
+                Some(s(self.backend.hypervisor())),
+            );
+            self.update_host_memory(tx);
+            operations::refresh_host(tx, &self.host);
+            Ok::<_, crate::Error>(())
+        })
+    }
+
+    /// VMs recorded running here whose domains are gone.
+    pub(super) fn stale_here(&self) -> Vec<String> {
+        self.db.read(|v| {
             v.iter_class("VM")
                 .filter(|(_, r)| self.is_here(r))
                 .filter(|(_, r)| {
@@ -27,22 +51,6 @@ impl Xapi {
                 })
                 .map(|(k, _)| k.clone())
                 .collect()
-        });
-        self.db.write(|tx| {
-            // No operation survives a restart (xapi's `Cancel_tasks.cleanup_db`).
-            operations::clear_current_operations(tx);
-            for vm in &stale {
-                self.mark_halted(tx, vm);
-            }
-            tx.map_set(
-                &self.host,
-                "software_version",
-                "hypervisor",
-                Some(s(self.backend.hypervisor())),
-            );
-            self.update_host_memory(tx);
-            operations::refresh_host(tx, &self.host);
-            Ok::<_, crate::Error>(())
         })
     }
 
@@ -258,7 +266,12 @@ impl Xapi {
         if cfg.power_state != PowerState::Halted {
             return Err(Self::bad_power(vm, "halted", cfg.power_state));
         }
-        self.run_domain(&mut cfg, paused, None)
+        self.ha_claim(vm)?;
+        let r = self.run_domain(&mut cfg, paused, None);
+        if r.is_err() {
+            self.ha_release(vm);
+        }
+        r
     }
 
     /// Runs `cfg` in a new domain, built or restored from `image`, and records it.
@@ -353,7 +366,10 @@ impl Xapi {
     /// Records that `vm` halted, and the host's memory.
     fn halted(&self, vm: &str) {
         let _ = self.db.write(|tx| {
-            self.mark_halted(tx, vm);
+            // Unless another host restarted it meanwhile (HA).
+            if tx.str_field(vm, "resident_on") == self.host {
+                self.mark_halted(tx, vm);
+            }
             self.update_host_memory(tx);
             Ok::<_, ApiError>(())
         });
@@ -448,6 +464,7 @@ impl Xapi {
             "clean_shutdown"
         };
         self.with_vm_operation(vm, op, || self.stop(vm, hard, ShutdownReason::Poweroff))?;
+        self.ha_release(vm);
         Ok(s(""))
     }
 
@@ -493,7 +510,9 @@ impl Xapi {
     /// are saved to its suspend image with libxenguest's save stream, its domain and device
     /// backends are torn down, and the VM is Suspended. On any failure it keeps running.
     pub(super) fn vm_suspend(&self, vm: &str) -> R {
-        self.with_vm_operation(vm, "suspend", || self.suspend_locked(vm))
+        let r = self.with_vm_operation(vm, "suspend", || self.suspend_locked(vm))?;
+        self.ha_release(vm);
+        Ok(r)
     }
 
     fn suspend_locked(&self, vm: &str) -> R {
