@@ -493,6 +493,9 @@ fn forwarded_calls_run_on_the_right_host_and_domains_move() {
     // VM.start without a host: the host with the most free memory (not host 1, which runs a).
     let b = vm(&mut c, "b");
     let ub = uuid(&mut c, &b);
+    eventually(10, "host 2 sees the new VM", || {
+        c2.call("VM.get_uuid", &[s(&b)]).ok()
+    });
     c2.call("VM.start", &[s(&b), Value::Bool(false), Value::Bool(false)])
         .unwrap();
     let on_b = c.call("VM.get_resident_on", &[s(&b)]).unwrap();

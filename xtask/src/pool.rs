@@ -34,6 +34,9 @@ pub struct PoolArgs {
     /// The `xapi` binary (default: built with `--features etcd`).
     #[arg(long)]
     pub xapi: Option<PathBuf>,
+    /// Without HA (the pool's own checks only).
+    #[arg(long)]
+    pub no_ha: bool,
     /// Seconds of each round of the API-rate comparison (0: skip it).
     #[arg(long, default_value_t = 2)]
     pub bench_secs: u64,
@@ -54,6 +57,9 @@ pub enum Fault {
     KillMaster,
     /// `kill -9` of one etcd member, then a restart.
     KillEtcd(usize),
+    /// A host cut from every etcd member (its proxies cut) while it still talks to the
+    /// other hosts, then healed.
+    Partition(usize),
 }
 
 /// What the observer saw at one moment.
@@ -82,6 +88,10 @@ pub trait HaHooks {
     }
     /// Extra checks of an observation (empty: all good).
     fn check(&mut self, _h: &mut Harness, _o: &Observation) -> Vec<String> {
+        Vec::new()
+    }
+    /// Lines for the run's summary (measurements).
+    fn summary(&self) -> Vec<String> {
         Vec::new()
     }
 }
@@ -132,7 +142,7 @@ pub fn rpc(port: u16, method: &str, params: Value) -> std::result::Result<Value,
 }
 
 /// GET `path` over plain HTTP.
-fn http_get(port: u16, path: &str) -> Option<String> {
+pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s =
         TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -140,7 +150,9 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    // The server answers an HTTP/1.0 request as HTTP/1.0.
+    let status = head.split(' ').nth(1);
+    (status == Some("200")).then(|| body.to_owned())
 }
 
 /// One etcd member.
@@ -154,6 +166,10 @@ struct EtcdMember {
 
 /// One simulated host's xapi.
 pub struct XapiHost {
+    /// Its way to each etcd member (cut to partition it).
+    proxies: Vec<crate::proxy::Proxy>,
+    /// Cut from etcd.
+    pub partitioned: bool,
     /// Plain HTTP port.
     pub http: u16,
     /// HTTPS port (the pool's forwarding).
@@ -360,6 +376,8 @@ impl Harness {
                 ]);
             }
             let mut x = XapiHost {
+                proxies: Vec::new(),
+                partitioned: false,
                 http,
                 https,
                 dir,
@@ -428,7 +446,42 @@ impl Harness {
                 rpc(h.hosts[i].http, "host.get_all", json!([s])).is_ok()
             })?;
         }
+        h.route_through_proxies()?;
         Ok(h)
+    }
+
+    /// Gives each host its own proxy to each etcd member (`pool.etcd`, then a restart),
+    /// so that one host can be cut from etcd alone.
+    fn route_through_proxies(&mut self) -> Result<()> {
+        for i in 0..self.hosts.len() {
+            let mut proxies = Vec::new();
+            for e in &self.etcd {
+                proxies.push(crate::proxy::Proxy::start(e.port())?);
+            }
+            let eps: Vec<String> = proxies.iter().map(|p| p.endpoint()).collect();
+            let conf = self.hosts[i].dir.join("pool.etcd");
+            std::fs::write(
+                &conf,
+                format!("endpoints={}\npool=harness\n", eps.join(",")),
+            )
+            .map_err(ioerr("write", &conf))?;
+            self.hosts[i].proxies = proxies;
+            if let Some(mut c) = self.hosts[i].child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let bin = self.xapi_bin.clone();
+            self.hosts[i].spawn(&bin)?;
+            let s = self.session.clone();
+            self.until(30, "the host back on its proxies", |h| {
+                rpc(h.hosts[i].http, "host.get_all", json!([s])).is_ok()
+            })?;
+        }
+        self.until(30, "one master after routing through proxies", |h| {
+            let o = h.observe();
+            o.masters.len() == 3 && o.acting.len() == 1
+        })?;
+        Ok(())
     }
 
     fn cluster(&self) -> String {
@@ -460,6 +513,9 @@ impl Harness {
     pub fn call_any(&self, method: &str, args: Value) -> std::result::Result<Value, String> {
         let mut last = String::from("no running host");
         for i in self.running() {
+            if self.hosts[i].partitioned {
+                continue;
+            }
             match self.call(i, method, args.clone()) {
                 Err(e) if e.starts_with("TRANSPORT") || e.starts_with("CANNOT_CONTACT_HOST") => {
                     last = e
@@ -470,13 +526,15 @@ impl Harness {
         Err(last)
     }
 
-    fn running(&self) -> Vec<usize> {
+    /// Running hosts (not stopped, not killed).
+    pub fn running(&self) -> Vec<usize> {
         (0..self.hosts.len())
             .filter(|&i| self.hosts[i].running())
             .collect()
     }
 
-    fn until(
+    /// Polls `f` every 100 ms for up to `secs`; the seconds it took.
+    pub fn until(
         &mut self,
         secs: u64,
         what: &str,
@@ -506,7 +564,7 @@ impl Harness {
     }
 
     /// The host index whose reference is `r`.
-    fn index_of(&self, r: &str) -> Option<usize> {
+    pub fn index_of(&self, r: &str) -> Option<usize> {
         self.hosts.iter().position(|h| h.host_ref == r)
     }
 
@@ -700,6 +758,27 @@ impl Harness {
                     bad.push(e.to_string());
                 }
             }
+            Fault::Partition(i) => {
+                for p in &self.hosts[i].proxies {
+                    p.cut();
+                }
+                self.hosts[i].partitioned = true;
+                if let Err(e) = ha.after_fault(self, f) {
+                    bad.push(format!("HA after {f:?}: {e}"));
+                }
+                self.workload();
+                for p in &self.hosts[i].proxies {
+                    p.heal();
+                }
+                self.hosts[i].partitioned = false;
+                let s = self.session.clone();
+                if let Err(e) = self.until(30, "the partitioned host back in the pool", |h| {
+                    rpc(h.hosts[i].http, "host.get_all", json!([s])).is_ok()
+                        && h.observe().masters.len() == h.running().len()
+                }) {
+                    bad.push(e.to_string());
+                }
+            }
             Fault::KillEtcd(k) => {
                 if let Some(mut c) = self.etcd[k].child.take() {
                     let _ = c.kill();
@@ -709,6 +788,15 @@ impl Harness {
                     bad.push(format!("HA after {f:?}: {e}"));
                 }
                 self.workload();
+                // A host's view follows the pool through a watch that an etcd member's
+                // death breaks and reopens: its records may lag a moment (acting masters
+                // are checked at once, by the observer's logins).
+                let _ = self.until(10, "the hosts' views agree", |h| {
+                    let o = h.observe();
+                    let mut m: Vec<&String> = o.masters.values().collect();
+                    m.dedup();
+                    m.len() <= 1
+                });
                 bad.extend(self.check(&self.observe()));
                 let cluster = self.cluster();
                 self.etcd[k].start(&cluster, true)?;
@@ -741,7 +829,8 @@ impl Harness {
 
     /// A random fault.
     pub fn random_fault(&mut self) -> Fault {
-        match self.pick(4) {
+        match self.pick(5) {
+            4 => Fault::Partition(self.pick(3)),
             0 => {
                 let m = self.master_index().unwrap_or(0);
                 let others: Vec<usize> = (0..3).filter(|&i| i != m).collect();
@@ -788,7 +877,8 @@ fn rate(port: u16, session: &str, vm: &str, secs: u64) -> f64 {
     n as f64 / secs as f64
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median (upper middle) of `v`; 0 when empty.
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
@@ -800,6 +890,8 @@ fn bench(h: &Harness, secs: u64) -> Result<()> {
     std::fs::create_dir_all(&dir).map_err(ioerr("create", &dir))?;
     let (http, https) = (free_port()?, free_port()?);
     let mut single = XapiHost {
+        proxies: Vec::new(),
+        partitioned: false,
         http,
         https,
         args: vec![
@@ -955,6 +1047,10 @@ pub fn run(args: PoolArgs, root: &Path, ha: &mut dyn HaHooks) -> bool {
             ("SIGSTOP a member past its lease", Fault::StopMember(1)),
             ("kill -9 the master's xapi", Fault::KillMaster),
             ("kill -9 one etcd member", Fault::KillEtcd(1)),
+            (
+                "partition a member from etcd (its proxies cut)",
+                Fault::Partition(2),
+            ),
         ];
         for (name, f) in fixed {
             h.workload();
@@ -981,6 +1077,9 @@ pub fn run(args: PoolArgs, root: &Path, ha: &mut dyn HaHooks) -> bool {
                 e.len(),
                 LEASE_TTL.as_secs()
             );
+        }
+        for line in ha.summary() {
+            println!("pool: {line}");
         }
         if args.bench_secs > 0 {
             bench(&h, args.bench_secs)?;
