@@ -28,8 +28,9 @@ pub struct PoolArgs {
     /// How many randomized fault schedules to run after the fixed steps.
     #[arg(long, default_value_t = 3)]
     pub schedules: usize,
-    /// Faults per randomized schedule.
-    #[arg(long, default_value_t = 3)]
+    /// Faults per randomized schedule, injected together (different hosts, at most one
+    /// etcd member, one host always untouched).
+    #[arg(long, default_value_t = 1)]
     pub steps: usize,
     /// The `xapi` binary (default: built with `--features etcd`).
     #[arg(long)]
@@ -603,6 +604,13 @@ impl Harness {
                 self.ledger.insert(vm, d);
             }
         }
+        // At most 12 workload VMs run: the pool's memory lasts any number of schedules.
+        if self.vms.len() > 12 {
+            let old: Vec<String> = self.vms.keys().cloned().collect();
+            let vm = old[self.pick(old.len())].clone();
+            let _ = self.call_any("VM.hard_shutdown", json!([vm]));
+            self.vms.remove(&vm);
+        }
         // Migrate a running VM to another live host now and then.
         if n % 2 == 0 {
             let running: Vec<String> = self.vms.keys().cloned().collect();
@@ -685,16 +693,26 @@ impl Harness {
         // Every running host still takes writes (its database follows the pool).
         if let Some(vm) = self.ledger.keys().next() {
             for i in self.running() {
+                if self.hosts[i].partitioned {
+                    continue;
+                }
                 let key = format!("probe-{i}");
                 if let Err(e) = self.call(i, "VM.remove_from_other_config", json!([vm, key])) {
                     bad.push(format!("host {i} refuses a write: {e}"));
                 }
             }
         }
-        for (vm, d) in &self.ledger {
-            match self.call_any("VM.get_name_description", json!([vm])) {
-                Ok(v) if v.as_str() == Some(d.as_str()) => {}
-                other => bad.push(format!("acknowledged write to {vm} lost: {other:?}")),
+        if !self.ledger.is_empty() {
+            match self.call_any("VM.get_all_records", json!([])) {
+                Ok(all) => {
+                    for (vm, d) in &self.ledger {
+                        let got = all[vm.as_str()]["name_description"].as_str();
+                        if got != Some(d.as_str()) {
+                            bad.push(format!("acknowledged write to {vm} lost: {got:?}"));
+                        }
+                    }
+                }
+                Err(e) => bad.push(format!("reading the acknowledged writes: {e}")),
             }
         }
         bad
@@ -702,102 +720,93 @@ impl Harness {
 
     /// Injects `f`, lets it last, heals it; returns what went wrong.
     pub fn fault(&mut self, f: Fault, ha: &mut dyn HaHooks) -> Result<Vec<String>> {
+        self.faults(&[f], ha)
+    }
+
+    /// Injects every fault of `fs` at once (different hosts, at most one etcd member), lets
+    /// them last, heals them together; returns what went wrong.
+    pub fn faults(&mut self, fs: &[Fault], ha: &mut dyn HaHooks) -> Result<Vec<String>> {
         let mut bad = Vec::new();
-        match f {
-            Fault::KillMember(_) | Fault::StopMember(_) | Fault::KillMaster => {
-                let i = match f {
-                    Fault::KillMember(i) | Fault::StopMember(i) => i,
-                    _ => self
-                        .master_index()
-                        .ok_or_else(|| Error::Other("no master known".into()))?,
-                };
-                let old = self.hosts[i].host_ref.clone();
-                let t = Instant::now();
-                if matches!(f, Fault::StopMember(_)) {
+        let master = self.master_index();
+        let t = Instant::now();
+        // The host each fault hits (KillMaster: the master now).
+        let mut hit: Vec<(Fault, usize)> = Vec::new();
+        for &f in fs {
+            let i = match f {
+                Fault::KillMember(i) | Fault::StopMember(i) | Fault::Partition(i) => i,
+                Fault::KillMaster => {
+                    master.ok_or_else(|| Error::Other("no master known".into()))?
+                }
+                Fault::KillEtcd(k) => {
+                    if let Some(mut c) = self.etcd[k].child.take() {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                    }
+                    continue;
+                }
+            };
+            match f {
+                Fault::StopMember(_) => {
                     if let Some(c) = &self.hosts[i].child {
                         signal(c, libc::SIGSTOP);
                     }
                     self.hosts[i].stopped = true;
-                } else if let Some(mut c) = self.hosts[i].child.take() {
-                    let _ = c.kill();
-                    let _ = c.wait();
                 }
-                if let Err(e) = ha.after_fault(self, f) {
-                    bad.push(format!("HA after {f:?}: {e}"));
+                Fault::Partition(_) => {
+                    for p in &self.hosts[i].proxies {
+                        p.cut();
+                    }
+                    self.hosts[i].partitioned = true;
                 }
-                self.workload();
-                let was_master = self.master_index() == Some(i) || f == Fault::KillMaster;
-                if was_master {
-                    match self.until(30, "a new master", |h| {
-                        h.master_index().is_some_and(|m| h.hosts[m].host_ref != old)
-                    }) {
-                        Ok(_) => self.elections.push(t.elapsed().as_secs_f64()),
-                        Err(e) => bad.push(e.to_string()),
+                _ => {
+                    if let Some(mut c) = self.hosts[i].child.take() {
+                        let _ = c.kill();
+                        let _ = c.wait();
                     }
                 }
-                if matches!(f, Fault::StopMember(_)) {
-                    let left =
-                        (LEASE_TTL + Duration::from_millis(1500)).saturating_sub(t.elapsed());
-                    std::thread::sleep(left);
-                    bad.extend(self.check(&self.observe()));
-                    if let Some(c) = &self.hosts[i].child {
-                        signal(c, libc::SIGCONT);
-                    }
-                    self.hosts[i].stopped = false;
-                } else {
-                    bad.extend(self.check(&self.observe()));
-                    let bin = self.xapi_bin.clone();
-                    self.hosts[i].spawn(&bin)?;
-                }
-                // The host comes back as a member without manual work.
-                let s = self.session.clone();
-                if let Err(e) = self.until(30, "the host back in the pool", |h| {
-                    rpc(h.hosts[i].http, "host.get_all", json!([s])).is_ok()
-                        && h.observe().masters.len() == h.running().len()
+            }
+            hit.push((f, i));
+        }
+        for &f in fs {
+            if let Err(e) = ha.after_fault(self, f) {
+                bad.push(format!("HA after {f:?}: {e}"));
+            }
+        }
+        self.workload();
+        let old = master.map(|m| self.hosts[m].host_ref.clone());
+        if let (Some(m), Some(old)) = (master, old) {
+            if hit
+                .iter()
+                .any(|(f, i)| *i == m && !matches!(f, Fault::Partition(_)))
+            {
+                match self.until(30, "a new master", |h| {
+                    h.master_index().is_some_and(|x| h.hosts[x].host_ref != old)
                 }) {
-                    bad.push(e.to_string());
+                    Ok(_) => self.elections.push(t.elapsed().as_secs_f64()),
+                    Err(e) => bad.push(e.to_string()),
                 }
             }
-            Fault::Partition(i) => {
-                for p in &self.hosts[i].proxies {
-                    p.cut();
-                }
-                self.hosts[i].partitioned = true;
-                if let Err(e) = ha.after_fault(self, f) {
-                    bad.push(format!("HA after {f:?}: {e}"));
-                }
-                self.workload();
-                for p in &self.hosts[i].proxies {
-                    p.heal();
-                }
-                self.hosts[i].partitioned = false;
-                let s = self.session.clone();
-                if let Err(e) = self.until(30, "the partitioned host back in the pool", |h| {
-                    rpc(h.hosts[i].http, "host.get_all", json!([s])).is_ok()
-                        && h.observe().masters.len() == h.running().len()
-                }) {
-                    bad.push(e.to_string());
-                }
-            }
-            Fault::KillEtcd(k) => {
-                if let Some(mut c) = self.etcd[k].child.take() {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
-                if let Err(e) = ha.after_fault(self, f) {
-                    bad.push(format!("HA after {f:?}: {e}"));
-                }
-                self.workload();
-                // A host's view follows the pool through a watch that an etcd member's
-                // death breaks and reopens: its records may lag a moment (acting masters
-                // are checked at once, by the observer's logins).
-                let _ = self.until(10, "the hosts' views agree", |h| {
-                    let o = h.observe();
-                    let mut m: Vec<&String> = o.masters.values().collect();
-                    m.dedup();
-                    m.len() <= 1
-                });
-                bad.extend(self.check(&self.observe()));
+        }
+        if hit.iter().any(|(f, _)| matches!(f, Fault::StopMember(_))) {
+            // A stopped host stays stopped past its lease.
+            let left = (LEASE_TTL + Duration::from_millis(1500)).saturating_sub(t.elapsed());
+            std::thread::sleep(left);
+        }
+        if fs.iter().any(|f| matches!(f, Fault::KillEtcd(_))) {
+            // A host's view follows the pool through a watch that an etcd member's death
+            // breaks and reopens: its records may lag a moment (acting masters are checked
+            // at once, by the observer's logins).
+            let _ = self.until(10, "the hosts' views agree", |h| {
+                let o = h.observe();
+                let mut m: Vec<&String> = o.masters.values().collect();
+                m.dedup();
+                m.len() <= 1
+            });
+        }
+        bad.extend(self.check(&self.observe()));
+        // Healed together.
+        for &f in fs {
+            if let Fault::KillEtcd(k) = f {
                 let cluster = self.cluster();
                 self.etcd[k].start(&cluster, true)?;
                 if !wait_port(self.etcd[k].port(), 30) {
@@ -805,7 +814,36 @@ impl Harness {
                 }
             }
         }
-        // Settled: one master, elected, with pool.conf saying so.
+        for &(f, i) in &hit {
+            match f {
+                Fault::StopMember(_) => {
+                    if let Some(c) = &self.hosts[i].child {
+                        signal(c, libc::SIGCONT);
+                    }
+                    self.hosts[i].stopped = false;
+                }
+                Fault::Partition(_) => {
+                    for p in &self.hosts[i].proxies {
+                        p.heal();
+                    }
+                    self.hosts[i].partitioned = false;
+                }
+                _ => {
+                    let bin = self.xapi_bin.clone();
+                    self.hosts[i].spawn(&bin)?;
+                }
+            }
+        }
+        // Each host comes back as a member without manual work.
+        for &(_, i) in &hit {
+            let s = self.session.clone();
+            if let Err(e) = self.until(30, "the host back in the pool", |h| {
+                rpc(h.hosts[i].http, "host.get_all", json!([s])).is_ok()
+            }) {
+                bad.push(format!("host {i}: {e}"));
+            }
+        }
+        // Settled: one master, elected, named by every host and its pool.conf.
         let settled = self.until(
             30,
             "one master, named by every host and its pool.conf",
@@ -844,6 +882,34 @@ impl Harness {
             _ => Fault::KillEtcd(self.pick(3)),
         }
     }
+
+    /// Up to `n` random faults to inject together: each on a different host, at most one
+    /// etcd member, and at least one host left untouched.
+    pub fn random_faults(&mut self, n: usize) -> Vec<Fault> {
+        let master = self.master_index().unwrap_or(0);
+        let mut out: Vec<Fault> = Vec::new();
+        let mut hosts_hit: Vec<usize> = Vec::new();
+        for _ in 0..n * 4 {
+            if out.len() == n {
+                break;
+            }
+            let f = self.random_fault();
+            let host = match f {
+                Fault::KillMember(i) | Fault::StopMember(i) | Fault::Partition(i) => Some(i),
+                Fault::KillMaster => Some(master),
+                Fault::KillEtcd(_) => None,
+            };
+            let ok = match host {
+                Some(i) => !hosts_hit.contains(&i) && hosts_hit.len() + 1 < self.hosts.len(),
+                None => !out.iter().any(|f| matches!(f, Fault::KillEtcd(_))),
+            };
+            if ok {
+                hosts_hit.extend(host);
+                out.push(f);
+            }
+        }
+        out
+    }
 }
 
 /// Calls per second of `VM.get_record` + `VM.set_name_description` pairs from 4 threads on
@@ -881,6 +947,67 @@ fn rate(port: u16, session: &str, vm: &str, secs: u64) -> f64 {
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// `event.from` latency, ms: a change made through `writer` (`VM.set_name_description`,
+/// timed from just before the call) until an `event.from` waiter on `waiter` returns it;
+/// one sample per round.
+fn event_latency(writer: u16, waiter: u16, session: &str, vm: &str, rounds: usize) -> Vec<f64> {
+    let from = |token: &str| rpc(waiter, "event.from", json!([session, ["vm"], token, 5.0]));
+    let Ok(first) = from("") else {
+        return Vec::new();
+    };
+    let mut token = first["token"].as_str().unwrap_or_default().to_owned();
+    let mut out = Vec::new();
+    for r in 0..rounds {
+        let want = format!("latency-{r}-{token}");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (s, v, w, mut tok) = (
+            session.to_owned(),
+            vm.to_owned(),
+            want.clone(),
+            token.clone(),
+        );
+        let waiting = std::thread::spawn(move || {
+            for _ in 0..20 {
+                let Ok(ev) = rpc(waiter, "event.from", json!([s, ["vm"], tok, 5.0])) else {
+                    return None;
+                };
+                tok = ev["token"].as_str().unwrap_or_default().to_owned();
+                let seen = ev["events"].as_array().is_some_and(|a| {
+                    a.iter().any(|e| {
+                        e["ref"].as_str() == Some(v.as_str())
+                            && e["snapshot"]["name_description"].as_str() == Some(w.as_str())
+                    })
+                });
+                if seen {
+                    let _ = tx.send(Instant::now());
+                    return Some(tok);
+                }
+            }
+            None
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        let t0 = Instant::now();
+        if rpc(
+            writer,
+            "VM.set_name_description",
+            json!([session, vm, want]),
+        )
+        .is_err()
+        {
+            let _ = waiting.join();
+            continue;
+        }
+        if let Ok(t1) = rx.recv_timeout(Duration::from_secs(10)) {
+            out.push(t1.duration_since(t0).as_secs_f64() * 1000.0);
+        }
+        match waiting.join() {
+            Ok(Some(t)) => token = t,
+            _ => break,
+        }
+    }
+    out
 }
 
 /// The API-rate comparison: the pool's master against a host alone on SQLite, interleaved
@@ -942,6 +1069,28 @@ fn bench(h: &Harness, secs: u64) -> Result<()> {
     println!(
         "pool: bench: API calls/s (get_record + set_name_description, 4 clients, median of 3 interleaved rounds of {secs} s): 3-host pool on etcd {p:.0}, single host on SQLite {a:.0}, ratio {:.2}",
         p / a.max(1.0)
+    );
+    // event.from: written on the master, waited for on another host of the pool; written
+    // and waited for on the host alone. Interleaved rounds of 10.
+    let other = (0..h.hosts.len())
+        .find(|&i| i != m && h.hosts[i].running())
+        .unwrap_or(m);
+    let (mut pl, mut al) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        pl.extend(event_latency(
+            h.hosts[m].http,
+            h.hosts[other].http,
+            &h.session,
+            &pv,
+            10,
+        ));
+        al.extend(event_latency(http, http, &ss, &sv, 10));
+    }
+    let (pn, an) = (pl.len(), al.len());
+    let (pm, am) = (median(pl), median(al));
+    println!(
+        "pool: bench: event.from latency (change on one host to a waiter's return), median ms: 3-host pool on etcd (master to another host) {pm:.1} over {pn}, single host on SQLite {am:.1} over {an}, ratio {:.2}",
+        pm / am.max(0.001)
     );
     if let Some(mut c) = single.child.take() {
         let _ = c.kill();
@@ -1060,12 +1209,10 @@ pub fn run(args: PoolArgs, root: &Path, ha: &mut dyn HaHooks) -> bool {
         for s in 0..args.schedules {
             let mut bad = Vec::new();
             let mut faults = Vec::new();
-            for _ in 0..args.steps {
-                let f = h.random_fault();
-                faults.push(f);
-                h.workload();
-                bad.extend(h.fault(f, ha)?);
-            }
+            let fs = h.random_faults(args.steps);
+            faults.extend(fs.iter().copied());
+            h.workload();
+            bad.extend(h.faults(&fs, ha)?);
             record(&format!("schedule {s}: {faults:?}"), bad);
         }
         if !h.elections.is_empty() {

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::pool::{http_get, Fault, HaHooks, Harness, Observation};
 
 /// `pool.ha_configuration:timeout`, seconds: HA's lease TTL in the harness.
-pub const HA_TIMEOUT: Duration = Duration::from_secs(3);
+pub const HA_TIMEOUT: Duration = Duration::from_secs(4);
 /// Time allowed for a restart once the lease expired (claim, record reset, `VM.start`).
 pub const RESTART_ALLOWANCE: Duration = Duration::from_secs(3);
 
@@ -116,13 +116,13 @@ impl HaHooks for PoolHa {
 
     fn after_fault(&mut self, h: &mut Harness, f: Fault) -> Result<(), String> {
         let t0 = Instant::now();
-        let faulted: Vec<usize> = match f {
-            Fault::KillEtcd(_) => return Ok(()),
-            Fault::Partition(i) => vec![i],
-            _ => (0..h.hosts.len())
-                .filter(|i| !h.running().contains(i))
-                .collect(),
-        };
+        if let Fault::KillEtcd(_) = f {
+            return Ok(());
+        }
+        // Every host faulted now (faults of one schedule come together).
+        let faulted: Vec<usize> = (0..h.hosts.len())
+            .filter(|&i| !h.running().contains(&i) || h.hosts[i].partitioned)
+            .collect();
         let lost: Vec<String> = self
             .last
             .iter()
@@ -140,6 +140,7 @@ impl HaHooks for PoolHa {
                 .all(|u| at.get(u).is_some_and(|i| !faulted.contains(i)));
             if moved {
                 let took = t0.elapsed();
+                self.last = at;
                 self.failovers.push(took.as_secs_f64());
                 if took > bound() {
                     return Err(format!(
