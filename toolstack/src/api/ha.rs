@@ -10,8 +10,6 @@ use crate::xenops::PowerState;
 
 /// `pool.ha_configuration` key holding HA's timeout in seconds (the lease TTL).
 pub(super) const TIMEOUT_KEY: &str = "timeout";
-/// HA's timeout when the configuration names none, seconds.
-pub(super) const DEFAULT_TIMEOUT_SECS: u64 = 10;
 /// The shortest timeout HA takes (the watchdog fires at least 1 s earlier, and counts
 /// whole seconds from 2).
 const MIN_TIMEOUT_SECS: u64 = 3;

@@ -9,6 +9,8 @@ use super::*;
 use crate::ha::{Ha, HaConfig, HaHost, HaState, HaVm, Priority};
 use crate::xenops::PowerState;
 
+/// HA's timeout when `pool.ha_configuration` names none, seconds.
+const DEFAULT_TIMEOUT_SECS: u64 = 10;
 /// How often each host looks at `pool.ha_enabled` and at its engine.
 const SUPERVISE: Duration = Duration::from_millis(200);
 /// How often the VMs running here are protected again (one whose protection failed, e.g.
@@ -82,7 +84,7 @@ impl Xapi {
                 .and_then(|m| m.get(super::ha::TIMEOUT_KEY))
                 .and_then(Value::as_str)
                 .and_then(|t| t.parse::<u64>().ok())
-                .unwrap_or(super::ha::DEFAULT_TIMEOUT_SECS);
+                .unwrap_or(DEFAULT_TIMEOUT_SECS);
             (on, Duration::from_secs(timeout))
         })
     }
