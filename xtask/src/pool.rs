@@ -1,12 +1,15 @@
 //! `cargo xtask pool`: a 3-member etcd cluster and 3 `xapi` on simulated hosts on loopback,
 //! joined into one pool, driven over JSON-RPC through fault steps (kill -9 a member's xapi,
-//! SIGSTOP a member past its lease, kill the master, kill an etcd member) and randomized
-//! schedules of them. After every step an observer lists every host's domains and checks:
+//! SIGSTOP a member past its lease, kill the master, kill an etcd member, cut a host from
+//! etcd through its own proxies while it still reaches the other hosts) and randomized
+//! schedules of them (`--steps` faults of a schedule come together; the seed is printed).
+//! After every step an observer lists every host's domains and checks:
 //! no VM runs on two hosts, the master is unique (and a new one is elected when it dies),
 //! every acknowledged change is still there. The last line is `pool: N passed, M failed`.
 //!
-//! The HA engine plugs in through [`HaHooks`]: it is told of each fault and healing, and
-//! adds its own checks (its VMs run again within its bound) to every observation.
+//! The HA engine plugs in through [`HaHooks`] (`crate::pool_ha`; `--no-ha` leaves it out):
+//! it is told of each fault, and adds its own checks (its VMs run again within its bound)
+//! to every observation.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
