@@ -261,6 +261,9 @@ impl EtcdMember {
                 if existing { "existing" } else { "new" },
             ])
             .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
+            // xapi's start-up reconciliation writes every VM of the host in one transaction
+            // (etcd's default is 128 operations; the toolstack's tests use this too).
+            .args(["--max-txn-ops", "10000"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
