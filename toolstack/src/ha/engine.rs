@@ -536,30 +536,53 @@ fn spawn_watch(s: &Arc<Shared>) {
     let mut c = s.client.clone();
     let key = s.key("host", "");
     s.rt.spawn(async move {
-        let opts = WatchOptions::new().with_prefix().with_prev_key();
-        let Ok((_w, mut stream)) = c.watch(key.clone(), Some(opts)).await else {
-            return;
-        };
-        while let Ok(Some(resp)) = stream.message().await {
-            let Some(s) = weak.upgrade() else { return };
-            for ev in resp.events() {
-                if ev.event_type() != EventType::Delete {
-                    continue;
-                }
-                let Some(prev) = ev.prev_kv() else { continue };
-                let deleted_at = ev.kv().map_or(0, |kv| kv.mod_revision());
-                let (Ok(k), Ok(hk)) = (
-                    prev.key_str(),
-                    serde_json::from_slice::<HostKey>(prev.value()),
-                ) else {
-                    continue;
-                };
-                if let Some(h) = k.strip_prefix(&key) {
-                    s.dead
-                        .lock()
-                        .insert(h.to_owned(), (hk.deadline_ms, deleted_at));
+        // Reopened from the next revision whenever it breaks (an etcd member died): a
+        // deletion missed would leave survivors a TTL longer on the lost host's VMs.
+        let mut next_rev = 0i64;
+        loop {
+            let mut opts = WatchOptions::new().with_prefix().with_prev_key();
+            if next_rev > 0 {
+                opts = opts.with_start_revision(next_rev);
+            }
+            if let Ok((_w, mut stream)) = c.watch(key.clone(), Some(opts)).await {
+                while let Ok(Some(resp)) = stream.message().await {
+                    if resp.canceled() {
+                        // Compacted past `next_rev`: from now on.
+                        next_rev = 0;
+                        break;
+                    }
+                    let Some(s) = weak.upgrade() else { return };
+                    // A watch opened at "now" (revision R) delivers from R + 1.
+                    if let (true, 0, Some(h)) = (resp.created(), next_rev, resp.header()) {
+                        next_rev = h.revision() + 1;
+                    }
+                    for ev in resp.events() {
+                        if let Some(kv) = ev.kv() {
+                            next_rev = next_rev.max(kv.mod_revision() + 1);
+                        }
+                        if ev.event_type() != EventType::Delete {
+                            continue;
+                        }
+                        let Some(prev) = ev.prev_kv() else { continue };
+                        let deleted_at = ev.kv().map_or(0, |kv| kv.mod_revision());
+                        let (Ok(k), Ok(hk)) = (
+                            prev.key_str(),
+                            serde_json::from_slice::<HostKey>(prev.value()),
+                        ) else {
+                            continue;
+                        };
+                        if let Some(h) = k.strip_prefix(&key) {
+                            s.dead
+                                .lock()
+                                .insert(h.to_owned(), (hk.deadline_ms, deleted_at));
+                        }
+                    }
                 }
             }
+            if weak.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
 }
