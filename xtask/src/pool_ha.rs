@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::pool::{http_get, Fault, HaHooks, Harness, Observation};
 
 /// `pool.ha_configuration:timeout`, seconds: HA's lease TTL in the harness.
-pub const HA_TIMEOUT: Duration = Duration::from_secs(4);
+pub const HA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for a restart once the lease expired (claim, record reset, `VM.start`).
 pub const RESTART_ALLOWANCE: Duration = Duration::from_secs(3);
 

@@ -233,10 +233,7 @@ impl Xapi {
                         )
                         .is_some()
                 })
-                .filter(|(_, r)| {
-                    let domid = r.get("domid").and_then(Value::as_i64).unwrap_or(-1);
-                    u16::try_from(domid).is_ok_and(|d| self.backend.is_alive(DomId(d)))
-                })
+                .filter(|(_, r)| self.runs_domain(r))
                 .map(|(k, _)| k.clone())
                 .collect()
         });
@@ -255,14 +252,15 @@ impl Xapi {
             .read(|v| v.by_uuid(uuid).cloned())
             .filter(|r| self.db.read(|v| v.class_of(r)) == Some("VM"))
             .ok_or_else(|| ApiError::handle_invalid("VM", uuid))?;
-        let (resident, state, domid) = self.db.read(|v| {
+        let (resident, state, alive) = self.db.read(|v| {
             (
                 v.str_field(&vm, "resident_on"),
                 PowerState::parse(&v.str_field(&vm, "power_state")),
-                v.int_field(&vm, "domid"),
+                v.iter_class("VM")
+                    .find(|(k, _)| **k == vm)
+                    .is_some_and(|(_, r)| self.runs_domain(r)),
             )
         });
-        let alive = u16::try_from(domid).is_ok_and(|d| self.backend.is_alive(DomId(d)));
         if resident == self.host && state.has_domain() && alive {
             // Already running here (this host's own VM, taken back after a restart).
             return Ok(());

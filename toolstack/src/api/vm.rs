@@ -45,12 +45,24 @@ impl Xapi {
                         )
                         .has_domain()
                 })
-                .filter(|(_, r)| {
-                    let domid = r.get("domid").and_then(Value::as_i64).unwrap_or(-1);
-                    !u16::try_from(domid).is_ok_and(|d| self.backend.is_alive(DomId(d)))
-                })
+                .filter(|(_, r)| !self.runs_domain(r))
                 .map(|(k, _)| k.clone())
                 .collect()
+        })
+    }
+
+    /// Whether the domain a VM record names runs here and is that VM's (its handle is the
+    /// VM's UUID: after the host rebooted, a domid can belong to another VM).
+    pub(super) fn runs_domain(&self, rec: &Record) -> bool {
+        let domid = rec.get("domid").and_then(Value::as_i64).unwrap_or(-1);
+        let uuid = rec.get("uuid").and_then(Value::as_str).unwrap_or("");
+        u16::try_from(domid).is_ok_and(|d| {
+            self.backend.is_alive(DomId(d))
+                && self
+                    .backend
+                    .xen()
+                    .domain_info(DomId(d))
+                    .is_ok_and(|i| i.handle.to_string() == uuid)
         })
     }
 
