@@ -137,6 +137,25 @@ impl Host {
             .collect()
     }
 
+    /// Starts this host's xapi again after [`Host::kill9`] (its state folder says which
+    /// pool it is in).
+    fn respawn(&mut self) {
+        let (tx, lines) = mpsc::channel();
+        self.lines = lines;
+        self.spawn(&[], tx);
+        self.wait_ready();
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     fn pool_conf(&self) -> String {
         std::fs::read_to_string(self.state().join("pool.conf")).unwrap_or_default()
     }
@@ -474,6 +493,9 @@ fn forwarded_calls_run_on_the_right_host_and_domains_move() {
     // VM.start without a host: the host with the most free memory (not host 1, which runs a).
     let b = vm(&mut c, "b");
     let ub = uuid(&mut c, &b);
+    eventually(10, "host 2 sees the new VM", || {
+        c2.call("VM.get_uuid", &[s(&b)]).ok()
+    });
     c2.call("VM.start", &[s(&b), Value::Bool(false), Value::Bool(false)])
         .unwrap();
     let on_b = c.call("VM.get_resident_on", &[s(&b)]).unwrap();
@@ -508,4 +530,167 @@ fn forwarded_calls_run_on_the_right_host_and_domains_move() {
     c.call("VM.hard_shutdown", &[s(&a)]).unwrap();
     let all: Vec<String> = (0..3).flat_map(doms).collect();
     assert_eq!(all, [ub]);
+}
+
+/// Enables HA on the pool with a 3 s timeout (the lease TTL) and makes `name` a VM with
+/// `priority`, started on host `on`.
+fn ha_vm(pool: &Pool, name: &str, priority: &str, on: &str) -> (String, String) {
+    let mut c = pool.on(0);
+    let v = vm(&mut c, name);
+    c.call("VM.set_ha_restart_priority", &[s(&v), s(priority)])
+        .unwrap();
+    c.call(
+        "VM.start_on",
+        &[s(&v), s(on), Value::Bool(false), Value::Bool(false)],
+    )
+    .unwrap();
+    let u = uuid(&mut c, &v);
+    (v, u)
+}
+
+fn enable_ha(pool: &Pool) {
+    let mut c = pool.on(0);
+    let p = refs(c.call("pool.get_all", &[]).unwrap()).remove(0);
+    let config = |t: &str| Value::Struct([("timeout".to_owned(), s(t))].into_iter().collect());
+    // A timeout under 3 s is refused, as any that is not a number.
+    for bad in ["2", "soon"] {
+        let e = c
+            .call("pool.enable_ha", &[Value::Array(vec![]), config(bad)])
+            .unwrap_err();
+        assert_eq!(api_code(e), "INVALID_VALUE", "timeout {bad}");
+    }
+    c.call("pool.enable_ha", &[Value::Array(vec![]), config("3")])
+        .unwrap();
+    let e = c
+        .call("pool.enable_ha", &[Value::Array(vec![]), config("3")])
+        .unwrap_err();
+    assert_eq!(api_code(e), "HA_IS_ENABLED");
+    assert_eq!(
+        c.call("pool.get_ha_enabled", &[s(&p)]).unwrap(),
+        Value::Bool(true)
+    );
+}
+
+/// Every live host's domains, checked for a VM on two hosts at once.
+fn domains_once(pool: &Pool, live: &[usize]) -> BTreeMap<usize, Vec<String>> {
+    let all: BTreeMap<usize, Vec<String>> = live
+        .iter()
+        .map(|&i| (i, pool.hosts[i].domains(&pool.session)))
+        .collect();
+    let mut seen = BTreeMap::new();
+    for (i, doms) in &all {
+        for d in doms {
+            if let Some(j) = seen.insert(d.clone(), *i) {
+                panic!("VM {d} runs on hosts {j} and {i}: {all:?}");
+            }
+        }
+    }
+    all
+}
+
+/// Waits until `u` runs on one of `live` (checking every observation) and its record says
+/// so; the host's index.
+fn runs_again(pool: &Pool, live: &[usize], v: &str, u: &str, hosts: &[String]) -> usize {
+    let t = Instant::now();
+    let i = eventually(20, "the HA VM running again elsewhere", || {
+        domains_once(pool, live)
+            .into_iter()
+            .find(|(_, d)| d.iter().any(|x| x == u))
+            .map(|(i, _)| i)
+    });
+    eprintln!(
+        "HA VM running again after {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let mut c = pool.on(live[0]);
+    eventually(10, "the record follows the domain", || {
+        let r = c.call("VM.get_record", &[s(v)]).unwrap();
+        let r = r.as_struct().unwrap();
+        (r["power_state"].as_str() == Some("Running")
+            && r["resident_on"].as_str() == Some(hosts[i].as_str()))
+        .then_some(())
+    });
+    i
+}
+
+#[test]
+fn ha_restarts_a_killed_hosts_protected_vms_once_and_the_host_rejoins() {
+    let e = etcd_or_skip!();
+    let mut pool = Pool::new(e, 3);
+    let hosts = pool.host_refs();
+    enable_ha(&pool);
+    let (v, u) = ha_vm(&pool, "protected", "restart", &hosts[1]);
+    let (bv, bu) = ha_vm(&pool, "best", "best-effort", &hosts[1]);
+    let (_, plain) = ha_vm(&pool, "plain", "", &hosts[1]);
+    // Let every host's engine see the protections.
+    std::thread::sleep(Duration::from_secs(1));
+    pool.hosts[1].kill9();
+    let live = [0usize, 2];
+    let i = runs_again(&pool, &live, &v, &u, &hosts);
+    runs_again(&pool, &live, &bv, &bu, &hosts);
+    // The unprotected VM is not restarted.
+    let all: Vec<String> = domains_once(&pool, &live).into_values().flatten().collect();
+    assert!(!all.contains(&plain), "{all:?}");
+    // The host comes back without manual work: in the pool, its domains gone (it
+    // rebooted), the HA VM still running once, on the host that restarted it.
+    pool.hosts[1].respawn();
+    eventually(20, "host 1 back in the pool", || {
+        pool.on(1).call("host.get_all", &[]).ok()
+    });
+    for _ in 0..20 {
+        let d = domains_once(&pool, &[0, 1, 2]);
+        assert!(d[&i].contains(&u), "{d:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A protected VM started on the returned host is protected there again: a second
+    // failure of host 1 restarts it elsewhere too.
+    let (w, wu) = ha_vm(&pool, "again", "restart", &hosts[1]);
+    std::thread::sleep(Duration::from_secs(1));
+    pool.hosts[1].kill9();
+    runs_again(&pool, &live, &w, &wu, &hosts);
+}
+
+#[test]
+fn ha_fences_a_stopped_host_and_a_clean_stop_or_disable_restarts_nothing() {
+    let e = etcd_or_skip!();
+    let mut pool = Pool::new(e, 3);
+    let hosts = pool.host_refs();
+    enable_ha(&pool);
+    let (v, u) = ha_vm(&pool, "protected", "restart", &hosts[2]);
+    let (h, hu) = ha_vm(&pool, "halted-on-request", "restart", &hosts[2]);
+    pool.on(0).call("VM.hard_shutdown", &[s(&h)]).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    // SIGSTOP past the lease: the others restart the VM; when the host resumes, its
+    // watchdog has fired and its domain is gone before anyone sees it twice.
+    pool.hosts[2].signal("-STOP");
+    let i = runs_again(&pool, &[0, 1], &v, &u, &hosts);
+    pool.hosts[2].signal("-CONT");
+    eventually(20, "host 2's domains gone after its fence", || {
+        domains_once(&pool, &[0, 1, 2])[&2].is_empty().then_some(())
+    });
+    for _ in 0..20 {
+        let d = domains_once(&pool, &[0, 1, 2]);
+        assert!(
+            d[&i].contains(&u) && !d.values().flatten().any(|x| *x == hu),
+            "{d:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // disable_ha: no protection is left, so a host's death restarts nothing.
+    let mut c = pool.on(0);
+    let p = refs(c.call("pool.get_all", &[]).unwrap()).remove(0);
+    c.call("pool.disable_ha", &[]).unwrap();
+    assert_eq!(
+        api_code(c.call("pool.disable_ha", &[]).unwrap_err()),
+        "HA_NOT_ENABLED"
+    );
+    assert_eq!(
+        c.call("pool.get_ha_enabled", &[s(&p)]).unwrap(),
+        Value::Bool(false)
+    );
+    pool.hosts[i].kill9();
+    std::thread::sleep(Duration::from_secs(6));
+    let live: Vec<usize> = (0..3).filter(|&j| j != i).collect();
+    let all: Vec<String> = domains_once(&pool, &live).into_values().flatten().collect();
+    assert!(!all.contains(&u), "restarted after disable_ha: {all:?}");
 }

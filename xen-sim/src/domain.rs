@@ -785,6 +785,11 @@ impl Host {
         first: DomId,
         max: usize,
     ) -> Vec<xen_sys::xen_domctl_getdomaininfo> {
+        // On the system clock, a timer already due has fired on a running machine (the
+        // timer thread may lag: the process was stopped, or the machine is loaded).
+        if !self.clock().is_manual() {
+            self.run_timers();
+        }
         let st = self.lock();
         let now = st.clock.now_ns();
         st.domains

@@ -18,7 +18,9 @@ mod debs;
 mod error;
 mod initramfs;
 mod pool;
+mod pool_ha;
 mod proc;
+mod proxy;
 mod qemu;
 mod report;
 mod sdk;
@@ -208,7 +210,9 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Cmd::Pool(args) => {
-            if pool::run(args, &repo_root(), &mut pool::NoHa) {
+            let (mut plain, mut ha) = (pool::NoHa, pool_ha::PoolHa::default());
+            let hooks: &mut dyn pool::HaHooks = if args.no_ha { &mut plain } else { &mut ha };
+            if pool::run(args, &repo_root(), hooks) {
                 0
             } else {
                 1

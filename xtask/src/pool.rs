@@ -1,12 +1,15 @@
 //! `cargo xtask pool`: a 3-member etcd cluster and 3 `xapi` on simulated hosts on loopback,
 //! joined into one pool, driven over JSON-RPC through fault steps (kill -9 a member's xapi,
-//! SIGSTOP a member past its lease, kill the master, kill an etcd member) and randomized
-//! schedules of them. After every step an observer lists every host's domains and checks:
+//! SIGSTOP a member past its lease, kill the master, kill an etcd member, cut a host from
+//! etcd through its own proxies while it still reaches the other hosts) and randomized
+//! schedules of them (`--steps` faults of a schedule come together; the seed is printed).
+//! After every step an observer lists every host's domains and checks:
 //! no VM runs on two hosts, the master is unique (and a new one is elected when it dies),
 //! every acknowledged change is still there. The last line is `pool: N passed, M failed`.
 //!
-//! The HA engine plugs in through [`HaHooks`]: it is told of each fault and healing, and
-//! adds its own checks (its VMs run again within its bound) to every observation.
+//! The HA engine plugs in through [`HaHooks`] (`crate::pool_ha`; `--no-ha` leaves it out):
+//! it is told of each fault, and adds its own checks (its VMs run again within its bound)
+//! to every observation.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -28,12 +31,16 @@ pub struct PoolArgs {
     /// How many randomized fault schedules to run after the fixed steps.
     #[arg(long, default_value_t = 3)]
     pub schedules: usize,
-    /// Faults per randomized schedule.
-    #[arg(long, default_value_t = 3)]
+    /// Faults per randomized schedule, injected together (different hosts, at most one
+    /// etcd member, one host always untouched).
+    #[arg(long, default_value_t = 1)]
     pub steps: usize,
     /// The `xapi` binary (default: built with `--features etcd`).
     #[arg(long)]
     pub xapi: Option<PathBuf>,
+    /// Without HA (the pool's own checks only).
+    #[arg(long)]
+    pub no_ha: bool,
     /// Seconds of each round of the API-rate comparison (0: skip it).
     #[arg(long, default_value_t = 2)]
     pub bench_secs: u64,
@@ -54,6 +61,9 @@ pub enum Fault {
     KillMaster,
     /// `kill -9` of one etcd member, then a restart.
     KillEtcd(usize),
+    /// A host cut from every etcd member (its proxies cut) while it still talks to the
+    /// other hosts, then healed.
+    Partition(usize),
 }
 
 /// What the observer saw at one moment.
@@ -82,6 +92,10 @@ pub trait HaHooks {
     }
     /// Extra checks of an observation (empty: all good).
     fn check(&mut self, _h: &mut Harness, _o: &Observation) -> Vec<String> {
+        Vec::new()
+    }
+    /// Lines for the run's summary (measurements).
+    fn summary(&self) -> Vec<String> {
         Vec::new()
     }
 }
@@ -132,7 +146,7 @@ pub fn rpc(port: u16, method: &str, params: Value) -> std::result::Result<Value,
 }
 
 /// GET `path` over plain HTTP.
-fn http_get(port: u16, path: &str) -> Option<String> {
+pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s =
         TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -140,7 +154,9 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    // The server answers an HTTP/1.0 request as HTTP/1.0.
+    let status = head.split(' ').nth(1);
+    (status == Some("200")).then(|| body.to_owned())
 }
 
 /// One etcd member.
@@ -154,6 +170,10 @@ struct EtcdMember {
 
 /// One simulated host's xapi.
 pub struct XapiHost {
+    /// Its way to each etcd member (cut to partition it).
+    proxies: Vec<crate::proxy::Proxy>,
+    /// Cut from etcd.
+    pub partitioned: bool,
     /// Plain HTTP port.
     pub http: u16,
     /// HTTPS port (the pool's forwarding).
@@ -241,6 +261,9 @@ impl EtcdMember {
                 if existing { "existing" } else { "new" },
             ])
             .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
+            // xapi's start-up reconciliation writes every VM of the host in one transaction
+            // (etcd's default is 128 operations; the toolstack's tests use this too).
+            .args(["--max-txn-ops", "10000"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -360,6 +383,8 @@ impl Harness {
                 ]);
             }
             let mut x = XapiHost {
+                proxies: Vec::new(),
+                partitioned: false,
                 http,
                 https,
                 dir,
@@ -428,7 +453,42 @@ impl Harness {
                 rpc(h.hosts[i].http, "host.get_all", json!([s])).is_ok()
             })?;
         }
+        h.route_through_proxies()?;
         Ok(h)
+    }
+
+    /// Gives each host its own proxy to each etcd member (`pool.etcd`, then a restart),
+    /// so that one host can be cut from etcd alone.
+    fn route_through_proxies(&mut self) -> Result<()> {
+        for i in 0..self.hosts.len() {
+            let mut proxies = Vec::new();
+            for e in &self.etcd {
+                proxies.push(crate::proxy::Proxy::start(e.port())?);
+            }
+            let eps: Vec<String> = proxies.iter().map(|p| p.endpoint()).collect();
+            let conf = self.hosts[i].dir.join("pool.etcd");
+            std::fs::write(
+                &conf,
+                format!("endpoints={}\npool=harness\n", eps.join(",")),
+            )
+            .map_err(ioerr("write", &conf))?;
+            self.hosts[i].proxies = proxies;
+            if let Some(mut c) = self.hosts[i].child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let bin = self.xapi_bin.clone();
+            self.hosts[i].spawn(&bin)?;
+            let s = self.session.clone();
+            self.until(30, "the host back on its proxies", |h| {
+                rpc(h.hosts[i].http, "host.get_all", json!([s])).is_ok()
+            })?;
+        }
+        self.until(30, "one master after routing through proxies", |h| {
+            let o = h.observe();
+            o.masters.len() == 3 && o.acting.len() == 1
+        })?;
+        Ok(())
     }
 
     fn cluster(&self) -> String {
@@ -460,6 +520,9 @@ impl Harness {
     pub fn call_any(&self, method: &str, args: Value) -> std::result::Result<Value, String> {
         let mut last = String::from("no running host");
         for i in self.running() {
+            if self.hosts[i].partitioned {
+                continue;
+            }
             match self.call(i, method, args.clone()) {
                 Err(e) if e.starts_with("TRANSPORT") || e.starts_with("CANNOT_CONTACT_HOST") => {
                     last = e
@@ -470,13 +533,15 @@ impl Harness {
         Err(last)
     }
 
-    fn running(&self) -> Vec<usize> {
+    /// Running hosts (not stopped, not killed).
+    pub fn running(&self) -> Vec<usize> {
         (0..self.hosts.len())
             .filter(|&i| self.hosts[i].running())
             .collect()
     }
 
-    fn until(
+    /// Polls `f` every 100 ms for up to `secs`; the seconds it took.
+    pub fn until(
         &mut self,
         secs: u64,
         what: &str,
@@ -506,7 +571,7 @@ impl Harness {
     }
 
     /// The host index whose reference is `r`.
-    fn index_of(&self, r: &str) -> Option<usize> {
+    pub fn index_of(&self, r: &str) -> Option<usize> {
         self.hosts.iter().position(|h| h.host_ref == r)
     }
 
@@ -544,6 +609,13 @@ impl Harness {
             {
                 self.ledger.insert(vm, d);
             }
+        }
+        // At most 12 workload VMs run: the pool's memory lasts any number of schedules.
+        if self.vms.len() > 12 {
+            let old: Vec<String> = self.vms.keys().cloned().collect();
+            let vm = old[self.pick(old.len())].clone();
+            let _ = self.call_any("VM.hard_shutdown", json!([vm]));
+            self.vms.remove(&vm);
         }
         // Migrate a running VM to another live host now and then.
         if n % 2 == 0 {
@@ -610,7 +682,14 @@ impl Harness {
                 }
             }
         }
-        let mut masters: Vec<&String> = o.masters.values().collect();
+        // A host cut from etcd cannot learn of a new master: its view is not counted (that
+        // it does not act as master is, through `acting`).
+        let mut masters: Vec<&String> = o
+            .masters
+            .iter()
+            .filter(|(i, _)| !self.hosts[**i].partitioned)
+            .map(|(_, m)| m)
+            .collect();
         masters.dedup();
         if masters.len() > 1 {
             bad.push(format!("hosts disagree on the master: {:?}", o.masters));
@@ -627,16 +706,26 @@ impl Harness {
         // Every running host still takes writes (its database follows the pool).
         if let Some(vm) = self.ledger.keys().next() {
             for i in self.running() {
+                if self.hosts[i].partitioned {
+                    continue;
+                }
                 let key = format!("probe-{i}");
                 if let Err(e) = self.call(i, "VM.remove_from_other_config", json!([vm, key])) {
                     bad.push(format!("host {i} refuses a write: {e}"));
                 }
             }
         }
-        for (vm, d) in &self.ledger {
-            match self.call_any("VM.get_name_description", json!([vm])) {
-                Ok(v) if v.as_str() == Some(d.as_str()) => {}
-                other => bad.push(format!("acknowledged write to {vm} lost: {other:?}")),
+        if !self.ledger.is_empty() {
+            match self.call_any("VM.get_all_records", json!([])) {
+                Ok(all) => {
+                    for (vm, d) in &self.ledger {
+                        let got = all[vm.as_str()]["name_description"].as_str();
+                        if got != Some(d.as_str()) {
+                            bad.push(format!("acknowledged write to {vm} lost: {got:?}"));
+                        }
+                    }
+                }
+                Err(e) => bad.push(format!("reading the acknowledged writes: {e}")),
             }
         }
         bad
@@ -644,72 +733,93 @@ impl Harness {
 
     /// Injects `f`, lets it last, heals it; returns what went wrong.
     pub fn fault(&mut self, f: Fault, ha: &mut dyn HaHooks) -> Result<Vec<String>> {
+        self.faults(&[f], ha)
+    }
+
+    /// Injects every fault of `fs` at once (different hosts, at most one etcd member), lets
+    /// them last, heals them together; returns what went wrong.
+    pub fn faults(&mut self, fs: &[Fault], ha: &mut dyn HaHooks) -> Result<Vec<String>> {
         let mut bad = Vec::new();
-        match f {
-            Fault::KillMember(_) | Fault::StopMember(_) | Fault::KillMaster => {
-                let i = match f {
-                    Fault::KillMember(i) | Fault::StopMember(i) => i,
-                    _ => self
-                        .master_index()
-                        .ok_or_else(|| Error::Other("no master known".into()))?,
-                };
-                let old = self.hosts[i].host_ref.clone();
-                let t = Instant::now();
-                if matches!(f, Fault::StopMember(_)) {
+        let master = self.master_index();
+        let t = Instant::now();
+        // The host each fault hits (KillMaster: the master now).
+        let mut hit: Vec<(Fault, usize)> = Vec::new();
+        for &f in fs {
+            let i = match f {
+                Fault::KillMember(i) | Fault::StopMember(i) | Fault::Partition(i) => i,
+                Fault::KillMaster => {
+                    master.ok_or_else(|| Error::Other("no master known".into()))?
+                }
+                Fault::KillEtcd(k) => {
+                    if let Some(mut c) = self.etcd[k].child.take() {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                    }
+                    continue;
+                }
+            };
+            match f {
+                Fault::StopMember(_) => {
                     if let Some(c) = &self.hosts[i].child {
                         signal(c, libc::SIGSTOP);
                     }
                     self.hosts[i].stopped = true;
-                } else if let Some(mut c) = self.hosts[i].child.take() {
-                    let _ = c.kill();
-                    let _ = c.wait();
                 }
-                if let Err(e) = ha.after_fault(self, f) {
-                    bad.push(format!("HA after {f:?}: {e}"));
-                }
-                self.workload();
-                let was_master = self.master_index() == Some(i) || f == Fault::KillMaster;
-                if was_master {
-                    match self.until(30, "a new master", |h| {
-                        h.master_index().is_some_and(|m| h.hosts[m].host_ref != old)
-                    }) {
-                        Ok(_) => self.elections.push(t.elapsed().as_secs_f64()),
-                        Err(e) => bad.push(e.to_string()),
+                Fault::Partition(_) => {
+                    for p in &self.hosts[i].proxies {
+                        p.cut();
                     }
+                    self.hosts[i].partitioned = true;
                 }
-                if matches!(f, Fault::StopMember(_)) {
-                    let left =
-                        (LEASE_TTL + Duration::from_millis(1500)).saturating_sub(t.elapsed());
-                    std::thread::sleep(left);
-                    bad.extend(self.check(&self.observe()));
-                    if let Some(c) = &self.hosts[i].child {
-                        signal(c, libc::SIGCONT);
+                _ => {
+                    if let Some(mut c) = self.hosts[i].child.take() {
+                        let _ = c.kill();
+                        let _ = c.wait();
                     }
-                    self.hosts[i].stopped = false;
-                } else {
-                    bad.extend(self.check(&self.observe()));
-                    let bin = self.xapi_bin.clone();
-                    self.hosts[i].spawn(&bin)?;
-                }
-                // The host comes back as a member without manual work.
-                let s = self.session.clone();
-                if let Err(e) = self.until(30, "the host back in the pool", |h| {
-                    rpc(h.hosts[i].http, "host.get_all", json!([s])).is_ok()
-                        && h.observe().masters.len() == h.running().len()
-                }) {
-                    bad.push(e.to_string());
                 }
             }
-            Fault::KillEtcd(k) => {
-                if let Some(mut c) = self.etcd[k].child.take() {
-                    let _ = c.kill();
-                    let _ = c.wait();
+            hit.push((f, i));
+        }
+        for &f in fs {
+            if let Err(e) = ha.after_fault(self, f) {
+                bad.push(format!("HA after {f:?}: {e}"));
+            }
+        }
+        self.workload();
+        let old = master.map(|m| self.hosts[m].host_ref.clone());
+        if let (Some(m), Some(old)) = (master, old) {
+            if hit
+                .iter()
+                .any(|(f, i)| *i == m && !matches!(f, Fault::Partition(_)))
+            {
+                match self.until(30, "a new master", |h| {
+                    h.master_index().is_some_and(|x| h.hosts[x].host_ref != old)
+                }) {
+                    Ok(_) => self.elections.push(t.elapsed().as_secs_f64()),
+                    Err(e) => bad.push(e.to_string()),
                 }
-                if let Err(e) = ha.after_fault(self, f) {
-                    bad.push(format!("HA after {f:?}: {e}"));
-                }
-                self.workload();
-                bad.extend(self.check(&self.observe()));
+            }
+        }
+        if hit.iter().any(|(f, _)| matches!(f, Fault::StopMember(_))) {
+            // A stopped host stays stopped past its lease.
+            let left = (LEASE_TTL + Duration::from_millis(1500)).saturating_sub(t.elapsed());
+            std::thread::sleep(left);
+        }
+        if fs.iter().any(|f| matches!(f, Fault::KillEtcd(_))) {
+            // A host's view follows the pool through a watch that an etcd member's death
+            // breaks and reopens: its records may lag a moment (acting masters are checked
+            // at once, by the observer's logins).
+            let _ = self.until(10, "the hosts' views agree", |h| {
+                let o = h.observe();
+                let mut m: Vec<&String> = o.masters.values().collect();
+                m.dedup();
+                m.len() <= 1
+            });
+        }
+        bad.extend(self.check(&self.observe()));
+        // Healed together.
+        for &f in fs {
+            if let Fault::KillEtcd(k) = f {
                 let cluster = self.cluster();
                 self.etcd[k].start(&cluster, true)?;
                 if !wait_port(self.etcd[k].port(), 30) {
@@ -717,7 +827,36 @@ impl Harness {
                 }
             }
         }
-        // Settled: one master, elected, with pool.conf saying so.
+        for &(f, i) in &hit {
+            match f {
+                Fault::StopMember(_) => {
+                    if let Some(c) = &self.hosts[i].child {
+                        signal(c, libc::SIGCONT);
+                    }
+                    self.hosts[i].stopped = false;
+                }
+                Fault::Partition(_) => {
+                    for p in &self.hosts[i].proxies {
+                        p.heal();
+                    }
+                    self.hosts[i].partitioned = false;
+                }
+                _ => {
+                    let bin = self.xapi_bin.clone();
+                    self.hosts[i].spawn(&bin)?;
+                }
+            }
+        }
+        // Each host comes back as a member without manual work.
+        for &(_, i) in &hit {
+            let s = self.session.clone();
+            if let Err(e) = self.until(30, "the host back in the pool", |h| {
+                rpc(h.hosts[i].http, "host.get_all", json!([s])).is_ok()
+            }) {
+                bad.push(format!("host {i}: {e}"));
+            }
+        }
+        // Settled: one master, elected, named by every host and its pool.conf.
         let settled = self.until(
             30,
             "one master, named by every host and its pool.conf",
@@ -741,7 +880,8 @@ impl Harness {
 
     /// A random fault.
     pub fn random_fault(&mut self) -> Fault {
-        match self.pick(4) {
+        match self.pick(5) {
+            4 => Fault::Partition(self.pick(3)),
             0 => {
                 let m = self.master_index().unwrap_or(0);
                 let others: Vec<usize> = (0..3).filter(|&i| i != m).collect();
@@ -754,6 +894,34 @@ impl Harness {
             2 => Fault::KillMaster,
             _ => Fault::KillEtcd(self.pick(3)),
         }
+    }
+
+    /// Up to `n` random faults to inject together: each on a different host, at most one
+    /// etcd member, and at least one host left untouched.
+    pub fn random_faults(&mut self, n: usize) -> Vec<Fault> {
+        let master = self.master_index().unwrap_or(0);
+        let mut out: Vec<Fault> = Vec::new();
+        let mut hosts_hit: Vec<usize> = Vec::new();
+        for _ in 0..n * 4 {
+            if out.len() == n {
+                break;
+            }
+            let f = self.random_fault();
+            let host = match f {
+                Fault::KillMember(i) | Fault::StopMember(i) | Fault::Partition(i) => Some(i),
+                Fault::KillMaster => Some(master),
+                Fault::KillEtcd(_) => None,
+            };
+            let ok = match host {
+                Some(i) => !hosts_hit.contains(&i) && hosts_hit.len() + 1 < self.hosts.len(),
+                None => !out.iter().any(|f| matches!(f, Fault::KillEtcd(_))),
+            };
+            if ok {
+                hosts_hit.extend(host);
+                out.push(f);
+            }
+        }
+        out
     }
 }
 
@@ -788,9 +956,71 @@ fn rate(port: u16, session: &str, vm: &str, secs: u64) -> f64 {
     n as f64 / secs as f64
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median (upper middle) of `v`; 0 when empty.
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// `event.from` latency, ms: a change made through `writer` (`VM.set_name_description`,
+/// timed from just before the call) until an `event.from` waiter on `waiter` returns it;
+/// one sample per round.
+fn event_latency(writer: u16, waiter: u16, session: &str, vm: &str, rounds: usize) -> Vec<f64> {
+    let from = |token: &str| rpc(waiter, "event.from", json!([session, ["vm"], token, 5.0]));
+    let Ok(first) = from("") else {
+        return Vec::new();
+    };
+    let mut token = first["token"].as_str().unwrap_or_default().to_owned();
+    let mut out = Vec::new();
+    for r in 0..rounds {
+        let want = format!("latency-{r}-{token}");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (s, v, w, mut tok) = (
+            session.to_owned(),
+            vm.to_owned(),
+            want.clone(),
+            token.clone(),
+        );
+        let waiting = std::thread::spawn(move || {
+            for _ in 0..20 {
+                let Ok(ev) = rpc(waiter, "event.from", json!([s, ["vm"], tok, 5.0])) else {
+                    return None;
+                };
+                tok = ev["token"].as_str().unwrap_or_default().to_owned();
+                let seen = ev["events"].as_array().is_some_and(|a| {
+                    a.iter().any(|e| {
+                        e["ref"].as_str() == Some(v.as_str())
+                            && e["snapshot"]["name_description"].as_str() == Some(w.as_str())
+                    })
+                });
+                if seen {
+                    let _ = tx.send(Instant::now());
+                    return Some(tok);
+                }
+            }
+            None
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        let t0 = Instant::now();
+        if rpc(
+            writer,
+            "VM.set_name_description",
+            json!([session, vm, want]),
+        )
+        .is_err()
+        {
+            let _ = waiting.join();
+            continue;
+        }
+        if let Ok(t1) = rx.recv_timeout(Duration::from_secs(10)) {
+            out.push(t1.duration_since(t0).as_secs_f64() * 1000.0);
+        }
+        match waiting.join() {
+            Ok(Some(t)) => token = t,
+            _ => break,
+        }
+    }
+    out
 }
 
 /// The API-rate comparison: the pool's master against a host alone on SQLite, interleaved
@@ -800,6 +1030,8 @@ fn bench(h: &Harness, secs: u64) -> Result<()> {
     std::fs::create_dir_all(&dir).map_err(ioerr("create", &dir))?;
     let (http, https) = (free_port()?, free_port()?);
     let mut single = XapiHost {
+        proxies: Vec::new(),
+        partitioned: false,
         http,
         https,
         args: vec![
@@ -850,6 +1082,28 @@ fn bench(h: &Harness, secs: u64) -> Result<()> {
     println!(
         "pool: bench: API calls/s (get_record + set_name_description, 4 clients, median of 3 interleaved rounds of {secs} s): 3-host pool on etcd {p:.0}, single host on SQLite {a:.0}, ratio {:.2}",
         p / a.max(1.0)
+    );
+    // event.from: written on the master, waited for on another host of the pool; written
+    // and waited for on the host alone. Interleaved rounds of 10.
+    let other = (0..h.hosts.len())
+        .find(|&i| i != m && h.hosts[i].running())
+        .unwrap_or(m);
+    let (mut pl, mut al) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        pl.extend(event_latency(
+            h.hosts[m].http,
+            h.hosts[other].http,
+            &h.session,
+            &pv,
+            10,
+        ));
+        al.extend(event_latency(http, http, &ss, &sv, 10));
+    }
+    let (pn, an) = (pl.len(), al.len());
+    let (pm, am) = (median(pl), median(al));
+    println!(
+        "pool: bench: event.from latency (change on one host to a waiter's return), median ms: 3-host pool on etcd (master to another host) {pm:.1} over {pn}, single host on SQLite {am:.1} over {an}, ratio {:.2}",
+        pm / am.max(0.001)
     );
     if let Some(mut c) = single.child.take() {
         let _ = c.kill();
@@ -955,6 +1209,10 @@ pub fn run(args: PoolArgs, root: &Path, ha: &mut dyn HaHooks) -> bool {
             ("SIGSTOP a member past its lease", Fault::StopMember(1)),
             ("kill -9 the master's xapi", Fault::KillMaster),
             ("kill -9 one etcd member", Fault::KillEtcd(1)),
+            (
+                "partition a member from etcd (its proxies cut)",
+                Fault::Partition(2),
+            ),
         ];
         for (name, f) in fixed {
             h.workload();
@@ -964,12 +1222,10 @@ pub fn run(args: PoolArgs, root: &Path, ha: &mut dyn HaHooks) -> bool {
         for s in 0..args.schedules {
             let mut bad = Vec::new();
             let mut faults = Vec::new();
-            for _ in 0..args.steps {
-                let f = h.random_fault();
-                faults.push(f);
-                h.workload();
-                bad.extend(h.fault(f, ha)?);
-            }
+            let fs = h.random_faults(args.steps);
+            faults.extend(fs.iter().copied());
+            h.workload();
+            bad.extend(h.faults(&fs, ha)?);
             record(&format!("schedule {s}: {faults:?}"), bad);
         }
         if !h.elections.is_empty() {
@@ -981,6 +1237,9 @@ pub fn run(args: PoolArgs, root: &Path, ha: &mut dyn HaHooks) -> bool {
                 e.len(),
                 LEASE_TTL.as_secs()
             );
+        }
+        for line in ha.summary() {
+            println!("pool: {line}");
         }
         if args.bench_secs > 0 {
             bench(&h, args.bench_secs)?;

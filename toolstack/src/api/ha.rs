@@ -8,7 +8,46 @@ use crate::ha::plan::{self, HostCapacity};
 use crate::ha::{HaVm, Priority};
 use crate::xenops::PowerState;
 
+/// `pool.ha_configuration` key holding HA's timeout in seconds (the lease TTL).
+pub(super) const TIMEOUT_KEY: &str = "timeout";
+/// The shortest timeout HA takes (the watchdog fires at least 1 s earlier, and counts
+/// whole seconds from 2).
+const MIN_TIMEOUT_SECS: u64 = 3;
+
 impl Xapi {
+    /// `pool.disable_ha` in a pool kept in etcd: every protection goes first, so no host
+    /// restarts a VM while the hosts stop their engines.
+    #[cfg(feature = "etcd")]
+    fn ha_disable_pool(&self) -> Result<(), ApiError> {
+        let on = self.db.read(|v| {
+            v.all("pool")
+                .iter()
+                .any(|p| v.field(p, "ha_enabled") == Some(&Value::Bool(true)))
+        });
+        match self.pool() {
+            Some(m) if on => crate::ha::Ha::disable_pool(
+                &m.settings().endpoints,
+                m.prefix().trim_end_matches('/'),
+            )
+            .map_err(ApiError::internal),
+            _ => Ok(()),
+        }
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    fn ha_disable_pool(&self) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// Without the pool store there is no HA engine: nothing to protect.
+    #[cfg(not(feature = "etcd"))]
+    pub(super) fn ha_claim(&self, _vm: &str) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    pub(super) fn ha_release(&self, _vm: &str) {}
+
     /// HA's messages; `None` for the others.
     pub(super) fn ha_message(
         self: &Arc<Self>,
@@ -23,11 +62,18 @@ impl Xapi {
                     .as_struct()
                     .ok_or_else(|| ApiError::field_type("configuration"))?
                     .clone();
+                if let Some(t) = config.get(TIMEOUT_KEY) {
+                    let t = t.as_str().unwrap_or_default();
+                    if !t.parse::<u64>().is_ok_and(|t| t >= MIN_TIMEOUT_SECS) {
+                        return Err(ApiError::new("INVALID_VALUE", [TIMEOUT_KEY, t]));
+                    }
+                }
                 x.set_ha_enabled(true, config)
             }),
-            ("pool", "disable_ha") => {
-                self.with_session(method, p, 1, |x, _| x.set_ha_enabled(false, Record::new()))
-            }
+            ("pool", "disable_ha") => self.with_session(method, p, 1, |x, _| {
+                x.ha_disable_pool()?;
+                x.set_ha_enabled(false, Record::new())
+            }),
             ("pool", "ha_compute_max_host_failures_to_tolerate") => {
                 self.with_session(method, p, 1, |x, _| Ok(s(x.ha_max_failures().to_string())))
             }
@@ -52,12 +98,23 @@ impl Xapi {
                     x.generic(class, method, msg, p)
                 })
             }
-            ("VM", "set_ha_restart_priority") => self.vm_op(method, p, 3, |x, _, p| {
+            ("VM", "set_ha_restart_priority") => self.vm_op(method, p, 3, |x, vm, p| {
                 let v = arg_str(&p[2], "value")?;
                 if !v.is_empty() && Priority::parse(v).is_none() {
                     return Err(ApiError::new("INVALID_VALUE", ["ha_restart_priority", v]));
                 }
-                x.generic(class, method, msg, p)
+                let r = x.generic(class, method, msg, p)?;
+                // A VM running here is protected (or released) at once.
+                let here = x.db.read(|r| {
+                    r.str_field(vm, "resident_on") == x.host
+                        && PowerState::parse(&r.str_field(vm, "power_state")).has_domain()
+                });
+                if here && v.is_empty() {
+                    x.ha_release(vm);
+                } else if here {
+                    x.ha_claim(vm)?;
+                }
+                Ok(r)
             }),
             _ => return None,
         };

@@ -13,6 +13,8 @@ mod events;
 mod fields;
 mod gpu;
 mod ha;
+#[cfg(feature = "etcd")]
+mod ha_host;
 mod memory;
 pub mod message;
 mod metrics;
@@ -121,6 +123,9 @@ pub struct Xapi {
     /// The pool membership, when the database is a pool's.
     #[cfg(feature = "etcd")]
     pool: std::sync::OnceLock<Arc<crate::pool::Member>>,
+    /// HA running on this host (while the pool has it enabled).
+    #[cfg(feature = "etcd")]
+    ha: Mutex<Option<crate::ha::Ha>>,
 }
 
 /// How long a clean shutdown or reboot waits for the guest by default.
@@ -245,6 +250,8 @@ impl Xapi {
             restart: std::sync::OnceLock::new(),
             #[cfg(feature = "etcd")]
             pool: std::sync::OnceLock::new(),
+            #[cfg(feature = "etcd")]
+            ha: Mutex::new(None),
         });
         x.reconcile()?;
         Ok(x)

@@ -8,7 +8,7 @@ use super::*;
 use crate::pool::{EtcdSettings, Member, Role};
 
 /// VM operations run by the host the VM is resident on.
-const RESIDENT_OPS: [&str; 11] = [
+const RESIDENT_OPS: [&str; 12] = [
     "clean_shutdown",
     "shutdown",
     "hard_shutdown",
@@ -20,6 +20,7 @@ const RESIDENT_OPS: [&str; 11] = [
     "set_memory_dynamic_range",
     "set_memory_target_live",
     "assert_operation_valid",
+    "set_ha_restart_priority",
 ];
 
 /// host operations run by the host named.
@@ -47,8 +48,10 @@ impl Xapi {
     }
 
     /// Makes this xapi a member of its pool (once).
-    pub fn set_pool(&self, m: Arc<Member>) {
-        let _ = self.pool.set(m);
+    pub fn set_pool(self: &Arc<Self>, m: Arc<Member>) {
+        if self.pool.set(m).is_ok() {
+            self.spawn_ha_supervisor();
+        }
     }
 
     /// Pool messages and forwarding; `None`: the call runs here as on a host alone.

@@ -11,28 +11,15 @@ impl Xapi {
     /// VMs the database says run but whose domains are gone are marked Halted (after a
     /// restart of the daemon or of the host).
     pub(super) fn reconcile(&self) -> Result<(), crate::Error> {
-        let stale: Vec<String> = self.db.read(|v| {
-            v.iter_class("VM")
-                .filter(|(_, r)| self.is_here(r))
-                .filter(|(_, r)| {
-                    r.get("is_control_domain") != Some(&Value::Bool(true))
-                        && PowerState::parse(
-                            r.get("power_state").and_then(Value::as_str).unwrap_or(""),
-                        )
-                        .has_domain()
-                })
-                .filter(|(_, r)| {
-                    let domid = r.get("domid").and_then(Value::as_i64).unwrap_or(-1);
-                    !u16::try_from(domid).is_ok_and(|d| self.backend.is_alive(DomId(d)))
-                })
-                .map(|(k, _)| k.clone())
-                .collect()
-        });
+        let stale = self.stale_here();
         self.db.write(|tx| {
             // No operation survives a restart (xapi's `Cancel_tasks.cleanup_db`).
             operations::clear_current_operations(tx);
             for vm in &stale {
-                self.mark_halted(tx, vm);
+                // Unless another host restarted it meanwhile (HA).
+                if tx.str_field(vm, "resident_on") == self.host {
+                    self.mark_halted(tx, vm);
+                }
             }
             tx.map_set(
                 &self.host,
@@ -43,6 +30,39 @@ impl Xapi {
             self.update_host_memory(tx);
             operations::refresh_host(tx, &self.host);
             Ok::<_, crate::Error>(())
+        })
+    }
+
+    /// VMs recorded running here whose domains are gone.
+    pub(super) fn stale_here(&self) -> Vec<String> {
+        self.db.read(|v| {
+            v.iter_class("VM")
+                .filter(|(_, r)| self.is_here(r))
+                .filter(|(_, r)| {
+                    r.get("is_control_domain") != Some(&Value::Bool(true))
+                        && PowerState::parse(
+                            r.get("power_state").and_then(Value::as_str).unwrap_or(""),
+                        )
+                        .has_domain()
+                })
+                .filter(|(_, r)| !self.runs_domain(r))
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+    }
+
+    /// Whether the domain a VM record names runs here and is that VM's (its handle is the
+    /// VM's UUID: after the host rebooted, a domid can belong to another VM).
+    pub(super) fn runs_domain(&self, rec: &Record) -> bool {
+        let domid = rec.get("domid").and_then(Value::as_i64).unwrap_or(-1);
+        let uuid = rec.get("uuid").and_then(Value::as_str).unwrap_or("");
+        u16::try_from(domid).is_ok_and(|d| {
+            self.backend.is_alive(DomId(d))
+                && self
+                    .backend
+                    .xen()
+                    .domain_info(DomId(d))
+                    .is_ok_and(|i| i.handle.to_string() == uuid)
         })
     }
 
@@ -258,7 +278,12 @@ impl Xapi {
         if cfg.power_state != PowerState::Halted {
             return Err(Self::bad_power(vm, "halted", cfg.power_state));
         }
-        self.run_domain(&mut cfg, paused, None)
+        self.ha_claim(vm)?;
+        let r = self.run_domain(&mut cfg, paused, None);
+        if r.is_err() {
+            self.ha_release(vm);
+        }
+        r
     }
 
     /// Runs `cfg` in a new domain, built or restored from `image`, and records it.
@@ -358,7 +383,10 @@ impl Xapi {
     /// Records that `vm` halted, and the host's memory.
     fn halted(&self, vm: &str) {
         let _ = self.db.write(|tx| {
-            self.mark_halted(tx, vm);
+            // Unless another host restarted it meanwhile (HA).
+            if tx.str_field(vm, "resident_on") == self.host {
+                self.mark_halted(tx, vm);
+            }
             self.update_host_memory(tx);
             Ok::<_, ApiError>(())
         });
@@ -448,6 +476,7 @@ impl Xapi {
             "clean_shutdown"
         };
         self.with_vm_operation(vm, op, || self.stop(vm, hard, ShutdownReason::Poweroff))?;
+        self.ha_release(vm);
         Ok(s(""))
     }
 

@@ -107,7 +107,9 @@ impl Xapi {
     /// `suspend_VDI` from the start), its domain and device backends are torn down, and the
     /// VM is Suspended. On a failure the VDI is destroyed and the VM keeps running.
     pub(super) fn vm_suspend(&self, vm: &str) -> R {
-        self.with_vm_operation(vm, "suspend", || self.suspend_locked(vm))
+        let r = self.with_vm_operation(vm, "suspend", || self.suspend_locked(vm))?;
+        self.ha_release(vm);
+        Ok(r)
     }
 
     fn suspend_locked(&self, vm: &str) -> R {

@@ -67,6 +67,10 @@ struct Shared {
     dead: Mutex<HashMap<String, (u64, i64)>>,
     /// VMs this host restarted, in order.
     restarted: Mutex<Vec<String>>,
+    /// When this start did not adopt a previous life's lease (that life's watchdog is gone:
+    /// the host rebooted, its domains with it), the store's revision before the start:
+    /// protections this host wrote up to it are orphans it may restart at once.
+    reborn_before: Option<i64>,
 }
 
 /// HA running on one host: see [`crate::ha`].
@@ -208,6 +212,12 @@ impl Ha {
         let k = host_key.clone();
         let prev = block_on(&rt, timeout, async move { c.get(k, None).await })?;
         let mut adopted = None;
+        let before = prev.header().map_or(0, |h| h.revision());
+        let old_lease = prev
+            .kvs()
+            .first()
+            .and_then(|kv| serde_json::from_slice::<HostKey>(kv.value()).ok())
+            .map(|k| k.lease);
         if let Some(kv) = prev.kvs().first() {
             if let Ok(old) = serde_json::from_slice::<HostKey>(kv.value()) {
                 let t_send = Instant::now();
@@ -226,6 +236,13 @@ impl Ha {
                 }
             }
         }
+        if let Some(old) = old_lease.filter(|_| adopted.is_none()) {
+            // The previous life's watchdog is gone, so are its domains: its lease (and the
+            // ownership bound to it) goes now rather than at its expiry.
+            let mut c = client.clone();
+            let _ = block_on(&rt, timeout, async move { c.lease_revoke(old).await });
+        }
+        let reborn_before = adopted.is_none().then_some(before);
         let t_send = Instant::now();
         let wall_send = SystemTime::now();
         let (lease, ttl, watchdog) =
@@ -265,6 +282,7 @@ impl Ha {
             hung: AtomicBool::new(false),
             dead: Mutex::new(HashMap::new()),
             restarted: Mutex::new(Vec::new()),
+            reborn_before,
         });
         let deadline = wall_ms(wall_send) + ms(ttl.saturating_sub(shared.cfg.margin));
         if let Err(e) = shared.publish(deadline) {
@@ -518,30 +536,53 @@ fn spawn_watch(s: &Arc<Shared>) {
     let mut c = s.client.clone();
     let key = s.key("host", "");
     s.rt.spawn(async move {
-        let opts = WatchOptions::new().with_prefix().with_prev_key();
-        let Ok((_w, mut stream)) = c.watch(key.clone(), Some(opts)).await else {
-            return;
-        };
-        while let Ok(Some(resp)) = stream.message().await {
-            let Some(s) = weak.upgrade() else { return };
-            for ev in resp.events() {
-                if ev.event_type() != EventType::Delete {
-                    continue;
-                }
-                let Some(prev) = ev.prev_kv() else { continue };
-                let deleted_at = ev.kv().map_or(0, |kv| kv.mod_revision());
-                let (Ok(k), Ok(hk)) = (
-                    prev.key_str(),
-                    serde_json::from_slice::<HostKey>(prev.value()),
-                ) else {
-                    continue;
-                };
-                if let Some(h) = k.strip_prefix(&key) {
-                    s.dead
-                        .lock()
-                        .insert(h.to_owned(), (hk.deadline_ms, deleted_at));
+        // Reopened from the next revision whenever it breaks (an etcd member died): a
+        // deletion missed would leave survivors a TTL longer on the lost host's VMs.
+        let mut next_rev = 0i64;
+        loop {
+            let mut opts = WatchOptions::new().with_prefix().with_prev_key();
+            if next_rev > 0 {
+                opts = opts.with_start_revision(next_rev);
+            }
+            if let Ok((_w, mut stream)) = c.watch(key.clone(), Some(opts)).await {
+                while let Ok(Some(resp)) = stream.message().await {
+                    if resp.canceled() {
+                        // Compacted past `next_rev`: from now on.
+                        next_rev = 0;
+                        break;
+                    }
+                    let Some(s) = weak.upgrade() else { return };
+                    // A watch opened at "now" (revision R) delivers from R + 1.
+                    if let (true, 0, Some(h)) = (resp.created(), next_rev, resp.header()) {
+                        next_rev = h.revision() + 1;
+                    }
+                    for ev in resp.events() {
+                        if let Some(kv) = ev.kv() {
+                            next_rev = next_rev.max(kv.mod_revision() + 1);
+                        }
+                        if ev.event_type() != EventType::Delete {
+                            continue;
+                        }
+                        let Some(prev) = ev.prev_kv() else { continue };
+                        let deleted_at = ev.kv().map_or(0, |kv| kv.mod_revision());
+                        let (Ok(k), Ok(hk)) = (
+                            prev.key_str(),
+                            serde_json::from_slice::<HostKey>(prev.value()),
+                        ) else {
+                            continue;
+                        };
+                        if let Some(h) = k.strip_prefix(&key) {
+                            s.dead
+                                .lock()
+                                .insert(h.to_owned(), (hk.deadline_ms, deleted_at));
+                        }
+                    }
                 }
             }
+            if weak.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
 }
@@ -636,7 +677,11 @@ fn recover_loop(s: &Shared) {
             // margin for clock skew) has passed, or, unknown, one TTL since first seen. A
             // deadline is that of the host's life that owned the VM only if its deletion
             // came after the VM's protection was written.
-            let fenced = if v.hosts.contains_key(&intent.host) && intent.host != s.cfg.host {
+            let fenced = if intent.host == s.cfg.host
+                && s.reborn_before.is_some_and(|before| *rev <= before)
+            {
+                true
+            } else if v.hosts.contains_key(&intent.host) && intent.host != s.cfg.host {
                 false
             } else if let Some((d, _)) = dead.get(&intent.host).filter(|(_, at)| at >= rev) {
                 wall >= d + ms(s.cfg.margin)

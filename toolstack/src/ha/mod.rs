@@ -32,6 +32,10 @@
 //!
 //! # Wiring (for the pool side)
 //!
+//! xapi does this in `api::ha_host`: each host runs the engine while `pool.ha_enabled`
+//! (timeout from `pool.ha_configuration:timeout`), protects a VM before its domain starts
+//! and releases it when it stops on request; restarts go through `VM.start`.
+//!
 //! ```text
 //! let ha = Ha::start(HaConfig::new("/xapi/<pool>", host_uuid), &endpoints, Arc::new(my_host))?;
 //! ha.protect(&HaVm { vm: vm_uuid, priority: Priority::Restart, order: 0, memory })?; // VM.start here

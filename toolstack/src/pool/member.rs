@@ -326,17 +326,40 @@ impl Member {
         use crate::error::ApiError;
         let unreachable = || ApiError::new("CANNOT_CONTACT_HOST", [host]);
         let peer = self.peer(xapi, host).ok_or_else(unreachable)?;
-        let mut c = match self.clients.lock().get_mut(host).and_then(Vec::pop) {
-            Some(c) => c,
-            None => {
-                let verify = match &peer.fingerprint {
-                    Some(f) => TlsVerify::fingerprint(f).map_err(|_| unreachable())?,
-                    None => return Err(unreachable()),
-                };
-                client::Client::with_tls(Endpoint::Tls(peer.address, peer.port), verify)
-            }
+        let fresh = || {
+            let verify = match &peer.fingerprint {
+                Some(f) => TlsVerify::fingerprint(f).map_err(|_| unreachable())?,
+                None => return Err(unreachable()),
+            };
+            Ok(client::Client::with_tls(
+                Endpoint::Tls(peer.address.clone(), peer.port),
+                verify,
+            ))
         };
-        match c.call_raw(method, params) {
+        let idle = self.clients.lock().get_mut(host).and_then(Vec::pop);
+        let mut c = match idle {
+            Some(mut c) => match c.call_raw(method, params) {
+                // An idle connection to a peer that restarted since: once more, afresh.
+                Err(e) if !matches!(e, Error::Api(_)) => fresh()?,
+                r => return self.keep(host, c, r, method),
+            },
+            None => fresh()?,
+        };
+        let r = c.call_raw(method, params);
+        self.keep(host, c, r, method)
+    }
+
+    /// Keeps a forwarding client that answered for the next call to `host`.
+    fn keep(
+        &self,
+        host: &str,
+        c: client::Client,
+        r: Result<Value, Error>,
+        method: &str,
+    ) -> Result<Value, crate::error::ApiError> {
+        use crate::error::ApiError;
+        let unreachable = || ApiError::new("CANNOT_CONTACT_HOST", [host]);
+        match r {
             Ok(v) => {
                 self.clients
                     .lock()
