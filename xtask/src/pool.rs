@@ -630,21 +630,27 @@ impl Harness {
         }
     }
 
+    /// The VM UUIDs of host `i`'s domains, from its `/domains` (`None`: no answer).
+    pub fn domains_of(&self, i: usize) -> Option<Vec<String>> {
+        let path = format!("/domains?session_id={}", self.session);
+        let body = http_get(self.hosts[i].http, &path)?;
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        Some(
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|d| d["uuid"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )
+    }
+
     /// What every running host reports now.
     pub fn observe(&self) -> Observation {
         let mut o = Observation::default();
         for i in self.running() {
-            let path = format!("/domains?session_id={}", self.session);
-            if let Some(body) = http_get(self.hosts[i].http, &path) {
-                let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-                let doms = v
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|d| d["uuid"].as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+            if let Some(doms) = self.domains_of(i) {
                 o.domains.insert(i, doms);
             }
             if let Ok(p) = self.call(i, "pool.get_all", json!([])) {

@@ -9,9 +9,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::pool::{http_get, Fault, HaHooks, Harness, Observation};
+use crate::pool::{Fault, HaHooks, Harness, Observation};
 
 /// `pool.ha_configuration:timeout`, seconds: HA's lease TTL in the harness.
 pub const HA_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,23 +36,10 @@ pub struct PoolHa {
 
 /// Each running host's domains (VM UUIDs), from `/domains`.
 fn domains(h: &Harness) -> BTreeMap<usize, Vec<String>> {
-    let mut out = BTreeMap::new();
-    for i in h.running() {
-        let path = format!("/domains?session_id={}", h.session);
-        if let Some(body) = http_get(h.hosts[i].http, &path) {
-            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-            let doms = v
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|d| d["uuid"].as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.insert(i, doms);
-        }
-    }
-    out
+    h.running()
+        .into_iter()
+        .filter_map(|i| Some((i, h.domains_of(i)?)))
+        .collect()
 }
 
 /// Where each of `vms` runs; an error names a VM seen on two hosts.

@@ -219,19 +219,14 @@ impl Xapi {
     fn ha_protect_running(&self) {
         let vms: Vec<String> = self.db.read(|v| {
             v.iter_class("VM")
-                .filter(|(_, r)| self.is_here(r))
+                .filter(|(_, r)| self.is_here(r) && super::vm::is_guest_with_domain(r))
                 .filter(|(_, r)| {
-                    r.get("is_control_domain") != Some(&Value::Bool(true))
-                        && PowerState::parse(
-                            r.get("power_state").and_then(Value::as_str).unwrap_or(""),
-                        )
-                        .has_domain()
-                        && Priority::parse(
-                            r.get("ha_restart_priority")
-                                .and_then(Value::as_str)
-                                .unwrap_or(""),
-                        )
-                        .is_some()
+                    Priority::parse(
+                        r.get("ha_restart_priority")
+                            .and_then(Value::as_str)
+                            .unwrap_or(""),
+                    )
+                    .is_some()
                 })
                 .filter(|(_, r)| self.runs_domain(r))
                 .map(|(k, _)| k.clone())

@@ -37,14 +37,7 @@ impl Xapi {
     pub(super) fn stale_here(&self) -> Vec<String> {
         self.db.read(|v| {
             v.iter_class("VM")
-                .filter(|(_, r)| self.is_here(r))
-                .filter(|(_, r)| {
-                    r.get("is_control_domain") != Some(&Value::Bool(true))
-                        && PowerState::parse(
-                            r.get("power_state").and_then(Value::as_str).unwrap_or(""),
-                        )
-                        .has_domain()
-                })
+                .filter(|(_, r)| self.is_here(r) && is_guest_with_domain(r))
                 .filter(|(_, r)| !self.runs_domain(r))
                 .map(|(k, _)| k.clone())
                 .collect()
@@ -512,4 +505,11 @@ impl Xapi {
             Ok(s(""))
         })
     }
+}
+
+/// A guest (not the control domain) whose power state has a domain.
+pub(super) fn is_guest_with_domain(r: &Record) -> bool {
+    r.get("is_control_domain") != Some(&Value::Bool(true))
+        && PowerState::parse(r.get("power_state").and_then(Value::as_str).unwrap_or(""))
+            .has_domain()
 }
