@@ -8,17 +8,8 @@
 #[path = "common/api.rs"]
 mod api;
 
-use api::{GIB, T};
+use api::{rec, GIB, T};
 use toolstack::value::Value;
-
-fn rec(pairs: &[(&str, Value)]) -> Value {
-    Value::Struct(
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect(),
-    )
-}
 
 impl T {
     fn pool(&self) -> Value {

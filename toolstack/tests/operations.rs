@@ -8,7 +8,7 @@
 #[path = "common/api.rs"]
 mod api;
 
-use api::{GIB, T};
+use api::{rec, GIB, T};
 
 use std::time::{Duration, Instant};
 
@@ -71,15 +71,6 @@ impl T {
             &[rec(&[("SR", sr), ("virtual_size", Value::str("1024"))])],
         )
     }
-}
-
-fn rec(pairs: &[(&str, Value)]) -> Value {
-    Value::Struct(
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect(),
-    )
 }
 
 fn sorted(v: &[&str]) -> Vec<String> {

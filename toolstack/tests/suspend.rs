@@ -12,7 +12,7 @@ mod api;
 
 use std::time::{Duration, Instant};
 
-use api::{GIB, T};
+use api::{rec, GIB, T};
 use toolstack::simguest::ShutdownAnswer;
 use toolstack::value::Value;
 use xen_types::mem::SharedMemoryExt;
@@ -23,15 +23,6 @@ fn kernel(dir: &tempfile::TempDir) -> String {
     let path = dir.path().join("vmlinuz");
     std::fs::write(&path, xen_sim::domain::sample_kernel(4 << 20)).unwrap();
     path.display().to_string()
-}
-
-fn rec(pairs: &[(&str, Value)]) -> Value {
-    Value::Struct(
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect(),
-    )
 }
 
 struct S {

@@ -12,20 +12,11 @@ use std::time::{Duration, Instant};
 #[path = "common/api.rs"]
 mod api;
 
-use api::{GIB, T};
+use api::{rec, GIB, T};
 use toolstack::backend::Backend;
 use toolstack::db::Db;
 use toolstack::devices::{DeviceHosting, VbdBackend};
 use toolstack::value::Value;
-
-fn rec(pairs: &[(&str, Value)]) -> Value {
-    Value::Struct(
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect(),
-    )
-}
 
 struct S {
     t: T,

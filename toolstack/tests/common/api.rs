@@ -15,6 +15,16 @@ use toolstack::ApiError;
 pub const GIB: u64 = 1 << 30;
 pub const MIB: u64 = 1 << 20;
 
+/// A XenAPI struct of `pairs`.
+pub fn rec(pairs: &[(&str, Value)]) -> Value {
+    Value::Struct(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+    )
+}
+
 /// The daemon's state, its host, and a root session.
 pub struct T {
     pub x: Arc<Xapi>,
