@@ -67,6 +67,9 @@ struct Shared {
     dead: Mutex<HashMap<String, (u64, i64)>>,
     /// VMs this host restarted, in order.
     restarted: Mutex<Vec<String>>,
+    /// When the watchdog fires unless kicked again (the last kick's time plus its timeout):
+    /// past it the host is fenced, whatever etcd says.
+    fence_at: Mutex<Instant>,
     /// When this start did not adopt a previous life's lease (that life's watchdog is gone:
     /// the host rebooted, its domains with it), the store's revision before the start:
     /// protections this host wrote up to it are orphans it may restart at once.
@@ -126,7 +129,7 @@ impl Shared {
         self.cfg.renew.max(Duration::from_millis(500))
     }
 
-    fn publish(&self, deadline_ms: u64) -> Result<(), Error> {
+    fn publish(&self, deadline_ms: u64, timeout: Duration) -> Result<(), Error> {
         let v = serde_json::to_string(&HostKey {
             lease: self.lease,
             watchdog: self.watchdog.0,
@@ -136,7 +139,7 @@ impl Shared {
         let mut c = self.client.clone();
         let key = self.key("host", &self.cfg.host);
         let lease = self.lease;
-        self.run(self.op_timeout(), async move {
+        self.run(timeout, async move {
             c.put(key, v, Some(PutOptions::new().with_lease(lease)))
                 .await
         })
@@ -230,8 +233,16 @@ impl Ha {
                 if let Ok(Some(ttl)) = alive {
                     let wd = WatchdogId(old.watchdog);
                     let d = t_send + Duration::from_secs(ttl.max(0) as u64) - cfg.margin;
-                    if ttl > 0 && secs_until(d).is_some_and(|s| xen.watchdog_kick(wd, s).is_ok()) {
-                        adopted = Some((old.lease, Duration::from_secs(ttl as u64), wd));
+                    let kicked_at = Instant::now();
+                    if let Some(secs) = secs_until(d).filter(|_| ttl > 0) {
+                        if xen.watchdog_kick(wd, secs).is_ok() {
+                            adopted = Some((
+                                old.lease,
+                                Duration::from_secs(ttl as u64),
+                                wd,
+                                kicked_at + secs,
+                            ));
+                        }
                     }
                 }
             }
@@ -245,7 +256,7 @@ impl Ha {
         let reborn_before = adopted.is_none().then_some(before);
         let t_send = Instant::now();
         let wall_send = SystemTime::now();
-        let (lease, ttl, watchdog) =
+        let (lease, ttl, watchdog, fence_at) =
             match adopted {
                 Some(a) => a,
                 None => {
@@ -253,11 +264,16 @@ impl Ha {
                     let secs = cfg.ttl.as_secs().max(1) as i64;
                     let g = block_on(&rt, timeout, async move { c.lease_grant(secs, None).await })?;
                     let ttl = Duration::from_secs(g.ttl().max(0) as u64).min(cfg.ttl);
+                    let armed_at = Instant::now();
                     let arm = secs_until(t_send + ttl.saturating_sub(cfg.margin))
                         .ok_or_else(|| store("the lease came back too short to fence"))
-                        .and_then(|s| xen.watchdog_arm(s).map_err(store));
+                        .and_then(|s| {
+                            xen.watchdog_arm(s)
+                                .map(|wd| (wd, armed_at + s))
+                                .map_err(store)
+                        });
                     match arm {
-                        Ok(wd) => (g.id(), ttl, wd),
+                        Ok((wd, fence_at)) => (g.id(), ttl, wd, fence_at),
                         Err(e) => {
                             let mut c = client.clone();
                             let id = g.id();
@@ -282,10 +298,11 @@ impl Ha {
             hung: AtomicBool::new(false),
             dead: Mutex::new(HashMap::new()),
             restarted: Mutex::new(Vec::new()),
+            fence_at: Mutex::new(fence_at),
             reborn_before,
         });
         let deadline = wall_ms(wall_send) + ms(ttl.saturating_sub(shared.cfg.margin));
-        if let Err(e) = shared.publish(deadline) {
+        if let Err(e) = shared.publish(deadline, shared.op_timeout()) {
             let _ = shared.host.xen().watchdog_disarm(watchdog);
             return Err(e);
         }
@@ -465,59 +482,127 @@ fn nap(s: &Shared, d: Duration) -> bool {
     !s.stop.load(Ordering::SeqCst)
 }
 
+/// How soon a renewal that failed is tried again (on a new keep-alive stream, which the
+/// client may open on another etcd member).
+const RETRY: Duration = Duration::from_millis(100);
+
+/// How long one renewal attempt (keep-alive, then publishing the deadline) may take: a
+/// sixth of the fence window, between 250 ms and 1 s, so that several attempts fit before
+/// the watchdog fires.
+fn attempt_timeout(cfg: &HaConfig) -> Duration {
+    (cfg.ttl.saturating_sub(cfg.margin) / 6)
+        .clamp(Duration::from_millis(250), Duration::from_secs(1))
+}
+
+/// What one renewal attempt learnt.
+enum Renewal {
+    /// etcd renewed the lease for this many seconds.
+    Renewed(i64),
+    /// etcd no longer knows the lease (it expired or was revoked).
+    Gone,
+    /// No answer in time, or a transport error: try again.
+    Failed(String),
+}
+
+fn keep_alive_once(
+    s: &Shared,
+    stream: &mut Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+    timeout: Duration,
+) -> Renewal {
+    let started = Instant::now();
+    let mut ks = match stream.take() {
+        Some(ks) => ks,
+        None => {
+            let mut c = s.client.clone();
+            let lease = s.lease;
+            let opened = s.rt.block_on(async move {
+                tokio::time::timeout(timeout, c.lease_keep_alive(lease)).await
+            });
+            match opened {
+                Ok(Ok(ks)) => ks,
+                // etcd-client's answer when the first keep-alive comes back with no TTL.
+                Ok(Err(etcd_client::Error::LeaseKeepAliveError(m))) if m.contains("not found") => {
+                    return Renewal::Gone
+                }
+                Ok(Err(e)) => return Renewal::Failed(e.to_string()),
+                Err(_) => return Renewal::Failed("keep-alive stream: no answer in time".into()),
+            }
+        }
+    };
+    let left = timeout.saturating_sub(started.elapsed());
+    let answer = s.rt.block_on(async {
+        tokio::time::timeout(left, async {
+            ks.0.keep_alive().await?;
+            ks.1.message().await
+        })
+        .await
+    });
+    match answer {
+        Ok(Ok(Some(r))) if r.ttl() > 0 => {
+            *stream = Some(ks);
+            Renewal::Renewed(r.ttl())
+        }
+        Ok(Ok(Some(_))) => Renewal::Gone,
+        Ok(Ok(None)) => Renewal::Failed("keep-alive stream ended".into()),
+        Ok(Err(e)) => Renewal::Failed(e.to_string()),
+        Err(_) => Renewal::Failed("keep-alive: no answer in time".into()),
+    }
+}
+
 /// Renews the lease every `renew`; after each renewal publishes the new fence deadline and
-/// then kicks the watchdog to fire by it.
+/// then kicks the watchdog to fire by it. A renewal that fails is tried again at once on a
+/// new stream, each attempt bounded by [`attempt_timeout`], until the watchdog's time is up:
+/// then the host is fenced (its watchdog fired), as it is when etcd says the lease is gone.
 fn renew_loop(s: &Shared) {
     let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
-    while nap(s, s.cfg.renew) {
+    let timeout = attempt_timeout(&s.cfg);
+    let mut wait = s.cfg.renew;
+    let mut failures = 0u32;
+    while nap(s, wait) {
+        wait = s.cfg.renew;
         if s.hung.load(Ordering::SeqCst) || *s.state.lock() != HaState::Live {
+            continue;
+        }
+        if Instant::now() >= *s.fence_at.lock() {
+            // No renewal reached etcd in time: the watchdog fired, the domains are gone.
+            tracing::error!(host = %s.cfg.host, failures, "HA: no renewal within the fence window: fenced");
+            s.set_state(HaState::Fenced);
             continue;
         }
         let t_send = Instant::now();
         let wall_send = SystemTime::now();
-        let mut ks = match stream.take() {
-            Some(ks) => ks,
-            None => {
-                let mut c = s.client.clone();
-                let lease = s.lease;
-                match s.run(
-                    s.op_timeout(),
-                    async move { c.lease_keep_alive(lease).await },
-                ) {
-                    Ok(ks) => ks,
-                    Err(e) => {
-                        tracing::warn!(host = %s.cfg.host, "HA renewal: {e}");
-                        continue;
-                    }
-                }
+        let ttl = match keep_alive_once(s, &mut stream, timeout) {
+            Renewal::Renewed(ttl) => ttl,
+            Renewal::Gone => {
+                tracing::error!(host = %s.cfg.host, "HA lease lost: the watchdog will fence this host");
+                s.set_state(HaState::Fenced);
+                continue;
             }
-        };
-        let answer = s.run(s.op_timeout(), async {
-            ks.0.keep_alive().await?;
-            ks.1.message().await
-        });
-        let ttl = match answer {
-            Ok(Some(r)) => r.ttl(),
-            Ok(None) | Err(_) => {
-                tracing::warn!(host = %s.cfg.host, "HA renewal failed");
+            Renewal::Failed(e) => {
+                failures += 1;
+                tracing::warn!(host = %s.cfg.host, failures, "HA renewal failed: {e}");
+                stream = None;
+                wait = RETRY;
                 continue;
             }
         };
-        stream = Some(ks);
-        if ttl <= 0 {
-            tracing::error!(host = %s.cfg.host, "HA lease lost: the watchdog will fence this host");
-            s.set_state(HaState::Fenced);
-            continue;
-        }
         let window = Duration::from_secs(ttl as u64)
             .min(s.ttl)
             .saturating_sub(s.cfg.margin);
-        if s.publish(wall_ms(wall_send) + ms(window)).is_err() {
+        let left = timeout.saturating_sub(t_send.elapsed()).max(RETRY);
+        let published = s.publish(wall_ms(wall_send) + ms(window), left);
+        if let Err(e) = published {
+            // The watchdog is not kicked past a deadline the others have not seen.
+            failures += 1;
+            tracing::warn!(host = %s.cfg.host, failures, "HA: publishing the fence deadline: {e}");
+            wait = RETRY;
             continue;
         }
         let Some(secs) = secs_until(t_send + window) else {
+            wait = RETRY;
             continue;
         };
+        let kicked_at = Instant::now();
         if let Err(e) = s.host.xen().watchdog_kick(s.watchdog, secs) {
             // The watchdog is gone: the host was rebooted (fenced), its domains with it. The
             // lease goes now, so the others restart its VMs without waiting for it to expire.
@@ -526,6 +611,12 @@ fn renew_loop(s: &Shared) {
             let mut c = s.client.clone();
             let lease = s.lease;
             let _ = s.run(s.op_timeout(), async move { c.lease_revoke(lease).await });
+            continue;
+        }
+        *s.fence_at.lock() = kicked_at + secs;
+        if failures > 0 {
+            tracing::info!(host = %s.cfg.host, failures, "HA renewal recovered");
+            failures = 0;
         }
     }
 }
