@@ -210,9 +210,15 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Cmd::Pool(args) => {
-            let (mut plain, mut ha) = (pool::NoHa, pool_ha::PoolHa::default());
-            let hooks: &mut dyn pool::HaHooks = if args.no_ha { &mut plain } else { &mut ha };
-            if pool::run(args, &repo_root(), hooks) {
+            let no_ha = args.no_ha;
+            let make = move || -> Box<dyn pool::HaHooks + Send> {
+                if no_ha {
+                    Box::new(pool::NoHa)
+                } else {
+                    Box::new(pool_ha::PoolHa::default())
+                }
+            };
+            if pool::run(args, &repo_root(), &make) {
                 0
             } else {
                 1

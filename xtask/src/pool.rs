@@ -28,9 +28,15 @@ pub struct PoolArgs {
     /// Seed of the randomized schedules (default: from the clock; printed either way).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// How many randomized fault schedules to run after the fixed steps.
+    /// How many randomized fault schedules to run after the fixed steps (shared among
+    /// the pools).
     #[arg(long, default_value_t = 3)]
     pub schedules: usize,
+    /// Independent pools (each its own 3-member etcd cluster and 3 hosts) running the
+    /// schedules side by side; the first also runs the fixed steps. Pool `k` draws its
+    /// schedules from seed `seed + k`.
+    #[arg(long, default_value_t = 1)]
+    pub pools: usize,
     /// Faults per randomized schedule, injected together (different hosts, at most one
     /// etcd member, one host always untouched).
     #[arg(long, default_value_t = 1)]
@@ -94,8 +100,9 @@ pub trait HaHooks {
     fn check(&mut self, _h: &mut Harness, _o: &Observation) -> Vec<String> {
         Vec::new()
     }
-    /// Lines for the run's summary (measurements).
-    fn summary(&self) -> Vec<String> {
+    /// Seconds from each host fault to its HA VMs running elsewhere, and whether etcd's
+    /// leader died with the host.
+    fn failovers(&self) -> Vec<(f64, bool)> {
         Vec::new()
     }
 }
@@ -205,6 +212,12 @@ pub struct Harness {
     pub vms: BTreeMap<String, String>,
     /// Seconds from each master kill to a new master, as observed.
     pub elections: Vec<f64>,
+    /// When the faults being checked were injected.
+    pub fault_at: Instant,
+    /// Whether those faults killed etcd's leader: the new leader renews every lease to its
+    /// full TTL (etcd's lessor `Promote`), so a host lost at the same time loses its lease
+    /// up to a TTL later.
+    pub etcd_leader_killed: bool,
     rng: u64,
     writes: u64,
     /// Remove the folder of logs and state at the end (nothing failed).
@@ -285,6 +298,32 @@ impl EtcdMember {
         Ok(())
     }
 
+    /// Whether this member leads the cluster now (its `/v3/maintenance/status`, through the
+    /// JSON gateway).
+    fn is_leader(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect_timeout(
+            &([127, 0, 0, 1], self.port()).into(),
+            Duration::from_secs(2),
+        ) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let body = "{}";
+        let sent = write!(
+            s,
+            "POST /v3/maintenance/status HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut text = String::new();
+        if sent.is_err() || s.read_to_string(&mut text).is_err() {
+            return false;
+        }
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let me = v["header"]["member_id"].as_str();
+        me.is_some() && me == v["leader"].as_str()
+    }
+
     fn port(&self) -> u16 {
         self.client
             .rsplit(':')
@@ -333,8 +372,8 @@ impl XapiHost {
 
 impl Harness {
     /// Starts the etcd cluster and the hosts, and forms the pool.
-    pub fn start(xapi_bin: &Path, seed: u64) -> Result<Harness> {
-        let root = std::env::temp_dir().join(format!("xen-rs-pool-{}", std::process::id()));
+    pub fn start(xapi_bin: &Path, seed: u64, pool: usize) -> Result<Harness> {
+        let root = std::env::temp_dir().join(format!("xen-rs-pool-{}-{pool}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).map_err(ioerr("create", &root))?;
         let shm = Path::new("/dev/shm");
@@ -365,6 +404,8 @@ impl Harness {
             ledger: BTreeMap::new(),
             vms: BTreeMap::new(),
             elections: Vec::new(),
+            fault_at: Instant::now(),
+            etcd_leader_killed: false,
             rng: seed | 1,
             writes: 0,
             clean: false,
@@ -776,6 +817,7 @@ impl Harness {
                     master.ok_or_else(|| Error::Other("no master known".into()))?
                 }
                 Fault::KillEtcd(k) => {
+                    self.etcd_leader_killed = self.etcd[k].is_leader();
                     if let Some(mut c) = self.etcd[k].child.take() {
                         let _ = c.kill();
                         let _ = c.wait();
@@ -811,12 +853,12 @@ impl Harness {
             }
             hit.push((f, i));
         }
-        for &f in fs {
-            if let Err(e) = ha.after_fault(self, f) {
-                bad.push(format!("HA after {f:?}: {e}"));
-            }
+        self.fault_at = t;
+        if !fs.iter().any(|f| matches!(f, Fault::KillEtcd(_))) {
+            self.etcd_leader_killed = false;
         }
-        self.workload();
+        // A new master, timed from the fault (HA's checks below time their failover from
+        // it too).
         let old = master.map(|m| self.hosts[m].host_ref.clone());
         if let (Some(m), Some(old)) = (master, old) {
             if hit
@@ -831,6 +873,12 @@ impl Harness {
                 }
             }
         }
+        for &f in fs {
+            if let Err(e) = ha.after_fault(self, f) {
+                bad.push(format!("HA after {f:?}: {e}"));
+            }
+        }
+        self.workload();
         if hit.iter().any(|(f, _)| matches!(f, Fault::StopMember(_))) {
             // A stopped host stays stopped past its lease.
             let left = (LEASE_TTL + Duration::from_millis(1500)).saturating_sub(t.elapsed());
@@ -1177,48 +1225,73 @@ fn xapi_binary(args: &PoolArgs, root: &Path) -> Result<PathBuf> {
     Ok(target.join("debug").join("xapi"))
 }
 
-/// Runs the harness with `ha`'s hooks; the summary line is printed last.
-pub fn run(args: PoolArgs, root: &Path, ha: &mut dyn HaHooks) -> bool {
-    let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-    });
-    println!("pool: seed {seed} (replay with --seed {seed})");
-    let (passed, failed) = (std::cell::Cell::new(0usize), std::cell::Cell::new(0usize));
-    let record = |name: &str, bad: Vec<String>| {
+/// What one pool's run gave back.
+struct PoolRun {
+    harness: Option<Harness>,
+    failovers: Vec<(f64, bool)>,
+}
+
+/// Counts passed and failed steps across pools; prints each outcome as it comes.
+#[derive(Default)]
+struct Tally {
+    passed: std::sync::atomic::AtomicUsize,
+    failed: std::sync::atomic::AtomicUsize,
+    random_failed: std::sync::atomic::AtomicUsize,
+}
+
+impl Tally {
+    fn record(&self, tag: &str, name: &str, bad: Vec<String>) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::new();
         if bad.is_empty() {
-            println!("pool: ok   {name}");
-            passed.set(passed.get() + 1);
+            out.push_str(&format!("pool: ok   {tag}{name}\n"));
+            self.passed.fetch_add(1, Relaxed);
         } else {
-            println!("pool: FAIL {name}");
+            out.push_str(&format!("pool: FAIL {tag}{name}\n"));
             for b in bad {
-                println!("pool:      {b}");
+                out.push_str(&format!("pool:      {tag}{b}\n"));
             }
-            failed.set(failed.get() + 1);
+            self.failed.fetch_add(1, Relaxed);
         }
+        print!("{out}");
+        self.failed.load(Relaxed) == 0
+    }
+}
+
+/// Pool `k`: formed, checked, the fixed steps (the first pool only), then `schedules` randomized ones.
+fn run_pool(
+    args: &PoolArgs,
+    bin: &Path,
+    k: usize,
+    seed: u64,
+    schedules: usize,
+    tally: &Tally,
+    ha: &mut dyn HaHooks,
+) -> Result<Harness> {
+    let tag = if args.pools > 1 {
+        format!("[pool {k}] ")
+    } else {
+        String::new()
     };
-    let started = Instant::now();
-    let outcome = (|| -> Result<()> {
-        let bin = xapi_binary(&args, root)?;
-        let t = Instant::now();
-        let mut h = Harness::start(&bin, seed)?;
-        println!(
-            "pool: formed a 3-host pool in {:.1} s",
-            t.elapsed().as_secs_f64()
-        );
-        ha.setup(&mut h).map_err(Error::Other)?;
-        h.workload();
-        h.workload();
-        let o = h.observe();
-        let mut bad = h.check(&o);
-        if o.masters.len() != 3 {
-            bad.push(format!(
-                "not every host reports the master: {:?}",
-                o.masters
-            ));
-        }
-        record("join: every host sees every object, one master", bad);
+    let t = Instant::now();
+    let mut h = Harness::start(bin, seed, k)?;
+    println!(
+        "pool: {tag}formed a 3-host pool in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    ha.setup(&mut h).map_err(Error::Other)?;
+    h.workload();
+    h.workload();
+    let o = h.observe();
+    let mut bad = h.check(&o);
+    if o.masters.len() != 3 {
+        bad.push(format!(
+            "not every host reports the master: {:?}",
+            o.masters
+        ));
+    }
+    tally.record(&tag, "join: every host sees every object, one master", bad);
+    if k == 0 {
         // designate host 1, then back to host 0.
         for target in [1usize, 0] {
             let r = h.hosts[target].host_ref.clone();
@@ -1233,9 +1306,9 @@ pub fn run(args: PoolArgs, root: &Path, ha: &mut dyn HaHooks) -> bool {
                 bad.push(e.to_string());
             }
             bad.extend(h.check(&h.observe()));
-            record(&format!("designate host {target}"), bad);
+            tally.record(&tag, &format!("designate host {target}"), bad);
         }
-        let fixed = [
+        let steps = [
             ("kill -9 a member's xapi", Fault::KillMember(2)),
             ("SIGSTOP a member past its lease", Fault::StopMember(1)),
             ("kill -9 the master's xapi", Fault::KillMaster),
@@ -1245,43 +1318,157 @@ pub fn run(args: PoolArgs, root: &Path, ha: &mut dyn HaHooks) -> bool {
                 Fault::Partition(2),
             ),
         ];
-        for (name, f) in fixed {
+        for (name, f) in steps {
             h.workload();
             let bad = h.fault(f, ha)?;
-            record(name, bad);
+            tally.record(&tag, name, bad);
         }
-        for s in 0..args.schedules {
-            let mut bad = Vec::new();
-            let mut faults = Vec::new();
-            let fs = h.random_faults(args.steps);
-            faults.extend(fs.iter().copied());
-            h.workload();
-            bad.extend(h.faults(&fs, ha)?);
-            record(&format!("schedule {s}: {faults:?}"), bad);
+    }
+    for s in 0..schedules {
+        let t = Instant::now();
+        let fs = h.random_faults(args.steps);
+        h.workload();
+        let bad = h.faults(&fs, ha)?;
+        if !bad.is_empty() {
+            tally
+                .random_failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        if !h.elections.is_empty() {
-            let e = h.elections.clone();
+        let took = t.elapsed().as_secs_f64();
+        tally.record(
+            &tag,
+            &format!("schedule {s} (seed {seed}): {fs:?} ({took:.1} s)"),
+            bad,
+        );
+    }
+    Ok(h)
+}
+
+/// Runs the harness with hooks made by `make_ha` (one per pool); the summary line is
+/// printed last.
+pub fn run(
+    args: PoolArgs,
+    root: &Path,
+    make_ha: &(dyn Fn() -> Box<dyn HaHooks + Send> + Sync),
+) -> bool {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    let pools = args.pools.max(1);
+    println!("pool: seed {seed} (replay with --seed {seed} --pools {pools})");
+    let tally = Tally::default();
+    let started = Instant::now();
+    let outcome = (|| -> Result<()> {
+        let bin = xapi_binary(&args, root)?;
+        let seeds: Vec<u64> = (0..pools).map(|k| seed.wrapping_add(k as u64)).collect();
+        let share = |k: usize| args.schedules / pools + usize::from(k < args.schedules % pools);
+        let runs: Vec<PoolRun> = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..pools)
+                .map(|k| {
+                    let (args, bin, tally, seed) = (&args, &bin, &tally, seeds[k]);
+                    sc.spawn(move || {
+                        let mut ha = make_ha();
+                        let r = run_pool(args, bin, k, seed, share(k), tally, &mut *ha);
+                        let harness = match r {
+                            Ok(h) => Some(h),
+                            Err(e) => {
+                                tally.record(
+                                    "",
+                                    &format!("harness of pool {k}"),
+                                    vec![e.to_string()],
+                                );
+                                None
+                            }
+                        };
+                        PoolRun {
+                            harness,
+                            failovers: ha.failovers(),
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or(PoolRun {
+                        harness: None,
+                        failovers: Vec::new(),
+                    })
+                })
+                .collect()
+        });
+        let random_failed = tally
+            .random_failed
+            .load(std::sync::atomic::Ordering::Relaxed);
+        println!(
+            "pool: randomized: {} fault schedules of {} fault(s) over {pools} pool(s) (seeds {}), {random_failed} failed",
+            args.schedules,
+            args.steps,
+            seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+        );
+        let mut elections = Vec::new();
+        let mut failovers = Vec::new();
+        let mut kept = Vec::new();
+        for r in runs {
+            failovers.extend(r.failovers);
+            if let Some(mut h) = r.harness {
+                elections.extend(h.elections.iter().copied());
+                h.clean = tally.failed.load(std::sync::atomic::Ordering::Relaxed) == 0;
+                kept.push(h);
+            }
+        }
+        if !elections.is_empty() {
             println!(
                 "pool: election after the master's death: median {:.2} s, max {:.2} s over {} (lease TTL {} s)",
-                median(e.clone()),
-                e.iter().cloned().fold(0.0, f64::max),
-                e.len(),
+                median(elections.clone()),
+                elections.iter().cloned().fold(0.0, f64::max),
+                elections.len(),
                 LEASE_TTL.as_secs()
             );
         }
-        for line in ha.summary() {
-            println!("pool: {line}");
+        let (lost, plain): (Vec<(f64, bool)>, Vec<(f64, bool)>) =
+            failovers.iter().partition(|(_, l)| *l);
+        for (what, v, bound) in [
+            ("", plain, crate::pool_ha::bound()),
+            (
+                " with etcd's leader killed too",
+                lost,
+                crate::pool_ha::bound_leader_lost(),
+            ),
+        ] {
+            let v: Vec<f64> = v.into_iter().map(|p| p.0).collect();
+            if v.is_empty() {
+                continue;
+            }
+            println!(
+                "pool: HA failover{what} (host fault to its protected VMs running elsewhere): median {:.2} s, max {:.2} s over {} (bound {} s: HA lease TTL {} s + {} s restart allowance{})",
+                median(v.clone()),
+                v.iter().cloned().fold(0.0, f64::max),
+                v.len(),
+                bound.as_secs(),
+                crate::pool_ha::HA_TIMEOUT.as_secs(),
+                crate::pool_ha::RESTART_ALLOWANCE.as_secs(),
+                if what.is_empty() { "" } else { " + one more TTL" },
+            );
         }
-        if args.bench_secs > 0 {
-            bench(&h, args.bench_secs)?;
+        // The benchmark runs on the first pool alone: the others stop first.
+        let first = (!kept.is_empty()).then(|| kept.remove(0));
+        drop(kept);
+        if let (Some(h), true) = (&first, args.bench_secs > 0) {
+            bench(h, args.bench_secs)?;
         }
-        h.clean = failed.get() == 0;
         Ok(())
     })();
     if let Err(e) = outcome {
-        record("harness", vec![e.to_string()]);
+        tally.record("", "harness", vec![e.to_string()]);
     }
+    let (passed, failed) = (
+        tally.passed.load(std::sync::atomic::Ordering::Relaxed),
+        tally.failed.load(std::sync::atomic::Ordering::Relaxed),
+    );
     println!("pool: ran in {:.1} s", started.elapsed().as_secs_f64());
-    println!("pool: {} passed, {} failed", passed.get(), failed.get());
-    failed.get() == 0
+    println!("pool: {passed} passed, {failed} failed");
+    failed == 0
 }

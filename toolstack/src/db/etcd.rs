@@ -296,6 +296,27 @@ fn apply_loop(shared: Arc<Shared>, events: Arc<Mutex<Receiver<Remote>>>, wake: R
     }
 }
 
+/// The store's runtime until the store holds it: a failed open drops it without blocking
+/// (the caller may be on another runtime, where a blocking drop panics).
+struct RuntimeGuard(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for RuntimeGuard {
+    type Target = tokio::runtime::Runtime;
+    fn deref(&self) -> &tokio::runtime::Runtime {
+        self.0
+            .as_ref()
+            .expect("the runtime is held until the store takes it")
+    }
+}
+
+impl Drop for RuntimeGuard {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 impl Db {
     /// Opens the database of pool `pool` kept in etcd at `endpoints` (`http://host:port`),
     /// loads every object and follows the other writers' changes.
@@ -303,12 +324,14 @@ impl Db {
         if pool.is_empty() || pool.contains('/') {
             return Err(Error::Store(format!("bad pool name {pool:?}")));
         }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("xapi-etcd")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Io("etcd runtime".into(), e))?;
+        let mut rt = RuntimeGuard(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("xapi-etcd")
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Io("etcd runtime".into(), e))?,
+        ));
         let prefix = format!("/xapi/{pool}/objects/");
         let eps = endpoints.to_vec();
         let opts = ConnectOptions::new()
@@ -318,12 +341,26 @@ impl Db {
             let p = prefix.clone();
             let (tx, rx) = mpsc::sync_channel(1);
             rt.spawn(async move {
-                let res = async {
-                    let mut client = Client::connect(eps, Some(opts)).await?;
-                    let resp = client.get(p, Some(GetOptions::new().with_prefix())).await?;
-                    Ok::<_, etcd_client::Error>((client, resp))
-                }
-                .await;
+                // A member that is down fails the requests the balancer sends it: the load
+                // is tried again (on the others) for a while.
+                let deadline = Instant::now() + CATCH_UP;
+                let res = loop {
+                    let res = async {
+                        let mut client = Client::connect(eps.clone(), Some(opts.clone())).await?;
+                        let resp = client
+                            .get(p.clone(), Some(GetOptions::new().with_prefix()))
+                            .await?;
+                        Ok::<_, etcd_client::Error>((client, resp))
+                    }
+                    .await;
+                    match res {
+                        Err(e) if unreachable(&e) && Instant::now() < deadline => {
+                            tracing::warn!(%e, "loading the pool's database: trying again");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        r => break r,
+                    }
+                };
                 let _ = tx.send(res);
             });
             rx.recv()
@@ -455,7 +492,7 @@ impl Db {
             .map_err(|_| Error::Store("the etcd client stopped".into()))??;
         let events = Arc::new(Mutex::new(ev_rx));
         let store = Etcd {
-            rt: Some(rt),
+            rt: rt.0.take(),
             client,
             prefix,
             events: events.clone(),

@@ -125,6 +125,26 @@ impl Shared {
         block_on(&self.rt, timeout, fut)
     }
 
+    /// Runs the request `f` makes on HA's runtime, giving up after `timeout`; a request that
+    /// could not reach an etcd member (it never left: no double application) is sent again,
+    /// on whichever member the client picks next.
+    fn retry<T, Fut>(&self, timeout: Duration, mut f: impl FnMut(Client) -> Fut) -> Result<T, Error>
+    where
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let c = self.client.clone();
+        block_on(&self.rt, timeout, async move {
+            loop {
+                match f(c.clone()).await {
+                    Err(e) if crate::db::etcd::unreachable(&e) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
+                    r => return r,
+                }
+            }
+        })
+    }
+
     fn op_timeout(&self) -> Duration {
         self.cfg.renew.max(Duration::from_millis(500))
     }
@@ -136,12 +156,14 @@ impl Shared {
             deadline_ms,
         })
         .map_err(store)?;
-        let mut c = self.client.clone();
         let key = self.key("host", &self.cfg.host);
         let lease = self.lease;
-        self.run(timeout, async move {
-            c.put(key, v, Some(PutOptions::new().with_lease(lease)))
-                .await
+        self.retry(timeout, |mut c| {
+            let (key, v) = (key.clone(), v.clone());
+            async move {
+                c.put(key, v, Some(PutOptions::new().with_lease(lease)))
+                    .await
+            }
         })
         .map(drop)
     }
@@ -306,6 +328,11 @@ impl Ha {
             let _ = shared.host.xen().watchdog_disarm(watchdog);
             return Err(e);
         }
+        // Members that refuse connections leave the client's balancer until they answer.
+        shared.rt.spawn(crate::db::etcd::follow_endpoints(
+            shared.client.clone(),
+            endpoints.to_vec(),
+        ));
         spawn_watch(&shared);
         let threads = vec![
             spawn(&shared, "ha-renew", renew_loop)?,
@@ -347,7 +374,6 @@ impl Ha {
         let (owner, key) = (s.key("owner", &vm.vm), s.key("vm", &vm.vm));
         let me = s.cfg.host.clone();
         let lease = s.lease;
-        let mut c = s.client.clone();
         let txn = |cmp: Compare| {
             Txn::new().when([cmp]).and_then([
                 TxnOp::put(key.clone(), intent.clone(), None),
@@ -360,8 +386,9 @@ impl Ha {
         };
         let absent = txn(Compare::version(owner.clone(), CompareOp::Equal, 0));
         let mine = txn(Compare::value(owner.clone(), CompareOp::Equal, me.clone()));
-        let ok = s.run(s.op_timeout(), async move {
-            Ok(c.txn(absent).await?.succeeded() || c.txn(mine).await?.succeeded())
+        let ok = s.retry(s.op_timeout(), |mut c| {
+            let (absent, mine) = (absent.clone(), mine.clone());
+            async move { Ok(c.txn(absent).await?.succeeded() || c.txn(mine).await?.succeeded()) }
         })?;
         if ok {
             Ok(())
@@ -382,9 +409,11 @@ impl Ha {
                 s.cfg.host.clone(),
             )])
             .and_then([TxnOp::delete(owner, None), TxnOp::delete(key, None)]);
-        let mut c = s.client.clone();
-        if s.run(s.op_timeout(), async move { c.txn(txn).await })?
-            .succeeded()
+        if s.retry(s.op_timeout(), |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })?
+        .succeeded()
         {
             Ok(())
         } else {
@@ -690,11 +719,10 @@ struct View {
 }
 
 fn view(s: &Shared) -> Result<View, Error> {
-    let mut c = s.client.clone();
     let prefix = format!("{}/ha/", s.cfg.prefix);
-    let p = prefix.clone();
-    let resp = s.run(s.op_timeout(), async move {
-        c.get(p, Some(GetOptions::new().with_prefix())).await
+    let resp = s.retry(s.op_timeout(), |mut c| {
+        let p = prefix.clone();
+        async move { c.get(p, Some(GetOptions::new().with_prefix())).await }
     })?;
     let mut v = View::default();
     for kv in resp.kvs() {
@@ -790,7 +818,7 @@ fn recover_loop(s: &Shared) {
                 Ok(()) => s.restarted.lock().push(vm.vm.clone()),
                 Err(e) => {
                     tracing::warn!(vm = %vm.vm, "HA restart failed here: {e}");
-                    backoff.insert(vm.vm.clone(), Instant::now() + s.ttl);
+                    backoff.insert(vm.vm.clone(), Instant::now() + s.cfg.scan * 5);
                     release(s, &vm.vm);
                 }
             }
@@ -822,9 +850,11 @@ fn claim(s: &Shared, intent: &Intent, rev: i64) -> bool {
             ),
             TxnOp::put(key, value, None),
         ]);
-    let mut c = s.client.clone();
-    s.run(s.op_timeout(), async move { c.txn(txn).await })
-        .is_ok_and(|r| r.succeeded())
+    s.retry(s.op_timeout(), |mut c| {
+        let txn = txn.clone();
+        async move { c.txn(txn).await }
+    })
+    .is_ok_and(|r| r.succeeded())
 }
 
 /// Gives a VM this host could not restart back to the pool.
@@ -837,6 +867,8 @@ fn release(s: &Shared, vm: &str) {
             s.cfg.host.clone(),
         )])
         .and_then([TxnOp::delete(owner, None)]);
-    let mut c = s.client.clone();
-    let _ = s.run(s.op_timeout(), async move { c.txn(txn).await });
+    let _ = s.retry(s.op_timeout(), |mut c| {
+        let txn = txn.clone();
+        async move { c.txn(txn).await }
+    });
 }
