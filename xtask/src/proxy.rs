@@ -37,11 +37,18 @@ impl Proxy {
             while !st.load(Ordering::SeqCst) {
                 if probed.elapsed() > Duration::from_millis(100) {
                     probed = std::time::Instant::now();
-                    up_ok = TcpStream::connect_timeout(
+                    // Down only when the member refuses (it died): a probe that times out on
+                    // a loaded machine leaves the proxy as it was.
+                    match TcpStream::connect_timeout(
                         &([127, 0, 0, 1], upstream).into(),
-                        Duration::from_millis(100),
-                    )
-                    .is_ok();
+                        Duration::from_millis(500),
+                    ) {
+                        Ok(_) => up_ok = true,
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                            up_ok = false
+                        }
+                        Err(_) => {}
+                    }
                 }
                 let open = up_ok && !c.load(Ordering::SeqCst);
                 match (&listener, open) {

@@ -79,6 +79,9 @@ fn parse_value(r: &str, v: &[u8]) -> Result<(String, serde_json::Value), Error> 
 /// failing requests on a dead member, etcdv3/etcd-client#39).
 pub(crate) async fn follow_endpoints(client: Client, endpoints: Vec<String>) {
     let mut out: std::collections::HashSet<String> = Default::default();
+    // Probes in a row that found each endpoint down: a refused connection counts at once, a
+    // probe that timed out (a loaded host answers late) only the second time in a row.
+    let mut misses: std::collections::HashMap<String, u32> = Default::default();
     loop {
         for e in &endpoints {
             let addr = e
@@ -86,12 +89,26 @@ pub(crate) async fn follow_endpoints(client: Client, endpoints: Vec<String>) {
                 .trim_start_matches("https://")
                 .trim_end_matches('/')
                 .to_owned();
-            let up = tokio::time::timeout(
-                Duration::from_millis(300),
+            let probe = tokio::time::timeout(
+                Duration::from_millis(500),
                 tokio::net::TcpStream::connect(addr),
             )
-            .await
-            .is_ok_and(|r| r.is_ok());
+            .await;
+            let miss = misses.entry(e.clone()).or_default();
+            let up = match probe {
+                Ok(Ok(_)) => {
+                    *miss = 0;
+                    true
+                }
+                Ok(Err(_)) => {
+                    *miss = 2;
+                    false
+                }
+                Err(_) => {
+                    *miss += 1;
+                    *miss < 2
+                }
+            };
             if !up && endpoints.len() - out.len() > 1 && out.insert(e.clone()) {
                 tracing::warn!(
                     endpoint = e,

@@ -384,11 +384,20 @@ impl Ha {
                 ),
             ])
         };
-        let absent = txn(Compare::version(owner.clone(), CompareOp::Equal, 0));
+        // Unowned, or else already this host's (a restart HA just claimed here): one round
+        // trip, the second case as a transaction nested in the first one's else branch.
         let mine = txn(Compare::value(owner.clone(), CompareOp::Equal, me.clone()));
+        let both =
+            txn(Compare::version(owner.clone(), CompareOp::Equal, 0)).or_else([TxnOp::txn(mine)]);
         let ok = s.retry(s.op_timeout(), |mut c| {
-            let (absent, mine) = (absent.clone(), mine.clone());
-            async move { Ok(c.txn(absent).await?.succeeded() || c.txn(mine).await?.succeeded()) }
+            let both = both.clone();
+            async move {
+                let r = c.txn(both).await?;
+                Ok(r.succeeded()
+                    || r.op_responses()
+                        .iter()
+                        .any(|o| matches!(o, etcd_client::TxnOpResponse::Txn(t) if t.succeeded())))
+            }
         })?;
         if ok {
             Ok(())
