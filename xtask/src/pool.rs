@@ -1237,6 +1237,7 @@ struct Tally {
     passed: std::sync::atomic::AtomicUsize,
     failed: std::sync::atomic::AtomicUsize,
     random_failed: std::sync::atomic::AtomicUsize,
+    random_run: std::sync::atomic::AtomicUsize,
 }
 
 impl Tally {
@@ -1329,6 +1330,9 @@ fn run_pool(
         let fs = h.random_faults(args.steps);
         h.workload();
         let bad = h.faults(&fs, ha)?;
+        tally
+            .random_run
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if !bad.is_empty() {
             tally
                 .random_failed
@@ -1403,7 +1407,8 @@ pub fn run(
             .random_failed
             .load(std::sync::atomic::Ordering::Relaxed);
         println!(
-            "pool: randomized: {} fault schedules of {} fault(s) over {pools} pool(s) (seeds {}), {random_failed} failed",
+            "pool: randomized: {} of {} fault schedules run, of {} fault(s) each, over {pools} pool(s) (seeds {}), {random_failed} failed",
+            tally.random_run.load(std::sync::atomic::Ordering::Relaxed),
             args.schedules,
             args.steps,
             seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
@@ -1428,8 +1433,14 @@ pub fn run(
                 LEASE_TTL.as_secs()
             );
         }
-        let (lost, plain): (Vec<(f64, bool)>, Vec<(f64, bool)>) =
-            failovers.iter().partition(|(_, l)| *l);
+        let of = |leader_lost: bool| -> Vec<f64> {
+            failovers
+                .iter()
+                .filter(|p| p.1 == leader_lost)
+                .map(|p| p.0)
+                .collect()
+        };
+        let (plain, lost) = (of(false), of(true));
         for (what, v, bound) in [
             ("", plain, crate::pool_ha::bound()),
             (
@@ -1438,7 +1449,6 @@ pub fn run(
                 crate::pool_ha::bound_leader_lost(),
             ),
         ] {
-            let v: Vec<f64> = v.into_iter().map(|p| p.0).collect();
             if v.is_empty() {
                 continue;
             }

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::pool::{Fault, HaHooks, Harness, Observation};
 
 /// `pool.ha_configuration:timeout`, seconds: HA's lease TTL in the harness.
-pub const HA_TIMEOUT: Duration = Duration::from_secs(4);
+pub const HA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for a restart once the lease expired (claim, record reset, `VM.start`).
 pub const RESTART_ALLOWANCE: Duration = Duration::from_secs(3);
 
@@ -90,14 +90,23 @@ impl HaHooks for PoolHa {
                 .push((vm, u.as_str().unwrap_or_default().to_owned()));
         }
         // Every host's engine runs and has protected what it runs (its resync period).
+        // Then each runs once (one whose host was fenced meanwhile, on a loaded machine,
+        // runs again within the bound).
         std::thread::sleep(Duration::from_millis(2500));
-        let doms = domains(h);
-        self.last = placement(&doms, &self.vms)?;
-        if self.last.len() != self.vms.len() {
-            return Err(format!(
-                "protected VMs {:?} not all running: {doms:?}",
-                self.vms
-            ));
+        let deadline = Instant::now() + bound();
+        loop {
+            let doms = domains(h);
+            self.last = placement(&doms, &self.vms)?;
+            if self.last.len() == self.vms.len() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "protected VMs {:?} not all running: {doms:?}",
+                    self.vms
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
         println!(
             "pool: HA enabled (timeout {} s), {} protected VMs; failover bound {} s (lease TTL + {} s restart allowance), {} s when etcd's leader dies too",
