@@ -118,6 +118,9 @@ impl Xapi {
                     Ok(ha) => {
                         *warned = false;
                         tracing::info!(host = self.host, "HA running on this host");
+                        // A fence noticed before the watchdog fired left records of domains
+                        // that died since: they are Halted before anything reuses a domid.
+                        self.forget_lost_domains();
                         *self.ha.lock() = Some(ha);
                         self.ha_protect_running();
                         *next_sync = std::time::Instant::now() + RESYNC;

@@ -445,6 +445,21 @@ impl Xapi {
             &[PowerState::Running]
         };
         let (cfg, domid) = self.running(vm, allowed, "running")?;
+        let rec = self.db.read(|v| {
+            v.iter_class("VM")
+                .find(|(k, _)| k.as_str() == vm)
+                .map(|(_, r)| r.clone())
+        });
+        if !rec.is_some_and(|r| self.runs_domain(&r)) {
+            // The domain the record names is gone (the host rebooted: its watchdog fenced
+            // it) and the domid may be another VM's now: nothing to destroy.
+            tracing::warn!(vm, domid = domid.0, "stop: the VM's domain is gone");
+            return self.db.write(|tx| {
+                self.mark_halted(tx, vm);
+                self.update_host_memory(tx);
+                Ok(())
+            });
+        }
         if !hard {
             xenops::clean_shutdown(
                 &self.backend,
