@@ -418,6 +418,15 @@ impl Xapi {
         let domid = cfg
             .domid
             .ok_or_else(|| ApiError::internal(format!("{vm} runs without a domain id")))?;
+        // After a reboot (a fence) the recorded domid may be another VM's domain.
+        if let Ok(i) = self.backend.xen().domain_info(domid) {
+            if i.handle.to_string() != cfg.uuid.to_string() {
+                return Err(ApiError::internal(format!(
+                    "{vm}: domain {} is another VM's (its own is gone)",
+                    domid.0
+                )));
+            }
+        }
         Ok((cfg, domid))
     }
 
@@ -444,22 +453,26 @@ impl Xapi {
         } else {
             &[PowerState::Running]
         };
-        let (cfg, domid) = self.running(vm, allowed, "running")?;
-        let rec = self.db.read(|v| {
-            v.iter_class("VM")
-                .find(|(k, _)| k.as_str() == vm)
-                .map(|(_, r)| r.clone())
-        });
-        if !rec.is_some_and(|r| self.runs_domain(&r)) {
+        let rec = (allowed.contains(&cfg.power_state) && !cfg.is_control_domain)
+            .then(|| {
+                self.db.read(|v| {
+                    v.iter_class("VM")
+                        .find(|(k, _)| k.as_str() == vm)
+                        .map(|(_, r)| r.clone())
+                })
+            })
+            .flatten();
+        if rec.is_some_and(|r| !self.runs_domain(&r)) {
             // The domain the record names is gone (the host rebooted: its watchdog fenced
             // it) and the domid may be another VM's now: nothing to destroy.
-            tracing::warn!(vm, domid = domid.0, "stop: the VM's domain is gone");
+            tracing::warn!(vm, domid = ?cfg.domid, "stop: the VM's domain is gone");
             return self.db.write(|tx| {
                 self.mark_halted(tx, vm);
                 self.update_host_memory(tx);
                 Ok(())
             });
         }
+        let (cfg, domid) = self.running(vm, allowed, "running")?;
         if !hard {
             xenops::clean_shutdown(
                 &self.backend,
