@@ -21,6 +21,15 @@ use imago::{
 pub const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
 
 /// Cluster size of the images the storage manager creates (qemu-img's default).
+///
+/// A cluster is the unit of copy-on-write: the first write to a cluster that the backing
+/// chain holds copies the rest of the cluster up (qcow2 without extended L2 entries has no
+/// finer allocation state), so a 4 KiB write to a fresh snapshot leaf reads and writes
+/// 64 KiB. 4 KiB clusters would avoid that copy, but each 2 MiB of a disk would then need
+/// its own L2 table, and imago 0.2.6 writes the L1 entry of a new L2 table before that
+/// table's refcount reaches the file: a kill -9 in between leaves a table that a later
+/// allocation overwrites (`coalesce_killed_at_each_step_is_repaired_by_scan` catches it
+/// with 4 KiB clusters). With 64 KiB clusters a table covers 512 MiB.
 pub const CLUSTER_SIZE: u64 = 64 << 10;
 
 /// Whether the file at `path` starts with the qcow2 magic.
@@ -130,6 +139,24 @@ pub fn physical_size(path: &Path) -> io::Result<u64> {
 /// Creates a qcow2 image at `path` (which must not exist) of `virtual_size` bytes, over
 /// `backing` (a file name relative to `path`'s directory) when given, and syncs it.
 pub fn create(path: &Path, virtual_size: u64, backing: Option<&str>) -> io::Result<()> {
+    create_with_cluster_size(path, virtual_size, backing, CLUSTER_SIZE)
+}
+
+/// [`create`] with another cluster size (a power of two from 512 bytes to 2 MiB): the unit
+/// of allocation, and of the copy a partial write to a cluster held by the backing chain
+/// makes.
+pub fn create_with_cluster_size(
+    path: &Path,
+    virtual_size: u64,
+    backing: Option<&str>,
+    cluster_size: u64,
+) -> io::Result<()> {
+    if !cluster_size.is_power_of_two() || !(512..=2 << 20).contains(&cluster_size) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cluster size {cluster_size}: not a power of two from 512 to 2 MiB"),
+        ));
+    }
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -138,7 +165,7 @@ pub fn create(path: &Path, virtual_size: u64, backing: Option<&str>) -> io::Resu
     let storage = File::from_open_file(file, StorageOpenOptions::new().write(true))?;
     let mut builder = Qcow2::<File>::create_builder(storage)
         .size(virtual_size)
-        .cluster_size(CLUSTER_SIZE as usize);
+        .cluster_size(cluster_size as usize);
     if let Some(b) = backing {
         builder = builder.backing(b.to_owned(), "qcow2".to_owned());
     }

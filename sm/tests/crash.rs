@@ -29,6 +29,7 @@ fn crash_child() {
         "clone" => drop(sr.vdi_clone(vdi).unwrap()),
         "destroy" => sr.vdi_destroy(vdi).unwrap(),
         "write" => write_forever(&image(&sr, vdi)),
+        "write4k" => write_4k_forever(&image(&sr, vdi)),
         op => panic!("unknown op {op}"),
     }
 }
@@ -252,6 +253,101 @@ fn flushed_writes_survive_kill_9_of_the_writer() {
             matches!(out.status.code(), Some(0 | 3)),
             "{}",
             String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+/// 4 KiB blocks the partial writer writes in: the second of every four, 1 KiB at 1 KiB into
+/// it (part of a cluster of any size, so every first write there copies up the rest).
+const P4K: u64 = 4096;
+const PART: std::ops::Range<u64> = 1024..2048;
+fn partial_block(i: u64) -> u64 {
+    let slots = WBLOCKS * WBLOCK / P4K / 4;
+    4 * ((i * 5) % slots) + 1
+}
+
+/// The partial writer child: generation g fills `PART` of block `partial_block(g)` with g;
+/// after each flush, reports `flushed g`. Runs until killed.
+fn write_4k_forever(path: &std::path::Path) {
+    use std::io::Write;
+    let img = sm::image::Image::open(path, true).unwrap();
+    let mut out = std::io::stdout().lock();
+    for g in 1u64.. {
+        let buf: Vec<u8> =
+            std::iter::repeat_n(g.to_le_bytes(), (PART.end - PART.start) as usize / 8)
+                .flatten()
+                .collect();
+        img.write(&buf, partial_block(g) * P4K + PART.start)
+            .unwrap();
+        if g % 8 == 0 {
+            img.flush().unwrap();
+            writeln!(out, "flushed {g}").unwrap();
+            out.flush().unwrap();
+        }
+    }
+}
+
+/// kill -9 of a writer whose 1 KiB writes each land in part of a cluster that the backing
+/// file holds (the copy-up case): every flushed write reads back whole, and the parts of
+/// each cluster that were never written still read the backing file's data.
+#[test]
+fn partial_cluster_writes_over_a_snapshot_survive_kill_9() {
+    let (_d, sr) = new_sr();
+    let size = WBLOCKS * WBLOCK;
+    let v = sr.vdi_create("disk", size).unwrap();
+    write(&sr, v.uuid, 1, 0, size);
+    sr.vdi_snapshot(v.uuid).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "crash_child", "--nocapture", "-q"])
+        .env("SM_CRASH_DIR", sr.dir())
+        .env("SM_CRASH_SR", sr.sr_uuid().to_string())
+        .env("SM_CRASH_VDI", v.uuid.to_string())
+        .env("SM_CRASH_OP", "write4k")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let slots = size / P4K / 4;
+    let mut last = 0u64;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        if let Some(g) = line.unwrap().strip_prefix("flushed ") {
+            last = g.parse().unwrap();
+            if last >= 2 * slots {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+    assert!(last >= 2 * slots, "the writer stopped early");
+
+    let sr = reattach(&sr);
+    let data = read(&sr, v.uuid, 0, size);
+    let backing = expected(size, &[(1, 0, size)]);
+    for b in 0..size / P4K {
+        let at = |r: std::ops::Range<u64>| (b * P4K + r.start) as usize..(b * P4K + r.end) as usize;
+        if b % 4 != 1 {
+            assert!(
+                data[at(0..P4K)] == backing[at(0..P4K)],
+                "block {b}, never written, lost its data"
+            );
+            continue;
+        }
+        for around in [0..PART.start, PART.end..P4K] {
+            assert!(
+                data[at(around.clone())] == backing[at(around)],
+                "block {b}: the data around the writes was not copied up"
+            );
+        }
+        let blk = &data[at(PART)];
+        let g = u64::from_le_bytes(blk[..8].try_into().unwrap());
+        assert!(
+            blk.chunks(8).all(|w| w == g.to_le_bytes()),
+            "block {b} is torn"
+        );
+        let flushed = (1..=last).rev().find(|&g| partial_block(g) == b).unwrap();
+        assert!(
+            g >= flushed && partial_block(g) == b,
+            "block {b}: {g}, flushed {flushed}"
         );
     }
 }
