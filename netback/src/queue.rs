@@ -50,6 +50,8 @@ pub struct Pass {
     pub errors: u64,
     /// The frontend asked for an event.
     pub notify: bool,
+    /// (rx) A read found the packet side empty: it stays so until `poll` says otherwise.
+    pub port_dry: bool,
 }
 
 fn fatal(msg: String) -> Error {
@@ -501,6 +503,9 @@ pub struct RxSource<'a> {
     pub port: &'a PacketQueue,
     /// The vif's steering (hash settings and inboxes), and this queue's number.
     pub steer: Option<(&'a Steer, usize)>,
+    /// Whether to read the packet queue (false: it was found empty and `poll` has not
+    /// reported it readable since, so a read would only cost a system call).
+    pub read_port: bool,
 }
 
 impl<M: SharedMemory> RxPath<M> {
@@ -589,12 +594,16 @@ impl<M: SharedMemory> RxPath<M> {
                 }));
             }
         }
+        if !src.read_port || pass.port_dry {
+            return Ok(None);
+        }
         loop {
             *t = self.stats.lap(Phase::RxRing, *t);
             let got = src.port.recv(&mut self.buf[at..at + RX_FRAME])?;
             self.stats.add(&self.stats.port_reads, 1);
             *t = self.stats.lap(Phase::PortRead, *t);
             let Some((h, len)) = got else {
+                pass.port_dry = true;
                 return Ok(None);
             };
             let off = match self.adapt(&h, at, len) {
@@ -911,6 +920,8 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
         let port = &self.port;
         let spin = spin_worthwhile();
         let steer = self.steer.as_deref().map(|s| (s, self.index));
+        // The packet queue was read empty and `poll` has not said readable since.
+        let mut port_dry = false;
         while !stop.stopped() {
             self.stats.add(&self.stats.passes, 1);
             let mut tx_errors = 0;
@@ -927,13 +938,28 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
                 .fetch_add(tx.packets - tx_errors.min(tx.packets), Ordering::Relaxed);
             s.tx_bytes.fetch_add(tx.bytes, Ordering::Relaxed);
             s.tx_errors.fetch_add(tx.errors, Ordering::Relaxed);
+            if tx.packets > 0 {
+                // Frames written to the network may have been answered already.
+                port_dry = false;
+            }
             if tx.notify {
                 let t = ticks();
                 self.chan.notify_tx()?;
                 s.add(&s.notifies, 1);
                 s.lap(Phase::Notify, t);
             }
-            let rx = self.rx.serve(&*self.gnttab, RxSource { port, steer })?;
+            let read_port = !port_dry;
+            let rx = self.rx.serve(
+                &*self.gnttab,
+                RxSource {
+                    port,
+                    steer,
+                    read_port,
+                },
+            )?;
+            if read_port {
+                port_dry = rx.port_dry;
+            }
             s.rx_packets.fetch_add(rx.packets, Ordering::Relaxed);
             s.rx_bytes.fetch_add(rx.bytes, Ordering::Relaxed);
             s.rx_dropped.fetch_add(rx.errors, Ordering::Relaxed);
@@ -943,7 +969,7 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
                 s.add(&s.notifies, 1);
                 s.lap(Phase::Notify, t);
             }
-            if rx.packets > 0 && !self.rx.starved() {
+            if rx.packets > 0 && !self.rx.starved() && (!port_dry || steer.is_some()) {
                 // Maybe more frames queued than one batch.
                 continue;
             }
@@ -987,6 +1013,9 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
             if r > 0 && fds[0].revents != 0 {
                 self.chan.drain()?;
                 s.lap(Phase::Notify, t);
+            }
+            if n > 2 && fds[2].revents != 0 {
+                port_dry = false;
             }
         }
         Ok(())
