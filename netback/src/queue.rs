@@ -1,4 +1,5 @@
-//! One queue's two rings: the tx path (guest → packet side, grant copy out of the guest)
+//! One queue's two rings: the tx path (guest → packet side, grant copy out of the guest,
+//! or grant mapping of large packets' data)
 //! and the rx path (packet side → guest, grant copy into the guest's posted buffers), and
 //! the thread that serves both.
 //!
