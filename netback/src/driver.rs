@@ -28,7 +28,16 @@ pub struct Config {
     pub wait_hotplug: bool,
     /// Device type served (`vif`).
     pub device_type: String,
+    /// Tx packets of at least this many bytes have their slots after the first
+    /// grant-mapped and written to the packet side from the guest's pages (one copy of
+    /// those bytes in dom0, as Linux's netback maps them); smaller ones are grant-copied.
+    /// `None`: always copy.
+    pub tx_map_min: Option<usize>,
 }
+
+/// [`Config::tx_map_min`]'s default: packets of more than a few pages (TCP segmentation
+/// offload's large packets), whose copy costs more than a map and unmap.
+pub const DEFAULT_TX_MAP_MIN: usize = 16 * 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -36,6 +45,7 @@ impl Default for Config {
             max_queues: 4,
             wait_hotplug: true,
             device_type: "vif".into(),
+            tx_map_min: Some(DEFAULT_TX_MAP_MIN),
         }
     }
 }
@@ -238,6 +248,7 @@ impl<G: GrantMap + 'static, E: EventChannel + 'static, P: Ports> NetBack<G, E, P
             let chan = QueueChannel::bind((self.open_evtchn)().map_err(ev)?, front, txp, rxp)?;
             let mut txp = TxPath::new(tx, front);
             txp.set_rate(rate);
+            txp.set_map_min(self.cfg.tx_map_min);
             txp.set_stats(self.stats.clone());
             let mut rxp = RxPath::new(rx, front, caps);
             rxp.set_stats(self.stats.clone());

@@ -75,6 +75,8 @@ pub fn netback_tx(data: &[u8]) {
         .map(FE, &[ring_ref], gnttab::Access::ReadWrite)
         .expect("map ring");
     let mut tx = TxPath::new(TxRing::new(mapping, Pages(1)).expect("attach"), FE);
+    // Large packets' data slots by grant mapping, the others by copy: both paths.
+    tx.set_map_min(Some(2 * PAGE_SIZE));
     let mut frames = 0u64;
     let result = tx.serve(&gnttab, &mut |_, f| {
         assert!(

@@ -6,7 +6,8 @@
 //! - [`wire`]: `xen/io/netif.h` (tx/rx slots, extra-info slots, flags) and its mapping to
 //!   and from the `virtio_net_hdr` of a tap opened with `IFF_VNET_HDR`;
 //! - [`queue`]: a queue's tx path (multi-slot packets, extra-info GSO slots, checksum flags,
-//!   grant copy out of the guest in batches of packets, every request validated) and rx path (grant copy into the
+//!   grant copy out of the guest in batches of packets, or grant mapping of the data of
+//!   large ones, every request validated) and rx path (grant copy into the
 //!   guest's posted buffers in batches, each response in its request's slot, GSO extra
 //!   info), over `xen-ring`'s typed rings;
 //! - [`ctrl`] and [`hash`]: the control ring (`feature-ctrl-ring`) and the Toeplitz hashing
@@ -75,8 +76,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Not yet: multicast control, static grant mappings (`*_GREF_MAPPING` control requests),
-//! tx by grant mapping (tx always copies).
+//! Not yet: multicast control, static grant mappings (`*_GREF_MAPPING` control requests).
 
 pub mod ctrl;
 pub mod driver;

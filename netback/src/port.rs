@@ -61,6 +61,9 @@ pub struct PacketQueue {
     fd: OwnedFd,
 }
 
+/// The most pieces a frame may come in ([`PacketQueue::send_iov`]): a packet's slots.
+pub const MAX_PARTS: usize = crate::wire::FATAL_SLOTS + 1;
+
 /// How long a send waits for room before the frame is dropped.
 const SEND_WAIT: Duration = Duration::from_millis(200);
 
@@ -137,21 +140,43 @@ impl PacketQueue {
     /// Sends one frame behind `hdr` (`writev`); waits a little for room, then reports
     /// `WouldBlock` (the caller drops the frame, as a full tap queue does).
     pub fn send(&self, hdr: &VnetHdr, data: &[u8]) -> io::Result<()> {
+        let iov = [libc::iovec {
+            iov_base: data.as_ptr() as *mut _,
+            iov_len: data.len(),
+        }];
+        // SAFETY: one iovec over `data`, readable for the call.
+        unsafe { self.send_iov(hdr, &iov) }
+    }
+
+    /// Sends one frame made of the pieces `parts` behind `hdr` (one `writev`), as
+    /// [`send`](PacketQueue::send).
+    ///
+    /// # Safety
+    ///
+    /// Each iovec must cover `iov_len` bytes readable for the duration of the call.
+    pub unsafe fn send_iov(&self, hdr: &VnetHdr, parts: &[libc::iovec]) -> io::Result<()> {
         let h = hdr.to_bytes();
-        let iov = [
-            libc::iovec {
-                iov_base: h.as_ptr() as *mut _,
-                iov_len: h.len(),
-            },
-            libc::iovec {
-                iov_base: data.as_ptr() as *mut _,
-                iov_len: data.len(),
-            },
-        ];
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_PARTS + 1];
+        if parts.len() > MAX_PARTS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("frame of {} pieces", parts.len()),
+            ));
+        }
+        iov[0] = libc::iovec {
+            iov_base: h.as_ptr() as *mut _,
+            iov_len: h.len(),
+        };
+        iov[1..=parts.len()].copy_from_slice(parts);
+        let n = parts.len() + 1;
         let deadline = Instant::now() + SEND_WAIT;
         loop {
-            // SAFETY: two iovecs over live buffers, read-only for writev.
-            let r = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
+            // SAFETY: `n` iovecs: the header (a live local) and the caller's pieces,
+            // readable (the caller's contract); writev only reads them.
+            let r = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), n as i32) };
             if r >= 0 {
                 return Ok(());
             }

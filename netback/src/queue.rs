@@ -1,4 +1,5 @@
-//! One queue's two rings: the tx path (guest → packet side, grant copy out of the guest)
+//! One queue's two rings: the tx path (guest → packet side, grant copy out of the guest,
+//! or grant mapping of large packets' data)
 //! and the rx path (packet side → guest, grant copy into the guest's posted buffers), and
 //! the thread that serves both.
 //!
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use evtchn::EventChannel;
-use gnttab::{CopyDest, CopySegment, CopySource, GrantMap, GrantStatus};
+use gnttab::{Access, CopyDest, CopySegment, CopySource, GrantMap, GrantStatus, Mapping};
 use tracing::warn;
 use xen_ring::BackRing;
 use xen_sys::{netif_rx_request, netif_rx_response, netif_tx_request, netif_tx_response};
@@ -50,6 +51,8 @@ pub struct Pass {
     pub errors: u64,
     /// The frontend asked for an event.
     pub notify: bool,
+    /// (rx) A read found the packet side empty: it stays so until `poll` says otherwise.
+    pub port_dry: bool,
 }
 
 fn fatal(msg: String) -> Error {
@@ -70,6 +73,76 @@ pub struct TxPath<M: SharedMemory> {
     batch: Vec<TxPacket>,
     credit: Option<Credit>,
     stats: Arc<Stats>,
+    /// Packets of at least this many bytes have their data slots (after the first)
+    /// grant-mapped and written to the packet side from the guest's pages, not copied.
+    map_min: usize,
+    /// The grant references a batch maps, in slot order.
+    map_refs: Vec<GrantRef>,
+    /// The `iovec`s of the frame being handed out.
+    iov: Iovecs,
+}
+
+/// The `iovec`s of a frame: pointers into the batch buffer or a grant mapping, valid only
+/// while the frame is lent out; stale in between, and never read then.
+#[derive(Debug, Default)]
+struct Iovecs(Vec<libc::iovec>);
+
+// SAFETY: the pointers are only dereferenced (by `writev`, `TxFrame::to_vec`) during the
+// `TxPath::serve` call that made them, on the thread that owns the path; moving the path to
+// another thread between calls moves only stale addresses.
+unsafe impl Send for Iovecs {}
+
+impl std::ops::Deref for Iovecs {
+    type Target = Vec<libc::iovec>;
+    fn deref(&self) -> &Vec<libc::iovec> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Iovecs {
+    fn deref_mut(&mut self) -> &mut Vec<libc::iovec> {
+        &mut self.0
+    }
+}
+
+/// A frame the tx path hands to the packet side, as `iovec`s: the first slot's bytes
+/// (copied out of the guest), then the rest, copied behind them or in grant-mapped guest
+/// pages. Valid while the callback that receives it runs.
+#[derive(Debug)]
+pub struct TxFrame<'a> {
+    iov: &'a [libc::iovec],
+    len: usize,
+}
+
+impl TxFrame<'_> {
+    /// The pieces, for `writev`.
+    pub fn iovecs(&self) -> &[libc::iovec] {
+        self.iov
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a frame of no bytes (never handed out).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A copy of its bytes.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len);
+        for io in self.iov {
+            // SAFETY: each iovec covers `iov_len` readable bytes (the batch buffer or a
+            // live grant mapping) for as long as the frame is lent out; the guest may change
+            // mapped bytes meanwhile, which only changes the values copied.
+            v.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(io.iov_base as *const u8, io.iov_len)
+            });
+        }
+        v
+    }
 }
 
 /// One packet of a tx batch, taken from the ring and not yet answered.
@@ -90,6 +163,8 @@ struct TxPacket {
     drop: Option<String>,
     /// Its grant copies all succeeded.
     copied: bool,
+    /// Its data slots are grant-mapped: the mapping's page of its first data slot.
+    mapped: Option<usize>,
 }
 
 /// Packets a tx pass copies with one grant-copy call (`IOCTL_GNTDEV_GRANT_COPY`).
@@ -152,7 +227,17 @@ impl<M: SharedMemory> TxPath<M> {
             batch: Vec::with_capacity(TX_BATCH),
             credit: None,
             stats: Arc::default(),
+            map_min: usize::MAX,
+            map_refs: Vec::with_capacity(TX_BATCH * FATAL_SLOTS),
+            iov: Iovecs(Vec::with_capacity(FATAL_SLOTS + 1)),
         }
+    }
+
+    /// Grant-maps the data slots (after the first) of packets of at least `bytes` bytes
+    /// instead of copying them: the packet side reads them from the guest's pages (one copy
+    /// of those bytes in dom0 instead of two). `None`: always copy.
+    pub fn set_map_min(&mut self, bytes: Option<usize>) {
+        self.map_min = bytes.unwrap_or(usize::MAX);
     }
 
     /// Counts into `stats` (a fresh set by default).
@@ -293,6 +378,7 @@ impl<M: SharedMemory> TxPath<M> {
             at: self.base + (at - self.base + first_len).next_multiple_of(PAGE) - first_len,
             drop,
             copied: false,
+            mapped: None,
         }))
     }
 
@@ -303,7 +389,7 @@ impl<M: SharedMemory> TxPath<M> {
     pub fn serve<G: GrantMap + ?Sized>(
         &mut self,
         gnttab: &G,
-        out: &mut dyn FnMut(&VnetHdr, &[u8]),
+        out: &mut dyn FnMut(&VnetHdr, &TxFrame<'_>),
     ) -> Result<Pass, Error> {
         let mut pass = Pass::default();
         let mut t = ticks();
@@ -327,6 +413,7 @@ impl<M: SharedMemory> TxPath<M> {
                 break;
             }
             t = self.stats.lap(Phase::TxRing, t);
+            let mapping = self.map_in(gnttab);
             self.copy_in(gnttab);
             t = self.stats.lap(Phase::TxCopy, t);
             for i in 0..self.batch.len() {
@@ -338,11 +425,21 @@ impl<M: SharedMemory> TxPath<M> {
                     }
                     None if !p.copied => rsp::ERROR,
                     None => {
-                        let frame = &self.buf[p.at..p.at + p.total];
-                        match p.off.to_vnet(frame) {
+                        let vnet = match (p.mapped, &mapping) {
+                            (Some(page), Some(m)) => self.mapped_frame(i, m, page),
+                            _ => self.copied_frame(i),
+                        };
+                        let p = &self.batch[i];
+                        match vnet {
                             Ok(h) => {
                                 t = self.stats.lap(Phase::TxRing, t);
-                                out(&h, frame);
+                                out(
+                                    &h,
+                                    &TxFrame {
+                                        iov: &self.iov,
+                                        len: p.total,
+                                    },
+                                );
                                 t = self.stats.lap(Phase::PortWrite, t);
                                 pass.packets += 1;
                                 pass.bytes += p.total as u64;
@@ -363,8 +460,100 @@ impl<M: SharedMemory> TxPath<M> {
         Ok(pass)
     }
 
-    /// Grant-copies the slots of the batch's packets into the buffer, with one call; marks
-    /// the packets whose copies all succeeded.
+    /// The `iovec` of packet `i`, copied whole into the buffer, and its tap header.
+    fn copied_frame(&mut self, i: usize) -> Result<VnetHdr, Error> {
+        let p = &self.batch[i];
+        let frame = &self.buf[p.at..p.at + p.total];
+        self.iov.clear();
+        self.iov.push(libc::iovec {
+            iov_base: frame.as_ptr() as *mut _,
+            iov_len: frame.len(),
+        });
+        p.off.to_vnet(frame)
+    }
+
+    /// The `iovec`s of packet `i`, whose data slots are in `m` from page `page` on, and its
+    /// tap header (read from its first slot; if that does not hold the headers, the mapped
+    /// bytes are copied behind it and the packet goes out whole from the buffer).
+    fn mapped_frame(&mut self, i: usize, m: &Mapping, page: usize) -> Result<VnetHdr, Error> {
+        let p = &self.batch[i];
+        let head = &self.buf[p.at..p.at + p.first_len];
+        if let Ok(h) = p.off.to_vnet(head) {
+            self.iov.clear();
+            self.iov.push(libc::iovec {
+                iov_base: head.as_ptr() as *mut _,
+                iov_len: head.len(),
+            });
+            for (k, t) in self.data[p.data.clone()].iter().enumerate() {
+                if t.size == 0 {
+                    continue;
+                }
+                let off = (page + k) * PAGE + usize::from(t.offset);
+                debug_assert!(off + usize::from(t.size) <= m.len());
+                self.iov.push(libc::iovec {
+                    // SAFETY: in bounds of the mapping (one page per data slot; the slot's
+                    // offset and size were checked to stay in its page).
+                    iov_base: unsafe { m.as_ptr().add(off) }.cast(),
+                    iov_len: usize::from(t.size),
+                });
+            }
+            return Ok(h);
+        }
+        let (at, first_len, range) = (p.at, p.first_len, p.data.clone());
+        let mut pos = at + first_len;
+        for k in 0..range.len() {
+            let t = self.data[range.start + k];
+            let off = (page + k) * PAGE + usize::from(t.offset);
+            let n = usize::from(t.size);
+            // SAFETY: the source is in bounds of the mapping (as above) and readable; the
+            // destination is the packet's own room in the buffer (`total` bytes from `at`,
+            // the slot sizes adding up to it), which does not overlap guest memory.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    m.as_ptr().add(off),
+                    self.buf[pos..pos + n].as_mut_ptr(),
+                    n,
+                );
+            }
+            pos += n;
+        }
+        self.copied_frame(i)
+    }
+
+    /// Grant-maps the data slots of the batch's packets of at least `map_min` bytes, with
+    /// one call, and marks them mapped. If the mapping fails (a bad reference among them),
+    /// they are copied instead, which finds the bad slots.
+    fn map_in<G: GrantMap + ?Sized>(&mut self, gnttab: &G) -> Option<Mapping> {
+        self.map_refs.clear();
+        for p in &mut self.batch {
+            if p.drop.is_none() && !p.data.is_empty() && p.total >= self.map_min {
+                p.mapped = Some(self.map_refs.len());
+                self.map_refs
+                    .extend(self.data[p.data.clone()].iter().map(|t| GrantRef(t.gref)));
+            }
+        }
+        if self.map_refs.is_empty() {
+            return None;
+        }
+        match gnttab.map(self.front, &self.map_refs, Access::ReadOnly) {
+            Ok(m) => {
+                self.stats.add(&self.stats.tx_map_calls, 1);
+                self.stats
+                    .add(&self.stats.tx_map_pages, self.map_refs.len() as u64);
+                Some(m)
+            }
+            Err(e) => {
+                tracing::debug!("dom{} tx: grant map failed, copying: {e}", self.front.get());
+                for p in &mut self.batch {
+                    p.mapped = None;
+                }
+                None
+            }
+        }
+    }
+
+    /// Grant-copies the slots of the batch's packets into the buffer, with one call (only
+    /// the first slot of a mapped packet); marks the packets whose copies all succeeded.
     fn copy_in<G: GrantMap + ?Sized>(&mut self, gnttab: &G) {
         let front = self.front;
         fn seg(front: DomId, gref: u32, offset: u16, dst: &mut [u8]) -> CopySegment<'_> {
@@ -395,7 +584,12 @@ impl<M: SharedMemory> TxPath<M> {
                 if !head.is_empty() {
                     segs.push(seg(front, p.first.gref, p.first.offset, head));
                 }
-                for t in &self.data[p.data.clone()] {
+                let data = if p.mapped.is_some() {
+                    &[][..]
+                } else {
+                    &self.data[p.data.clone()]
+                };
+                for t in data {
                     let (d, r) = std::mem::take(&mut tail).split_at_mut(usize::from(t.size));
                     tail = r;
                     if !d.is_empty() {
@@ -501,6 +695,9 @@ pub struct RxSource<'a> {
     pub port: &'a PacketQueue,
     /// The vif's steering (hash settings and inboxes), and this queue's number.
     pub steer: Option<(&'a Steer, usize)>,
+    /// Whether to read the packet queue (false: it was found empty and `poll` has not
+    /// reported it readable since, so a read would only cost a system call).
+    pub read_port: bool,
 }
 
 impl<M: SharedMemory> RxPath<M> {
@@ -589,12 +786,16 @@ impl<M: SharedMemory> RxPath<M> {
                 }));
             }
         }
+        if !src.read_port || pass.port_dry {
+            return Ok(None);
+        }
         loop {
             *t = self.stats.lap(Phase::RxRing, *t);
             let got = src.port.recv(&mut self.buf[at..at + RX_FRAME])?;
             self.stats.add(&self.stats.port_reads, 1);
             *t = self.stats.lap(Phase::PortRead, *t);
             let Some((h, len)) = got else {
+                pass.port_dry = true;
                 return Ok(None);
             };
             let off = match self.adapt(&h, at, len) {
@@ -911,13 +1112,16 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
         let port = &self.port;
         let spin = spin_worthwhile();
         let steer = self.steer.as_deref().map(|s| (s, self.index));
+        // The packet queue was read empty and `poll` has not said readable since.
+        let mut port_dry = false;
         while !stop.stopped() {
             self.stats.add(&self.stats.passes, 1);
             let mut tx_errors = 0;
             let stats = &self.stats;
-            let tx = self.tx.serve(&*self.gnttab, &mut |h, data| {
+            let tx = self.tx.serve(&*self.gnttab, &mut |h, frame| {
                 stats.add(&stats.port_writes, 1);
-                if let Err(e) = port.send(h, data) {
+                // SAFETY: a frame's iovecs are readable while it is lent out (`TxFrame`).
+                if let Err(e) = unsafe { port.send_iov(h, frame.iovecs()) } {
                     tracing::debug!("tx: frame dropped: {e}");
                     tx_errors += 1;
                 }
@@ -927,13 +1131,28 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
                 .fetch_add(tx.packets - tx_errors.min(tx.packets), Ordering::Relaxed);
             s.tx_bytes.fetch_add(tx.bytes, Ordering::Relaxed);
             s.tx_errors.fetch_add(tx.errors, Ordering::Relaxed);
+            if tx.packets > 0 {
+                // Frames written to the network may have been answered already.
+                port_dry = false;
+            }
             if tx.notify {
                 let t = ticks();
                 self.chan.notify_tx()?;
                 s.add(&s.notifies, 1);
                 s.lap(Phase::Notify, t);
             }
-            let rx = self.rx.serve(&*self.gnttab, RxSource { port, steer })?;
+            let read_port = !port_dry;
+            let rx = self.rx.serve(
+                &*self.gnttab,
+                RxSource {
+                    port,
+                    steer,
+                    read_port,
+                },
+            )?;
+            if read_port {
+                port_dry = rx.port_dry;
+            }
             s.rx_packets.fetch_add(rx.packets, Ordering::Relaxed);
             s.rx_bytes.fetch_add(rx.bytes, Ordering::Relaxed);
             s.rx_dropped.fetch_add(rx.errors, Ordering::Relaxed);
@@ -943,7 +1162,7 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
                 s.add(&s.notifies, 1);
                 s.lap(Phase::Notify, t);
             }
-            if rx.packets > 0 && !self.rx.starved() {
+            if rx.packets > 0 && !self.rx.starved() && (!port_dry || steer.is_some()) {
                 // Maybe more frames queued than one batch.
                 continue;
             }
@@ -987,6 +1206,9 @@ impl<G: GrantMap, E: EventChannel, M: SharedMemory> QueueServer<G, E, M> {
             if r > 0 && fds[0].revents != 0 {
                 self.chan.drain()?;
                 s.lap(Phase::Notify, t);
+            }
+            if n > 2 && fds[2].revents != 0 {
+                port_dry = false;
             }
         }
         Ok(())

@@ -76,6 +76,8 @@ pub struct Stats {
     pub(crate) spins_won: AtomicU64,
     pub(crate) tx_copy_calls: AtomicU64,
     pub(crate) tx_copy_segs: AtomicU64,
+    pub(crate) tx_map_calls: AtomicU64,
+    pub(crate) tx_map_pages: AtomicU64,
     pub(crate) rx_copy_calls: AtomicU64,
     pub(crate) rx_copy_segs: AtomicU64,
     pub(crate) port_reads: AtomicU64,
@@ -122,6 +124,10 @@ impl Stats {
         tx_copy_calls: u64,
         /// Their segments.
         tx_copy_segs: u64,
+        /// Grant-map calls of the tx paths (data slots of large packets).
+        tx_map_calls: u64,
+        /// Their pages.
+        tx_map_pages: u64,
         /// Grant-copy calls of the rx paths.
         rx_copy_calls: u64,
         /// Their segments.
@@ -192,14 +198,16 @@ impl fmt::Display for Stats {
         let per = |n: u64, d: u64| n as f64 / d.max(1) as f64;
         write!(
             f,
-            "tx {txp} pkts {} B ({:.0} B/pkt, {} errors, {:.1} pkts/copy call, {:.1} segs/pkt), \
-             rx {rxp} pkts {} B ({:.0} B/pkt, {} dropped, {:.1} pkts/copy call, {:.1} segs/pkt, \
+            "tx {txp} pkts {} B ({:.0} B/pkt, {} errors, {:.1} pkts/copy call, {:.1} segs/pkt, \
+             {} map calls of {:.1} pages), rx {rxp} pkts {} B ({:.0} B/pkt, {} dropped, {:.1} pkts/copy call, {:.1} segs/pkt, \
              {:.2} reads/pkt), passes {} sleeps {} spins-won {} notifies {} writes {}; time: {}",
             self.tx_bytes(),
             per(self.tx_bytes(), txp),
             self.tx_errors(),
             per(txp, self.tx_copy_calls()),
             per(self.tx_copy_segs(), txp),
+            self.tx_map_calls(),
+            per(self.tx_map_pages(), self.tx_map_calls()),
             self.rx_bytes(),
             per(self.rx_bytes(), rxp),
             self.rx_dropped(),

@@ -41,6 +41,10 @@ struct Cli {
     /// toolstacks that run no script).
     #[arg(long)]
     no_hotplug_wait: bool,
+    /// Grant-map (instead of copy) the data of tx packets of at least BYTES bytes; 0:
+    /// always copy.
+    #[arg(long, value_name = "BYTES", default_value_t = netback::driver::DEFAULT_TX_MAP_MIN)]
+    tx_map_min: usize,
 }
 
 /// Where tap devices are made.
@@ -63,6 +67,7 @@ impl Cli {
         Ok(Config {
             max_queues: self.max_queues,
             wait_hotplug: !self.no_hotplug_wait,
+            tx_map_min: (self.tx_map_min > 0).then_some(self.tx_map_min),
             ..Config::default()
         })
     }

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
@@ -65,6 +64,9 @@ impl Hint for xenstore::Error {
 
 impl XsStore {
     /// Wraps a connected client (dom0's socket, `/dev/xen/xenbus`, or a domain's ring).
+    ///
+    /// The dispatcher thread blocks on the connection without a time limit (an idle store
+    /// costs no wake-ups); dropping the store wakes it through xenstored (see [`Drop`]).
     pub fn new(client: Client) -> Result<XsStore, Error> {
         let client = Arc::new(client);
         let routes: Routes = Arc::default();
@@ -72,20 +74,18 @@ impl XsStore {
         let (c, r, s) = (client.clone(), routes.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("xenbus-xs-events".into())
-            .spawn(move || {
-                while !s.load(Ordering::Relaxed) {
-                    match c.next_event_timeout(Duration::from_millis(100)) {
-                        Ok(Some(ev)) => {
-                            if let Some(route) = r.lock().get(&ev.token) {
-                                let _ = route.tx.send(WatchEvent {
-                                    path: ev.path,
-                                    token: route.token.clone(),
-                                });
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(_) => return,
-                    }
+            .spawn(move || loop {
+                let Ok(ev) = c.next_event() else {
+                    return;
+                };
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Some(route) = r.lock().get(&ev.token) {
+                    let _ = route.tx.send(WatchEvent {
+                        path: ev.path,
+                        token: route.token.clone(),
+                    });
                 }
             })
             .map_err(|e| Error::Driver(e.to_string()))?;
@@ -114,10 +114,44 @@ impl XsStore {
     }
 }
 
+/// The token of the watch that wakes the dispatcher thread when the store is dropped.
+const WAKE_TOKEN: &str = "xenbus-rs-wake";
+
+impl XsStore {
+    /// Sets the watch that wakes the dispatcher thread: true when the thread wakes (or
+    /// ended with the connection). At its watch quota, a guest's store first removes its
+    /// own watches.
+    fn wake_dispatcher(&self) -> bool {
+        let woken = |r: &Result<(), xenstore::Error>| {
+            matches!(
+                r,
+                Ok(()) | Err(xenstore::Error::Closed(_) | xenstore::Error::Io(_))
+            )
+        };
+        let r = self.client.watch("/", WAKE_TOKEN);
+        if woken(&r) {
+            return true;
+        }
+        let routes: Vec<(String, Route)> = self.routes.lock().drain().collect();
+        for (private, route) in routes {
+            let _ = self.client.unwatch(&route.path, &private);
+        }
+        woken(&self.client.watch("/", WAKE_TOKEN))
+    }
+}
+
 impl Drop for XsStore {
+    /// Stops the dispatcher thread, which blocks on the connection: a watch set under
+    /// [`WAKE_TOKEN`] fires at once (xenstored fires every new watch once) and wakes it.
+    /// If the connection closed, the thread already ended. If xenstored refuses the watch,
+    /// the thread is left blocked, not waited for (it ends when xenstored closes the
+    /// connection).
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        self.stop.store(true, Ordering::SeqCst);
+        let Some(t) = self.thread.take() else {
+            return;
+        };
+        if t.is_finished() || self.wake_dispatcher() {
             let _ = t.join();
         }
     }
