@@ -175,28 +175,48 @@ pub trait EventChannel: AsFd + Send + Sync + fmt::Debug {
     /// Waits up to `timeout` (forever for `None`) for pending ports and reads them into
     /// `buf`; returns how many, 0 on timeout. The default polls the descriptor.
     fn wait(&self, buf: &mut [EvtchnPort], timeout: Option<Duration>) -> Result<usize> {
-        poll_wait(self, buf, timeout)
+        poll_wait(self, buf, timeout, true)
+    }
+
+    /// [`wait`](EventChannel::wait) for a caller that has handled every port it read and
+    /// expects none pending (a backend whose ring ran empty): sleeps before the first read,
+    /// which would most likely find nothing. The default polls the descriptor, then reads:
+    /// two system calls per wake-up instead of three.
+    fn wait_idle(&self, buf: &mut [EvtchnPort], timeout: Option<Duration>) -> Result<usize> {
+        poll_wait(self, buf, timeout, false)
     }
 }
 
-/// [`EventChannel::wait`] by `poll` on the handle's descriptor between non-blocking reads.
+/// [`EventChannel::wait`] by `poll` on the handle's descriptor between non-blocking reads
+/// (the first read before the first poll when `read_first`).
 fn poll_wait<E: EventChannel + ?Sized>(
     e: &E,
     buf: &mut [EvtchnPort],
     timeout: Option<Duration>,
+    mut read_first: bool,
 ) -> Result<usize> {
     let deadline = timeout.map(|t| Instant::now() + t);
+    // The first poll waits the whole time-out: no second clock read.
+    let mut first = true;
     loop {
-        let n = e.read_pending(buf)?;
-        if n > 0 || buf.is_empty() {
-            return Ok(n);
+        let read = read_first || buf.is_empty();
+        if read {
+            let n = e.read_pending(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
         }
-        let ms = match deadline {
-            None => -1,
-            Some(d) => {
+        read_first = true;
+        let ms = match (deadline, timeout) {
+            (None, _) => -1,
+            (Some(_), Some(t)) if first && !t.is_zero() => {
+                i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+            }
+            (Some(d), _) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Ok(0);
+                    // (Time is up: one read, unless one just found nothing.)
+                    return if read { Ok(0) } else { e.read_pending(buf) };
                 }
                 // Round up so we never spin on a sub-millisecond remainder.
                 i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
@@ -207,6 +227,7 @@ fn poll_wait<E: EventChannel + ?Sized>(
             events: libc::POLLIN,
             revents: 0,
         };
+        first = false;
         // SAFETY: one valid pollfd for the duration of the call.
         let r = unsafe { libc::poll(&mut pfd, 1, ms) };
         if r < 0 {
@@ -259,6 +280,14 @@ macro_rules! forward {
             #[inline]
             fn wait(&self, buf: &mut [EvtchnPort], timeout: Option<Duration>) -> Result<usize> {
                 (**self).wait(buf, timeout)
+            }
+            #[inline]
+            fn wait_idle(
+                &self,
+                buf: &mut [EvtchnPort],
+                timeout: Option<Duration>,
+            ) -> Result<usize> {
+                (**self).wait_idle(buf, timeout)
             }
         }
     )* };
@@ -344,6 +373,10 @@ impl EventChannel for Evtchn {
     #[inline]
     fn wait(&self, buf: &mut [EvtchnPort], timeout: Option<Duration>) -> Result<usize> {
         self.inner.wait(buf, timeout)
+    }
+    #[inline]
+    fn wait_idle(&self, buf: &mut [EvtchnPort], timeout: Option<Duration>) -> Result<usize> {
+        self.inner.wait_idle(buf, timeout)
     }
 }
 
