@@ -1137,7 +1137,10 @@ mod tests {
         w.put(false, 4, 4);
         w.front.push_requests();
         w.server.drain().unwrap();
-        assert_eq!(sorted(w.wait_responses(2)), vec![(3, Status::Okay), (4, Status::Okay)]);
+        assert_eq!(
+            sorted(w.wait_responses(2)),
+            vec![(3, Status::Okay), (4, Status::Okay)]
+        );
         w.pool.shutdown();
         assert_eq!(w.server.q.outstanding.load(Ordering::Relaxed), 0);
     }
