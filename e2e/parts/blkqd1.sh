@@ -11,8 +11,15 @@
 # variant `strace` that counts blkbackd's system calls during each run on xvdb
 # (`QD1-SYSCALLS <case> <call>=<calls per request> ...`; strace slows it down: its
 # throughput rows mean nothing).
-QD1_VARIANTS=${QD1_VARIANTS:-a: b:}
-[ -x /e2e/bin/strace ] && QD1_VARIANTS="$QD1_VARIANTS strace:"
+# With an older build at /e2e/bin/blkbackd-base (a local run adds it), variants named base*
+# run that one, interleaved with the current one: base1 new1 base2 new2 (and strace of both).
+if [ -x /e2e/bin/blkbackd-base ]; then
+  QD1_VARIANTS=${QD1_VARIANTS:-base1: new1: base2: new2:}
+  [ -x /e2e/bin/strace ] && QD1_VARIANTS="$QD1_VARIANTS stbase: stnew:"
+else
+  QD1_VARIANTS=${QD1_VARIANTS:-a: b:}
+  [ -x /e2e/bin/strace ] && QD1_VARIANTS="$QD1_VARIANTS strace:"
+fi
 QD1_LOGDIR=/tmp/qd1; rm -rf $QD1_LOGDIR; mkdir -p $QD1_LOGDIR
 
 # qd1_snap FILE pre|post: "<tid> <ns on CPU> <comm>" for every thread and "busy <ticks>",
@@ -96,7 +103,8 @@ CFG
   ok "qd1-$v:create" $rc "$(tail -2 /tmp/qd1-$v.xl | tr '\n' ' ')"
   [ $rc = 0 ] || return 1
   D=$(xl domid qd1-$v)
-  /e2e/bin/blkbackd --domid "$D" --pid-file /run/qd1-bb.pid "$@" > $QD1_LOGDIR/bb-$v.log 2>&1 &
+  bb=/e2e/bin/blkbackd; case "$v" in base*|stbase) bb=/e2e/bin/blkbackd-base ;; esac
+  $bb --domid "$D" --pid-file /run/qd1-bb.pid "$@" > $QD1_LOGDIR/bb-$v.log 2>&1 &
   i=0; while [ ! -s /run/qd1-bb.pid ] && [ $i -lt 100 ]; do usleep 50000; i=$((i+1)); done
   QD1_BB=$(cat /run/qd1-bb.pid 2>/dev/null)
   timeout 60 xl block-attach qd1-$v "format=raw, vdev=xvdb, access=w, backendtype=qdisk, target=$OL" > /tmp/qd1-att.log 2>&1
@@ -114,7 +122,7 @@ CFG
       QD1-GO)
         stp=""
         case "$v:$2" in
-          strace:*:xvdb)
+          st*:*:xvdb)
             /e2e/bin/strace -f -c -p "$QD1_BB" -o $QD1_LOGDIR/strace 2>/dev/null &
             stp=$! ;;
         esac
