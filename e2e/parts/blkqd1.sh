@@ -14,8 +14,9 @@
 # With an older build at /e2e/bin/blkbackd-base (a local run adds it), variants named base*
 # run that one, interleaved with the current one: base1 new1 base2 new2 (and strace of both).
 if [ -x /e2e/bin/blkbackd-base ]; then
-  QD1_VARIANTS=${QD1_VARIANTS:-base1: new1: base2: new2:}
+  QD1_VARIANTS=${QD1_VARIANTS:-base1: new1:}
   [ -x /e2e/bin/strace ] && QD1_VARIANTS="$QD1_VARIANTS stbase: stnew:"
+  QD1_VARIANTS="$QD1_VARIANTS base2: new2:"
 else
   QD1_VARIANTS=${QD1_VARIANTS:-a: b:}
   [ -x /e2e/bin/strace ] && QD1_VARIANTS="$QD1_VARIANTS strace:"
