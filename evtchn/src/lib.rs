@@ -188,15 +188,19 @@ pub trait EventChannel: AsFd + Send + Sync + fmt::Debug {
 }
 
 /// [`EventChannel::wait`] by `poll` on the handle's descriptor between non-blocking reads
-/// (the first read before the first poll when `read_first`).
+/// (the first read before the first poll when `read_first`). The clock is read only when a
+/// poll returns early and the read finds nothing (another reader took the port, or a
+/// signal): the time-out then starts again from there, so such a wait may last up to twice
+/// `timeout`. (In a PV dom0 on the `xen` clocksource every clock read is a system call.)
 fn poll_wait<E: EventChannel + ?Sized>(
     e: &E,
     buf: &mut [EvtchnPort],
     timeout: Option<Duration>,
     mut read_first: bool,
 ) -> Result<usize> {
-    let deadline = timeout.map(|t| Instant::now() + t);
-    // The first poll waits the whole time-out: no second clock read.
+    let ms_of = |t: Duration| i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+    // Set once the first poll is over.
+    let mut deadline: Option<Instant> = None;
     let mut first = true;
     loop {
         let read = read_first || buf.is_empty();
@@ -207,19 +211,21 @@ fn poll_wait<E: EventChannel + ?Sized>(
             }
         }
         read_first = true;
-        let ms = match (deadline, timeout) {
-            (None, _) => -1,
-            (Some(_), Some(t)) if first && !t.is_zero() => {
-                i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
-            }
-            (Some(d), _) => {
-                let left = d.saturating_duration_since(Instant::now());
+        let ms = match timeout {
+            None => -1,
+            Some(t) => {
+                let left = if first {
+                    t
+                } else {
+                    let d = *deadline.get_or_insert_with(|| Instant::now() + t);
+                    d.saturating_duration_since(Instant::now())
+                };
                 if left.is_zero() {
                     // (Time is up: one read, unless one just found nothing.)
                     return if read { Ok(0) } else { e.read_pending(buf) };
                 }
                 // Round up so we never spin on a sub-millisecond remainder.
-                i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+                ms_of(left)
             }
         };
         let mut pfd = libc::pollfd {
@@ -227,7 +233,6 @@ fn poll_wait<E: EventChannel + ?Sized>(
             events: libc::POLLIN,
             revents: 0,
         };
-        first = false;
         // SAFETY: one valid pollfd for the duration of the call.
         let r = unsafe { libc::poll(&mut pfd, 1, ms) };
         if r < 0 {
@@ -236,6 +241,11 @@ fn poll_wait<E: EventChannel + ?Sized>(
                 return Err(op("poll")(e));
             }
         }
+        if r == 0 && timeout.is_some() {
+            // Timed out: one last read.
+            return e.read_pending(buf);
+        }
+        first = false;
     }
 }
 
