@@ -224,6 +224,8 @@ pub(crate) struct QueueShared<E: EventChannel> {
     broken: AtomicBool,
     /// Requests of this ring waiting on the pool's queue (not started).
     queued: AtomicUsize,
+    /// Requests of this ring handed to the pool and not yet answered.
+    outstanding: AtomicUsize,
 }
 
 impl<E: EventChannel> QueueShared<E> {
@@ -364,6 +366,7 @@ impl<E: EventChannel> PoolShared<E> {
                 slow += 1;
             }
             j.q.queued.fetch_add(1, Ordering::Release);
+            j.q.outstanding.fetch_add(1, Ordering::Release);
             st.jobs.push_back(j);
         }
         let helpers = if fast > 1 && fast as u64 * avg > WAKE_WORTH_NS {
@@ -443,8 +446,10 @@ impl<E: EventChannel + 'static> Pool<E> {
                         let mut iov = Vec::new();
                         while let Some(job) = sh.take() {
                             let timed = job.inline_ok();
+                            let q = job.q.clone();
                             let start = Instant::now();
                             let end = job.run(&mut iov, false, sh.fast(), start);
+                            q.outstanding.fetch_sub(1, Ordering::AcqRel);
                             if timed {
                                 sh.record(end.saturating_duration_since(start), 1);
                             }
@@ -544,6 +549,7 @@ impl<G: GrantMap, E: EventChannel> RingServer<G, E> {
                 stats,
                 broken: AtomicBool::new(false),
                 queued: AtomicUsize::new(0),
+                outstanding: AtomicUsize::new(0),
             }),
             cfg,
             disk,
@@ -573,7 +579,11 @@ impl<G: GrantMap, E: EventChannel> RingServer<G, E> {
             };
             self.q.stats.slept();
             match self.q.chan.wait(POLL) {
-                Ok(_) => poll.slept(idle_since.elapsed()),
+                Ok(_) => {
+                    if let Some(t) = idle_since {
+                        poll.slept(t.elapsed());
+                    }
+                }
                 Err(e) => {
                     debug!("frontend {:?} event channel: {e}", self.cfg.frontend);
                     break;
@@ -587,14 +597,17 @@ impl<G: GrantMap, E: EventChannel> RingServer<G, E> {
 
     /// Serves requests until the ring stayed empty through an idle poll of `poll`'s window
     /// and the final check (the request event is then armed); returns when the ring became
-    /// idle.
-    pub(crate) fn serve(&mut self, poll: &IdlePoll) -> Result<Instant, crate::Error> {
+    /// idle (`None` without an idle poll: the clock is not read then).
+    pub(crate) fn serve(&mut self, poll: &IdlePoll) -> Result<Option<Instant>, crate::Error> {
+        let polls = !self.cfg.idle_poll.is_zero();
         loop {
             self.drain_ready()?;
-            let idle_since = Instant::now();
-            if self.poll_idle(idle_since, poll.window())? {
-                self.q.stats.found_by_polling();
-                continue;
+            let idle_since = polls.then(Instant::now);
+            if let Some(t) = idle_since {
+                if self.poll_idle(t, poll.window())? {
+                    self.q.stats.found_by_polling();
+                    continue;
+                }
             }
             if !self.final_check()? {
                 return Ok(idle_since);
@@ -679,7 +692,13 @@ impl<G: GrantMap, E: EventChannel> RingServer<G, E> {
             return;
         }
         let iov = &mut self.iov.0;
-        if self.pool.run_here(&self.batch) {
+        // A lone read or write while none of this ring's requests is at the workers (queue
+        // depth 1): the thread would only sleep meanwhile, so it runs it whatever the
+        // device's pace (a hand-off costs a wake-up and two thread switches).
+        let alone = self.batch.len() == 1
+            && self.batch[0].inline_ok()
+            && self.q.outstanding.load(Ordering::Acquire) == 0;
+        if alone || self.pool.run_here(&self.batch) {
             let n = self.batch.len();
             let start = Instant::now();
             let mut t = start;
@@ -703,7 +722,9 @@ impl<G: GrantMap, E: EventChannel> RingServer<G, E> {
             let mut t = start;
             let mut n = 0;
             while let Some(job) = self.pool.take_inline() {
+                let q = job.q.clone();
                 t = job.run(iov, false, true, t);
+                q.outstanding.fetch_sub(1, Ordering::AcqRel);
                 n += 1;
             }
             if n > 0 {
@@ -1085,10 +1106,43 @@ mod tests {
         for _ in 0..32 {
             w.pool.shared.record(Duration::from_millis(1), 1);
         }
+        // (Two: a lone request would run on the ring thread.)
         w.put(false, 0, 0);
+        w.put(false, 1, 1);
         w.front.push_requests();
         w.server.drain().unwrap();
-        assert_eq!(w.take_responses(), vec![(0, Status::Error)]);
+        assert_eq!(
+            sorted(w.take_responses()),
+            vec![(0, Status::Error), (1, Status::Error)]
+        );
+    }
+
+    #[test]
+    fn a_lone_request_runs_on_the_ring_thread_even_when_the_device_is_slow() {
+        let mut w = world(1);
+        for _ in 0..32 {
+            w.pool.shared.record(Duration::from_millis(1), 1);
+        }
+        assert!(!w.pool.shared.fast());
+        // Queue depth 1: answered (and published) before drain returns, by this thread.
+        for i in 0..3 {
+            w.put(i % 2 == 0, i, i as u64);
+            w.front.push_requests();
+            w.server.drain().unwrap();
+            assert_eq!(w.take_responses(), vec![(i as u64, Status::Okay)]);
+        }
+        assert_eq!(w.server.q.outstanding.load(Ordering::Relaxed), 0);
+        // Two at once still go to the workers while the device is slow.
+        w.put(false, 3, 3);
+        w.put(false, 4, 4);
+        w.front.push_requests();
+        w.server.drain().unwrap();
+        assert_eq!(
+            sorted(w.wait_responses(2)),
+            vec![(3, Status::Okay), (4, Status::Okay)]
+        );
+        w.pool.shutdown();
+        assert_eq!(w.server.q.outstanding.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -53,10 +53,11 @@ impl<E: EventChannel> RingChannel<E> {
 
     /// Waits for a signal at most `timeout`: `Ok(true)` when one arrived (it is consumed and
     /// the port unmasked), `Ok(false)` on time-out, [`Error::Closed`] when the handle lost
-    /// the port.
+    /// the port. For a caller that handled everything before (an empty ring, the event
+    /// armed): it sleeps before reading ([`EventChannel::wait_idle`]).
     pub fn wait(&self, timeout: Duration) -> Result<bool, Error> {
         let mut buf = [EvtchnPort(0); 4];
-        let n = self.handle.wait(&mut buf, Some(timeout)).map_err(ev)?;
+        let n = self.handle.wait_idle(&mut buf, Some(timeout)).map_err(ev)?;
         if n == 0 {
             return Ok(false);
         }

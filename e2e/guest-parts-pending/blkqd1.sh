@@ -13,7 +13,8 @@ if waitfor /dev/xvda 600 && waitfor /dev/xvdb 600; then
   for d in xvda xvdb; do dd if=/dev/$d of=/dev/null bs=64k skip=128 count=128 iflag=direct 2>/dev/null; done
   n=0
   for w in "read 4096 random 4k-read" "read 65536 seq 64k-read" "write 4096 random 4k-write" \
-    "write 65536 seq 64k-write" "read 4096 random 4k-read-qd32:32"; do
+    "write 65536 seq 64k-write" "read 4096 random 4k-read-qd32:32" \
+    "write 65536 seq 64k-write-qd32:32"; do
     set -- $w; op=$1; bs=$2; pat=$3; name=${4%%:*}; qd=1
     case "$4" in *:*) qd=${4##*:} ;; esac
     n=$((n+1))

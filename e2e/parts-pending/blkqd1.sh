@@ -6,8 +6,21 @@
 # (/proc/PID/task/*/status and io) and dom0's interrupts (event channels), and prints per
 # request: QD1-PROF <case> ops=... lines, and E2E-METRIC qd1-<variant>:<case> rows.
 # Variants (one guest each): blkbackd's settings, name:args (commas for spaces) in
-# QD1_VARIANTS: without and with its idle poll.
-QD1_VARIANTS=${QD1_VARIANTS:-nopoll:--idle-poll-us,0 poll:}
+# QD1_VARIANTS: blkbackd as it is, twice (the host is shared: one round says little), and,
+# when an strace is at /e2e/bin/strace (not in the default image: a local run adds it), a
+# variant `strace` that counts blkbackd's system calls during each run on xvdb
+# (`QD1-SYSCALLS <case> <call>=<calls per request> ...`; strace slows it down: its
+# throughput rows mean nothing).
+# With an older build at /e2e/bin/blkbackd-base (a local run adds it), variants named base*
+# run that one, interleaved with the current one: base1 new1 base2 new2 (and strace of both).
+if [ -x /e2e/bin/blkbackd-base ]; then
+  QD1_VARIANTS=${QD1_VARIANTS:-base1: new1:}
+  [ -x /e2e/bin/strace ] && QD1_VARIANTS="$QD1_VARIANTS stbase: stnew:"
+  QD1_VARIANTS="$QD1_VARIANTS base2: new2:"
+else
+  QD1_VARIANTS=${QD1_VARIANTS:-a: b:}
+  [ -x /e2e/bin/strace ] && QD1_VARIANTS="$QD1_VARIANTS strace:"
+fi
 QD1_LOGDIR=/tmp/qd1; rm -rf $QD1_LOGDIR; mkdir -p $QD1_LOGDIR
 
 # qd1_snap FILE pre|post: "<tid> <ns on CPU> <comm>" for every thread and "busy <ticks>",
@@ -91,7 +104,8 @@ CFG
   ok "qd1-$v:create" $rc "$(tail -2 /tmp/qd1-$v.xl | tr '\n' ' ')"
   [ $rc = 0 ] || return 1
   D=$(xl domid qd1-$v)
-  /e2e/bin/blkbackd --domid "$D" --pid-file /run/qd1-bb.pid "$@" > $QD1_LOGDIR/bb-$v.log 2>&1 &
+  bb=/e2e/bin/blkbackd; case "$v" in base*|stbase) bb=/e2e/bin/blkbackd-base ;; esac
+  $bb --domid "$D" --pid-file /run/qd1-bb.pid "$@" > $QD1_LOGDIR/bb-$v.log 2>&1 &
   i=0; while [ ! -s /run/qd1-bb.pid ] && [ $i -lt 100 ]; do usleep 50000; i=$((i+1)); done
   QD1_BB=$(cat /run/qd1-bb.pid 2>/dev/null)
   timeout 60 xl block-attach qd1-$v "format=raw, vdev=xvdb, access=w, backendtype=qdisk, target=$OL" > /tmp/qd1-att.log 2>&1
@@ -106,7 +120,14 @@ CFG
     seen=$((seen + 1))
     set -- $l
     case "$1" in
-      QD1-GO) qd1_snap $QD1_LOGDIR/a pre; usleep 2500000 ;;
+      QD1-GO)
+        stp=""
+        case "$v:$2" in
+          st*:*:xvdb)
+            /e2e/bin/strace -f -c -p "$QD1_BB" -o $QD1_LOGDIR/strace 2>/dev/null &
+            stp=$! ;;
+        esac
+        qd1_snap $QD1_LOGDIR/a pre; usleep 2500000 ;;
       QD1-DONE)
         qd1_snap $QD1_LOGDIR/b post
         c=$2; shift 2; line="$*"
@@ -118,7 +139,15 @@ CFG
         echo "E2E-METRIC qd1-$c $kib KiB/s"
         echo "E2E-METRIC qd1-$c:mean-latency $mean us"
         [ -n "$ops" ] && [ "$ops" -gt 0 ] && echo "QD1-PROF $c guest-blkif-irqs/req=$(awk -v g="$g" -v o="$ops" 'BEGIN { printf "%.2f", g / o }')"
-        qd1_prof "$c" "${ops:-0}" $QD1_LOGDIR/a $QD1_LOGDIR/b ;;
+        qd1_prof "$c" "${ops:-0}" $QD1_LOGDIR/a $QD1_LOGDIR/b
+        if [ -n "$stp" ]; then
+          kill -INT $stp; wait $stp
+          # strace -c's table: % time, seconds, usecs/call, calls, [errors,] syscall.
+          awk -v c="$c" -v ops="${ops:-0}" '$1 ~ /^[0-9.]+$/ && NF >= 5 {
+              n = $4; s = $NF; if (s == "total") { t = n; next }; l = l " " s "=" sprintf("%.2f", n / (ops > 0 ? ops : 1)) }
+            END { printf "QD1-SYSCALLS %s total=%.2f/req:%s\n", c, t / (ops > 0 ? ops : 1), l }' $QD1_LOGDIR/strace
+          cat $QD1_LOGDIR/strace
+        fi ;;
       QD1-END) ended=1; break ;;
     esac
   done

@@ -79,6 +79,11 @@ impl EventChannel for SimEvtchn {
     fn wait(&self, buf: &mut [EvtchnPort], timeout: Option<Duration>) -> Result<usize> {
         Ok(self.handle.wait(buf, timeout))
     }
+    /// The same futex sleep as [`wait`](EventChannel::wait) (no system call to save).
+    #[inline]
+    fn wait_idle(&self, buf: &mut [EvtchnPort], timeout: Option<Duration>) -> Result<usize> {
+        Ok(self.handle.wait(buf, timeout))
+    }
 }
 
 impl AsFd for SimEvtchn {

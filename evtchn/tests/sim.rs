@@ -237,3 +237,73 @@ fn code_over_the_trait_runs_on_every_handle_type() {
     // The real-only and sim-only operations keep their errnos through the boxed handle.
     assert_eq!(back.attach(bp).unwrap_err().errno(), Errno::EBUSY);
 }
+
+/// A handle that keeps the trait's default `wait` and `wait_idle` (poll on the descriptor,
+/// then read), as the real device does, over a simulated one.
+#[derive(Debug)]
+struct PollOnly(SimEvtchn);
+
+impl std::os::fd::AsFd for PollOnly {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl EventChannel for PollOnly {
+    fn restrict(&self, dom: DomId) -> evtchn::Result<()> {
+        self.0.restrict(dom)
+    }
+    fn bind_unbound_port(&self, remote: DomId) -> evtchn::Result<EvtchnPort> {
+        self.0.bind_unbound_port(remote)
+    }
+    fn bind_interdomain(&self, remote: DomId, port: EvtchnPort) -> evtchn::Result<EvtchnPort> {
+        self.0.bind_interdomain(remote, port)
+    }
+    fn bind_virq(&self, virq: xen_types::Virq) -> evtchn::Result<EvtchnPort> {
+        self.0.bind_virq(virq)
+    }
+    fn unbind(&self, port: EvtchnPort) -> evtchn::Result<()> {
+        self.0.unbind(port)
+    }
+    fn notify(&self, port: EvtchnPort) -> evtchn::Result<()> {
+        self.0.notify(port)
+    }
+    fn unmask(&self, port: EvtchnPort) -> evtchn::Result<()> {
+        self.0.unmask(port)
+    }
+    fn read_pending(&self, buf: &mut [EvtchnPort]) -> evtchn::Result<usize> {
+        self.0.read_pending(buf)
+    }
+}
+
+#[test]
+fn wait_idle_sleeps_first_and_still_sees_what_is_pending() {
+    let host = xen_sim::Host::default();
+    let front = SimEvtchn::open(&host, DomId::DOM0).unwrap();
+    let back = PollOnly(SimEvtchn::open(&host, DomId::DOM0).unwrap());
+    let fp = front.bind_unbound_port(DomId::DOM0).unwrap();
+    let bp = back.bind_interdomain(DomId::DOM0, fp).unwrap();
+    let mut buf = [EvtchnPort(0); 4];
+    // The bind-time event is pending already: the poll returns at once and the read takes it.
+    assert_eq!(back.wait_idle(&mut buf, LONG).unwrap(), 1);
+    assert_eq!(buf[0], bp);
+    back.unmask(bp).unwrap();
+    // Nothing pending: a time-out, and a zero time-out still reads once.
+    let short = Some(Duration::from_millis(20));
+    assert_eq!(back.wait_idle(&mut buf, short).unwrap(), 0);
+    front.notify(fp).unwrap();
+    assert_eq!(back.wait_idle(&mut buf, Some(Duration::ZERO)).unwrap(), 1);
+    back.unmask(bp).unwrap();
+    // A notification from another thread wakes the sleeper.
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        front.notify(fp).unwrap();
+        front
+    });
+    assert_eq!(back.wait_idle(&mut buf, LONG).unwrap(), 1);
+    assert_eq!(buf[0], bp);
+    let _front = t.join().unwrap();
+    // The default `wait` behaves the same.
+    back.unmask(bp).unwrap();
+    assert_eq!(back.wait(&mut buf, short).unwrap(), 0);
+}
