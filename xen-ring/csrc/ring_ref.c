@@ -211,13 +211,42 @@ static int wait_bell(int fd, int timeout_ms)
 }
 
 /*
+ * A spinning end's idle rounds since its last progress (`mark`: entries sent plus received,
+ * or served): it yields the CPU every 64th idle round in a row, and fails once it made no
+ * progress for timeout_ms (counted from the 4096th idle round in a row), so a slow exchange
+ * on a loaded machine does not time out and a stuck one does (as the Rust drivers' `Idle`).
+ */
+struct idle {
+    uint64_t mark, rounds, since_ms;
+};
+
+static int idle_spin(struct idle *s, uint64_t mark, int timeout_ms)
+{
+    if (mark != s->mark) {
+        s->mark = mark;
+        s->rounds = 0;
+    }
+    if (++s->rounds % 64 != 0)
+        return 0;
+    sched_yield(); /* two cores shared with other work: let the peer run */
+    if (s->rounds % 4096 != 0)
+        return 0;
+    uint64_t now = now_ms();
+    if (s->rounds == 4096)
+        s->since_ms = now;
+    else if (now - s->since_ms > (uint64_t)timeout_ms)
+        return XRT_ETIMEDOUT;
+    return 0;
+}
+
+/*
  * One front end and one back end per ring type, the loops of a C driver:
  *  front: queue requests while there is room, RING_PUSH_REQUESTS_AND_CHECK_NOTIFY, consume
  *         responses, RING_FINAL_CHECK_FOR_RESPONSES, sleep on the doorbell when idle.
  *  back:  consume requests (RING_REQUEST_PROD_OVERFLOW / RING_REQUEST_CONS_OVERFLOW as
  *         Linux blkback), respond, RING_PUSH_RESPONSES_AND_CHECK_NOTIFY,
  *         RING_FINAL_CHECK_FOR_REQUESTS, sleep when idle.
- * With spinning doorbells (fd < 0) a deadline of timeout_ms still bounds the run.
+ * With spinning doorbells (fd < 0) timeout_ms still bounds the time without progress.
  */
 #define DEFINE_RUNNERS(P, REQ_T, RSP_T, FILL, SERVE, CHECK)                                    \
     int xrt_##P##_front_run(void *mem, size_t bytes, uint64_t n, int kick_fd, int wait_fd,     \
@@ -225,8 +254,8 @@ static int wait_bell(int fd, int timeout_ms)
     {                                                                                          \
         struct P##_front_ring fr;                                                              \
         FRONT_RING_INIT(&fr, (struct P##_sring *)mem, bytes);                                  \
-        uint64_t sent = 0, recv = 0, deadline = now_ms() + (uint64_t)timeout_ms;               \
-        uint32_t spins = 0;                                                                    \
+        uint64_t sent = 0, recv = 0;                                                           \
+        struct idle idle = {0};                                                                \
         memset(st, 0, sizeof(*st));                                                            \
         while (recv < n) {                                                                     \
             int progressed = 0, queued = 0, notify, more;                                      \
@@ -266,11 +295,8 @@ static int wait_bell(int fd, int timeout_ms)
             st->waits++;                                                                       \
             if ((st->err = wait_bell(wait_fd, timeout_ms)))                                    \
                 return st->err;                                                                \
-            if (wait_fd < 0 && ++spins % 64 == 0) {                                            \
-                sched_yield(); /* two cores shared with other work: let the peer run */        \
-                if (spins % 4096 == 0 && now_ms() > deadline)                                  \
-                    return st->err = XRT_ETIMEDOUT;                                            \
-            }                                                                                  \
+            if (wait_fd < 0 && (st->err = idle_spin(&idle, sent + recv, timeout_ms)))          \
+                return st->err;                                                                \
         }                                                                                      \
         return 0;                                                                              \
     }                                                                                          \
@@ -280,8 +306,8 @@ static int wait_bell(int fd, int timeout_ms)
     {                                                                                          \
         struct P##_back_ring br;                                                               \
         BACK_RING_INIT(&br, (struct P##_sring *)mem, bytes);                                   \
-        uint64_t done = 0, deadline = now_ms() + (uint64_t)timeout_ms;                         \
-        uint32_t spins = 0;                                                                    \
+        uint64_t done = 0;                                                                     \
+        struct idle idle = {0};                                                                \
         memset(st, 0, sizeof(*st));                                                            \
         while (done < n) {                                                                     \
             int progressed = 0, notify, more;                                                  \
@@ -317,11 +343,8 @@ static int wait_bell(int fd, int timeout_ms)
             st->waits++;                                                                       \
             if ((st->err = wait_bell(wait_fd, timeout_ms)))                                    \
                 return st->err;                                                                \
-            if (wait_fd < 0 && ++spins % 64 == 0) {                                            \
-                sched_yield(); /* two cores shared with other work: let the peer run */        \
-                if (spins % 4096 == 0 && now_ms() > deadline)                                  \
-                    return st->err = XRT_ETIMEDOUT;                                            \
-            }                                                                                  \
+            if (wait_fd < 0 && (st->err = idle_spin(&idle, done, timeout_ms)))                 \
+                return st->err;                                                                \
         }                                                                                      \
         return 0;                                                                              \
     }

@@ -423,28 +423,63 @@ impl<'a> Bells<'a> {
         }
     }
 
-    /// Waits for the peer; `spins` counts idle rounds (spinning yields the CPU every 64th
-    /// round, as the C peer does, and checks the deadline every 4096th).
-    fn wait(&self, timeout: Duration, deadline: Instant, spins: u64) -> io::Result<()> {
-        match self {
-            Bells::EventFd { wait, .. } => wait.wait(timeout),
-            Bells::Spin => {
-                std::hint::spin_loop();
-                if spins % 64 == 0 {
-                    std::thread::yield_now();
-                    if spins % 4096 == 0 && Instant::now() > deadline {
-                        return Err(io::Error::from(io::ErrorKind::TimedOut));
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-
     fn fds(&self) -> (RawFd, RawFd) {
         match self {
             Bells::EventFd { kick, wait } => (kick.raw_fd(), wait.raw_fd()),
             Bells::Spin => (-1, -1),
+        }
+    }
+}
+
+/// How long an end has gone without progress, and how it waits meanwhile. The timeout
+/// counts from the end's last progress: a peer silent that long fails the run, while an
+/// exchange that keeps moving, however slowly (spinning ends on a loaded machine get the CPU
+/// a few times a second), does not. Spinning yields the CPU every 64th idle round in a row
+/// and reads the clock every 4096th, as the C peer does.
+struct Idle {
+    timeout: Duration,
+    /// The driver's progress counter at the last wait.
+    mark: u64,
+    /// Idle rounds since `mark` last changed.
+    rounds: u64,
+    /// When the 4096th idle round in a row was seen (spinning only).
+    since: Option<Instant>,
+}
+
+impl Idle {
+    fn new(timeout: Duration) -> Idle {
+        Idle {
+            timeout,
+            mark: 0,
+            rounds: 0,
+            since: None,
+        }
+    }
+
+    /// Waits for the peer once; `mark` is the driver's progress counter (entries sent plus
+    /// received), so a changed one restarts the count.
+    fn wait(&mut self, bells: &Bells<'_>, mark: u64) -> io::Result<()> {
+        if mark != self.mark {
+            self.mark = mark;
+            self.rounds = 0;
+            self.since = None;
+        }
+        self.rounds += 1;
+        match bells {
+            Bells::EventFd { wait, .. } => wait.wait(self.timeout),
+            Bells::Spin => {
+                std::hint::spin_loop();
+                if self.rounds % 64 == 0 {
+                    std::thread::yield_now();
+                    if self.rounds % 4096 == 0 {
+                        let now = Instant::now();
+                        if now.duration_since(*self.since.get_or_insert(now)) > self.timeout {
+                            return Err(io::Error::from(io::ErrorKind::TimedOut));
+                        }
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -459,7 +494,7 @@ pub fn run_front<W: Workload, M: SharedMemory>(
 ) -> Result<Stats, DriveError> {
     let mut st = Stats::default();
     let (mut sent, mut recv) = (0u64, 0u64);
-    let deadline = Instant::now() + timeout;
+    let mut idle = Idle::new(timeout);
     while recv < n {
         let mut progressed = false;
         let mut queued = false;
@@ -493,7 +528,7 @@ pub fn run_front<W: Workload, M: SharedMemory>(
             continue;
         }
         st.waits += 1;
-        bells.wait(timeout, deadline, st.waits)?;
+        idle.wait(&bells, sent + recv)?;
     }
     Ok(st)
 }
@@ -507,7 +542,7 @@ pub fn run_back<W: Workload, M: SharedMemory>(
 ) -> Result<Stats, DriveError> {
     let mut st = Stats::default();
     let mut done = 0u64;
-    let deadline = Instant::now() + timeout;
+    let mut idle = Idle::new(timeout);
     while done < n {
         let mut progressed = false;
         // `req_prod` once per round (checked), as the C loop reads `rp`; then the requests
@@ -532,7 +567,7 @@ pub fn run_back<W: Workload, M: SharedMemory>(
             continue;
         }
         st.waits += 1;
-        bells.wait(timeout, deadline, st.waits)?;
+        idle.wait(&bells, done)?;
     }
     Ok(st)
 }
@@ -590,7 +625,7 @@ pub fn run_front_batched<W: Workload, M: SharedMemory>(
 ) -> Result<Stats, DriveError> {
     let mut st = Stats::default();
     let (mut sent, mut recv) = (0u64, 0u64);
-    let deadline = Instant::now() + timeout;
+    let mut idle = Idle::new(timeout);
     while recv < n {
         let mut progressed = false;
         let want = u32::try_from(n - sent).unwrap_or(u32::MAX);
@@ -621,7 +656,7 @@ pub fn run_front_batched<W: Workload, M: SharedMemory>(
             continue;
         }
         st.waits += 1;
-        bells.wait(timeout, deadline, st.waits)?;
+        idle.wait(&bells, sent + recv)?;
     }
     Ok(st)
 }
@@ -636,7 +671,7 @@ pub fn run_back_batched<W: Workload, M: SharedMemory>(
 ) -> Result<Stats, DriveError> {
     let mut st = Stats::default();
     let mut done = 0u64;
-    let deadline = Instant::now() + timeout;
+    let mut idle = Idle::new(timeout);
     while done < n {
         let (mut bad, mut i) = (None, done);
         let p = ring.serve_requests_with(u32::MAX, |q, s| {
@@ -660,7 +695,7 @@ pub fn run_back_batched<W: Workload, M: SharedMemory>(
             continue;
         }
         st.waits += 1;
-        bells.wait(timeout, deadline, st.waits)?;
+        idle.wait(&bells, done)?;
     }
     Ok(st)
 }

@@ -49,27 +49,34 @@ pub fn exchange(pair: Pair, n: u64, bells: bool) -> u64 {
     let rust_front = matches!(pair, Pair::Rust | Pair::RustBatched | Pair::RustFrontCBack);
     let rust_back = matches!(pair, Pair::Rust | Pair::RustBatched | Pair::CFrontRustBack);
     let batched = matches!(pair, Pair::RustBatched);
-    let mut front: Option<FrontRing<_, TestReq, TestRsp>> = None;
-    if rust_front {
-        front = Some(FrontRing::new(mem.clone(), Pages(1)).expect("front"));
-    } else {
+    // Each end is built on the thread that runs it, so its private indexes live on that
+    // thread's stack (as the C drivers' `fr`/`br` locals do): two ring structs side by side
+    // in this frame would share a cache line that both threads write (false sharing).
+    if !rust_front {
         cref::shared_ring_init(&*mem);
     }
-    let mut back: BackRing<_, TestReq, TestRsp> =
-        BackRing::new(mem.clone(), Pages(1)).expect("back");
+    let front_mem = mem.clone();
+    let back_mem = mem.clone();
+    let new_front = move || -> FrontRing<_, TestReq, TestRsp> {
+        FrontRing::new(front_mem, Pages(1)).expect("front")
+    };
+    let mut front = rust_front.then(new_front);
     std::thread::scope(|s| {
-        let h = s.spawn(|| {
+        let h = s.spawn(move || {
+            if !rust_back {
+                return cref::back_run(CKind::Echo, &*back_mem, 1, n, bb, TIMEOUT)
+                    .expect("c back")
+                    .notifies;
+            }
+            let mut back: BackRing<_, TestReq, TestRsp> =
+                BackRing::new(back_mem, Pages(1)).expect("back");
             if batched {
                 run_back_batched::<EchoWorkload, _>(&mut back, n, bb, TIMEOUT)
                     .expect("rust back")
                     .notifies
-            } else if rust_back {
+            } else {
                 run_back::<EchoWorkload, _>(&mut back, n, bb, TIMEOUT)
                     .expect("rust back")
-                    .notifies
-            } else {
-                cref::back_run(CKind::Echo, &*mem, 1, n, bb, TIMEOUT)
-                    .expect("c back")
                     .notifies
             }
         });

@@ -1,6 +1,8 @@
 //! The Rust rings against the C macros of Debian's `<xen/io/ring.h>` (`csrc/ring_ref.c`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use proptest::prelude::*;
 use xen_sys::{blkif_request, blkif_response};
@@ -246,6 +248,65 @@ fn blkif_both_ways_single_page() {
     exchange::<BlkifWorkload>(CKind::Blkif, Side::RustFrontCBack, 1, 200_000, true);
     exchange::<TestWorkload>(CKind::Test, Side::CFrontRustBack, 1, 200_000, false);
     exchange::<TestWorkload>(CKind::Test, Side::RustFrontCBack, 1, 200_000, false);
+}
+
+/// The spinning drivers time out on a silent peer, not on a slow one (their timeout counts
+/// from their last progress): a back end that answers one request every 250 ms keeps Rust and
+/// C front ends with a 1 s timeout going for 3 s, and one that answers nothing fails them.
+#[test]
+fn spinning_front_ends_time_out_on_silence_not_on_slowness() {
+    const N: u64 = 12;
+    let timeout = Duration::from_secs(1);
+    for c_front in [false, true] {
+        for answers in [true, false] {
+            let mem = Arc::new(PageBuf::new(1).unwrap());
+            let mut f: Option<TFront> = None;
+            if c_front {
+                cref::shared_ring_init(&*mem);
+            } else {
+                f = Some(FrontRing::new(mem.clone(), Pages(1)).unwrap());
+            }
+            let mut b: TBack = BackRing::new(mem.clone(), Pages(1)).unwrap();
+            let stop = AtomicBool::new(false);
+            let front_result = std::thread::scope(|s| {
+                let stop = &stop;
+                s.spawn(move || {
+                    let mut served = 0;
+                    while answers && served < N && !stop.load(Ordering::Relaxed) {
+                        let Some(q) = b.take_request().unwrap() else {
+                            std::thread::sleep(Duration::from_millis(1));
+                            continue;
+                        };
+                        std::thread::sleep(Duration::from_millis(250));
+                        b.push_response(TestWorkload::serve(&q).unwrap()).unwrap();
+                        b.push_responses_and_check_notify();
+                        served += 1;
+                    }
+                });
+                let r = match f.as_mut() {
+                    Some(f) => run_front::<TestWorkload, _>(f, N, Bells::Spin, timeout)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    None => cref::front_run(CKind::Test, &*mem, 1, N, Bells::Spin, timeout)
+                        .map(|_| ())
+                        .map_err(|e| format!("{e:?}")),
+                };
+                stop.store(true, Ordering::Relaxed);
+                r
+            });
+            let who = if c_front { "C front" } else { "Rust front" };
+            if answers {
+                front_result.unwrap_or_else(|e| panic!("{who}, slow back end: {e}"));
+                assert_eq!(get(&mem, SringField::RspProd), N as u32);
+            } else {
+                let e = front_result.expect_err("a silent back end must time out");
+                assert!(
+                    e.contains("TimedOut") || e.contains("timed out"),
+                    "{who}: {e}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
