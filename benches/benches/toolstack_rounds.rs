@@ -20,7 +20,7 @@
 
 #![allow(missing_docs)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -80,7 +80,7 @@ fn xe_args(s: &Server) -> Vec<String> {
 }
 
 /// Runs the xe binary to its end; its output.
-fn run_xe(xe: &PathBuf, argv: &[String]) -> Vec<u8> {
+fn run_xe(xe: &Path, argv: &[String]) -> Vec<u8> {
     let out = Command::new(xe)
         .args(argv)
         .stdin(Stdio::null())

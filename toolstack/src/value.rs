@@ -295,3 +295,77 @@ pub fn record<S: Serializer>(
     }
     map.end()
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn arb_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            any::<String>().prop_map(Value::String),
+            any::<i64>().prop_map(Value::Int),
+            any::<bool>().prop_map(Value::Bool),
+            any::<f64>().prop_map(Value::Double),
+            Just(Value::Nil),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,8}", inner, 0..6).prop_map(Value::Struct),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn serde_agrees_with_the_json_tree(v in arb_value()) {
+            // Written straight, the JSON is the tree's; read straight, it is what the tree
+            // gives.
+            let direct = serde_json::to_string(&v).unwrap();
+            prop_assert_eq!(&direct, &v.to_json().to_string());
+            let tree: serde_json::Value = serde_json::from_str(&direct).unwrap();
+            prop_assert_eq!(serde_json::from_str::<Value>(&direct).unwrap(), Value::from_json(&tree));
+        }
+    }
+
+    #[test]
+    fn typed_follows_the_datamodel() {
+        let t = Type::Map(&Type::String, &Type::Int);
+        let v = Value::Struct(
+            [
+                ("a".to_owned(), Value::str("12")),
+                ("b".to_owned(), Value::str("not a number")),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        assert_eq!(
+            serde_json::to_string(&Typed(&v, &t)).unwrap(),
+            r#"{"a":12,"b":"not a number"}"#
+        );
+        let f = Type::Set(&Type::Float);
+        let v = Value::Array(vec![Value::Int(2), Value::str("1.5"), Value::str("inf")]);
+        assert_eq!(
+            serde_json::to_string(&Typed(&v, &f)).unwrap(),
+            r#"[2.0,1.5,"inf"]"#
+        );
+        assert_eq!(v.to_json_typed(&f), serde_json::json!([2.0, 1.5, "inf"]));
+    }
+
+    #[test]
+    fn large_unsigned_numbers_read_as_doubles() {
+        let v: Value = serde_json::from_str("[18446744073709551615, -3, 1e3, null]").unwrap();
+        assert_eq!(
+            v,
+            Value::Array(vec![
+                Value::Double(u64::MAX as f64),
+                Value::Int(-3),
+                Value::Double(1000.0),
+                Value::Nil
+            ])
+        );
+        assert!(serde_json::from_str::<Value>("[1,").is_err());
+    }
+}
