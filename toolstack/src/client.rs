@@ -356,9 +356,14 @@ impl Client {
             Endpoint::Tcp(h, _) | Endpoint::Tls(h, _) => h.clone(),
             Endpoint::Unix(_) => "localhost".to_owned(),
         };
+        let ctype = if path == "/jsonrpc" {
+            "application/json"
+        } else {
+            "text/xml"
+        };
         let req = hyper::Request::post(path)
             .header(hyper::header::HOST, host)
-            .header(hyper::header::CONTENT_TYPE, "text/xml")
+            .header(hyper::header::CONTENT_TYPE, ctype)
             .header(hyper::header::USER_AGENT, "xen-rs")
             .body(Full::new(Bytes::from(body)));
         let req = match req {
@@ -427,6 +432,18 @@ impl Client {
         outcome(xmlrpc::parse_records_response(&text, fields))
     }
 
+    /// Calls `method` with the session prepended over JSON-RPC 2.0 (`/jsonrpc`, as the
+    /// XenAPI SDKs can): the result typed as XAPI's JSON-RPC sends it (`int` fields as
+    /// numbers), or the failure as [`Error::Api`].
+    pub fn call_json(&mut self, method: &str, args: &[Value]) -> Result<Value, Error> {
+        let session = Value::str(self.session.clone().unwrap_or_default());
+        let params: Vec<&Value> = std::iter::once(&session).chain(args).collect();
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
+        let text = self.post("/jsonrpc", body.to_string())?;
+        json_outcome(&text)
+    }
+
     /// Uses an existing session (a pool's sessions are valid on each of its hosts).
     pub fn use_session(&mut self, session: &str) {
         self.session = Some(session.to_owned());
@@ -489,6 +506,53 @@ fn outcome(resp: Result<Result<Value, Value>, xmlrpc::XmlError>) -> Result<Value
             }))
         }
         _ => Err(Error::Protocol("no Status".into())),
+    }
+}
+
+/// The `result` of a JSON-RPC reply, or its `error` as [`Error::Api`] (XAPI's 2.0 form
+/// `{code, message: CODE, data: [params]}` or 1.0 form `[CODE, params...]`).
+fn json_outcome(text: &str) -> Result<Value, Error> {
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        #[serde(default)]
+        result: Option<Value>,
+        #[serde(default)]
+        error: Option<Value>,
+    }
+    let r: Reply =
+        serde_json::from_str(text).map_err(|e| Error::Protocol(format!("JSON-RPC reply: {e}")))?;
+    match (r.result, r.error) {
+        (_, Some(e)) if e != Value::Nil => {
+            let words: Vec<String> = match &e {
+                Value::Struct(m) => m
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .into_iter()
+                    .chain(
+                        m.get("data")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .map(|x| x.as_str().map_or_else(|| format!("{x:?}"), str::to_owned)),
+                    )
+                    .collect(),
+                Value::Array(a) => a
+                    .iter()
+                    .map(|x| x.as_str().map_or_else(|| format!("{x:?}"), str::to_owned))
+                    .collect(),
+                other => vec![format!("{other:?}")],
+            };
+            let mut it = words.into_iter();
+            Err(Error::Api(ApiError {
+                code: it.next().unwrap_or_default(),
+                params: it.collect(),
+            }))
+        }
+        (Some(v), _) => Ok(v),
+        (None, _) => Err(Error::Protocol(
+            "JSON-RPC reply without result or error".into(),
+        )),
     }
 }
 

@@ -80,25 +80,61 @@ pub fn handle_jsonrpc(xapi: &Arc<Xapi>, body: &[u8]) -> String {
         None => vec![],
         Some(other) => vec![Value::from_json(other)],
     };
-    let r = xapi
-        .call_audited(method, &params)
-        .map(|v| json_result(method, &v));
-    let resp = match (r, v2) {
-        (Ok(v), true) => serde_json::json!({"jsonrpc": "2.0", "result": v, "id": id}),
-        (Err(e), true) => serde_json::json!({"jsonrpc": "2.0", "id": id,
-            "error": {"code": 1, "message": e.code, "data": e.params}}),
-        (Ok(v), false) => serde_json::json!({"result": v, "error": null, "id": id}),
-        (Err(e), false) => serde_json::json!({"result": null, "error": e.description(), "id": id}),
+    let mut out = Vec::with_capacity(256);
+    // The result is written straight into the reply (no JSON tree in between).
+    let head = |out: &mut Vec<u8>| {
+        out.extend_from_slice(if v2 {
+            b"{\"jsonrpc\":\"2.0\",\"result\":"
+        } else {
+            b"{\"result\":"
+        });
     };
-    resp.to_string()
+    let tail = |out: &mut Vec<u8>| {
+        out.extend_from_slice(if v2 {
+            b",\"id\":"
+        } else {
+            b",\"error\":null,\"id\":"
+        });
+        let _ = serde_json::to_writer(&mut *out, &id);
+        out.push(b'}');
+    };
+    head(&mut out);
+    if xapi.get_all_records_json(method, &params, &mut out) {
+        tail(&mut out);
+    } else {
+        out.clear();
+        match xapi.call_audited(method, &params) {
+            Ok(v) => {
+                head(&mut out);
+                if let Err(e) = write_json_result(&mut out, method, &v) {
+                    return serde_json::json!({"jsonrpc": "2.0", "id": id,
+                        "error": {"code": -32603, "message": "Internal error", "data": [e.to_string()]}})
+                    .to_string();
+                }
+                tail(&mut out);
+            }
+            Err(e) if v2 => {
+                return serde_json::json!({"jsonrpc": "2.0", "id": id,
+                    "error": {"code": 1, "message": e.code, "data": e.params}})
+                .to_string()
+            }
+            Err(e) => {
+                return serde_json::json!({"result": null, "error": e.description(), "id": id})
+                    .to_string()
+            }
+        }
+    }
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
-/// A call's result as XAPI's JSON-RPC sends it: typed by the message's result type in the
-/// datamodel (`Async.*` calls return a task reference).
-pub fn json_result(method: &str, v: &Value) -> serde_json::Value {
+/// Appends a call's result as XAPI's JSON-RPC sends it: typed by the message's result type
+/// in the datamodel (`Async.*` calls return a task reference).
+pub fn write_json_result(out: &mut Vec<u8>, method: &str, v: &Value) -> serde_json::Result<()> {
     match crate::datamodel::xenapi::message_def(method).and_then(|m| m.result) {
-        Some(t) if !method.starts_with("Async.") => v.to_json_typed(t),
-        _ => v.to_json(),
+        Some(t) if !method.starts_with("Async.") => {
+            serde_json::to_writer(out, &crate::value::Typed(v, t))
+        }
+        _ => serde_json::to_writer(out, v),
     }
 }
 

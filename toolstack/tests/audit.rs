@@ -19,6 +19,9 @@ fn audit_log_records_every_call_with_its_result() {
     let session = c.session().unwrap().to_owned();
     let vms = c.call("VM.get_all", &[]).unwrap();
     let dom0 = vms.as_array().unwrap()[0].as_str().unwrap().to_owned();
+    // The replies encoded straight from the database are recorded too.
+    c.call("VM.get_all_records", &[]).unwrap();
+    c.call_json("VM.get_all_records", &[]).unwrap();
     c.call("VM.get_name_label", &[Value::str(dom0.clone())])
         .unwrap();
     let bad = c.call(
@@ -44,6 +47,8 @@ fn audit_log_records_every_call_with_its_result() {
     let expect = [
         format!("user=root session={tag} call=session.login_with_password object=- result=OK"),
         format!("user=root session={tag} call=VM.get_all object=- result=OK"),
+        format!("user=root session={tag} call=VM.get_all_records object=- result=OK"),
+        format!("user=root session={tag} call=VM.get_all_records object=- result=OK"),
         format!("user=root session={tag} call=VM.get_name_label object={dom0} result=OK"),
         format!("user=root session={tag} call=VM.start object=OpaqueRef:nope result=ERROR:HANDLE_INVALID"),
         "user=root session=- call=session.login_with_password object=- result=ERROR:SESSION_AUTHENTICATION_FAILED".to_owned(),

@@ -7,6 +7,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use common::{Daemon, PASSWORD};
+use toolstack::value::Value;
+use toolstack::Error;
 
 /// One HTTP/1.1 POST of `body` to `/jsonrpc`; the response's status line and JSON body.
 fn post(port: u16, body: &serde_json::Value) -> (String, serde_json::Value) {
@@ -101,4 +103,55 @@ fn json_rpc_over_http_has_json_types_in_both_envelopes() {
     assert!(set.get("error").is_none(), "{set}");
     let got = call(true, "VM.get_user_version", serde_json::json!([session, r]));
     assert_eq!(got["result"], 7);
+}
+
+#[test]
+fn get_all_records_written_from_the_database_types_records_as_get_record_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let mut c = d.client();
+    // `get_all_records` takes the path straight from the database, `get_record` the generic
+    // one: each record reads the same, types included, in both envelopes.
+    let all = c.call_json("VM.get_all_records", &[]).unwrap();
+    let all = all.as_struct().unwrap();
+    assert!(!all.is_empty());
+    for (r, rec) in all {
+        let one = c
+            .call_json("VM.get_record", &[Value::str(r.clone())])
+            .unwrap();
+        assert_eq!(&one, rec, "{r}");
+        assert!(matches!(
+            rec.as_struct().unwrap()["VCPUs_max"],
+            Value::Int(_)
+        ));
+    }
+    let v1 = |session: &str| serde_json::json!({"method": "VM.get_all_records", "params": [session], "id": 3});
+    let (_, one) = post(d.http, &v1(c.session().unwrap()));
+    assert!(one["error"].is_null());
+    assert_eq!(one["id"], 3);
+    let (_, two) = post(d.http, &{
+        let mut b = v1(c.session().unwrap());
+        b["jsonrpc"] = "2.0".into();
+        b
+    });
+    assert_eq!(one["result"], two["result"]);
+    // A bad session takes the generic path and its error.
+    let (_, bad) = post(d.http, &v1("OpaqueRef:nope"));
+    assert_eq!(bad["error"][0], "SESSION_INVALID", "{bad}");
+}
+
+#[test]
+fn the_client_speaks_json_rpc_with_xapi_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let mut c = d.client();
+    let vms = c.call_json("VM.get_all", &[]).unwrap();
+    assert_eq!(vms, c.call("VM.get_all", &[]).unwrap());
+    match c.call_json("VM.get_record", &[Value::str("OpaqueRef:nope")]) {
+        Err(Error::Api(e)) => {
+            assert_eq!(e.code, "HANDLE_INVALID");
+            assert_eq!(e.params, ["VM", "OpaqueRef:nope"]);
+        }
+        other => panic!("{other:?}"),
+    }
 }

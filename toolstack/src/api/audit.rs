@@ -43,6 +43,41 @@ impl Xapi {
             (_, true) => String::new(),
             _ => first.to_owned(),
         };
+        self.write_audit(
+            log,
+            method,
+            params,
+            &user,
+            &session,
+            r.as_ref().map(|_| ()).map_err(|e| e.code.as_str()),
+        );
+        r
+    }
+
+    /// Records a successful call that did not go through [`Xapi::call_audited`] (the
+    /// `get_all_records` replies encoded straight from the database), when a log is enabled.
+    pub(super) fn audit_success(&self, method: &str, params: &[Value]) {
+        let Some(log) = self.audit.get() else {
+            return;
+        };
+        let first = params.first().and_then(Value::as_str).unwrap_or("");
+        let user = self.db.read(|v| v.str_field(first, "auth_user_name"));
+        self.write_audit(log, method, params, &user, first, Ok(()));
+    }
+
+    fn write_audit(
+        &self,
+        log: &AuditLog,
+        method: &str,
+        params: &[Value],
+        user: &str,
+        session: &str,
+        result: Result<(), &str>,
+    ) {
+        let login = matches!(
+            method,
+            "session.login_with_password" | "Async.session.login_with_password"
+        );
         let object = if login {
             None
         } else {
@@ -55,20 +90,17 @@ impl Xapi {
             Value::DateTime(t) => t,
             _ => String::new(),
         };
-        match &r {
-            Ok(_) => tracing::debug!(call = method, user = %user, "API call: OK"),
-            Err(e) => {
-                tracing::debug!(call = method, user = %user, code = %e.code, "API call failed")
-            }
+        match result {
+            Ok(()) => tracing::debug!(call = method, user = %user, "API call: OK"),
+            Err(code) => tracing::debug!(call = method, user = %user, code, "API call failed"),
         }
         log.record(&Entry {
             time: &time,
-            user: if user.is_empty() { "-" } else { &user },
-            session: &session,
+            user: if user.is_empty() { "-" } else { user },
+            session,
             call: method,
             object,
-            result: r.as_ref().map(|_| ()).map_err(|e| e.code.as_str()),
+            result,
         });
-        r
     }
 }
