@@ -20,7 +20,7 @@ use toolstack::value::Value;
 #[path = "toolstack/common.rs"]
 mod common;
 
-use common::{add_vms, client, server, sim, Server};
+use common::{add_vms, client, server, sim, xe_vm_list_args, Server};
 
 fn get_all_records(c: &mut Criterion) {
     let mut g = c.benchmark_group("toolstack/VM.get_all_records");
@@ -44,19 +44,7 @@ fn get_all_records(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("xml-rpc", n), |b| {
             b.iter(|| cl.call("VM.get_all_records", &[]).unwrap())
         });
-        let argv: Vec<String> = [
-            "-s",
-            "127.0.0.1",
-            "-p",
-            &s.port.to_string(),
-            "--nossl",
-            "-pw",
-            "pw",
-            "vm-list",
-        ]
-        .iter()
-        .map(|x| (*x).to_owned())
-        .collect();
+        let argv = xe_vm_list_args(&s);
         g.bench_function(BenchmarkId::new("xe vm-list", n), |b| {
             b.iter(|| {
                 let mut out = Vec::with_capacity(1 << 20);

@@ -30,7 +30,7 @@ use toolstack::value::Value;
 #[path = "toolstack/common.rs"]
 mod common;
 
-use common::{add_vms, client, server, sim, Server};
+use common::{add_vms, client, server, sim, xe_vm_list_args, Server};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -61,22 +61,6 @@ fn xe_binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let p = exe.parent()?.parent()?.join("xe");
     p.exists().then_some(p)
-}
-
-fn xe_args(s: &Server) -> Vec<String> {
-    [
-        "-s",
-        "127.0.0.1",
-        "-p",
-        &s.port.to_string(),
-        "--nossl",
-        "-pw",
-        "pw",
-        "vm-list",
-    ]
-    .iter()
-    .map(|x| (*x).to_owned())
-    .collect()
 }
 
 /// Runs the xe binary to its end; its output.
@@ -163,7 +147,7 @@ fn main() {
     let call =
         toolstack::xmlrpc::encode_call("VM.get_all_records", std::slice::from_ref(&s.session));
     let reply = toolstack::server::handle_xmlrpc(&s.xapi, call.as_bytes());
-    let argv = xe_args(&s);
+    let argv = xe_vm_list_args(&s);
     let xe = xe_binary();
 
     // Every path gives the same records.

@@ -84,3 +84,20 @@ pub fn add_vms(s: &Server, n: usize) {
         s.xapi.call("VM.create", &[s.session.clone(), rec]).unwrap();
     }
 }
+
+/// `xe vm-list` against `s` over plain HTTP, as xe's own argument list.
+pub fn xe_vm_list_args(s: &Server) -> Vec<String> {
+    [
+        "-s",
+        "127.0.0.1",
+        "-p",
+        &s.port.to_string(),
+        "--nossl",
+        "-pw",
+        "pw",
+        "vm-list",
+    ]
+    .iter()
+    .map(|x| (*x).to_owned())
+    .collect()
+}
