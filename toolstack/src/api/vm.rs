@@ -454,13 +454,7 @@ impl Xapi {
             &[PowerState::Running]
         };
         let rec = (allowed.contains(&cfg.power_state) && !cfg.is_control_domain)
-            .then(|| {
-                self.db.read(|v| {
-                    v.iter_class("VM")
-                        .find(|(k, _)| k.as_str() == vm)
-                        .map(|(_, r)| r.clone())
-                })
-            })
+            .then(|| self.db.read(|v| v.get(vm).cloned()))
             .flatten();
         if rec.is_some_and(|r| !self.runs_domain(&r)) {
             // The domain the record names is gone (the host rebooted: its watchdog fenced
